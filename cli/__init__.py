@@ -1,0 +1,1 @@
+"""The ``pseudolabel`` command line (installed as :mod:`pseudolabel.cli`)."""

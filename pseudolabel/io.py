@@ -162,11 +162,18 @@ def atomic_write_bytes(path: str | os.PathLike[str], payload: bytes) -> None:
     try:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(payload)
+        os.chmod(temporary, 0o666 & ~_current_umask())  # mkstemp creates 0600; use the usual mode
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:

@@ -55,6 +55,9 @@ class SGMParams:
         uniqueness: a pixel is unique when ``best_cost < uniqueness * second_best_cost``, the second
             best taken outside ``best +- 1``; 1.0 disables the test.
         median: side of the median filter applied to the disparity (0 or 1 = off, 3 or 5).
+        speckle_size: connected regions of at most this many pixels whose disparities differ by at most
+            ``speckle_range`` pixels from a neighbour are marked invalid (0 = off).
+        speckle_range: disparity step in pixels that separates two speckle regions.
         fill_invalid: fill pixels that fail the checks in the dense ``disparity`` output from their
             left/right valid neighbours (the lower, background value, as in Hirschmueller 2008).
         ad_truncation: truncation of the AD/BT cost in 8-bit gray levels (``ad``, ``bt``, ``ad_census``).
@@ -74,6 +77,8 @@ class SGMParams:
     lr_max_diff: float = 1.0
     uniqueness: float = 0.95
     median: int = 3
+    speckle_size: int = 100
+    speckle_range: float = 2.0
     fill_invalid: bool = True
     ad_truncation: int = 30
 
@@ -104,6 +109,8 @@ class SGMParams:
             raise InputError(f"uniqueness must be in (0, 1], got {self.uniqueness}")
         if self.median not in (0, 1, 3, 5):
             raise InputError(f"median must be 0, 1, 3 or 5, not {self.median}")
+        if self.speckle_size < 0 or self.speckle_range < 0:
+            raise InputError("speckle_size and speckle_range must be >= 0")
         if not 1 <= self.ad_truncation <= 255:
             raise InputError("ad_truncation must be in [1, 255]")
 
@@ -200,6 +207,29 @@ def match(left: np.ndarray, right: np.ndarray, params: SGMParams | None = None, 
     cost_volume = cost.compute_cost(left_gray, right_gray, params)
     aggregated = aggregation.aggregate(cost_volume, left_gray, params)
     del cost_volume
-    winners = disparity.select(aggregated, params)
-    result = refinement.refine(winners, aggregated, params)
-    return result
+    winners = disparity.select(aggregated, params.min_disp)
+    mode = refinement.SUBPIXEL_MODES[params.subpixel]
+    left_disparity = refinement.subpixel_left(aggregated, winners.index, params.min_disp, mode)
+    right_disparity = refinement.subpixel_right(aggregated, winners.index_right, params.min_disp, mode)
+    del aggregated
+    left_disparity = refinement.median_filter(left_disparity, params.median)
+    valid = disparity.consistency_check(
+        left_disparity, right_disparity, winners.cost_best, winners.cost_second_far, float(params.lr_max_diff), float(params.uniqueness)
+    )
+    valid = refinement.remove_speckles(left_disparity, valid, params.speckle_size, params.speckle_range)
+    dense = (
+        refinement.fill_invalid(left_disparity, valid, right_disparity, float(max(params.lr_max_diff, 0.0)))
+        if params.fill_invalid
+        else left_disparity
+    )
+    return SGMResult(
+        disparity=dense,
+        valid=valid,
+        disparity_right=right_disparity,
+        cost_best=winners.cost_best,
+        cost_second=winners.cost_second,
+        cost_second_local=winners.cost_second_local,
+        cost_mean=winners.cost_mean,
+        disparity_wta=(winners.index.astype(np.int16) + np.int16(params.min_disp)).astype(np.int16),
+        params=params,
+    )

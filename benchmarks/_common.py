@@ -1,0 +1,113 @@
+"""Helpers shared by the benchmark scripts (not part of the installed package)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pseudolabel.io import read_disparity, read_image, to_gray
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+@dataclass
+class Scene:
+    """One scene of ``manifest.json``: images, ground truth in pixels (NaN = unknown), evaluation mask."""
+
+    scene_id: str
+    group: str
+    left: np.ndarray
+    right: np.ndarray
+    gt: np.ndarray
+    mask: np.ndarray  # bool (H, W): pixels to evaluate (known GT, non-occluded where a mask says so)
+    max_disp: int
+
+
+def load_manifest(data_dir: Path = DEFAULT_DATA) -> list[dict]:
+    with open(data_dir / "manifest.json") as handle:
+        return json.load(handle)["scenes"]
+
+
+def load_scene(entry: dict, data_dir: Path = DEFAULT_DATA) -> Scene:
+    left = read_image(data_dir / entry["left"])
+    right = read_image(data_dir / entry["right"])
+    if left.ndim == 3 and left.shape[2] == 4:
+        left, right = left[:, :, :3], right[:, :, :3]
+    gt = read_disparity(data_dir / entry["gt_left"], float(entry["gt_scale"]))
+    mask = np.isfinite(gt) & (gt > 0)
+    masks = entry.get("masks", {})
+    if "nonocc" in masks:
+        mask &= to_gray(read_image(data_dir / masks["nonocc"])) > 127
+    elif "occlusion" in masks:
+        mask &= to_gray(read_image(data_dir / masks["occlusion"])) < 128
+    elif entry["group"].startswith("middlebury"):
+        # Middlebury 2001/2006 ship no occlusion mask: derive it from the ground truth itself.
+        mask &= ~occlusion_from_disparity(gt)
+    return Scene(entry["id"], entry["group"], left, right, gt, mask, int(entry["max_disp"]))
+
+
+def occlusion_from_disparity(gt: np.ndarray, tolerance: float = 1.0) -> np.ndarray:
+    """Left pixels hidden in the right view, from a left ground-truth disparity (pixels, NaN = unknown).
+
+    Pixel ``x`` with disparity ``d`` lands on ``x - d`` in the right image; it is occluded when a pixel
+    further right, ``x' > x``, with a larger disparity lands at or left of it:
+    ``min_{x' > x} (x' - d(x')) < x - d(x) - tolerance``, or when ``x - d < 0`` (outside the right image).
+
+    Returns:
+        ``bool`` (H, W), True = occluded.
+    """
+    height, width = gt.shape
+    landing = np.where(np.isfinite(gt), np.arange(width)[None, :] - gt, np.inf)
+    # running minimum of the landing positions strictly to the right of each pixel
+    suffix_min = np.minimum.accumulate(landing[:, ::-1], axis=1)[:, ::-1]
+    right_of = np.concatenate([suffix_min[:, 1:], np.full((height, 1), np.inf)], axis=1)
+    outside = landing < 0  # no correspondence at all: the match falls left of the right image
+    return np.isfinite(gt) & ((right_of < landing - tolerance) | outside)
+
+
+def bad_rate(disparity: np.ndarray, gt: np.ndarray, mask: np.ndarray, threshold: float) -> float:
+    """Fraction (%) of ``mask`` pixels with ``|disparity - gt| > threshold``; NaN if the mask is empty."""
+    if not mask.any():
+        return float("nan")
+    error = np.abs(disparity[mask] - gt[mask])
+    return float(100.0 * np.mean(~(error <= threshold)))
+
+
+def machine_description() -> str:
+    import numba
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            names = re.findall(r"model name\s*:\s*(.*)", handle.read())
+        if names:
+            cpu = names[0].strip()
+    except OSError:
+        pass
+    return (
+        f"{cpu}, {os.cpu_count()} logical cores; Python {platform.python_version()}, numpy {np.__version__}, "
+        f"numba {numba.__version__}; {datetime.date.today().isoformat()}"
+    )
+
+
+def replace_section(markdown_path: Path, heading: str, body: str) -> None:
+    """Replace (or append) the ``## heading`` section of a Markdown file with ``body``."""
+    text = markdown_path.read_text() if markdown_path.exists() else "# Benchmarks\n"
+    marker = f"## {heading}\n"
+    section = marker + "\n" + body.strip() + "\n"
+    if marker in text:
+        start = text.index(marker)
+        following = text.find("\n## ", start + len(marker))
+        end = len(text) if following < 0 else following + 1
+        text = text[:start] + section + ("\n" + text[end:] if following >= 0 else "")
+    else:
+        text = text.rstrip() + "\n\n" + section
+    markdown_path.write_text(text)

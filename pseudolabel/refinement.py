@@ -1,0 +1,173 @@
+"""Stage 4 of SGM: sub-pixel refinement, median filtering and filling of invalid pixels."""
+
+from __future__ import annotations
+
+import cv2
+import numba
+import numpy as np
+from numba import prange
+
+SUBPIXEL_MODES = {"none": 0, "parabola": 1, "equiangular": 2}
+
+
+@numba.njit(cache=True, inline="always")
+def _offset(before: float, centre: float, after: float, mode: int) -> float:
+    """Sub-pixel offset in [-0.5, 0.5] of the minimum of three costs at k-1, k, k+1."""
+    if mode == 1:
+        curvature = before - 2.0 * centre + after
+        if curvature <= 0.0:
+            return 0.0
+        offset = (before - after) / (2.0 * curvature)
+    elif mode == 2:
+        slope = max(before - centre, after - centre)
+        if slope <= 0.0:
+            return 0.0
+        offset = (before - after) / (2.0 * slope)
+    else:
+        return 0.0
+    return min(0.5, max(-0.5, offset))
+
+
+@numba.njit(cache=True, parallel=True)
+def subpixel_left(aggregated: np.ndarray, index: np.ndarray, min_disp: int, mode: int) -> np.ndarray:
+    """Sub-pixel left-view disparity.
+
+    Args:
+        aggregated: ``uint16`` (H, W, D).
+        index: ``int16`` (H, W) winning indices.
+        min_disp: disparity of index 0, pixels.
+        mode: 0 none, 1 parabola ``(c- - c+) / (2 (c- - 2 c + c+))``, 2 equiangular
+            ``(c- - c+) / (2 max(c- - c, c+ - c))``; no refinement at the ends of the range.
+
+    Returns:
+        ``float32`` (H, W) disparity in pixels.
+    """
+    height, width, num_disp = aggregated.shape
+    disparity = np.empty((height, width), dtype=np.float32)
+    for y in prange(height):
+        for x in range(width):
+            k = np.int64(index[y, x])
+            value = float(k)
+            if 0 < k < num_disp - 1:
+                value += _offset(float(aggregated[y, x, k - 1]), float(aggregated[y, x, k]), float(aggregated[y, x, k + 1]), mode)
+            disparity[y, x] = np.float32(min_disp + value)
+    return disparity
+
+
+@numba.njit(cache=True, parallel=True)
+def subpixel_right(aggregated: np.ndarray, index: np.ndarray, min_disp: int, mode: int) -> np.ndarray:
+    """Sub-pixel right-view disparity from the curve ``S[y, xr + min_disp + k, k]``.
+
+    Args:
+        aggregated: ``uint16`` (H, W, D).
+        index: ``int16`` (H, W) right-view winning indices (-1 = none).
+
+    Returns:
+        ``float32`` (H, W) right-view disparity in pixels, NaN where the index is -1. No refinement
+        where a neighbour of the curve falls outside the image.
+    """
+    height, width, num_disp = aggregated.shape
+    disparity = np.empty((height, width), dtype=np.float32)
+    for y in prange(height):
+        for x in range(width):
+            k = np.int64(index[y, x])
+            if k < 0:
+                disparity[y, x] = np.nan
+                continue
+            value = float(k)
+            x_before = x + min_disp + k - 1
+            x_after = x + min_disp + k + 1
+            if 0 < k < num_disp - 1 and x_before >= 0 and x_after < width:
+                value += _offset(float(aggregated[y, x_before, k - 1]), float(aggregated[y, x_before + 1, k]), float(aggregated[y, x_after, k + 1]), mode)
+            disparity[y, x] = np.float32(min_disp + value)
+    return disparity
+
+
+def median_filter(disparity: np.ndarray, size: int) -> np.ndarray:
+    """``size`` x ``size`` median of a ``float32`` (H, W) map (size 0 or 1: unchanged). Borders replicate."""
+    if size <= 1:
+        return disparity
+    return cv2.medianBlur(np.ascontiguousarray(disparity, dtype=np.float32), size)
+
+
+def remove_speckles(disparity: np.ndarray, valid: np.ndarray, max_size: int, max_diff: float) -> np.ndarray:
+    """Invalidate small connected regions of similar disparity (speckles).
+
+    Neighbouring valid pixels belong to one region when their disparities differ by at most
+    ``max_diff`` pixels; regions of at most ``max_size`` pixels are marked invalid.
+
+    Args:
+        disparity: ``float32`` (H, W), pixels.
+        valid: ``bool`` (H, W).
+
+    Returns:
+        ``bool`` (H, W) new validity mask.
+    """
+    if max_size <= 0:
+        return valid
+    fixed_point = np.round(np.where(valid, disparity, 0.0) * 16.0).astype(np.int32)
+    offset = int(fixed_point.min(initial=0))
+    encoded = (fixed_point - offset + 16).astype(np.int16) if fixed_point.max(initial=0) - offset + 16 < 32767 else None
+    if encoded is None:
+        return valid
+    encoded[~valid] = 0
+    cv2.filterSpeckles(encoded, 0, int(max_size), int(round(max_diff * 16.0)))
+    return valid & (encoded != 0)
+
+
+@numba.njit(cache=True, parallel=True)
+def fill_invalid(disparity: np.ndarray, valid: np.ndarray, disparity_right: np.ndarray, lr_max_diff: float) -> np.ndarray:
+    """Dense disparity from the valid pixels (after Hirschmueller 2008, section 3.4).
+
+    For every invalid pixel the nearest valid disparities along 8 directions are collected. A pixel is
+    an *occlusion* when its match in the right view belongs to a nearer surface
+    (``d_right(x - d) > d + lr_max_diff``): it takes the second smallest of the collected values (the
+    background, robust to one stray value; the smallest when fewer than 3 were found). Otherwise it is a *mismatch* and takes their median.
+    Pixels with no valid pixel in any direction stay unchanged.
+
+    Args:
+        disparity: ``float32`` (H, W) left disparity, pixels.
+        valid: ``bool`` (H, W).
+        disparity_right: ``float32`` (H, W) right-view disparity (NaN = none).
+        lr_max_diff: tolerance of the left-right check, pixels.
+
+    Returns:
+        ``float32`` (H, W) filled copy.
+    """
+    height, width = disparity.shape
+    filled = disparity.copy()
+    steps = np.array([[0, 1], [0, -1], [1, 0], [-1, 0], [1, 1], [1, -1], [-1, 1], [-1, -1]], dtype=np.int64)
+    for y in prange(height):
+        found = np.empty(8, dtype=np.float32)
+        for x in range(width):
+            if valid[y, x]:
+                continue
+            count = 0
+            for direction in range(8):
+                sx = steps[direction, 0]
+                sy = steps[direction, 1]
+                xx = x + sx
+                yy = y + sy
+                while 0 <= xx < width and 0 <= yy < height:
+                    if valid[yy, xx]:
+                        found[count] = disparity[yy, xx]
+                        count += 1
+                        break
+                    xx += sx
+                    yy += sy
+            if count == 0:
+                continue
+            values = np.sort(found[:count])
+            d = disparity[y, x]
+            x_right = int(np.floor(x - d + 0.5))
+            occluded = False
+            if 0 <= x_right < width:
+                other = disparity_right[y, x_right]
+                occluded = other > d + lr_max_diff
+            if occluded:
+                filled[y, x] = values[1] if count >= 3 else values[0]
+            elif count % 2 == 1:
+                filled[y, x] = values[count // 2]
+            else:
+                filled[y, x] = np.float32(0.5) * (values[count // 2 - 1] + values[count // 2])
+    return filled

@@ -183,13 +183,14 @@ def aggregate_direction(cost: np.ndarray, image: np.ndarray, dx: int, dy: int, p
                 active[now, j] = j_start <= j < j_stop
 
 
-def aggregate(cost: np.ndarray, image: np.ndarray, params: "SGMParams") -> np.ndarray:  # noqa: F821
+def aggregate(cost: np.ndarray, image: np.ndarray, params: "SGMParams", out: np.ndarray | None = None) -> np.ndarray:  # noqa: F821
     """Aggregate a cost volume along ``params.paths`` directions.
 
     Args:
         cost: ``uint8`` (H, W, D) matching cost volume.
         image: ``float32`` (H, W) gray left image in 8-bit units (used by ``p2_adaptive``).
         params: :class:`pseudolabel.sgm.SGMParams` (``paths``, ``p1``, ``p2``, ``p2_adaptive``, ``p2_gamma``).
+        out: optional ``uint16`` (H, W, D) buffer to reuse (overwritten).
 
     Returns:
         ``uint16`` (H, W, D) aggregated volume ``S``.
@@ -199,7 +200,8 @@ def aggregate(cost: np.ndarray, image: np.ndarray, params: "SGMParams") -> np.nd
     largest = int(cost.max(initial=0)) + int(params.p2)
     if largest * params.paths >= 2**16:
         raise InputError(f"p2={params.p2} is too large for {params.paths} paths with this cost; lower p2")
-    out = np.empty(cost.shape, dtype=np.uint16)
+    if out is None or out.shape != cost.shape or out.dtype != np.uint16:
+        out = np.empty(cost.shape, dtype=np.uint16)
     p1, p2 = int(params.p1), int(params.p2)
     gamma = float(params.p2_gamma)
     adaptive = bool(params.p2_adaptive)

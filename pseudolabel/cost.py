@@ -89,21 +89,30 @@ def census_transform(image: np.ndarray, window_width: int, window_height: int) -
     return result
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True)
 def census_cost_volume(census_left: np.ndarray, census_right: np.ndarray, min_disp: int, num_disp: int, outside_cost: int) -> np.ndarray:
+    """Hamming-distance cost volume of two census images, in a new ``uint8`` (H, W, D) array.
+
+    See :func:`census_cost_volume_into`.
+    """
+    height, width = census_left.shape
+    volume = np.empty((height, width, num_disp), dtype=np.uint8)
+    census_cost_volume_into(census_left, census_right, min_disp, outside_cost, volume)
+    return volume
+
+
+@numba.njit(cache=True, parallel=True)
+def census_cost_volume_into(census_left: np.ndarray, census_right: np.ndarray, min_disp: int, outside_cost: int, volume: np.ndarray) -> None:
     """Hamming-distance cost volume of two census images.
 
     Args:
         census_left, census_right: ``uint64`` (H, W) census transforms.
         min_disp: disparity of index 0, pixels.
-        num_disp: number of disparity levels ``D``.
         outside_cost: cost where ``x - d`` is outside the right image.
-
-    Returns:
-        ``uint8`` (H, W, D) cost volume.
+        volume: ``uint8`` (H, W, D) output, overwritten (``D`` disparity levels).
     """
     height, width = census_left.shape
-    volume = np.empty((height, width, num_disp), dtype=np.uint8)
+    num_disp = volume.shape[2]
     fill = np.uint8(outside_cost)
     for y in prange(height):
         # The right row reversed, so that the inner loop over disparities reads forward memory
@@ -125,7 +134,6 @@ def census_cost_volume(census_left: np.ndarray, census_right: np.ndarray, min_di
                 target[k] = np.uint8(popcount64(code ^ source[k]))
             for k in range(k_stop, num_disp):
                 out[k] = fill
-    return volume
 
 
 @numba.njit(cache=True, parallel=True)
@@ -229,12 +237,13 @@ def combine_ad_census(ad_volume: np.ndarray, census_volume: np.ndarray, census_m
     return out
 
 
-def compute_cost(left_gray: np.ndarray, right_gray: np.ndarray, params: "SGMParams") -> np.ndarray:  # noqa: F821
+def compute_cost(left_gray: np.ndarray, right_gray: np.ndarray, params: "SGMParams", out: np.ndarray | None = None) -> np.ndarray:  # noqa: F821
     """Cost volume for a prepared pair (see :func:`prepare_image`).
 
     Args:
         left_gray, right_gray: ``float32`` (H, W) gray images in 8-bit units.
         params: :class:`pseudolabel.sgm.SGMParams`.
+        out: optional ``uint8`` (H, W, D) buffer to reuse for the census cost (saves page faults).
 
     Returns:
         ``uint8`` (H, W, D) cost volume.
@@ -244,7 +253,10 @@ def compute_cost(left_gray: np.ndarray, right_gray: np.ndarray, params: "SGMPara
     if params.cost in ("census", "ad_census"):
         census_left = census_transform(left_gray, params.census_width, params.census_height)
         census_right = census_transform(right_gray, params.census_width, params.census_height)
-        census = census_cost_volume(census_left, census_right, min_disp, num_disp, census_max)
+        if out is None or out.shape != left_gray.shape + (num_disp,) or out.dtype != np.uint8:
+            out = np.empty(left_gray.shape + (num_disp,), dtype=np.uint8)
+        census_cost_volume_into(census_left, census_right, min_disp, census_max, out)
+        census = out
         if params.cost == "census":
             return census
         ad = ad_cost_volume(left_gray, right_gray, min_disp, num_disp, 255)

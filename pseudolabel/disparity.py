@@ -43,12 +43,15 @@ class Winners:
 def winner_takes_all(aggregated: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Left-view winner and cost features of every pixel.
 
+    Every loop over disparities is branch-free with 16-bit operands (disparity indices come from an
+    ``int16`` table), so that it vectorises.
+
     Args:
         aggregated: ``uint16`` (H, W, D) aggregated costs.
 
     Returns:
-        ``(index, c1, c2, c2_far, c2m, mean)``: ``int16`` (H, W) winner index (the first one on
-        ties) and five ``float32`` (H, W) features, as described in :class:`Winners`.
+        ``(index, c1, c2, c2_far, c2m, mean)``: ``int16`` (H, W) winner index (the first one on ties)
+        and five ``float32`` (H, W) features, as described in :class:`Winners`.
     """
     height, width, num_disp = aggregated.shape
     index = np.empty((height, width), dtype=np.int16)
@@ -57,43 +60,58 @@ def winner_takes_all(aggregated: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
     second_far = np.empty((height, width), dtype=np.float32)
     second_local = np.empty((height, width), dtype=np.float32)
     mean = np.empty((height, width), dtype=np.float32)
-    no_value = 1 << 30
+    no_value = np.uint16(65535)
+    no_index = np.int16(num_disp)
+    ks = np.arange(num_disp).astype(np.int16)
     for y in prange(height):
         for x in range(width):
             curve = aggregated[y, x]
             best = no_value
-            winner = 0
-            largest = 0
-            total = 0
+            largest = np.uint16(0)
+            total = np.uint32(0)
             for k in range(num_disp):
-                value = np.int64(curve[k])
-                total += value
-                if value < best:
-                    best = value
-                    winner = k
-                if value > largest:
-                    largest = value
-            other = no_value
+                value = curve[k]
+                best = min(best, value)
+                largest = max(largest, value)
+                total += np.uint32(value)
+            winner = no_index
+            for k in range(num_disp):
+                winner = min(winner, ks[k] if curve[k] == best else no_index)
+            # far: smallest value with |k - winner| > 1; local: smallest other local minimum, a local
+            # minimum being S[k] < S[k-1] and S[k] <= S[k+1] (missing neighbours count as larger)
             far = no_value
             local = no_value
-            for k in range(num_disp):
-                if k == winner:
-                    continue
-                value = np.int64(curve[k])
-                if value < other:
-                    other = value
-                if (k < winner - 1 or k > winner + 1) and value < far:
-                    far = value
-                left_higher = k == 0 or value < np.int64(curve[k - 1])
-                right_higher = k == num_disp - 1 or value <= np.int64(curve[k + 1])
-                if left_higher and right_higher and value < local:
-                    local = value
+            below_winner = winner - np.int16(1)
+            above_winner = winner + np.int16(1)
+            for k in range(1, num_disp - 1):
+                value = curve[k]
+                disparity_index = ks[k]
+                is_far = (disparity_index < below_winner) | (disparity_index > above_winner)
+                far = min(far, value if is_far else no_value)
+                is_local = (value < curve[k - 1]) & (value <= curve[k + 1]) & (disparity_index != winner)
+                local = min(local, value if is_local else no_value)
+            k1 = np.int64(winner)
+            if num_disp > 1:
+                if k1 > 1:
+                    far = min(far, curve[0])
+                if k1 < num_disp - 2:
+                    far = min(far, curve[num_disp - 1])
+                if k1 != 0 and curve[0] <= curve[1]:
+                    local = min(local, curve[0])
+                if k1 != num_disp - 1 and curve[num_disp - 1] < curve[num_disp - 2]:
+                    local = min(local, curve[num_disp - 1])
+            other = far
+            if k1 > 0:
+                other = min(other, curve[k1 - 1])
+            if k1 < num_disp - 1:
+                other = min(other, curve[k1 + 1])
+            has_far = k1 - 1 > 0 or k1 + 2 < num_disp
             index[y, x] = winner
             best_cost[y, x] = best
-            second[y, x] = other if other != no_value else best
-            second_far[y, x] = far if far != no_value else largest
+            second[y, x] = other if num_disp > 1 else best
+            second_far[y, x] = far if has_far else largest
             second_local[y, x] = local if local != no_value else largest
-            mean[y, x] = total / num_disp
+            mean[y, x] = np.float32(total) / np.float32(num_disp)
     return index, best_cost, second, second_far, second_local, mean
 
 
@@ -101,8 +119,12 @@ def winner_takes_all(aggregated: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
 def winner_takes_all_right(aggregated: np.ndarray, min_disp: int) -> np.ndarray:
     """Right-view winner from the same aggregated volume.
 
-    The right pixel ``(y, xr)`` at disparity index ``k`` corresponds to the left pixel
-    ``(y, xr + min_disp + k)``, so its cost curve is ``S[y, xr + min_disp + k, k]``.
+    The right pixel ``(y, xr)`` at disparity index ``k`` is the left pixel ``(y, xr + min_disp + k)``,
+    so its cost curve is ``S[y, xr + min_disp + k, k]``. Each left pixel of a row votes for the right
+    pixels ``x - min_disp - k`` (a scatter-minimum, one thread per row); the accumulators are kept in
+    reversed order so that the votes of one pixel form a contiguous, vectorisable slice. Visiting
+    ``x`` in increasing order gives each right pixel its smallest ``k`` first, so the strict comparison
+    keeps the first minimum, like an argmin.
 
     Args:
         aggregated: ``uint16`` (H, W, D).
@@ -113,18 +135,28 @@ def winner_takes_all_right(aggregated: np.ndarray, min_disp: int) -> np.ndarray:
     """
     height, width, num_disp = aggregated.shape
     index = np.empty((height, width), dtype=np.int16)
+    ks = np.arange(num_disp).astype(np.int16)
     for y in prange(height):
-        for x_right in range(width):
-            best = 1 << 30
-            winner = -1
-            for k in range(num_disp):
-                x_left = x_right + min_disp + k
-                if 0 <= x_left < width:
-                    value = np.int64(aggregated[y, x_left, k])
-                    if value < best:
-                        best = value
-                        winner = k
-            index[y, x_right] = winner
+        # position j holds right pixel width - 1 - j
+        best = np.full(width, 65535, dtype=np.uint16)
+        winner = np.full(width, -1, dtype=np.int16)
+        for x in range(width):
+            k_start = max(0, x - min_disp - width + 1)
+            k_stop = min(num_disp, x - min_disp + 1)
+            if k_stop <= k_start:
+                continue
+            offset = width - 1 - x + min_disp
+            values = aggregated[y, x, k_start:k_stop]
+            indices = ks[k_start:k_stop]
+            best_slice = best[offset + k_start : offset + k_stop]
+            winner_slice = winner[offset + k_start : offset + k_stop]
+            for j in range(k_stop - k_start):
+                value = values[j]
+                better = value < best_slice[j]
+                best_slice[j] = min(value, best_slice[j])
+                winner_slice[j] = indices[j] if better else winner_slice[j]
+        for x in range(width):
+            index[y, x] = winner[width - 1 - x]
     return index
 
 
@@ -171,5 +203,4 @@ def select(aggregated: np.ndarray, min_disp: int) -> Winners:
         min_disp: disparity of index 0, pixels.
     """
     index, c1, c2, c2_far, c2m, mean = winner_takes_all(aggregated)
-    index_right = winner_takes_all_right(aggregated, int(min_disp))
-    return Winners(index, c1, c2, c2_far, c2m, mean, index_right)
+    return Winners(index, c1, c2, c2_far, c2m, mean, winner_takes_all_right(aggregated, int(min_disp)))

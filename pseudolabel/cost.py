@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numba
 import numpy as np
 from numba import prange
@@ -30,16 +31,20 @@ from pseudolabel.errors import InputError
 def prepare_image(image: np.ndarray) -> np.ndarray:
     """Convert an input image to the gray ``float32`` (H, W) array that the kernels use.
 
-    Colour (H, W, 3) RGB images are converted to gray once (ITU-R BT.601 weights). ``uint16``
+    Colour (H, W, 3) RGB images are converted to gray once (ITU-R BT.601 weights, rounded to the
+    input's integer type). ``uint16``
     images are scaled to 8-bit units (divided by 257) keeping their fractional precision, so that
     ``ad_truncation`` and ``p2_gamma`` keep their meaning.
     """
     array = np.asarray(image)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
     if array.ndim == 3:
-        if array.shape[2] == 1:
-            array = array[:, :, 0]
+        rgb = np.ascontiguousarray(array[:, :, :3])
+        if rgb.dtype in (np.uint8, np.uint16):
+            array = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)  # integer rounding: gray inputs stay exact
         else:
-            rgb = array[:, :, :3].astype(np.float32)
+            rgb = rgb.astype(np.float32)
             array = rgb[:, :, 0] * np.float32(0.299) + rgb[:, :, 1] * np.float32(0.587) + rgb[:, :, 2] * np.float32(0.114)
     gray = array.astype(np.float32)
     if np.asarray(image).dtype == np.uint16:
@@ -55,20 +60,22 @@ def max_cost(cost: str, census_width: int, census_height: int, ad_truncation: in
 
 
 @numba.njit(cache=True, parallel=True)
-def census_transform(image: np.ndarray, window_width: int, window_height: int) -> np.ndarray:
+def census_transform(image: np.ndarray, window_width: int, window_height: int, step: int = 1) -> np.ndarray:
     """Census transform of a gray image.
 
     Args:
         image: ``float32`` (H, W).
-        window_width, window_height: odd window size; ``window_width * window_height - 1 <= 64``.
+        window_width, window_height: odd window size in samples; ``window_width * window_height - 1 <= 64``.
+        step: spacing of the samples in pixels (2 = a sparse census covering twice the area with the
+            same number of bits).
 
     Returns:
         ``uint64`` (H, W): bit ``i`` is set when the ``i``-th neighbour (row-major over the window,
         the centre skipped) is strictly darker than the centre. Neighbours outside the image give 0.
     """
     height, width = image.shape
-    half_w = window_width // 2
-    half_h = window_height // 2
+    half_w = (window_width // 2) * step
+    half_h = (window_height // 2) * step
     # Neighbours outside the image compare as +inf (never darker than the centre): bit 0.
     padded = np.full((height + 2 * half_h, width + 2 * half_w), np.inf, dtype=np.float32)
     padded[half_h : half_h + height, half_w : half_w + width] = image
@@ -76,9 +83,9 @@ def census_transform(image: np.ndarray, window_width: int, window_height: int) -
     for y in prange(height):
         bits = np.zeros(width, dtype=np.uint64)
         centre = image[y]
-        for dy in range(-half_h, half_h + 1):
+        for dy in range(-half_h, half_h + 1, step):
             source = padded[y + half_h + dy]
-            for dx in range(-half_w, half_w + 1):
+            for dx in range(-half_w, half_w + 1, step):
                 if dy == 0 and dx == 0:
                     continue
                 shift = half_w + dx
@@ -251,8 +258,8 @@ def compute_cost(left_gray: np.ndarray, right_gray: np.ndarray, params: "SGMPara
     min_disp, num_disp = int(params.min_disp), int(params.num_disp)
     census_max = params.census_width * params.census_height - 1
     if params.cost in ("census", "ad_census"):
-        census_left = census_transform(left_gray, params.census_width, params.census_height)
-        census_right = census_transform(right_gray, params.census_width, params.census_height)
+        census_left = census_transform(left_gray, params.census_width, params.census_height, params.census_step)
+        census_right = census_transform(right_gray, params.census_width, params.census_height, params.census_step)
         if out is None or out.shape != left_gray.shape + (num_disp,) or out.dtype != np.uint8:
             out = np.empty(left_gray.shape + (num_disp,), dtype=np.uint8)
         census_cost_volume_into(census_left, census_right, min_disp, census_max, out)

@@ -171,3 +171,47 @@ def fill_invalid(disparity: np.ndarray, valid: np.ndarray, disparity_right: np.n
             else:
                 filled[y, x] = np.float32(0.5) * (values[count // 2 - 1] + values[count // 2])
     return filled
+
+
+@numba.njit(cache=True, parallel=True)
+def edge_aware_median(disparity: np.ndarray, guide: np.ndarray, radius: int, intensity_range: float, where: np.ndarray) -> np.ndarray:
+    """Median of the disparities in a ``(2 radius + 1)^2`` window, restricted to the pixels whose guide
+    intensity is within ``intensity_range`` of the centre's (a binary-weight weighted median, so that
+    the filter does not cross object edges).
+
+    Args:
+        disparity: ``float32`` (H, W) dense disparity, pixels.
+        guide: ``float32`` (H, W) gray left image in 8-bit units.
+        radius: window radius in pixels (0 = unchanged copy).
+        intensity_range: largest intensity difference (8-bit gray levels) of a pixel that takes part.
+        where: ``bool`` (H, W): filter these pixels only (the others are copied).
+
+    Returns:
+        ``float32`` (H, W) filtered disparity. The centre always takes part, so the window is never empty.
+    """
+    height, width = disparity.shape
+    filtered = np.empty_like(disparity)
+    size = (2 * radius + 1) * (2 * radius + 1)
+    for y in prange(height):
+        window = np.empty(size, dtype=np.float32)
+        for x in range(width):
+            if not where[y, x]:
+                filtered[y, x] = disparity[y, x]
+                continue
+            centre = guide[y, x]
+            count = 0
+            for yy in range(max(0, y - radius), min(height, y + radius + 1)):
+                for xx in range(max(0, x - radius), min(width, x + radius + 1)):
+                    if abs(guide[yy, xx] - centre) <= intensity_range:
+                        value = disparity[yy, xx]
+                        position = count
+                        while position > 0 and window[position - 1] > value:  # insertion sort
+                            window[position] = window[position - 1]
+                            position -= 1
+                        window[position] = value
+                        count += 1
+            if count % 2 == 1:
+                filtered[y, x] = window[count // 2]
+            else:
+                filtered[y, x] = np.float32(0.5) * (window[count // 2 - 1] + window[count // 2])
+    return filtered

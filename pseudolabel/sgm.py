@@ -42,10 +42,13 @@ class SGMParams:
         cost: matching cost: ``census`` (Hamming distance of census transforms), ``ad``
             (absolute difference of intensities), ``bt`` (Birchfield-Tomasi sampling-insensitive AD)
             or ``ad_census`` (robust sum of both).
-        census_width, census_height: census window in pixels (odd, at most 64 bits in total).
+        census_width, census_height: census window in samples (odd, at most 64 bits in total).
+        census_step: spacing of the census samples in pixels; 2 gives a sparse census whose window
+            covers ``(2 * census_width - 1) x (2 * census_height - 1)`` pixels with the same bits.
         paths: number of aggregation directions: 4, 8 or 16.
         p1: penalty for a disparity change of one pixel between neighbours (cost units: one census bit).
-        p2: penalty for larger disparity changes (``p2 > p1``).
+        p2: penalty for larger disparity changes (``p2 > p1``); with ``p2_adaptive`` (the default) it
+            is the penalty inside uniform regions and shrinks across intensity edges.
         p2_adaptive: divide ``p2`` by the intensity step along the path,
             ``p2 / (1 + |I(p) - I(p - r)| / p2_gamma)``, never below ``p1 + 1`` (Hirschmueller 2008).
         p2_gamma: intensity step (8-bit gray levels) that halves ``p2`` when ``p2_adaptive``.
@@ -60,6 +63,12 @@ class SGMParams:
         speckle_range: disparity step in pixels that separates two speckle regions.
         fill_invalid: fill pixels that fail the checks in the dense ``disparity`` output from their
             left/right valid neighbours (the lower, background value, as in Hirschmueller 2008).
+        fill_median_radius: after filling, each filled pixel takes the median of the disparities in a
+            ``(2 r + 1)^2`` window whose left-image intensity is within ``fill_intensity_range`` of its
+            own (an edge-aware median); 0 = off.
+        fill_intensity_range: intensity tolerance (8-bit gray levels) of that median.
+        dense_median: side of a median filter applied to the whole dense output at the end (0, 1 = off,
+            3 or 5); ``valid`` pixels keep this smoothed value too.
         ad_truncation: truncation of the AD/BT cost in 8-bit gray levels (``ad``, ``bt``, ``ad_census``).
     """
 
@@ -68,18 +77,22 @@ class SGMParams:
     cost: CostName = "census"
     census_width: int = 9
     census_height: int = 7
+    census_step: int = 1
     paths: int = 8
-    p1: int = 7
-    p2: int = 86
-    p2_adaptive: bool = False
-    p2_gamma: float = 16.0
+    p1: int = 10
+    p2: int = 400
+    p2_adaptive: bool = True
+    p2_gamma: float = 4.0
     subpixel: SubpixelName = "parabola"
-    lr_max_diff: float = 1.0
+    lr_max_diff: float = 2.0
     uniqueness: float = 0.95
     median: int = 3
-    speckle_size: int = 100
-    speckle_range: float = 2.0
+    speckle_size: int = 50
+    speckle_range: float = 1.0
     fill_invalid: bool = True
+    fill_median_radius: int = 3
+    fill_intensity_range: float = 16.0
+    dense_median: int = 5
     ad_truncation: int = 30
 
     @property
@@ -99,6 +112,8 @@ class SGMParams:
             raise InputError("census_width and census_height must be odd and positive")
         if self.census_width * self.census_height - 1 > 64:
             raise InputError("the census window has more than 64 comparisons; use at most 9x7 or 7x9")
+        if not 1 <= self.census_step <= 4:
+            raise InputError(f"census_step must be 1..4, not {self.census_step}")
         if self.paths not in (4, 8, 16):
             raise InputError(f"paths must be 4, 8 or 16, not {self.paths}")
         if not 0 <= self.p1 < self.p2 <= 1000:
@@ -109,6 +124,10 @@ class SGMParams:
             raise InputError(f"uniqueness must be in (0, 1], got {self.uniqueness}")
         if self.median not in (0, 1, 3, 5):
             raise InputError(f"median must be 0, 1, 3 or 5, not {self.median}")
+        if self.dense_median not in (0, 1, 3, 5):
+            raise InputError(f"dense_median must be 0, 1, 3 or 5, not {self.dense_median}")
+        if not 0 <= self.fill_median_radius <= 7:
+            raise InputError(f"fill_median_radius must be 0..7, not {self.fill_median_radius}")
         if self.speckle_size < 0 or self.speckle_range < 0:
             raise InputError("speckle_size and speckle_range must be >= 0")
         if not 1 <= self.ad_truncation <= 255:
@@ -223,11 +242,12 @@ class Matcher:
             left_disparity, right_disparity, winners.cost_best, winners.cost_second_far, float(params.lr_max_diff), float(params.uniqueness)
         )
         valid = refinement.remove_speckles(left_disparity, valid, params.speckle_size, params.speckle_range)
-        dense = (
-            refinement.fill_invalid(left_disparity, valid, right_disparity, float(max(params.lr_max_diff, 0.0)))
-            if params.fill_invalid
-            else left_disparity
-        )
+        dense = left_disparity
+        if params.fill_invalid:
+            dense = refinement.fill_invalid(left_disparity, valid, right_disparity, float(max(params.lr_max_diff, 0.0)))
+            if params.fill_median_radius > 0:
+                dense = refinement.edge_aware_median(dense, left_gray, params.fill_median_radius, float(params.fill_intensity_range), ~valid)
+        dense = refinement.median_filter(dense, params.dense_median)
         return SGMResult(
             disparity=dense,
             valid=valid,

@@ -12,14 +12,14 @@ import numpy as np
 SENTINEL = 16000
 
 
-def census_transform(image: np.ndarray, window_width: int, window_height: int) -> np.ndarray:
+def census_transform(image: np.ndarray, window_width: int, window_height: int, step: int = 1) -> np.ndarray:
     height, width = image.shape
-    half_w, half_h = window_width // 2, window_height // 2
+    half_w, half_h = (window_width // 2) * step, (window_height // 2) * step
     padded = np.full((height + 2 * half_h, width + 2 * half_w), np.inf, dtype=np.float32)
     padded[half_h : half_h + height, half_w : half_w + width] = image
     bits = np.zeros((height, width), dtype=np.uint64)
-    for dy in range(-half_h, half_h + 1):
-        for dx in range(-half_w, half_w + 1):
+    for dy in range(-half_h, half_h + 1, step):
+        for dx in range(-half_w, half_w + 1, step):
             if dy == 0 and dx == 0:
                 continue
             neighbour = padded[half_h + dy : half_h + dy + height, half_w + dx : half_w + dx + width]

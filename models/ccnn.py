@@ -1,0 +1,217 @@
+"""CCNN: confidence from a 9x9 disparity patch (Poggi and Mattoccia, BMVC 2016).
+
+Architecture (``filters=64``, ``fc_filters=100`` as in the paper): four 3x3 convolutions without
+padding, each followed by ReLU (a 9x9 patch shrinks to 1x1), two 1x1 convolutions ("fully connected"
+layers) with ReLU, and a 1x1 convolution to one logit; ``sigmoid(logit)`` is the confidence. The
+input is the disparity normalised by the searched range, ``(d - min_disp) / (max_disp - min_disp)``.
+
+Being fully convolutional, the network scores a whole image in one pass: the disparity map is padded
+by 4 pixels by reflection, so that the output has the input's size and each output pixel equals the
+network applied to that pixel's 9x9 (reflected) patch.
+
+Importing this module imports torch; the rest of the pipeline only imports it through
+:mod:`pseudolabel.confidence_training`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from pseudolabel.errors import InputError
+
+#: Side of the receptive field (the input patch), pixels.
+PATCH_SIZE: int = 9
+#: Reflection padding that keeps the output at the input's size, pixels.
+PADDING: int = PATCH_SIZE // 2
+
+
+class CCNN(nn.Module):
+    """Confidence CNN on a normalised disparity map (and optionally conventional measures).
+
+    Args:
+        filters: channels of the four 3x3 convolutions (64 in the paper).
+        fc_filters: channels of the two 1x1 convolutions (100 in the paper).
+        inputs: input channels: ``"disparity"`` (the normalised disparity, the paper's only input)
+            followed by names of conventional measures of :mod:`pseudolabel.confidence` (maps in
+            [0, 1]) stacked as extra channels -- an extension in the spirit of the feature-fusion
+            variants of CCNN; ``("disparity",)`` is the paper's network.
+    """
+
+    architecture: str = "ccnn"
+
+    def __init__(self, filters: int = 64, fc_filters: int = 100, inputs: Sequence[str] = ("disparity",)) -> None:
+        super().__init__()
+        self.filters = int(filters)
+        self.fc_filters = int(fc_filters)
+        self.inputs = tuple(str(name) for name in inputs)
+        if not self.inputs or self.inputs[0] != "disparity":
+            raise InputError(f"CCNN inputs must start with 'disparity', got {list(self.inputs)}")
+        layers: list[nn.Module] = []
+        channels = len(self.inputs)
+        for _ in range(4):
+            layers += [nn.Conv2d(channels, self.filters, kernel_size=3), nn.ReLU(inplace=True)]
+            channels = self.filters
+        layers += [
+            nn.Conv2d(self.filters, self.fc_filters, kernel_size=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(self.fc_filters, self.fc_filters, kernel_size=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(self.fc_filters, 1, kernel_size=1),
+        ]
+        self.layers = nn.Sequential(*layers)
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments (stored in checkpoints)."""
+        return {"filters": self.filters, "fc_filters": self.fc_filters, "inputs": list(self.inputs)}
+
+    def forward(self, normalised_disparity: torch.Tensor) -> torch.Tensor:
+        """Logits without padding.
+
+        Args:
+            normalised_disparity: (B, C, H, W) ``float`` disparity divided by the range (see module doc),
+                then the extra input channels of :attr:`inputs`.
+
+        Returns:
+            (B, 1, H - 8, W - 8) logits; ``sigmoid`` gives the confidence of each 9x9 patch's centre.
+        """
+        return self.layers(normalised_disparity)
+
+    def forward_full(self, normalised_disparity: torch.Tensor) -> torch.Tensor:
+        """Logits of every pixel: reflection padding by 4, then :meth:`forward`; (B, 1, H, W)."""
+        padded = F.pad(normalised_disparity, (PADDING, PADDING, PADDING, PADDING), mode="reflect")
+        return self.forward(padded)
+
+
+#: Confidence networks by architecture name (the name stored in checkpoints).
+CONFIDENCE_NETWORKS: dict[str, type[CCNN]] = {"ccnn": CCNN}
+
+
+def build_confidence_network(architecture: str, **kwargs: Any) -> CCNN:
+    """Build a registered confidence network from its checkpoint name and constructor arguments."""
+    if architecture not in CONFIDENCE_NETWORKS:
+        raise InputError(f"unknown confidence network {architecture!r}; known: {', '.join(CONFIDENCE_NETWORKS)}")
+    return CONFIDENCE_NETWORKS[architecture](**kwargs)
+
+
+def normalise_disparity(disparity: np.ndarray, min_disp: float, max_disp: float) -> np.ndarray:
+    """``(d - min_disp) / (max_disp - min_disp)`` as ``float32`` (H, W) (non-finite values become 0)."""
+    span = float(max_disp - min_disp)
+    if span <= 0:
+        raise InputError(f"disparity range [{min_disp}, {max_disp}) is empty")
+    normalised = (np.asarray(disparity, dtype=np.float32) - np.float32(min_disp)) / np.float32(span)
+    return np.nan_to_num(normalised, nan=0.0, posinf=1.0, neginf=0.0).astype(np.float32)
+
+
+def build_inputs(features: Mapping[str, np.ndarray], params: Any, inputs: Sequence[str], measures: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+    """Stack the network's input channels.
+
+    Args:
+        features: the pair's stored arrays (HDF5 names), holding ``disparity`` and what the measures need.
+        params: the pair's SGM parameters (``min_disp``, ``max_disp`` used for the normalisation).
+        inputs: channel names (``"disparity"`` then measure names).
+        measures: already computed measure maps to reuse (by name).
+
+    Returns:
+        ``float32`` (C, H, W).
+    """
+    from pseudolabel.confidence import compute_measure
+
+    channels = [normalise_disparity(features["disparity"], params.min_disp, params.max_disp)]
+    for name in inputs[1:]:
+        if measures is not None and name in measures:
+            channels.append(np.asarray(measures[name], dtype=np.float32))
+        else:
+            channels.append(compute_measure(name, features, params))
+    return np.stack(channels).astype(np.float32)
+
+
+def bfloat16_supported() -> bool:
+    """True when this CPU runs oneDNN bfloat16 convolutions natively (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> ``cuda`` when available else ``cpu``; ``cuda`` without a GPU is an :class:`InputError`."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available; use --device cpu or auto")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise InputError(f"--device must be auto, cpu or cuda, not {device!r}")
+    return torch.device(device)
+
+
+class ConfidenceScorer:
+    """Whole-image inference with a trained confidence network.
+
+    Args:
+        model: the network (any device; moved to ``device``).
+        device: ``torch.device`` to run on.
+        precision: ``float32``, ``bfloat16`` or ``auto`` (``bfloat16`` on CPUs with native support,
+            which halves the time; the ranking of pixels barely changes, ``float32`` elsewhere).
+        tile_rows: output rows per pass (bounds memory on large images); 0 = automatic: the whole image
+            in one pass up to about 2 million pixels (fastest), bands of that size beyond.
+    """
+
+    def __init__(self, model: CCNN, device: torch.device | str = "cpu", precision: str = "auto", tile_rows: int = 0) -> None:
+        self.device = torch.device(device)
+        if precision == "auto":
+            precision = "bfloat16" if (self.device.type == "cpu" and bfloat16_supported()) or self.device.type == "cuda" else "float32"
+        if precision not in ("float32", "bfloat16"):
+            raise InputError(f"precision must be auto, float32 or bfloat16, not {precision!r}")
+        self.precision = precision
+        self.dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
+        self.tile_rows = int(tile_rows)
+        self.inputs = model.inputs
+        model = copy.deepcopy(model).to(self.device).eval()
+        # The first convolution sees the raw normalised disparity: it stays in float32 (bfloat16 would
+        # quantise the input to about 1/256 of the range); the rest runs in ``self.dtype``.
+        self.head = model.layers[:2].to(memory_format=torch.channels_last)
+        self.tail = model.layers[2:].to(dtype=self.dtype, memory_format=torch.channels_last)
+
+    def logits(self, disparity: np.ndarray, min_disp: float, max_disp: float) -> np.ndarray:
+        """Logits of every pixel: ``float32`` (H, W) for a ``float32`` (H, W) disparity in pixels (disparity-only networks)."""
+        if self.inputs != ("disparity",):
+            raise InputError(f"this network also needs {', '.join(self.inputs[1:])}; use logits_from_features")
+        return self.logits_from_inputs(normalise_disparity(disparity, min_disp, max_disp)[None])
+
+    def logits_from_features(self, features: Mapping[str, np.ndarray], params: Any, measures: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        """Logits from a pair's stored arrays (see :func:`build_inputs`); ``float32`` (H, W)."""
+        return self.logits_from_inputs(build_inputs(features, params, self.inputs, measures))
+
+    def confidence_from_features(self, features: Mapping[str, np.ndarray], params: Any, measures: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        """Confidence in [0, 1] from a pair's stored arrays; ``float32`` (H, W)."""
+        return _sigmoid(self.logits_from_features(features, params, measures))
+
+    @torch.inference_mode()
+    def logits_from_inputs(self, inputs: np.ndarray) -> np.ndarray:
+        """Logits of every pixel for ``float32`` (C, H, W) input channels (see :func:`build_inputs`)."""
+        normalised = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))[None]
+        padded = F.pad(normalised, (PADDING, PADDING, PADDING, PADDING), mode="reflect")
+        height = normalised.shape[-2]
+        step = self.tile_rows if self.tile_rows > 0 else max(1, 2_000_000 // max(1, normalised.shape[-1]))
+        outputs = []
+        for start in range(0, height, step):
+            stop = min(start + step, height)
+            tile = padded[:, :, start : stop + 2 * PADDING].to(self.device)
+            features = self.head(tile.contiguous(memory_format=torch.channels_last))
+            outputs.append(self.tail(features.to(self.dtype)).float().cpu())
+        return torch.cat(outputs, dim=2)[0, 0].numpy().astype(np.float32)
+
+    def confidence(self, disparity: np.ndarray, min_disp: float, max_disp: float) -> np.ndarray:
+        """``sigmoid`` of :meth:`logits`: ``float32`` (H, W) in [0, 1], higher = more trustworthy."""
+        return _sigmoid(self.logits(disparity, min_disp, max_disp))
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-np.clip(logits, -60, 60)))).astype(np.float32)

@@ -14,9 +14,10 @@ Directions ``r = (dx, dy)`` (the path arrives at ``p`` from ``p - r``):
 * 8 paths: the 4 above and the diagonals (1, 1), (-1, 1), (1, -1), (-1, -1);
 * 16 paths: the 8 above and (2, 1), (-2, 1), (1, 2), (-1, 2) and their opposites.
 
-Parallelism without races: directions are aggregated one after the other, and inside one direction
-the independent scanlines are split among threads (the horizontal kernel: one thread owns a row and
-both horizontal directions; :func:`aggregate_direction`: one thread owns a block of parallel lines).
+Parallelism without races: pairs of opposite directions are aggregated one pair after the other, and
+inside one pair the independent scanlines are split among threads (the horizontal kernel: one thread
+owns a row and both horizontal directions; :func:`aggregate_direction_pair`: one thread owns a block
+of parallel lines and both directions along them).
 Each cell of ``S`` is therefore written by exactly one thread at a time.
 
 Values: ``C`` is ``uint8``; ``L_r <= max(C) + P2 < 2**15`` fits ``int16``; ``S`` is ``uint16``
@@ -113,30 +114,30 @@ def aggregate_horizontal(cost: np.ndarray, image: np.ndarray, p1: int, p2: int, 
             previous, current = current, previous
 
 
-_LINE_BLOCK = 32  # scanlines processed together by one thread (their path buffers stay in L1)
+_LINE_BLOCK = 32  # parallel scanlines swept together; their down-path costs stay in L2 for the way back
+_JOBS = 64  # groups of blocks handed to the threads (buffers are allocated once per group)
 
 
 @numba.njit(cache=True, parallel=True)
-def aggregate_direction(cost: np.ndarray, image: np.ndarray, dx: int, dy: int, p1: int, p2: int, adaptive: bool, gamma: float, out: np.ndarray) -> None:
-    """Add the path costs of one non-horizontal direction ``(dx, dy)`` to ``out``.
+def aggregate_direction_pair(cost: np.ndarray, image: np.ndarray, dx: int, dy: int, p1: int, p2: int, adaptive: bool, gamma: float, out: np.ndarray) -> None:
+    """Add the path costs of the direction ``r = (dx, dy)`` (``dy`` = 1 or 2) and of its opposite ``-r``.
 
-    The image splits into independent scanlines ``p(t) = p(0) + t * (dx, dy)``. A line is
-    identified by its phase ``y0 mod |dy|`` and its offset ``c = x - dx * t``; at step ``t`` the lines
-    of one phase with consecutive offsets lie at consecutive ``x`` of one row, so a block of
-    :data:`_LINE_BLOCK` lines is swept together by one thread. Blocks are independent: each cell of
-    ``out`` is updated by exactly one thread.
+    Both directions run along the same independent scanlines ``p(t) = p(0) + t * r``. A line is
+    identified by its phase ``y0 mod dy`` and its offset ``c = x - dx * t``; the lines of one phase
+    with consecutive offsets lie at consecutive ``x`` of one row, so a block of :data:`_LINE_BLOCK`
+    lines is swept together by one thread: first along ``r`` (keeping the path costs of the whole
+    block, which fit in L2), then back along ``-r``, adding both path costs to ``out`` in one
+    read-modify-write. Blocks are independent: each cell of ``out`` is updated by exactly one thread.
 
     Args:
         cost: ``uint8`` (H, W, D) cost volume.
         image: ``float32`` (H, W) gray left image (for adaptive penalties).
         dx: horizontal step of the direction, in ``[-2, 2]``.
-        dy: vertical step, ``1``, ``2``, ``-1`` or ``-2`` (negative: the path runs upwards).
-        out: ``uint16`` (H, W, D); the path costs are added to it.
+        dy: vertical step, 1 or 2.
+        out: ``uint16`` (H, W, D); ``L_r + L_-r`` is added to it.
     """
     height, width, num_disp = cost.shape
-    step_y = abs(dy)
-    count_phase = step_y
-    steps_max = (height + step_y - 1) // step_y
+    steps_max = (height + dy - 1) // dy
     if dx >= 0:
         c_min = -dx * (steps_max - 1)
         c_max = width - 1
@@ -145,42 +146,65 @@ def aggregate_direction(cost: np.ndarray, image: np.ndarray, dx: int, dy: int, p
         c_max = width - 1 - dx * (steps_max - 1)
     num_lines = c_max - c_min + 1
     blocks_per_phase = (num_lines + _LINE_BLOCK - 1) // _LINE_BLOCK
-    for job in prange(count_phase * blocks_per_phase):
-        phase = job // blocks_per_phase
-        c_first = c_min + (job % blocks_per_phase) * _LINE_BLOCK
-        lines = min(_LINE_BLOCK, c_max + 1 - c_first)
-        buffers = np.full((2, _LINE_BLOCK, num_disp + 2), _SENTINEL, dtype=np.int16)
-        minima = np.zeros((2, _LINE_BLOCK), dtype=np.int16)
-        active = np.zeros((2, _LINE_BLOCK), dtype=np.bool_)
-        steps = (height - phase + step_y - 1) // step_y
-        for t in range(steps):
-            y_down = phase + step_y * t
-            y = y_down if dy > 0 else height - 1 - y_down
-            now = t & 1
-            before = 1 - now
-            # x of the first line of the block at this step, and the range of lines inside the image
-            x_first = c_first + dx * t
-            j_start = max(0, -x_first)
-            j_stop = min(lines, width - x_first)
-            for j in range(j_start, j_stop):
-                x = x_first + j
-                cost_row = cost[y, x]
-                current = buffers[now, j]
-                if active[before, j]:
-                    penalty = _step_penalty(p1, p2, adaptive, gamma, image[y, x], image[y - dy, x - dx])
-                    best = _path_step(cost_row, buffers[before, j], current, minima[before, j], p1, penalty)
-                else:
-                    best = np.int16(_SENTINEL)
+    num_blocks = dy * blocks_per_phase
+    for job in prange(_JOBS):
+        down = np.full((steps_max, _LINE_BLOCK, num_disp + 2), _SENTINEL, dtype=np.int16)
+        down_min = np.zeros((steps_max, _LINE_BLOCK), dtype=np.int16)
+        up = np.full((2, _LINE_BLOCK, num_disp + 2), _SENTINEL, dtype=np.int16)
+        up_min = np.zeros((2, _LINE_BLOCK), dtype=np.int16)
+        for block in range(job, num_blocks, _JOBS):
+            phase = block // blocks_per_phase
+            c_first = c_min + (block % blocks_per_phase) * _LINE_BLOCK
+            lines = min(_LINE_BLOCK, c_max + 1 - c_first)
+            steps = (height - phase + dy - 1) // dy
+            # along r: t increasing
+            for t in range(steps):
+                y = phase + dy * t
+                x_first = c_first + dx * t
+                j_start = max(0, -x_first)
+                j_stop = min(lines, width - x_first)
+                for j in range(j_start, j_stop):
+                    x = x_first + j
+                    cost_row = cost[y, x]
+                    current = down[t, j]
+                    x_previous = x - dx
+                    if t > 0 and 0 <= x_previous < width:
+                        penalty = _step_penalty(p1, p2, adaptive, gamma, image[y, x], image[y - dy, x_previous])
+                        best = _path_step(cost_row, down[t - 1, j], current, down_min[t - 1, j], p1, penalty)
+                    else:
+                        best = np.int16(_SENTINEL)
+                        for k in range(num_disp):
+                            value = np.int16(cost_row[k])
+                            current[k + 1] = value
+                            best = min(best, value)
+                    down_min[t, j] = best
+            # along -r: t decreasing; add both path costs
+            for t in range(steps - 1, -1, -1):
+                y = phase + dy * t
+                x_first = c_first + dx * t
+                j_start = max(0, -x_first)
+                j_stop = min(lines, width - x_first)
+                now = t & 1
+                before = 1 - now
+                for j in range(j_start, j_stop):
+                    x = x_first + j
+                    cost_row = cost[y, x]
+                    current = up[now, j]
+                    x_next = x + dx
+                    if t < steps - 1 and 0 <= x_next < width:
+                        penalty = _step_penalty(p1, p2, adaptive, gamma, image[y, x], image[y + dy, x_next])
+                        best = _path_step(cost_row, up[before, j], current, up_min[before, j], p1, penalty)
+                    else:
+                        best = np.int16(_SENTINEL)
+                        for k in range(num_disp):
+                            value = np.int16(cost_row[k])
+                            current[k + 1] = value
+                            best = min(best, value)
+                    up_min[now, j] = best
+                    total = out[y, x]
+                    forward = down[t, j]
                     for k in range(num_disp):
-                        value = np.int16(cost_row[k])
-                        current[k + 1] = value
-                        best = min(best, value)
-                minima[now, j] = best
-                total = out[y, x]
-                for k in range(num_disp):
-                    total[k] = np.uint16(total[k] + np.uint16(current[k + 1]))
-            for j in range(lines):
-                active[now, j] = j_start <= j < j_stop
+                        total[k] = np.uint16(total[k] + np.uint16(forward[k + 1]) + np.uint16(current[k + 1]))
 
 
 def aggregate(cost: np.ndarray, image: np.ndarray, params: "SGMParams", out: np.ndarray | None = None) -> np.ndarray:  # noqa: F821
@@ -207,6 +231,6 @@ def aggregate(cost: np.ndarray, image: np.ndarray, params: "SGMParams", out: np.
     adaptive = bool(params.p2_adaptive)
     aggregate_horizontal(cost, image, p1, p2, adaptive, gamma, out)
     for dx, dy in DIRECTIONS[params.paths]:
-        if dy != 0:
-            aggregate_direction(cost, image, dx, dy, p1, p2, adaptive, gamma, out)
+        if dy > 0:  # each downward direction together with its opposite
+            aggregate_direction_pair(cost, image, dx, dy, p1, p2, adaptive, gamma, out)
     return out

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 
-import cv2
 import numba
 import numpy as np
 from numba import prange
@@ -31,8 +30,7 @@ from pseudolabel.errors import InputError
 def prepare_image(image: np.ndarray) -> np.ndarray:
     """Convert an input image to the gray ``float32`` (H, W) array that the kernels use.
 
-    Colour (H, W, 3) RGB images are converted to gray once (ITU-R BT.601 weights, rounded to the
-    input's integer type). ``uint16``
+    Colour (H, W, 3) RGB images are converted to gray once (ITU-R BT.601 weights, not rounded). ``uint16``
     images are scaled to 8-bit units (divided by 257) keeping their fractional precision, so that
     ``ad_truncation`` and ``p2_gamma`` keep their meaning.
     """
@@ -40,12 +38,10 @@ def prepare_image(image: np.ndarray) -> np.ndarray:
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if array.ndim == 3:
-        rgb = np.ascontiguousarray(array[:, :, :3])
-        if rgb.dtype in (np.uint8, np.uint16):
-            array = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)  # integer rounding: gray inputs stay exact
-        else:
-            rgb = rgb.astype(np.float32)
-            array = rgb[:, :, 0] * np.float32(0.299) + rgb[:, :, 1] * np.float32(0.587) + rgb[:, :, 2] * np.float32(0.114)
+        # Weighted sum in float64 with integer weights: keeps the fractional gray level (census
+        # comparisons need it) and gives exactly v for a gray pixel (v, v, v).
+        rgb = array[:, :, :3].astype(np.float64)
+        array = (299.0 * rgb[:, :, 0] + 587.0 * rgb[:, :, 1] + 114.0 * rgb[:, :, 2]) / 1000.0
     gray = array.astype(np.float32)
     if np.asarray(image).dtype == np.uint16:
         gray /= np.float32(257.0)

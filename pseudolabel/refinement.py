@@ -173,6 +173,36 @@ def fill_invalid(disparity: np.ndarray, valid: np.ndarray, disparity_right: np.n
     return filled
 
 
+@numba.njit(cache=True, inline="always")
+def _select(values: np.ndarray, count: int, rank: int) -> float:
+    """The ``rank``-th smallest of ``values[:count]`` (Hoare's selection, in place, average O(count)).
+
+    On return ``values[:rank]`` holds the smaller elements and ``values[rank]`` the selected one.
+    """
+    low = 0
+    high = count - 1
+    while low < high:
+        pivot = values[(low + high) // 2]
+        i = low
+        j = high
+        while i <= j:
+            while values[i] < pivot:
+                i += 1
+            while values[j] > pivot:
+                j -= 1
+            if i <= j:
+                values[i], values[j] = values[j], values[i]
+                i += 1
+                j -= 1
+        if rank <= j:
+            high = j
+        elif rank >= i:
+            low = i
+        else:
+            break
+    return values[rank]
+
+
 @numba.njit(cache=True, parallel=True)
 def edge_aware_median(disparity: np.ndarray, guide: np.ndarray, radius: int, intensity_range: float, where: np.ndarray) -> np.ndarray:
     """Median of the disparities in a ``(2 radius + 1)^2`` window, restricted to the pixels whose guide
@@ -187,31 +217,30 @@ def edge_aware_median(disparity: np.ndarray, guide: np.ndarray, radius: int, int
         where: ``bool`` (H, W): filter these pixels only (the others are copied).
 
     Returns:
-        ``float32`` (H, W) filtered disparity. The centre always takes part, so the window is never empty.
+        ``float32`` (H, W) filtered disparity; for an even number of values, the mean of the two
+        middle ones. The centre always takes part, so the window is never empty.
     """
     height, width = disparity.shape
-    filtered = np.empty_like(disparity)
+    filtered = disparity.copy()
     size = (2 * radius + 1) * (2 * radius + 1)
     for y in prange(height):
         window = np.empty(size, dtype=np.float32)
         for x in range(width):
             if not where[y, x]:
-                filtered[y, x] = disparity[y, x]
                 continue
             centre = guide[y, x]
             count = 0
             for yy in range(max(0, y - radius), min(height, y + radius + 1)):
                 for xx in range(max(0, x - radius), min(width, x + radius + 1)):
                     if abs(guide[yy, xx] - centre) <= intensity_range:
-                        value = disparity[yy, xx]
-                        position = count
-                        while position > 0 and window[position - 1] > value:  # insertion sort
-                            window[position] = window[position - 1]
-                            position -= 1
-                        window[position] = value
+                        window[count] = disparity[yy, xx]
                         count += 1
+            upper = _select(window, count, count // 2)
             if count % 2 == 1:
-                filtered[y, x] = window[count // 2]
+                filtered[y, x] = upper
             else:
-                filtered[y, x] = np.float32(0.5) * (window[count // 2 - 1] + window[count // 2])
+                lower = window[0]
+                for i in range(1, count // 2):
+                    lower = max(lower, window[i])
+                filtered[y, x] = np.float32(0.5) * (lower + upper)
     return filtered

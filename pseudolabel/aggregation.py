@@ -30,6 +30,7 @@ import numba
 import numpy as np
 from numba import prange
 
+from pseudolabel.disparity import Winners, allocate_winners, select_row, select_row_right
 from pseudolabel.errors import InputError
 
 _SENTINEL = 16000  # larger than any path cost plus P1, smaller than int16 max
@@ -75,43 +76,88 @@ def _path_step(cost_row: np.ndarray, previous: np.ndarray, current: np.ndarray, 
     return best
 
 
+@numba.njit(cache=True)
+def _horizontal_row(cost: np.ndarray, image: np.ndarray, p1: int, p2: int, adaptive: bool, gamma: float, out: np.ndarray, accumulate: bool) -> None:
+    """Left-to-right plus right-to-left path costs of one row.
+
+    Args:
+        cost: ``uint8`` (W, D) costs of the row.
+        image: ``float32`` (W,) gray intensities of the row.
+        out: ``uint16`` (W, D); receives ``L_(1,0) + L_(-1,0)``, added to it when ``accumulate``.
+    """
+    width, num_disp = cost.shape
+    previous = np.full(num_disp + 2, _SENTINEL, dtype=np.int16)
+    current = np.full(num_disp + 2, _SENTINEL, dtype=np.int16)
+    forward = np.empty((width, num_disp), dtype=np.int16)
+    # left to right, kept in `forward`
+    best = np.int16(_SENTINEL)
+    for k in range(num_disp):
+        previous[k + 1] = np.int16(cost[0, k])
+        forward[0, k] = np.int16(cost[0, k])
+        best = min(best, np.int16(cost[0, k]))
+    for x in range(1, width):
+        penalty = _step_penalty(p1, p2, adaptive, gamma, image[x], image[x - 1])
+        best = _path_step(cost[x], previous, current, best, p1, penalty)
+        row = forward[x]
+        for k in range(num_disp):
+            row[k] = current[k + 1]
+        previous, current = current, previous
+    # right to left, adding both into `out`
+    for x in range(width - 1, -1, -1):
+        if x == width - 1:
+            best = np.int16(_SENTINEL)
+            for k in range(num_disp):
+                current[k + 1] = np.int16(cost[x, k])
+                best = min(best, np.int16(cost[x, k]))
+        else:
+            penalty = _step_penalty(p1, p2, adaptive, gamma, image[x], image[x + 1])
+            best = _path_step(cost[x], previous, current, best, p1, penalty)
+        total = out[x]
+        row = forward[x]
+        if accumulate:
+            for k in range(num_disp):
+                total[k] = np.uint16(total[k] + np.uint16(row[k]) + np.uint16(current[k + 1]))
+        else:
+            for k in range(num_disp):
+                total[k] = np.uint16(np.uint16(row[k]) + np.uint16(current[k + 1]))
+        previous, current = current, previous
+
+
 @numba.njit(cache=True, parallel=True)
-def aggregate_horizontal(cost: np.ndarray, image: np.ndarray, p1: int, p2: int, adaptive: bool, gamma: float, out: np.ndarray) -> None:
-    """Left-to-right plus right-to-left path costs, written (not added) into ``out``.
+def aggregate_horizontal(cost: np.ndarray, image: np.ndarray, p1: int, p2: int, adaptive: bool, gamma: float, out: np.ndarray, accumulate: bool) -> None:
+    """Left-to-right plus right-to-left path costs; one thread owns a row and both directions.
 
     Args:
         cost: ``uint8`` (H, W, D) cost volume.
         image: ``float32`` (H, W) gray left image (for ``adaptive`` penalties).
-        out: ``uint16`` (H, W, D), overwritten with ``L_(1,0) + L_(-1,0)``.
+        out: ``uint16`` (H, W, D); receives ``L_(1,0) + L_(-1,0)``, added to it when ``accumulate``.
     """
-    height, width, num_disp = cost.shape
-    for y in prange(height):
-        previous = np.full(num_disp + 2, _SENTINEL, dtype=np.int16)
-        current = np.full(num_disp + 2, _SENTINEL, dtype=np.int16)
-        # left to right
-        best = np.int32(_SENTINEL)
-        for k in range(num_disp):
-            previous[k + 1] = np.int16(cost[y, 0, k])
-            out[y, 0, k] = np.uint16(cost[y, 0, k])
-            best = min(best, np.int32(cost[y, 0, k]))
-        for x in range(1, width):
-            penalty = _step_penalty(p1, p2, adaptive, gamma, image[y, x], image[y, x - 1])
-            best = _path_step(cost[y, x], previous, current, best, p1, penalty)
-            for k in range(num_disp):
-                out[y, x, k] = np.uint16(current[k + 1])
-            previous, current = current, previous
-        # right to left
-        best = np.int32(_SENTINEL)
-        for k in range(num_disp):
-            previous[k + 1] = np.int16(cost[y, width - 1, k])
-            out[y, width - 1, k] += np.uint16(cost[y, width - 1, k])
-            best = min(best, np.int32(cost[y, width - 1, k]))
-        for x in range(width - 2, -1, -1):
-            penalty = _step_penalty(p1, p2, adaptive, gamma, image[y, x], image[y, x + 1])
-            best = _path_step(cost[y, x], previous, current, best, p1, penalty)
-            for k in range(num_disp):
-                out[y, x, k] += np.uint16(current[k + 1])
-            previous, current = current, previous
+    for y in prange(cost.shape[0]):
+        _horizontal_row(cost[y], image[y], p1, p2, adaptive, gamma, out[y], accumulate)
+
+
+@numba.njit(cache=True, parallel=True)
+def aggregate_horizontal_and_select(
+    cost: np.ndarray, image: np.ndarray, p1: int, p2: int, adaptive: bool, gamma: float, out: np.ndarray, min_disp: int,
+    index: np.ndarray, best_cost: np.ndarray, second: np.ndarray, second_far: np.ndarray, second_local: np.ndarray, mean: np.ndarray, index_right: np.ndarray,
+) -> None:
+    """The last aggregation pass fused with winner-takes-all.
+
+    Adds the horizontal path costs to ``out`` row by row (one thread per row); a row is then final, so
+    the same thread selects its winners in both views (:func:`pseudolabel.disparity.select_row`,
+    :func:`pseudolabel.disparity.select_row_right`) while the row is still in cache. Results are
+    identical to :func:`aggregate_horizontal` followed by the winner-takes-all kernels.
+
+    Args:
+        out: ``uint16`` (H, W, D) holding the sum of all other directions; completed in place.
+        index ... index_right: (H, W) outputs as in :class:`pseudolabel.disparity.Winners`.
+    """
+    num_disp = cost.shape[2]
+    ks = np.arange(num_disp).astype(np.int16)
+    for y in prange(cost.shape[0]):
+        _horizontal_row(cost[y], image[y], p1, p2, adaptive, gamma, out[y], True)
+        select_row(out[y], ks, index[y], best_cost[y], second[y], second_far[y], second_local[y], mean[y])
+        select_row_right(out[y], ks, min_disp, index_right[y])
 
 
 _LINE_BLOCK = 32  # parallel scanlines swept together; their down-path costs stay in L2 for the way back
@@ -119,7 +165,7 @@ _JOBS = 64  # groups of blocks handed to the threads (buffers are allocated once
 
 
 @numba.njit(cache=True, parallel=True)
-def aggregate_direction_pair(cost: np.ndarray, image: np.ndarray, dx: int, dy: int, p1: int, p2: int, adaptive: bool, gamma: float, out: np.ndarray) -> None:
+def aggregate_direction_pair(cost: np.ndarray, image: np.ndarray, dx: int, dy: int, p1: int, p2: int, adaptive: bool, gamma: float, out: np.ndarray, accumulate: bool) -> None:
     """Add the path costs of the direction ``r = (dx, dy)`` (``dy`` = 1 or 2) and of its opposite ``-r``.
 
     Both directions run along the same independent scanlines ``p(t) = p(0) + t * r``. A line is
@@ -134,7 +180,7 @@ def aggregate_direction_pair(cost: np.ndarray, image: np.ndarray, dx: int, dy: i
         image: ``float32`` (H, W) gray left image (for adaptive penalties).
         dx: horizontal step of the direction, in ``[-2, 2]``.
         dy: vertical step, 1 or 2.
-        out: ``uint16`` (H, W, D); ``L_r + L_-r`` is added to it.
+        out: ``uint16`` (H, W, D); receives ``L_r + L_-r``, added to it when ``accumulate``.
     """
     height, width, num_disp = cost.shape
     steps_max = (height + dy - 1) // dy
@@ -203,8 +249,32 @@ def aggregate_direction_pair(cost: np.ndarray, image: np.ndarray, dx: int, dy: i
                     up_min[now, j] = best
                     total = out[y, x]
                     forward = down[t, j]
-                    for k in range(num_disp):
-                        total[k] = np.uint16(total[k] + np.uint16(forward[k + 1]) + np.uint16(current[k + 1]))
+                    if accumulate:
+                        for k in range(num_disp):
+                            total[k] = np.uint16(total[k] + np.uint16(forward[k + 1]) + np.uint16(current[k + 1]))
+                    else:
+                        for k in range(num_disp):
+                            total[k] = np.uint16(np.uint16(forward[k + 1]) + np.uint16(current[k + 1]))
+
+
+def _check_and_prepare(cost: np.ndarray, params: "SGMParams", out: np.ndarray | None) -> np.ndarray:  # noqa: F821
+    if params.paths not in DIRECTIONS:
+        raise InputError(f"paths must be 4, 8 or 16, not {params.paths}")
+    largest = int(cost.max(initial=0)) + int(params.p2)
+    if largest * params.paths >= 2**16:
+        raise InputError(f"p2={params.p2} is too large for {params.paths} paths with this cost; lower p2")
+    if out is None or out.shape != cost.shape or out.dtype != np.uint16:
+        out = np.empty(cost.shape, dtype=np.uint16)
+    return out
+
+
+def _aggregate_vertical_pairs(cost: np.ndarray, image: np.ndarray, params: "SGMParams", out: np.ndarray) -> None:  # noqa: F821
+    """All non-horizontal directions, in pairs of opposites; the first pair writes ``out``."""
+    accumulate = False
+    for dx, dy in DIRECTIONS[params.paths]:
+        if dy > 0:
+            aggregate_direction_pair(cost, image, dx, dy, int(params.p1), int(params.p2), bool(params.p2_adaptive), float(params.p2_gamma), out, accumulate)
+            accumulate = True
 
 
 def aggregate(cost: np.ndarray, image: np.ndarray, params: "SGMParams", out: np.ndarray | None = None) -> np.ndarray:  # noqa: F821
@@ -219,18 +289,25 @@ def aggregate(cost: np.ndarray, image: np.ndarray, params: "SGMParams", out: np.
     Returns:
         ``uint16`` (H, W, D) aggregated volume ``S``.
     """
-    if params.paths not in DIRECTIONS:
-        raise InputError(f"paths must be 4, 8 or 16, not {params.paths}")
-    largest = int(cost.max(initial=0)) + int(params.p2)
-    if largest * params.paths >= 2**16:
-        raise InputError(f"p2={params.p2} is too large for {params.paths} paths with this cost; lower p2")
-    if out is None or out.shape != cost.shape or out.dtype != np.uint16:
-        out = np.empty(cost.shape, dtype=np.uint16)
-    p1, p2 = int(params.p1), int(params.p2)
-    gamma = float(params.p2_gamma)
-    adaptive = bool(params.p2_adaptive)
-    aggregate_horizontal(cost, image, p1, p2, adaptive, gamma, out)
-    for dx, dy in DIRECTIONS[params.paths]:
-        if dy > 0:  # each downward direction together with its opposite
-            aggregate_direction_pair(cost, image, dx, dy, p1, p2, adaptive, gamma, out)
+    out = _check_and_prepare(cost, params, out)
+    _aggregate_vertical_pairs(cost, image, params, out)
+    aggregate_horizontal(cost, image, int(params.p1), int(params.p2), bool(params.p2_adaptive), float(params.p2_gamma), out, True)
     return out
+
+
+def aggregate_and_select(cost: np.ndarray, image: np.ndarray, params: "SGMParams", out: np.ndarray | None = None) -> tuple[np.ndarray, Winners]:  # noqa: F821
+    """:func:`aggregate` and :func:`pseudolabel.disparity.select` in one go, with the winner-takes-all
+    fused into the last aggregation pass (saves a read of ``S``). Same results as the two calls.
+
+    Returns:
+        ``(S, winners)``: the ``uint16`` (H, W, D) aggregated volume and the :class:`Winners`.
+    """
+    out = _check_and_prepare(cost, params, out)
+    _aggregate_vertical_pairs(cost, image, params, out)
+    height, width = image.shape
+    winners = allocate_winners(height, width)
+    aggregate_horizontal_and_select(
+        cost, image, int(params.p1), int(params.p2), bool(params.p2_adaptive), float(params.p2_gamma), out, int(params.min_disp),
+        winners.index, winners.cost_best, winners.cost_second, winners.cost_second_far, winners.cost_second_local, winners.cost_mean, winners.index_right,
+    )
+    return out, winners

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -229,11 +230,10 @@ class Matcher:
         left_gray = cost.prepare_image(left)
         right_gray = cost.prepare_image(right)
         cost_volume = cost.compute_cost(left_gray, right_gray, params, out=self._cost_buffer)
-        aggregated = aggregation.aggregate(cost_volume, left_gray, params, out=self._aggregated_buffer)
+        aggregated, winners = aggregation.aggregate_and_select(cost_volume, left_gray, params, out=self._aggregated_buffer)
         if params.cost == "census":
             self._cost_buffer = cost_volume
         self._aggregated_buffer = aggregated
-        winners = disparity.select(aggregated, params.min_disp)
         mode = refinement.SUBPIXEL_MODES[params.subpixel]
         left_disparity = refinement.subpixel_left(aggregated, winners.index, params.min_disp, mode)
         right_disparity = refinement.subpixel_right(aggregated, winners.index_right, params.min_disp, mode)
@@ -266,6 +266,23 @@ class Matcher:
         self._aggregated_buffer = None
 
 
+_thread_local = threading.local()
+
+
+def _thread_matcher(params: SGMParams) -> Matcher:
+    """This thread's cached :class:`Matcher` for ``params`` (one per thread: buffers are not shared)."""
+    cached: Matcher | None = getattr(_thread_local, "matcher", None)
+    if cached is None or cached.params != params:
+        cached = Matcher(params)
+        _thread_local.matcher = cached
+    return cached
+
+
+def release_buffers() -> None:
+    """Free the buffers that :func:`match` keeps for the calling thread."""
+    _thread_local.matcher = None
+
+
 def match(left: np.ndarray, right: np.ndarray, params: SGMParams | None = None, **overrides: Any) -> SGMResult:
     """Semi-global matching of a rectified pair.
 
@@ -281,6 +298,10 @@ def match(left: np.ndarray, right: np.ndarray, params: SGMParams | None = None, 
         InputError: (a ``ValueError``) for images of different sizes, wrong dimensions, NaNs, or a
         disparity range wider than the image.
 
-    For many pairs of one size, a :class:`Matcher` reuses its buffers and is a little faster.
+    Like OpenCV's matcher objects, ``match`` keeps its cost and aggregation buffers (about 3 bytes per
+    cost-volume cell) for the calling thread, so that the next pair of the same size and parameters
+    does not allocate them again; :func:`release_buffers` frees them. Use a :class:`Matcher` per
+    thread to control this explicitly.
     """
-    return Matcher(params, **overrides)(left, right)
+    base = params or SGMParams()
+    return _thread_matcher(base.replace(**overrides) if overrides else base)(left, right)

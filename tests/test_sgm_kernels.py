@@ -84,7 +84,7 @@ def test_aggregate_direction_pair_matches_reference(shape: tuple[int, int], dire
     out = rng.integers(0, 100, size=volume.shape).astype(np.uint16)  # added to, not overwritten
     start = out.astype(np.int64)
     dx, dy = direction
-    aggregation.aggregate_direction_pair(volume, image, dx, dy, 5, 40, adaptive, 8.0, out)
+    aggregation.aggregate_direction_pair(volume, image, dx, dy, 5, 40, adaptive, 8.0, out, True)
     expected = start + reference.path_cost(volume, image, dx, dy, 5, 40, adaptive, 8.0) + reference.path_cost(volume, image, -dx, -dy, 5, 40, adaptive, 8.0)
     np.testing.assert_array_equal(out.astype(np.int64), expected)
 
@@ -94,10 +94,12 @@ def test_aggregate_horizontal_matches_reference(shape: tuple[int, int]) -> None:
     rng = np.random.default_rng(7)
     volume = rng.integers(0, 63, size=shape + (5,)).astype(np.uint8)
     image = rng.integers(0, 256, size=shape).astype(np.float32)
-    out = np.full(volume.shape, 999, dtype=np.uint16)  # overwritten, not added to
-    aggregation.aggregate_horizontal(volume, image, 7, 50, True, 16.0, out)
+    out = np.full(volume.shape, 999, dtype=np.uint16)
+    aggregation.aggregate_horizontal(volume, image, 7, 50, True, 16.0, out, False)  # overwrites
     expected = reference.path_cost(volume, image, 1, 0, 7, 50, True, 16.0) + reference.path_cost(volume, image, -1, 0, 7, 50, True, 16.0)
     np.testing.assert_array_equal(out.astype(np.int64), expected)
+    aggregation.aggregate_horizontal(volume, image, 7, 50, True, 16.0, out, True)  # adds
+    np.testing.assert_array_equal(out.astype(np.int64), 2 * expected)
 
 
 @pytest.mark.parametrize("paths", [4, 8, 16])
@@ -110,6 +112,21 @@ def test_aggregate_sums_all_directions(paths: int) -> None:
     result = aggregation.aggregate(volume, image, params)
     assert result.dtype == np.uint16
     np.testing.assert_array_equal(result.astype(np.int64), expected)
+
+
+@pytest.mark.parametrize("paths", [4, 8, 16])
+@pytest.mark.parametrize("min_disp", [0, -3])
+def test_fused_aggregation_and_selection_equals_the_separate_kernels(paths: int, min_disp: int) -> None:
+    rng = np.random.default_rng(paths - min_disp)
+    volume = rng.integers(0, 63, size=(11, 19, 8)).astype(np.uint8)
+    image = rng.integers(0, 256, size=(11, 19)).astype(np.float32)
+    params = SGMParams(paths=paths, min_disp=min_disp, max_disp=min_disp + 8)
+    fused, winners = aggregation.aggregate_and_select(volume, image, params)
+    separate = aggregation.aggregate(volume, image, params)
+    np.testing.assert_array_equal(fused, separate)
+    expected = disparity.select(separate, min_disp)
+    for name in ("index", "cost_best", "cost_second", "cost_second_far", "cost_second_local", "cost_mean", "index_right"):
+        np.testing.assert_array_equal(getattr(winners, name), getattr(expected, name), err_msg=name)
 
 
 def test_path_cost_by_hand() -> None:
@@ -127,7 +144,7 @@ def test_path_cost_by_hand() -> None:
     # x=0: [0 + min(14, 2+2, 7) - 2, 9 + min(2, 14+2, 9+2, 7) - 2, 9 + min(9, 2+2, 7) - 2] = [2, 9, 11]
     backward = np.array([[2, 9, 11], [14, 2, 9], [9, 9, 0]])
     out = np.zeros((3, 1, 3), dtype=np.uint16)
-    aggregation.aggregate_direction_pair(volume.transpose(1, 0, 2).copy(), image.T.copy(), 0, 1, 2, 5, False, 1.0, out)
+    aggregation.aggregate_direction_pair(volume.transpose(1, 0, 2).copy(), image.T.copy(), 0, 1, 2, 5, False, 1.0, out, False)
     np.testing.assert_array_equal(out[:, 0, :], expected + backward)
 
 

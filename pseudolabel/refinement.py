@@ -115,15 +115,80 @@ def remove_speckles(disparity: np.ndarray, valid: np.ndarray, max_size: int, max
     return valid & (encoded != 0)
 
 
+@numba.njit(cache=True)
+def _nearest_valid_along(disparity: np.ndarray, valid: np.ndarray, step_x: int, step_y: int) -> np.ndarray:
+    """For every pixel ``p``, the disparity of the first valid pixel ``p + t (step_x, step_y)``, ``t >= 1``.
+
+    One sweep over the rows against the ray direction, carrying the answer of the previous row
+    (``step_y`` = +-1, ``step_x`` in -1, 0, 1), or along each row when ``step_y`` = 0.
+
+    Returns:
+        ``float32`` (H, W), NaN where the ray leaves the image without meeting a valid pixel.
+    """
+    height, width = disparity.shape
+    nearest = np.full((height, width), np.nan, dtype=np.float32)
+    if step_y == 0:
+        for y in range(height):
+            carried = np.float32(np.nan)
+            for i in range(width):
+                x = width - 1 - i if step_x > 0 else i
+                nearest[y, x] = carried
+                if valid[y, x]:
+                    carried = disparity[y, x]
+        return nearest
+    # inclusive[x]: the answer for the row below (step_y > 0) or above, counting the pixel itself
+    inclusive = np.full(width, np.nan, dtype=np.float32)
+    for i in range(height):
+        y = height - 1 - i if step_y > 0 else i
+        if i > 0:
+            for x in range(max(0, -step_x), min(width, width - step_x)):
+                nearest[y, x] = inclusive[x + step_x]
+        for x in range(width):
+            inclusive[x] = disparity[y, x] if valid[y, x] else nearest[y, x]
+    return nearest
+
+
 @numba.njit(cache=True, parallel=True)
+def _fill_from_neighbours(disparity: np.ndarray, valid: np.ndarray, neighbours: np.ndarray, disparity_right: np.ndarray, lr_max_diff: float) -> np.ndarray:
+    height, width = disparity.shape
+    filled = disparity.copy()
+    for y in prange(height):
+        found = np.empty(8, dtype=np.float32)
+        for x in range(width):
+            if valid[y, x]:
+                continue
+            count = 0
+            for direction in range(8):
+                value = neighbours[direction, y, x]
+                if not np.isnan(value):
+                    found[count] = value
+                    count += 1
+            if count == 0:
+                continue
+            values = np.sort(found[:count])
+            d = disparity[y, x]
+            x_right = int(np.floor(x - d + 0.5))
+            occluded = False
+            if 0 <= x_right < width:
+                occluded = disparity_right[y, x_right] > d + lr_max_diff
+            if occluded:
+                filled[y, x] = values[1] if count >= 3 else values[0]
+            elif count % 2 == 1:
+                filled[y, x] = values[count // 2]
+            else:
+                filled[y, x] = np.float32(0.5) * (values[count // 2 - 1] + values[count // 2])
+    return filled
+
+
 def fill_invalid(disparity: np.ndarray, valid: np.ndarray, disparity_right: np.ndarray, lr_max_diff: float) -> np.ndarray:
     """Dense disparity from the valid pixels (after Hirschmueller 2008, section 3.4).
 
     For every invalid pixel the nearest valid disparities along 8 directions are collected. A pixel is
     an *occlusion* when its match in the right view belongs to a nearer surface
     (``d_right(x - d) > d + lr_max_diff``): it takes the second smallest of the collected values (the
-    background, robust to one stray value; the smallest when fewer than 3 were found). Otherwise it is a *mismatch* and takes their median.
-    Pixels with no valid pixel in any direction stay unchanged.
+    background, robust to one stray value; the smallest when fewer than 3 were found). Otherwise it
+    is a *mismatch* and takes their median. Pixels with no valid pixel in any direction stay unchanged.
+    The nearest valid values come from one sweep per direction, not from walking from every pixel.
 
     Args:
         disparity: ``float32`` (H, W) left disparity, pixels.
@@ -134,43 +199,11 @@ def fill_invalid(disparity: np.ndarray, valid: np.ndarray, disparity_right: np.n
     Returns:
         ``float32`` (H, W) filled copy.
     """
-    height, width = disparity.shape
-    filled = disparity.copy()
-    steps = np.array([[0, 1], [0, -1], [1, 0], [-1, 0], [1, 1], [1, -1], [-1, 1], [-1, -1]], dtype=np.int64)
-    for y in prange(height):
-        found = np.empty(8, dtype=np.float32)
-        for x in range(width):
-            if valid[y, x]:
-                continue
-            count = 0
-            for direction in range(8):
-                sx = steps[direction, 0]
-                sy = steps[direction, 1]
-                xx = x + sx
-                yy = y + sy
-                while 0 <= xx < width and 0 <= yy < height:
-                    if valid[yy, xx]:
-                        found[count] = disparity[yy, xx]
-                        count += 1
-                        break
-                    xx += sx
-                    yy += sy
-            if count == 0:
-                continue
-            values = np.sort(found[:count])
-            d = disparity[y, x]
-            x_right = int(np.floor(x - d + 0.5))
-            occluded = False
-            if 0 <= x_right < width:
-                other = disparity_right[y, x_right]
-                occluded = other > d + lr_max_diff
-            if occluded:
-                filled[y, x] = values[1] if count >= 3 else values[0]
-            elif count % 2 == 1:
-                filled[y, x] = values[count // 2]
-            else:
-                filled[y, x] = np.float32(0.5) * (values[count // 2 - 1] + values[count // 2])
-    return filled
+    disparity = np.ascontiguousarray(disparity, dtype=np.float32)
+    valid = np.ascontiguousarray(valid, dtype=np.bool_)
+    steps = ((0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (1, -1), (-1, 1), (-1, -1))
+    neighbours = np.stack([_nearest_valid_along(disparity, valid, step_x, step_y) for step_x, step_y in steps])
+    return _fill_from_neighbours(disparity, valid, neighbours, np.ascontiguousarray(disparity_right, dtype=np.float32), float(lr_max_diff))
 
 
 @numba.njit(cache=True, inline="always")

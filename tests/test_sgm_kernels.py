@@ -228,3 +228,41 @@ def test_fill_invalid_takes_background_in_occlusions_and_median_elsewhere() -> N
     filled = refinement.fill_invalid(image, mask, np.full((3, 12), 8.0, np.float32), 1.0)
     assert filled[1, 6] == 2.0  # not the stray 1.0
     assert np.all(filled[mask] == image[mask])
+
+
+def walked_fill(disparity: np.ndarray, valid: np.ndarray, disparity_right: np.ndarray, lr_max_diff: float) -> np.ndarray:
+    """Reference of fill_invalid: walk from every invalid pixel along 8 directions."""
+    height, width = disparity.shape
+    filled = disparity.copy()
+    for y in range(height):
+        for x in range(width):
+            if valid[y, x]:
+                continue
+            found = []
+            for sx, sy in ((0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (1, -1), (-1, 1), (-1, -1)):
+                xx, yy = x + sx, y + sy
+                while 0 <= xx < width and 0 <= yy < height:
+                    if valid[yy, xx]:
+                        found.append(disparity[yy, xx])
+                        break
+                    xx, yy = xx + sx, yy + sy
+            if not found:
+                continue
+            values = np.sort(np.array(found, dtype=np.float32))
+            d = disparity[y, x]
+            x_right = int(np.floor(x - d + 0.5))
+            occluded = 0 <= x_right < width and disparity_right[y, x_right] > d + lr_max_diff
+            if occluded:
+                filled[y, x] = values[1] if len(values) >= 3 else values[0]
+            else:
+                filled[y, x] = np.float32(np.median(values))
+    return filled
+
+
+@pytest.mark.parametrize("shape", [(9, 14), (1, 11), (13, 1), (17, 23)])
+def test_fill_invalid_matches_walking_reference(shape: tuple[int, int]) -> None:
+    rng = np.random.default_rng(shape[0] * 100 + shape[1])
+    disparity = rng.uniform(0, 8, size=shape).astype(np.float32)
+    valid = rng.random(shape) < 0.3
+    right = rng.uniform(0, 10, size=shape).astype(np.float32)
+    np.testing.assert_allclose(refinement.fill_invalid(disparity, valid, right, 1.0), walked_fill(disparity, valid, right, 1.0), rtol=1e-6)

@@ -80,6 +80,8 @@ def _path_step(cost_row: np.ndarray, previous: np.ndarray, current: np.ndarray, 
 def _horizontal_row(cost: np.ndarray, image: np.ndarray, p1: int, p2: int, adaptive: bool, gamma: float, out: np.ndarray, accumulate: bool) -> None:
     """Left-to-right plus right-to-left path costs of one row.
 
+    The row of ``out`` (W x D) stays in cache between the two sweeps, so it is updated once per sweep.
+
     Args:
         cost: ``uint8`` (W, D) costs of the row.
         image: ``float32`` (W,) gray intensities of the row.
@@ -88,39 +90,26 @@ def _horizontal_row(cost: np.ndarray, image: np.ndarray, p1: int, p2: int, adapt
     width, num_disp = cost.shape
     previous = np.full(num_disp + 2, _SENTINEL, dtype=np.int16)
     current = np.full(num_disp + 2, _SENTINEL, dtype=np.int16)
-    forward = np.empty((width, num_disp), dtype=np.int16)
-    # left to right, kept in `forward`
-    best = np.int16(_SENTINEL)
-    for k in range(num_disp):
-        previous[k + 1] = np.int16(cost[0, k])
-        forward[0, k] = np.int16(cost[0, k])
-        best = min(best, np.int16(cost[0, k]))
-    for x in range(1, width):
-        penalty = _step_penalty(p1, p2, adaptive, gamma, image[x], image[x - 1])
-        best = _path_step(cost[x], previous, current, best, p1, penalty)
-        row = forward[x]
-        for k in range(num_disp):
-            row[k] = current[k + 1]
-        previous, current = current, previous
-    # right to left, adding both into `out`
-    for x in range(width - 1, -1, -1):
-        if x == width - 1:
-            best = np.int16(_SENTINEL)
-            for k in range(num_disp):
-                current[k + 1] = np.int16(cost[x, k])
-                best = min(best, np.int16(cost[x, k]))
-        else:
-            penalty = _step_penalty(p1, p2, adaptive, gamma, image[x], image[x + 1])
-            best = _path_step(cost[x], previous, current, best, p1, penalty)
-        total = out[x]
-        row = forward[x]
-        if accumulate:
-            for k in range(num_disp):
-                total[k] = np.uint16(total[k] + np.uint16(row[k]) + np.uint16(current[k + 1]))
-        else:
-            for k in range(num_disp):
-                total[k] = np.uint16(np.uint16(row[k]) + np.uint16(current[k + 1]))
-        previous, current = current, previous
+    for backward in (False, True):
+        for i in range(width):
+            x = width - 1 - i if backward else i
+            if i == 0:
+                best = np.int16(_SENTINEL)
+                for k in range(num_disp):
+                    current[k + 1] = np.int16(cost[x, k])
+                    best = min(best, np.int16(cost[x, k]))
+            else:
+                x_previous = x + 1 if backward else x - 1
+                penalty = _step_penalty(p1, p2, adaptive, gamma, image[x], image[x_previous])
+                best = _path_step(cost[x], previous, current, best, p1, penalty)
+            total = out[x]
+            if accumulate or backward:
+                for k in range(num_disp):
+                    total[k] = np.uint16(total[k] + np.uint16(current[k + 1]))
+            else:
+                for k in range(num_disp):
+                    total[k] = np.uint16(current[k + 1])
+            previous, current = current, previous
 
 
 @numba.njit(cache=True, parallel=True)

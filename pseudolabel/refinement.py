@@ -265,9 +265,9 @@ def edge_aware_median(disparity: np.ndarray, guide: np.ndarray, radius: int, int
             count = 0
             for yy in range(max(0, y - radius), min(height, y + radius + 1)):
                 for xx in range(max(0, x - radius), min(width, x + radius + 1)):
-                    if abs(guide[yy, xx] - centre) <= intensity_range:
-                        window[count] = disparity[yy, xx]
-                        count += 1
+                    # branch-free: always store, advance only when the pixel takes part
+                    window[count] = disparity[yy, xx]
+                    count += 1 if abs(guide[yy, xx] - centre) <= intensity_range else 0
             upper = _select(window, count, count // 2)
             if count % 2 == 1:
                 filtered[y, x] = upper

@@ -237,10 +237,10 @@ def _select(values: np.ndarray, count: int, rank: int) -> float:
 
 
 @numba.njit(cache=True, parallel=True)
-def edge_aware_median(disparity: np.ndarray, guide: np.ndarray, radius: int, intensity_range: float, where: np.ndarray) -> np.ndarray:
-    """Median of the disparities in a ``(2 radius + 1)^2`` window, restricted to the pixels whose guide
-    intensity is within ``intensity_range`` of the centre's (a binary-weight weighted median, so that
-    the filter does not cross object edges).
+def edge_aware_median(disparity: np.ndarray, guide: np.ndarray, radius: int, intensity_range: float, where: np.ndarray, step: int = 1) -> np.ndarray:
+    """Median of the disparities sampled every ``step`` pixels in a ``(2 radius + 1)^2`` window,
+    restricted to the samples whose guide intensity is within ``intensity_range`` of the centre's (a
+    binary-weight weighted median, so that the filter does not cross object edges).
 
     Args:
         disparity: ``float32`` (H, W) dense disparity, pixels.
@@ -248,6 +248,8 @@ def edge_aware_median(disparity: np.ndarray, guide: np.ndarray, radius: int, int
         radius: window radius in pixels (0 = unchanged copy).
         intensity_range: largest intensity difference (8-bit gray levels) of a pixel that takes part.
         where: ``bool`` (H, W): filter these pixels only (the others are copied).
+        step: sample spacing in pixels (a sparse window: ``radius=6, step=3`` takes 5 x 5 samples
+            spread over 13 x 13 pixels).
 
     Returns:
         ``float32`` (H, W) filtered disparity; for an even number of values, the mean of the two
@@ -255,16 +257,21 @@ def edge_aware_median(disparity: np.ndarray, guide: np.ndarray, radius: int, int
     """
     height, width = disparity.shape
     filtered = disparity.copy()
-    size = (2 * radius + 1) * (2 * radius + 1)
+    reach = radius // step
+    size = (2 * reach + 1) * (2 * reach + 1)
     for y in prange(height):
         window = np.empty(size, dtype=np.float32)
+        y_first = y - step * min(reach, y // step)
+        y_last = y + step * min(reach, (height - 1 - y) // step)
         for x in range(width):
             if not where[y, x]:
                 continue
             centre = guide[y, x]
             count = 0
-            for yy in range(max(0, y - radius), min(height, y + radius + 1)):
-                for xx in range(max(0, x - radius), min(width, x + radius + 1)):
+            x_first = x - step * min(reach, x // step)
+            x_last = x + step * min(reach, (width - 1 - x) // step)
+            for yy in range(y_first, y_last + 1, step):
+                for xx in range(x_first, x_last + 1, step):
                     # branch-free: always store, advance only when the pixel takes part
                     window[count] = disparity[yy, xx]
                     count += 1 if abs(guide[yy, xx] - centre) <= intensity_range else 0

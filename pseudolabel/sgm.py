@@ -64,9 +64,11 @@ class SGMParams:
         speckle_range: disparity step in pixels that separates two speckle regions.
         fill_invalid: fill pixels that fail the checks in the dense ``disparity`` output from their
             left/right valid neighbours (the lower, background value, as in Hirschmueller 2008).
-        fill_median_radius: after filling, each filled pixel takes the median of the disparities in a
-            ``(2 r + 1)^2`` window whose left-image intensity is within ``fill_intensity_range`` of its
-            own (an edge-aware median); 0 = off.
+        fill_median_radius: after filling, each filled pixel takes the median of the disparities
+            sampled every ``fill_median_step`` pixels in a ``(2 r + 1)^2`` window, among those whose
+            left-image intensity is within ``fill_intensity_range`` of its own (an edge-aware median);
+            0 = off.
+        fill_median_step: sample spacing of that window in pixels.
         fill_intensity_range: intensity tolerance (8-bit gray levels) of that median.
         dense_median: side of a median filter applied to the whole dense output at the end (0, 1 = off,
             3 or 5); ``valid`` pixels keep this smoothed value too.
@@ -91,7 +93,8 @@ class SGMParams:
     speckle_size: int = 50
     speckle_range: float = 1.0
     fill_invalid: bool = True
-    fill_median_radius: int = 3
+    fill_median_radius: int = 6
+    fill_median_step: int = 3
     fill_intensity_range: float = 16.0
     dense_median: int = 5
     ad_truncation: int = 30
@@ -127,8 +130,8 @@ class SGMParams:
             raise InputError(f"median must be 0, 1, 3 or 5, not {self.median}")
         if self.dense_median not in (0, 1, 3, 5):
             raise InputError(f"dense_median must be 0, 1, 3 or 5, not {self.dense_median}")
-        if not 0 <= self.fill_median_radius <= 7:
-            raise InputError(f"fill_median_radius must be 0..7, not {self.fill_median_radius}")
+        if not 0 <= self.fill_median_radius <= 15 or not 1 <= self.fill_median_step <= max(1, self.fill_median_radius):
+            raise InputError("fill_median_radius must be 0..15 and fill_median_step 1..fill_median_radius")
         if self.speckle_size < 0 or self.speckle_range < 0:
             raise InputError("speckle_size and speckle_range must be >= 0")
         if not 1 <= self.ad_truncation <= 255:
@@ -246,7 +249,9 @@ class Matcher:
         if params.fill_invalid:
             dense = refinement.fill_invalid(left_disparity, valid, right_disparity, float(max(params.lr_max_diff, 0.0)))
             if params.fill_median_radius > 0:
-                dense = refinement.edge_aware_median(dense, left_gray, params.fill_median_radius, float(params.fill_intensity_range), ~valid)
+                dense = refinement.edge_aware_median(
+                    dense, left_gray, params.fill_median_radius, float(params.fill_intensity_range), ~valid, params.fill_median_step
+                )
         dense = refinement.median_filter(dense, params.dense_median)
         return SGMResult(
             disparity=dense,

@@ -134,17 +134,20 @@ def test_census_step_matches_reference(step: int) -> None:
     np.testing.assert_array_equal(cost.census_transform(image, 5, 3, step), expected)
 
 
-def test_edge_aware_median_matches_reference() -> None:
+@pytest.mark.parametrize("radius,step", [(2, 1), (6, 3), (4, 2)])
+def test_edge_aware_median_matches_reference(radius: int, step: int) -> None:
     rng = np.random.default_rng(3)
     disparity = rng.uniform(0, 20, size=(13, 17)).astype(np.float32)
     guide = rng.integers(0, 4, size=(13, 17)).astype(np.float32) * 40
     where = rng.random((13, 17)) < 0.5
-    result = refinement.edge_aware_median(disparity, guide, 2, 16.0, where)
+    result = refinement.edge_aware_median(disparity, guide, radius, 16.0, where, step)
     expected = disparity.copy()
     for y, x in zip(*np.nonzero(where)):
-        window = (slice(max(0, y - 2), y + 3), slice(max(0, x - 2), x + 3))
-        same = np.abs(guide[window] - guide[y, x]) <= 16.0
-        expected[y, x] = np.median(disparity[window][same])
+        ys = [yy for yy in range(y - radius, y + radius + 1, step) if 0 <= yy < 13 and (yy - y) % step == 0]
+        xs = [xx for xx in range(x - radius, x + radius + 1, step) if 0 <= xx < 17 and (xx - x) % step == 0]
+        window = disparity[np.ix_(ys, xs)]
+        same = np.abs(guide[np.ix_(ys, xs)] - guide[y, x]) <= 16.0
+        expected[y, x] = np.median(window[same])
     np.testing.assert_allclose(result, expected, rtol=1e-6)
 
 

@@ -30,6 +30,7 @@ import numba
 import numpy as np
 from numba import prange
 
+from pseudolabel.cost import max_cost
 from pseudolabel.disparity import Winners, allocate_winners, select_row, select_row_right
 from pseudolabel.errors import InputError
 
@@ -252,7 +253,8 @@ def aggregate_direction_pair(
 def _check_and_prepare(cost: np.ndarray, params: "SGMParams", out: np.ndarray | None) -> np.ndarray:  # noqa: F821
     if params.paths not in DIRECTIONS:
         raise InputError(f"paths must be 4, 8 or 16, not {params.paths}")
-    largest = int(cost.max(initial=0)) + int(params.p2)
+    # the largest value of the cost (what fills out-of-image disparities) bounds every entry: no scan
+    largest = max_cost(params.cost, params.census_width, params.census_height, params.ad_truncation) + int(params.p2)
     if largest * params.paths >= 2**16:
         raise InputError(f"p2={params.p2} is too large for {params.paths} paths with this cost; lower p2")
     if out is None or out.shape != cost.shape or out.dtype != np.uint16:

@@ -192,7 +192,7 @@ def test_other_parameters_refused_then_overwrite(dataset: tuple[Path, Path], ref
     out = tmp_path / "proxies.h5"
     shutil.copyfile(reference, out)
     before = digest(out)
-    assert_user_error(sgm(*dataset, out, "--p2", "120"), r"different SGM parameters \(p2 86 in the file, 120 now\).*--overwrite")
+    assert_user_error(sgm(*dataset, out, "--p2", "120"), rf"different SGM parameters \(p2 {SGMParams().p2} in the file, 120 now\).*--overwrite")
     assert digest(out) == before
     small = make_pairs(tmp_path / "small", ["a"])
     result = sgm(*small, out, "--p2", "120", "--overwrite")

@@ -1,0 +1,221 @@
+"""MADNet: Modularly ADaptive Network (Tonioni, Tosi, Poggi, Mattoccia, Di Stefano; CVPR 2019).
+
+Implemented from the paper's description:
+
+* a pyramid encoder of six levels; level ``k`` halves the resolution with a strided 3x3 convolution
+  and adds a second 3x3 convolution (channels 16, 32, 64, 96, 128, 192; leaky ReLU, slope 0.2);
+* coarse to fine, at every level the right features are warped into the left view with the
+  upsampled (x2 in size and value) disparity of the coarser level, and a horizontal correlation with
+  radius 2 (5 channels) compares left and warped right features;
+* a decoder per level (3x3 convolutions with 128, 128, 96, 64, 32 channels, then 1) reads the left
+  features, the correlation and the upsampled disparity and predicts a residual correction of it
+  (the coarsest level predicts the disparity directly);
+* at the output level (quarter resolution) a context network of dilated 3x3 convolutions (dilations
+  1, 2, 4, 8, 16, 1) refines the disparity, which is then bilinearly upsampled to full resolution.
+
+Disparity convention: the left pixel ``(y, x)`` matches the right pixel ``(y, x - d)``, ``d >= 0``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from pseudolabel.models.registry import StereoNetwork, register_network
+
+LEAKY_SLOPE = 0.2
+
+
+def conv3x3(in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1, activation: bool = True) -> nn.Sequential:
+    """3x3 convolution ('same' padding for stride 1) followed by a leaky ReLU unless ``activation`` is False."""
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=dilation, dilation=dilation)]
+    if activation:
+        layers.append(nn.LeakyReLU(LEAKY_SLOPE, inplace=True))
+    return nn.Sequential(*layers)
+
+
+def warp_right_to_left(right: torch.Tensor, disparity: torch.Tensor) -> torch.Tensor:
+    """Sample the right view at ``x - d`` (bilinear, zeros outside), i.e. warp it into the left view.
+
+    Args:
+        right: (B, C, H, W) right-view features or image.
+        disparity: (B, 1, H, W) left-view disparity in pixels of this resolution.
+
+    Returns:
+        (B, C, H, W) warped right view.
+    """
+    batch, _, height, width = right.shape
+    xs = torch.arange(width, device=right.device, dtype=right.dtype).view(1, 1, width).expand(batch, height, width)
+    ys = torch.arange(height, device=right.device, dtype=right.dtype).view(1, height, 1).expand(batch, height, width)
+    source_x = xs - disparity[:, 0].to(right.dtype)
+    grid_x = 2.0 * source_x / max(width - 1, 1) - 1.0
+    grid_y = 2.0 * ys / max(height - 1, 1) - 1.0
+    grid = torch.stack((grid_x, grid_y), dim=-1)
+    return F.grid_sample(right, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+def horizontal_correlation(left: torch.Tensor, right: torch.Tensor, radius: int) -> torch.Tensor:
+    """Correlation of left features with horizontally shifted right features.
+
+    Channel ``i`` (``k = i - radius``) holds ``mean_c left(c, y, x) * right(c, y, x - k)``: positive
+    ``k`` means a disparity larger than the one used to warp ``right``.
+
+    Args:
+        left, right: (B, C, H, W) features.
+        radius: largest shift in pixels.
+
+    Returns:
+        (B, 2 * radius + 1, H, W) correlation.
+    """
+    width = left.shape[-1]
+    padded = F.pad(right, (radius, radius, 0, 0))
+    volumes = []
+    for shift in range(-radius, radius + 1):
+        # right(x - shift) sits at padded column x - shift + radius.
+        start = radius - shift
+        volumes.append((left * padded[..., start:start + width]).mean(dim=1, keepdim=True))
+    return torch.cat(volumes, dim=1)
+
+
+class DisparityDecoder(nn.Module):
+    """A stack of 3x3 convolutions ending in one output channel (no activation on the output)."""
+
+    def __init__(self, in_channels: int, channels: Sequence[int]) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        previous = in_channels
+        for width in channels:
+            layers.append(conv3x3(previous, width))
+            previous = width
+        layers.append(conv3x3(previous, 1, activation=False))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, in_channels, h, w) -> (B, 1, h, w)."""
+        return self.layers(features)
+
+
+class ContextNetwork(nn.Module):
+    """Dilated 3x3 convolutions refining a disparity from itself and the left features (residual output)."""
+
+    def __init__(self, in_channels: int, channels: Sequence[int], dilations: Sequence[int]) -> None:
+        super().__init__()
+        if len(channels) != len(dilations):
+            raise ValueError("context network: one dilation per layer is needed")
+        layers: list[nn.Module] = []
+        previous = in_channels
+        for width, dilation in zip(channels, dilations):
+            layers.append(conv3x3(previous, width, dilation=dilation))
+            previous = width
+        layers.append(conv3x3(previous, 1, activation=False))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, in_channels, h, w) -> (B, 1, h, w) residual."""
+        return self.layers(features)
+
+
+class MADNet(StereoNetwork):
+    """MADNet with configurable widths (the defaults are the paper's).
+
+    Args:
+        channels: encoder channels of levels 1..L (the number of levels is its length).
+        decoder_channels: hidden channels of every per-level decoder.
+        context_channels: hidden channels of the context network (empty: no context network).
+        context_dilations: one dilation per context layer.
+        radius: correlation radius in pixels of each level.
+        output_level: finest level with a decoder (2 = quarter resolution, as in the paper).
+    """
+
+    def __init__(
+        self,
+        channels: Sequence[int] = (16, 32, 64, 96, 128, 192),
+        decoder_channels: Sequence[int] = (128, 128, 96, 64, 32),
+        context_channels: Sequence[int] = (128, 128, 128, 96, 64, 32),
+        context_dilations: Sequence[int] = (1, 2, 4, 8, 16, 1),
+        radius: int = 2,
+        output_level: int = 2,
+    ) -> None:
+        super().__init__()
+        self.channels = tuple(int(c) for c in channels)
+        self.levels = len(self.channels)
+        if not 1 <= output_level <= self.levels:
+            raise ValueError(f"output_level must be in 1..{self.levels}, got {output_level}")
+        self.radius = int(radius)
+        self.output_level = int(output_level)
+        self.size_multiple = 2 ** self.levels
+        encoder: list[nn.Module] = []
+        previous = 3
+        for width in self.channels:
+            encoder.append(nn.Sequential(conv3x3(previous, width, stride=2), conv3x3(width, width)))
+            previous = width
+        self.encoder = nn.ModuleList(encoder)
+        correlation_channels = 2 * self.radius + 1
+        # decoders[i] serves level output_level + i.
+        self.decoders = nn.ModuleList()
+        for level in range(self.output_level, self.levels + 1):
+            extra = 0 if level == self.levels else 1
+            self.decoders.append(DisparityDecoder(self.channels[level - 1] + correlation_channels + extra, decoder_channels))
+        self.context = (
+            ContextNetwork(self.channels[self.output_level - 1] + 1, context_channels, context_dilations) if len(context_channels) else None
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """He (Kaiming) initialisation for the leaky-ReLU convolutions, small weights for the disparity outputs.
+
+        PyTorch's default convolution initialisation shrinks the activations about threefold per
+        layer, so that after the 12 encoder convolutions the features (and their correlation, a product of
+        two of them) are ~1e-4 of the image scale; the decoders then ignore the correlation and
+        the network plateaus at predicting a typical disparity. He initialisation keeps the feature
+        scale ~1 at every level; the 1-channel output convolutions start near zero so that the initial
+        residual corrections are small.
+        """
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, a=LEAKY_SLOPE, mode="fan_in", nonlinearity="leaky_relu")
+                nn.init.zeros_(module.bias)
+        heads = [decoder.layers[-1][0] for decoder in self.decoders]
+        if self.context is not None:
+            heads.append(self.context.layers[-1][0])
+        for head in heads:
+            head.weight.data.mul_(0.1)
+
+    def forward_padded(self, left: torch.Tensor, right: torch.Tensor) -> list[torch.Tensor]:
+        """Disparities of the levels, finest (refined output level) first, each in its own pixels."""
+        both = torch.cat((left, right), dim=0)
+        features: list[torch.Tensor] = []
+        for block in self.encoder:
+            both = block(both)
+            features.append(both)
+        batch = left.shape[0]
+        disparity: torch.Tensor | None = None
+        per_level: list[torch.Tensor] = []
+        for level in range(self.levels, self.output_level - 1, -1):
+            left_features, right_features = features[level - 1][:batch], features[level - 1][batch:]
+            decoder = self.decoders[level - self.output_level]
+            if disparity is None:
+                correlation = horizontal_correlation(left_features, right_features, self.radius)
+                disparity = decoder(torch.cat((left_features, correlation), dim=1))
+            else:
+                upsampled = F.interpolate(disparity, size=left_features.shape[-2:], mode="bilinear", align_corners=False) * 2.0
+                warped = warp_right_to_left(right_features, upsampled)
+                correlation = horizontal_correlation(left_features, warped, self.radius)
+                disparity = upsampled + decoder(torch.cat((left_features, correlation, upsampled), dim=1))
+            per_level.append(disparity)
+        assert disparity is not None
+        outputs = per_level[::-1]  # finest first
+        if self.context is not None:
+            left_features = features[self.output_level - 1][:batch]
+            refined = disparity + self.context(torch.cat((left_features, disparity), dim=1))
+            outputs = [refined] + outputs
+        return outputs
+
+
+@register_network("madnet")
+def build_madnet(**kwargs: object) -> MADNet:
+    """MADNet with the paper's configuration (keyword arguments override :class:`MADNet`'s)."""
+    return MADNet(**kwargs)  # type: ignore[arg-type]

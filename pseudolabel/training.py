@@ -1,0 +1,759 @@
+"""Generic trainer for stereo networks: supervised training here, adaptation in ``pseudolabel adapt``.
+
+:class:`Trainer` runs ``steps`` optimisation steps of a network (plus optional extra modules, e.g. a
+learnable tau) on an *indexed* dataset with a caller-supplied loss, and takes care of:
+
+* device (``auto``/``cpu``/``cuda``), mixed precision on CUDA (``torch.autocast`` + ``GradScaler``);
+* distributed data parallel when launched by ``torchrun`` (``RANK``/``WORLD_SIZE`` in the
+  environment; ``gloo`` on CPU, ``nccl`` on CUDA): every rank takes its slice of the same global
+  batch, so N processes with per-rank batch B/N follow the same trajectory as one process with batch B;
+* a fixed seed and exact resumption: sample ``i`` of the run is ``dataset[i]`` (global step ``s`` uses
+  indices ``s*B .. s*B+B-1``), so a resumed run sees exactly the samples it would have seen;
+* a progress line with loss and throughput, a JSON-lines metrics log, a checkpoint every N steps,
+  ``resume``, and a checkpoint on Ctrl-C (SIGINT) before :class:`KeyboardInterrupt` propagates.
+
+Dataset protocol: any ``torch.utils.data.Dataset`` whose ``__getitem__(i)`` accepts every
+non-negative integer (wrap around or generate on the fly) and returns a dict of tensors. The default
+forward call reads ``batch["left"]`` and ``batch["right"]`` ((B, 3, H, W) float in ``[0, 1]``).
+
+Also here: :class:`SyntheticStereoDataset` (pairs rendered on the fly by :mod:`pseudolabel.synth`),
+:class:`StereoPairDataset` (pairs on disk with ground truth, from :func:`pseudolabel.dataset.discover_pairs`),
+the photometric augmentation, random crops, and :func:`multiscale_l1_loss`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from pseudolabel import __version__
+from pseudolabel.checkpoint import load_checkpoint, save_checkpoint
+from pseudolabel.errors import InputError
+from pseudolabel.models.registry import StereoNetwork, StereoOutput
+
+Batch = dict[str, torch.Tensor]
+LossFunction = Callable[[StereoOutput, Batch], tuple[torch.Tensor, dict[str, float]]]
+ForwardFunction = Callable[[nn.Module, Batch], StereoOutput]
+
+
+# ----------------------------------------------------------------------------------------------
+# Samples: crops, augmentation, datasets
+# ----------------------------------------------------------------------------------------------
+
+
+def sample_rng(seed: int, index: int, stream: int = 0) -> np.random.Generator:
+    """The random generator of sample ``index`` of a run seeded with ``seed`` (independent of workers/ranks)."""
+    return np.random.default_rng([int(seed), int(index), int(stream)])
+
+
+def to_tensor_image(image: np.ndarray) -> torch.Tensor:
+    """(H, W) or (H, W, 3) ``uint8``/``uint16`` RGB -> (3, H, W) ``float32`` in ``[0, 1]`` (gray is repeated)."""
+    scale = 65535.0 if image.dtype == np.uint16 else 255.0
+    array = image.astype(np.float32) / np.float32(scale)
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Photometric augmentation, drawn per pair (both views get the same draw plus a small per-view jitter).
+
+    Attributes:
+        brightness: multiplicative brightness range ``[1 - b, 1 + b]``.
+        contrast: contrast scale range ``[1 - c, 1 + c]`` around the image mean.
+        gamma: gamma range ``[1 - g, 1 + g]``.
+        color: per-channel gain range ``[1 - c, 1 + c]``.
+        view_jitter: extra independent brightness change per view, ``[1 - j, 1 + j]``.
+        noise: largest standard deviation of additive Gaussian noise (images in ``[0, 1]``).
+        gray_probability: probability of turning both views gray (3 equal channels).
+    """
+
+    brightness: float = 0.25
+    contrast: float = 0.3
+    gamma: float = 0.2
+    color: float = 0.1
+    view_jitter: float = 0.05
+    noise: float = 0.02
+    gray_probability: float = 0.2
+
+
+def augment_pair(left: np.ndarray, right: np.ndarray, rng: np.random.Generator, config: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Photometric augmentation of a pair of (H, W, 3) ``float32`` images in ``[0, 1]``; returns new arrays in ``[0, 1]``."""
+    brightness = rng.uniform(1 - config.brightness, 1 + config.brightness)
+    contrast = rng.uniform(1 - config.contrast, 1 + config.contrast)
+    gamma = rng.uniform(1 - config.gamma, 1 + config.gamma)
+    color = rng.uniform(1 - config.color, 1 + config.color, size=3).astype(np.float32)
+    gray = rng.random() < config.gray_probability
+    outputs = []
+    for image in (left, right):
+        jitter = rng.uniform(1 - config.view_jitter, 1 + config.view_jitter)
+        noise_sigma = rng.uniform(0, config.noise)
+        mean = image.mean()
+        out = (image - mean) * contrast + mean
+        out = np.clip(out * brightness * jitter * color, 0.0, 1.0) ** gamma
+        if gray:
+            out = np.repeat(out.mean(axis=2, keepdims=True), 3, axis=2)
+        out = out + rng.normal(0.0, noise_sigma, size=out.shape)
+        outputs.append(np.clip(out, 0.0, 1.0).astype(np.float32))
+    return outputs[0], outputs[1]
+
+
+def crop_sample(
+    left: np.ndarray, right: np.ndarray, disparity: np.ndarray, crop: tuple[int, int] | None, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random crop of size ``crop = (height, width)``; smaller images are padded (images with 0,
+    disparity with NaN = unknown) so that every sample of a batch has the same size.
+
+    Args:
+        left, right: (H, W, 3) float images. disparity: (H, W) float, NaN = unknown.
+    """
+    if crop is None:
+        return left, right, disparity
+    crop_height, crop_width = crop
+    height, width = disparity.shape
+    if height < crop_height or width < crop_width:
+        pad_h, pad_w = max(crop_height - height, 0), max(crop_width - width, 0)
+        left = np.pad(left, ((0, pad_h), (0, pad_w), (0, 0)))
+        right = np.pad(right, ((0, pad_h), (0, pad_w), (0, 0)))
+        disparity = np.pad(disparity, ((0, pad_h), (0, pad_w)), constant_values=np.nan)
+        height, width = disparity.shape
+    top = int(rng.integers(0, height - crop_height + 1))
+    start = int(rng.integers(0, width - crop_width + 1))
+    window = (slice(top, top + crop_height), slice(start, start + crop_width))
+    return left[window], right[window], disparity[window]
+
+
+def make_sample(
+    left: np.ndarray,
+    right: np.ndarray,
+    disparity: np.ndarray,
+    rng: np.random.Generator,
+    crop: tuple[int, int] | None,
+    augment: AugmentConfig | None,
+    index: int,
+) -> Batch:
+    """Crop, augment and convert one pair to the trainer's sample dictionary.
+
+    Args:
+        left, right: (H, W, 3) or (H, W) ``uint8``/``uint16`` RGB images.
+        disparity: (H, W) ``float32`` left-view ground truth in pixels, NaN = unknown.
+
+    Returns:
+        ``left``/``right`` (3, h, w) float32 in ``[0, 1]``; ``disparity`` (1, h, w) float32 (0 where
+        unknown); ``valid`` (1, h, w) bool; ``index`` int64 scalar.
+    """
+    left_f = to_tensor_image(left).permute(1, 2, 0).numpy()
+    right_f = to_tensor_image(right).permute(1, 2, 0).numpy()
+    left_f, right_f, disparity = crop_sample(left_f, right_f, np.asarray(disparity, dtype=np.float32), crop, rng)
+    if augment is not None:
+        left_f, right_f = augment_pair(left_f, right_f, rng, augment)
+    valid = np.isfinite(disparity) & (disparity > 0)
+    return {
+        "left": torch.from_numpy(np.ascontiguousarray(left_f.transpose(2, 0, 1))),
+        "right": torch.from_numpy(np.ascontiguousarray(right_f.transpose(2, 0, 1))),
+        "disparity": torch.from_numpy(np.where(valid, disparity, 0.0).astype(np.float32)[None]),
+        "valid": torch.from_numpy(valid[None]),
+        "index": torch.tensor(index, dtype=torch.int64),
+    }
+
+
+class SyntheticStereoDataset(Dataset):
+    """Synthetic pairs rendered on the fly: sample ``i`` is ``render_pair(config, seed + i)``, cropped and augmented.
+
+    Any non-negative index is valid (the stream is endless); ``len()`` is only nominal.
+    """
+
+    def __init__(self, config: Any, seed: int = 0, crop: tuple[int, int] | None = None, augment: AugmentConfig | None = AugmentConfig()) -> None:
+        self.config = config
+        self.seed = int(seed)
+        self.crop = crop
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return 2**31 - 1
+
+    def __getitem__(self, index: int) -> Batch:
+        from pseudolabel.synth import render_pair
+
+        pair = render_pair(self.config, self.seed * 1_000_003 + int(index))
+        rng = sample_rng(self.seed, index, stream=1)
+        return make_sample(pair.left, pair.right, pair.disp_left, rng, self.crop, self.augment, int(index))
+
+
+class StereoPairDataset(Dataset):
+    """Pairs on disk with left ground truth (``PairInfo`` from :func:`pseudolabel.dataset.discover_pairs`).
+
+    Sample ``i`` is pair ``permutation_e[i % N]`` with ``e = i // N`` (a fresh shuffle every epoch, from
+    the seed), randomly cropped and augmented; any non-negative index is valid.
+    """
+
+    def __init__(self, pairs: Sequence[Any], seed: int = 0, crop: tuple[int, int] | None = None, augment: AugmentConfig | None = AugmentConfig(), shuffle: bool = True) -> None:
+        if not pairs:
+            raise InputError("--data: no stereo pairs found; point it at a KITTI, Middlebury or synth folder, or LEFT_DIR RIGHT_DIR")
+        missing = [pair.key for pair in pairs if getattr(pair, "gt_left", None) is None]
+        if missing:
+            raise InputError(f"--data: {len(missing)} pair(s) have no ground truth (e.g. {missing[0]}); training needs left ground-truth disparity")
+        self.pairs = list(pairs)
+        self.seed = int(seed)
+        self.crop = crop
+        self.augment = augment
+        self.shuffle = shuffle
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def pair_index(self, index: int) -> int:
+        """Which pair sample ``index`` reads."""
+        count = len(self.pairs)
+        epoch, position = divmod(int(index), count)
+        if not self.shuffle:
+            return position
+        return int(np.random.default_rng([self.seed, epoch, 7]).permutation(count)[position])
+
+    def __getitem__(self, index: int) -> Batch:
+        from pseudolabel.io import read_disparity, read_image
+
+        pair = self.pairs[self.pair_index(index)]
+        left = read_image(pair.left)
+        right = read_image(pair.right)
+        disparity = read_disparity(pair.gt_left, pair.gt_scale)
+        return make_sample(left, right, disparity, sample_rng(self.seed, index, stream=1), self.crop, self.augment, int(index))
+
+
+class StepBatchSampler(Sampler[list[int]]):
+    """Batches of dataset indices: global step ``s`` covers ``s*B .. s*B+B-1``; rank ``r`` of ``W``
+    takes the ``r``-th of ``W`` equal slices. Steps ``start_step .. end_step - 1``."""
+
+    def __init__(self, start_step: int, end_step: int, global_batch: int, rank: int = 0, world_size: int = 1) -> None:
+        if global_batch % world_size:
+            raise InputError(f"--batch-size {global_batch} must be a multiple of the number of processes ({world_size})")
+        self.start_step, self.end_step = int(start_step), int(end_step)
+        self.global_batch = int(global_batch)
+        self.per_rank = self.global_batch // world_size
+        self.rank = rank
+
+    def __len__(self) -> int:
+        return max(self.end_step - self.start_step, 0)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start_step, self.end_step):
+            first = step * self.global_batch + self.rank * self.per_rank
+            yield list(range(first, first + self.per_rank))
+
+
+# ----------------------------------------------------------------------------------------------
+# Loss
+# ----------------------------------------------------------------------------------------------
+
+
+def multiscale_l1_loss(
+    output: StereoOutput, batch: Batch, weights: Sequence[float] | None = None, max_disparity: float | None = None
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Supervised multi-scale L1: ``sum_k w_k mean_valid |d_k - d_gt|`` over pixels with ground truth.
+
+    Args:
+        output: network output; ``multiscale`` entries are (B, 1, H, W) in input pixels, finest first.
+        batch: ``disparity`` (B, 1, H, W) ground truth in pixels and ``valid`` (B, 1, H, W) bool.
+        weights: per level, finest first; default ``0.5 ** k`` (the finest weighs 1).
+        max_disparity: ignore ground truth at or above this (pixels), if given.
+
+    Returns:
+        (scalar loss, logs: ``loss``, ``epe`` of the finest output, ``bad3`` percent, ``valid`` fraction).
+        Under DDP the normaliser is the mean valid count over ranks, so that the averaged gradients
+        equal those of one process on the global batch (logs are then this rank's share).
+    """
+    target = batch["disparity"]
+    valid = batch["valid"].bool()
+    if max_disparity is not None:
+        valid = valid & (target < max_disparity)
+    count = valid.sum().clamp(min=1).float()
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        # DDP averages gradients over ranks: normalise by the mean valid count over ranks, so that the
+        # result equals one process's loss on the whole global batch.
+        global_count = valid.sum().float().detach().clone()
+        dist.all_reduce(global_count)
+        count = (global_count / dist.get_world_size()).clamp(min=1)
+    levels = output.multiscale
+    if weights is None:
+        weights = [0.5**k for k in range(len(levels))]
+    total = target.new_zeros(())
+    for weight, estimate in zip(weights, levels):
+        total = total + weight * ((estimate.float() - target).abs() * valid).sum() / count
+    with torch.no_grad():
+        error = (levels[0].float() - target).abs()
+        epe = float((error * valid).sum() / count)
+        bad3 = float(100.0 * ((error > 3.0) & valid).sum() / count)
+    return total, {"loss": float(total.detach()), "epe": epe, "bad3": bad3, "valid": float(valid.float().mean())}
+
+
+# ----------------------------------------------------------------------------------------------
+# Distributed helpers
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DistributedContext:
+    """Rank information of this process (``world_size == 1`` outside ``torchrun``)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    initialized_here: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that writes files and prints."""
+        return self.rank == 0
+
+
+def init_distributed(device_type: str) -> DistributedContext:
+    """Join the process group described by ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` (set by ``torchrun``).
+
+    ``gloo`` on CPU, ``nccl`` on CUDA. Returns a single-process context when ``WORLD_SIZE`` is unset or 1.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistributedContext()
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    initialized_here = False
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo", rank=rank, world_size=world_size)
+        initialized_here = True
+    return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank, initialized_here=initialized_here)
+
+
+def resolve_device(device: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> CUDA if available, else CPU; ``cuda`` -> ``cuda:LOCAL_RANK``.
+
+    Raises:
+        InputError: ``cuda`` asked for without a CUDA device, or an unknown name.
+    """
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return torch.device("cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError("--device cuda: no CUDA device is available here; use --device cpu or auto")
+        return torch.device("cuda", local_rank) if device == "cuda" else torch.device(device)
+    raise InputError(f"--device {device!r}: use auto, cpu or cuda")
+
+
+# ----------------------------------------------------------------------------------------------
+# Trainer
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainerConfig:
+    """Settings of a :class:`Trainer` run.
+
+    Attributes:
+        out: final checkpoint path. Progress checkpoints go to :attr:`progress_path`
+            (``OUT`` with suffix ``.partial.pt``), the metrics log to :attr:`log_path` (``.jsonl``).
+        steps: total optimisation steps (a resumed run continues up to it).
+        batch_size: *global* batch (split evenly over the processes).
+        learning_rate: peak Adam learning rate.
+        schedule: ``cosine`` (to 5% of the peak), ``step`` (x0.5 at 60% and 80% of the steps) or ``constant``.
+        warmup_steps: linear warm-up steps.
+        weight_decay: Adam(W) weight decay.
+        grad_clip: gradient norm clip (``None``/0 = off).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        amp: mixed precision (float16 autocast + gradient scaling), used on CUDA only.
+        workers: data-loader worker processes per rank.
+        seed: seed of the data order, augmentation and torch generator.
+        checkpoint_every: save a progress checkpoint every N steps (0 = only at the end / on Ctrl-C).
+        log_every: write a metrics line every N steps.
+        resume: continue from the progress checkpoint (or from ``out``) when there is one.
+        threads: torch CPU threads (``None`` = torch's default).
+        progress: show a progress line on stderr.
+        time_limit_s: stop after this many seconds of training (the final checkpoint records the step
+            reached; the schedule still assumes ``steps``). ``None`` = no limit.
+    """
+
+    out: Path
+    steps: int
+    batch_size: int = 4
+    learning_rate: float = 1e-4
+    schedule: str = "cosine"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    grad_clip: float | None = 10.0
+    device: str = "auto"
+    amp: bool = True
+    workers: int = 0
+    seed: int = 0
+    checkpoint_every: int = 500
+    log_every: int = 10
+    resume: bool = False
+    threads: int | None = None
+    progress: bool = True
+    time_limit_s: float | None = None
+
+    @property
+    def progress_path(self) -> Path:
+        """Where intermediate checkpoints go (``OUT.partial.pt``)."""
+        return Path(self.out).with_suffix(".partial.pt")
+
+    @property
+    def log_path(self) -> Path:
+        """The JSON-lines metrics log (``OUT.jsonl``)."""
+        return Path(self.out).with_suffix(".jsonl")
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :meth:`Trainer.fit`: final step, wall time in seconds, last logged values, checkpoint path."""
+
+    step: int
+    wall_seconds: float
+    last_logs: dict[str, float] = field(default_factory=dict)
+    checkpoint: Path | None = None
+
+
+class _ParameterHolder(nn.Module):
+    """Wraps a bare ``nn.Parameter`` so that it has a state dict."""
+
+    def __init__(self, parameter: nn.Parameter) -> None:
+        super().__init__()
+        self.value = parameter
+
+
+def lr_factor(step: int, total_steps: int, schedule: str, warmup_steps: int) -> float:
+    """Learning-rate multiplier at ``step`` (0-based)."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(max(step - warmup_steps, 0) / max(total_steps - warmup_steps, 1), 1.0)
+    if schedule == "constant":
+        return 1.0
+    if schedule == "step":
+        return 1.0 if progress < 0.6 else (0.5 if progress < 0.8 else 0.25)
+    if schedule == "cosine":
+        return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress))
+    raise InputError(f"--schedule {schedule!r}: use cosine, step or constant")
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return repr(value)
+
+
+class ProgressLine:
+    """A one-line progress display on stderr (rewritten in place on a terminal, every ``every`` steps otherwise)."""
+
+    def __init__(self, total: int, enabled: bool, every: int = 10) -> None:
+        self.total = total
+        self.enabled = enabled
+        self.every = max(every, 1)
+        self.tty = sys.stderr.isatty()
+
+    def update(self, step: int, logs: Mapping[str, float], pairs_per_second: float, eta_seconds: float) -> None:
+        """Show step ``step`` of ``total`` with the loss, throughput and estimated time left."""
+        if not self.enabled or (not self.tty and step % self.every and step != self.total):
+            return
+        width = 24
+        filled = int(width * step / max(self.total, 1))
+        text = (
+            f"[{'#' * filled}{'.' * (width - filled)}] {step}/{self.total} loss {logs.get('loss', float('nan')):.4f} "
+            f"{pairs_per_second:.2f} pairs/s eta {int(eta_seconds // 60)}m{int(eta_seconds % 60):02d}s"
+        )
+        if self.tty:
+            sys.stderr.write("\r" + text + " " * 4)
+        else:
+            sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        """End the line on a terminal."""
+        if self.enabled and self.tty:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+class Trainer:
+    """Optimise a stereo network (and optional extra modules) with a given loss; see the module docstring.
+
+    Args:
+        model: the network (its weights are trained in place).
+        arch: registry name of the network and ``arch_kwargs`` its constructor arguments (stored in checkpoints).
+        dataset: indexed dataset following the dataset protocol of this module.
+        loss_fn: ``loss_fn(output, batch) -> (scalar loss, {name: float})``.
+        config: :class:`TrainerConfig`.
+        extra_modules: ``{name: module or parameter}`` trained with the network and saved/restored
+            in checkpoints under ``extra_modules`` (e.g. ``{"tau": learnable_tau}``).
+        extra_state: dictionary, or a function returning one at save time, stored as ``extra_state``.
+        training_args: the command's arguments, stored as ``training_args``.
+        forward_fn: ``forward_fn(model, batch) -> StereoOutput``; default
+            ``model(batch["left"], batch["right"])``. Call the model once per step (DDP).
+        extra_lr_scale: ``{name: factor}``: the parameters of extra module ``name`` get their own
+            optimiser group with ``factor`` times the learning rate (and no weight decay), e.g.
+            ``{"tau": 30.0}`` for a learnable threshold; the other extras share the network's group.
+        init_from: checkpoint dictionary whose weights initialise the model (fine-tuning); its
+            optimiser state is not used.
+    """
+
+    def __init__(
+        self,
+        model: StereoNetwork,
+        arch: str,
+        arch_kwargs: Mapping[str, Any],
+        dataset: Dataset,
+        loss_fn: LossFunction,
+        config: TrainerConfig,
+        extra_modules: Mapping[str, nn.Module | nn.Parameter] | None = None,
+        extra_state: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None,
+        training_args: Mapping[str, Any] | None = None,
+        forward_fn: ForwardFunction | None = None,
+        extra_lr_scale: Mapping[str, float] | None = None,
+    ) -> None:
+        self.model = model
+        self.arch = arch
+        self.arch_kwargs = dict(arch_kwargs)
+        self.dataset = dataset
+        self.loss_fn = loss_fn
+        self.config = config
+        self.extras = nn.ModuleDict(
+            {name: (_ParameterHolder(item) if isinstance(item, nn.Parameter) else item) for name, item in (extra_modules or {}).items()}
+        )
+        self.extra_state = extra_state
+        self.training_args = dict(training_args or {})
+        self.forward_fn = forward_fn or (lambda network, batch: network(batch["left"], batch["right"]))
+        self.extra_lr_scale = {str(name): float(factor) for name, factor in (extra_lr_scale or {}).items()}
+        unknown = sorted(set(self.extra_lr_scale) - set(self.extras))
+        if unknown:
+            raise ValueError(f"extra_lr_scale names {unknown} that are not extra modules ({sorted(self.extras)})")
+        self.step = 0
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def _payload(self, optimizer: torch.optim.Optimizer | None, scheduler: Any, scaler: Any, logs: Mapping[str, float]) -> dict[str, Any]:
+        extra_state = self.extra_state() if callable(self.extra_state) else (self.extra_state or {})
+        return {
+            "arch": self.arch,
+            "arch_kwargs": _json_safe(self.arch_kwargs),
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "step": int(self.step),
+            "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
+            "extra_modules": {name: {k: v.detach().cpu() for k, v in module.state_dict().items()} for name, module in self.extras.items()},
+            "extra_state": _json_safe(dict(extra_state)),
+            "training_args": _json_safe({**self.training_args, "trainer": asdict(self.config)}),
+            "last_logs": {k: float(v) for k, v in logs.items()},
+            "rng": {"torch": torch.get_rng_state()},
+            "version": __version__,
+        }
+
+    def _time_is_up(self, elapsed: float, context: DistributedContext) -> bool:
+        """All ranks agree on stopping (rank 0's clock decides)."""
+        flag = torch.tensor([1.0 if elapsed >= float(self.config.time_limit_s or 0) else 0.0])
+        if context.world_size > 1:
+            dist.broadcast(flag, src=0)
+        return bool(flag.item() > 0)
+
+    def _resume_source(self) -> Path | None:
+        for candidate in (self.config.progress_path, Path(self.config.out)):
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def _parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        """Optimiser groups: the network with the extras not in ``extra_lr_scale``, then one group per scaled extra."""
+        scaled = {name for name in self.extra_lr_scale if any(p.requires_grad for p in self.extras[name].parameters())}
+        shared = list(model.parameters()) + [p for name, module in self.extras.items() if name not in scaled for p in module.parameters()]
+        groups: list[dict[str, Any]] = [{"params": [p for p in shared if p.requires_grad]}]
+        for name in sorted(scaled):
+            groups.append(
+                {
+                    "params": [p for p in self.extras[name].parameters() if p.requires_grad],
+                    "lr": self.config.learning_rate * self.extra_lr_scale[name],
+                    "weight_decay": 0.0,
+                }
+            )
+        return groups
+
+    # -- main loop --------------------------------------------------------------------------
+
+    def fit(self) -> TrainResult:
+        """Run (or resume) training up to ``config.steps``; returns a :class:`TrainResult`.
+
+        Raises:
+            KeyboardInterrupt: after saving a progress checkpoint on Ctrl-C.
+        """
+        config = self.config
+        if config.threads:
+            torch.set_num_threads(int(config.threads))
+        device_kind = resolve_device(config.device).type
+        context = init_distributed(device_kind)
+        device = resolve_device(config.device, context.local_rank)
+        use_amp = bool(config.amp) and device.type == "cuda"
+        torch.manual_seed(config.seed + context.rank)
+
+        model = self.model.to(device)
+        self.extras.to(device)
+        parameters = [p for p in list(model.parameters()) + list(self.extras.parameters()) if p.requires_grad]
+        optimizer = torch.optim.AdamW(self._parameter_groups(model), lr=config.learning_rate, weight_decay=config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config.steps, config.schedule, config.warmup_steps))
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+        resume_from = self._resume_source() if config.resume else None
+        if resume_from is not None:
+            payload = load_checkpoint(resume_from)
+            if payload["arch"] != self.arch:
+                raise InputError(f"--resume: {resume_from} holds a {payload['arch']!r} network, not {self.arch!r}; use the same --arch or another --out")
+            model.load_state_dict(payload["model"])
+            for name, state in (payload.get("extra_modules") or {}).items():
+                if name in self.extras:
+                    self.extras[name].load_state_dict(state)
+            if payload.get("optimizer") is not None:
+                optimizer.load_state_dict(payload["optimizer"])
+            if payload.get("scheduler") is not None:
+                scheduler.load_state_dict(payload["scheduler"])
+            if payload.get("scaler") is not None and use_amp:
+                scaler.load_state_dict(payload["scaler"])
+            if "rng" in payload and "torch" in payload["rng"]:
+                torch.set_rng_state(payload["rng"]["torch"])
+            self.step = int(payload["step"])
+
+        train_model: nn.Module = model
+        if context.world_size > 1:
+            train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+            if len(list(self.extras.parameters())):
+                for parameter in self.extras.parameters():
+                    dist.broadcast(parameter.data, src=0)
+
+        sampler = StepBatchSampler(self.step, config.steps, config.batch_size, context.rank, context.world_size)
+        loader = DataLoader(
+            self.dataset,
+            batch_sampler=sampler,
+            num_workers=config.workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=False,
+        )
+        progress = ProgressLine(config.steps, enabled=config.progress and context.is_main, every=config.log_every)
+        log_handle = open(config.log_path, "a", encoding="utf-8") if context.is_main else None
+        logs: dict[str, float] = {}
+        started = time.perf_counter()
+        window_start, window_pairs = started, 0
+        start_step = self.step
+        sigint_previous = None
+        try:
+            if context.is_main and threading_is_main():
+                # Make SIGINT raise KeyboardInterrupt even if a caller installed another handler.
+                sigint_previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+            train_model.train()
+            for batch in loader:
+                batch = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+                with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+                    output = self.forward_fn(train_model, batch)
+                    loss, step_logs = self.loss_fn(output, batch)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if context.world_size > 1:
+                    for parameter in self.extras.parameters():
+                        if parameter.grad is not None:
+                            dist.all_reduce(parameter.grad)
+                            parameter.grad /= context.world_size
+                if config.grad_clip:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                self.step += 1
+                window_pairs += config.batch_size
+                now = time.perf_counter()
+                pairs_per_second = window_pairs / max(now - window_start, 1e-9)
+                logs = {**step_logs, "lr": optimizer.param_groups[0]["lr"]}
+                eta = (config.steps - self.step) * config.batch_size / max(pairs_per_second, 1e-9)
+                progress.update(self.step, logs, pairs_per_second, eta)
+                if log_handle is not None and (self.step % config.log_every == 0 or self.step == config.steps):
+                    record = {"step": self.step, **logs, "pairs_per_s": pairs_per_second, "elapsed_s": now - started, "time": time.time()}
+                    log_handle.write(json.dumps(record) + "\n")
+                    log_handle.flush()
+                    window_start, window_pairs = now, 0
+                if context.is_main and config.checkpoint_every and self.step % config.checkpoint_every == 0 and self.step < config.steps:
+                    save_checkpoint(config.progress_path, self._payload(optimizer, scheduler, scaler, logs))
+                if config.time_limit_s is not None and self._time_is_up(now - started, context):
+                    break
+        except KeyboardInterrupt:
+            progress.close()
+            if context.is_main and self.step > start_step:
+                save_checkpoint(config.progress_path, self._payload(optimizer, scheduler, scaler, logs))
+                sys.stderr.write(f"Interrupted at step {self.step}: saved {config.progress_path}; rerun with --resume to continue.\n")
+            raise
+        finally:
+            if sigint_previous is not None:
+                signal.signal(signal.SIGINT, sigint_previous)
+            if log_handle is not None:
+                log_handle.close()
+        progress.close()
+        wall = time.perf_counter() - started
+        if context.is_main:
+            save_checkpoint(config.out, self._payload(optimizer, scheduler, scaler, logs))
+            if config.progress_path.exists():
+                config.progress_path.unlink()
+        if context.world_size > 1:
+            dist.barrier()
+            if context.initialized_here:
+                dist.destroy_process_group()
+        model.eval()
+        return TrainResult(step=self.step, wall_seconds=wall, last_logs=logs, checkpoint=Path(config.out))
+
+
+def threading_is_main() -> bool:
+    """True in the main thread (signal handlers can only be installed there)."""
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+# ----------------------------------------------------------------------------------------------
+# Inference
+# ----------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def predict_disparity(model: StereoNetwork, left: np.ndarray, right: np.ndarray, device: str | torch.device = "cpu") -> np.ndarray:
+    """Left-view disparity of one pair with a trained network.
+
+    Args:
+        model: a network in eval mode (e.g. from :func:`pseudolabel.checkpoint.load_model`).
+        left, right: (H, W) or (H, W, 3) ``uint8``/``uint16`` RGB images of equal size.
+
+    Returns:
+        (H, W) ``float32`` disparity in pixels (>= 0).
+
+    Raises:
+        InputError: the two images differ in size.
+    """
+    if left.shape[:2] != right.shape[:2]:
+        raise InputError(f"left {left.shape[:2]} and right {right.shape[:2]} images differ in size; give a rectified pair")
+    device = torch.device(device)
+    left_t = to_tensor_image(left)[None].to(device)
+    right_t = to_tensor_image(right)[None].to(device)
+    output = model(left_t, right_t)
+    return output.disparity[0, 0].float().cpu().numpy()

@@ -39,8 +39,9 @@ from pseudolabel.store import edit_proxies, key_to_name, open_proxies
 
 #: Seconds of work between two commits of ``score`` / ``labels`` edits.
 COMMIT_SECONDS: float = 60.0
-#: Default tau of ``pseudolabel labels`` (chosen on held-out data, see BENCHMARKS.md ## Confidence).
-DEFAULT_TAU: float = 0.98
+#: Default tau of ``pseudolabel labels`` for the shipped CCNN (chosen on its training scenes, see
+#: BENCHMARKS.md ## Confidence and models/weights/ccnn.md).
+DEFAULT_TAU: float = 0.9
 GT_EXTENSIONS = (".pfm", ".png", ".pgm", ".ppm", ".tif", ".tiff")
 
 
@@ -214,8 +215,13 @@ class _EpochBars:
 
 
 @confidence.command("train")
-@_PROXIES
-@_gt_options(required=False)
+@click.option("--proxies", "proxies_paths", required=True, multiple=True, type=click.Path(path_type=Path),
+              help="Proxies HDF5 file written by `pseudolabel sgm` (repeatable: the pairs of every file are pooled).")
+@click.option("--gt", "gt_dirs", multiple=True, type=click.Path(path_type=Path),
+              help="Ground truth: folder of <key>.pfm/.png files, or the dataset root of a native layout. "
+                   "Give it once (used for every --proxies file) or once per --proxies file, in the same order.")
+@click.option("--gt-scale", type=float, default=None,
+              help="Divide stored PNG/PGM ground-truth values by this (default: 256 for 16-bit PNG, 1 for 8-bit; native layouts know theirs).")
 @click.option("--labels", "label_source", type=click.Choice(["gt", "wild"]), default=None,
               help="gt: 1 where |d - gt| <= 3 px (needs --gt); wild: agreement of conventional measures, no ground truth. [default: gt with --gt]")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Checkpoint to write (.pt).")
@@ -238,16 +244,17 @@ class _EpochBars:
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1), help="CPU threads of torch.")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 def train(
-    proxies_path: Path, gt_dir: Path | None, gt_scale: float | None, label_source: str | None, out: Path,
+    proxies_paths: tuple[Path, ...], gt_dirs: tuple[Path, ...], gt_scale: float | None, label_source: str | None, out: Path,
     include: tuple[str, ...], exclude: tuple[str, ...], epochs: int, steps_per_epoch: int, batch_size: int, crop: int,
     learning_rate: float, seed: int, filters: int, fc_filters: int, inputs_text: str, range_jitter: float, wild_fraction: float, positive: str, negative: str,
     threads: int, device: str,
 ) -> None:
-    """Train a CCNN on the proxies of a file.
+    """Train a CCNN on the proxies of one or more files.
 
     \b
     Examples:
       pseudolabel confidence train --proxies train.h5 --gt data/middlebury/2006 --out ccnn.pt
+      pseudolabel confidence train --proxies real.h5 --gt data/ --proxies synth.h5 --gt synth/ --out ccnn.pt
       pseudolabel confidence train --proxies mine.h5 --labels wild --out ccnn_wild.pt
     """
     import torch
@@ -255,6 +262,9 @@ def train(
     from pseudolabel import confidence_training as training
     from pseudolabel.models.ccnn import build_inputs
 
+    if len(gt_dirs) > 1 and len(gt_dirs) != len(proxies_paths):
+        raise InputError(f"{len(gt_dirs)} --gt folders for {len(proxies_paths)} --proxies files; give one --gt, or one per --proxies file in the same order")
+    gt_dir: Path | None = gt_dirs[0] if gt_dirs else None
     if label_source is None:
         if gt_dir is None:
             raise InputError("give --gt GT_DIR (labels from ground truth) or --labels wild (no ground truth)")
@@ -270,9 +280,46 @@ def train(
         raise InputError(f"--inputs must start with disparity, got {inputs_text!r}")
     parse_measures(",".join(inputs[1:]) or "none")
     torch.set_num_threads(threads)
+    pairs: list[training.TrainingPair] = []
+    sgm_params: list[Any] = []
+    for file_index, proxies_path in enumerate(proxies_paths):
+        file_gt = gt_dirs[file_index] if len(gt_dirs) > 1 else gt_dir
+        sgm_params.append(_load_training_pairs(
+            pairs, training, build_inputs, proxies_path, file_gt, gt_scale, label_source, include, exclude,
+            inputs, positive_set, negative_set, wild_fraction,
+        ))
+    if not pairs:
+        raise InputError(f"--gt {', '.join(map(str, gt_dirs))}: none of the selected pairs has ground truth")
+    config = training.TrainingConfig(
+        epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, crop=crop, learning_rate=learning_rate,
+        seed=seed, filters=filters, fc_filters=fc_filters, inputs=tuple(inputs), range_jitter=range_jitter, device=device,
+    )
+    summary = training.summarise_training_data(pairs)
+    summary.update({"proxies": [str(path) for path in proxies_paths], "labels": label_source,
+                    "sgm_params": sgm_params[0] if len(sgm_params) == 1 else sgm_params,
+                    "gt": [str(path) for path in gt_dirs] if gt_dirs else None})
+    click.echo(f"training on {summary['pairs']} pairs, {summary['labelled_pixels']} labelled pixels "
+               f"({100 * summary['positive_fraction']:.1f}% positive), labels: {label_source}")
+    bars = _EpochBars(epochs, steps_per_epoch)
+    started = time.perf_counter()
+    model, history = training.train_ccnn(pairs, config, on_step=bars.step)
+    arguments = {
+        **training.training_config_dict(config), "labels": label_source, "gt_scale": gt_scale, "keys": list(include),
+        "exclude": list(exclude), "wild_fraction": wild_fraction, "positive": positive_set, "negative": negative_set,
+        "threads": threads, "seconds": round(time.perf_counter() - started, 1),
+    }
+    training.save_checkpoint(out, model, arguments, summary, history)
+    click.echo(f"wrote {out} (final loss {history[-1]:.4f}, {arguments['seconds']} s)")
+
+
+def _load_training_pairs(
+    pairs: list[Any], training: Any, build_inputs: Callable[..., np.ndarray], proxies_path: Path, gt_dir: Path | None,
+    gt_scale: float | None, label_source: str, include: Sequence[str], exclude: Sequence[str], inputs: Sequence[str],
+    positive_set: Sequence[str], negative_set: Sequence[str], wild_fraction: float,
+) -> Any:
+    """Append the training pairs of one proxies file to ``pairs``; returns the file's SGM parameters (JSON)."""
     keys = _keys_of(proxies_path, include, exclude)
     lookup = _gt_for(gt_dir, keys, gt_scale) if label_source == "gt" else {}
-    pairs: list[training.TrainingPair] = []
     with open_proxies(proxies_path, "r") as proxies:
         sgm_params = proxies.sgm_params.to_json()
         for key in keys:
@@ -292,27 +339,7 @@ def train(
                 measures = training.measures_for_wild(features, params, positive_set, negative_set)
                 targets = training.wild_targets(measures, wild_fraction, positive_set, negative_set)
             pairs.append(training.TrainingPair(key, build_inputs(features, params, inputs, measures), targets))
-    if not pairs:
-        raise InputError(f"--gt {gt_dir}: none of the selected pairs has ground truth")
-    config = training.TrainingConfig(
-        epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, crop=crop, learning_rate=learning_rate,
-        seed=seed, filters=filters, fc_filters=fc_filters, inputs=tuple(inputs), range_jitter=range_jitter, device=device,
-    )
-    summary = training.summarise_training_data(pairs)
-    summary.update({"proxies": str(proxies_path), "labels": label_source, "sgm_params": sgm_params,
-                    "gt": str(gt_dir) if gt_dir is not None else None})
-    click.echo(f"training on {summary['pairs']} pairs, {summary['labelled_pixels']} labelled pixels "
-               f"({100 * summary['positive_fraction']:.1f}% positive), labels: {label_source}")
-    bars = _EpochBars(epochs, steps_per_epoch)
-    started = time.perf_counter()
-    model, history = training.train_ccnn(pairs, config, on_step=bars.step)
-    arguments = {
-        **training.training_config_dict(config), "labels": label_source, "gt_scale": gt_scale, "keys": list(include),
-        "exclude": list(exclude), "wild_fraction": wild_fraction, "positive": positive_set, "negative": negative_set,
-        "threads": threads, "seconds": round(time.perf_counter() - started, 1),
-    }
-    training.save_checkpoint(out, model, arguments, summary, history)
-    click.echo(f"wrote {out} (final loss {history[-1]:.4f}, {arguments['seconds']} s)")
+    return sgm_params
 
 
 @confidence.command("score")

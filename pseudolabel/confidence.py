@@ -245,7 +245,7 @@ def _ratio_confidence(numerator: np.ndarray, denominator: np.ndarray) -> np.ndar
     "lrc",
     needs=("disparity", "disparity_right"),
     binary=True,
-    description="left-right consistency: 1 where |d_L(x) - d_R(x - d_L)| <= lr_max_diff (1 px), else 0",
+    description="left-right consistency: 1 where |d_L(x) - d_R(x - d_L)| <= lr_max_diff (a parameter of the pair), else 0",
 )
 def left_right_consistency(features: Mapping[str, np.ndarray], params: Any) -> np.ndarray:
     """Binary left-right check on the dense disparity, nearest right pixel."""

@@ -137,6 +137,25 @@ def test_wild_training_uses_no_ground_truth(proxies: Path, tmp_path: Path) -> No
     assert 0 < checkpoint["data_summary"]["positive_fraction"] < 1
 
 
+def test_train_pools_several_proxies_files(proxies: Path, tmp_path: Path) -> None:
+    second = tmp_path / "second.h5"
+    shutil.copyfile(proxies, second)
+    flat = tmp_path / "gt"
+    for pair in discover_pairs([FIXTURES]):
+        write_pfm(flat / f"{pair.key}.pfm", read_disparity(pair.gt_left, pair.gt_scale))
+    tiny = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "2", "--crop", "16", "--filters", "8", "--fc-filters", "8"]
+    for gt_args in (["--gt", str(FIXTURES)], ["--gt", str(FIXTURES), "--gt", str(flat)]):
+        model = tmp_path / "pooled.pt"
+        result = _run("confidence", "train", "--proxies", str(proxies), "--proxies", str(second), *gt_args, "--out", str(model),
+                      "--keys", "tsukuba", "--keys", "venus", *tiny)
+        assert result.exit_code == 0, result.output
+        assert "training on 4 pairs" in result.output
+        _, checkpoint = load_checkpoint(model)
+        summary = checkpoint["data_summary"]
+        assert summary["keys"] == ["tsukuba", "venus", "tsukuba", "venus"]
+        assert summary["proxies"] == [str(proxies), str(second)] and summary["gt"] == gt_args[1::2]
+
+
 def test_ground_truth_found_as_flat_files(proxies: Path, tmp_path: Path) -> None:
     flat = tmp_path / "gt"
     for pair in discover_pairs([FIXTURES]):
@@ -161,6 +180,7 @@ def test_default_score_writes_the_shipped_ccnn(proxies: Path) -> None:
         (["labels", "--tau", "0.5", "--measure", "ccnn"], "have no confidence/ccnn"),
         (["labels", "--tau", "1.5"], "--tau must be in [0, 1)"),
         (["confidence", "train", "--out", "x.pt"], "give --gt GT_DIR"),
+        (["confidence", "train", "--gt", "a", "--gt", "b", "--out", "x.pt"], "2 --gt folders for 1 --proxies files"),
         (["confidence", "score", "--measures", "pkr,bogus", "--model", "none"], "unknown measure(s) bogus"),
         (["confidence", "score", "--model", "missing.pt"], "no such confidence model"),
         (["confidence", "score", "--keys", "nothing*"], "select none of the 3 pairs"),

@@ -88,11 +88,17 @@ LR = {
     "disparity": np.array([[0, 1, 2.6, 1, 3.5, 3]], np.float32),
     "disparity_right": np.array([[0, 2, 1, 1, 0, 0]], np.float32),
 }
-LR_PARAMS = SGMParams(min_disp=0, max_disp=4)
+# The LRC threshold is stated here rather than taken from the SGMParams default.
+LR_PARAMS = SGMParams(min_disp=0, max_disp=4, lr_max_diff=1.0)
 
 
 def test_lrc_hand_computed() -> None:
+    # |d_L - d_R(nearest)| = 0, 1, outside, 0, 1.5, 2 against lr_max_diff = 1: pass, pass, fail, pass, fail, fail
     _check("lrc", [1, 1, 0, 1, 0, 0], LR, LR_PARAMS)
+    # lr_max_diff = 2 lets x=4 (1.5) and x=5 (2, the bound is inclusive) pass; outside the image still fails
+    _check("lrc", [1, 1, 0, 1, 1, 1], LR, LR_PARAMS.replace(lr_max_diff=2.0))
+    # lr_max_diff = 1.4 keeps x=4 (1.5) out
+    _check("lrc", [1, 1, 0, 1, 0, 0], LR, LR_PARAMS.replace(lr_max_diff=1.4))
 
 
 def test_lrd_hand_computed() -> None:

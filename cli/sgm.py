@@ -17,7 +17,7 @@ import threading
 import time
 import typing
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,8 +132,18 @@ class PairDone:
     write_s: float
 
 
-def process_pair(task: PairTask) -> PairDone:
-    """Read, match and journal one pair.
+@dataclass
+class MatchedPair:
+    """A pair read and matched, not yet journaled."""
+
+    arrays: dict[str, Any]
+    attrs: dict[str, Any]
+    read_s: float
+    match_s: float
+
+
+def match_pair(task: PairTask) -> MatchedPair:
+    """Read and match one pair.
 
     Raises:
         InputError: unreadable images, different sizes, or a disparity range wider than the image,
@@ -141,7 +151,7 @@ def process_pair(task: PairTask) -> PairDone:
     """
     from pseudolabel.io import read_image
     from pseudolabel.sgm import match
-    from pseudolabel.store import pair_attributes, result_arrays, write_journal_entry
+    from pseudolabel.store import pair_attributes, result_arrays
 
     start = time.perf_counter()
     left = read_image(task.left)
@@ -169,9 +179,21 @@ def process_pair(task: PairTask) -> PairDone:
         task.key, task.left, task.right, params, arrays["disparity"].shape, arrays["valid"],
         task.gt_left, task.gt_scale, task.masks,
     )
-    entry = write_journal_entry(Path(task.journal), task.key, arrays, attrs, task.identity, task.compression)
-    write_done = time.perf_counter()
-    return PairDone(task.key, str(entry), read_done - start, match_done - read_done, write_done - match_done)
+    return MatchedPair(arrays, attrs, read_done - start, match_done - read_done)
+
+
+def journal_pair(task: PairTask, matched: MatchedPair) -> PairDone:
+    """Write a matched pair into the journal (compression happens here)."""
+    from pseudolabel.store import write_journal_entry
+
+    start = time.perf_counter()
+    entry = write_journal_entry(Path(task.journal), task.key, matched.arrays, matched.attrs, task.identity, task.compression)
+    return PairDone(task.key, str(entry), matched.read_s, matched.match_s, time.perf_counter() - start)
+
+
+def process_pair(task: PairTask) -> PairDone:
+    """Read, match and journal one pair (what a worker process does)."""
+    return journal_pair(task, match_pair(task))
 
 
 def _init_worker(threads: int, parent: int) -> None:
@@ -289,10 +311,23 @@ def run_tasks(tasks: Sequence[PairTask], workers: int, on_done: Callable[[PairDo
     """
     delay = float(os.environ.get(SLOW_ENV, "0") or 0)
     if workers <= 1 or len(tasks) <= 1:
-        for task in tasks:
-            on_done(process_pair(task))
-            if delay:
-                time.sleep(delay)
+        # One process: journal pair i in a writer thread while pair i + 1 is read and matched (the
+        # SGM kernels release the GIL). Pairs are still reported in order, one at a time.
+        with ThreadPoolExecutor(max_workers=1) as writer:
+            writing: Future[PairDone] | None = None
+            try:
+                for task in tasks:
+                    matched = match_pair(task)
+                    if writing is not None:
+                        on_done(writing.result())
+                        writing = None
+                        if delay:
+                            time.sleep(delay)
+                    writing = writer.submit(journal_pair, task, matched)
+            finally:
+                if writing is not None:  # also when a later pair failed: keep the finished one
+                    done = writing.result()
+                    on_done(done)
         return
     import multiprocessing
 

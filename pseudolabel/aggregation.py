@@ -113,7 +113,7 @@ def _horizontal_row(cost: np.ndarray, image: np.ndarray, p1: int, p2: int, adapt
             previous, current = current, previous
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def aggregate_horizontal(cost: np.ndarray, image: np.ndarray, p1: int, p2: int, adaptive: bool, gamma: float, out: np.ndarray, accumulate: bool) -> None:
     """Left-to-right plus right-to-left path costs; one thread owns a row and both directions.
 
@@ -126,7 +126,7 @@ def aggregate_horizontal(cost: np.ndarray, image: np.ndarray, p1: int, p2: int, 
         _horizontal_row(cost[y], image[y], p1, p2, adaptive, gamma, out[y], accumulate)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def aggregate_horizontal_and_select(
     cost: np.ndarray, image: np.ndarray, p1: int, p2: int, adaptive: bool, gamma: float, out: np.ndarray, min_disp: int,
     index: np.ndarray, best_cost: np.ndarray, second: np.ndarray, second_far: np.ndarray, second_local: np.ndarray, mean: np.ndarray, index_right: np.ndarray,
@@ -154,7 +154,7 @@ _LINE_BLOCK = 16  # parallel scanlines swept together (measured fastest on KITTI
 _JOBS = 64  # groups of blocks handed to the threads (buffers are allocated once per group)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def aggregate_direction_pair(
     cost: np.ndarray, image: np.ndarray, dx: int, dy: int, p1: int, p2: int, adaptive: bool, gamma: float, out: np.ndarray, accumulate: bool, line_block: int = _LINE_BLOCK
 ) -> None:

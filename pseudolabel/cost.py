@@ -55,7 +55,7 @@ def max_cost(cost: str, census_width: int, census_height: int, ad_truncation: in
     return ad_truncation
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def census_transform(image: np.ndarray, window_width: int, window_height: int, step: int = 1) -> np.ndarray:
     """Census transform of a gray image.
 
@@ -104,7 +104,7 @@ def census_cost_volume(census_left: np.ndarray, census_right: np.ndarray, min_di
     return volume
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def census_cost_volume_into(census_left: np.ndarray, census_right: np.ndarray, min_disp: int, outside_cost: int, volume: np.ndarray) -> None:
     """Hamming-distance cost volume of two census images.
 
@@ -139,7 +139,7 @@ def census_cost_volume_into(census_left: np.ndarray, census_right: np.ndarray, m
                 out[k] = fill
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def ad_cost_volume(left: np.ndarray, right: np.ndarray, min_disp: int, num_disp: int, truncation: int) -> np.ndarray:
     """Truncated absolute-difference cost volume.
 
@@ -166,7 +166,7 @@ def ad_cost_volume(left: np.ndarray, right: np.ndarray, min_disp: int, num_disp:
     return volume
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def bt_cost_volume(left: np.ndarray, right: np.ndarray, min_disp: int, num_disp: int, truncation: int) -> np.ndarray:
     """Birchfield-Tomasi sampling-insensitive dissimilarity, truncated.
 
@@ -217,7 +217,7 @@ def bt_cost_volume(left: np.ndarray, right: np.ndarray, min_disp: int, num_disp:
     return volume
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def combine_ad_census(ad_volume: np.ndarray, census_volume: np.ndarray, census_max: int) -> np.ndarray:
     """Robust AD-census combination into a new ``uint8`` volume of the census range.
 

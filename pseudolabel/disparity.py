@@ -140,7 +140,7 @@ def allocate_winners(height: int, width: int) -> Winners:
     return Winners(np.empty((height, width), dtype=np.int16), *features, np.empty((height, width), dtype=np.int16))
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def winner_takes_all(aggregated: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Left-view winner and cost features of every pixel.
 
@@ -167,7 +167,7 @@ def winner_takes_all(aggregated: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
     return index, best_cost, second, second_far, second_local, mean
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def winner_takes_all_right(aggregated: np.ndarray, min_disp: int) -> np.ndarray:
     """Right-view winner from the same aggregated volume.
 
@@ -193,7 +193,7 @@ def winner_takes_all_right(aggregated: np.ndarray, min_disp: int) -> np.ndarray:
     return index
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def consistency_check(disparity: np.ndarray, disparity_right: np.ndarray, cost_best: np.ndarray, cost_second_far: np.ndarray, lr_max_diff: float, uniqueness: float) -> np.ndarray:
     """Validity mask: left-right consistency and uniqueness.
 

@@ -28,7 +28,7 @@ def _offset(before: float, centre: float, after: float, mode: int) -> float:
     return min(0.5, max(-0.5, offset))
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def subpixel_left(aggregated: np.ndarray, index: np.ndarray, min_disp: int, mode: int) -> np.ndarray:
     """Sub-pixel left-view disparity.
 
@@ -54,7 +54,7 @@ def subpixel_left(aggregated: np.ndarray, index: np.ndarray, min_disp: int, mode
     return disparity
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def subpixel_right(aggregated: np.ndarray, index: np.ndarray, min_disp: int, mode: int) -> np.ndarray:
     """Sub-pixel right-view disparity from the curve ``S[y, xr + min_disp + k, k]``.
 
@@ -148,7 +148,7 @@ def _nearest_valid_along(disparity: np.ndarray, valid: np.ndarray, step_x: int, 
     return nearest
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def _fill_from_neighbours(disparity: np.ndarray, valid: np.ndarray, neighbours: np.ndarray, disparity_right: np.ndarray, lr_max_diff: float) -> np.ndarray:
     height, width = disparity.shape
     filled = disparity.copy()
@@ -236,7 +236,7 @@ def _select(values: np.ndarray, count: int, rank: int) -> float:
     return values[rank]
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def edge_aware_median(disparity: np.ndarray, guide: np.ndarray, radius: int, intensity_range: float, where: np.ndarray, step: int = 1) -> np.ndarray:
     """Median of the disparities sampled every ``step`` pixels in a ``(2 radius + 1)^2`` window,
     restricted to the samples whose guide intensity is within ``intensity_range`` of the centre's (a

@@ -5,7 +5,7 @@ shipped KITTI 2012 frame, so every pair differs), interleaved over ``--repeats``
 
 * ``match`` alone: images already in memory, all cores (Numba's default thread count);
 * the ``pseudolabel sgm`` command (in this process, as a user runs it: discovery, reading, matching,
-  journal writes with compression, final assembly), with ``--workers 1`` (LZF, the default, and
+  journal writes with compression, final assembly), with ``--workers 1`` (the default ``fast`` compression, ``lzf`` and
   gzip) and ``--workers 2`` (spawned processes, ``cores // 2`` Numba threads each).
 
 Overhead = command / ``match`` - 1, from medians; both wall-clock and CPU time (this process plus
@@ -128,7 +128,8 @@ def main() -> None:
         left_dir, right_dir = make_dataset(root / "data", args.pairs)
         images = [(read_image(p.left), read_image(p.right)) for p in discover_pairs([left_dir, right_dir])]
         match(*images[0], params)  # compile / load the Numba cache
-        modes = ["match alone", "sgm --workers 1", "sgm --workers 1 --compression gzip", "sgm --workers 2", "start 2 workers"]
+        modes = ["match alone", "sgm --workers 1", "sgm --workers 1 --compression lzf", "sgm --workers 1 --compression gzip",
+                 "sgm --workers 2", "start 2 workers"]
         wall: dict[str, list[float]] = {mode: [] for mode in modes}
         cpu: dict[str, list[float]] = {mode: [] for mode in modes}
         sizes: dict[str, int] = {}
@@ -141,7 +142,7 @@ def main() -> None:
                     seconds = timed(lambda: start_workers(2))
                 else:
                     workers = 2 if "--workers 2" in mode else 1
-                    compression = "gzip" if "gzip" in mode else "lzf"
+                    compression = mode.split("--compression ")[1] if "--compression" in mode else "fast"
                     seconds = timed(lambda: run_command(left_dir, right_dir, out, args.max_disp, workers, compression))
                     sizes[mode] = out.stat().st_size
                     out.unlink()

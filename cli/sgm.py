@@ -17,7 +17,7 @@ import threading
 import time
 import typing
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,7 +118,7 @@ class PairTask:
     masks: dict[str, str]
     journal: str
     identity: str
-    compression: str = "lzf"
+    compression: str = "fast"
 
 
 @dataclass(frozen=True)
@@ -225,7 +225,7 @@ def available_cores() -> int:
 
 
 def make_tasks(
-    pairs: Sequence[PairInfo], params: SGMParams, use_calib: bool, journal: Path, identity: str, compression: str = "lzf"
+    pairs: Sequence[PairInfo], params: SGMParams, use_calib: bool, journal: Path, identity: str, compression: str = "fast"
 ) -> list[PairTask]:
     """One :class:`PairTask` per pair, with the pair's own range when ``use_calib`` and the dataset gives one.
 
@@ -311,23 +311,10 @@ def run_tasks(tasks: Sequence[PairTask], workers: int, on_done: Callable[[PairDo
     """
     delay = float(os.environ.get(SLOW_ENV, "0") or 0)
     if workers <= 1 or len(tasks) <= 1:
-        # One process: journal pair i in a writer thread while pair i + 1 is read and matched (the
-        # SGM kernels release the GIL). Pairs are still reported in order, one at a time.
-        with ThreadPoolExecutor(max_workers=1) as writer:
-            writing: Future[PairDone] | None = None
-            try:
-                for task in tasks:
-                    matched = match_pair(task)
-                    if writing is not None:
-                        on_done(writing.result())
-                        writing = None
-                        if delay:
-                            time.sleep(delay)
-                    writing = writer.submit(journal_pair, task, matched)
-            finally:
-                if writing is not None:  # also when a later pair failed: keep the finished one
-                    done = writing.result()
-                    on_done(done)
+        for task in tasks:
+            on_done(process_pair(task))
+            if delay:
+                time.sleep(delay)
         return
     import multiprocessing
 
@@ -387,8 +374,9 @@ Examples:
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
               help="Processes matching pairs in parallel (each with cores // workers Numba threads).")
 @click.option("--skip-unpaired", is_flag=True, help="Skip left images without a right partner instead of stopping.")
-@click.option("--compression", type=click.Choice(["lzf", "gzip", "none"]), default="lzf", show_default=True,
-              help="Dataset compression: lzf (fast, h5py built-in), gzip (deflate, readable by every HDF5 library) or none.")
+@click.option("--compression", type=click.Choice(["fast", "lzf", "gzip", "none"]), default="fast", show_default=True,
+              help="Dataset compression: fast (LZF on integer/boolean datasets, float maps raw), lzf (every dataset, "
+                   "smaller, slower), gzip (deflate, readable by every HDF5 library) or none.")
 @click.option("--overwrite", is_flag=True,
               help="Recompute every pair; the old file is replaced only when the run finishes.")
 @_sgm_options

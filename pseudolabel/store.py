@@ -18,9 +18,10 @@ The contract (also in ``data/README.md``):
   value is an integer in [0, 65535], which holds for the current kernels, and :meth:`ProxyFile.read`
   returns float32 either way), ``disparity_wta`` int16; later stages add ``confidence/<measure>``
   (float32 in [0, 1], higher = more trustworthy) and ``labels`` (float32 pixels, NaN = no label).
-  Chunked by row bands of about 1 MiB with byte shuffle and LZF compression by default (h5py's
-  built-in fast filter; C/Fortran HDF5 readers need the LZF plugin), or deflate level 1 (standard,
-  readable everywhere, about twice slower to write) or none: ``pseudolabel sgm --compression``.
+  Chunked by row bands of about 1 MiB. Compression (``pseudolabel sgm --compression``): ``fast``
+  (default: byte shuffle and LZF, h5py's built-in filter, on integer and boolean datasets; float maps
+  raw), ``lzf`` (every dataset; about 30% smaller files, about twice the write time), ``gzip``
+  (deflate level 1, readable by every HDF5 library) or ``none``. C/Fortran HDF5 readers need the LZF plugin.
 
 Crash safety of ``pseudolabel sgm`` (see :class:`ProxyRun`): finished pairs go first to a journal
 folder ``<out>.journal/`` (one small HDF5 file per pair, written to a temporary name and renamed, so
@@ -77,12 +78,15 @@ INTEGER_COSTS = ("cost_best", "cost_second", "cost_second_local")
 
 CHUNK_BYTES = 1 << 20
 # name -> h5py create_dataset keywords (byte shuffle is added for multi-byte types when compressing).
+# "fast" compresses only integer and boolean datasets (costs, masks: well and cheaply) and stores
+# float maps raw: LZF saves only about a third on sub-pixel floats and takes most of the write time.
 COMPRESSIONS: dict[str, dict[str, Any]] = {
+    "fast": {"compression": "lzf"},
     "lzf": {"compression": "lzf"},
     "gzip": {"compression": "gzip", "compression_opts": 1},
     "none": {},
 }
-DEFAULT_COMPRESSION = "lzf"
+DEFAULT_COMPRESSION = "fast"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -165,6 +169,8 @@ def write_dataset(
         dataset = group.create_dataset(name, data=array)
     else:
         options = COMPRESSIONS[compression]
+        if compression == "fast" and array.dtype.kind == "f":
+            options = {}
         dataset = group.create_dataset(
             name,
             data=array,

@@ -120,9 +120,12 @@ def test_datasets_are_chunked_and_compressed_per_pair(tmp_path: Path) -> None:
         proxies.write_pair("k", result_arrays(arrays), attrs_for("k", arrays))
     with h5py.File(path, "r") as h5file:
         dataset = h5file["pairs/k/disparity"]
-        assert dataset.compression == "lzf" and dataset.shuffle
+        assert dataset.compression is None  # default "fast": float maps raw
         rows, width = dataset.chunks
         assert width == 1001 and rows < 301 and rows * width * 4 <= (1 << 20)
+        costs = h5file["pairs/k/cost_best"]
+        assert costs.compression == "lzf" and costs.shuffle
+        assert h5file["pairs/k/valid"].compression == "lzf"
 
 
 def test_confidence_and_labels(tmp_path: Path) -> None:

@@ -115,7 +115,24 @@ def remove_speckles(disparity: np.ndarray, valid: np.ndarray, max_size: int, max
     return valid & (encoded != 0)
 
 
-@numba.njit(cache=True)
+_FILL_STEPS = np.array([[0, 1], [0, -1], [1, 0], [-1, 0], [1, 1], [1, -1], [-1, 1], [-1, -1]], dtype=np.int64)
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _nearest_valid_all(disparity: np.ndarray, valid: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """:func:`_nearest_valid_along` for every direction of ``steps`` ((N, 2) ``int64``), one thread per direction.
+
+    Returns:
+        ``float32`` (N, H, W).
+    """
+    height, width = disparity.shape
+    neighbours = np.empty((steps.shape[0], height, width), dtype=np.float32)
+    for direction in prange(steps.shape[0]):
+        neighbours[direction] = _nearest_valid_along(disparity, valid, steps[direction, 0], steps[direction, 1])
+    return neighbours
+
+
+@numba.njit(cache=True, nogil=True)
 def _nearest_valid_along(disparity: np.ndarray, valid: np.ndarray, step_x: int, step_y: int) -> np.ndarray:
     """For every pixel ``p``, the disparity of the first valid pixel ``p + t (step_x, step_y)``, ``t >= 1``.
 
@@ -201,8 +218,7 @@ def fill_invalid(disparity: np.ndarray, valid: np.ndarray, disparity_right: np.n
     """
     disparity = np.ascontiguousarray(disparity, dtype=np.float32)
     valid = np.ascontiguousarray(valid, dtype=np.bool_)
-    steps = ((0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (1, -1), (-1, 1), (-1, -1))
-    neighbours = np.stack([_nearest_valid_along(disparity, valid, step_x, step_y) for step_x, step_y in steps])
+    neighbours = _nearest_valid_all(disparity, valid, _FILL_STEPS)
     return _fill_from_neighbours(disparity, valid, neighbours, np.ascontiguousarray(disparity_right, dtype=np.float32), float(lr_max_diff))
 
 

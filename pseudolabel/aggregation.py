@@ -77,6 +77,17 @@ def _path_step(cost_row: np.ndarray, previous: np.ndarray, current: np.ndarray, 
     return best
 
 
+@numba.njit(cache=True, inline="always")
+def _path_start(cost_row: np.ndarray, current: np.ndarray) -> int:
+    """First pixel of a path: ``L_r = C``. Fills the padded ``int16`` (D + 2,) ``current`` and returns its minimum."""
+    best = np.int16(_SENTINEL)
+    for k in range(cost_row.shape[0]):
+        value = np.int16(cost_row[k])
+        current[k + 1] = value
+        best = min(best, value)
+    return best
+
+
 @numba.njit(cache=True)
 def _horizontal_row(cost: np.ndarray, image: np.ndarray, p1: int, p2: int, adaptive: bool, gamma: float, out: np.ndarray, accumulate: bool) -> None:
     """Left-to-right plus right-to-left path costs of one row.
@@ -95,10 +106,7 @@ def _horizontal_row(cost: np.ndarray, image: np.ndarray, p1: int, p2: int, adapt
         for i in range(width):
             x = width - 1 - i if backward else i
             if i == 0:
-                best = np.int16(_SENTINEL)
-                for k in range(num_disp):
-                    current[k + 1] = np.int16(cost[x, k])
-                    best = min(best, np.int16(cost[x, k]))
+                best = _path_start(cost[x], current)
             else:
                 x_previous = x + 1 if backward else x - 1
                 penalty = _step_penalty(p1, p2, adaptive, gamma, image[x], image[x_previous])
@@ -211,11 +219,7 @@ def aggregate_direction_pair(
                         penalty = _step_penalty(p1, p2, adaptive, gamma, image[y, x], image[y - dy, x_previous])
                         best = _path_step(cost_row, down[t - 1, j], current, down_min[t - 1, j], p1, penalty)
                     else:
-                        best = np.int16(_SENTINEL)
-                        for k in range(num_disp):
-                            value = np.int16(cost_row[k])
-                            current[k + 1] = value
-                            best = min(best, value)
+                        best = _path_start(cost_row, current)
                     down_min[t, j] = best
             # along -r: t decreasing; add both path costs
             for t in range(steps - 1, -1, -1):
@@ -234,11 +238,7 @@ def aggregate_direction_pair(
                         penalty = _step_penalty(p1, p2, adaptive, gamma, image[y, x], image[y + dy, x_next])
                         best = _path_step(cost_row, up[before, j], current, up_min[before, j], p1, penalty)
                     else:
-                        best = np.int16(_SENTINEL)
-                        for k in range(num_disp):
-                            value = np.int16(cost_row[k])
-                            current[k + 1] = value
-                            best = min(best, value)
+                        best = _path_start(cost_row, current)
                     up_min[now, j] = best
                     total = out[y, x]
                     forward = down[t, j]

@@ -375,7 +375,7 @@ Examples:
               help="Processes matching pairs in parallel (each with cores // workers Numba threads).")
 @click.option("--skip-unpaired", is_flag=True, help="Skip left images without a right partner instead of stopping.")
 @click.option("--compression", type=click.Choice(["fast", "lzf", "gzip", "none"]), default="fast", show_default=True,
-              help="Dataset compression: fast (LZF on integer/boolean datasets, float maps raw), lzf (every dataset, "
+              help="Dataset compression: fast (LZF on the boolean and int16 maps, float maps and costs raw), lzf (every dataset, "
                    "smaller, slower), gzip (deflate, readable by every HDF5 library) or none.")
 @click.option("--overwrite", is_flag=True,
               help="Recompute every pair; the old file is replaced only when the run finishes.")

@@ -23,6 +23,7 @@ from pseudolabel.store import (
     FORMAT_VERSION,
     RESULT_DATASETS,
     ProxyRun,
+    _chunks,
     create_or_open_proxies,
     edit_proxies,
     journal_path,
@@ -123,9 +124,25 @@ def test_datasets_are_chunked_and_compressed_per_pair(tmp_path: Path) -> None:
         assert dataset.compression is None  # default "fast": float maps raw
         rows, width = dataset.chunks
         assert width == 1001 and rows < 301 and rows * width * 4 <= (1 << 20)
-        costs = h5file["pairs/k/cost_best"]
-        assert costs.compression == "lzf" and costs.shuffle
+        # rows spread evenly over the bands: the padding of the last band is less than one row per band
+        bands = -(-301 // rows)
+        assert bands == 2 and bands * rows - 301 < bands
+        assert h5file["pairs/k/cost_best"].dtype == np.uint16
+        assert h5file["pairs/k/cost_best"].compression is None  # uint16 costs raw too
+        wta = h5file["pairs/k/disparity_wta"]
+        assert wta.compression == "lzf" and wta.shuffle
         assert h5file["pairs/k/valid"].compression == "lzf"
+
+
+@pytest.mark.parametrize("height", [1, 7, 262, 263, 1000, 4097])
+def test_chunk_bands_are_even_and_at_most_one_mebibyte(height: int) -> None:
+    width = 1000
+    rows, chunk_width = _chunks((height, width), 4)
+    assert chunk_width == width and 1 <= rows <= height
+    assert rows * width * 4 <= (1 << 20)
+    bands = -(-height // rows)
+    assert bands == -(-height // ((1 << 20) // (width * 4)))  # as many bands as full 1 MiB bands would need
+    assert bands * rows - height < bands
 
 
 def test_confidence_and_labels(tmp_path: Path) -> None:

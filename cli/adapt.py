@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from pseudolabel.cli._trainer import check_output, set_threads, trainer_config, trainer_options
 from pseudolabel.errors import InputError
 
 #: Defaults of the command (``pseudolabel adapt --help`` shows them); chosen on the benchmark of
@@ -88,21 +89,7 @@ class _MirroredForward:
 @click.option("--batch-size", default=DEFAULT_BATCH, show_default=True, type=int, help="global batch (split over torchrun processes).")
 @click.option("--crop", default=DEFAULT_CROP, show_default=True, help="random crop HEIGHTxWIDTH (smaller images are padded), or full: whole images (pairs of different sizes need --batch-size 1 per process).")
 @click.option("--lr", default=DEFAULT_LR, show_default=True, type=float, help="learning rate of the network (AdamW).")
-@click.option("--schedule", type=click.Choice(["cosine", "step", "constant"]), default="cosine", show_default=True)
-@click.option("--warmup", default=0, show_default=True, type=int, help="linear warm-up steps.")
-@click.option("--weight-decay", default=0.0, show_default=True, type=float)
-@click.option("--grad-clip", default=10.0, show_default=True, type=float, help="gradient norm clip (0 = off).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--amp/--no-amp", default=True, show_default=True, help="mixed precision on CUDA.")
-@click.option("--workers", default=0, show_default=True, type=int, help="data-loader worker processes per rank.")
-@click.option("--threads", default=None, type=int, help="torch CPU threads (default: torch's choice).")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--checkpoint-every", default=100, show_default=True, type=int, help="progress checkpoint every N steps.")
-@click.option("--log-every", default=1, show_default=True, type=int, help="metrics line (OUT.jsonl, with the current tau) every N steps.")
-@click.option("--resume", is_flag=True, help="continue from OUT.partial.pt (or extend OUT to --steps).")
-@click.option("--time-limit", default=None, type=float, help="stop after this many minutes (the final checkpoint records the step reached).")
-@click.option("--force", is_flag=True, help="overwrite an existing OUT instead of refusing.")
-@click.option("--quiet", is_flag=True, help="no progress line.")
+@trainer_options(warmup=0, checkpoint_every=100, log_every=1, log_help="metrics line (OUT.jsonl, with the current tau) every N steps.")
 def adapt(
     proxies: Path,
     model_path: str,
@@ -121,21 +108,7 @@ def adapt(
     batch_size: int,
     crop: str,
     lr: float,
-    schedule: str,
-    warmup: int,
-    weight_decay: float,
-    grad_clip: float,
-    device: str,
-    amp: bool,
-    workers: int,
-    threads: int | None,
-    seed: int,
-    checkpoint_every: int,
-    log_every: int,
-    resume: bool,
-    time_limit: float | None,
-    force: bool,
-    quiet: bool,
+    **run_options: Any,
 ) -> None:
     """Adapt a stereo network to the pairs of a proxies file with its confident proxy disparities.
 
@@ -163,13 +136,8 @@ def adapt(
     if not proxies.is_file():
         raise InputError(f"--proxies {proxies}: no such file; create it with `pseudolabel sgm --in ... --out {proxies}`")
     out_path = Path(out)
-    if out_path.exists() and not (resume or force):
-        raise InputError(f"--out {out_path} exists; add --resume to continue it, --force to overwrite it, or pick another path")
-    partial_path = out_path.with_suffix(".partial.pt")
-    if partial_path.exists() and not (resume or force):
-        raise InputError(f"{partial_path} holds an interrupted run; add --resume to continue it or --force to start over")
-    if not out_path.parent.exists():
-        raise InputError(f"--out {out_path}: the folder {out_path.parent} does not exist; create it first")
+    seed = run_options["seed"]
+    check_output(out_path, run_options["resume"], run_options["force"])
 
     import torch
 
@@ -179,7 +147,7 @@ def adapt(
     from pseudolabel.losses import build_loss_terms
     from pseudolabel.store import open_proxies
     from pseudolabel.tau import DEFAULT_PENALTY_WEIGHT, build_tau
-    from pseudolabel.training import Trainer, TrainerConfig
+    from pseudolabel.training import Trainer
 
     terms = build_loss_terms(loss_spec)
     names = {term.name for term in terms}
@@ -195,14 +163,7 @@ def adapt(
     arch = str(payload["arch"])
     arch_kwargs = dict(payload.get("arch_kwargs") or {})
 
-    if threads:
-        torch.set_num_threads(threads)
-        try:
-            import cv2
-
-            cv2.setNumThreads(threads)
-        except ImportError:  # pragma: no cover
-            pass
+    set_threads(run_options["threads"])
     with open_proxies(proxies) as store:
         keys = select_keys(store.keys(), pair_patterns, proxies)
     pairs = load_adaptation_pairs(proxies, measure, keys, use_valid=use_valid, with_ground_truth="l1" in names)
@@ -218,29 +179,7 @@ def adapt(
         forward_fn = mirrored
         objective.set_predict(mirrored.predict)
 
-    config = TrainerConfig(
-        out=out_path,
-        steps=steps,
-        batch_size=batch_size,
-        learning_rate=lr,
-        schedule=schedule,
-        warmup_steps=warmup,
-        weight_decay=weight_decay,
-        grad_clip=grad_clip or None,
-        device=device,
-        amp=amp,
-        workers=workers,
-        seed=seed,
-        checkpoint_every=checkpoint_every,
-        log_every=log_every,
-        resume=resume,
-        threads=threads,
-        progress=not quiet,
-        time_limit_s=None if time_limit is None else 60.0 * time_limit,
-    )
-    if force and not resume:
-        partial_path.unlink(missing_ok=True)
-        out_path.with_suffix(".jsonl").unlink(missing_ok=True)
+    config = trainer_config(out_path, steps, batch_size, lr, **run_options)
     training_args = {
         "command": "adapt",
         "proxies": str(proxies.resolve()),

@@ -11,6 +11,7 @@ from typing import Any
 import click
 import numpy as np
 
+from pseudolabel.cli._trainer import check_output, set_threads, trainer_config, trainer_options
 from pseudolabel.errors import InputError
 
 ARCH_HELP = "network name from the registry (madnet, tiny)"
@@ -61,23 +62,9 @@ def _safe_key(key: str) -> str:
 @click.option("--batch-size", default=4, show_default=True, type=int, help="global batch (split over torchrun processes).")
 @click.option("--crop", default="256x512", show_default=True, help="random crop HEIGHTxWIDTH.")
 @click.option("--lr", default=1e-4, show_default=True, type=float, help="peak learning rate (AdamW).")
-@click.option("--schedule", type=click.Choice(["cosine", "step", "constant"]), default="cosine", show_default=True)
-@click.option("--warmup", default=100, show_default=True, type=int, help="linear warm-up steps.")
-@click.option("--weight-decay", default=0.0, show_default=True, type=float)
-@click.option("--grad-clip", default=10.0, show_default=True, type=float, help="gradient norm clip (0 = off).")
 @click.option("--max-disp", default=None, type=float, help="ignore ground truth at or above this disparity (pixels).")
 @click.option("--no-augment", is_flag=True, help="disable photometric augmentation.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--amp/--no-amp", default=True, show_default=True, help="mixed precision on CUDA.")
-@click.option("--workers", default=0, show_default=True, type=int, help="data-loader worker processes per rank.")
-@click.option("--threads", default=None, type=int, help="torch CPU threads (default: torch's choice).")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--checkpoint-every", default=500, show_default=True, type=int, help="progress checkpoint every N steps.")
-@click.option("--log-every", default=10, show_default=True, type=int, help="metrics line (OUT.jsonl) every N steps.")
-@click.option("--resume", is_flag=True, help="continue from OUT.partial.pt (or extend OUT to --steps).")
-@click.option("--time-limit", default=None, type=float, help="stop after this many minutes (the final checkpoint records the step reached).")
-@click.option("--force", is_flag=True, help="overwrite an existing OUT instead of refusing.")
-@click.option("--quiet", is_flag=True, help="no progress line.")
+@trainer_options(warmup=100, checkpoint_every=500, log_every=10, log_help="metrics line (OUT.jsonl) every N steps.")
 @click.argument("more_data", nargs=-1, type=click.Path(exists=True))
 def train(
     data: tuple[str, ...],
@@ -92,24 +79,10 @@ def train(
     batch_size: int,
     crop: str,
     lr: float,
-    schedule: str,
-    warmup: int,
-    weight_decay: float,
-    grad_clip: float,
     max_disp: float | None,
     no_augment: bool,
-    device: str,
-    amp: bool,
-    workers: int,
-    threads: int | None,
-    seed: int,
-    checkpoint_every: int,
-    log_every: int,
-    resume: bool,
-    time_limit: float | None,
-    force: bool,
-    quiet: bool,
     more_data: tuple[str, ...],
+    **run_options: Any,
 ) -> None:
     """Train a stereo network with supervised multi-scale L1 on pixels with ground truth.
 
@@ -129,7 +102,6 @@ def train(
         StereoPairDataset,
         SyntheticStereoDataset,
         Trainer,
-        TrainerConfig,
         multiscale_l1_loss,
     )
 
@@ -139,29 +111,16 @@ def train(
     if steps <= 0 or batch_size <= 0:
         raise InputError("--steps and --batch-size must be positive")
     out_path = Path(out)
-    if out_path.exists() and not (resume or force):
-        raise InputError(f"--out {out_path} exists; add --resume to continue it, --force to overwrite it, or pick another path")
-    partial_path = out_path.with_suffix(".partial.pt")
-    if partial_path.exists() and not (resume or force):
-        raise InputError(f"{partial_path} holds an interrupted run; add --resume to continue it or --force to start over")
-    if force and not resume:
-        Path(out_path.with_suffix(".partial.pt")).unlink(missing_ok=True)
-        Path(out_path.with_suffix(".jsonl")).unlink(missing_ok=True)
     try:
         kwargs = json.loads(arch_kwargs)
     except json.JSONDecodeError as error:
         raise InputError(f"--arch-kwargs {arch_kwargs!r} is not valid JSON ({error.msg}); e.g. '{{\"radius\": 2}}'") from None
     if arch not in available_networks():
         raise InputError(f"--arch {arch!r}: unknown network; choose one of {', '.join(available_networks())}")
-    if threads:
-        torch.set_num_threads(threads)
-        try:
-            import cv2
-
-            cv2.setNumThreads(threads)
-        except ImportError:  # pragma: no cover
-            pass
     crop_size = _parse_size(crop, "--crop")
+    seed = run_options["seed"]
+    check_output(out_path, run_options["resume"], run_options["force"])
+    set_threads(run_options["threads"])
     augment = None if no_augment else AugmentConfig()
     if synth:
         from pseudolabel.synth import SynthConfig
@@ -181,26 +140,7 @@ def train(
         kwargs = dict(payload.get("arch_kwargs") or {})
         model = build_network(arch, **kwargs)
         model.load_state_dict(payload["model"])
-    config = TrainerConfig(
-        out=out_path,
-        steps=steps,
-        batch_size=batch_size,
-        learning_rate=lr,
-        schedule=schedule,
-        warmup_steps=warmup,
-        weight_decay=weight_decay,
-        grad_clip=grad_clip or None,
-        device=device,
-        amp=amp,
-        workers=workers,
-        seed=seed,
-        checkpoint_every=checkpoint_every,
-        log_every=log_every,
-        resume=resume,
-        threads=threads,
-        progress=not quiet,
-        time_limit_s=None if time_limit is None else 60.0 * time_limit,
-    )
+    config = trainer_config(out_path, steps, batch_size, lr, **run_options)
     training_args = {
         "command": "train",
         "data": list(data),

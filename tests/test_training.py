@@ -185,9 +185,18 @@ def test_existing_output_is_never_overwritten_without_resume_or_force(tmp_path: 
     assert out.read_bytes() == b"precious"
 
 
+def test_an_output_folder_that_cannot_be_created_is_a_one_line_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_bytes(b"not a folder")
+    result = CliRunner().invoke(main, ["train", "--data", str(MIDDLEBURY), "--arch", "tiny", "--out", str(blocker / "m.pt"), "--steps", "1"])
+    assert result.exit_code == 1 and "is a file, not a folder" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert blocker.read_bytes() == b"not a folder"
+
+
 def test_train_predict_and_eval_commands(tmp_path: Path) -> None:
     runner = CliRunner()
-    model = tmp_path / "tiny.pt"
+    model = tmp_path / "new" / "folder" / "tiny.pt"  # the command creates the folder
     trained = runner.invoke(main, ["train", "--data", str(MIDDLEBURY), "--arch", "tiny", "--out", str(model), "--steps", "3",
                                    "--crop", "48x64", "--batch-size", "2", "--threads", "1", "--quiet", "--device", "cpu"])
     assert trained.exit_code == 0, trained.output

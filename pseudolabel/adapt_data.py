@@ -227,11 +227,9 @@ class ProxyAdaptationDataset(Dataset):
 
     def pair_index(self, index: int) -> int:
         """Which pair sample ``index`` reads."""
-        count = len(self.pairs)
-        epoch, position = divmod(int(index), count)
-        if not self.shuffle:
-            return position
-        return int(np.random.default_rng([self.seed, epoch, 7]).permutation(count)[position])
+        from pseudolabel.training import epoch_shuffled_index
+
+        return epoch_shuffled_index(index, len(self.pairs), self.seed, self.shuffle)
 
     def _window(self, shape: tuple[int, int], index: int) -> tuple[slice, slice, tuple[int, int]]:
         """Crop window and padding for sample ``index`` on a (H, W) image."""

@@ -195,6 +195,18 @@ class SyntheticStereoDataset(Dataset):
         return make_sample(pair.left, pair.right, pair.disp_left, rng, self.crop, self.augment, int(index))
 
 
+def epoch_shuffled_index(index: int, count: int, seed: int, shuffle: bool = True) -> int:
+    """Which of ``count`` items sample ``index`` reads: a fresh permutation every epoch (``index // count``).
+
+    The permutation depends only on ``(seed, epoch)``, so any process computes the same order.
+    Without ``shuffle`` the items come in order.
+    """
+    epoch, position = divmod(int(index), count)
+    if not shuffle:
+        return position
+    return int(np.random.default_rng([seed, epoch, 7]).permutation(count)[position])
+
+
 class StereoPairDataset(Dataset):
     """Pairs on disk with left ground truth (``PairInfo`` from :func:`pseudolabel.dataset.discover_pairs`).
 
@@ -219,11 +231,7 @@ class StereoPairDataset(Dataset):
 
     def pair_index(self, index: int) -> int:
         """Which pair sample ``index`` reads."""
-        count = len(self.pairs)
-        epoch, position = divmod(int(index), count)
-        if not self.shuffle:
-            return position
-        return int(np.random.default_rng([self.seed, epoch, 7]).permutation(count)[position])
+        return epoch_shuffled_index(index, len(self.pairs), self.seed, self.shuffle)
 
     def __getitem__(self, index: int) -> Batch:
         from pseudolabel.io import read_disparity, read_image

@@ -192,12 +192,10 @@ def load_adaptation_pairs(
 
 
 def _image_tensor(image: np.ndarray) -> torch.Tensor:
-    """(H, W[, 3]) uint8/uint16 -> (3, H, W) float32 in [0, 1]."""
-    scale = 65535.0 if image.dtype == np.uint16 else 255.0
-    array = image.astype(np.float32) / np.float32(scale)
-    if array.ndim == 2:
-        array = np.repeat(array[:, :, None], 3, axis=2)
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+    """(H, W[, 3]) uint8/uint16 -> (3, H, W) float32 in [0, 1] (gray is repeated)."""
+    from pseudolabel.training import to_tensor_image
+
+    return to_tensor_image(image)
 
 
 class ProxyAdaptationDataset(Dataset):

@@ -28,6 +28,7 @@ DEFAULT_BATCH = 1
 DEFAULT_CROP = "full"
 DEFAULT_LR = 1e-4
 DEFAULT_TAU_LR_SCALE = 100.0
+DEFAULT_SCALE_DECAY = 0.0
 
 
 def _parse_size(text: str, option: str) -> tuple[int, int] | None:
@@ -80,6 +81,7 @@ class _MirroredForward:
 @click.option("--weighting", type=click.Choice(["mask", "confidence"]), default="mask", show_default=True, help="guided loss: selected pixels weigh 1 (mask) or their confidence.")
 @click.option("--measure", default="ccnn", show_default=True, help="confidence map to read: confidence/<measure>.")
 @click.option("--pairs", "pair_patterns", multiple=True, help="adapt only on the pairs whose key matches this shell pattern (repeatable; default: all).")
+@click.option("--scale-decay", default=DEFAULT_SCALE_DECAY, show_default=True, type=float, help="guided and l1 losses also on the coarser outputs of a multi-scale network, level k (finest 0) weighted scale_decay**k; 0 = finest only.")
 @click.option("--use-valid", is_flag=True, help="also drop proxy pixels that failed SGM's left-right check.")
 @click.option("--tau-init", default=0.5, show_default=True, type=float, help="starting tau of 'learnable' and 'net'.")
 @click.option("--tau-temperature", default=0.05, show_default=True, type=float, help="temperature T of the soft selection sigmoid((c - tau) / T).")
@@ -99,6 +101,7 @@ def adapt(
     weighting: str,
     measure: str,
     pair_patterns: tuple[str, ...],
+    scale_decay: float,
     use_valid: bool,
     tau_init: float,
     tau_temperature: float,
@@ -157,7 +160,7 @@ def adapt(
         temperature=tau_temperature,
         penalty_weight=DEFAULT_PENALTY_WEIGHT if tau_penalty is None else tau_penalty,
     )
-    objective = AdaptationObjective(tau_module, terms, weighting=weighting)
+    objective = AdaptationObjective(tau_module, terms, weighting=weighting, scale_decay=scale_decay)
     source_path = resolve_model_path(model_path)
     payload = load_checkpoint(source_path)
     arch = str(payload["arch"])
@@ -188,6 +191,7 @@ def adapt(
         "tau": tau,
         "loss": objective.loss_spec(),
         "weighting": weighting,
+        "scale_decay": scale_decay,
         "measure": measure,
         "pairs": list(pair_patterns),
         "use_valid": use_valid,

@@ -25,6 +25,7 @@ key                 shape              meaning
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -35,9 +36,15 @@ from pseudolabel.errors import InputError
 from pseudolabel.losses import WEIGHTINGS, LossInputs, LossTerm, build_loss_terms, mirrored_right_disparity, select_pixels
 from pseudolabel.tau import LearnableTau, TauModule, build_tau
 
+#: Terms that compare the prediction with per-pixel labels, and so can also supervise the coarser
+#: outputs of a multi-scale network (``scale_decay``).
+PER_LEVEL_TERMS = frozenset({"guided", "l1"})
+
 __all__ = [
+    "PER_LEVEL_TERMS",
     "AdaptationObjective",
     "adaptation_loss",
+    "coarser_levels",
     "disparity_map",
     "unit_range",
 ]
@@ -77,6 +84,19 @@ def disparity_map(output: DisparityOutput) -> Tensor:
     if output.dtype in (torch.float16, torch.bfloat16):
         output = output.float()
     return output
+
+
+def coarser_levels(output: DisparityOutput) -> list[Tensor]:
+    """The coarser estimates of a multi-scale output, (B, 1, H, W) each at the input resolution, finest first.
+
+    ``output["multiscale"][1:]`` of a :class:`~pseudolabel.models.registry.StereoOutput`; an empty
+    list for any other output.
+    """
+    if isinstance(output, Mapping):
+        multiscale = output.get("multiscale")
+        if isinstance(multiscale, (list, tuple)) and len(multiscale) > 1:
+            return [disparity_map(level) for level in multiscale[1:]]
+    return []
 
 
 def unit_range(image: Tensor, *, name: str = "image", dtype: torch.dtype | None = None) -> Tensor:
@@ -122,6 +142,7 @@ def adaptation_loss(
     *,
     weighting: str = "mask",
     predict: Predict | None = None,
+    scale_decay: float = 0.0,
 ) -> tuple[Tensor, dict[str, float]]:
     """The adaptation loss of one batch: ``sum(weight * term) + tau penalty``.
 
@@ -133,6 +154,10 @@ def adaptation_loss(
         weighting: ``"mask"`` or ``"confidence"`` for the guided loss.
         predict: the network ``(left, right) -> output``, needed only by the ``lr`` term (it runs
             once more on the mirrored pair, with the batch's images as they are).
+        scale_decay: when > 0 and the output is multi-scale, the per-pixel label terms
+            (:data:`PER_LEVEL_TERMS`: guided, l1) also score every coarser estimate, level ``k``
+            (finest = 0) with weight ``scale_decay ** k``, as MADNet adapts each of its modules with
+            a loss of its own; the logged ``loss/<term>`` stays the finest level's value.
 
     Returns:
         ``(loss, logs)``: the scalar loss to back-propagate, and floats for logging: ``loss``,
@@ -197,12 +222,19 @@ def adaptation_loss(
         target_valid=_optional(batch, "valid", disparity),
         right_disparity_fn=right_disparity_fn,
     )
+    if not scale_decay >= 0:
+        raise InputError(f"--scale-decay must be >= 0; got {scale_decay}")
+    levels = coarser_levels(output) if scale_decay > 0 else []
     total = penalty
     for term in terms:
         value = term(inputs)
         logs[f"loss/{term.name}"] = float(value.detach())
         if term.weight:
             total = total + term.weight * value
+            if term.name in PER_LEVEL_TERMS:
+                for level_index, level in enumerate(levels, start=1):
+                    level_value = term(dataclasses.replace(inputs, disparity=level.to(disparity.dtype)))
+                    total = total + term.weight * scale_decay**level_index * level_value
     logs["loss"] = float(total.detach())
     return total, logs
 
@@ -215,6 +247,8 @@ class AdaptationObjective(nn.Module):
         loss: ``--loss`` spec (``"guided=1,smooth=0.1"``) or already-built terms.
         weighting: ``"mask"`` or ``"confidence"``.
         predict: the network, needed only by the ``lr`` term (see :meth:`set_predict`).
+        scale_decay: weight ratio of the coarser estimates in the guided and l1 terms (see
+            :func:`adaptation_loss`; 0 = finest output only).
     """
 
     def __init__(
@@ -224,8 +258,12 @@ class AdaptationObjective(nn.Module):
         *,
         weighting: str = "mask",
         predict: Predict | None = None,
+        scale_decay: float = 0.0,
     ) -> None:
         super().__init__()
+        if not scale_decay >= 0:
+            raise InputError(f"--scale-decay must be >= 0; got {scale_decay}")
+        self.scale_decay = float(scale_decay)
         if weighting not in WEIGHTINGS:
             raise InputError(f"--weighting must be one of {', '.join(WEIGHTINGS)}; got {weighting!r}")
         self.tau = tau if isinstance(tau, TauModule) else build_tau(tau)
@@ -241,7 +279,9 @@ class AdaptationObjective(nn.Module):
         object.__setattr__(self, "_predict", predict)
 
     def forward(self, output: DisparityOutput, batch: Mapping[str, Any]) -> tuple[Tensor, dict[str, float]]:
-        return adaptation_loss(output, batch, self.tau, self.terms, weighting=self.weighting, predict=self._predict)
+        return adaptation_loss(
+            output, batch, self.tau, self.terms, weighting=self.weighting, predict=self._predict, scale_decay=self.scale_decay
+        )
 
     def loss_spec(self) -> str:
         """The terms as a ``--loss`` string (``"guided=1,smooth=0.1"``)."""
@@ -249,7 +289,9 @@ class AdaptationObjective(nn.Module):
 
     def describe(self) -> dict[str, Any]:
         """JSON-serialisable settings for checkpoint metadata (the learned values are in ``state_dict``)."""
-        settings: dict[str, Any] = {"loss": self.loss_spec(), "weighting": self.weighting, "tau": self.tau.describe()}
+        settings: dict[str, Any] = {
+            "loss": self.loss_spec(), "weighting": self.weighting, "scale_decay": self.scale_decay, "tau": self.tau.describe()
+        }
         if isinstance(self.tau, LearnableTau):
             settings["tau"]["value"] = self.tau.current()
         return settings

@@ -109,6 +109,7 @@ def test_objective_logs_penalty_and_state(device: torch.device) -> None:
     assert objective.describe() == {
         "loss": "guided=1,smooth=0.1,reconstruction=0.5,wlcn=0.2",
         "weighting": "mask",
+        "scale_decay": 0.0,
         "tau": {"kind": "learnable", "temperature": 0.05, "penalty_weight": 1.0, "init": 0.5, "value": 0.5},
     }
     fixed = AdaptationObjective(0.8)
@@ -237,3 +238,27 @@ def test_objective_as_trainer_loss_stores_tau_in_the_checkpoint(tmp_path: Path) 
     assert theta.item() != 0.0  # moved from logit(0.5) = 0
     assert payload["extra_state"]["adaptation"]["tau"]["value"] == pytest.approx(torch.sigmoid(theta).item())
     assert payload["last_logs"]["tau"] == pytest.approx(torch.sigmoid(theta).item(), abs=0.05)
+
+
+def test_scale_decay_adds_the_coarser_levels_with_geometric_weights() -> None:
+    generator = torch.Generator().manual_seed(3)
+    proxy = 10 * torch.rand((1, 1, 9, 13), generator=generator, dtype=torch.float64)
+    confidence = torch.rand((1, 1, 9, 13), generator=generator, dtype=torch.float64)
+    levels = [proxy + torch.randn((1, 1, 9, 13), generator=generator, dtype=torch.float64) * (k + 1) for k in range(3)]
+    batch = {"proxy": proxy, "confidence": confidence}
+    fixed = AdaptationObjective("0.4", "guided=2")
+
+    def guided_of(level: torch.Tensor) -> float:
+        loss, _ = fixed(level, batch)
+        return loss.item()
+
+    output = StereoOutput(disparity=levels[0].clamp_min(0), multiscale=levels)
+    loss, logs = AdaptationObjective("0.4", "guided=2", scale_decay=0.5)(output, batch)
+    expected = guided_of(levels[0]) + 0.5 * guided_of(levels[1]) + 0.25 * guided_of(levels[2])
+    assert loss.item() == pytest.approx(expected, rel=1e-9)
+    assert logs["loss/guided"] == pytest.approx(guided_of(levels[0]) / 2, rel=1e-9)  # unweighted, finest level
+    # scale_decay 0 (the default): the finest level only; a plain tensor has no coarser levels
+    assert AdaptationObjective("0.4", "guided=2")(output, batch)[0].item() == pytest.approx(guided_of(levels[0]), rel=1e-9)
+    assert AdaptationObjective("0.4", "guided=2", scale_decay=0.5)(levels[0], batch)[0].item() == pytest.approx(guided_of(levels[0]))
+    with pytest.raises(InputError, match="--scale-decay"):
+        AdaptationObjective("0.4", "guided=1", scale_decay=-1)

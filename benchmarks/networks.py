@@ -166,8 +166,11 @@ def evaluate_model(model_name: str, data_root: Path, synth_count: int, synth_see
         noc = f"{row['bad3_noc']:.2f}" if row["bad3_noc"] == row["bad3_noc"] else "-"
         per_scene.append(f"| {row['key']} | {row['epe']:.2f} | {row['bad1']:.2f} | {row['bad3']:.2f} | {noc} | {row['d1']:.2f} |")
     step = payload.get("step")
+    steps_text = f"{step} steps"
+    if (payload.get("training_args") or {}).get("init"):
+        steps_text = f"{step} steps of its last stage, which started from earlier weights (--init): the card gives all stages"
     text = "\n".join([
-        f"Errors of the shipped `{Path(model_name).stem}` (MADNet trained on synthetic pairs only, {step} steps; see "
+        f"Errors of the shipped `{Path(model_name).stem}` (MADNet trained on synthetic pairs only, {steps_text}; see "
         f"`models/weights/madnet_synth.md`), at each image's full resolution, all pixels with ground truth (non-occluded: "
         f"the v2 `nonocc` masks and the synthetic/SceneFlow occlusion masks). Synthetic validation: {synth_count} pairs "
         f"`render_pair(SynthConfig(), pair_seed({synth_seed}, i))` (512x256, disparity < 96), never seen in training. "

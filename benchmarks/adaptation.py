@@ -47,6 +47,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_description, replace_section  # noqa: E402
 
+from pseudolabel.cli.adapt import DEFAULT_BATCH, DEFAULT_CROP, DEFAULT_LR, DEFAULT_STEPS  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 SECTION = "Adaptation"
@@ -112,6 +114,8 @@ def prepare_proxies(data: Path, work: Path, groups: list[str], name: str, max_sc
 
         with open_proxies(path) as existing:
             base = existing.sgm_params
+            if all(scene["id"] in existing for scene in scenes):
+                return path  # nothing to add: never open for writing (another run may be reading it)
     with create_or_open_proxies(path, base) as store:
         for scene in scenes:
             if scene["id"] in store:
@@ -222,10 +226,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--unseen-groups", default="middlebury2001,middlebury-v2")
     parser.add_argument("--max-scenes", type=int, default=None, help="use only the first N scenes of each set (reduced runs)")
     parser.add_argument("--rows", default=",".join(ALL_ROWS), help=f"comma-separated subset of {','.join(ALL_ROWS)}")
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--crop", default="full")
-    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="default: pseudolabel adapt's")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
+    parser.add_argument("--crop", default=DEFAULT_CROP)
+    parser.add_argument("--lr", type=float, default=DEFAULT_LR)
     parser.add_argument("--extra", default="", help="more `pseudolabel adapt` options for every adaptation row (quoted)")
     parser.add_argument("--label-tau", type=float, default=0.5, help="tau of the SGM labels row")
     parser.add_argument("--threads", type=int, default=1)

@@ -23,7 +23,7 @@ from pseudolabel.errors import InputError
 #: ``benchmarks/adaptation.py`` (BENCHMARKS.md, section Adaptation).
 DEFAULT_TAU = "learnable"
 DEFAULT_LOSS = "guided=1"
-DEFAULT_STEPS = 300
+DEFAULT_STEPS = 800
 DEFAULT_BATCH = 1
 DEFAULT_CROP = "full"
 DEFAULT_LR = 1e-4

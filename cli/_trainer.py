@@ -19,15 +19,9 @@ from pseudolabel.errors import InputError
 if TYPE_CHECKING:  # pragma: no cover
     from pseudolabel.training import TrainerConfig
 
-#: Names of the keyword arguments that :func:`trainer_options` adds to a command.
-TRAINER_OPTION_NAMES = (
-    "schedule", "warmup", "weight_decay", "grad_clip", "device", "amp", "workers", "threads", "seed",
-    "checkpoint_every", "log_every", "resume", "time_limit", "force", "quiet",
-)
-
 
 def trainer_options(*, warmup: int, checkpoint_every: int, log_every: int, log_help: str) -> Callable[[Any], Any]:
-    """Click decorator adding the trainer's options (:data:`TRAINER_OPTION_NAMES`) with these defaults."""
+    """Click decorator adding the trainer's options with these defaults: the keyword arguments of :func:`trainer_config` after ``lr``."""
     options = [
         click.option("--schedule", type=click.Choice(["cosine", "step", "constant"]), default="cosine", show_default=True),
         click.option("--warmup", default=warmup, show_default=True, type=int, help="linear warm-up steps."),

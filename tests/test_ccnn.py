@@ -21,13 +21,7 @@ from pseudolabel.models.ccnn import CCNN, ConfidenceScorer, bfloat16_supported, 
 from pseudolabel.sparsification import error_mask, sparsification_auc
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: small convolutions do not gain from more, and CI machines are shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def test_output_shapes() -> None:

@@ -4,7 +4,6 @@ checkpoint contents, exact resume, the mirrored pass of the lr loss, the dataset
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +26,7 @@ KEYS = ("p0", "p1", "p2")
 FAST = ["--crop", "32x48", "--batch-size", "2", "--threads", "1", "--quiet", "--schedule", "constant", "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True)
-def single_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

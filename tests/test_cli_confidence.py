@@ -9,7 +9,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 from pseudolabel.cli.main import main
@@ -23,12 +22,7 @@ from pseudolabel.store import create_or_open_proxies, open_proxies, pair_attribu
 FIXTURES = Path(__file__).parent / "data" / "middlebury"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

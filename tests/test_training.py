@@ -27,9 +27,7 @@ MIDDLEBURY = REPO / "tests" / "data" / "middlebury"
 SMALL_SYNTH = SynthConfig(width=96, height=64, max_disp=16)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 class FixedSynthBatch(Dataset):

@@ -45,6 +45,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pseudolabel.errors import InputError
+from pseudolabel.training import epoch_shuffled_index, sample_rng, to_tensor_image
 
 __all__ = ["AdaptationPair", "ProxyAdaptationDataset", "describe_pairs", "evaluate_network", "load_adaptation_pairs", "select_keys"]
 
@@ -191,13 +192,6 @@ def load_adaptation_pairs(
     return pairs
 
 
-def _image_tensor(image: np.ndarray) -> torch.Tensor:
-    """(H, W[, 3]) uint8/uint16 -> (3, H, W) float32 in [0, 1] (gray is repeated)."""
-    from pseudolabel.training import to_tensor_image
-
-    return to_tensor_image(image)
-
-
 class ProxyAdaptationDataset(Dataset):
     """Adaptation samples (see the module docstring for the keys) from pairs held in memory.
 
@@ -225,14 +219,10 @@ class ProxyAdaptationDataset(Dataset):
 
     def pair_index(self, index: int) -> int:
         """Which pair sample ``index`` reads."""
-        from pseudolabel.training import epoch_shuffled_index
-
         return epoch_shuffled_index(index, len(self.pairs), self.seed, self.shuffle)
 
     def _window(self, shape: tuple[int, int], index: int) -> tuple[slice, slice, tuple[int, int]]:
         """Crop window and padding for sample ``index`` on a (H, W) image."""
-        from pseudolabel.training import sample_rng
-
         height, width = shape
         if self.crop is None:
             return slice(0, height), slice(0, width), (0, 0)
@@ -258,8 +248,8 @@ class ProxyAdaptationDataset(Dataset):
             return np.ascontiguousarray(window)
 
         sample: dict[str, torch.Tensor] = {
-            "left": _image_tensor(take(pair.left, 0)),
-            "right": _image_tensor(take(pair.right, 0)),
+            "left": to_tensor_image(take(pair.left, 0)),
+            "right": to_tensor_image(take(pair.right, 0)),
             "proxy": torch.from_numpy(take(pair.proxy, np.nan))[None],
             "confidence": torch.from_numpy(take(pair.confidence, 0.0))[None],
             "index": torch.tensor(int(index), dtype=torch.int64),
@@ -305,8 +295,8 @@ def evaluate_network(
     for pair in pairs:
         if pair.ground_truth is None:
             continue
-        left = _image_tensor(pair.left)[None].to(device)
-        right = _image_tensor(pair.right)[None].to(device)
+        left = to_tensor_image(pair.left)[None].to(device)
+        right = to_tensor_image(pair.right)[None].to(device)
         prediction = model(left, right).disparity[0, 0].float().cpu().numpy()
         rows.append({"key": pair.key, **disparity_metrics(prediction, pair.ground_truth, pair.mask)})
     return rows

@@ -134,7 +134,7 @@ def train(
     torch.manual_seed(seed)
     model = build_network(arch, **kwargs)
     if init_model is not None:
-        payload = load_checkpoint(init_model)
+        payload = load_checkpoint(init_model, option="--init")
         if payload["arch"] != arch:
             raise InputError(f"--init {init_model} is a {payload['arch']!r} network; use --arch {payload['arch']}")
         kwargs = dict(payload.get("arch_kwargs") or {})

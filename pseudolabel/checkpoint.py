@@ -51,8 +51,10 @@ def shipped_weights_dir() -> Path:
     return Path(models_package.__file__).resolve().parent / "weights"
 
 
-def resolve_model_path(model: str | os.PathLike[str]) -> Path:
+def resolve_model_path(model: str | os.PathLike[str], option: str = "--model") -> Path:
     """A checkpoint path, or the name of a shipped model (``madnet_synth``) -> an existing file.
+
+    ``option`` is the command-line option that gave ``model``, named in the error message.
 
     Raises:
         InputError: neither a file nor a shipped model name.
@@ -65,7 +67,7 @@ def resolve_model_path(model: str | os.PathLike[str]) -> Path:
         return shipped
     names = sorted(p.stem for p in shipped_weights_dir().glob("*.pt")) if shipped_weights_dir().is_dir() else []
     known = f" (shipped models: {', '.join(names)})" if names else ""
-    raise InputError(f"--model {model}: no such checkpoint file; give a .pt written by `pseudolabel train` or a shipped model name{known}")
+    raise InputError(f"{option} {model}: no such checkpoint file; give a .pt written by `pseudolabel train` or a shipped model name{known}")
 
 
 def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
@@ -79,13 +81,15 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> No
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu", option: str = "--model") -> dict[str, Any]:
     """Read a checkpoint dictionary (``weights_only``: no code from the file is run).
+
+    ``option`` is the command-line option that gave ``path``, named when it does not exist.
 
     Raises:
         InputError: missing, unreadable or not a ``pseudolabel`` checkpoint.
     """
-    path = resolve_model_path(path)
+    path = resolve_model_path(path, option)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling problem is a bad file

@@ -192,6 +192,15 @@ def test_an_output_folder_that_cannot_be_created_is_a_one_line_error(tmp_path: P
     assert blocker.read_bytes() == b"not a folder"
 
 
+def test_a_missing_init_checkpoint_names_the_init_option(tmp_path: Path) -> None:
+    missing = tmp_path / "stage1.pt"
+    result = CliRunner().invoke(
+        main, ["train", "--data", str(MIDDLEBURY), "--arch", "tiny", "--init", str(missing), "--out", str(tmp_path / "m.pt"), "--steps", "1"]
+    )
+    assert result.exit_code == 1 and result.output.startswith(f"Error: --init {missing}: no such checkpoint file")
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "m.pt").exists()
+
+
 def test_train_predict_and_eval_commands(tmp_path: Path) -> None:
     runner = CliRunner()
     model = tmp_path / "new" / "folder" / "tiny.pt"  # the command creates the folder

@@ -11,7 +11,10 @@ Implemented from the paper's description:
   features, the correlation and the upsampled disparity and predicts a residual correction of it
   (the coarsest level predicts the disparity directly);
 * at the output level (quarter resolution) a context network of dilated 3x3 convolutions (dilations
-  1, 2, 4, 8, 16, 1) refines the disparity, which is then bilinearly upsampled to full resolution.
+  1, 2, 4, 8, 16, 1) refines the disparity, which is then upsampled to full resolution: bilinearly in
+  the paper; here by default with a joint bilateral upsampling guided by the left image
+  (``upsampling="guided"``, :mod:`pseudolabel.models.upsampling`), which keeps depth edges on the
+  colour edges (it has no weights, so checkpoints trained either way load either way).
 
 Disparity convention: the left pixel ``(y, x)`` matches the right pixel ``(y, x - d)``, ``d >= 0``.
 """
@@ -27,6 +30,7 @@ from torch.nn import functional as F
 from pseudolabel.models.registry import StereoNetwork, register_network
 
 LEAKY_SLOPE = 0.2
+UPSAMPLINGS = ("guided", "bilinear")
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1, activation: bool = True) -> nn.Sequential:
@@ -128,6 +132,8 @@ class MADNet(StereoNetwork):
         context_dilations: one dilation per context layer.
         radius: correlation radius in pixels of each level.
         output_level: finest level with a decoder (2 = quarter resolution, as in the paper).
+        upsampling: ``"guided"`` (joint bilateral, guided by the left image) or ``"bilinear"`` (the
+            paper's) for the finest output.
     """
 
     def __init__(
@@ -138,8 +144,12 @@ class MADNet(StereoNetwork):
         context_dilations: Sequence[int] = (1, 2, 4, 8, 16, 1),
         radius: int = 2,
         output_level: int = 2,
+        upsampling: str = "guided",
     ) -> None:
         super().__init__()
+        if upsampling not in UPSAMPLINGS:
+            raise ValueError(f"upsampling must be one of {', '.join(UPSAMPLINGS)}, got {upsampling!r}")
+        self.upsampling = upsampling
         self.channels = tuple(int(c) for c in channels)
         self.levels = len(self.channels)
         if not 1 <= output_level <= self.levels:

@@ -13,6 +13,11 @@ Network contract (all registered networks):
   the input resolution, and ``multiscale``, a list of (B, 1, H, W) raw (unclamped) estimates of every
   level of the network, finest first, already upsampled to the input resolution and expressed in
   input pixels, for multi-scale losses.
+
+A network whose finest output is coarser than the input (MADNet: a quarter) brings it to the input
+resolution with :attr:`StereoNetwork.upsampling`: ``"bilinear"``, or ``"guided"``, the joint bilateral
+upsampling of :mod:`pseudolabel.models.upsampling`, which follows the left image's colour edges (the
+coarser levels of ``multiscale`` are always upsampled bilinearly).
 """
 
 from __future__ import annotations
@@ -71,6 +76,8 @@ class StereoNetwork(nn.Module):
 
     #: Height and width of the padded input must be multiples of this.
     size_multiple: int = 1
+    #: How the finest output reaches the input resolution: ``"bilinear"`` or ``"guided"``.
+    upsampling: str = "bilinear"
 
     def forward(self, left: torch.Tensor, right: torch.Tensor) -> StereoOutput:
         """Disparity of the left view.
@@ -97,6 +104,11 @@ class StereoNetwork(nn.Module):
             right_n = F.pad(right_n, (0, pad_right, 0, pad_bottom), mode="replicate")
         levels = self.forward_padded(left_n, right_n)
         padded_height, padded_width = left_n.shape[-2:]
+        if self.upsampling == "guided" and levels[0].shape[-2:] != (padded_height, padded_width):
+            from pseudolabel.models.upsampling import guided_upsample
+
+            guide = F.pad(left.float(), (0, pad_right, 0, pad_bottom), mode="replicate")
+            levels = [guided_upsample(levels[0], guide, padded_width // levels[0].shape[-1]), *levels[1:]]
         multiscale: list[torch.Tensor] = []
         for level_disparity in levels:
             factor = padded_width / level_disparity.shape[-1]

@@ -132,14 +132,23 @@ def train(
         dataset = StereoPairDataset(_discover(data), seed=seed, crop=crop_size, augment=augment)
 
     torch.manual_seed(seed)
-    model = build_network(arch, **kwargs)
+    if not isinstance(kwargs, dict):
+        raise InputError(f"--arch-kwargs {arch_kwargs!r} must be a JSON object, e.g. '{{\"upsampling\": \"bilinear\"}}'")
     if init_model is not None:
         payload = load_checkpoint(init_model, option="--init")
         if payload["arch"] != arch:
             raise InputError(f"--init {init_model} is a {payload['arch']!r} network; use --arch {payload['arch']}")
-        kwargs = dict(payload.get("arch_kwargs") or {})
+        # the checkpoint's constructor arguments, with those given on the command line on top
+        kwargs = {**dict(payload.get("arch_kwargs") or {}), **kwargs}
+    try:
         model = build_network(arch, **kwargs)
-        model.load_state_dict(payload["model"])
+    except (TypeError, ValueError) as error:
+        raise InputError(f"--arch-kwargs {arch_kwargs}: {error}") from None
+    if init_model is not None:
+        try:
+            model.load_state_dict(payload["model"])
+        except RuntimeError:
+            raise InputError(f"--arch-kwargs {arch_kwargs} change the shape of the network, so the weights of --init {init_model} do not fit; leave those arguments out") from None
     config = trainer_config(out_path, steps, batch_size, lr, **run_options)
     training_args = {
         "command": "train",

@@ -24,8 +24,9 @@ class TinyStereo(MADNet):
         context_dilations: Sequence[int] = (1, 2),
         radius: int = 2,
         output_level: int = 1,
+        upsampling: str = "guided",
     ) -> None:
-        super().__init__(channels, decoder_channels, context_channels, context_dilations, radius, output_level)
+        super().__init__(channels, decoder_channels, context_channels, context_dilations, radius, output_level, upsampling)
 
 
 @register_network("tiny")

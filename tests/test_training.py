@@ -201,6 +201,23 @@ def test_a_missing_init_checkpoint_names_the_init_option(tmp_path: Path) -> None
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "m.pt").exists()
 
 
+def test_init_keeps_the_checkpoint_arguments_under_those_given(tmp_path: Path) -> None:
+    runner = CliRunner()
+    base = ["train", "--data", str(MIDDLEBURY), "--arch", "tiny", "--steps", "1", "--crop", "32x64", "--batch-size", "1", "--quiet"]
+    first = runner.invoke(main, [*base, "--out", str(tmp_path / "a.pt"), "--arch-kwargs", '{"radius": 1}'])
+    assert first.exit_code == 0, first.output
+    # --init keeps radius 1 from the checkpoint; --arch-kwargs changes the (weightless) upsampling
+    second = runner.invoke(main, [*base, "--out", str(tmp_path / "b.pt"), "--init", str(tmp_path / "a.pt"), "--arch-kwargs", '{"upsampling": "bilinear"}'])
+    assert second.exit_code == 0, second.output
+    assert load_checkpoint(tmp_path / "b.pt")["arch_kwargs"] == {"radius": 1, "upsampling": "bilinear"}
+    assert load_model(tmp_path / "b.pt").upsampling == "bilinear"
+    # arguments that change the weights' shapes, bad values and non-objects: one line, exit 1, no output
+    for arch_kwargs, message in (('{"radius": 2}', "do not fit"), ('{"upsampling": "nearest"}', "upsampling must be one of"), ("[1]", "JSON object")):
+        result = runner.invoke(main, [*base, "--out", str(tmp_path / "c.pt"), "--init", str(tmp_path / "a.pt"), "--arch-kwargs", arch_kwargs])
+        assert result.exit_code == 1 and message in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "c.pt").exists()
+
+
 def test_train_predict_and_eval_commands(tmp_path: Path) -> None:
     runner = CliRunner()
     model = tmp_path / "new" / "folder" / "tiny.pt"  # the command creates the folder

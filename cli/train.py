@@ -115,6 +115,8 @@ def train(
         kwargs = json.loads(arch_kwargs)
     except json.JSONDecodeError as error:
         raise InputError(f"--arch-kwargs {arch_kwargs!r} is not valid JSON ({error.msg}); e.g. '{{\"radius\": 2}}'") from None
+    if not isinstance(kwargs, dict):
+        raise InputError(f"--arch-kwargs {arch_kwargs!r} must be a JSON object, e.g. '{{\"upsampling\": \"bilinear\"}}'")
     if arch not in available_networks():
         raise InputError(f"--arch {arch!r}: unknown network; choose one of {', '.join(available_networks())}")
     crop_size = _parse_size(crop, "--crop")
@@ -132,8 +134,6 @@ def train(
         dataset = StereoPairDataset(_discover(data), seed=seed, crop=crop_size, augment=augment)
 
     torch.manual_seed(seed)
-    if not isinstance(kwargs, dict):
-        raise InputError(f"--arch-kwargs {arch_kwargs!r} must be a JSON object, e.g. '{{\"upsampling\": \"bilinear\"}}'")
     if init_model is not None:
         payload = load_checkpoint(init_model, option="--init")
         if payload["arch"] != arch:

@@ -233,6 +233,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--extra", default="", help="more `pseudolabel adapt` options for every adaptation row (quoted)")
     parser.add_argument("--label-tau", type=float, default=0.5, help="tau of the SGM labels row")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
+                        help="pseudolabel adapt's --amp (bfloat16 on CPUs that have it natively) or --no-amp (float32)")
     parser.add_argument("--write", action="store_true", help="write the ## Adaptation section of BENCHMARKS.md")
     parser.add_argument("--tables", default="", help="with --write: comma-separated settings ids of results.json to show (default: this run's)")
     parser.add_argument("--notes", type=Path, default=None, help="with --write: a Markdown file appended to the section")
@@ -265,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
         "source": str(source), "source_sha": hashlib.sha1(source.read_bytes()).hexdigest()[:12], "measure": measure,
         "confidence": args.confidence, "adapt_keys": adapt_keys, "unseen_keys": unseen_keys, "steps": args.steps,
         "batch_size": args.batch_size, "crop": args.crop, "lr": args.lr, "extra": args.extra, "threads": args.threads,
-        "label_tau": args.label_tau,
+        "label_tau": args.label_tau, "precision": adapt_precision(args.amp),
     }
     settings_id = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     results_path = work / "results.json"
@@ -308,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:
                 sys.executable, "-m", "pseudolabel.cli.main", "adapt", "--proxies", str(adapt_file), "--model", str(source),
                 "--out", str(out), "--measure", measure, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
                 "--crop", args.crop, "--lr", str(args.lr), "--threads", str(args.threads), "--device", "cpu", "--quiet", "--force",
-                "--checkpoint-every", "0", *[item for key in adapt_keys for item in ("--pairs", key)], *specs[row]["args"], *args.extra.split(),
+                "--checkpoint-every", "0", "--amp" if args.amp else "--no-amp", *[item for key in adapt_keys for item in ("--pairs", key)], *specs[row]["args"], *args.extra.split(),
             ]
             seconds = _run(command, args.threads)
             cpu_seconds = _child_cpu_since_last()
@@ -337,12 +339,25 @@ def main(argv: list[str] | None = None) -> None:
         replace_section(REPO / "BENCHMARKS.md", SECTION, "\n\n".join([*tables, notes]).strip())
 
 
+def adapt_precision(amp: bool) -> str:
+    """Arithmetic of `pseudolabel adapt --device cpu` with ``--amp``/``--no-amp`` on this machine."""
+    import torch
+
+    from pseudolabel.training import autocast_dtype
+
+    dtype = autocast_dtype(torch.device("cpu"), amp)
+    return "float32" if dtype is None else str(dtype).replace("torch.", "")
+
+
 def markdown(results: dict[str, Any], settings: dict[str, Any], adapted_count: int, unseen_count: int) -> str:
     """The Markdown table (with the settings that produced it) of one settings entry of results.json."""
     order = [row for row in ALL_ROWS if row in results]
+    # entries written before --amp had a CPU path ran in float32
+    precision = settings.get("precision", "float32")
+    flags = (" --no-amp" if precision == "float32" else "") + (f" --extra '{settings['extra']}'" if settings.get("extra") else "")
     lines = [
         f"`python benchmarks/adaptation.py --source {Path(settings['source']).name} --steps {settings['steps']} --batch-size {settings['batch_size']} --crop {settings['crop']} "
-        f"--lr {settings['lr']:g} --threads {settings['threads']}` ({machine_description()}).",
+        f"--lr {settings['lr']:g} --threads {settings['threads']}{flags}` ({machine_description()}; adaptation arithmetic {precision}).",
         "",
         f"Source network `{Path(settings['source']).name}` (sha1 {settings['source_sha']}); confidence `{settings['measure']}` "
         f"({'CCNN trained without any ground truth (wild labels) on the adaptation proxies' if settings['confidence'] == 'wild' else settings['confidence']}). "

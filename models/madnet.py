@@ -41,6 +41,11 @@ def conv3x3(in_channels: int, out_channels: int, stride: int = 1, dilation: int 
     return nn.Sequential(*layers)
 
 
+def full_precision(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` as float32 if it is a low-precision (autocast) result; float32/float64 pass unchanged."""
+    return tensor if tensor.dtype in (torch.float32, torch.float64) else tensor.float()
+
+
 def warp_right_to_left(right: torch.Tensor, disparity: torch.Tensor) -> torch.Tensor:
     """Sample the right view at ``x - d`` (bilinear, zeros outside), i.e. warp it into the left view.
 
@@ -195,7 +200,12 @@ class MADNet(StereoNetwork):
             head.weight.data.mul_(0.1)
 
     def forward_padded(self, left: torch.Tensor, right: torch.Tensor) -> list[torch.Tensor]:
-        """Disparities of the levels, finest (refined output level) first, each in its own pixels."""
+        """Disparities of the levels, finest (refined output level) first, each in its own pixels.
+
+        The disparities are float32 even under a bfloat16/float16 autocast: only the residuals of the
+        decoders and the context network come from low-precision convolutions (bfloat16 keeps 8
+        significant bits, a 0.25 px step at 60 px).
+        """
         both = torch.cat((left, right), dim=0)
         features: list[torch.Tensor] = []
         for block in self.encoder:
@@ -209,18 +219,18 @@ class MADNet(StereoNetwork):
             decoder = self.decoders[level - self.output_level]
             if disparity is None:
                 correlation = horizontal_correlation(left_features, right_features, self.radius)
-                disparity = decoder(torch.cat((left_features, correlation), dim=1))
+                disparity = full_precision(decoder(torch.cat((left_features, correlation), dim=1)))
             else:
                 upsampled = F.interpolate(disparity, size=left_features.shape[-2:], mode="bilinear", align_corners=False) * 2.0
                 warped = warp_right_to_left(right_features, upsampled)
                 correlation = horizontal_correlation(left_features, warped, self.radius)
-                disparity = upsampled + decoder(torch.cat((left_features, correlation, upsampled), dim=1))
+                disparity = upsampled + full_precision(decoder(torch.cat((left_features, correlation, upsampled), dim=1)))
             per_level.append(disparity)
         assert disparity is not None
         outputs = per_level[::-1]  # finest first
         if self.context is not None:
             left_features = features[self.output_level - 1][:batch]
-            refined = disparity + self.context(torch.cat((left_features, disparity), dim=1))
+            refined = disparity + full_precision(self.context(torch.cat((left_features, disparity), dim=1)))
             outputs = [refined] + outputs
         return outputs
 

@@ -3,7 +3,8 @@
 :class:`Trainer` runs ``steps`` optimisation steps of a network (plus optional extra modules, e.g. a
 learnable tau) on an *indexed* dataset with a caller-supplied loss, and takes care of:
 
-* device (``auto``/``cpu``/``cuda``), mixed precision on CUDA (``torch.autocast`` + ``GradScaler``);
+* device (``auto``/``cpu``/``cuda``), mixed precision (``torch.autocast``: float16 + ``GradScaler`` on
+  CUDA, bfloat16 on CPUs that have it natively);
 * distributed data parallel when launched by ``torchrun`` (``RANK``/``WORLD_SIZE`` in the
   environment; ``gloo`` on CPU, ``nccl`` on CUDA): every rank takes its slice of the same global
   batch, so N processes with per-rank batch B/N follow the same trajectory as one process with batch B;
@@ -383,7 +384,9 @@ class TrainerConfig:
         weight_decay: Adam(W) weight decay.
         grad_clip: gradient norm clip (``None``/0 = off).
         device: ``auto``, ``cpu`` or ``cuda``.
-        amp: mixed precision (float16 autocast + gradient scaling), used on CUDA only.
+        amp: mixed precision (:func:`autocast_dtype`): float16 autocast with gradient scaling on CUDA,
+            bfloat16 autocast on a CPU that runs bfloat16 natively (AVX512-BF16 or AMX: about 1.7x
+            faster per step), float32 on other CPUs. Parameters and optimiser state stay float32.
         workers: data-loader worker processes per rank.
         seed: seed of the data order, augmentation and torch generator.
         checkpoint_every: save a progress checkpoint every N steps (0 = only at the end / on Ctrl-C).
@@ -441,6 +444,24 @@ class _ParameterHolder(nn.Module):
     def __init__(self, parameter: nn.Parameter) -> None:
         super().__init__()
         self.value = parameter
+
+
+def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
+    """The autocast dtype of the training step on ``device``, or ``None`` for plain float32.
+
+    ``float16`` on CUDA (with a gradient scaler), ``bfloat16`` on a CPU with native bfloat16
+    convolutions (:func:`pseudolabel.models.ccnn.bfloat16_supported`); ``None`` when ``amp`` is off or
+    the CPU would only emulate bfloat16 (several times slower than float32).
+    """
+    if not amp:
+        return None
+    if device.type == "cuda":
+        return torch.float16
+    if device.type == "cpu":
+        from pseudolabel.models.ccnn import bfloat16_supported
+
+        return torch.bfloat16 if bfloat16_supported() else None
+    return None
 
 
 def lr_factor(step: int, total_steps: int, schedule: str, warmup_steps: int) -> float:
@@ -554,6 +575,8 @@ class Trainer:
         if unknown:
             raise ValueError(f"extra_lr_scale names {unknown} that are not extra modules ({sorted(self.extras)})")
         self.step = 0
+        #: arithmetic of the training step (``float32``, ``bfloat16`` or ``float16``), set by :meth:`fit`.
+        self.precision = "float32"
 
     # -- checkpoints ------------------------------------------------------------------------
 
@@ -569,7 +592,7 @@ class Trainer:
             "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
             "extra_modules": {name: {k: v.detach().cpu() for k, v in module.state_dict().items()} for name, module in self.extras.items()},
             "extra_state": _json_safe(dict(extra_state)),
-            "training_args": _json_safe({**self.training_args, "trainer": asdict(self.config)}),
+            "training_args": _json_safe({**self.training_args, "trainer": asdict(self.config), "precision": self.precision}),
             "last_logs": {k: float(v) for k, v in logs.items()},
             "rng": {"torch": torch.get_rng_state()},
             "version": __version__,
@@ -617,7 +640,9 @@ class Trainer:
         device_kind = resolve_device(config.device).type
         context = init_distributed(device_kind)
         device = resolve_device(config.device, context.local_rank)
-        use_amp = bool(config.amp) and device.type == "cuda"
+        amp_dtype = autocast_dtype(device, bool(config.amp))
+        use_amp = amp_dtype == torch.float16  # gradient scaling: float16 only
+        self.precision = "float32" if amp_dtype is None else str(amp_dtype).replace("torch.", "")
         torch.manual_seed(config.seed + context.rank)
 
         model = self.model.to(device)
@@ -675,7 +700,7 @@ class Trainer:
             train_model.train()
             for batch in loader:
                 batch = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-                with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+                with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                     output = self.forward_fn(train_model, batch)
                     loss, step_logs = self.loss_fn(output, batch)
                 optimizer.zero_grad(set_to_none=True)

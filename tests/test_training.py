@@ -20,7 +20,7 @@ from pseudolabel.checkpoint import load_checkpoint, load_model
 from pseudolabel.cli.main import main
 from pseudolabel.models.registry import build_network
 from pseudolabel.synth import SynthConfig, render_pair
-from pseudolabel.training import Trainer, TrainerConfig, lr_factor, make_sample, multiscale_l1_loss, sample_rng
+from pseudolabel.training import Trainer, TrainerConfig, autocast_dtype, lr_factor, make_sample, multiscale_l1_loss, sample_rng
 
 REPO = Path(__file__).resolve().parent.parent
 MIDDLEBURY = REPO / "tests" / "data" / "middlebury"
@@ -89,6 +89,68 @@ def test_checkpoint_holds_everything_and_load_model_reproduces_outputs(tmp_path:
     batch = _batch(dataset)
     with torch.no_grad():
         torch.testing.assert_close(loaded(batch["left"], batch["right"]).disparity, model.eval()(batch["left"], batch["right"]).disparity, rtol=0, atol=0)
+
+
+def test_autocast_dtype_per_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pseudolabel.models.ccnn as ccnn
+
+    assert autocast_dtype(torch.device("cuda"), True) == torch.float16
+    assert autocast_dtype(torch.device("cuda"), False) is None
+    monkeypatch.setattr(ccnn, "bfloat16_supported", lambda: True)
+    assert autocast_dtype(torch.device("cpu"), True) == torch.bfloat16
+    assert autocast_dtype(torch.device("cpu"), False) is None
+    # a CPU that would only emulate bfloat16 (several times slower) trains in float32
+    monkeypatch.setattr(ccnn, "bfloat16_supported", lambda: False)
+    assert autocast_dtype(torch.device("cpu"), True) is None
+
+
+class DtypeRecordingLoss:
+    """multiscale L1 that records the dtype of the network's disparity and of a convolution inside it."""
+
+    def __init__(self) -> None:
+        self.output_dtypes: list[torch.dtype] = []
+
+    def __call__(self, output, batch):  # type: ignore[no-untyped-def]
+        self.output_dtypes.append(output.disparity.dtype)
+        return multiscale_l1_loss(output, batch)
+
+
+@pytest.mark.parametrize("amp", [True, False])
+def test_cpu_mixed_precision_trains_in_bfloat16_with_float32_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, amp: bool) -> None:
+    import pseudolabel.models.ccnn as ccnn
+
+    monkeypatch.setattr(ccnn, "bfloat16_supported", lambda: True)  # emulated where the CPU lacks it: slow, same numbers
+    dataset = FixedSynthBatch()
+    batch = _batch(dataset)
+    torch.manual_seed(0)
+    model = build_network("madnet", channels=(8, 8, 8), decoder_channels=(8,), context_channels=(8,), context_dilations=(2,))
+    before = _loss(model.eval(), batch)
+    convolution_dtypes: list[torch.dtype] = []
+    hook = model.decoders[0].layers[0].register_forward_hook(lambda module, inputs, output: convolution_dtypes.append(output.dtype))
+    recorder = DtypeRecordingLoss()
+    Trainer(model, "madnet", {}, dataset, recorder, _config(tmp_path, "amp", steps=30, learning_rate=2e-3, amp=amp, schedule="constant")).fit()
+    hook.remove()
+    after = _loss(model.eval(), batch)
+    low = torch.bfloat16 if amp else torch.float32
+    assert set(convolution_dtypes) == {low}
+    assert set(recorder.output_dtypes) == {torch.float32}  # the disparity path stays float32
+    assert all(parameter.dtype == torch.float32 for parameter in model.parameters())
+    assert load_checkpoint(tmp_path / "amp.pt")["training_args"]["precision"] == ("bfloat16" if amp else "float32")
+    assert after < 0.8 * before, (before, after)
+
+
+def test_madnet_disparity_under_bfloat16_autocast_stays_close_to_float32() -> None:
+    torch.manual_seed(0)
+    model = build_network("madnet").eval()
+    left = torch.rand(1, 3, 67, 93)
+    right = torch.roll(left, -5, dims=-1)
+    with torch.no_grad():
+        full = model(left, right).disparity
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model(left, right).disparity
+    assert mixed.dtype == torch.float32
+    # bfloat16 residuals only: far below a pixel (bfloat16 disparities would be off by up to 1/256 of their value per addition)
+    assert float((mixed - full).abs().max()) < 0.05 * max(float(full.abs().max()), 1.0)
 
 
 class InterruptingLoss:

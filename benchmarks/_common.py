@@ -81,7 +81,8 @@ def bad_rate(disparity: np.ndarray, gt: np.ndarray, mask: np.ndarray, threshold:
     return float(100.0 * np.mean(~(error <= threshold)))
 
 
-def machine_description() -> str:
+def machine_description(date: str | None = None) -> str:
+    """CPU, core count, Python/numpy/numba versions and ``date`` (ISO; default today)."""
     import numba
 
     cpu = platform.processor() or platform.machine()
@@ -94,7 +95,7 @@ def machine_description() -> str:
         pass
     return (
         f"{cpu}, {os.cpu_count()} logical cores; Python {platform.python_version()}, numpy {np.__version__}, "
-        f"numba {numba.__version__}; {datetime.date.today().isoformat()}"
+        f"numba {numba.__version__}; {date or datetime.date.today().isoformat()}"
     )
 
 

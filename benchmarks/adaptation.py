@@ -32,6 +32,7 @@ D1 (%), EPE (px). Example (reduced run, one thread)::
 from __future__ import annotations
 
 import argparse
+import datetime
 import hashlib
 import json
 import os
@@ -321,6 +322,7 @@ def main(argv: list[str] | None = None) -> None:
             results[row] = {"label": specs[row]["label"], **evaluate_checkpoint(out, sets, args.threads), "time_s": seconds, "cpu_s": cpu_seconds, "final_tau": tau}
         else:
             raise SystemExit(f"unknown row {row!r}; choose among {', '.join(ALL_ROWS)}")
+        results[row]["date"] = datetime.date.today().isoformat()
         save()
         entry = results[row]
         print(
@@ -352,12 +354,14 @@ def adapt_precision(amp: bool) -> str:
 def markdown(results: dict[str, Any], settings: dict[str, Any], adapted_count: int, unseen_count: int) -> str:
     """The Markdown table (with the settings that produced it) of one settings entry of results.json."""
     order = [row for row in ALL_ROWS if row in results]
+    # the day the last row of this table was measured (rows written before dates were stored: today)
+    dates = sorted(str(entry["date"]) for entry in results.values() if entry.get("date"))
     # entries written before --amp had a CPU path ran in float32
     precision = settings.get("precision", "float32")
     flags = (" --no-amp" if precision == "float32" else "") + (f" --extra '{settings['extra']}'" if settings.get("extra") else "")
     lines = [
         f"`python benchmarks/adaptation.py --source {Path(settings['source']).name} --steps {settings['steps']} --batch-size {settings['batch_size']} --crop {settings['crop']} "
-        f"--lr {settings['lr']:g} --threads {settings['threads']}{flags}` ({machine_description()}; adaptation arithmetic {precision}).",
+        f"--lr {settings['lr']:g} --threads {settings['threads']}{flags}` ({machine_description(dates[-1] if dates else None)}; adaptation arithmetic {precision}).",
         "",
         f"Source network `{Path(settings['source']).name}` (sha1 {settings['source_sha']}); confidence `{settings['measure']}` "
         f"({'CCNN trained without any ground truth (wild labels) on the adaptation proxies' if settings['confidence'] == 'wild' else settings['confidence']}). "

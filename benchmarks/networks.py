@@ -31,6 +31,7 @@ from typing import Any
 import click
 import torch
 
+from pseudolabel.models.ccnn import bfloat16_supported
 from pseudolabel.models.registry import available_networks, build_network
 from pseudolabel.training import multiscale_l1_loss
 
@@ -38,8 +39,11 @@ SECTION = "## Stereo networks"
 BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
 
-def time_training_step(name: str, batch: int, height: int, width: int, repeats: int) -> list[float]:
-    """Seconds of ``repeats`` optimisation steps (after one warm-up step) on random tensors."""
+def time_training_step(name: str, batch: int, height: int, width: int, repeats: int, dtype: torch.dtype | None = None) -> list[float]:
+    """Seconds of ``repeats`` optimisation steps (after one warm-up step) on random tensors.
+
+    ``dtype``: ``None`` for float32, ``torch.bfloat16`` for the trainer's CPU mixed precision (autocast).
+    """
     torch.manual_seed(0)
     model = build_network(name).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -48,7 +52,8 @@ def time_training_step(name: str, batch: int, height: int, width: int, repeats: 
     times = []
     for run in range(repeats + 1):
         start = time.perf_counter()
-        loss, _ = multiscale_l1_loss(model(left, right), sample)
+        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss, _ = multiscale_l1_loss(model(left, right), sample)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -209,20 +214,24 @@ def run(threads: int, repeats: int, batch: int, timing: bool, evaluate_model_nam
             train_times = time_training_step(name, batch, 256, 512, repeats)
             infer_times = time_inference(name, 375, 1242, repeats)
             train_median = statistics.median(train_times)
+            # the trainer's --amp on a CPU with native bfloat16 (blank where it would only be emulated)
+            bf16_median = statistics.median(time_training_step(name, batch, 256, 512, repeats, torch.bfloat16)) if bfloat16_supported() else None
             infer_median = statistics.median(infer_times)
-            rows.append((name, sum(p.numel() for p in build_network(name).parameters()), batch / train_median, train_median, infer_median, min(infer_times), max(infer_times)))
+            rows.append((name, sum(p.numel() for p in build_network(name).parameters()), batch / train_median, train_median, bf16_median, infer_median, min(infer_times), max(infer_times)))
             click.echo(f"{name}: {batch / train_median:.2f} pairs/s training at 256x512, {infer_median:.3f} s per 375x1242 pair")
         lines = [
             f"`python benchmarks/networks.py --threads {threads} --repeats {repeats}` on {platform.processor() or platform.machine()}, "
             f"{os.cpu_count()} cores shared with other jobs (1-minute load average {load:.1f} at the start), torch {torch.__version__}, "
             f"{threads} torch thread(s). Medians of {repeats} runs after one warm-up; training = forward + multi-scale L1 + backward + AdamW "
-            f"on random 256x512 crops, batch {batch}, data loading excluded; inference = one 375x1242 (KITTI-sized) pair, no gradients.",
+            f"on random 256x512 crops, batch {batch}, data loading excluded, in float32 and with the trainer's bfloat16 autocast (`--amp` on a CPU "
+            f"with native bfloat16); inference = one 375x1242 (KITTI-sized) pair, no gradients, float32.",
             "",
-            "| network | parameters | training pairs/s (256x512) | s per training step | inference s per KITTI pair (median) | min | max |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            "| network | parameters | training pairs/s (256x512) | s per training step | s per step, bfloat16 | inference s per KITTI pair (median) | min | max |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
-        for name, params, pairs_per_second, step, infer, fastest, slowest in rows:
-            lines.append(f"| {name} | {params:,} | {pairs_per_second:.2f} | {step:.2f} | {infer:.3f} | {fastest:.3f} | {slowest:.3f} |")
+        for name, params, pairs_per_second, step, bf16_step, infer, fastest, slowest in rows:
+            bf16_text = "" if bf16_step is None else f"{bf16_step:.2f}"
+            lines.append(f"| {name} | {params:,} | {pairs_per_second:.2f} | {step:.2f} | {bf16_text} | {infer:.3f} | {fastest:.3f} | {slowest:.3f} |")
         body = "\n".join(lines)
         click.echo(body)
         text = replace_part(text, "timing", body)

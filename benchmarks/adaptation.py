@@ -48,7 +48,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_description, replace_section  # noqa: E402
 
-from pseudolabel.cli.adapt import DEFAULT_BATCH, DEFAULT_CROP, DEFAULT_LR, DEFAULT_STEPS  # noqa: E402
+from pseudolabel.cli.adapt import DEFAULT_BATCH, DEFAULT_CROP, DEFAULT_LR, DEFAULT_STEPS, DEFAULT_WEIGHTING  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
@@ -231,6 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
     parser.add_argument("--crop", default=DEFAULT_CROP)
     parser.add_argument("--lr", type=float, default=DEFAULT_LR)
+    parser.add_argument("--weighting", choices=("mask", "confidence"), default=DEFAULT_WEIGHTING, help="guided loss weighting of every adaptation row")
     parser.add_argument("--extra", default="", help="more `pseudolabel adapt` options for every adaptation row (quoted)")
     parser.add_argument("--label-tau", type=float, default=0.5, help="tau of the SGM labels row")
     parser.add_argument("--threads", type=int, default=1)
@@ -270,6 +271,8 @@ def main(argv: list[str] | None = None) -> None:
         "batch_size": args.batch_size, "crop": args.crop, "lr": args.lr, "extra": args.extra, "threads": args.threads,
         "label_tau": args.label_tau, "precision": adapt_precision(args.amp),
     }
+    if args.weighting != "mask":  # entries written before this option ran with mask weighting and have no key
+        settings["weighting"] = args.weighting
     settings_id = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     results_path = work / "results.json"
     store: dict[str, Any] = json.loads(results_path.read_text()) if results_path.exists() else {}
@@ -311,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
                 sys.executable, "-m", "pseudolabel.cli.main", "adapt", "--proxies", str(adapt_file), "--model", str(source),
                 "--out", str(out), "--measure", measure, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
                 "--crop", args.crop, "--lr", str(args.lr), "--threads", str(args.threads), "--device", "cpu", "--quiet", "--force",
-                "--checkpoint-every", "0", "--amp" if args.amp else "--no-amp", *[item for key in adapt_keys for item in ("--pairs", key)], *specs[row]["args"], *args.extra.split(),
+                "--checkpoint-every", "0", "--amp" if args.amp else "--no-amp", "--weighting", args.weighting, *[item for key in adapt_keys for item in ("--pairs", key)], *specs[row]["args"], *args.extra.split(),
             ]
             seconds = _run(command, args.threads)
             cpu_seconds = _child_cpu_since_last()
@@ -358,7 +361,16 @@ def markdown(results: dict[str, Any], settings: dict[str, Any], adapted_count: i
     dates = sorted(str(entry["date"]) for entry in results.values() if entry.get("date"))
     # entries written before --amp had a CPU path ran in float32
     precision = settings.get("precision", "float32")
-    flags = (" --no-amp" if precision == "float32" else "") + (f" --extra '{settings['extra']}'" if settings.get("extra") else "")
+    weighting = settings.get("weighting", "mask")
+    # "(default)" marks the row run with every default of `pseudolabel adapt`
+    is_default = (weighting, settings["steps"], settings["batch_size"], settings["crop"], settings["lr"], settings.get("extra", "")) == (
+        DEFAULT_WEIGHTING, DEFAULT_STEPS, DEFAULT_BATCH, DEFAULT_CROP, DEFAULT_LR, ""
+    ) and precision == adapt_precision(True)
+    flags = (
+        (" --no-amp" if precision == "float32" else "")
+        + (f" --weighting {weighting}" if weighting != DEFAULT_WEIGHTING else "")
+        + (f" --extra '{settings['extra']}'" if settings.get("extra") else "")
+    )
     lines = [
         f"`python benchmarks/adaptation.py --source {Path(settings['source']).name} --steps {settings['steps']} --batch-size {settings['batch_size']} --crop {settings['crop']} "
         f"--lr {settings['lr']:g} --threads {settings['threads']}{flags}` ({machine_description(dates[-1] if dates else None)}; adaptation arithmetic {precision}).",
@@ -384,8 +396,9 @@ def markdown(results: dict[str, Any], settings: dict[str, Any], adapted_count: i
         if "density" in seen:
             notes.append(f"labels cover {seen['density']:.1f}% (unseen {unseen['density']:.1f}%) of GT pixels")
         time_text = "" if entry.get("time_s") is None else f"{entry['time_s']:.0f}"
+        label = entry["label"] if is_default else entry["label"].replace(" (default)", "")
         lines.append(
-            f"| {entry['label']} | {seen['bad3']:.2f} | {seen['d1']:.2f} | {seen['epe']:.2f} | {unseen['bad3']:.2f} | {unseen['d1']:.2f} | "
+            f"| {label} | {seen['bad3']:.2f} | {seen['d1']:.2f} | {seen['epe']:.2f} | {unseen['bad3']:.2f} | {unseen['d1']:.2f} | "
             f"{unseen['epe']:.2f} | {time_text} | {'; '.join(notes)} |"
         )
     return "\n".join(lines)

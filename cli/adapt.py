@@ -23,6 +23,8 @@ from pseudolabel.errors import InputError
 #: ``benchmarks/adaptation.py`` (BENCHMARKS.md, section Adaptation).
 DEFAULT_TAU = "learnable"
 DEFAULT_LOSS = "guided=1"
+#: confidence weighting: as good as mask on the adapted scenes, 4 points better on unseen ones (BENCHMARKS.md).
+DEFAULT_WEIGHTING = "confidence"
 #: 1,400 steps took 12.3 minutes on one thread of a CPU with native bfloat16 (``--amp``); in float32 a
 #: step costs 1.8x as much (800 steps took 13 minutes).
 DEFAULT_STEPS = 1400
@@ -80,7 +82,7 @@ class _MirroredForward:
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="adapted checkpoint (.pt); OUT.partial.pt and OUT.jsonl are written next to it.")
 @click.option("--tau", default=DEFAULT_TAU, show_default=True, help="confidence threshold: a number in [0, 1) (fixed), 'learnable' (trained with the network) or 'net' (predicted per image).")
 @click.option("--loss", "loss_spec", default=DEFAULT_LOSS, show_default=True, help="weighted terms name=weight among guided, reconstruction, smooth, lr, wlcn, l1 (l1 uses the pairs' ground truth).")
-@click.option("--weighting", type=click.Choice(["mask", "confidence"]), default="mask", show_default=True, help="guided loss: selected pixels weigh 1 (mask) or their confidence.")
+@click.option("--weighting", type=click.Choice(["mask", "confidence"]), default=DEFAULT_WEIGHTING, show_default=True, help="guided loss: selected pixels weigh 1 (mask) or their confidence.")
 @click.option("--measure", default="ccnn", show_default=True, help="confidence map to read: confidence/<measure>.")
 @click.option("--pairs", "pair_patterns", multiple=True, help="adapt only on the pairs whose key matches this shell pattern (repeatable; default: all).")
 @click.option("--scale-decay", default=DEFAULT_SCALE_DECAY, show_default=True, type=float, help="guided and l1 losses also on the coarser outputs of a multi-scale network, level k (finest 0) weighted scale_decay**k; 0 = finest only.")
@@ -118,8 +120,8 @@ def adapt(
     """Adapt a stereo network to the pairs of a proxies file with its confident proxy disparities.
 
     The guided loss is the mean |d_net - d_proxy| over the pixels whose confidence exceeds tau
-    (Tonioni et al., ICCV 2017 / TPAMI 2019); no ground truth is used (except by --loss l1, the
-    supervised upper bound). The learned tau is logged at every step in OUT.jsonl and stored in
+    (Tonioni et al., ICCV 2017 / TPAMI 2019), each weighted by its confidence (--weighting mask:
+    all equally); no ground truth is used (except by --loss l1, the supervised upper bound). The learned tau is logged at every step in OUT.jsonl and stored in
     the checkpoint (extra_modules.tau, extra_state.tau).
 
     \b

@@ -348,10 +348,9 @@ def adapt_precision(amp: bool) -> str:
     """Arithmetic of `pseudolabel adapt --device cpu` with ``--amp``/``--no-amp`` on this machine."""
     import torch
 
-    from pseudolabel.training import autocast_dtype
+    from pseudolabel.training import autocast_dtype, precision_name
 
-    dtype = autocast_dtype(torch.device("cpu"), amp)
-    return "float32" if dtype is None else str(dtype).replace("torch.", "")
+    return precision_name(autocast_dtype(torch.device("cpu"), amp))
 
 
 def markdown(results: dict[str, Any], settings: dict[str, Any], adapted_count: int, unseen_count: int) -> str:

@@ -121,8 +121,9 @@ def adapt(
 
     The guided loss is the mean |d_net - d_proxy| over the pixels whose confidence exceeds tau
     (Tonioni et al., ICCV 2017 / TPAMI 2019), each weighted by its confidence (--weighting mask:
-    all equally); no ground truth is used (except by --loss l1, the supervised upper bound). The learned tau is logged at every step in OUT.jsonl and stored in
-    the checkpoint (extra_modules.tau, extra_state.tau).
+    all equally); no ground truth is used (except by --loss l1, the supervised upper bound). The
+    learned tau is logged at every step in OUT.jsonl and stored in the checkpoint
+    (extra_modules.tau, extra_state.tau).
 
     \b
     Examples:

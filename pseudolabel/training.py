@@ -464,6 +464,11 @@ def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
     return None
 
 
+def precision_name(dtype: torch.dtype | None) -> str:
+    """``"float32"`` for no autocast (``None``), else the dtype's name (``"bfloat16"``, ``"float16"``)."""
+    return "float32" if dtype is None else str(dtype).removeprefix("torch.")
+
+
 def lr_factor(step: int, total_steps: int, schedule: str, warmup_steps: int) -> float:
     """Learning-rate multiplier at ``step`` (0-based)."""
     if warmup_steps > 0 and step < warmup_steps:
@@ -642,7 +647,7 @@ class Trainer:
         device = resolve_device(config.device, context.local_rank)
         amp_dtype = autocast_dtype(device, bool(config.amp))
         use_amp = amp_dtype == torch.float16  # gradient scaling: float16 only
-        self.precision = "float32" if amp_dtype is None else str(amp_dtype).replace("torch.", "")
+        self.precision = precision_name(amp_dtype)
         torch.manual_seed(config.seed + context.rank)
 
         model = self.model.to(device)

@@ -31,7 +31,7 @@ from typing import Any
 import click
 import torch
 
-from pseudolabel.models.ccnn import bfloat16_supported
+from pseudolabel.models.devices import bfloat16_supported
 from pseudolabel.models.registry import available_networks, build_network
 from pseudolabel.training import multiscale_l1_loss
 

@@ -210,7 +210,8 @@ def predict(model_path: str, inputs: tuple[str, ...], more_inputs: tuple[str, ..
 
     from pseudolabel.checkpoint import load_model
     from pseudolabel.io import read_image, write_disparity_png16, write_image, write_pfm
-    from pseudolabel.training import predict_disparity, resolve_device
+    from pseudolabel.models.devices import resolve_device
+    from pseudolabel.training import predict_disparity
 
     if threads:
         torch.set_num_threads(threads)
@@ -322,7 +323,8 @@ def evaluate(
         import torch
 
         from pseudolabel.checkpoint import load_model
-        from pseudolabel.training import predict_disparity, resolve_device
+        from pseudolabel.models.devices import resolve_device
+        from pseudolabel.training import predict_disparity
 
         if threads:
             torch.set_num_threads(threads)

@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pseudolabel.errors import InputError
+from pseudolabel.models import devices
 
 #: Side of the receptive field (the input patch), pixels.
 PATCH_SIZE: int = 9
@@ -132,25 +133,6 @@ def build_inputs(features: Mapping[str, np.ndarray], params: Any, inputs: Sequen
     return np.stack(channels).astype(np.float32)
 
 
-def bfloat16_supported() -> bool:
-    """True when this CPU runs oneDNN bfloat16 convolutions natively (AVX512-BF16 or AMX)."""
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> ``cuda`` when available else ``cpu``; ``cuda`` without a GPU is an :class:`InputError`."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available; use --device cpu or auto")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise InputError(f"--device must be auto, cpu or cuda, not {device!r}")
-    return torch.device(device)
-
-
 class ConfidenceScorer:
     """Whole-image inference with a trained confidence network.
 
@@ -166,7 +148,7 @@ class ConfidenceScorer:
     def __init__(self, model: CCNN, device: torch.device | str = "cpu", precision: str = "auto", tile_rows: int = 0) -> None:
         self.device = torch.device(device)
         if precision == "auto":
-            precision = "bfloat16" if (self.device.type == "cpu" and bfloat16_supported()) or self.device.type == "cuda" else "float32"
+            precision = "bfloat16" if (self.device.type == "cpu" and devices.bfloat16_supported()) or self.device.type == "cuda" else "float32"
         if precision not in ("float32", "bfloat16"):
             raise InputError(f"precision must be auto, float32 or bfloat16, not {precision!r}")
         self.precision = precision

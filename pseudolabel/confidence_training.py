@@ -37,7 +37,8 @@ from pseudolabel import __version__
 from pseudolabel.confidence import MEASURES, compute_measure
 from pseudolabel.errors import InputError
 from pseudolabel.io import atomic_write_bytes
-from pseudolabel.models.ccnn import PADDING, CCNN, ConfidenceScorer, build_confidence_network, normalise_disparity, resolve_device
+from pseudolabel.models.ccnn import PADDING, CCNN, ConfidenceScorer, build_confidence_network, normalise_disparity
+from pseudolabel.models.devices import resolve_device
 
 CHECKPOINT_FORMAT = "pseudolabel-confidence/1"
 #: A proxy disparity is correct when it is within this many pixels of the ground truth.

@@ -44,6 +44,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from pseudolabel import __version__
 from pseudolabel.checkpoint import load_checkpoint, save_checkpoint
 from pseudolabel.errors import InputError
+from pseudolabel.models import devices
+from pseudolabel.models.devices import resolve_device
 from pseudolabel.models.registry import StereoNetwork, StereoOutput
 
 Batch = dict[str, torch.Tensor]
@@ -347,23 +349,6 @@ def init_distributed(device_type: str) -> DistributedContext:
     return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank, initialized_here=initialized_here)
 
 
-def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> CUDA if available, else CPU; ``cuda`` -> ``cuda:LOCAL_RANK``.
-
-    Raises:
-        InputError: ``cuda`` asked for without a CUDA device, or an unknown name.
-    """
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        return torch.device("cpu")
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise InputError("--device cuda: no CUDA device is available here; use --device cpu or auto")
-        return torch.device("cuda", local_rank) if device == "cuda" else torch.device(device)
-    raise InputError(f"--device {device!r}: use auto, cpu or cuda")
-
-
 # ----------------------------------------------------------------------------------------------
 # Trainer
 # ----------------------------------------------------------------------------------------------
@@ -450,7 +435,7 @@ def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
     """The autocast dtype of the training step on ``device``, or ``None`` for plain float32.
 
     ``float16`` on CUDA (with a gradient scaler), ``bfloat16`` on a CPU with native bfloat16
-    convolutions (:func:`pseudolabel.models.ccnn.bfloat16_supported`); ``None`` when ``amp`` is off or
+    convolutions (:func:`pseudolabel.models.devices.bfloat16_supported`); ``None`` when ``amp`` is off or
     the CPU would only emulate bfloat16 (several times slower than float32).
     """
     if not amp:
@@ -458,9 +443,7 @@ def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
     if device.type == "cuda":
         return torch.float16
     if device.type == "cpu":
-        from pseudolabel.models.ccnn import bfloat16_supported
-
-        return torch.bfloat16 if bfloat16_supported() else None
+        return torch.bfloat16 if devices.bfloat16_supported() else None
     return None
 
 

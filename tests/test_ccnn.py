@@ -17,7 +17,8 @@ from pseudolabel.confidence_training import (
     wild_targets,
 )
 from pseudolabel.errors import InputError
-from pseudolabel.models.ccnn import CCNN, ConfidenceScorer, bfloat16_supported, normalise_disparity
+from pseudolabel.models.ccnn import CCNN, ConfidenceScorer, normalise_disparity
+from pseudolabel.models.devices import bfloat16_supported
 from pseudolabel.sparsification import error_mask, sparsification_auc
 
 

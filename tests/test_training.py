@@ -92,15 +92,15 @@ def test_checkpoint_holds_everything_and_load_model_reproduces_outputs(tmp_path:
 
 
 def test_autocast_dtype_per_device(monkeypatch: pytest.MonkeyPatch) -> None:
-    import pseudolabel.models.ccnn as ccnn
+    import pseudolabel.models.devices as devices
 
     assert autocast_dtype(torch.device("cuda"), True) == torch.float16
     assert autocast_dtype(torch.device("cuda"), False) is None
-    monkeypatch.setattr(ccnn, "bfloat16_supported", lambda: True)
+    monkeypatch.setattr(devices, "bfloat16_supported", lambda: True)
     assert autocast_dtype(torch.device("cpu"), True) == torch.bfloat16
     assert autocast_dtype(torch.device("cpu"), False) is None
     # a CPU that would only emulate bfloat16 (several times slower) trains in float32
-    monkeypatch.setattr(ccnn, "bfloat16_supported", lambda: False)
+    monkeypatch.setattr(devices, "bfloat16_supported", lambda: False)
     assert autocast_dtype(torch.device("cpu"), True) is None
 
 
@@ -117,9 +117,9 @@ class DtypeRecordingLoss:
 
 @pytest.mark.parametrize("amp", [True, False])
 def test_cpu_mixed_precision_trains_in_bfloat16_with_float32_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, amp: bool) -> None:
-    import pseudolabel.models.ccnn as ccnn
+    import pseudolabel.models.devices as devices
 
-    monkeypatch.setattr(ccnn, "bfloat16_supported", lambda: True)  # emulated where the CPU lacks it: slow, same numbers
+    monkeypatch.setattr(devices, "bfloat16_supported", lambda: True)  # emulated where the CPU lacks it: slow, same numbers
     dataset = FixedSynthBatch()
     batch = _batch(dataset)
     torch.manual_seed(0)

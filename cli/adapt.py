@@ -25,12 +25,13 @@ DEFAULT_TAU = "learnable"
 DEFAULT_LOSS = "guided=1"
 #: confidence weighting: as good as mask on the adapted scenes, 4 points better on unseen ones (BENCHMARKS.md).
 DEFAULT_WEIGHTING = "confidence"
-#: 1,400 steps took 12.3 minutes on one thread of a CPU with native bfloat16 (``--amp``); in float32 a
-#: step costs 1.8x as much (800 steps took 13 minutes).
-DEFAULT_STEPS = 1400
+#: 2,500 steps took 13.5 minutes on the two threads of a 2-core CPU with native bfloat16 (``--amp``);
+#: in float32 a step costs 1.6-1.8x as much (there ``--steps 1500`` keeps to about 14 minutes).
+DEFAULT_STEPS = 2500
 DEFAULT_BATCH = 1
 DEFAULT_CROP = "full"
-DEFAULT_LR = 1e-4
+#: 3e-4 reached 13.52% bad-3 at 2,500 steps where 2e-4 reached 13.66% and 1e-4 14.67% (BENCHMARKS.md).
+DEFAULT_LR = 3e-4
 DEFAULT_TAU_LR_SCALE = 100.0
 DEFAULT_SCALE_DECAY = 0.0
 

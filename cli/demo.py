@@ -39,10 +39,13 @@ from pseudolabel.errors import InputError
 #: Default steps of the demo's adaptation: the demo ends in under 5 minutes on a 2-core CPU that
 #: other jobs do not keep busy (BENCHMARKS.md ``## Demo``), and the network clearly improves.
 DEMO_STEPS: int = 60
-#: Crop and batch of the demo's adaptation (batch 1, half of ``pseudolabel adapt``'s default: on the
-#: shipped scenes 60 steps of batch 1 adapt as well as 60 of batch 2, at half the time).
+#: Crop and batch of the demo's adaptation (``pseudolabel adapt`` defaults to whole images; on the
+#: shipped scenes 60 steps of batch 1 on these crops adapt as well as 60 of batch 2, at half the time).
 DEMO_CROP: str = "256x320"
 DEMO_BATCH: int = 1
+#: Learning rate of the demo's 60 steps (the figures of BENCHMARKS.md ``## Demo``); ``pseudolabel
+#: adapt``'s default, 3e-4, is chosen for its 2,500 steps on whole images.
+DEMO_LR: float = 1e-4
 #: torch CPU threads of the demo: on this project's 2-core machine, shared with other jobs, 60 adaptation
 #: steps took 25 s with 1 thread and 170-600 s with 2 (BENCHMARKS.md ``## Demo``).
 DEMO_THREADS: int = 1
@@ -101,7 +104,7 @@ def _adapt_arguments(proxies: Path, model: str, source: Path, adapted: Path, ste
     arguments = [
         "adapt", "--proxies", _display_path(proxies), "--model", shown_model, "--out", _display_path(adapted),
         "--tau", "learnable", "--steps", str(steps), "--batch-size", str(DEMO_BATCH), "--crop", DEMO_CROP,
-        "--device", device, "--threads", str(threads), "--seed", str(seed), "--checkpoint-every", "30", "--log-every", "5",
+        "--lr", f"{DEMO_LR:g}", "--device", device, "--threads", str(threads), "--seed", str(seed), "--checkpoint-every", "30", "--log-every", "5",
     ]
     partial = adapted.with_suffix(".partial.pt")
     arguments.append("--resume" if partial.is_file() and not adapted.exists() else "--force")
@@ -132,7 +135,8 @@ def _predict_all(model_path: Path, proxies_path: Path, keys: Sequence[str], devi
     from pseudolabel.io import read_image
     from pseudolabel.report import resolve_pair_path
     from pseudolabel.store import open_proxies
-    from pseudolabel.training import predict_disparity, resolve_device
+    from pseudolabel.models.devices import resolve_device
+    from pseudolabel.training import predict_disparity
 
     torch_device = resolve_device(device)
     model = load_model(model_path, torch_device)
@@ -210,7 +214,7 @@ def demo(out_dir: Path, steps: int, device: str, data_dir: Path | None, model: s
         raise InputError(f"--data {data}: no such folder; give a folder of scenes in a layout `pseudolabel sgm --in` knows")
     import torch
 
-    from pseudolabel.training import resolve_device
+    from pseudolabel.models.devices import resolve_device
 
     resolve_device(device)  # --device cuda without a GPU: stop before any work
     torch.set_num_threads(threads)

@@ -11,6 +11,7 @@ import torch
 
 from pseudolabel.errors import InputError
 
+
 def resolve_device(device: str, local_rank: int = 0) -> torch.device:
     """The ``torch.device`` of a ``--device`` value.
 

@@ -45,7 +45,6 @@ from pseudolabel import __version__
 from pseudolabel.checkpoint import load_checkpoint, save_checkpoint
 from pseudolabel.errors import InputError
 from pseudolabel.models import devices
-from pseudolabel.models.devices import resolve_device
 from pseudolabel.models.registry import StereoNetwork, StereoOutput
 
 Batch = dict[str, torch.Tensor]
@@ -625,9 +624,9 @@ class Trainer:
         config = self.config
         if config.threads:
             torch.set_num_threads(int(config.threads))
-        device_kind = resolve_device(config.device).type
+        device_kind = devices.resolve_device(config.device).type
         context = init_distributed(device_kind)
-        device = resolve_device(config.device, context.local_rank)
+        device = devices.resolve_device(config.device, context.local_rank)
         amp_dtype = autocast_dtype(device, bool(config.amp))
         use_amp = amp_dtype == torch.float16  # gradient scaling: float16 only
         self.precision = precision_name(amp_dtype)

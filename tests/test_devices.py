@@ -33,8 +33,18 @@ def test_cuda_without_a_gpu_and_unknown_names_are_input_errors(monkeypatch: pyte
         resolve_device("tpu")
 
 
-def test_bfloat16_support_is_a_plain_bool() -> None:
-    assert isinstance(devices.bfloat16_supported(), bool)
+def test_bfloat16_unsupported_without_onednn_or_when_the_probe_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    assert devices.bfloat16_supported() is False
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
+
+    def failing_probe() -> bool:
+        raise RuntimeError("no oneDNN bfloat16 probe in this build")
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", failing_probe)
+    assert devices.bfloat16_supported() is False
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert devices.bfloat16_supported() is True
 
 
 def test_demo_on_cuda_without_a_gpu_stops_with_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

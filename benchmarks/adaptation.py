@@ -47,8 +47,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_description, replace_section  # noqa: E402
-
-from pseudolabel.cli.adapt import DEFAULT_BATCH, DEFAULT_CROP, DEFAULT_LR, DEFAULT_STEPS, DEFAULT_WEIGHTING  # noqa: E402
+from pseudolabel.cli.adapt import (  # noqa: E402
+    DEFAULT_BATCH,
+    DEFAULT_CROP,
+    DEFAULT_LR,
+    DEFAULT_STEPS,
+    DEFAULT_WEIGHTING,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
@@ -100,8 +105,10 @@ def _run(command: list[str], threads: int) -> float:
 def prepare_proxies(data: Path, work: Path, groups: list[str], name: str, max_scenes: int | None) -> Path:
     """SGM proxies of the manifest scenes of ``groups`` into ``work/name.h5`` (existing pairs are kept)."""
     from pseudolabel.io import read_image
-    from pseudolabel.sgm import SGMParams, match
-    from pseudolabel.store import create_or_open_proxies, pair_attributes, result_arrays
+    from pseudolabel.sgm.matcher import match
+    from pseudolabel.sgm.params import SGMParams
+    from pseudolabel.store.journal import create_or_open_proxies
+    from pseudolabel.store.proxies import pair_attributes, result_arrays
 
     scenes = [scene for scene in json.loads((data / "manifest.json").read_text())["scenes"] if scene["group"] in groups]
     if max_scenes:
@@ -111,7 +118,7 @@ def prepare_proxies(data: Path, work: Path, groups: list[str], name: str, max_sc
     path = work / f"{name}.h5"
     base = SGMParams()
     if path.exists():  # keep the parameters of an existing file (the package defaults may have changed since)
-        from pseudolabel.store import open_proxies
+        from pseudolabel.store.proxies import open_proxies
 
         with open_proxies(path) as existing:
             base = existing.sgm_params
@@ -139,7 +146,7 @@ def prepare_proxies(data: Path, work: Path, groups: list[str], name: str, max_sc
 
 
 def scene_keys(path: Path, max_scenes: int | None) -> list[str]:
-    from pseudolabel.store import open_proxies
+    from pseudolabel.store.proxies import open_proxies
 
     with open_proxies(path) as store:
         keys = store.keys()
@@ -148,7 +155,7 @@ def scene_keys(path: Path, max_scenes: int | None) -> list[str]:
 
 def prepare_confidence(work: Path, files: list[Path], confidence: str, measure: str, threads: int) -> tuple[str, float]:
     """Make sure ``confidence/<measure>`` exists in ``files``; returns (measure, seconds of training + scoring)."""
-    from pseudolabel.store import open_proxies
+    from pseudolabel.store.proxies import open_proxies
 
     cli = [sys.executable, "-m", "pseudolabel.cli.main"]
     seconds = 0.0
@@ -203,8 +210,8 @@ def proxy_rows(pairs: list[Any], label_tau: float | None) -> dict[str, float]:
 def evaluate_checkpoint(checkpoint: str | Path, sets: dict[str, list[Any]], threads: int) -> dict[str, dict[str, float]]:
     import torch
 
-    from pseudolabel.adapt_data import evaluate_network
-    from pseudolabel.checkpoint import load_model
+    from pseudolabel.learn.adaptation_data import evaluate_network
+    from pseudolabel.learn.checkpoint import load_model
 
     torch.set_num_threads(threads)
     model = load_model(checkpoint)
@@ -244,8 +251,8 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from pseudolabel.adapt_data import load_adaptation_pairs
-    from pseudolabel.checkpoint import resolve_model_path
+    from pseudolabel.learn.adaptation_data import load_adaptation_pairs
+    from pseudolabel.learn.checkpoint import resolve_model_path
 
     torch.set_num_threads(args.threads)
     os.environ.setdefault("NUMBA_NUM_THREADS", str(args.threads))
@@ -287,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
         temporary.write_text(json.dumps(current, indent=1))
         temporary.replace(results_path)
 
-    from pseudolabel.store import open_proxies
+    from pseudolabel.store.proxies import open_proxies
 
     sgm_seconds = 0.0
     with open_proxies(adapt_file) as proxies:
@@ -318,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
             ]
             seconds = _run(command, args.threads)
             cpu_seconds = _child_cpu_since_last()
-            from pseudolabel.checkpoint import load_checkpoint
+            from pseudolabel.learn.checkpoint import load_checkpoint
 
             extra_state = load_checkpoint(out).get("extra_state") or {}
             tau = (extra_state.get("tau") or {}).get("tau")
@@ -348,7 +355,7 @@ def adapt_precision(amp: bool) -> str:
     """Arithmetic of `pseudolabel adapt --device cpu` with ``--amp``/``--no-amp`` on this machine."""
     import torch
 
-    from pseudolabel.training import autocast_dtype, precision_name
+    from pseudolabel.learn.precision import autocast_dtype, precision_name
 
     return precision_name(autocast_dtype(torch.device("cpu"), amp))
 

@@ -6,7 +6,7 @@ Sub-commands (run from the repository root with the virtual environment active):
     SGM (default parameters, each scene's ``max_disp`` from ``manifest.json``) on every scene of the
     manifest: ``train.h5`` holds the Middlebury 2006 scenes (the training split of the shipped CCNN),
     ``heldout.h5`` every other scene (Middlebury 2001 and v2, KITTI 2012, FlyingThings3D). Keys are
-    those of ``pseudolabel.dataset.discover_pairs`` on the data root, so ``--gt ../shared/data``
+    those of ``pseudolabel.datasets.discover_pairs`` on the data root, so ``--gt ../shared/data``
     finds the ground truth.
 ``auc --work work/confidence --models ccnn=models/weights/ccnn.pt ccnn_wild=models/weights/ccnn_wild.pt``
     Scores the held-out file with every conventional measure and the given networks, prints and writes
@@ -53,10 +53,12 @@ def _scenes(data: Path) -> list[dict[str, Any]]:
 
 def prepare(data: Path, out: Path) -> None:
     """Proxies of every manifest scene into ``out/train.h5`` and ``out/heldout.h5``."""
-    from pseudolabel.dataset import discover_pairs
+    from pseudolabel.datasets import discover_pairs
     from pseudolabel.io import read_image
-    from pseudolabel.sgm import SGMParams, match
-    from pseudolabel.store import create_or_open_proxies, pair_attributes, result_arrays
+    from pseudolabel.sgm.matcher import match
+    from pseudolabel.sgm.params import SGMParams
+    from pseudolabel.store.journal import create_or_open_proxies
+    from pseudolabel.store.proxies import pair_attributes, result_arrays
 
     by_left = {Path(pair.left).resolve(): pair for pair in discover_pairs([data], skip_unpaired=True)}
     out.mkdir(parents=True, exist_ok=True)
@@ -117,10 +119,11 @@ with held-out AUCs in view; seed 1 of the same command gives 1.92x optimal inste
 def _results(path: Path, models: dict[str, Path], data: Path) -> dict[str, dict[str, Any]]:
     """Per-pair evaluation (AUC of every measure and model, confidences of the models) of one proxies file."""
     from pseudolabel.cli.confidence import ground_truth_lookup, read_ground_truth
-    from pseudolabel.confidence import MEASURES, compute_measure
-    from pseudolabel.confidence_training import make_scorer
-    from pseudolabel.sparsification import image_evaluation
-    from pseudolabel.store import open_proxies
+    from pseudolabel.confidence.measures import MEASURES, compute_measure
+    from pseudolabel.confidence.sparsification import image_evaluation
+    from pseudolabel.confidence.training import make_scorer
+
+    from pseudolabel.store.proxies import open_proxies
 
     scorers = {name: make_scorer(model, device="cpu", precision="auto")[0] for name, model in models.items()}
     with open_proxies(path, "r") as proxies:
@@ -146,7 +149,10 @@ def _results(path: Path, models: dict[str, Path], data: Path) -> dict[str, dict[
 
 
 def _label_rows(results: dict[str, dict[str, Any]], measure: str, taus: list[float]) -> list[tuple[float, float, float, float]]:
-    from pseudolabel.labels import label_statistics, threshold_labels
+    from pseudolabel.confidence.labels import (
+        label_statistics,
+        threshold_labels,
+    )
 
     rows = []
     for tau in taus:
@@ -251,11 +257,12 @@ def auc(work: Path, models: dict[str, Path], data: Path, write: bool) -> str:
 def speed(data: Path, runs: int, write: bool) -> str:
     """Median seconds of SGM vs scoring (CCNN + all measures) on the KITTI pair, same process."""
     import torch
+    from pseudolabel.confidence.measures import MEASURES, compute_measure
+    from pseudolabel.confidence.training import make_scorer, shipped_ccnn_path
 
-    from pseudolabel.confidence import MEASURES, compute_measure
-    from pseudolabel.confidence_training import make_scorer, shipped_ccnn_path
     from pseudolabel.io import read_image
-    from pseudolabel.sgm import SGMParams, match
+    from pseudolabel.sgm.matcher import match
+    from pseudolabel.sgm.params import SGMParams
 
     scene = next(s for s in _scenes(data) if s["group"] == "kitti2012")
     left, right = read_image(data / scene["left"]), read_image(data / scene["right"])

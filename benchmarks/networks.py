@@ -30,10 +30,10 @@ from typing import Any
 
 import click
 import torch
-
 from pseudolabel.models.devices import bfloat16_supported
 from pseudolabel.models.registry import available_networks, build_network
-from pseudolabel.training import multiscale_l1_loss
+
+from pseudolabel.learn.trainer import multiscale_l1_loss
 
 SECTION = "## Stereo networks"
 BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
@@ -99,8 +99,8 @@ def replace_part(text: str, part: str, body: str) -> str:
 
 
 def manifest_pairs(data_root: Path) -> list[Any]:
-    """Every scene of ``DATA/manifest.json`` as :class:`pseudolabel.dataset.PairInfo` (with its ``group``)."""
-    from pseudolabel.dataset import PairInfo
+    """Every scene of ``DATA/manifest.json`` as :class:`pseudolabel.datasets.PairInfo` (with its ``group``)."""
+    from pseudolabel.datasets import PairInfo
 
     manifest = json.loads((data_root / "manifest.json").read_text())
     pairs = []
@@ -117,11 +117,11 @@ def evaluate_model(model_name: str, data_root: Path, synth_count: int, synth_see
     Returns:
         (Markdown tables, per-scene rows).
     """
-    from pseudolabel.checkpoint import load_checkpoint, load_model
     from pseudolabel.io import read_disparity, read_image
+    from pseudolabel.learn.checkpoint import load_checkpoint, load_model
+    from pseudolabel.learn.predict import predict_disparity
     from pseudolabel.metrics import average_metrics, disparity_metrics
-    from pseudolabel.synth import SynthConfig, pair_seed, render_pair
-    from pseudolabel.training import predict_disparity
+    from pseudolabel.synth.scene import SynthConfig, pair_seed, render_pair
 
     model = load_model(model_name)
     payload = load_checkpoint(model_name)

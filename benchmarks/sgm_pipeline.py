@@ -32,13 +32,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-
 from _common import REPO_ROOT, machine_description, replace_section  # noqa: E402
 from pseudolabel.cli.sgm import available_cores, make_tasks, run_tasks, sgm  # noqa: E402
-from pseudolabel.dataset import discover_pairs  # noqa: E402
+
+from pseudolabel.datasets import discover_pairs  # noqa: E402
 from pseudolabel.io import read_image, write_image  # noqa: E402
-from pseudolabel.sgm import SGMParams, match  # noqa: E402
-from pseudolabel.store import ProxyRun, run_identity  # noqa: E402
+from pseudolabel.sgm.matcher import match  # noqa: E402
+from pseudolabel.sgm.params import SGMParams
+from pseudolabel.store.journal import ProxyRun
+from pseudolabel.store.proxies import run_identity
 
 KITTI = REPO_ROOT / "tests" / "data" / "kitti2012" / "training"
 CROP = (368, 1232)  # KITTI frames are 1224..1242 x 370..376

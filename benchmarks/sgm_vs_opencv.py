@@ -35,9 +35,18 @@ import numba
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DEFAULT_DATA, REPO_ROOT, bad_rate, load_manifest, load_scene, machine_description, replace_section  # noqa: E402
+from _common import (  # noqa: E402
+    DEFAULT_DATA,
+    REPO_ROOT,
+    bad_rate,
+    load_manifest,
+    load_scene,
+    machine_description,
+    replace_section,
+)
 
-from pseudolabel.sgm import Matcher, SGMParams, match  # noqa: E402
+from pseudolabel.sgm.matcher import Matcher, match
+from pseudolabel.sgm.params import SGMParams  # noqa: E402
 
 OPENCV_MODES = {"HH": cv2.StereoSGBM_MODE_HH, "SGBM": cv2.StereoSGBM_MODE_SGBM, "3WAY": cv2.StereoSGBM_MODE_SGBM_3WAY}
 
@@ -99,7 +108,8 @@ t0 = time.perf_counter()
 import numba
 numba.set_num_threads(int(sys.argv[3]))
 from pseudolabel.io import read_image, to_gray
-from pseudolabel.sgm import match, release_buffers, SGMParams
+from pseudolabel.sgm.matcher import match, release_buffers
+from pseudolabel.sgm.params import SGMParams
 left, right = to_gray(read_image(sys.argv[1])), to_gray(read_image(sys.argv[2]))
 def status(field):
     with open("/proc/self/status") as handle:

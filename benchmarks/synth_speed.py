@@ -6,7 +6,7 @@ Measures, for the default 512x256 configuration (max_disp 96):
   process pinned to one core with OpenCV and BLAS limited to one thread;
 * the CPU time of each stage (scene + textures, left view, right view, both occlusion masks,
   photometric changes), median per pair;
-* ``write_dataset`` throughput including PNG/PFM encoding and atomic writes (to a temporary folder).
+* ``write_synth_dataset`` throughput including PNG/PFM encoding and atomic writes (to a temporary folder).
 
 Usage::
 
@@ -89,10 +89,10 @@ def stage_times(config: synth.SynthConfig, pairs: int) -> dict[str, float]:
 
 
 def write_throughput(config: synth.SynthConfig, pairs: int) -> float:
-    """Pairs per second of write_dataset (render + encode + atomic writes) into a temporary folder."""
+    """Pairs per second of write_synth_dataset (render + encode + atomic writes) into a temporary folder."""
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
-        synth.write_dataset(Path(folder) / "synth", config, pairs, seed=0, progress=False)
+        synth.write_synth_dataset(Path(folder) / "synth", config, pairs, seed=0, progress=False)
         return pairs / (time.perf_counter() - started)
 
 
@@ -115,7 +115,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=40, help="pairs per repeat (default 40)")
     parser.add_argument("--repeats", type=int, default=5, help="repeats; medians are reported (default 5)")
-    parser.add_argument("--write-pairs", type=int, default=40, help="pairs for the write_dataset figure (default 40)")
+    parser.add_argument("--write-pairs", type=int, default=40, help="pairs for the write_synth_dataset figure (default 40)")
     parser.add_argument("--write-markdown", action="store_true", help="update the section in BENCHMARKS.md")
     arguments = parser.parse_args()
 
@@ -136,7 +136,7 @@ def main() -> int:
         f"| render, CPU time per pair (median of {arguments.repeats} x {arguments.pairs}) | {1e3 * median_cpu:.1f} ms = **{1 / median_cpu:.1f} pairs/s** |",
         f"| render, wall time per pair (median of {arguments.repeats} x {arguments.pairs}) | {1e3 * median_wall:.1f} ms = {1 / median_wall:.1f} pairs/s |",
         f"| render, slowest repeat (wall) | {1e3 * max(wall):.1f} ms per pair |",
-        f"| `write_dataset` incl. PNG/PFM encoding and atomic writes ({arguments.write_pairs} pairs, wall) | {written:.1f} pairs/s |",
+        f"| `write_synth_dataset` incl. PNG/PFM encoding and atomic writes ({arguments.write_pairs} pairs, wall) | {written:.1f} pairs/s |",
     ]
     stage_rows = ["| stage (CPU ms per pair, median) | ms |", "|---|---|"]
     stage_rows += [f"| {name} | {value:.2f} |" for name, value in stages.items()]

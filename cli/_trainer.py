@@ -1,8 +1,8 @@
 """What ``pseudolabel train`` and ``pseudolabel adapt`` share: the trainer's options and their checks.
 
-Both commands drive :class:`pseudolabel.training.Trainer`; the options that configure it (schedule,
+Both commands drive :class:`pseudolabel.learn.trainer.Trainer`; the options that configure it (schedule,
 device, precision, checkpoints, resume, logging) are declared once here, with per-command defaults,
-and turned into a :class:`~pseudolabel.training.TrainerConfig` by :func:`trainer_config`. This module
+and turned into a :class:`~pseudolabel.learn.trainer.TrainerConfig` by :func:`trainer_config`. This module
 imports torch only inside the functions that need it.
 """
 
@@ -17,7 +17,7 @@ import click
 from pseudolabel.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pseudolabel.training import TrainerConfig
+    from pseudolabel.learn.trainer import TrainerConfig
 
 
 def trainer_options(*, warmup: int, checkpoint_every: int, log_every: int, log_help: str) -> Callable[[Any], Any]:
@@ -114,8 +114,8 @@ def trainer_config(
     force: bool,
     quiet: bool,
 ) -> TrainerConfig:
-    """The :class:`~pseudolabel.training.TrainerConfig` of a command's options (``time_limit`` in minutes)."""
-    from pseudolabel.training import TrainerConfig
+    """The :class:`~pseudolabel.learn.trainer.TrainerConfig` of a command's options (``time_limit`` in minutes)."""
+    from pseudolabel.learn.trainer import TrainerConfig
 
     del force  # handled by check_output
     return TrainerConfig(

@@ -2,8 +2,8 @@
 
 Reads the images named in a proxies file, the SGM proxy disparity and a confidence map
 (``confidence/<measure>``), and fine-tunes a network trained elsewhere (``pseudolabel train``) with
-the losses of :mod:`pseudolabel.losses` and the threshold of :mod:`pseudolabel.tau`, using the
-trainer of ``pseudolabel train`` (:class:`pseudolabel.training.Trainer`): same device, mixed
+the losses of :mod:`pseudolabel.learn.losses` and the threshold of :mod:`pseudolabel.learn.tau`, using the
+trainer of ``pseudolabel train`` (:class:`pseudolabel.learn.trainer.Trainer`): same device, mixed
 precision, JSON-lines log, checkpoints, ``--resume``, Ctrl-C and ``torchrun`` behaviour.
 """
 
@@ -15,8 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import click
+from pseudolabel.cli._trainer import (
+    check_output,
+    set_threads,
+    trainer_config,
+    trainer_options,
+)
 
-from pseudolabel.cli._trainer import check_output, set_threads, trainer_config, trainer_options
 from pseudolabel.errors import InputError
 
 #: Defaults of the command (``pseudolabel adapt --help`` shows them); chosen on the benchmark of
@@ -60,7 +65,6 @@ class _MirroredForward:
 
     def __call__(self, network: Any, batch: dict[str, Any]) -> Any:
         import torch
-
         from pseudolabel.models.registry import StereoOutput
 
         left, right = batch["left"], batch["right"]
@@ -90,7 +94,7 @@ class _MirroredForward:
 @click.option("--use-valid", is_flag=True, help="also drop proxy pixels that failed SGM's left-right check.")
 @click.option("--tau-init", default=0.5, show_default=True, type=float, help="starting tau of 'learnable' and 'net'.")
 @click.option("--tau-temperature", default=0.05, show_default=True, type=float, help="temperature T of the soft selection sigmoid((c - tau) / T).")
-@click.option("--tau-penalty", default=None, type=float, help="lambda of -lambda log(1 - tau) (default: pseudolabel.tau.DEFAULT_PENALTY_WEIGHT).")
+@click.option("--tau-penalty", default=None, type=float, help="lambda of -lambda log(1 - tau) (default: pseudolabel.learn.tau.DEFAULT_PENALTY_WEIGHT).")
 @click.option("--tau-lr-scale", default=DEFAULT_TAU_LR_SCALE, show_default=True, type=float, help="learning rate of tau's parameters, as a multiple of --lr.")
 @click.option("--steps", default=DEFAULT_STEPS, show_default=True, type=int, help="optimisation steps.")
 @click.option("--batch-size", default=DEFAULT_BATCH, show_default=True, type=int, help="global batch (split over torchrun processes).")
@@ -150,13 +154,22 @@ def adapt(
 
     import torch
 
-    from pseudolabel.adapt_data import ProxyAdaptationDataset, describe_pairs, load_adaptation_pairs, select_keys
-    from pseudolabel.adaptation import AdaptationObjective
-    from pseudolabel.checkpoint import load_checkpoint, network_from_checkpoint, resolve_model_path
-    from pseudolabel.losses import build_loss_terms
-    from pseudolabel.store import open_proxies
-    from pseudolabel.tau import DEFAULT_PENALTY_WEIGHT, build_tau
-    from pseudolabel.training import Trainer
+    from pseudolabel.learn.adaptation import AdaptationObjective
+    from pseudolabel.learn.adaptation_data import (
+        ProxyAdaptationDataset,
+        describe_pairs,
+        load_adaptation_pairs,
+        select_keys,
+    )
+    from pseudolabel.learn.checkpoint import (
+        load_checkpoint,
+        network_from_checkpoint,
+        resolve_model_path,
+    )
+    from pseudolabel.learn.losses import build_loss_terms
+    from pseudolabel.learn.tau import DEFAULT_PENALTY_WEIGHT, build_tau
+    from pseudolabel.learn.trainer import Trainer
+    from pseudolabel.store.proxies import open_proxies
 
     terms = build_loss_terms(loss_spec)
     names = {term.name for term in terms}

@@ -3,16 +3,16 @@
 * ``train``: a CCNN from the proxies of a file, with ground-truth labels (``--gt``) or without any
   ground truth (``--labels wild``, Tosi et al. BMVC 2017).
 * ``score``: ``confidence/<name>`` for every pair: the CCNN (shipped or ``--model``) and the
-  conventional measures of :mod:`pseudolabel.confidence`.
+  conventional measures of :mod:`pseudolabel.confidence.measures`.
 * ``eval``: area under the sparsification curve of every stored measure against ground truth.
 * ``labels``: the proxy disparity where a confidence exceeds ``tau`` (NaN elsewhere).
 
 Ground truth (``--gt GT_DIR``) is matched to pairs by key: ``GT_DIR/<key>.<ext>`` (PFM, KITTI
 16-bit PNG = value / 256, 8/16-bit PNG or PGM / ``--gt-scale``), else the ground truth that
-:func:`pseudolabel.dataset.discover_pairs` finds in a native layout below ``GT_DIR`` (the images'
+:func:`pseudolabel.datasets.discover_pairs` finds in a native layout below ``GT_DIR`` (the images'
 root: Middlebury scene folders, KITTI, SceneFlow), keys compared whole or by their last components.
 
-Files are edited crash-safely (:func:`pseudolabel.store.edit_proxies`): the work is committed every
+Files are edited crash-safely (:func:`pseudolabel.store.proxies.edit_proxies`): the work is committed every
 ``COMMIT_SECONDS`` (a kill loses at most that much), finished datasets are skipped by a rerun.
 Torch is imported only by ``train`` and by ``score`` when a network runs.
 """
@@ -28,14 +28,18 @@ from typing import Any
 
 import click
 import numpy as np
+from pseudolabel.confidence.labels import label_statistics, threshold_labels
+from pseudolabel.confidence.measures import MEASURES, compute_measure
+from pseudolabel.confidence.sparsification import (
+    DEFAULT_FRACTIONS,
+    image_evaluation,
+)
 
 from pseudolabel import __version__
-from pseudolabel.confidence import MEASURES, compute_measure
 from pseudolabel.errors import InputError
 from pseudolabel.io import read_disparity
-from pseudolabel.labels import label_statistics, threshold_labels
-from pseudolabel.sparsification import DEFAULT_FRACTIONS, image_evaluation
-from pseudolabel.store import edit_proxies, key_to_name, open_proxies
+from pseudolabel.store.journal import edit_proxies
+from pseudolabel.store.proxies import key_to_name, open_proxies
 
 #: Seconds of work between two commits of ``score`` / ``labels`` edits.
 COMMIT_SECONDS: float = 60.0
@@ -107,7 +111,7 @@ def ground_truth_lookup(gt_dir: Path, keys: Sequence[str], gt_scale: float | Non
                 break
     missing = [key for key in keys if key not in found]
     if missing:
-        from pseudolabel.dataset import discover_pairs
+        from pseudolabel.datasets import discover_pairs
 
         try:
             native = {pair.key: pair for pair in discover_pairs([gt_dir], skip_unpaired=True) if pair.gt_left is not None}
@@ -258,9 +262,9 @@ def train(
       pseudolabel confidence train --proxies mine.h5 --labels wild --out ccnn_wild.pt
     """
     import torch
-
-    from pseudolabel import confidence_training as training
     from pseudolabel.models.ccnn import build_inputs
+
+    from pseudolabel.confidence import training
 
     if len(gt_dirs) > 1 and len(gt_dirs) != len(proxies_paths):
         raise InputError(f"{len(gt_dirs)} --gt folders for {len(proxies_paths)} --proxies files; give one --gt, or one per --proxies file in the same order")
@@ -372,7 +376,7 @@ def score(
     network_attrs: dict[str, Any] = {}
     network_name = None
     if model_path is None or str(model_path) != "none":
-        from pseudolabel import confidence_training as training
+        from pseudolabel.confidence import training
 
         shipped = model_path is None
         path = training.shipped_ccnn_path() if shipped else Path(model_path)
@@ -456,7 +460,7 @@ def evaluate(
 def evaluate_file(
     proxies_path: Path, keys: Sequence[str], lookup: dict[str, tuple[Path, float | None]], measures: Sequence[str] | None
 ) -> dict[str, dict[str, Any]]:
-    """Per-pair :func:`pseudolabel.sparsification.image_evaluation` of the stored / requested measures."""
+    """Per-pair :func:`pseudolabel.confidence.sparsification.image_evaluation` of the stored / requested measures."""
     results: dict[str, dict[str, Any]] = {}
     with open_proxies(proxies_path, "r") as proxies:
         for key in keys:

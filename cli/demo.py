@@ -13,7 +13,7 @@ type (each step prints its command line):
    truth: the online, unsupervised setting of Tonioni et al.);
 6. the adapted network predicts every scene again;
 7. ground truth (used only here) scores SGM, the labels and the network before and after; the
-   table is printed and ``report.html`` (:mod:`pseudolabel.report`) is written.
+   table is printed and ``report.html`` (:mod:`pseudolabel.viz.report`) is written.
 
 A rerun resumes: finished proxies, confidences and a finished adaptation with the same settings are
 kept. Torch is imported only when the networks run.
@@ -84,7 +84,7 @@ def _run_command(module: str, attribute: str, arguments: Sequence[str], step: st
 
 
 def _resolve_source(model: str) -> Path:
-    from pseudolabel.checkpoint import resolve_model_path, shipped_weights_dir
+    from pseudolabel.learn.checkpoint import resolve_model_path, shipped_weights_dir
 
     try:
         return resolve_model_path(model)
@@ -117,7 +117,7 @@ def _finished_adaptation(adapted: Path, source: Path, steps: int) -> bool:
         return False
     if adapted.stat().st_mtime < source.stat().st_mtime:
         return False
-    from pseudolabel.checkpoint import load_checkpoint
+    from pseudolabel.learn.checkpoint import load_checkpoint
 
     try:
         payload = load_checkpoint(adapted)
@@ -130,13 +130,13 @@ def _finished_adaptation(adapted: Path, source: Path, steps: int) -> bool:
 def _predict_all(model_path: Path, proxies_path: Path, keys: Sequence[str], device: str, label: str) -> dict[str, np.ndarray]:
     """Disparity (float32 (H, W), pixels) of every pair with the network of ``model_path``."""
     import torch
-
-    from pseudolabel.checkpoint import load_model
-    from pseudolabel.io import read_image
-    from pseudolabel.report import resolve_pair_path
-    from pseudolabel.store import open_proxies
     from pseudolabel.models.devices import resolve_device
-    from pseudolabel.training import predict_disparity
+
+    from pseudolabel.io import read_image
+    from pseudolabel.learn.checkpoint import load_model
+    from pseudolabel.learn.predict import predict_disparity
+    from pseudolabel.store.proxies import open_proxies
+    from pseudolabel.viz.report import resolve_pair_path
 
     torch_device = resolve_device(device)
     model = load_model(model_path, torch_device)
@@ -213,7 +213,6 @@ def demo(out_dir: Path, steps: int, device: str, data_dir: Path | None, model: s
             )
         raise InputError(f"--data {data}: no such folder; give a folder of scenes in a layout `pseudolabel sgm --in` knows")
     import torch
-
     from pseudolabel.models.devices import resolve_device
 
     resolve_device(device)  # --device cuda without a GPU: stop before any work
@@ -242,7 +241,7 @@ def demo(out_dir: Path, steps: int, device: str, data_dir: Path | None, model: s
                  f"[3/6] labels: proxies with confidence > {DEFAULT_TAU}")
     clock = timed("labels", clock)
 
-    from pseudolabel.store import open_proxies
+    from pseudolabel.store.proxies import open_proxies
 
     with open_proxies(proxies) as store:
         keys = store.keys()
@@ -261,7 +260,7 @@ def demo(out_dir: Path, steps: int, device: str, data_dir: Path | None, model: s
     after = _predict_all(adapted, proxies, keys, device, "network after")
     clock = timed("predict_after", clock)
 
-    from pseudolabel.report import (
+    from pseudolabel.viz.report import (
         mean_metrics,
         metrics_table_rows,
         proxy_scene,
@@ -363,14 +362,14 @@ Examples:
 @click.option("--gt/--no-gt", "use_gt", default=True, show_default=True, help="Use the ground truth the pairs name (gt_left attribute), if found.")
 def show(proxies_path: Path, patterns: tuple[str, ...], out_dir: Path, measure: str, use_gt: bool) -> None:
     from pseudolabel.io import write_image
-    from pseudolabel.report import (
+    from pseudolabel.store.proxies import open_proxies
+    from pseudolabel.viz.colour import resize_for_display, with_colour_bar
+    from pseudolabel.viz.report import (
         MAX_PICTURE_WIDTH,
         proxy_scene,
         render_report,
         write_report,
     )
-    from pseudolabel.store import open_proxies
-    from pseudolabel.visualize import resize_for_display, with_colour_bar
 
     if not proxies_path.is_file():
         raise InputError(f"{proxies_path}: no such file; give a proxies file written by `pseudolabel sgm`")

@@ -1,10 +1,10 @@
 """``pseudolabel sgm`` (a whole dataset in, one crash-safe HDF5 file of proxy disparities out) and
 ``pseudolabel inspect`` (what a proxies file holds).
 
-Pairs are found by :func:`pseudolabel.dataset.discover_pairs`, matched by
-:func:`pseudolabel.sgm.match` (in this process, or in ``--workers`` spawned processes with
+Pairs are found by :func:`pseudolabel.datasets.discover_pairs`, matched by
+:func:`pseudolabel.sgm.matcher.match` (in this process, or in ``--workers`` spawned processes with
 ``cores // workers`` Numba threads each), written to the journal of a
-:class:`pseudolabel.store.ProxyRun` and assembled into the output file at the end.
+:class:`pseudolabel.store.journal.ProxyRun` and assembled into the output file at the end.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from typing import Any
 
 import click
 
-from pseudolabel.dataset import PairInfo, discover_pairs
+from pseudolabel.datasets import PairInfo, discover_pairs
 from pseudolabel.errors import InputError
-from pseudolabel.sgm import SGMParams
+from pseudolabel.sgm.params import SGMParams
 
 # Testing hook: seconds to sleep after each finished pair (lets a test kill the command mid-run).
 SLOW_ENV = "PSEUDOLABEL_SGM_TEST_DELAY_S"
@@ -150,8 +150,8 @@ def match_pair(task: PairTask) -> MatchedPair:
         naming the file and the fix.
     """
     from pseudolabel.io import read_image
-    from pseudolabel.sgm import match
-    from pseudolabel.store import pair_attributes, result_arrays
+    from pseudolabel.sgm.matcher import match
+    from pseudolabel.store.proxies import pair_attributes, result_arrays
 
     start = time.perf_counter()
     left = read_image(task.left)
@@ -184,7 +184,7 @@ def match_pair(task: PairTask) -> MatchedPair:
 
 def journal_pair(task: PairTask, matched: MatchedPair) -> PairDone:
     """Write a matched pair into the journal (compression happens here)."""
-    from pseudolabel.store import write_journal_entry
+    from pseudolabel.store.journal import write_journal_entry
 
     start = time.perf_counter()
     entry = write_journal_entry(Path(task.journal), task.key, matched.arrays, matched.attrs, task.identity, task.compression)
@@ -382,8 +382,9 @@ Examples:
 @_sgm_options
 def sgm(inputs: tuple[str, ...], more_inputs: tuple[str, ...], out: Path, workers: int, skip_unpaired: bool,
         compression: str, overwrite: bool, **sgm_options: Any) -> None:
-    from pseudolabel.dataset import find_unpaired
-    from pseudolabel.store import ProxyRun, run_identity
+    from pseudolabel.datasets import find_unpaired
+    from pseudolabel.store.journal import ProxyRun
+    from pseudolabel.store.proxies import run_identity
 
     paths = list(inputs) + list(more_inputs)
     if len(paths) not in (1, 2):
@@ -437,7 +438,8 @@ Examples:
 def inspect(path: Path, show_all: bool) -> None:
     import numpy as np
 
-    from pseudolabel.store import RESULT_DATASETS, journal_path, open_proxies
+    from pseudolabel.store.proxies import journal_path
+    from pseudolabel.store.proxies import RESULT_DATASETS, open_proxies
 
     with open_proxies(path) as proxies:
         attrs = proxies.attrs

@@ -77,7 +77,8 @@ def synth(
     import numpy as np
 
     from pseudolabel.io import atomic_write_bytes
-    from pseudolabel.synth import SynthConfig, pair_seed, preview_grid, render_pair, write_dataset
+    from pseudolabel.synth.files import preview_grid, write_synth_dataset
+    from pseudolabel.synth.scene import SynthConfig, pair_seed, render_pair
 
     if out_dir is None and preview is None:
         raise InputError("give --out DIR to write a dataset and/or --preview FILE.png to write a picture")
@@ -97,7 +98,7 @@ def synth(
     if seed < 0:
         raise InputError(f"--seed ({seed}) must be >= 0")
     if out_dir is not None:
-        write_dataset(out_dir, config, count, seed, progress=not quiet)
+        write_synth_dataset(out_dir, config, count, seed, progress=not quiet)
     if preview is not None:
         if preview_count < 1:
             raise InputError(f"--preview-count ({preview_count}) must be at least 1")

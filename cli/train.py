@@ -10,8 +10,13 @@ from typing import Any
 
 import click
 import numpy as np
+from pseudolabel.cli._trainer import (
+    check_output,
+    set_threads,
+    trainer_config,
+    trainer_options,
+)
 
-from pseudolabel.cli._trainer import check_output, set_threads, trainer_config, trainer_options
 from pseudolabel.errors import InputError
 
 ARCH_HELP = "network name from the registry (madnet, tiny)"
@@ -32,7 +37,7 @@ def _gather_inputs(inputs: Sequence[str], extra: Sequence[str], option: str) -> 
 
 
 def _discover(paths: Sequence[str]) -> list[Any]:
-    from pseudolabel.dataset import discover_pairs
+    from pseudolabel.datasets import discover_pairs
 
     pairs = discover_pairs([Path(p) for p in paths])
     if not pairs:
@@ -94,16 +99,15 @@ def train(
     Ctrl-C saves OUT.partial.pt; rerun with --resume to continue.
     """
     import torch
-
-    from pseudolabel.checkpoint import load_checkpoint
     from pseudolabel.models.registry import available_networks, build_network
-    from pseudolabel.training import (
+
+    from pseudolabel.learn.checkpoint import load_checkpoint
+    from pseudolabel.learn.samples import (
         AugmentConfig,
         StereoPairDataset,
         SyntheticStereoDataset,
-        Trainer,
-        multiscale_l1_loss,
     )
+    from pseudolabel.learn.trainer import Trainer, multiscale_l1_loss
 
     data = (*data, *more_data)  # `--data LEFT_DIR RIGHT_DIR`
     if synth == bool(data):
@@ -125,7 +129,7 @@ def train(
     set_threads(run_options["threads"])
     augment = None if no_augment else AugmentConfig()
     if synth:
-        from pseudolabel.synth import SynthConfig
+        from pseudolabel.synth.scene import SynthConfig
 
         synth_height, synth_width = _parse_size(synth_size, "--synth-size")
         synth_config = SynthConfig(width=synth_width, height=synth_height, max_disp=synth_max_disp)
@@ -207,11 +211,11 @@ def predict(model_path: str, inputs: tuple[str, ...], more_inputs: tuple[str, ..
     Pairs whose three files exist are skipped, so an interrupted run resumes.
     """
     import torch
-
-    from pseudolabel.checkpoint import load_model
-    from pseudolabel.io import read_image, write_disparity_png16, write_image, write_pfm
     from pseudolabel.models.devices import resolve_device
-    from pseudolabel.training import predict_disparity
+
+    from pseudolabel.io import read_image, write_disparity_png16, write_image, write_pfm
+    from pseudolabel.learn.checkpoint import load_model
+    from pseudolabel.learn.predict import predict_disparity
 
     if threads:
         torch.set_num_threads(threads)
@@ -321,10 +325,10 @@ def evaluate(
         if not data:
             raise InputError("--model needs --data (pairs with ground truth)")
         import torch
-
-        from pseudolabel.checkpoint import load_model
         from pseudolabel.models.devices import resolve_device
-        from pseudolabel.training import predict_disparity
+
+        from pseudolabel.learn.checkpoint import load_model
+        from pseudolabel.learn.predict import predict_disparity
 
         if threads:
             torch.set_num_threads(threads)

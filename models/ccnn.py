@@ -10,7 +10,7 @@ by 4 pixels by reflection, so that the output has the input's size and each outp
 network applied to that pixel's 9x9 (reflected) patch.
 
 Importing this module imports torch; the rest of the pipeline only imports it through
-:mod:`pseudolabel.confidence_training`.
+:mod:`pseudolabel.confidence.training`.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from pseudolabel.models import devices
 from torch import nn
 from torch.nn import functional as F
 
 from pseudolabel.errors import InputError
-from pseudolabel.models import devices
 
 #: Side of the receptive field (the input patch), pixels.
 PATCH_SIZE: int = 9
@@ -40,7 +40,7 @@ class CCNN(nn.Module):
         filters: channels of the four 3x3 convolutions (64 in the paper).
         fc_filters: channels of the two 1x1 convolutions (100 in the paper).
         inputs: input channels: ``"disparity"`` (the normalised disparity, the paper's only input)
-            followed by names of conventional measures of :mod:`pseudolabel.confidence` (maps in
+            followed by names of conventional measures of :mod:`pseudolabel.confidence.measures` (maps in
             [0, 1]) stacked as extra channels -- an extension in the spirit of the feature-fusion
             variants of CCNN; ``("disparity",)`` is the paper's network.
     """
@@ -122,7 +122,7 @@ def build_inputs(features: Mapping[str, np.ndarray], params: Any, inputs: Sequen
     Returns:
         ``float32`` (C, H, W).
     """
-    from pseudolabel.confidence import compute_measure
+    from pseudolabel.confidence.measures import compute_measure
 
     channels = [normalise_disparity(features["disparity"], params.min_disp, params.max_disp)]
     for name in inputs[1:]:

@@ -1,7 +1,7 @@
 """Where the torch networks run: device names and the CPU's native low-precision support.
 
 Shared by the confidence network (:mod:`pseudolabel.models.ccnn`) and the disparity-network trainer
-(:mod:`pseudolabel.training`), so that ``--device`` and ``--amp`` mean the same in every command.
+(:mod:`pseudolabel.learn.trainer`), so that ``--device`` and ``--amp`` mean the same in every command.
 Importing this module imports torch.
 """
 

@@ -24,10 +24,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from pseudolabel.models.registry import StereoNetwork, register_network
 from torch import nn
 from torch.nn import functional as F
-
-from pseudolabel.models.registry import StereoNetwork, register_network
 
 LEAKY_SLOPE = 0.2
 UPSAMPLINGS = ("guided", "bilinear")

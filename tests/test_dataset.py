@@ -1,4 +1,4 @@
-"""Pair discovery (pseudolabel.dataset) on every supported layout, using the shipped fixtures and
+"""Pair discovery (pseudolabel.datasets) on every supported layout, using the shipped fixtures and
 small layouts built in a temporary folder."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pseudolabel.dataset import discover_pairs
+from pseudolabel.datasets import discover_pairs
 from pseudolabel.errors import InputError
 from pseudolabel.io import read_disparity, read_image, write_image, write_pfm
 

@@ -1,0 +1,313 @@
+"""Stage 2 of SGM: path-wise cost aggregation (Hirschmueller, TPAMI 2008).
+
+Along every direction ``r`` the path cost is
+
+    L_r(p, d) = C(p, d) + min(L_r(p - r, d), L_r(p - r, d +- 1) + P1, min_k L_r(p - r, k) + P2)
+                - min_k L_r(p - r, k)
+
+and the aggregated volume is ``S(p, d) = sum_r L_r(p, d)``. Paths start at the image border with
+``L_r = C``. With ``p2_adaptive`` the ``P2`` of each step is ``max(P1 + 1, P2 / (1 + |I(p) - I(p - r)| / gamma))``.
+
+Directions ``r = (dx, dy)`` (the path arrives at ``p`` from ``p - r``):
+
+* 4 paths: (1, 0), (-1, 0), (0, 1), (0, -1);
+* 8 paths: the 4 above and the diagonals (1, 1), (-1, 1), (1, -1), (-1, -1);
+* 16 paths: the 8 above and (2, 1), (-2, 1), (1, 2), (-1, 2) and their opposites.
+
+Parallelism without races: pairs of opposite directions are aggregated one pair after the other, and
+inside one pair the independent scanlines are split among threads (the horizontal kernel: one thread
+owns a row and both horizontal directions; :func:`aggregate_direction_pair`: one thread owns a block
+of parallel lines and both directions along them).
+Each cell of ``S`` is therefore written by exactly one thread at a time.
+
+Values: ``C`` is ``uint8``; ``L_r <= max(C) + P2 < 2**15`` fits ``int16``; ``S`` is ``uint16``
+(``paths * (max(C) + P2) < 2**16`` is checked).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import prange
+
+from pseudolabel.errors import InputError
+from pseudolabel.sgm.cost import max_cost
+from pseudolabel.sgm.disparity import (
+    Winners,
+    allocate_winners,
+    select_row,
+    select_row_right,
+)
+from pseudolabel.sgm.params import SGMParams
+
+_SENTINEL = 16000  # larger than any path cost plus P1, smaller than int16 max
+
+HORIZONTAL = ((1, 0), (-1, 0))
+DIRECTIONS: dict[int, tuple[tuple[int, int], ...]] = {
+    4: HORIZONTAL + ((0, 1), (0, -1)),
+    8: HORIZONTAL + ((0, 1), (1, 1), (-1, 1), (0, -1), (1, -1), (-1, -1)),
+    16: HORIZONTAL
+    + ((0, 1), (1, 1), (-1, 1), (2, 1), (-2, 1), (1, 2), (-1, 2))
+    + ((0, -1), (1, -1), (-1, -1), (2, -1), (-2, -1), (1, -2), (-1, -2)),
+}
+
+
+@numba.njit(cache=True, inline="always")
+def _step_penalty(p1: int, p2: int, adaptive: bool, gamma: float, intensity: float, previous_intensity: float) -> int:
+    if not adaptive:
+        return p2
+    step = abs(intensity - previous_intensity)
+    penalty = int(p2 / (1.0 + step / gamma))
+    return max(penalty, p1 + 1)
+
+
+@numba.njit(cache=True, inline="always")
+def _path_step(cost_row: np.ndarray, previous: np.ndarray, current: np.ndarray, previous_min: int, p1: int, p2: int) -> int:
+    """One step of the path recursion over all disparities.
+
+    ``previous``/``current`` are ``int16`` (D + 2,) buffers padded with a sentinel at both ends;
+    ``cost_row`` is the ``uint8`` (D,) cost of the pixel. Returns the minimum of ``current``.
+    """
+    num_disp = cost_row.shape[0]
+    jump = np.int16(previous_min + p2)
+    smooth = np.int16(p1)
+    base = np.int16(previous_min)
+    best = np.int16(_SENTINEL)
+    for k in range(num_disp):
+        same = previous[k + 1]
+        lower = np.int16(previous[k] + smooth)
+        upper = np.int16(previous[k + 2] + smooth)
+        value = np.int16(np.int16(cost_row[k]) + np.int16(min(min(same, lower), min(upper, jump)) - base))
+        current[k + 1] = value
+        best = min(best, value)
+    return best
+
+
+@numba.njit(cache=True, inline="always")
+def _path_start(cost_row: np.ndarray, current: np.ndarray) -> int:
+    """First pixel of a path: ``L_r = C``. Fills the padded ``int16`` (D + 2,) ``current`` and returns its minimum."""
+    best = np.int16(_SENTINEL)
+    for k in range(cost_row.shape[0]):
+        value = np.int16(cost_row[k])
+        current[k + 1] = value
+        best = min(best, value)
+    return best
+
+
+@numba.njit(cache=True)
+def _horizontal_row(cost: np.ndarray, image: np.ndarray, p1: int, p2: int, adaptive: bool, gamma: float, out: np.ndarray, accumulate: bool) -> None:
+    """Left-to-right plus right-to-left path costs of one row.
+
+    The row of ``out`` (W x D) stays in cache between the two sweeps, so it is updated once per sweep.
+
+    Args:
+        cost: ``uint8`` (W, D) costs of the row.
+        image: ``float32`` (W,) gray intensities of the row.
+        out: ``uint16`` (W, D); receives ``L_(1,0) + L_(-1,0)``, added to it when ``accumulate``.
+    """
+    width, num_disp = cost.shape
+    previous = np.full(num_disp + 2, _SENTINEL, dtype=np.int16)
+    current = np.full(num_disp + 2, _SENTINEL, dtype=np.int16)
+    for backward in (False, True):
+        for i in range(width):
+            x = width - 1 - i if backward else i
+            if i == 0:
+                best = _path_start(cost[x], current)
+            else:
+                x_previous = x + 1 if backward else x - 1
+                penalty = _step_penalty(p1, p2, adaptive, gamma, image[x], image[x_previous])
+                best = _path_step(cost[x], previous, current, best, p1, penalty)
+            total = out[x]
+            if accumulate or backward:
+                for k in range(num_disp):
+                    total[k] = np.uint16(total[k] + np.uint16(current[k + 1]))
+            else:
+                for k in range(num_disp):
+                    total[k] = np.uint16(current[k + 1])
+            previous, current = current, previous
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def aggregate_horizontal(cost: np.ndarray, image: np.ndarray, p1: int, p2: int, adaptive: bool, gamma: float, out: np.ndarray, accumulate: bool) -> None:
+    """Left-to-right plus right-to-left path costs; one thread owns a row and both directions.
+
+    Args:
+        cost: ``uint8`` (H, W, D) cost volume.
+        image: ``float32`` (H, W) gray left image (for ``adaptive`` penalties).
+        out: ``uint16`` (H, W, D); receives ``L_(1,0) + L_(-1,0)``, added to it when ``accumulate``.
+    """
+    for y in prange(cost.shape[0]):
+        _horizontal_row(cost[y], image[y], p1, p2, adaptive, gamma, out[y], accumulate)
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def aggregate_horizontal_and_select(
+    cost: np.ndarray, image: np.ndarray, p1: int, p2: int, adaptive: bool, gamma: float, out: np.ndarray, min_disp: int,
+    index: np.ndarray, best_cost: np.ndarray, second: np.ndarray, second_far: np.ndarray, second_local: np.ndarray, mean: np.ndarray, index_right: np.ndarray,
+) -> None:
+    """The last aggregation pass fused with winner-takes-all.
+
+    Adds the horizontal path costs to ``out`` row by row (one thread per row); a row is then final, so
+    the same thread selects its winners in both views (:func:`pseudolabel.sgm.disparity.select_row`,
+    :func:`pseudolabel.sgm.disparity.select_row_right`) while the row is still in cache. Results are
+    identical to :func:`aggregate_horizontal` followed by the winner-takes-all kernels.
+
+    Args:
+        out: ``uint16`` (H, W, D) holding the sum of all other directions; completed in place.
+        index ... index_right: (H, W) outputs as in :class:`pseudolabel.sgm.disparity.Winners`.
+    """
+    num_disp = cost.shape[2]
+    ks = np.arange(num_disp).astype(np.int16)
+    for y in prange(cost.shape[0]):
+        _horizontal_row(cost[y], image[y], p1, p2, adaptive, gamma, out[y], True)
+        select_row(out[y], ks, index[y], best_cost[y], second[y], second_far[y], second_local[y], mean[y])
+        select_row_right(out[y], ks, min_disp, index_right[y])
+
+
+_LINE_BLOCK = 16  # parallel scanlines swept together (measured fastest on KITTI-sized images: 8-16)
+_JOBS = 64  # groups of blocks handed to the threads (buffers are allocated once per group)
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def aggregate_direction_pair(
+    cost: np.ndarray, image: np.ndarray, dx: int, dy: int, p1: int, p2: int, adaptive: bool, gamma: float, out: np.ndarray, accumulate: bool, line_block: int = _LINE_BLOCK
+) -> None:
+    """Add the path costs of the direction ``r = (dx, dy)`` (``dy`` = 1 or 2) and of its opposite ``-r``.
+
+    Both directions run along the same independent scanlines ``p(t) = p(0) + t * r``. A line is
+    identified by its phase ``y0 mod dy`` and its offset ``c = x - dx * t``; the lines of one phase
+    with consecutive offsets lie at consecutive ``x`` of one row, so a block of ``line_block``
+    lines is swept together by one thread: first along ``r`` (keeping the path costs of the whole
+    block, which fit in L2), then back along ``-r``, adding both path costs to ``out`` in one
+    read-modify-write. Blocks are independent: each cell of ``out`` is updated by exactly one thread.
+
+    Args:
+        cost: ``uint8`` (H, W, D) cost volume.
+        image: ``float32`` (H, W) gray left image (for adaptive penalties).
+        dx: horizontal step of the direction, in ``[-2, 2]``.
+        dy: vertical step, 1 or 2.
+        out: ``uint16`` (H, W, D); receives ``L_r + L_-r``, added to it when ``accumulate``.
+        line_block: number of neighbouring lines one thread sweeps together.
+    """
+    height, width, num_disp = cost.shape
+    steps_max = (height + dy - 1) // dy
+    if dx >= 0:
+        c_min = -dx * (steps_max - 1)
+        c_max = width - 1
+    else:
+        c_min = 0
+        c_max = width - 1 - dx * (steps_max - 1)
+    num_lines = c_max - c_min + 1
+    blocks_per_phase = (num_lines + line_block - 1) // line_block
+    num_blocks = dy * blocks_per_phase
+    for job in prange(_JOBS):
+        down = np.full((steps_max, line_block, num_disp + 2), _SENTINEL, dtype=np.int16)
+        down_min = np.zeros((steps_max, line_block), dtype=np.int16)
+        up = np.full((2, line_block, num_disp + 2), _SENTINEL, dtype=np.int16)
+        up_min = np.zeros((2, line_block), dtype=np.int16)
+        for block in range(job, num_blocks, _JOBS):
+            phase = block // blocks_per_phase
+            c_first = c_min + (block % blocks_per_phase) * line_block
+            lines = min(line_block, c_max + 1 - c_first)
+            steps = (height - phase + dy - 1) // dy
+            # along r: t increasing
+            for t in range(steps):
+                y = phase + dy * t
+                x_first = c_first + dx * t
+                j_start = max(0, -x_first)
+                j_stop = min(lines, width - x_first)
+                for j in range(j_start, j_stop):
+                    x = x_first + j
+                    cost_row = cost[y, x]
+                    current = down[t, j]
+                    x_previous = x - dx
+                    if t > 0 and 0 <= x_previous < width:
+                        penalty = _step_penalty(p1, p2, adaptive, gamma, image[y, x], image[y - dy, x_previous])
+                        best = _path_step(cost_row, down[t - 1, j], current, down_min[t - 1, j], p1, penalty)
+                    else:
+                        best = _path_start(cost_row, current)
+                    down_min[t, j] = best
+            # along -r: t decreasing; add both path costs
+            for t in range(steps - 1, -1, -1):
+                y = phase + dy * t
+                x_first = c_first + dx * t
+                j_start = max(0, -x_first)
+                j_stop = min(lines, width - x_first)
+                now = t & 1
+                before = 1 - now
+                for j in range(j_start, j_stop):
+                    x = x_first + j
+                    cost_row = cost[y, x]
+                    current = up[now, j]
+                    x_next = x + dx
+                    if t < steps - 1 and 0 <= x_next < width:
+                        penalty = _step_penalty(p1, p2, adaptive, gamma, image[y, x], image[y + dy, x_next])
+                        best = _path_step(cost_row, up[before, j], current, up_min[before, j], p1, penalty)
+                    else:
+                        best = _path_start(cost_row, current)
+                    up_min[now, j] = best
+                    total = out[y, x]
+                    forward = down[t, j]
+                    if accumulate:
+                        for k in range(num_disp):
+                            total[k] = np.uint16(total[k] + np.uint16(forward[k + 1]) + np.uint16(current[k + 1]))
+                    else:
+                        for k in range(num_disp):
+                            total[k] = np.uint16(np.uint16(forward[k + 1]) + np.uint16(current[k + 1]))
+
+
+def _check_and_prepare(cost: np.ndarray, params: SGMParams, out: np.ndarray | None) -> np.ndarray:
+    if params.paths not in DIRECTIONS:
+        raise InputError(f"paths must be 4, 8 or 16, not {params.paths}")
+    # the largest value of the cost (what fills out-of-image disparities) bounds every entry: no scan
+    largest = max_cost(params.cost, params.census_width, params.census_height, params.ad_truncation) + int(params.p2)
+    if largest * params.paths >= 2**16:
+        raise InputError(f"p2={params.p2} is too large for {params.paths} paths with this cost; lower p2")
+    if out is None or out.shape != cost.shape or out.dtype != np.uint16:
+        out = np.empty(cost.shape, dtype=np.uint16)
+    return out
+
+
+def _aggregate_vertical_pairs(cost: np.ndarray, image: np.ndarray, params: SGMParams, out: np.ndarray) -> None:
+    """All non-horizontal directions, in pairs of opposites; the first pair writes ``out``."""
+    accumulate = False
+    for dx, dy in DIRECTIONS[params.paths]:
+        if dy > 0:
+            aggregate_direction_pair(cost, image, dx, dy, int(params.p1), int(params.p2), bool(params.p2_adaptive), float(params.p2_gamma), out, accumulate)
+            accumulate = True
+
+
+def aggregate(cost: np.ndarray, image: np.ndarray, params: SGMParams, out: np.ndarray | None = None) -> np.ndarray:
+    """Aggregate a cost volume along ``params.paths`` directions.
+
+    Args:
+        cost: ``uint8`` (H, W, D) matching cost volume.
+        image: ``float32`` (H, W) gray left image in 8-bit units (used by ``p2_adaptive``).
+        params: :class:`pseudolabel.sgm.params.SGMParams` (``paths``, ``p1``, ``p2``, ``p2_adaptive``, ``p2_gamma``).
+        out: optional ``uint16`` (H, W, D) buffer to reuse (overwritten).
+
+    Returns:
+        ``uint16`` (H, W, D) aggregated volume ``S``.
+    """
+    out = _check_and_prepare(cost, params, out)
+    _aggregate_vertical_pairs(cost, image, params, out)
+    aggregate_horizontal(cost, image, int(params.p1), int(params.p2), bool(params.p2_adaptive), float(params.p2_gamma), out, True)
+    return out
+
+
+def aggregate_and_select(cost: np.ndarray, image: np.ndarray, params: SGMParams, out: np.ndarray | None = None) -> tuple[np.ndarray, Winners]:
+    """:func:`aggregate` and :func:`pseudolabel.sgm.disparity.select` in one go, with the winner-takes-all
+    fused into the last aggregation pass (saves a read of ``S``). Same results as the two calls.
+
+    Returns:
+        ``(S, winners)``: the ``uint16`` (H, W, D) aggregated volume and the :class:`Winners`.
+    """
+    out = _check_and_prepare(cost, params, out)
+    _aggregate_vertical_pairs(cost, image, params, out)
+    height, width = image.shape
+    winners = allocate_winners(height, width)
+    aggregate_horizontal_and_select(
+        cost, image, int(params.p1), int(params.p2), bool(params.p2_adaptive), float(params.p2_gamma), out, int(params.min_disp),
+        winners.index, winners.cost_best, winners.cost_second, winners.cost_second_far, winners.cost_second_local, winners.cost_mean, winners.index_right,
+    )
+    return out, winners

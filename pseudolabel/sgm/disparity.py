@@ -1,0 +1,239 @@
+"""Stage 3 of SGM: winner-takes-all in both views, cost features, uniqueness and left-right check.
+
+All functions take the aggregated volume ``S`` (``uint16`` (H, W, D), see
+:mod:`pseudolabel.sgm.aggregation`); disparity index ``k`` stands for ``d = min_disp + k`` pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+from numba import prange
+
+
+@dataclass
+class Winners:
+    """Winner-takes-all results and cost features of the left view. Arrays are (H, W).
+
+    Attributes:
+        index: ``int16`` winning disparity index ``k1`` (left view).
+        cost_best: ``float32`` ``c1 = S[k1]``.
+        cost_second: ``float32`` ``c2``, the smallest ``S[k]`` over ``k != k1``.
+        cost_second_far: ``float32`` the smallest ``S[k]`` over ``|k - k1| > 1`` (uniqueness test).
+        cost_second_local: ``float32`` ``c2m``, the smallest other local minimum (the curve's maximum
+            if there is none). A local minimum is ``S[k] < S[k - 1]`` and ``S[k] <= S[k + 1]``
+            (missing neighbours at the ends count as larger).
+        cost_mean: ``float32`` mean of ``S`` over the D disparities.
+        index_right: ``int16`` winning index of the right view, ``-1`` where no disparity of the
+            range maps inside the left image.
+    """
+
+    index: np.ndarray
+    cost_best: np.ndarray
+    cost_second: np.ndarray
+    cost_second_far: np.ndarray
+    cost_second_local: np.ndarray
+    cost_mean: np.ndarray
+    index_right: np.ndarray
+
+
+@numba.njit(cache=True)
+def select_row(curves: np.ndarray, ks: np.ndarray, index: np.ndarray, best_cost: np.ndarray, second: np.ndarray, second_far: np.ndarray, second_local: np.ndarray, mean: np.ndarray) -> None:
+    """Left-view winner and cost features of the pixels of one row (see :func:`winner_takes_all`).
+
+    Args:
+        curves: ``uint16`` (W, D) aggregated costs of the row.
+        ks: ``int16`` (D,) table ``0 .. D - 1``.
+        index: ``int16`` (W,) output; best_cost, second, second_far, second_local, mean: ``float32`` (W,) outputs.
+    """
+    width, num_disp = curves.shape
+    no_value = np.uint16(65535)
+    no_index = np.int16(num_disp)
+    for x in range(width):
+        curve = curves[x]
+        best = no_value
+        largest = np.uint16(0)
+        total = np.uint32(0)
+        for k in range(num_disp):
+            value = curve[k]
+            best = min(best, value)
+            largest = max(largest, value)
+            total += np.uint32(value)
+        winner = no_index
+        for k in range(num_disp):
+            winner = min(winner, ks[k] if curve[k] == best else no_index)
+        # far: smallest value with |k - winner| > 1; local: smallest other local minimum, a local
+        # minimum being S[k] < S[k-1] and S[k] <= S[k+1] (missing neighbours count as larger)
+        far = no_value
+        local = no_value
+        below_winner = winner - np.int16(1)
+        above_winner = winner + np.int16(1)
+        for k in range(1, num_disp - 1):
+            value = curve[k]
+            disparity_index = ks[k]
+            is_far = (disparity_index < below_winner) | (disparity_index > above_winner)
+            far = min(far, value if is_far else no_value)
+            is_local = (value < curve[k - 1]) & (value <= curve[k + 1]) & (disparity_index != winner)
+            local = min(local, value if is_local else no_value)
+        k1 = np.int64(winner)
+        if num_disp > 1:
+            if k1 > 1:
+                far = min(far, curve[0])
+            if k1 < num_disp - 2:
+                far = min(far, curve[num_disp - 1])
+            if k1 != 0 and curve[0] <= curve[1]:
+                local = min(local, curve[0])
+            if k1 != num_disp - 1 and curve[num_disp - 1] < curve[num_disp - 2]:
+                local = min(local, curve[num_disp - 1])
+        other = far
+        if k1 > 0:
+            other = min(other, curve[k1 - 1])
+        if k1 < num_disp - 1:
+            other = min(other, curve[k1 + 1])
+        has_far = k1 - 1 > 0 or k1 + 2 < num_disp
+        index[x] = winner
+        best_cost[x] = best
+        second[x] = other if num_disp > 1 else best
+        second_far[x] = far if has_far else largest
+        second_local[x] = local if local != no_value else largest
+        mean[x] = np.float32(total) / np.float32(num_disp)
+
+
+@numba.njit(cache=True)
+def select_row_right(curves: np.ndarray, ks: np.ndarray, min_disp: int, index_right: np.ndarray) -> None:
+    """Right-view winners of one row (see :func:`winner_takes_all_right`).
+
+    Args:
+        curves: ``uint16`` (W, D) aggregated costs of the row (left view).
+        ks: ``int16`` (D,) table ``0 .. D - 1``.
+        min_disp: disparity of index 0, pixels.
+        index_right: ``int16`` (W,) output, -1 where no disparity maps inside the image.
+    """
+    width, num_disp = curves.shape
+    # position j holds right pixel width - 1 - j
+    best = np.full(width, 65535, dtype=np.uint16)
+    winner = np.full(width, -1, dtype=np.int16)
+    for x in range(width):
+        k_start = max(0, x - min_disp - width + 1)
+        k_stop = min(num_disp, x - min_disp + 1)
+        if k_stop <= k_start:
+            continue
+        offset = width - 1 - x + min_disp
+        values = curves[x, k_start:k_stop]
+        indices = ks[k_start:k_stop]
+        best_slice = best[offset + k_start : offset + k_stop]
+        winner_slice = winner[offset + k_start : offset + k_stop]
+        for j in range(k_stop - k_start):
+            value = values[j]
+            better = value < best_slice[j]
+            best_slice[j] = min(value, best_slice[j])
+            winner_slice[j] = indices[j] if better else winner_slice[j]
+    for x in range(width):
+        index_right[x] = winner[width - 1 - x]
+
+
+def allocate_winners(height: int, width: int) -> Winners:
+    """Uninitialised output arrays for the winner-takes-all kernels of an (H, W) image."""
+    features = [np.empty((height, width), dtype=np.float32) for _ in range(5)]
+    return Winners(np.empty((height, width), dtype=np.int16), *features, np.empty((height, width), dtype=np.int16))
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def winner_takes_all(aggregated: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Left-view winner and cost features of every pixel.
+
+    Every loop over disparities is branch-free with 16-bit operands (disparity indices come from an
+    ``int16`` table), so that it vectorises.
+
+    Args:
+        aggregated: ``uint16`` (H, W, D) aggregated costs.
+
+    Returns:
+        ``(index, c1, c2, c2_far, c2m, mean)``: ``int16`` (H, W) winner index (the first one on ties)
+        and five ``float32`` (H, W) features, as described in :class:`Winners`.
+    """
+    height, width, num_disp = aggregated.shape
+    index = np.empty((height, width), dtype=np.int16)
+    best_cost = np.empty((height, width), dtype=np.float32)
+    second = np.empty((height, width), dtype=np.float32)
+    second_far = np.empty((height, width), dtype=np.float32)
+    second_local = np.empty((height, width), dtype=np.float32)
+    mean = np.empty((height, width), dtype=np.float32)
+    ks = np.arange(num_disp).astype(np.int16)
+    for y in prange(height):
+        select_row(aggregated[y], ks, index[y], best_cost[y], second[y], second_far[y], second_local[y], mean[y])
+    return index, best_cost, second, second_far, second_local, mean
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def winner_takes_all_right(aggregated: np.ndarray, min_disp: int) -> np.ndarray:
+    """Right-view winner from the same aggregated volume.
+
+    The right pixel ``(y, xr)`` at disparity index ``k`` is the left pixel ``(y, xr + min_disp + k)``,
+    so its cost curve is ``S[y, xr + min_disp + k, k]``. Each left pixel of a row votes for the right
+    pixels ``x - min_disp - k`` (a scatter-minimum, one thread per row); the accumulators are kept in
+    reversed order so that the votes of one pixel form a contiguous, vectorisable slice. Visiting
+    ``x`` in increasing order gives each right pixel its smallest ``k`` first, so the strict comparison
+    keeps the first minimum, like an argmin.
+
+    Args:
+        aggregated: ``uint16`` (H, W, D).
+        min_disp: disparity of index 0, pixels.
+
+    Returns:
+        ``int16`` (H, W) winning index, ``-1`` where no ``k`` maps inside the left image.
+    """
+    height, width, num_disp = aggregated.shape
+    index = np.empty((height, width), dtype=np.int16)
+    ks = np.arange(num_disp).astype(np.int16)
+    for y in prange(height):
+        select_row_right(aggregated[y], ks, min_disp, index[y])
+    return index
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def consistency_check(disparity: np.ndarray, disparity_right: np.ndarray, cost_best: np.ndarray, cost_second_far: np.ndarray, lr_max_diff: float, uniqueness: float) -> np.ndarray:
+    """Validity mask: left-right consistency and uniqueness.
+
+    Args:
+        disparity: ``float32`` (H, W) left-view disparity, pixels.
+        disparity_right: ``float32`` (H, W) right-view disparity, pixels (NaN = none).
+        cost_best, cost_second_far: ``float32`` (H, W) features from :func:`winner_takes_all`.
+        lr_max_diff: largest allowed ``|d_left(x) - d_right(round(x - d_left(x)))|``, pixels;
+            negative disables the check.
+        uniqueness: the test is ``cost_best < uniqueness * cost_second_far``; ``>= 1`` disables it.
+
+    Returns:
+        ``bool`` (H, W), True where both tests pass.
+    """
+    height, width = disparity.shape
+    valid = np.empty((height, width), dtype=np.bool_)
+    for y in prange(height):
+        for x in range(width):
+            ok = True
+            if uniqueness < 1.0 and not cost_best[y, x] < uniqueness * cost_second_far[y, x]:
+                ok = False
+            if ok and lr_max_diff >= 0.0:
+                d = disparity[y, x]
+                x_right = int(np.floor(x - d + 0.5))
+                if x_right < 0 or x_right >= width:
+                    ok = False
+                else:
+                    other = disparity_right[y, x_right]
+                    if not abs(d - other) <= lr_max_diff:
+                        ok = False
+            valid[y, x] = ok
+    return valid
+
+
+def select(aggregated: np.ndarray, min_disp: int) -> Winners:
+    """Run both winner-takes-all kernels on an aggregated volume.
+
+    Args:
+        aggregated: ``uint16`` (H, W, D).
+        min_disp: disparity of index 0, pixels.
+    """
+    index, c1, c2, c2_far, c2m, mean = winner_takes_all(aggregated)
+    return Winners(index, c1, c2, c2_far, c2m, mean, winner_takes_all_right(aggregated, int(min_disp)))

@@ -1,0 +1,353 @@
+"""TODO docstring."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from pseudolabel.errors import InputError
+from pseudolabel.sgm.params import SGMParams
+from pseudolabel.store.proxies import DEFAULT_COMPRESSION, JOURNAL_ENTRY_FORMAT, JOURNAL_HEADER, PAIRS, RESULT_DATASETS, ProxyFile, _initialise_root, _open_h5, _python_value, _write_pair_group, describe_difference, journal_path, key_to_name, lock_path, open_proxies, partial_path, run_identity
+
+
+@contextlib.contextmanager
+def output_lock(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``<out>.lock`` (fails at once if another process holds it).
+
+    Raises:
+        InputError: another process is writing ``out``, or the lock cannot be created.
+    """
+    lock = lock_path(out)
+    try:
+        handle = open(lock, "a+")
+    except OSError as error:
+        raise InputError(f"{out}: cannot write next to it ({error.strerror or error}); choose a writable --out") from None
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # pragma: no cover - non-POSIX
+            pass
+        except OSError as error:
+            if error.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise InputError(
+                    f"{out}: another process is writing it (lock {lock}); wait for it to finish or choose another --out"
+                ) from None
+            raise
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                lock.unlink()
+    finally:
+        handle.close()
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_directory(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+def journal_entry_path(journal: Path, key: str) -> Path:
+    """File of one pair in the journal (named by a hash of the key, which may contain ``/``)."""
+    return journal / (hashlib.sha1(key.encode("utf-8")).hexdigest()[:24] + ".h5")
+
+
+def write_journal_entry(
+    journal: Path,
+    key: str,
+    arrays: Mapping[str, np.ndarray],
+    attrs: Mapping[str, Any],
+    identity: str,
+    compression: str = DEFAULT_COMPRESSION,
+) -> Path:
+    """Write one finished pair into the journal atomically (temporary file, then rename).
+
+    Safe to call from worker processes: each entry is its own file. Returns the entry's path.
+    """
+    target = journal_entry_path(journal, key)
+    temporary = journal / f".{target.stem}.{os.getpid()}.tmp"
+    try:
+        with h5py.File(temporary, "w") as h5file:
+            h5file.attrs["format"] = JOURNAL_ENTRY_FORMAT
+            h5file.attrs["key"] = key
+            h5file.attrs["run_identity"] = identity
+            _write_pair_group(h5file.create_group("pair"), arrays, {**attrs, "key": key}, compression)
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+    return target
+
+
+def _read_journal_entry(path: Path, identity: str) -> str | None:
+    """The key of a valid journal entry, or ``None`` when it is damaged or from another run."""
+    try:
+        with h5py.File(path, "r") as h5file:
+            if _python_value(h5file.attrs.get("format")) != JOURNAL_ENTRY_FORMAT:
+                return None
+            if _python_value(h5file.attrs.get("run_identity")) != identity:
+                return None
+            group = h5file.get("pair")
+            if not isinstance(group, h5py.Group) or not bool(group.attrs.get("complete", False)):
+                return None
+            if any(name not in group for name in RESULT_DATASETS):
+                return None
+            return str(_python_value(h5file.attrs["key"]))
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+@dataclass
+class RunState:
+    """What :class:`ProxyRun` found when it started."""
+
+    done_in_file: set[str]
+    done_in_journal: dict[str, Path]
+    fresh: bool
+    notes: list[str]
+
+    @property
+    def done(self) -> set[str]:
+        """Keys of every finished pair (in the output file or in the journal)."""
+        return self.done_in_file | set(self.done_in_journal)
+
+
+class ProxyRun:
+    """Crash-safe writer of one ``pseudolabel sgm`` run into ``out`` (see the module docstring).
+
+    Usage::
+
+        with ProxyRun(out, params, max_disp_from_calib, overwrite) as run:
+            todo = [pair for pair in pairs if pair.key not in run.state.done]
+            for pair in todo:            # possibly in worker processes:
+                write_journal_entry(run.journal, pair.key, arrays, attrs, run.identity)
+            run.finish()                 # assemble <out>.partial, rename over <out>, drop the journal
+
+    Rules: an existing complete ``out`` is never modified in place; a rerun with the same identity
+    (parameters) resumes from ``out`` and the journal; another identity is refused unless
+    ``overwrite`` (then every pair is recomputed and ``out`` is replaced only by :meth:`finish`).
+    """
+
+    def __init__(self, out: str | os.PathLike[str], params: SGMParams, max_disp_from_calib: bool = False, overwrite: bool = False) -> None:
+        self.out = Path(out)
+        self.params = params
+        self.max_disp_from_calib = bool(max_disp_from_calib)
+        self.overwrite = overwrite
+        self.identity = run_identity(params, max_disp_from_calib)
+        self.journal = journal_path(self.out)
+        self.state = RunState(set(), {}, overwrite, [])
+        self._lock: contextlib.ExitStack | None = None
+
+    def __enter__(self) -> "ProxyRun":
+        out = self.out
+        if out.is_dir():
+            raise InputError(f"{out}: is a folder; --out must be a file path such as {out / 'proxies.h5'}")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise InputError(f"{out.parent}: cannot create the output folder ({error.strerror or error}); choose a writable --out") from None
+        if not os.access(out.parent, os.W_OK | os.X_OK):
+            raise InputError(f"{out.parent}: is not writable; choose a writable --out")
+        if out.exists() and not os.access(out, os.R_OK):
+            raise InputError(f"{out}: exists but cannot be read; check its permissions or choose another --out")
+        stack = contextlib.ExitStack()
+        stack.enter_context(output_lock(out))
+        self._lock = stack
+        try:
+            self._scan()
+        except BaseException:
+            stack.close()
+            self._lock = None
+            raise
+        return self
+
+    def __exit__(self, exc_type: Any, *exc_info: Any) -> None:
+        try:
+            if self.journal.is_dir() and not any(self.journal.glob("*.h5")):
+                shutil.rmtree(self.journal, ignore_errors=True)
+        finally:
+            if self._lock is not None:
+                self._lock.close()
+                self._lock = None
+
+    # start ------------------------------------------------------------------------------
+    def _scan(self) -> None:
+        state = self.state
+        stale = partial_path(self.out)
+        if stale.exists():
+            stale.unlink()
+            state.notes.append(f"removed {stale} left by an interrupted run (the journal is kept)")
+        header = self.journal / JOURNAL_HEADER
+        journal_fresh = False
+        if self.journal.is_dir():
+            try:
+                recorded = json.loads(header.read_text(encoding="utf-8"))
+                journal_identity = json.dumps(recorded["identity"], sort_keys=True)
+                # an interrupted --overwrite run is continued only by a run with the same parameters
+                journal_fresh = bool(recorded.get("fresh", False)) and journal_identity == self.identity
+            except (OSError, ValueError, KeyError, TypeError):
+                recorded, journal_identity = None, None
+            entries = sorted(self.journal.glob("*.h5"))
+            reusable = journal_identity == self.identity and (not self.overwrite or journal_fresh)
+            if recorded is None and entries:
+                state.notes.append(f"{self.journal}: has no valid {JOURNAL_HEADER}; its {len(entries)} entries are checked one by one")
+                reusable = not self.overwrite
+            if entries and not reusable:
+                if not self.overwrite:
+                    raise InputError(
+                        f"{self.journal}: holds {len(entries)} finished pairs of an interrupted run with different SGM "
+                        f"parameters ({describe_difference(journal_identity or '{}', self.identity)}); rerun with those "
+                        "parameters to finish it, or pass --overwrite to discard it"
+                    )
+                state.notes.append(f"discarded {len(entries)} pairs of an interrupted earlier run in {self.journal}")
+                shutil.rmtree(self.journal)
+                journal_fresh = False
+            elif entries:
+                for entry in entries:
+                    key = _read_journal_entry(entry, self.identity)
+                    if key is None or journal_entry_path(self.journal, key) != entry:
+                        state.notes.append(f"{entry}: damaged journal entry, recomputing that pair")
+                        entry.unlink()
+                    else:
+                        state.done_in_journal[key] = entry
+            for temporary in self.journal.glob(".*.tmp") if self.journal.is_dir() else []:
+                temporary.unlink()
+        state.fresh = self.overwrite or journal_fresh
+        if not state.fresh and self.out.exists():
+            with ProxyFile(_open_h5(self.out, "r"), self.out) as existing:
+                if existing.identity != self.identity:
+                    raise InputError(
+                        f"{self.out}: was computed with different SGM parameters "
+                        f"({describe_difference(existing.identity, self.identity)}); use the same options, "
+                        "another --out, or --overwrite to recompute every pair"
+                    )
+                state.done_in_file = set(existing.keys())
+        try:
+            self.journal.mkdir(exist_ok=True)
+            payload = json.dumps({"identity": json.loads(self.identity), "fresh": state.fresh}, sort_keys=True)
+            temporary_header = self.journal / f".{JOURNAL_HEADER}.tmp"
+            temporary_header.write_text(payload, encoding="utf-8")
+            os.replace(temporary_header, header)
+        except OSError as error:
+            raise InputError(f"{self.journal}: cannot be written ({error.strerror or error}); choose a writable --out") from None
+
+    # end --------------------------------------------------------------------------------
+    def record(self, key: str, entry: Path) -> None:
+        """Note a journal entry written (by this process or a worker) during the run."""
+        self.state.done_in_journal[key] = entry
+
+    def finish(self) -> int:
+        """Assemble the output: ``<out>.partial`` = existing output (unless fresh) + journal pairs, then rename.
+
+        Returns:
+            The number of pairs copied from the journal.
+        """
+        state = self.state
+        entries = {key: path for key, path in state.done_in_journal.items() if state.fresh or key not in state.done_in_file}
+        if not entries and not state.fresh:
+            shutil.rmtree(self.journal, ignore_errors=True)
+            return 0
+        partial = partial_path(self.out)
+        if not state.fresh and self.out.exists():
+            shutil.copyfile(self.out, partial)
+            h5file = h5py.File(partial, "r+")
+        else:
+            h5file = h5py.File(partial, "w")
+            _initialise_root(h5file, self.params, self.max_disp_from_calib)
+        try:
+            pairs = h5file.require_group(PAIRS)
+            for key in sorted(entries):
+                name = key_to_name(key)
+                if name in pairs:
+                    del pairs[name]
+                with h5py.File(entries[key], "r") as source:
+                    source.copy(source["pair"], pairs, name=name)
+        finally:
+            h5file.close()
+        _fsync_file(partial)
+        os.replace(partial, self.out)
+        _fsync_directory(self.out.parent)
+        shutil.rmtree(self.journal, ignore_errors=True)
+        return len(entries)
+
+
+def create_or_open_proxies(
+    path: str | os.PathLike[str],
+    params: SGMParams,
+    overwrite: bool = False,
+    max_disp_from_calib: bool = False,
+) -> ProxyFile:
+    """Open ``path`` for writing, creating it (with the root attributes) if needed.
+
+    This writes in place (no journal); :class:`ProxyRun` is the crash-safe writer that
+    ``pseudolabel sgm`` uses.
+
+    Raises:
+        InputError: the existing file was made with other SGM parameters (unless ``overwrite``,
+        which starts a new, empty file), or it is corrupt or not a proxies file.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        proxies = ProxyFile(_open_h5(path, "r+"), path)
+        wanted = run_identity(params, max_disp_from_calib)
+        if proxies.identity != wanted:
+            stored = proxies.identity
+            proxies.close()
+            raise InputError(
+                f"{path}: was computed with different SGM parameters ({describe_difference(stored, wanted)}); "
+                "use the same parameters, another output file, or overwrite"
+            )
+        return proxies
+    path.parent.mkdir(parents=True, exist_ok=True)
+    h5file = h5py.File(path, "w")
+    _initialise_root(h5file, params, max_disp_from_calib)
+    h5file.flush()
+    return ProxyFile(h5file, path)
+
+
+@contextlib.contextmanager
+def edit_proxies(path: str | os.PathLike[str]) -> Iterator[ProxyFile]:
+    """Crash-safe editing: yields a writable copy of ``path`` that replaces it only on success.
+
+    The copy is ``<path>.editing``; a kill or an exception leaves ``path`` untouched (the copy is
+    removed on an exception; a stale copy after a kill is overwritten by the next edit).
+    """
+    path = Path(path)
+    with output_lock(path):
+        proxies = open_proxies(path, "r")
+        proxies.close()
+        editing = path.with_name(path.name + ".editing")
+        shutil.copyfile(path, editing)
+        try:
+            with ProxyFile(_open_h5(editing, "r+"), path) as proxies:
+                yield proxies
+            _fsync_file(editing)
+            os.replace(editing, path)
+            _fsync_directory(path.parent)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                editing.unlink()
+            raise

@@ -1,0 +1,547 @@
+"""The proxies HDF5 file: SGM proxy disparities and, later, confidences and labels, one group per pair.
+
+The contract (also in ``data/README.md``):
+
+* Root attributes: ``format = "pseudolabel-proxies"``, ``format_version`` (int), ``created_by``
+  (``"pseudolabel <version>"``), ``sgm_params`` (JSON of :class:`~pseudolabel.sgm.params.SGMParams`) and
+  ``max_disp_from_calib`` (bool: pairs whose dataset gives a range, Middlebury ``calib.txt``, were
+  matched with it instead of ``sgm_params.max_disp``).
+* One group per pair, ``/pairs/<name>``, where ``<name>`` is the pair's key with ``%`` written as
+  ``%25`` and ``/`` as ``%2F`` (so every key is one flat group; ``training/000046_10`` is stored as
+  ``/pairs/training%2F000046_10``). The group's ``key`` attribute holds the key itself.
+  Attributes: ``key``, ``left``, ``right`` (paths as given), ``min_disp``, ``max_disp`` (the range
+  actually searched, pixels), ``height``, ``width``, ``valid_fraction``, optional ``gt_left``,
+  ``gt_scale`` and ``masks`` (JSON: name -> path), and ``complete = True``, written last.
+* Datasets of a pair (all (H, W), left view): ``disparity`` float32 pixels, ``valid`` bool,
+  ``disparity_right`` float32 (right view), ``cost_best``, ``cost_second``, ``cost_second_local``,
+  ``cost_mean`` float32 (aggregated cost units; the first three are stored as uint16 when every
+  value is an integer in [0, 65535], which holds for the current kernels, and :meth:`ProxyFile.read`
+  returns float32 either way), ``disparity_wta`` int16; later stages add ``confidence/<measure>``
+  (float32 in [0, 1], higher = more trustworthy) and ``labels`` (float32 pixels, NaN = no label).
+  Chunked by row bands of about 1 MiB. Compression (``pseudolabel sgm --compression``): ``fast``
+  (default: byte shuffle and LZF, h5py's built-in filter, on boolean and int16 maps, which it shrinks
+  4-9x cheaply; float maps and uint16 costs raw), ``lzf`` (every dataset; about 30% smaller files, about twice the write time), ``gzip``
+  (deflate level 1, readable by every HDF5 library) or ``none``. C/Fortran HDF5 readers need the LZF plugin.
+
+Crash safety of ``pseudolabel sgm`` (see :class:`ProxyRun`): finished pairs go first to a journal
+folder ``<out>.journal/`` (one small HDF5 file per pair, written to a temporary name and renamed, so
+a kill never leaves half an entry). When every pair is done, the final file is assembled in
+``<out>.partial`` (a copy of the existing output plus the journal's pairs, raw compressed chunks
+copied) and renamed over ``<out>`` in one atomic step; only then is the journal removed. A kill at
+any moment therefore leaves the previous output intact and the journal from which a rerun resumes.
+
+This module imports h5py and numpy only (never torch).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from pseudolabel import __version__
+from pseudolabel.errors import InputError
+from pseudolabel.sgm.params import SGMParams, SGMResult
+
+FORMAT = "pseudolabel-proxies"
+FORMAT_VERSION = 1
+JOURNAL_ENTRY_FORMAT = "pseudolabel-proxies-journal-entry"
+JOURNAL_HEADER = "run.json"
+PAIRS = "pairs"
+
+# Datasets written by `pseudolabel sgm` for every pair, with the dtype that `ProxyFile.read` returns.
+RESULT_DATASETS: dict[str, np.dtype] = {
+    "disparity": np.dtype(np.float32),
+    "valid": np.dtype(bool),
+    "disparity_right": np.dtype(np.float32),
+    "cost_best": np.dtype(np.float32),
+    "cost_second": np.dtype(np.float32),
+    "cost_second_local": np.dtype(np.float32),
+    "cost_mean": np.dtype(np.float32),
+    "disparity_wta": np.dtype(np.int16),
+}
+CONFIDENCE_GROUP = "confidence"
+LABELS = "labels"
+
+# Aggregated costs that are integers by construction: stored as uint16 when that is exact.
+INTEGER_COSTS = ("cost_best", "cost_second", "cost_second_local")
+
+CHUNK_BYTES = 1 << 20
+# name -> h5py create_dataset keywords (byte shuffle is added for multi-byte types when compressing).
+# "fast" compresses only boolean and int16 maps (see _fast_compresses) and stores the rest raw:
+# LZF saves 15-40% on sub-pixel floats and costs, and took most of the write time.
+COMPRESSIONS: dict[str, dict[str, Any]] = {
+    "fast": {"compression": "lzf"},
+    "lzf": {"compression": "lzf"},
+    "gzip": {"compression": "gzip", "compression_opts": 1},
+    "none": {},
+}
+DEFAULT_COMPRESSION = "fast"
+
+
+# ----------------------------------------------------------------------------------------------
+# keys and groups
+
+
+def key_to_name(key: str) -> str:
+    """The HDF5 group name of a pair key: ``%`` -> ``%25``, ``/`` -> ``%2F`` (one flat, reversible name).
+
+    Raises:
+        InputError: the key is empty.
+    """
+    if not key:
+        raise InputError("a pair key must not be empty")
+    name = key.replace("%", "%25").replace("/", "%2F")
+    if name in (".", ".."):
+        name = name.replace(".", "%2E")
+    return name
+
+
+def name_to_key(name: str) -> str:
+    """Inverse of :func:`key_to_name`."""
+    return name.replace("%2F", "/").replace("%2E", ".").replace("%25", "%")
+
+
+def run_identity(params: SGMParams, max_disp_from_calib: bool) -> str:
+    """JSON that identifies what a run computes: two runs may share a file only if these are equal."""
+    return json.dumps({"sgm_params": json.loads(params.to_json()), "max_disp_from_calib": bool(max_disp_from_calib)}, sort_keys=True)
+
+
+def describe_difference(stored: str, current: str) -> str:
+    """Human-readable list of the fields that differ between two :func:`run_identity` strings."""
+    old, new = json.loads(stored), json.loads(current)
+    flat_old = {**old.get("sgm_params", {}), "max_disp_from_calib": old.get("max_disp_from_calib")}
+    flat_new = {**new.get("sgm_params", {}), "max_disp_from_calib": new.get("max_disp_from_calib")}
+    changed = [
+        f"{name} {flat_old.get(name)!r} in the file, {flat_new.get(name)!r} now"
+        for name in sorted(set(flat_old) | set(flat_new))
+        if flat_old.get(name) != flat_new.get(name)
+    ]
+    return "; ".join(changed) if changed else "no difference"
+
+
+def _python_value(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def _chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    """Row bands of about :data:`CHUNK_BYTES` (whole rows, so one band is one contiguous read)."""
+    if len(shape) == 0:
+        return ()
+    row_bytes = max(1, int(np.prod(shape[1:], dtype=np.int64)) * itemsize)
+    rows_per_band = int(min(shape[0], max(1, CHUNK_BYTES // row_bytes)))
+    # Spread the rows evenly over the bands: the last chunk is not mostly padding (which HDF5
+    # stores and writes in full when uncompressed).
+    bands = -(-shape[0] // max(rows_per_band, 1))
+    rows = -(-shape[0] // max(bands, 1))
+    return (max(rows, 1), *shape[1:])
+
+
+def _fast_compresses(dtype: np.dtype) -> bool:
+    """Whether ``--compression fast`` compresses a dataset of this dtype.
+
+    Booleans and signed integer maps (``valid``, ``disparity_wta``): LZF makes them 4-9x smaller
+    for about 1-3 ms per KITTI-sized map. Float maps and the uint16 costs are stored raw: LZF
+    saves only 15-40% on them and costs 4-12 ms each, most of the command's write time.
+    """
+    return dtype.kind == "b" or (dtype.kind == "i" and dtype.itemsize <= 2)
+
+
+def write_dataset(
+    group: h5py.Group,
+    name: str,
+    array: np.ndarray,
+    attrs: Mapping[str, Any] | None = None,
+    compression: str = DEFAULT_COMPRESSION,
+) -> h5py.Dataset:
+    """Create dataset ``name`` (may contain ``/`` for sub-groups) in ``group``: chunked, shuffled, compressed.
+
+    ``compression`` is a key of :data:`COMPRESSIONS`. An existing dataset of that name is replaced.
+    """
+    if compression not in COMPRESSIONS:
+        raise InputError(f"unknown compression {compression!r}; use {', '.join(COMPRESSIONS)}")
+    array = np.ascontiguousarray(array)
+    if name in group:
+        del group[name]
+    if array.ndim == 0 or array.size == 0:
+        dataset = group.create_dataset(name, data=array)
+    else:
+        options = COMPRESSIONS[compression]
+        if compression == "fast" and not _fast_compresses(array.dtype):
+            options = {}
+        dataset = group.create_dataset(
+            name,
+            data=array,
+            chunks=_chunks(array.shape, array.dtype.itemsize),
+            shuffle=bool(options) and array.dtype.itemsize > 1,
+            **options,
+        )
+    for attribute, value in (attrs or {}).items():
+        dataset.attrs[attribute] = value
+    return dataset
+
+
+def result_arrays(result: SGMResult | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The datasets of :data:`RESULT_DATASETS` from a :class:`SGMResult` (or a mapping), in their on-disk dtypes.
+
+    :data:`INTEGER_COSTS` become ``uint16`` when that is exact (integers in [0, 65535]), else float32.
+
+    Raises:
+        InputError: a dataset is missing or its shape differs from ``disparity``'s.
+    """
+    get = (lambda n: result[n]) if isinstance(result, Mapping) else (lambda n: getattr(result, n))
+    arrays: dict[str, np.ndarray] = {}
+    for name, dtype in RESULT_DATASETS.items():
+        try:
+            value = np.asarray(get(name))
+        except (KeyError, AttributeError):
+            raise InputError(f"the SGM result has no {name!r} array") from None
+        array = np.ascontiguousarray(value.astype(dtype, copy=False))
+        if name in INTEGER_COSTS and array.size:
+            narrow = array.astype(np.uint16)
+            if array.min() >= 0 and array.max() <= 65535 and np.array_equal(narrow, array):
+                array = narrow
+        arrays[name] = array
+    shape = arrays["disparity"].shape
+    for name, value in arrays.items():
+        if value.shape != shape or len(shape) != 2:
+            raise InputError(f"SGM result array {name!r} has shape {value.shape}, expected (H, W) = {shape}")
+    return arrays
+
+
+def pair_attributes(
+    key: str,
+    left: str | os.PathLike[str],
+    right: str | os.PathLike[str],
+    params: SGMParams,
+    shape: tuple[int, int],
+    valid: np.ndarray,
+    gt_left: str | os.PathLike[str] | None = None,
+    gt_scale: float | None = None,
+    masks: Mapping[str, str | os.PathLike[str]] | None = None,
+) -> dict[str, Any]:
+    """The attributes of one pair's group (without ``complete``, which is written last)."""
+    attrs: dict[str, Any] = {
+        "key": key,
+        "left": str(left),
+        "right": str(right),
+        "min_disp": int(params.min_disp),
+        "max_disp": int(params.max_disp),
+        "height": int(shape[0]),
+        "width": int(shape[1]),
+        "valid_fraction": float(np.count_nonzero(valid)) / max(1, valid.size),
+    }
+    if gt_left is not None:
+        attrs["gt_left"] = str(gt_left)
+    if gt_scale is not None:
+        attrs["gt_scale"] = float(gt_scale)
+    if masks:
+        attrs["masks"] = json.dumps({name: str(path) for name, path in sorted(masks.items())})
+    return attrs
+
+
+def _write_pair_group(
+    group: h5py.Group, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any], compression: str = DEFAULT_COMPRESSION
+) -> None:
+    for name, array in arrays.items():
+        write_dataset(group, name, array, compression=compression)
+    for attribute, value in attrs.items():
+        group.attrs[attribute] = value
+    group.attrs["complete"] = True
+
+
+# ----------------------------------------------------------------------------------------------
+# opening files
+
+
+def _open_h5(path: Path, mode: str) -> h5py.File:
+    try:
+        return h5py.File(path, mode)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such proxies file; create it with `pseudolabel sgm --out {path}`") from None
+    except PermissionError as error:
+        raise InputError(f"{path}: cannot be opened ({error.strerror or error}); check its permissions") from None
+    except OSError as error:
+        if "lock" in str(error).lower():
+            raise InputError(f"{path}: is open for writing by another process; wait for it to finish") from None
+        raise InputError(
+            f"{path}: is corrupt or not an HDF5 file ({_first_line(error)}); "
+            "move it away and rerun `pseudolabel sgm` (or pass --overwrite) to recreate it"
+        ) from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+class ProxyFile:
+    """An open proxies file (see the module docstring for its layout). Use as a context manager.
+
+    Keys are the pair keys (``/`` allowed); only pairs whose ``complete`` attribute is set are listed.
+    """
+
+    def __init__(self, h5file: h5py.File, path: Path) -> None:
+        self._h5 = h5file
+        self.path = path
+        if self._h5.attrs.get("format") not in (FORMAT, FORMAT.encode()):
+            name = self._h5.filename
+            self._h5.close()
+            raise InputError(f"{name}: not a pseudolabel proxies file (no format={FORMAT!r} attribute); choose another file")
+        version = int(self._h5.attrs.get("format_version", 0))
+        if version > FORMAT_VERSION:
+            self._h5.close()
+            raise InputError(f"{path}: format_version {version} is newer than this pseudolabel understands; upgrade pseudolabel")
+
+    # context management -------------------------------------------------------------------
+    def __enter__(self) -> "ProxyFile":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the file (flushes pending writes)."""
+        if self._h5.id.valid:
+            self._h5.close()
+
+    def flush(self) -> None:
+        """Write buffered data and metadata to disk."""
+        self._h5.flush()
+
+    @property
+    def h5(self) -> h5py.File:
+        """The underlying :class:`h5py.File` (for advanced use)."""
+        return self._h5
+
+    # root --------------------------------------------------------------------------------
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """Root attributes as Python values."""
+        return {name: _python_value(value) for name, value in self._h5.attrs.items()}
+
+    @property
+    def sgm_params(self) -> SGMParams:
+        """The SGM parameters of the file (``max_disp`` may be replaced per pair, see :meth:`pair_params`)."""
+        return SGMParams.from_json(_python_value(self._h5.attrs["sgm_params"]))
+
+    @property
+    def max_disp_from_calib(self) -> bool:
+        """True when pairs with a dataset-given range (Middlebury ``calib.txt``) were matched with it."""
+        return bool(self._h5.attrs.get("max_disp_from_calib", False))
+
+    @property
+    def identity(self) -> str:
+        """:func:`run_identity` of the file."""
+        return run_identity(self.sgm_params, self.max_disp_from_calib)
+
+    # pairs -------------------------------------------------------------------------------
+    def _pairs(self) -> h5py.Group | None:
+        group = self._h5.get(PAIRS)
+        return group if isinstance(group, h5py.Group) else None
+
+    def keys(self) -> list[str]:
+        """Keys of the complete pairs, sorted."""
+        pairs = self._pairs()
+        if pairs is None:
+            return []
+        return sorted(name_to_key(name) for name, group in pairs.items() if bool(group.attrs.get("complete", False)))
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        group = self._group_or_none(key)
+        return group is not None and bool(group.attrs.get("complete", False))
+
+    def _group_or_none(self, key: str) -> h5py.Group | None:
+        pairs = self._pairs()
+        if pairs is None:
+            return None
+        group = pairs.get(key_to_name(key))
+        return group if isinstance(group, h5py.Group) else None
+
+    def _group(self, key: str) -> h5py.Group:
+        group = self._group_or_none(key)
+        if group is None:
+            raise InputError(f"{self.path}: has no pair {key!r}; `pseudolabel inspect {self.path}` lists the pairs")
+        return group
+
+    def pair_attrs(self, key: str) -> dict[str, Any]:
+        """Attributes of a pair as Python values (``masks`` decoded to a dict of str)."""
+        attrs = {name: _python_value(value) for name, value in self._group(key).attrs.items()}
+        if "masks" in attrs:
+            attrs["masks"] = json.loads(attrs["masks"])
+        return attrs
+
+    def pair_params(self, key: str) -> SGMParams:
+        """The SGM parameters used for one pair (the file's, with the pair's ``min_disp``/``max_disp``)."""
+        attrs = self._group(key).attrs
+        return self.sgm_params.replace(min_disp=int(attrs["min_disp"]), max_disp=int(attrs["max_disp"]))
+
+    def datasets(self, key: str) -> list[str]:
+        """Names of the datasets of a pair, sub-groups included (``confidence/ccnn``), sorted."""
+        names: list[str] = []
+        self._group(key).visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+        return sorted(names)
+
+    def has(self, key: str, name: str) -> bool:
+        """Whether pair ``key`` has dataset ``name``."""
+        group = self._group_or_none(key)
+        return group is not None and isinstance(group.get(name), h5py.Dataset)
+
+    def read(self, key: str, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Read datasets of one pair (only that pair's chunks are read).
+
+        Args:
+            key: the pair key.
+            names: dataset names (``"disparity"``, ``"valid"``, ``"cost_best"``, ``"confidence/ccnn"``,
+                ``"labels"``, ...); ``None`` reads all of them.
+
+        Returns:
+            name -> array, (H, W) each: the :data:`RESULT_DATASETS` in their listed dtypes (costs
+            stored as uint16 come back as float32), other datasets in their stored dtype.
+        """
+        group = self._group(key)
+        wanted = list(names) if names is not None else self.datasets(key)
+        arrays: dict[str, np.ndarray] = {}
+        for name in wanted:
+            dataset = group.get(name)
+            if not isinstance(dataset, h5py.Dataset):
+                raise InputError(f"{self.path}: pair {key!r} has no dataset {name!r} (it has {', '.join(self.datasets(key))})")
+            array = dataset[()]
+            if name in RESULT_DATASETS and array.dtype != RESULT_DATASETS[name]:
+                array = array.astype(RESULT_DATASETS[name])
+            arrays[name] = array
+        return arrays
+
+    def list_confidences(self, key: str) -> list[str]:
+        """Names of the confidence measures stored for a pair (``["ccnn", ...]``), sorted."""
+        group = self._group(key).get(CONFIDENCE_GROUP)
+        if not isinstance(group, h5py.Group):
+            return []
+        return sorted(name for name, obj in group.items() if isinstance(obj, h5py.Dataset))
+
+    # writing -----------------------------------------------------------------------------
+    def _check_writable(self) -> None:
+        if self._h5.mode != "r+":
+            raise InputError(f"{self.path}: opened read-only; use open_proxies(path, mode='r+') to write")
+
+    def write(
+        self,
+        key: str,
+        name: str,
+        array: np.ndarray,
+        attrs: Mapping[str, Any] | None = None,
+        overwrite: bool = True,
+    ) -> None:
+        """Write one (H, W) dataset of an existing pair, e.g. ``confidence/<measure>`` or ``labels``.
+
+        ``confidence/*`` must be finite and in [0, 1] and is stored as float32; ``labels`` is stored as
+        float32 (NaN = no label). The file is flushed afterwards. For a write that must survive a kill
+        at any moment, edit through :func:`edit_proxies` instead of writing in place.
+
+        Raises:
+            InputError: unknown pair, wrong shape or range, or an existing dataset and ``overwrite=False``.
+        """
+        self._check_writable()
+        group = self._group(key)
+        array = np.asarray(array)
+        shape = (int(group.attrs["height"]), int(group.attrs["width"]))
+        if array.shape != shape:
+            raise InputError(f"{name} for pair {key!r} has shape {array.shape}, the pair is {shape}")
+        if name.startswith(CONFIDENCE_GROUP + "/"):
+            array = array.astype(np.float32, copy=False)
+            if not np.all(np.isfinite(array)) or array.min() < 0.0 or array.max() > 1.0:
+                raise InputError(f"{name} for pair {key!r} must be finite and in [0, 1]")
+        elif name == LABELS:
+            array = array.astype(np.float32, copy=False)
+        if name in RESULT_DATASETS and name not in INTEGER_COSTS and array.dtype != RESULT_DATASETS[name]:
+            array = array.astype(RESULT_DATASETS[name])
+        if name in group and not overwrite:
+            raise InputError(f"{self.path}: pair {key!r} already has {name!r}; pass overwrite=True to replace it")
+        write_dataset(group, name, array, attrs)
+        self._h5.flush()
+
+    def write_pair(self, key: str, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) -> None:
+        """Write (or replace) a whole pair: the :data:`RESULT_DATASETS` and the group attributes.
+
+        ``complete`` is set last and the file flushed. Use :func:`result_arrays` and
+        :func:`pair_attributes` to build the arguments from a :class:`SGMResult`.
+        """
+        self._check_writable()
+        pairs = self._h5.require_group(PAIRS)
+        name = key_to_name(key)
+        if name in pairs:
+            del pairs[name]
+        _write_pair_group(pairs.create_group(name), arrays, {**attrs, "key": key})
+        self._h5.flush()
+
+    def delete_pair(self, key: str) -> None:
+        """Remove a pair and everything stored for it."""
+        self._check_writable()
+        pairs = self._pairs()
+        if pairs is not None and key_to_name(key) in pairs:
+            del pairs[key_to_name(key)]
+            self._h5.flush()
+
+
+def _initialise_root(h5file: h5py.File, params: SGMParams, max_disp_from_calib: bool) -> None:
+    h5file.attrs["format"] = FORMAT
+    h5file.attrs["format_version"] = FORMAT_VERSION
+    h5file.attrs["created_by"] = f"pseudolabel {__version__}"
+    h5file.attrs["sgm_params"] = params.to_json()
+    h5file.attrs["max_disp_from_calib"] = bool(max_disp_from_calib)
+    h5file.require_group(PAIRS)
+
+
+def open_proxies(path: str | os.PathLike[str], mode: str = "r") -> ProxyFile:
+    """Open an existing proxies file (``mode`` ``"r"`` or ``"r+"``).
+
+    Raises:
+        InputError: the file is missing (mentioning an interrupted run's journal if there is one),
+        corrupt, locked or not a proxies file.
+    """
+    if mode not in ("r", "r+"):
+        raise ValueError(f"mode must be 'r' or 'r+', not {mode!r}")
+    path = Path(path)
+    if not path.exists():
+        journal = journal_path(path)
+        if journal.is_dir():
+            raise InputError(
+                f"{path}: does not exist yet; an unfinished `pseudolabel sgm` run keeps "
+                f"{len(list(journal.glob('*.h5')))} finished pairs in {journal}: rerun the same command to finish it"
+            )
+    return ProxyFile(_open_h5(path, mode), path)
+
+
+# ----------------------------------------------------------------------------------------------
+# crash-safe writing of a whole run
+
+
+def journal_path(out: Path) -> Path:
+    """The journal folder of output ``out``: ``<out>.journal``."""
+    return out.with_name(out.name + ".journal")
+
+
+def partial_path(out: Path) -> Path:
+    """Where the final file is assembled before its atomic rename: ``<out>.partial``."""
+    return out.with_name(out.name + ".partial")
+
+
+def lock_path(out: Path) -> Path:
+    """The lock file held while a process writes ``out``: ``<out>.lock``."""
+    return out.with_name(out.name + ".lock")

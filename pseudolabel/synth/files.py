@@ -1,0 +1,207 @@
+"""TODO docstring."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from pseudolabel.errors import InputError
+from pseudolabel.io import (
+    atomic_write_bytes,
+    read_image,
+    read_pfm,
+    write_image,
+    write_pfm,
+)
+from pseudolabel.synth.scene import (
+    META_FORMAT,
+    META_VERSION,
+    SynthConfig,
+    SynthPair,
+    pair_seed,
+    render_pair,
+)
+
+
+def _pair_paths(out_dir: Path, index: int) -> dict[str, Path]:
+    stem = f"{index:06d}"
+    return {
+        "left": out_dir / "left" / f"{stem}.png",
+        "right": out_dir / "right" / f"{stem}.png",
+        "disp_left": out_dir / "disp_left" / f"{stem}.pfm",
+        "disp_right": out_dir / "disp_right" / f"{stem}.pfm",
+        "occ_left": out_dir / "occ_left" / f"{stem}.png",
+        "occ_right": out_dir / "occ_right" / f"{stem}.png",
+    }
+
+
+def _meta(config: SynthConfig, seed: int, n: int, complete: bool) -> dict[str, Any]:
+    return {
+        "format": META_FORMAT,
+        "format_version": META_VERSION,
+        "generator": "pseudolabel.synth",
+        "seed": int(seed),
+        "n": int(n),
+        "complete": bool(complete),
+        "pair_seed": "pair i is render_pair(config, pair_seed(seed, i))",
+        "config": config.to_dict(),
+        "layout": {
+            "left": "left/NNNNNN.png (RGB uint8)",
+            "right": "right/NNNNNN.png (RGB uint8)",
+            "disp_left": "disp_left/NNNNNN.pfm (float32 pixels, x_r = x_l - d)",
+            "disp_right": "disp_right/NNNNNN.pfm (float32 pixels, x_l = x_r + d)",
+            "occ_left": "occ_left/NNNNNN.png (uint8, 255 = not visible in the right view)",
+            "occ_right": "occ_right/NNNNNN.png (uint8, 255 = not visible in the left view)",
+        },
+    }
+
+
+def read_synth_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read ``meta.json`` of a synthetic dataset; raises :class:`InputError` if missing or foreign."""
+    path = Path(directory) / "meta.json"
+    if not path.is_file():
+        raise InputError(f"{path}: no meta.json; is {directory} a folder written by `pseudolabel synth`?")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: not valid JSON ({error}); delete it and rerun `pseudolabel synth`") from None
+    if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
+        raise InputError(f"{path}: not a synthetic-dataset meta.json; choose another --out folder")
+    return meta
+
+
+def write_synth_dataset(
+    out_dir: str | os.PathLike[str], config: SynthConfig, n: int, seed: int, progress: bool = True
+) -> int:
+    """Write pairs ``0 .. n-1`` to ``out_dir`` in the package's synthetic layout; resumable.
+
+    Layout: ``left/000000.png``, ``right/000000.png`` (RGB), ``disp_left/000000.pfm``,
+    ``disp_right/000000.pfm`` (float32 pixels), ``occ_left/000000.png``, ``occ_right/000000.png``
+    (255 = occluded), and ``meta.json`` (format, seed, n, the config). Every file is written
+    atomically; a pair whose six files exist is skipped, so an interrupted run resumes where it
+    stopped and produces the same bytes as an uninterrupted one.
+
+    Args:
+        out_dir: output folder (created).
+        config: generator parameters; must match an existing ``meta.json``.
+        n: number of pairs (>= 1).
+        seed: dataset seed (>= 0); pair ``i`` uses ``pair_seed(seed, i)``.
+        progress: print progress lines to stderr.
+
+    Returns:
+        The number of pairs rendered by this call (0 when everything already existed).
+
+    Raises:
+        InputError: bad ``n``/``seed``, or ``out_dir`` holds a dataset made with other parameters.
+    """
+    if n < 1:
+        raise InputError(f"--n ({n}) must be at least 1")
+    if seed < 0:
+        raise InputError(f"--seed ({seed}) must be >= 0")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: exists and is not a folder; choose another --out")
+    meta_path = out_dir / "meta.json"
+    if meta_path.exists():
+        existing = read_synth_meta(out_dir)
+        if existing.get("seed") != seed or existing.get("config") != config.to_dict():
+            raise InputError(
+                f"{out_dir}: holds pairs made with other parameters (seed {existing.get('seed')}); "
+                "rerun with the same --seed and options to resume, or choose a new --out folder"
+            )
+    atomic_write_bytes(meta_path, (json.dumps(_meta(config, seed, n, False), indent=2) + "\n").encode())
+    rendered = 0
+    started = time.perf_counter()
+    step = max(1, n // 20)
+    for index in range(n):
+        paths = _pair_paths(out_dir, index)
+        if all(path.is_file() for path in paths.values()):
+            continue
+        pair = render_pair(config, pair_seed(seed, index))
+        write_image(paths["left"], pair.left)
+        write_image(paths["right"], pair.right)
+        write_pfm(paths["disp_left"], pair.disp_left)
+        write_pfm(paths["disp_right"], pair.disp_right)
+        write_image(paths["occ_left"], pair.occ_left.astype(np.uint8) * np.uint8(255))
+        write_image(paths["occ_right"], pair.occ_right.astype(np.uint8) * np.uint8(255))
+        rendered += 1
+        if progress and (rendered % step == 0 or index == n - 1):
+            rate = rendered / max(time.perf_counter() - started, 1e-9)
+            print(f"synth: pair {index + 1}/{n} ({rate:.1f} pairs/s)", file=sys.stderr, flush=True)
+    atomic_write_bytes(meta_path, (json.dumps(_meta(config, seed, n, True), indent=2) + "\n").encode())
+    if progress:
+        print(f"synth: {rendered} pairs written, {n - rendered} already present in {out_dir}", file=sys.stderr)
+    return rendered
+
+
+def read_synth_pair(directory: str | os.PathLike[str], index: int) -> SynthPair:
+    """Read pair ``index`` of a folder written by :func:`write_synth_dataset` (same arrays as rendered)."""
+    paths = _pair_paths(Path(directory), index)
+    missing = [str(path) for path in paths.values() if not path.is_file()]
+    if missing:
+        raise InputError(f"{missing[0]}: missing; rerun `pseudolabel synth` on {directory} to complete it")
+    left, right = read_image(paths["left"]), read_image(paths["right"])
+    occ_left, occ_right = read_image(paths["occ_left"]), read_image(paths["occ_right"])
+    return SynthPair(
+        left=left,
+        right=right,
+        disp_left=read_pfm(paths["disp_left"]),
+        disp_right=read_pfm(paths["disp_right"]),
+        occ_left=occ_left > 127,
+        occ_right=occ_right > 127,
+    )
+
+
+def colourise_disparity(disparity: np.ndarray, max_disp: float, occluded: np.ndarray | None = None) -> np.ndarray:
+    """Colour-map a disparity (float32 (H, W), pixels) to ``uint8`` (H, W, 3) RGB (turbo, 0..max_disp).
+
+    Occluded pixels, when given (bool (H, W)), are darkened to 35 %.
+    """
+    scaled = np.clip(disparity / max(max_disp, 1e-6) * 255.0, 0, 255).astype(np.uint8)
+    coloured = cv2.applyColorMap(scaled, cv2.COLORMAP_TURBO)[:, :, ::-1]
+    if occluded is not None:
+        coloured = coloured.copy()
+        coloured[occluded] = (coloured[occluded] * 0.35).astype(np.uint8)
+    return np.ascontiguousarray(coloured)
+
+
+def preview_grid(pairs: list[SynthPair], max_disp: float, gap: int = 4, scale: float = 1.0) -> np.ndarray:
+    """One picture of several pairs, a row each: left | right | left disparity | right disparity.
+
+    Disparities use the turbo colour map over ``[0, max_disp]`` pixels, occluded pixels darkened.
+    Each tile is resized by ``scale`` (area averaging) to (h, w) = (round(H * scale), round(W * scale)).
+    Returns ``uint8`` (rows * (h + gap) - gap, 4 * (w + gap) - gap, 3) RGB.
+    """
+    if not pairs:
+        raise InputError("preview_grid needs at least one pair")
+    if not 0 < scale <= 4:
+        raise InputError(f"preview scale ({scale}) must be in (0, 4]")
+    rows = []
+    for pair in pairs:
+        tiles = [
+            pair.left,
+            pair.right,
+            colourise_disparity(pair.disp_left, max_disp, pair.occ_left),
+            colourise_disparity(pair.disp_right, max_disp, pair.occ_right),
+        ]
+        if scale != 1.0:
+            size = (max(1, round(tiles[0].shape[1] * scale)), max(1, round(tiles[0].shape[0] * scale)))
+            tiles = [cv2.resize(tile, size, interpolation=cv2.INTER_AREA) for tile in tiles]
+        height = tiles[0].shape[0]
+        spacer = np.full((height, gap, 3), 255, dtype=np.uint8)
+        row = tiles[0]
+        for tile in tiles[1:]:
+            row = np.concatenate([row, spacer, tile], axis=1)
+        rows.append(row)
+    spacer = np.full((gap, rows[0].shape[1], 3), 255, dtype=np.uint8)
+    grid = rows[0]
+    for row in rows[1:]:
+        grid = np.concatenate([grid, spacer, row], axis=0)
+    return grid

@@ -1,0 +1,142 @@
+"""CCNN: shapes, patch / whole-image equivalence, training on synthetic errors, checkpoints, wild labels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pseudolabel.confidence.sparsification import (
+    error_mask,
+    sparsification_auc,
+)
+from pseudolabel.confidence.training import (
+    TrainingConfig,
+    TrainingPair,
+    ground_truth_targets,
+    load_checkpoint,
+    save_checkpoint,
+    summarise_training_data,
+    train_ccnn,
+    wild_targets,
+)
+from pseudolabel.models.ccnn import CCNN, ConfidenceScorer, normalise_disparity
+from pseudolabel.models.devices import bfloat16_supported
+
+from pseudolabel.errors import InputError
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+
+def test_output_shapes() -> None:
+    torch.manual_seed(0)
+    model = CCNN().eval()
+    assert model(torch.rand(3, 1, 9, 9)).shape == (3, 1, 1, 1)
+    assert model(torch.rand(1, 1, 20, 31)).shape == (1, 1, 12, 23)
+    assert model.forward_full(torch.rand(2, 1, 20, 31)).shape == (2, 1, 20, 31)
+    # paper architecture: 4 conv 3x3 (64), 2 conv 1x1 (100), 1 conv 1x1 (1)
+    convs = [layer for layer in model.layers if isinstance(layer, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size[0], c.padding[0]) for c in convs] == [
+        (1, 64, 3, 0), (64, 64, 3, 0), (64, 64, 3, 0), (64, 64, 3, 0), (64, 100, 1, 0), (100, 100, 1, 0), (100, 1, 1, 0),
+    ]
+
+
+def test_whole_image_equals_patchwise_with_reflection_padding() -> None:
+    torch.manual_seed(1)
+    model = CCNN(filters=16, fc_filters=24).eval()
+    rng = np.random.default_rng(0)
+    disparity = rng.uniform(0, 40, size=(17, 23)).astype(np.float32)
+    normalised = normalise_disparity(disparity, 0, 64)
+    padded = np.pad(normalised, 4, mode="reflect")
+    patches = np.stack([padded[y : y + 9, x : x + 9] for y in range(17) for x in range(23)])[:, None]
+    with torch.no_grad():
+        patchwise = model(torch.from_numpy(patches)).reshape(17, 23).numpy()
+        whole = model.forward_full(torch.from_numpy(normalised)[None, None])[0, 0].numpy()
+    np.testing.assert_allclose(whole, patchwise, rtol=1e-4, atol=1e-5)
+    # the tiled scorer (5 rows per pass) gives the same logits
+    scorer = ConfidenceScorer(model, "cpu", precision="float32", tile_rows=5)
+    np.testing.assert_allclose(scorer.logits(disparity, 0, 64), patchwise, rtol=1e-4, atol=1e-5)
+    confidence = scorer.confidence(disparity, 0, 64)
+    assert confidence.dtype == np.float32 and confidence.min() >= 0 and confidence.max() <= 1
+
+
+def _synthetic_pair(seed: int, shape: tuple[int, int] = (48, 64)) -> tuple[np.ndarray, np.ndarray]:
+    """Smooth slanted disparity with 15% of pixels replaced by random values, and the true map."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]]
+    truth = (10 + 0.2 * cols + 0.1 * rows + 5 * (cols > shape[1] // 2)).astype(np.float32)
+    proxy = truth.copy()
+    wrong = rng.uniform(size=shape) < 0.15
+    proxy[wrong] = rng.uniform(0, 60, size=int(wrong.sum()))
+    return proxy, truth
+
+
+def test_training_learns_to_spot_wrong_disparities_and_checkpoint_round_trip(tmp_path) -> None:
+    pairs = []
+    for seed in range(3):
+        proxy, truth = _synthetic_pair(seed)
+        pairs.append(TrainingPair.from_disparity(f"pair{seed}", proxy, ground_truth_targets(proxy, truth), 0, 64))
+    config = TrainingConfig(epochs=4, steps_per_epoch=50, batch_size=8, crop=24, filters=16, fc_filters=16, learning_rate=1e-2)
+    model, history = train_ccnn(pairs, config)
+    assert len(history) == 4 and history[-1] < history[0]
+    proxy, truth = _synthetic_pair(10)
+    scorer = ConfidenceScorer(model, "cpu", precision="float32")
+    confidence = scorer.confidence(proxy, 0, 64)
+    bad, known = error_mask(proxy, truth)
+    constant_auc = sparsification_auc(np.ones_like(confidence), bad, known)
+    assert sparsification_auc(confidence, bad, known) < 0.5 * constant_auc
+
+    path = tmp_path / "ccnn.pt"
+    summary = summarise_training_data(pairs)
+    assert summary["pairs"] == 3 and 0.8 < summary["positive_fraction"] < 0.9
+    save_checkpoint(path, model, {"epochs": 4}, summary, history)
+    loaded, checkpoint = load_checkpoint(path)
+    assert checkpoint["architecture"] == "ccnn" and checkpoint["arch_kwargs"] == {"filters": 16, "fc_filters": 16, "inputs": ["disparity"]}
+    assert checkpoint["training_args"] == {"epochs": 4} and checkpoint["data_summary"]["keys"] == ["pair0", "pair1", "pair2"]
+    assert checkpoint["version"]
+    np.testing.assert_array_equal(ConfidenceScorer(loaded, "cpu", precision="float32").logits(proxy, 0, 64), scorer.logits(proxy, 0, 64))
+
+    if bfloat16_supported():  # the fast CPU path ranks pixels like float32
+        half = ConfidenceScorer(model, "cpu", precision="bfloat16").confidence(proxy, 0, 64)
+        assert np.corrcoef(half.ravel(), confidence.ravel())[0, 1] > 0.99
+        assert sparsification_auc(half, bad, known) == pytest.approx(sparsification_auc(confidence, bad, known), abs=0.01)
+
+
+def test_training_is_deterministic_for_a_seed() -> None:
+    proxy, truth = _synthetic_pair(0)
+    pairs = [TrainingPair.from_disparity("p", proxy, ground_truth_targets(proxy, truth), 0, 64)]
+    config = TrainingConfig(epochs=1, steps_per_epoch=3, batch_size=4, crop=16, filters=8, fc_filters=8, seed=7)
+    first, _ = train_ccnn(pairs, config)
+    second, _ = train_ccnn(pairs, config)
+    for a, b in zip(first.state_dict().values(), second.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_ground_truth_targets() -> None:
+    proxy = np.array([[1.0, 5.0, 9.0]], np.float32)
+    truth = np.array([[4.0, 1.0, np.nan]], np.float32)
+    targets = ground_truth_targets(proxy, truth)
+    np.testing.assert_array_equal(targets[0, :2], [1.0, 0.0])
+    assert np.isnan(targets[0, 2])
+
+
+def test_wild_targets_agreement_of_measures() -> None:
+    # 10 pixels; APKR and WMN rank them, LRC / uniqueness / DBL / MED pass or fail.
+    apkr = np.arange(10, dtype=np.float32)[None] / 10  # 0.0 .. 0.9
+    wmn = apkr.copy()
+    wmn[0, 9] = 0.05  # pixel 9 is top in APKR but bottom in WMN
+    ones = np.ones((1, 10), np.float32)
+    lrc = ones.copy()
+    lrc[0, 8] = 0.0  # pixel 8 fails the left-right check
+    lrc[0, :2] = 0.0
+    measures = {"lrc": lrc, "uniqueness": ones.copy(), "dbl": ones.copy(), "med": ones.copy(), "apkr": apkr, "wmn": wmn}
+    measures["uniqueness"][0, 1] = 0.0
+    targets = wild_targets(measures, fraction=0.3)
+    # top 30%: apkr >= q(0.7) = 0.63 -> pixels 7, 8, 9; wmn top: 6, 7, 8 (q = 0.63 of wmn values)
+    # positives: top in both (7, 8) and pass lrc (not 8) -> {7}
+    # bottom 30%: apkr <= q(0.3) = 0.27 -> 0, 1, 2; wmn bottom: 0, 1, 9 (and 2?) ; fail lrc (0, 1) and uniqueness (1) -> {1}
+    expected = np.full(10, np.nan, np.float32)
+    expected[7] = 1.0
+    expected[1] = 0.0
+    np.testing.assert_array_equal(targets[0], expected)
+    with pytest.raises(InputError, match="wild-fraction"):
+        wild_targets(measures, fraction=1.5)

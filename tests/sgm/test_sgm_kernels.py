@@ -1,0 +1,268 @@
+"""Every SGM kernel against its plain NumPy reference (tests/sgm_reference.py) on random odd-sized images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tests.sgm import sgm_reference as reference
+
+from pseudolabel.sgm import aggregation, cost, disparity, refinement
+from pseudolabel.sgm.params import SGMParams
+
+SIZES = [(7, 13), (17, 29), (1, 9)]
+
+
+def random_pair(shape: tuple[int, int], seed: int, shift: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """A random-texture pair whose right view is the left shifted by ``shift`` pixels, plus noise."""
+    rng = np.random.default_rng(seed)
+    height, width = shape
+    texture = rng.integers(0, 256, size=(height, width + shift)).astype(np.float32)
+    left = texture[:, shift:]
+    right = np.clip(texture[:, :width] + rng.normal(0, 4, size=(height, width)), 0, 255).astype(np.float32)
+    return np.ascontiguousarray(left), np.ascontiguousarray(right)
+
+
+@pytest.mark.parametrize("shape", SIZES)
+@pytest.mark.parametrize("window", [(9, 7), (5, 5), (3, 1)])
+def test_census_transform_matches_reference(shape: tuple[int, int], window: tuple[int, int]) -> None:
+    left, _ = random_pair(shape, seed=1)
+    expected = reference.census_transform(left, *window)
+    np.testing.assert_array_equal(cost.census_transform(left, *window), expected)
+
+
+@pytest.mark.parametrize("shape", SIZES)
+@pytest.mark.parametrize("min_disp,num_disp", [(0, 5), (-3, 7), (2, 4), (0, 1)])
+def test_census_cost_volume_matches_reference(shape: tuple[int, int], min_disp: int, num_disp: int) -> None:
+    left, right = random_pair(shape, seed=2)
+    census_left = cost.census_transform(left, 9, 7)
+    census_right = cost.census_transform(right, 9, 7)
+    volume = cost.census_cost_volume(census_left, census_right, min_disp, num_disp, 62)
+    expected = reference.census_cost(census_left, census_right, min_disp, num_disp, 62)
+    assert volume.dtype == np.uint8 and volume.shape == shape + (num_disp,)
+    np.testing.assert_array_equal(volume, expected)
+
+
+@pytest.mark.parametrize("shape", SIZES)
+@pytest.mark.parametrize("min_disp,num_disp", [(0, 5), (-2, 6)])
+def test_ad_and_bt_cost_volumes_match_reference(shape: tuple[int, int], min_disp: int, num_disp: int) -> None:
+    left, right = random_pair(shape, seed=3)
+    np.testing.assert_array_equal(cost.ad_cost_volume(left, right, min_disp, num_disp, 30), reference.ad_cost(left, right, min_disp, num_disp, 30))
+    np.testing.assert_array_equal(cost.bt_cost_volume(left, right, min_disp, num_disp, 30), reference.bt_cost(left, right, min_disp, num_disp, 30))
+
+
+def test_bt_is_zero_for_a_half_pixel_shift_of_a_linear_ramp() -> None:
+    """BT is insensitive to sampling: a ramp shifted by half a pixel costs 0 at both neighbouring disparities."""
+    x = np.arange(40, dtype=np.float32)
+    left = np.tile(4.0 * x, (3, 1)).astype(np.float32)
+    right = np.tile(4.0 * (x + 2.5), (3, 1)).astype(np.float32)  # right(x - 2.5) = left(x): d = 2.5
+    volume = cost.bt_cost_volume(left, right, 0, 6, 30)
+    inner = volume[:, 8:-8]
+    assert np.all(inner[:, :, 2] == 0) and np.all(inner[:, :, 3] == 0)  # d = 2 and d = 3
+    assert np.all(inner[:, :, [0, 1, 4, 5]] > 0)
+    ad = cost.ad_cost_volume(left, right, 0, 6, 30)
+    assert np.all(ad[:, 8:-8, 2:4] == 2)  # plain AD pays the half-pixel offset: 4 * 0.5
+
+
+def test_ad_census_matches_its_formula() -> None:
+    left, right = random_pair((9, 21), seed=4)
+    params = SGMParams(cost="ad_census", min_disp=0, max_disp=6)
+    combined = cost.compute_cost(left, right, params)
+    census = reference.census_cost(reference.census_transform(left, 9, 7), reference.census_transform(right, 9, 7), 0, 6, 62)
+    ad = reference.ad_cost(left, right, 0, 6, 255)
+    expected = 31.0 * ((1 - np.exp(-ad.astype(np.float64) / 10.0)) + (1 - np.exp(-census.astype(np.float64) / 30.0)))
+    assert np.max(np.abs(combined.astype(np.float64) - expected)) <= 0.5 + 1e-4
+
+
+@pytest.mark.parametrize("shape", [(7, 11), (13, 9), (2, 15), (1, 6)])
+@pytest.mark.parametrize("direction", [(0, 1), (1, 1), (-1, 1), (2, 1), (-2, 1), (1, 2), (-1, 2)])
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_aggregate_direction_pair_matches_reference(shape: tuple[int, int], direction: tuple[int, int], adaptive: bool) -> None:
+    rng = np.random.default_rng(abs(hash((shape, direction))) % 2**32)
+    num_disp = 6
+    volume = rng.integers(0, 63, size=shape + (num_disp,)).astype(np.uint8)
+    image = rng.integers(0, 256, size=shape).astype(np.float32)
+    out = rng.integers(0, 100, size=volume.shape).astype(np.uint16)  # added to, not overwritten
+    start = out.astype(np.int64)
+    dx, dy = direction
+    aggregation.aggregate_direction_pair(volume, image, dx, dy, 5, 40, adaptive, 8.0, out, True)
+    expected = start + reference.path_cost(volume, image, dx, dy, 5, 40, adaptive, 8.0) + reference.path_cost(volume, image, -dx, -dy, 5, 40, adaptive, 8.0)
+    np.testing.assert_array_equal(out.astype(np.int64), expected)
+
+
+@pytest.mark.parametrize("shape", [(5, 11), (1, 7)])
+def test_aggregate_horizontal_matches_reference(shape: tuple[int, int]) -> None:
+    rng = np.random.default_rng(7)
+    volume = rng.integers(0, 63, size=shape + (5,)).astype(np.uint8)
+    image = rng.integers(0, 256, size=shape).astype(np.float32)
+    out = np.full(volume.shape, 999, dtype=np.uint16)
+    aggregation.aggregate_horizontal(volume, image, 7, 50, True, 16.0, out, False)  # overwrites
+    expected = reference.path_cost(volume, image, 1, 0, 7, 50, True, 16.0) + reference.path_cost(volume, image, -1, 0, 7, 50, True, 16.0)
+    np.testing.assert_array_equal(out.astype(np.int64), expected)
+    aggregation.aggregate_horizontal(volume, image, 7, 50, True, 16.0, out, True)  # adds
+    np.testing.assert_array_equal(out.astype(np.int64), 2 * expected)
+
+
+@pytest.mark.parametrize("paths", [4, 8, 16])
+def test_aggregate_sums_all_directions(paths: int) -> None:
+    rng = np.random.default_rng(paths)
+    volume = rng.integers(0, 63, size=(9, 15, 7)).astype(np.uint8)
+    image = rng.integers(0, 256, size=(9, 15)).astype(np.float32)
+    params = SGMParams(paths=paths, p1=6, p2=60, p2_adaptive=True, p2_gamma=4.0, max_disp=7)
+    expected = sum(reference.path_cost(volume, image, dx, dy, 6, 60, True, 4.0) for dx, dy in aggregation.DIRECTIONS[paths])
+    result = aggregation.aggregate(volume, image, params)
+    assert result.dtype == np.uint16
+    np.testing.assert_array_equal(result.astype(np.int64), expected)
+
+
+@pytest.mark.parametrize("paths", [4, 8, 16])
+@pytest.mark.parametrize("min_disp", [0, -3])
+def test_fused_aggregation_and_selection_equals_the_separate_kernels(paths: int, min_disp: int) -> None:
+    rng = np.random.default_rng(paths - min_disp)
+    volume = rng.integers(0, 63, size=(11, 19, 8)).astype(np.uint8)
+    image = rng.integers(0, 256, size=(11, 19)).astype(np.float32)
+    params = SGMParams(paths=paths, min_disp=min_disp, max_disp=min_disp + 8)
+    fused, winners = aggregation.aggregate_and_select(volume, image, params)
+    separate = aggregation.aggregate(volume, image, params)
+    np.testing.assert_array_equal(fused, separate)
+    expected = disparity.select(separate, min_disp)
+    for name in ("index", "cost_best", "cost_second", "cost_second_far", "cost_second_local", "cost_mean", "index_right"):
+        np.testing.assert_array_equal(getattr(winners, name), getattr(expected, name), err_msg=name)
+
+
+def test_path_cost_by_hand() -> None:
+    """A 1x3 image, 3 disparities, left-to-right path with P1 = 2, P2 = 5."""
+    volume = np.array([[[0, 9, 9], [9, 0, 9], [9, 9, 0]]], dtype=np.uint8)
+    image = np.zeros((1, 3), dtype=np.float32)
+    # x=0: L = C = [0, 9, 9]; min 0
+    # x=1: [9 + min(0, 9+2, 0+5) - 0, 0 + min(9, 0+2, 9+2, 5), 9 + min(9, 9+2, 5)] = [9, 2, 14]; min 2
+    # x=2: [9 + min(9, 2+2, 7) - 2, 9 + min(2, 9+2, 14+2, 7) - 2, 0 + min(14, 2+2, 7) - 2] = [11, 9, 2]
+    expected = np.array([[0, 9, 9], [9, 2, 14], [11, 9, 2]])
+    np.testing.assert_array_equal(reference.path_cost(volume, image, 1, 0, 2, 5)[0], expected)
+    # the same path run downwards through the transposed image, plus its opposite (right-to-left)
+    # x=2: L = C = [9, 9, 0]; min 0
+    # x=1: [9 + min(9, 9+2, 0+5), 0 + min(9, 9+2, 0+2, 5), 9 + min(0, 9+2, 5)] = [14, 2, 9]; min 2
+    # x=0: [0 + min(14, 2+2, 7) - 2, 9 + min(2, 14+2, 9+2, 7) - 2, 9 + min(9, 2+2, 7) - 2] = [2, 9, 11]
+    backward = np.array([[2, 9, 11], [14, 2, 9], [9, 9, 0]])
+    out = np.zeros((3, 1, 3), dtype=np.uint16)
+    aggregation.aggregate_direction_pair(volume.transpose(1, 0, 2).copy(), image.T.copy(), 0, 1, 2, 5, False, 1.0, out, False)
+    np.testing.assert_array_equal(out[:, 0, :], expected + backward)
+
+
+@pytest.mark.parametrize("shape", [(7, 13), (3, 5)])
+def test_winner_takes_all_matches_reference(shape: tuple[int, int]) -> None:
+    rng = np.random.default_rng(11)
+    volume = rng.integers(0, 40, size=shape + (9,)).astype(np.uint16)  # many ties on purpose
+    index, c1, c2, far, local, mean = disparity.winner_takes_all(volume)
+    expected = reference.winner_takes_all(volume)
+    np.testing.assert_array_equal(index, expected[0])
+    for got, want in zip((c1, c2, far, local), expected[1:5]):
+        np.testing.assert_array_equal(got, want.astype(np.float32))
+    np.testing.assert_allclose(mean, expected[5], rtol=1e-6)
+
+
+def test_cost_features_by_hand() -> None:
+    curve = np.array([[[5, 3, 4, 1, 2, 6]]], dtype=np.uint16)
+    index, c1, c2, far, local, mean = disparity.winner_takes_all(curve)
+    assert index[0, 0] == 3 and c1[0, 0] == 1
+    assert c2[0, 0] == 2  # neighbour included
+    assert far[0, 0] == 3  # |k - 3| > 1: values 5, 3, 6
+    assert local[0, 0] == 3  # other local minima: k=1 (3 < 5, 3 <= 4)
+    assert mean[0, 0] == pytest.approx(21 / 6)
+
+
+@pytest.mark.parametrize("min_disp", [0, -2, 3])
+def test_winner_takes_all_right_matches_reference(min_disp: int) -> None:
+    rng = np.random.default_rng(5)
+    volume = rng.integers(0, 1000, size=(5, 17, 6)).astype(np.uint16)
+    np.testing.assert_array_equal(disparity.winner_takes_all_right(volume, min_disp), reference.winner_takes_all_right(volume, min_disp))
+
+
+@pytest.mark.parametrize("mode", ["parabola", "equiangular", "none"])
+def test_subpixel_matches_reference(mode: str) -> None:
+    rng = np.random.default_rng(6)
+    volume = rng.integers(0, 500, size=(7, 11, 8)).astype(np.uint16)
+    index = np.argmin(volume, axis=2).astype(np.int16)
+    result = refinement.subpixel_left(volume, index, -1, refinement.SUBPIXEL_MODES[mode])
+    np.testing.assert_allclose(result, reference.subpixel_left(volume, index, -1, mode), atol=1e-5)
+
+
+def test_subpixel_recovers_the_vertex_of_a_parabola_and_a_v() -> None:
+    ks = np.arange(8, dtype=np.float64)
+    parabola = (10 * (ks - 3.3) ** 2 + 7).round().astype(np.uint16)[None, None, :]
+    vee = (40 * np.abs(ks - 4.25) + 7).round().astype(np.uint16)[None, None, :]
+    index = np.array([[3]], dtype=np.int16)
+    assert refinement.subpixel_left(parabola, index, 0, 1)[0, 0] == pytest.approx(3.3, abs=0.03)
+    assert refinement.subpixel_left(vee, np.array([[4]], dtype=np.int16), 0, 2)[0, 0] == pytest.approx(4.25, abs=0.02)
+
+
+def test_consistency_check_matches_reference() -> None:
+    rng = np.random.default_rng(8)
+    left = rng.uniform(0, 6, size=(9, 19)).astype(np.float32)
+    right = np.round(left + rng.normal(0, 1.0, size=left.shape)).astype(np.float32)
+    right[0, 3] = np.nan
+    best = rng.uniform(1, 10, size=left.shape).astype(np.float32)
+    far = rng.uniform(1, 12, size=left.shape).astype(np.float32)
+    for lr_max_diff, uniqueness in [(1.0, 0.9), (-1.0, 0.9), (0.5, 1.0)]:
+        np.testing.assert_array_equal(
+            disparity.consistency_check(left, right, best, far, lr_max_diff, uniqueness),
+            reference.consistency_check(left, right, best, far, lr_max_diff, uniqueness),
+        )
+
+
+def test_fill_invalid_takes_background_in_occlusions_and_median_elsewhere() -> None:
+    # one row: background (d=2) on the left, foreground (d=8) on the right, two invalid pixels between
+    disparity_left = np.array([[2, 2, 2, 2, 2, 2, 5, 5, 8, 8, 8, 8]], dtype=np.float32)
+    valid = disparity_left != 5
+    # the right view sees the foreground where the gap pixels land (x - 5 = 1, 2): occlusion
+    occluding_right = np.full((1, 12), 8.0, dtype=np.float32)
+    filled = refinement.fill_invalid(disparity_left, valid, occluding_right, 1.0)
+    np.testing.assert_array_equal(filled[0, 6:8], [2.0, 2.0])  # background
+    # the right view agrees with d = 5 there: a mismatch, filled with the median of the neighbours
+    agreeing_right = np.full((1, 12), 5.0, dtype=np.float32)
+    filled = refinement.fill_invalid(disparity_left, valid, agreeing_right, 1.0)
+    np.testing.assert_array_equal(filled[0, 6:8], [5.0, 5.0])  # median of {2, 8}
+    # in a taller image the occlusion rule takes the second smallest of the 8 directions
+    image = np.tile(disparity_left, (3, 1))
+    image[0, 6] = 1.0  # one stray low value above the gap
+    mask = image != 5
+    filled = refinement.fill_invalid(image, mask, np.full((3, 12), 8.0, np.float32), 1.0)
+    assert filled[1, 6] == 2.0  # not the stray 1.0
+    assert np.all(filled[mask] == image[mask])
+
+
+def walked_fill(disparity: np.ndarray, valid: np.ndarray, disparity_right: np.ndarray, lr_max_diff: float) -> np.ndarray:
+    """Reference of fill_invalid: walk from every invalid pixel along 8 directions."""
+    height, width = disparity.shape
+    filled = disparity.copy()
+    for y in range(height):
+        for x in range(width):
+            if valid[y, x]:
+                continue
+            found = []
+            for sx, sy in ((0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (1, -1), (-1, 1), (-1, -1)):
+                xx, yy = x + sx, y + sy
+                while 0 <= xx < width and 0 <= yy < height:
+                    if valid[yy, xx]:
+                        found.append(disparity[yy, xx])
+                        break
+                    xx, yy = xx + sx, yy + sy
+            if not found:
+                continue
+            values = np.sort(np.array(found, dtype=np.float32))
+            d = disparity[y, x]
+            x_right = int(np.floor(x - d + 0.5))
+            occluded = 0 <= x_right < width and disparity_right[y, x_right] > d + lr_max_diff
+            if occluded:
+                filled[y, x] = values[1] if len(values) >= 3 else values[0]
+            else:
+                filled[y, x] = np.float32(np.median(values))
+    return filled
+
+
+@pytest.mark.parametrize("shape", [(9, 14), (1, 11), (13, 1), (17, 23)])
+def test_fill_invalid_matches_walking_reference(shape: tuple[int, int]) -> None:
+    rng = np.random.default_rng(shape[0] * 100 + shape[1])
+    disparity = rng.uniform(0, 8, size=shape).astype(np.float32)
+    valid = rng.random(shape) < 0.3
+    right = rng.uniform(0, 10, size=shape).astype(np.float32)
+    np.testing.assert_allclose(refinement.fill_invalid(disparity, valid, right, 1.0), walked_fill(disparity, valid, right, 1.0), rtol=1e-6)

@@ -118,7 +118,7 @@ with held-out AUCs in view; seed 1 of the same command gives 1.92x optimal inste
 
 def _results(path: Path, models: dict[str, Path], data: Path) -> dict[str, dict[str, Any]]:
     """Per-pair evaluation (AUC of every measure and model, confidences of the models) of one proxies file."""
-    from pseudolabel.cli.confidence import ground_truth_lookup, read_ground_truth
+    from pseudolabel.datasets import ground_truth_lookup, read_ground_truth
     from pseudolabel.confidence.measures import MEASURES, compute_measure
     from pseudolabel.confidence.sparsification import image_evaluation
     from pseudolabel.confidence.training import make_scorer

@@ -36,8 +36,8 @@ from pseudolabel.confidence.sparsification import (
 )
 
 from pseudolabel import __version__
+from pseudolabel.datasets import ground_truth_lookup, read_ground_truth
 from pseudolabel.errors import InputError
-from pseudolabel.io import read_disparity
 from pseudolabel.store.journal import edit_proxies
 from pseudolabel.store.proxies import key_to_name, open_proxies
 
@@ -46,7 +46,6 @@ COMMIT_SECONDS: float = 60.0
 #: Default tau of ``pseudolabel labels`` for the shipped CCNN (chosen on its training scenes, see
 #: BENCHMARKS.md ## Confidence and models/weights/ccnn.md).
 DEFAULT_TAU: float = 0.9
-GT_EXTENSIONS = (".pfm", ".png", ".pgm", ".ppm", ".tif", ".tiff")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -86,53 +85,6 @@ def parse_measures(text: str) -> list[str]:
     if unknown:
         raise InputError(f"--measures: unknown measure(s) {', '.join(unknown)}; choose from {', '.join(MEASURES)} or all/none")
     return names
-
-
-def ground_truth_lookup(gt_dir: Path, keys: Sequence[str], gt_scale: float | None) -> dict[str, tuple[Path, float | None]]:
-    """Ground-truth file and scale of each key that has one.
-
-    Args:
-        gt_dir: folder with ``<key>.<ext>`` files, or the root of a native layout.
-        keys: pair keys of the proxies file.
-        gt_scale: divisor of stored PNG/PGM values (``None``: 256 for 16-bit PNG, 1 for 8-bit; for
-            native layouts, the layout's own scale).
-
-    Raises:
-        InputError: ``gt_dir`` is not a folder.
-    """
-    if not gt_dir.is_dir():
-        raise InputError(f"--gt {gt_dir}: no such folder; give the folder of ground-truth disparities")
-    found: dict[str, tuple[Path, float | None]] = {}
-    for key in keys:
-        for extension in GT_EXTENSIONS:
-            candidate = gt_dir / f"{key}{extension}"
-            if candidate.is_file():
-                found[key] = (candidate, gt_scale)
-                break
-    missing = [key for key in keys if key not in found]
-    if missing:
-        from pseudolabel.datasets import discover_pairs
-
-        try:
-            native = {pair.key: pair for pair in discover_pairs([gt_dir], skip_unpaired=True) if pair.gt_left is not None}
-        except InputError:
-            native = {}
-        for key in missing:
-            pair = native.get(key)
-            if pair is None:  # compare by trailing path components ("Aloe" vs "2006/Aloe")
-                matches = [p for k, p in native.items() if k.endswith("/" + key) or key.endswith("/" + k)]
-                pair = matches[0] if len(matches) == 1 else None
-            if pair is not None and pair.gt_left is not None:
-                found[key] = (Path(pair.gt_left), gt_scale if gt_scale is not None else pair.gt_scale)
-    return found
-
-
-def read_ground_truth(path: Path, scale: float | None, shape: tuple[int, int], key: str) -> np.ndarray:
-    """Ground truth in pixels (NaN = unknown), checked against the pair's shape."""
-    ground_truth = read_disparity(path, scale)
-    if ground_truth.shape != shape:
-        raise InputError(f"{path}: ground truth of size {ground_truth.shape} for pair {key!r} of size {shape}; check --gt")
-    return ground_truth
 
 
 def _gt_for(gt_dir: Path | None, keys: Sequence[str], gt_scale: float | None) -> dict[str, tuple[Path, float | None]]:

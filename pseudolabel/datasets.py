@@ -38,8 +38,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from pseudolabel.errors import InputError
-from pseudolabel.io import IMAGE_EXTENSIONS
+from pseudolabel.io import IMAGE_EXTENSIONS, read_disparity
 
 # KITTI sub-folder pairs, in order of preference, and their ground-truth folders (first found wins).
 KITTI_LAYOUTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
@@ -362,3 +364,52 @@ def _image_width(path: Path) -> int:
     if image is None:
         raise InputError(f"{path}: cannot be read as an image (unsupported or truncated); re-export it as PNG")
     return int(image.shape[1])
+
+
+GT_EXTENSIONS = (".pfm", ".png", ".pgm", ".ppm", ".tif", ".tiff")
+"""Extensions of ``<key>.<ext>`` ground-truth files, in the order they are tried."""
+
+
+def ground_truth_lookup(gt_dir: Path, keys: Sequence[str], gt_scale: float | None) -> dict[str, tuple[Path, float | None]]:
+    """Ground-truth file and scale of each key that has one.
+
+    Args:
+        gt_dir: folder with ``<key>.<ext>`` files, or the root of a native layout.
+        keys: pair keys of the proxies file.
+        gt_scale: divisor of stored PNG/PGM values (``None``: 256 for 16-bit PNG, 1 for 8-bit; for
+            native layouts, the layout's own scale).
+
+    Raises:
+        InputError: ``gt_dir`` is not a folder.
+    """
+    if not gt_dir.is_dir():
+        raise InputError(f"--gt {gt_dir}: no such folder; give the folder of ground-truth disparities")
+    found: dict[str, tuple[Path, float | None]] = {}
+    for key in keys:
+        for extension in GT_EXTENSIONS:
+            candidate = gt_dir / f"{key}{extension}"
+            if candidate.is_file():
+                found[key] = (candidate, gt_scale)
+                break
+    missing = [key for key in keys if key not in found]
+    if missing:
+        try:
+            native = {pair.key: pair for pair in discover_pairs([gt_dir], skip_unpaired=True) if pair.gt_left is not None}
+        except InputError:
+            native = {}
+        for key in missing:
+            pair = native.get(key)
+            if pair is None:  # compare by trailing path components ("Aloe" vs "2006/Aloe")
+                matches = [p for k, p in native.items() if k.endswith("/" + key) or key.endswith("/" + k)]
+                pair = matches[0] if len(matches) == 1 else None
+            if pair is not None and pair.gt_left is not None:
+                found[key] = (Path(pair.gt_left), gt_scale if gt_scale is not None else pair.gt_scale)
+    return found
+
+
+def read_ground_truth(path: Path, scale: float | None, shape: tuple[int, int], key: str) -> np.ndarray:
+    """Ground truth in pixels (NaN = unknown), checked against the pair's shape."""
+    ground_truth = read_disparity(path, scale)
+    if ground_truth.shape != shape:
+        raise InputError(f"{path}: ground truth of size {ground_truth.shape} for pair {key!r} of size {shape}; check --gt")
+    return ground_truth

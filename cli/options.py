@@ -1,0 +1,127 @@
+"""Options shared by several commands, and the one progress display of the command line.
+
+Every command that takes pairs takes ``--keys``/``--exclude`` (:func:`key_options`, selection by
+:func:`pseudolabel.selection.select_keys`); sizes are parsed by one :class:`SizeType`; long library calls
+report through :class:`ClickProgress`, click's progress bar.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def key_options(function: F) -> F:
+    """``--keys GLOB`` (repeatable, default all pairs) and ``--exclude GLOB`` (repeatable), as ``include``/``exclude``."""
+    function = click.option("--exclude", "exclude", multiple=True, metavar="GLOB", help="Skip pairs whose key matches (repeatable).")(function)
+    function = click.option("--keys", "include", multiple=True, metavar="GLOB", help="Only pairs whose key matches (repeatable; default all).")(function)
+    return function
+
+
+def gt_options(required: bool) -> Callable[[F], F]:
+    """``--gt DIR`` (a folder of ``<key>.pfm/.png`` or a native dataset root) and ``--gt-scale``, as ``gt_dir``/``gt_scale``."""
+
+    def decorate(function: F) -> F:
+        function = click.option(
+            "--gt-scale", type=float, default=None,
+            help="Divide stored PNG/PGM ground-truth values by this (default: 256 for 16-bit PNG, 1 for 8-bit; native layouts know theirs).",
+        )(function)
+        function = click.option(
+            "--gt", "gt_dir", required=required, type=click.Path(path_type=Path),
+            help="Ground truth: folder of <key>.pfm/.png files, or the dataset root of a native layout.",
+        )(function)
+        return function
+
+    return decorate
+
+
+class SizeType(click.ParamType):
+    """A size written ``AxB`` (or ``A,B``) in pixels, returned as a tuple of two ints in the written order.
+
+    Args:
+        order: what the two numbers are, for messages: ``"HEIGHTxWIDTH"`` or ``"WIDTHxHEIGHT"``.
+        example: an example value for messages.
+        allow_full: accept ``full`` (returned as ``None``: whole images).
+    """
+
+    name = "size"
+
+    def __init__(self, order: str, example: str, allow_full: bool = False) -> None:
+        self.order = order
+        self.example = example
+        self.allow_full = allow_full
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, int] | None:
+        if value is None or isinstance(value, tuple):
+            return value  # type: ignore[no-any-return]
+        text = str(value)
+        if self.allow_full and text.strip().lower() == "full":
+            return None
+        match = re.fullmatch(r"\s*(\d+)\s*[xX,]\s*(\d+)\s*", text)
+        if match is None:
+            alternative = " or full" if self.allow_full else ""
+            self.fail(f"{text!r}: write {self.order} in pixels, e.g. {self.example}{alternative}", param, ctx)
+        return int(match.group(1)), int(match.group(2))
+
+
+class ClickProgress:
+    """The command line's :class:`pseudolabel.progress.Progress`: click's progress bar on a terminal, a line
+    every ``every_s`` seconds otherwise (logs of batch jobs), both on stderr."""
+
+    def __init__(self, enabled: bool = True, every_s: float = 5.0) -> None:
+        self.enabled = enabled
+        self.every_s = every_s
+        self._bar: Any = None
+        self._label = ""
+        self._total = 0
+        self._done = 0
+        self._status = ""
+        self._last_line = 0.0
+        self._started = 0.0
+
+    def start(self, label: str, total: int, done: int = 0) -> None:
+        """Open a bar of ``total`` units for ``label``."""
+        self.finish()
+        self._label, self._total, self._done, self._status = label, total, 0, ""
+        self._started = self._last_line = time.perf_counter()
+        if not self.enabled or total <= 0:
+            return
+        if done:
+            self._label = f"{label} ({done} done before)"
+        if sys.stderr.isatty():
+            self._bar = click.progressbar(
+                length=total, label=self._label, show_eta=True, show_pos=True, item_show_func=lambda _: self._status, file=sys.stderr
+            )
+            self._bar.__enter__()
+
+    def advance(self, count: int = 1, status: str = "") -> None:
+        """Move the bar by ``count`` units and show ``status`` beside it."""
+        self._done += count
+        self._status = status
+        if not self.enabled or self._total <= 0:
+            return
+        if self._bar is not None:
+            self._bar.update(count)
+            return
+        now = time.perf_counter()
+        if now - self._last_line >= self.every_s or self._done >= self._total:
+            self._last_line = now
+            elapsed = now - self._started
+            rate = self._done / elapsed if elapsed > 0 else 0.0
+            left_s = (self._total - self._done) / rate if rate > 0 else 0.0
+            extra = f", {status}" if status else ""
+            click.echo(f"{self._label}: {self._done}/{self._total}, {rate:.2f}/s, {left_s:.0f} s left{extra}", err=True)
+
+    def finish(self) -> None:
+        """Close the bar (idempotent)."""
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None

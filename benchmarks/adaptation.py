@@ -46,8 +46,9 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_description, replace_section  # noqa: E402
-from pseudolabel.cli.adapt import (  # noqa: E402
+from _common import machine_description, replace_section
+
+from pseudolabel.cli.adapt import (
     DEFAULT_BATCH,
     DEFAULT_CROP,
     DEFAULT_LR,
@@ -68,7 +69,10 @@ def row_specs(measure: str) -> dict[str, dict[str, Any]]:
         specs[f"fixed_{tau:g}"] = {"label": f"guided, fixed tau = {tau:g}", "args": ["--tau", f"{tau:g}", "--loss", "guided=1"]}
     specs["learnable"] = {"label": "guided, learnable tau (default)", "args": ["--tau", "learnable", "--loss", "guided=1"]}
     specs["net"] = {"label": "guided, tau net", "args": ["--tau", "net", "--loss", "guided=1"]}
-    specs["reconstruction"] = {"label": "reconstruction only (reconstruction=1, smooth=0.1)", "args": ["--tau", "0", "--loss", "reconstruction=1,smooth=0.1"]}
+    specs["reconstruction"] = {
+        "label": "reconstruction only (reconstruction=1, smooth=0.1)",
+        "args": ["--tau", "0", "--loss", "reconstruction=1,smooth=0.1"],
+    }
     specs["guided_reconstruction"] = {
         "label": "guided (learnable tau) + reconstruction=1",
         "args": ["--tau", "learnable", "--loss", "guided=1,reconstruction=1"],
@@ -137,8 +141,15 @@ def prepare_proxies(data: Path, work: Path, groups: list[str], name: str, max_sc
             seconds = time.perf_counter() - started
             masks = {key: str(data / value) for key, value in (scene.get("masks") or {}).items()}
             attrs = pair_attributes(
-                scene["id"], data / scene["left"], data / scene["right"], params, result.disparity.shape, result.valid,
-                gt_left=data / scene["gt_left"], gt_scale=float(scene["gt_scale"]), masks=masks,
+                scene["id"],
+                data / scene["left"],
+                data / scene["right"],
+                params,
+                result.disparity.shape,
+                result.valid,
+                gt_left=data / scene["gt_left"],
+                gt_scale=float(scene["gt_scale"]),
+                masks=masks,
             )
             store.write_pair(scene["id"], result_arrays(result), {**attrs, "sgm_seconds": seconds})
             print(f"sgm {scene['id']:28s} {result.disparity.shape} max_disp {params.max_disp:3d} {seconds:6.2f} s", flush=True)
@@ -165,7 +176,9 @@ def prepare_confidence(work: Path, files: list[Path], confidence: str, measure: 
         model = work / "ccnn_wild.pt"
         measure = "ccnn_wild"
         if not model.exists():
-            seconds += _run([*cli, "confidence", "train", "--proxies", str(files[0]), "--labels", "wild", "--out", str(model), "--threads", str(threads)], threads)
+            seconds += _run(
+                [*cli, "confidence", "train", "--proxies", str(files[0]), "--labels", "wild", "--out", str(model), "--threads", str(threads)], threads
+            )
             print(f"trained the wild CCNN in {seconds:.0f} s", flush=True)
     else:
         model = Path(confidence)
@@ -173,7 +186,24 @@ def prepare_confidence(work: Path, files: list[Path], confidence: str, measure: 
         with open_proxies(path) as store:
             done = all(store.has(key, f"confidence/{measure}") for key in store.keys())
         if not done:
-            seconds += _run([*cli, "confidence", "score", "--proxies", str(path), "--model", str(model), "--name", measure, "--measures", "none", "--threads", str(threads)], threads)
+            seconds += _run(
+                [
+                    *cli,
+                    "confidence",
+                    "score",
+                    "--proxies",
+                    str(path),
+                    "--model",
+                    str(model),
+                    "--name",
+                    measure,
+                    "--measures",
+                    "none",
+                    "--threads",
+                    str(threads),
+                ],
+                threads,
+            )
     return measure, seconds
 
 
@@ -238,12 +268,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
     parser.add_argument("--crop", default=DEFAULT_CROP)
     parser.add_argument("--lr", type=float, default=DEFAULT_LR)
-    parser.add_argument("--weighting", choices=("mask", "confidence"), default=DEFAULT_WEIGHTING, help="guided loss weighting of every adaptation row")
+    parser.add_argument(
+        "--weighting", choices=("mask", "confidence"), default=DEFAULT_WEIGHTING, help="guided loss weighting of every adaptation row"
+    )
     parser.add_argument("--extra", default="", help="more `pseudolabel adapt` options for every adaptation row (quoted)")
     parser.add_argument("--label-tau", type=float, default=0.5, help="tau of the SGM labels row")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
-                        help="pseudolabel adapt's --amp (bfloat16 on CPUs that have it natively) or --no-amp (float32)")
+    parser.add_argument(
+        "--amp",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="pseudolabel adapt's --amp (bfloat16 on CPUs that have it natively) or --no-amp (float32)",
+    )
     parser.add_argument("--write", action="store_true", help="write the ## Adaptation section of BENCHMARKS.md")
     parser.add_argument("--tables", default="", help="with --write: comma-separated settings ids of results.json to show (default: this run's)")
     parser.add_argument("--notes", type=Path, default=None, help="with --write: a Markdown file appended to the section")
@@ -273,10 +309,20 @@ def main(argv: list[str] | None = None) -> None:
         return
     source = resolve_model_path(args.source)
     settings = {
-        "source": str(source), "source_sha": hashlib.sha1(source.read_bytes()).hexdigest()[:12], "measure": measure,
-        "confidence": args.confidence, "adapt_keys": adapt_keys, "unseen_keys": unseen_keys, "steps": args.steps,
-        "batch_size": args.batch_size, "crop": args.crop, "lr": args.lr, "extra": args.extra, "threads": args.threads,
-        "label_tau": args.label_tau, "precision": adapt_precision(args.amp),
+        "source": str(source),
+        "source_sha": hashlib.sha1(source.read_bytes()).hexdigest()[:12],
+        "measure": measure,
+        "confidence": args.confidence,
+        "adapt_keys": adapt_keys,
+        "unseen_keys": unseen_keys,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "crop": args.crop,
+        "lr": args.lr,
+        "extra": args.extra,
+        "threads": args.threads,
+        "label_tau": args.label_tau,
+        "precision": adapt_precision(args.amp),
     }
     if args.weighting != "mask":  # entries written before this option ran with mask weighting and have no key
         settings["weighting"] = args.weighting
@@ -318,10 +364,40 @@ def main(argv: list[str] | None = None) -> None:
             out = work / "rows" / settings_id / f"{row}.pt"
             out.parent.mkdir(parents=True, exist_ok=True)
             command = [
-                sys.executable, "-m", "pseudolabel.cli.main", "adapt", "--proxies", str(adapt_file), "--model", str(source),
-                "--out", str(out), "--measure", measure, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-                "--crop", args.crop, "--lr", str(args.lr), "--threads", str(args.threads), "--device", "cpu", "--quiet", "--force",
-                "--checkpoint-every", "0", "--amp" if args.amp else "--no-amp", "--weighting", args.weighting, *[item for key in adapt_keys for item in ("--pairs", key)], *specs[row]["args"], *args.extra.split(),
+                sys.executable,
+                "-m",
+                "pseudolabel.cli.main",
+                "adapt",
+                "--proxies",
+                str(adapt_file),
+                "--model",
+                str(source),
+                "--out",
+                str(out),
+                "--measure",
+                measure,
+                "--steps",
+                str(args.steps),
+                "--batch-size",
+                str(args.batch_size),
+                "--crop",
+                args.crop,
+                "--lr",
+                str(args.lr),
+                "--threads",
+                str(args.threads),
+                "--device",
+                "cpu",
+                "--quiet",
+                "--force",
+                "--checkpoint-every",
+                "0",
+                "--amp" if args.amp else "--no-amp",
+                "--weighting",
+                args.weighting,
+                *[item for key in adapt_keys for item in ("--pairs", key)],
+                *specs[row]["args"],
+                *args.extra.split(),
             ]
             seconds = _run(command, args.threads)
             cpu_seconds = _child_cpu_since_last()
@@ -329,7 +405,13 @@ def main(argv: list[str] | None = None) -> None:
 
             extra_state = load_checkpoint(out).get("extra_state") or {}
             tau = (extra_state.get("tau") or {}).get("tau")
-            results[row] = {"label": specs[row]["label"], **evaluate_checkpoint(out, sets, args.threads), "time_s": seconds, "cpu_s": cpu_seconds, "final_tau": tau}
+            results[row] = {
+                "label": specs[row]["label"],
+                **evaluate_checkpoint(out, sets, args.threads),
+                "time_s": seconds,
+                "cpu_s": cpu_seconds,
+                "final_tau": tau,
+            }
         else:
             raise SystemExit(f"unknown row {row!r}; choose among {', '.join(ALL_ROWS)}")
         results[row]["date"] = datetime.date.today().isoformat()
@@ -370,7 +452,12 @@ def markdown(results: dict[str, Any], settings: dict[str, Any], adapted_count: i
     weighting = settings.get("weighting", "mask")
     # "(default)" marks the row run with every default of `pseudolabel adapt`
     is_default = (weighting, settings["steps"], settings["batch_size"], settings["crop"], settings["lr"], settings.get("extra", "")) == (
-        DEFAULT_WEIGHTING, DEFAULT_STEPS, DEFAULT_BATCH, DEFAULT_CROP, DEFAULT_LR, ""
+        DEFAULT_WEIGHTING,
+        DEFAULT_STEPS,
+        DEFAULT_BATCH,
+        DEFAULT_CROP,
+        DEFAULT_LR,
+        "",
     ) and precision == adapt_precision(True)
     flags = (
         (" --no-amp" if precision == "float32" else "")

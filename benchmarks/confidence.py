@@ -78,8 +78,9 @@ def prepare(data: Path, out: Path) -> None:
             started = time.perf_counter()
             result = match(left, right, params)
             seconds = time.perf_counter() - started
-            attrs = pair_attributes(key, left_path, right_path, params, result.disparity.shape, result.valid,
-                                    gt_left=data / scene["gt_left"], gt_scale=scene["gt_scale"])
+            attrs = pair_attributes(
+                key, left_path, right_path, params, result.disparity.shape, result.valid, gt_left=data / scene["gt_left"], gt_scale=scene["gt_scale"]
+            )
             target.write_pair(key, result_arrays(result), {**attrs, "complete": True, "sgm_seconds": seconds})
             print(f"{key:45s} {result.disparity.shape} max_disp {params.max_disp:4d}  {seconds:.2f} s", flush=True)
     finally:
@@ -118,11 +119,10 @@ with held-out AUCs in view; seed 1 of the same command gives 1.92x optimal inste
 
 def _results(path: Path, models: dict[str, Path], data: Path) -> dict[str, dict[str, Any]]:
     """Per-pair evaluation (AUC of every measure and model, confidences of the models) of one proxies file."""
-    from pseudolabel.datasets import ground_truth_lookup, read_ground_truth
     from pseudolabel.confidence.measures import MEASURES, compute_measure
     from pseudolabel.confidence.sparsification import image_evaluation
     from pseudolabel.confidence.training import make_scorer
-
+    from pseudolabel.datasets import ground_truth_lookup, read_ground_truth
     from pseudolabel.store.proxies import open_proxies
 
     scorers = {name: make_scorer(model, device="cpu", precision="auto")[0] for name, model in models.items()}
@@ -168,8 +168,9 @@ def _label_rows(results: dict[str, dict[str, Any]], measure: str, taus: list[flo
     return rows
 
 
-def choose_tau(rows: list[tuple[float, float, float, float]], max_bad3: float = TAU_SELECTION_BAD3,
-               min_coverage: float = TAU_MIN_COVERAGE) -> float | None:
+def choose_tau(
+    rows: list[tuple[float, float, float, float]], max_bad3: float = TAU_SELECTION_BAD3, min_coverage: float = TAU_MIN_COVERAGE
+) -> float | None:
     """Smallest tau of ``rows`` (``(tau, coverage, bad3, density)``) whose labels have a mean bad-3 of
     at most ``max_bad3`` while keeping at least ``min_coverage`` of the ground-truth pixels; None if none."""
     for tau, coverage, bad3, _ in sorted(rows):
@@ -219,36 +220,54 @@ def auc(work: Path, models: dict[str, Path], data: Path, write: bool) -> str:
     best = min(conventional, key=means.get)  # type: ignore[arg-type]
     lines += ["", f"Best conventional measure: {best} ({100 * means[best]:.2f})."]
     for name in models:
-        lines.append(f"{name}: {100 * means[name]:.2f} = {means[name] / optimal:.2f} x optimal; "
-                     f"beats {sum(means[name] < means[c] for c in conventional)}/{len(conventional)} conventional measures.")
+        lines.append(
+            f"{name}: {100 * means[name]:.2f} = {means[name] / optimal:.2f} x optimal; "
+            f"beats {sum(means[name] < means[c] for c in conventional)}/{len(conventional)} conventional measures."
+        )
     first = next(iter(models))
     training_rows = _label_rows(_results(work / "train.h5", {first: models[first]}, data), first, TAU_GRID)
     chosen = choose_tau(training_rows)
-    lines += ["", f"Choice of the label tau of `{first}` on its **training** scenes (`train.h5`, Middlebury 2006, "
-                  f"mean over images): the smallest tau whose labels have bad-3 <= {100 * TAU_SELECTION_BAD3:g}% "
-                  f"(the target is {100 * TAU_MAX_BAD3:g}%; the rest is a margin for unseen scenes) while keeping "
-                  f">= {100 * TAU_MIN_COVERAGE:g}% of the ground-truth pixels: "
-                  + (f"**tau = {chosen:g}**." if chosen is not None else "**none of the grid qualifies**.")
-              + (f" The default of `pseudolabel labels --tau` is {DEFAULT_TAU:g}"
-                 + (" (the same)." if chosen == DEFAULT_TAU else " (**differs: update DEFAULT_TAU in cli/confidence.py**)."))
-              + "", ""]
+    lines += [
+        "",
+        f"Choice of the label tau of `{first}` on its **training** scenes (`train.h5`, Middlebury 2006, "
+        f"mean over images): the smallest tau whose labels have bad-3 <= {100 * TAU_SELECTION_BAD3:g}% "
+        f"(the target is {100 * TAU_MAX_BAD3:g}%; the rest is a margin for unseen scenes) while keeping "
+        f">= {100 * TAU_MIN_COVERAGE:g}% of the ground-truth pixels: "
+        + (f"**tau = {chosen:g}**." if chosen is not None else "**none of the grid qualifies**.")
+        + (
+            f" The default of `pseudolabel labels --tau` is {DEFAULT_TAU:g}"
+            + (" (the same)." if chosen == DEFAULT_TAU else " (**differs: update DEFAULT_TAU in cli/confidence.py**).")
+        )
+        + "",
+        "",
+    ]
     lines += _label_table(training_rows, chosen)
     for name in models:
         rows = _label_rows(results, name, TAU_GRID)
-        lines += ["", f"Labels from `{name}` on the held-out scenes (mean over images): share of ground-truth pixels "
-                      "that get a label, bad-3 of the labels, label density:", ""]
+        lines += [
+            "",
+            f"Labels from `{name}` on the held-out scenes (mean over images): share of ground-truth pixels "
+            "that get a label, bad-3 of the labels, label density:",
+            "",
+        ]
         lines += _label_table(rows, chosen if name == first else None)
         if name == first and chosen is not None:
             row = next(r for r in rows if r[0] == chosen)
             met = row[1] >= TAU_MIN_COVERAGE and row[2] <= TAU_MAX_BAD3
-            lines += ["", f"Held-out at the chosen tau {chosen:g}: {100 * row[1]:.1f}% of the ground-truth pixels kept, "
-                          f"bad-3 {100 * row[2]:.2f}% (target >= {100 * TAU_MIN_COVERAGE:g}% with <= {100 * TAU_MAX_BAD3:g}%: "
-                          f"{'met' if met else 'NOT met'})."]
+            lines += [
+                "",
+                f"Held-out at the chosen tau {chosen:g}: {100 * row[1]:.1f}% of the ground-truth pixels kept, "
+                f"bad-3 {100 * row[2]:.2f}% (target >= {100 * TAU_MIN_COVERAGE:g}% with <= {100 * TAU_MAX_BAD3:g}%: "
+                f"{'met' if met else 'NOT met'}).",
+            ]
     text = "\n".join(lines)
     print(text)
     if write:
-        command = (f"python benchmarks/confidence.py auc --data {data} --work {work} --models "
-                   + " ".join(f"{n}={p}" for n, p in models.items()) + " --write")
+        command = (
+            f"python benchmarks/confidence.py auc --data {data} --work {work} --models "
+            + " ".join(f"{n}={p}" for n, p in models.items())
+            + " --write"
+        )
         _write_section("### Reproduce", REPRODUCE)
         _write_section("### AUC on held-out scenes", f"Command: `{command}`\n\n" + text)
     return text
@@ -257,9 +276,9 @@ def auc(work: Path, models: dict[str, Path], data: Path, write: bool) -> str:
 def speed(data: Path, runs: int, write: bool) -> str:
     """Median seconds of SGM vs scoring (CCNN + all measures) on the KITTI pair, same process."""
     import torch
+
     from pseudolabel.confidence.measures import MEASURES, compute_measure
     from pseudolabel.confidence.training import make_scorer, shipped_ccnn_path
-
     from pseudolabel.io import read_image
     from pseudolabel.sgm.matcher import match
     from pseudolabel.sgm.params import SGMParams
@@ -270,7 +289,10 @@ def speed(data: Path, runs: int, write: bool) -> str:
     scorer, checkpoint = make_scorer(shipped_ccnn_path(), device="cpu", precision="auto")
     threads = torch.get_num_threads()
     result = match(left, right, params)
-    features = {name: getattr(result, name) for name in ("disparity", "disparity_right", "valid", "cost_best", "cost_second", "cost_second_local", "cost_mean")}
+    features = {
+        name: getattr(result, name)
+        for name in ("disparity", "disparity_right", "valid", "cost_best", "cost_second", "cost_second_local", "cost_mean")
+    }
     scorer.confidence_from_features(features, params)  # warm-up
     sgm_times, measure_times, ccnn_times = [], [], []
     for _ in range(runs):
@@ -285,20 +307,24 @@ def speed(data: Path, runs: int, write: bool) -> str:
         ccnn_times.append(time.perf_counter() - started)
     sgm_s, measures_s, ccnn_s = (statistics.median(t) for t in (sgm_times, measure_times, ccnn_times))
     arch = checkpoint["arch_kwargs"]
-    text = "\n".join([
-        f"KITTI 2012 pair {left.shape[1]}x{left.shape[0]}, max_disp 128, median of {runs} interleaved runs, "
-        f"torch threads {threads}, CCNN {arch} in {scorer.precision}:",
-        "",
-        "| step | seconds | / SGM |",
-        "|---|---:|---:|",
-        f"| SGM `match` | {sgm_s:.3f} | 1.00 |",
-        f"| {len(MEASURES)} conventional measures | {measures_s:.3f} | {measures_s / sgm_s:.2f} |",
-        f"| CCNN | {ccnn_s:.3f} | {ccnn_s / sgm_s:.2f} |",
-        f"| scoring total | {measures_s + ccnn_s:.3f} | {(measures_s + ccnn_s) / sgm_s:.2f} |",
-    ])
+    text = "\n".join(
+        [
+            f"KITTI 2012 pair {left.shape[1]}x{left.shape[0]}, max_disp 128, median of {runs} interleaved runs, "
+            f"torch threads {threads}, CCNN {arch} in {scorer.precision}:",
+            "",
+            "| step | seconds | / SGM |",
+            "|---|---:|---:|",
+            f"| SGM `match` | {sgm_s:.3f} | 1.00 |",
+            f"| {len(MEASURES)} conventional measures | {measures_s:.3f} | {measures_s / sgm_s:.2f} |",
+            f"| CCNN | {ccnn_s:.3f} | {ccnn_s / sgm_s:.2f} |",
+            f"| scoring total | {measures_s + ccnn_s:.3f} | {(measures_s + ccnn_s) / sgm_s:.2f} |",
+        ]
+    )
     print(text)
     if write:
-        _write_section("### Scoring speed", f"Command: `python benchmarks/confidence.py speed --data {data} --runs {runs} --write` (2-core CPU)\n\n" + text)
+        _write_section(
+            "### Scoring speed", f"Command: `python benchmarks/confidence.py speed --data {data} --runs {runs} --write` (2-core CPU)\n\n" + text
+        )
     return text
 
 
@@ -333,8 +359,12 @@ def main(argv: list[str] | None = None) -> None:
     a = commands.add_parser("auc")
     a.add_argument("--data", type=Path, default=DEFAULT_DATA)
     a.add_argument("--work", type=Path, default=Path("work/confidence"))
-    a.add_argument("--models", nargs="+", default=["ccnn=models/weights/ccnn.pt", "ccnn_wild=models/weights/ccnn_wild.pt"],
-                   help="NAME=CHECKPOINT (the first one's label tau is chosen on train.h5)")
+    a.add_argument(
+        "--models",
+        nargs="+",
+        default=["ccnn=models/weights/ccnn.pt", "ccnn_wild=models/weights/ccnn_wild.pt"],
+        help="NAME=CHECKPOINT (the first one's label tau is chosen on train.h5)",
+    )
     a.add_argument("--write", action="store_true", help="Write the section of BENCHMARKS.md.")
     s = commands.add_parser("speed")
     s.add_argument("--data", type=Path, default=DEFAULT_DATA)

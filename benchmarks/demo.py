@@ -50,16 +50,29 @@ def run_once(out: Path, extra: list[str], cold: bool) -> dict[str, Any]:
     load_before = os.getloadavg()[0]
     cpu_before = _children_cpu()
     started = time.perf_counter()
-    completed = subprocess.run([sys.executable, "-m", "pseudolabel.cli.main", "demo", "--out", str(out), *extra],
-                               cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    completed = subprocess.run(
+        [sys.executable, "-m", "pseudolabel.cli.main", "demo", "--out", str(out), *extra],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     wall = time.perf_counter() - started
     cpu = _children_cpu() - cpu_before
     if completed.returncode != 0:
         raise SystemExit(f"pseudolabel demo failed ({completed.returncode}):\n{completed.stderr[-3000:]}\n{completed.stdout[-2000:]}")
     results = json.loads((out / "results.json").read_text())
-    table = completed.stdout[completed.stdout.index("Mean over"):].strip() if "Mean over" in completed.stdout else completed.stdout.strip()
-    return {"wall": wall, "cpu": cpu, "steps": results["seconds"], "table": table, "load": (load_before, os.getloadavg()[0]),
-            "cold": cold, "mean": results["mean"]}
+    table = completed.stdout[completed.stdout.index("Mean over") :].strip() if "Mean over" in completed.stdout else completed.stdout.strip()
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "steps": results["seconds"],
+        "table": table,
+        "load": (load_before, os.getloadavg()[0]),
+        "cold": cold,
+        "mean": results["mean"],
+    }
 
 
 def markdown(runs: list[dict[str, Any]], command: str) -> str:
@@ -113,7 +126,10 @@ def main() -> None:
         plan = ([True] if args.cold else []) + [False] * args.runs
         for index, cold in enumerate(plan):
             run = run_once(Path(work) / f"run{index}", extra, cold)
-            print(f"run {index + 1}/{len(plan)}{' (cold)' if cold else ''}: {run['wall']:.0f} s wall, {run['cpu']:.0f} s CPU, steps {run['steps']}", flush=True)
+            print(
+                f"run {index + 1}/{len(plan)}{' (cold)' if cold else ''}: {run['wall']:.0f} s wall, {run['cpu']:.0f} s CPU, steps {run['steps']}",
+                flush=True,
+            )
             runs.append(run)
         if args.keep:
             import shutil

@@ -30,10 +30,10 @@ from typing import Any
 
 import click
 import torch
-from pseudolabel.models.devices import bfloat16_supported
-from pseudolabel.models.registry import available_networks, build_network
 
 from pseudolabel.learn.trainer import multiscale_l1_loss
+from pseudolabel.models.devices import bfloat16_supported
+from pseudolabel.models.registry import available_networks, build_network
 
 SECTION = "## Stereo networks"
 BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
@@ -94,7 +94,7 @@ def replace_part(text: str, part: str, body: str) -> str:
         section = section.rstrip() + "\n\n" + block + "\n"
     section = section.rstrip() + "\n\n"
     if match:
-        return text[: match.start()] + section + text[match.end():]
+        return text[: match.start()] + section + text[match.end() :]
     return text.rstrip() + "\n\n" + section
 
 
@@ -106,8 +106,20 @@ def manifest_pairs(data_root: Path) -> list[Any]:
     pairs = []
     for scene in manifest["scenes"]:
         masks = {name: data_root / path for name, path in (scene.get("masks") or {}).items()}
-        pairs.append((scene["group"], PairInfo(key=scene["id"], left=data_root / scene["left"], right=data_root / scene["right"],
-                                               gt_left=data_root / scene["gt_left"], gt_scale=scene.get("gt_scale"), max_disp=scene.get("max_disp"), masks=masks)))
+        pairs.append(
+            (
+                scene["group"],
+                PairInfo(
+                    key=scene["id"],
+                    left=data_root / scene["left"],
+                    right=data_root / scene["right"],
+                    gt_left=data_root / scene["gt_left"],
+                    gt_scale=scene.get("gt_scale"),
+                    max_disp=scene.get("max_disp"),
+                    masks=masks,
+                ),
+            )
+        )
     return pairs
 
 
@@ -141,8 +153,16 @@ def evaluate_model(model_name: str, data_root: Path, synth_count: int, synth_see
             nonocc = (mask_image[..., 0] if mask_image.ndim == 3 else mask_image) <= 127
         metrics = disparity_metrics(prediction, ground_truth)
         metrics_noc = disparity_metrics(prediction, ground_truth, nonocc) if nonocc is not None else None
-        rows.append({"group": group, "key": pair.key, "seconds": seconds, "size": list(prediction.shape), **metrics,
-                     "bad3_noc": metrics_noc["bad3"] if metrics_noc else float("nan")})
+        rows.append(
+            {
+                "group": group,
+                "key": pair.key,
+                "seconds": seconds,
+                "size": list(prediction.shape),
+                **metrics,
+                "bad3_noc": metrics_noc["bad3"] if metrics_noc else float("nan"),
+            }
+        )
     config = SynthConfig()
     for index in range(synth_count):
         pair = render_pair(config, pair_seed(synth_seed, index))
@@ -151,7 +171,16 @@ def evaluate_model(model_name: str, data_root: Path, synth_count: int, synth_see
         seconds = time.perf_counter() - start
         metrics = disparity_metrics(prediction, pair.disp_left)
         metrics_noc = disparity_metrics(prediction, pair.disp_left, ~pair.occ_left)
-        rows.append({"group": "synth-val", "key": f"synth-{index:03d}", "seconds": seconds, "size": list(prediction.shape), **metrics, "bad3_noc": metrics_noc["bad3"]})
+        rows.append(
+            {
+                "group": "synth-val",
+                "key": f"synth-{index:03d}",
+                "seconds": seconds,
+                "size": list(prediction.shape),
+                **metrics,
+                "bad3_noc": metrics_noc["bad3"],
+            }
+        )
     total = time.perf_counter() - started
 
     def line(name: str, selected: list[dict[str, Any]]) -> str:
@@ -174,21 +203,23 @@ def evaluate_model(model_name: str, data_root: Path, synth_count: int, synth_see
     steps_text = f"{step} steps"
     if (payload.get("training_args") or {}).get("init"):
         steps_text = f"{step} steps of its last stage, which started from earlier weights (--init): the card gives all stages"
-    text = "\n".join([
-        f"Errors of the shipped `{Path(model_name).stem}` (MADNet trained on synthetic pairs only, {steps_text}; see "
-        f"`models/weights/madnet_synth.md`), at each image's full resolution, all pixels with ground truth (non-occluded: "
-        f"the v2 `nonocc` masks and the synthetic/SceneFlow occlusion masks). Synthetic validation: {synth_count} pairs "
-        f"`render_pair(SynthConfig(), pair_seed({synth_seed}, i))` (512x256, disparity < 96), never seen in training. "
-        f"`python benchmarks/networks.py --no-timing --evaluate {model_name} --threads {threads}` ({total:.0f} s).",
-        "",
-        *summary,
-        "",
-        "<details><summary>per real scene</summary>",
-        "",
-        *per_scene,
-        "",
-        "</details>",
-    ])
+    text = "\n".join(
+        [
+            f"Errors of the shipped `{Path(model_name).stem}` (MADNet trained on synthetic pairs only, {steps_text}; see "
+            f"`models/weights/madnet_synth.md`), at each image's full resolution, all pixels with ground truth (non-occluded: "
+            f"the v2 `nonocc` masks and the synthetic/SceneFlow occlusion masks). Synthetic validation: {synth_count} pairs "
+            f"`render_pair(SynthConfig(), pair_seed({synth_seed}, i))` (512x256, disparity < 96), never seen in training. "
+            f"`python benchmarks/networks.py --no-timing --evaluate {model_name} --threads {threads}` ({total:.0f} s).",
+            "",
+            *summary,
+            "",
+            "<details><summary>per real scene</summary>",
+            "",
+            *per_scene,
+            "",
+            "</details>",
+        ]
+    )
     return text, rows
 
 
@@ -197,13 +228,31 @@ def evaluate_model(model_name: str, data_root: Path, synth_count: int, synth_see
 @click.option("--repeats", default=5, show_default=True, help="timed runs per figure (median reported).")
 @click.option("--batch", default=2, show_default=True, help="training batch.")
 @click.option("--timing/--no-timing", default=True, show_default=True, help="time training steps and inference.")
-@click.option("--evaluate", "evaluate_model_name", default=None, help="also evaluate this checkpoint (e.g. models/weights/madnet_synth.pt) on every real scene and the synthetic validation split.")
-@click.option("--data-root", default="/work/shared/data", show_default=True, type=click.Path(exists=True, file_okay=False), help="folder with manifest.json.")
+@click.option(
+    "--evaluate",
+    "evaluate_model_name",
+    default=None,
+    help="also evaluate this checkpoint (e.g. models/weights/madnet_synth.pt) on every real scene and the synthetic validation split.",
+)
+@click.option(
+    "--data-root", default="/work/shared/data", show_default=True, type=click.Path(exists=True, file_okay=False), help="folder with manifest.json."
+)
 @click.option("--synth-count", default=50, show_default=True, help="synthetic validation pairs.")
 @click.option("--synth-seed", default=1000, show_default=True, help="seed of the synthetic validation split.")
 @click.option("--json-out", default=None, type=click.Path(dir_okay=False), help="write the per-scene evaluation rows as JSON.")
 @click.option("--write/--no-write", default=True, show_default=True, help="update BENCHMARKS.md.")
-def run(threads: int, repeats: int, batch: int, timing: bool, evaluate_model_name: str | None, data_root: str, synth_count: int, synth_seed: int, json_out: str | None, write: bool) -> None:
+def run(
+    threads: int,
+    repeats: int,
+    batch: int,
+    timing: bool,
+    evaluate_model_name: str | None,
+    data_root: str,
+    synth_count: int,
+    synth_seed: int,
+    json_out: str | None,
+    write: bool,
+) -> None:
     """Time training steps and inference of every registered network; optionally evaluate a trained one."""
     torch.set_num_threads(threads)
     text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
@@ -217,7 +266,18 @@ def run(threads: int, repeats: int, batch: int, timing: bool, evaluate_model_nam
             # the trainer's --amp on a CPU with native bfloat16 (blank where it would only be emulated)
             bf16_median = statistics.median(time_training_step(name, batch, 256, 512, repeats, torch.bfloat16)) if bfloat16_supported() else None
             infer_median = statistics.median(infer_times)
-            rows.append((name, sum(p.numel() for p in build_network(name).parameters()), batch / train_median, train_median, bf16_median, infer_median, min(infer_times), max(infer_times)))
+            rows.append(
+                (
+                    name,
+                    sum(p.numel() for p in build_network(name).parameters()),
+                    batch / train_median,
+                    train_median,
+                    bf16_median,
+                    infer_median,
+                    min(infer_times),
+                    max(infer_times),
+                )
+            )
             click.echo(f"{name}: {batch / train_median:.2f} pairs/s training at 256x512, {infer_median:.3f} s per 375x1242 pair")
         lines = [
             f"`python benchmarks/networks.py --threads {threads} --repeats {repeats}` on {platform.processor() or platform.machine()}, "

@@ -31,13 +31,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
-from _common import REPO_ROOT, machine_description, replace_section  # noqa: E402
-from pseudolabel.cli.sgm import available_cores, make_tasks, run_tasks, sgm  # noqa: E402
+import numpy as np
+from _common import REPO_ROOT, machine_description, replace_section
 
-from pseudolabel.datasets import discover_pairs  # noqa: E402
-from pseudolabel.io import read_image, write_image  # noqa: E402
-from pseudolabel.sgm.matcher import match  # noqa: E402
+from pseudolabel.cli.sgm import available_cores, make_tasks, run_tasks, sgm
+from pseudolabel.datasets import discover_pairs
+from pseudolabel.io import read_image, write_image
+from pseudolabel.sgm.matcher import match
 from pseudolabel.sgm.params import SGMParams
 from pseudolabel.store.journal import ProxyRun
 from pseudolabel.store.proxies import run_identity
@@ -85,15 +85,18 @@ def start_workers(workers: int) -> None:
 
     from pseudolabel.cli.sgm import _init_worker
 
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
-                             initargs=(max(1, available_cores() // workers), os.getpid())) as executor:
+    with ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(max(1, available_cores() // workers), os.getpid()),
+    ) as executor:
         for future in [executor.submit(_warm_up_worker) for _ in range(workers)]:
             future.result()
 
 
 def run_command(left: Path, right: Path, out: Path, max_disp: int, workers: int, compression: str) -> None:
-    args = ["--in", str(left), str(right), "--out", str(out), "--max-disp", str(max_disp),
-            "--workers", str(workers), "--compression", compression]
+    args = ["--in", str(left), str(right), "--out", str(out), "--max-disp", str(max_disp), "--workers", str(workers), "--compression", compression]
     sgm.main(args, standalone_mode=False)
 
 
@@ -130,8 +133,14 @@ def main() -> None:
         left_dir, right_dir = make_dataset(root / "data", args.pairs)
         images = [(read_image(p.left), read_image(p.right)) for p in discover_pairs([left_dir, right_dir])]
         match(*images[0], params)  # compile / load the Numba cache
-        modes = ["match alone", "sgm --workers 1", "sgm --workers 1 --compression lzf", "sgm --workers 1 --compression gzip",
-                 "sgm --workers 2", "start 2 workers"]
+        modes = [
+            "match alone",
+            "sgm --workers 1",
+            "sgm --workers 1 --compression lzf",
+            "sgm --workers 1 --compression gzip",
+            "sgm --workers 2",
+            "start 2 workers",
+        ]
         wall: dict[str, list[float]] = {mode: [] for mode in modes}
         cpu: dict[str, list[float]] = {mode: [] for mode in modes}
         sizes: dict[str, int] = {}
@@ -167,11 +176,11 @@ def main() -> None:
         size = f"{sizes[mode] / args.pairs / 2**20:.2f}" if mode in sizes else "-"
         wall_ratio = "1 (reference)" if mode == "match alone" else f"{med_wall / base_wall - 1:+.1%}"
         cpu_ratio = "1 (reference)" if mode == "match alone" else f"{med_cpu / base_cpu - 1:+.1%}"
-        rows.append(
-            f"| `{mode}` | {args.pairs / med_wall:.3f} | {wall_ratio} | {med_cpu / args.pairs:.3f} | {cpu_ratio} | {size} |"
-        )
-    rows.append(f"\nStarting 2 spawned workers and loading the matcher in each (paid once per command): "
-                f"{startup_wall:.2f} s wall, {startup_cpu:.2f} s CPU; the last row subtracts it.")
+        rows.append(f"| `{mode}` | {args.pairs / med_wall:.3f} | {wall_ratio} | {med_cpu / args.pairs:.3f} | {cpu_ratio} | {size} |")
+    rows.append(
+        f"\nStarting 2 spawned workers and loading the matcher in each (paid once per command): "
+        f"{startup_wall:.2f} s wall, {startup_cpu:.2f} s CPU; the last row subtracts it."
+    )
     total = sum(phases.values())
     phase_rows = ["| phase (one `--workers 1` run, wall) | s per pair | share |", "|---|---|---|"]
     phase_rows += [f"| {name} | {value / args.pairs:.3f} | {value / total:.1%} |" for name, value in phases.items()]

@@ -35,7 +35,7 @@ import numba
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
+from _common import (
     DEFAULT_DATA,
     REPO_ROOT,
     bad_rate,
@@ -46,7 +46,7 @@ from _common import (  # noqa: E402
 )
 
 from pseudolabel.sgm.matcher import Matcher, match
-from pseudolabel.sgm.params import SGMParams  # noqa: E402
+from pseudolabel.sgm.params import SGMParams
 
 OPENCV_MODES = {"HH": cv2.StereoSGBM_MODE_HH, "SGBM": cv2.StereoSGBM_MODE_SGBM, "3WAY": cv2.StereoSGBM_MODE_SGBM_3WAY}
 
@@ -140,7 +140,9 @@ def fresh_process(data_dir: Path, threads: int, what: str) -> dict[str, float]:
     kitti = next(entry for entry in load_manifest(data_dir) if entry["group"].startswith("kitti"))
     output = subprocess.run(
         [sys.executable, "-c", FRESH_PROCESS, str(data_dir / kitti["left"]), str(data_dir / kitti["right"]), str(threads), what],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return json.loads(output.strip().splitlines()[-1])
 
@@ -227,7 +229,7 @@ def main() -> None:
             f"bad-2 ratio {mean['valid_bad2'] / mean['hh_bad2']:.2f} (target <= 0.75). "
             f"Dense bad-2 {mean['dense_bad2']:.2f}% vs OpenCV HH's bad-2 on its own valid pixels {mean['hh_bad2']:.2f}%.",
         ]
-        print("\n".join(lines[-(len(rows) + 8):]))
+        print("\n".join(lines[-(len(rows) + 8) :]))
     if args.write_markdown:
         replace_section(REPO_ROOT / "BENCHMARKS.md", "SGM vs OpenCV StereoSGBM", "\n".join(lines))
 

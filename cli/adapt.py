@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from pseudolabel.cli._trainer import (
     check_output,
     set_threads,
     trainer_config,
     trainer_options,
 )
-
 from pseudolabel.errors import InputError
 
 #: Defaults of the command (``pseudolabel adapt --help`` shows them); chosen on the benchmark of
@@ -65,6 +65,7 @@ class _MirroredForward:
 
     def __call__(self, network: Any, batch: dict[str, Any]) -> Any:
         import torch
+
         from pseudolabel.models.registry import StereoOutput
 
         left, right = batch["left"], batch["right"]
@@ -82,23 +83,69 @@ class _MirroredForward:
 
 
 @click.command("adapt")
-@click.option("--proxies", required=True, type=click.Path(dir_okay=False, path_type=Path), help="proxies file of `pseudolabel sgm` with confidence/<measure> (from `pseudolabel confidence score`).")
-@click.option("--model", "model_path", required=True, help="source network: checkpoint (.pt) of `pseudolabel train` or a shipped model name (madnet_synth).")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="adapted checkpoint (.pt); OUT.partial.pt and OUT.jsonl are written next to it.")
-@click.option("--tau", default=DEFAULT_TAU, show_default=True, help="confidence threshold: a number in [0, 1) (fixed), 'learnable' (trained with the network) or 'net' (predicted per image).")
-@click.option("--loss", "loss_spec", default=DEFAULT_LOSS, show_default=True, help="weighted terms name=weight among guided, reconstruction, smooth, lr, wlcn, l1 (l1 uses the pairs' ground truth).")
-@click.option("--weighting", type=click.Choice(["mask", "confidence"]), default=DEFAULT_WEIGHTING, show_default=True, help="guided loss: selected pixels weigh 1 (mask) or their confidence.")
+@click.option(
+    "--proxies",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="proxies file of `pseudolabel sgm` with confidence/<measure> (from `pseudolabel confidence score`).",
+)
+@click.option(
+    "--model", "model_path", required=True, help="source network: checkpoint (.pt) of `pseudolabel train` or a shipped model name (madnet_synth)."
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="adapted checkpoint (.pt); OUT.partial.pt and OUT.jsonl are written next to it.",
+)
+@click.option(
+    "--tau",
+    default=DEFAULT_TAU,
+    show_default=True,
+    help="confidence threshold: a number in [0, 1) (fixed), 'learnable' (trained with the network) or 'net' (predicted per image).",
+)
+@click.option(
+    "--loss",
+    "loss_spec",
+    default=DEFAULT_LOSS,
+    show_default=True,
+    help="weighted terms name=weight among guided, reconstruction, smooth, lr, wlcn, l1 (l1 uses the pairs' ground truth).",
+)
+@click.option(
+    "--weighting",
+    type=click.Choice(["mask", "confidence"]),
+    default=DEFAULT_WEIGHTING,
+    show_default=True,
+    help="guided loss: selected pixels weigh 1 (mask) or their confidence.",
+)
 @click.option("--measure", default="ccnn", show_default=True, help="confidence map to read: confidence/<measure>.")
-@click.option("--pairs", "pair_patterns", multiple=True, help="adapt only on the pairs whose key matches this shell pattern (repeatable; default: all).")
-@click.option("--scale-decay", default=DEFAULT_SCALE_DECAY, show_default=True, type=float, help="guided and l1 losses also on the coarser outputs of a multi-scale network, level k (finest 0) weighted scale_decay**k; 0 = finest only.")
+@click.option(
+    "--pairs", "pair_patterns", multiple=True, help="adapt only on the pairs whose key matches this shell pattern (repeatable; default: all)."
+)
+@click.option(
+    "--scale-decay",
+    default=DEFAULT_SCALE_DECAY,
+    show_default=True,
+    type=float,
+    help="guided and l1 losses also on the coarser outputs of a multi-scale network, level k (finest 0) weighted scale_decay**k; 0 = finest only.",
+)
 @click.option("--use-valid", is_flag=True, help="also drop proxy pixels that failed SGM's left-right check.")
 @click.option("--tau-init", default=0.5, show_default=True, type=float, help="starting tau of 'learnable' and 'net'.")
 @click.option("--tau-temperature", default=0.05, show_default=True, type=float, help="temperature T of the soft selection sigmoid((c - tau) / T).")
-@click.option("--tau-penalty", default=None, type=float, help="lambda of -lambda log(1 - tau) (default: pseudolabel.learn.tau.DEFAULT_PENALTY_WEIGHT).")
-@click.option("--tau-lr-scale", default=DEFAULT_TAU_LR_SCALE, show_default=True, type=float, help="learning rate of tau's parameters, as a multiple of --lr.")
+@click.option(
+    "--tau-penalty", default=None, type=float, help="lambda of -lambda log(1 - tau) (default: pseudolabel.learn.tau.DEFAULT_PENALTY_WEIGHT)."
+)
+@click.option(
+    "--tau-lr-scale", default=DEFAULT_TAU_LR_SCALE, show_default=True, type=float, help="learning rate of tau's parameters, as a multiple of --lr."
+)
 @click.option("--steps", default=DEFAULT_STEPS, show_default=True, type=int, help="optimisation steps.")
 @click.option("--batch-size", default=DEFAULT_BATCH, show_default=True, type=int, help="global batch (split over torchrun processes).")
-@click.option("--crop", default=DEFAULT_CROP, show_default=True, help="random crop HEIGHTxWIDTH (smaller images are padded), or full: whole images (pairs of different sizes need --batch-size 1 per process).")
+@click.option(
+    "--crop",
+    default=DEFAULT_CROP,
+    show_default=True,
+    help="random crop HEIGHTxWIDTH (smaller images are padded), or full: whole images (pairs of different sizes need --batch-size 1 per process).",
+)
 @click.option("--lr", default=DEFAULT_LR, show_default=True, type=float, help="learning rate of the network (AdamW).")
 @trainer_options(warmup=0, checkpoint_every=100, log_every=1, log_help="metrics line (OUT.jsonl, with the current tau) every N steps.")
 def adapt(
@@ -190,7 +237,9 @@ def adapt(
         keys = select_keys(store.keys(), pair_patterns, proxies)
     pairs = load_adaptation_pairs(proxies, measure, keys, use_valid=use_valid, with_ground_truth="l1" in names)
     if crop_size is None and len({pair.proxy.shape for pair in pairs}) > 1 and batch_size > int(os.environ.get("WORLD_SIZE", "1")):
-        raise InputError("--crop full: the pairs differ in size, so a batch can hold one pair per process; use --batch-size 1 (per process) or a crop size")
+        raise InputError(
+            "--crop full: the pairs differ in size, so a batch can hold one pair per process; use --batch-size 1 (per process) or a crop size"
+        )
     dataset = ProxyAdaptationDataset(pairs, crop=crop_size, seed=seed)
 
     torch.manual_seed(seed)

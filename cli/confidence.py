@@ -28,14 +28,14 @@ from typing import Any
 
 import click
 import numpy as np
+
+from pseudolabel import __version__
 from pseudolabel.confidence.labels import label_statistics, threshold_labels
 from pseudolabel.confidence.measures import MEASURES, compute_measure
 from pseudolabel.confidence.sparsification import (
     DEFAULT_FRACTIONS,
     image_evaluation,
 )
-
-from pseudolabel import __version__
 from pseudolabel.datasets import ground_truth_lookup, read_ground_truth
 from pseudolabel.errors import InputError
 from pseudolabel.store.journal import edit_proxies
@@ -116,22 +116,35 @@ def _edit_in_batches(path: Path, keys: Sequence[str], process: Callable[[Any, st
 
 def _key_options(function: Callable[..., Any]) -> Callable[..., Any]:
     function = click.option("--exclude", "exclude", multiple=True, metavar="GLOB", help="Skip pairs whose key matches (repeatable).")(function)
-    function = click.option("--keys", "include", multiple=True, metavar="GLOB", help="Only pairs whose key matches (repeatable; default all).")(function)
+    function = click.option("--keys", "include", multiple=True, metavar="GLOB", help="Only pairs whose key matches (repeatable; default all).")(
+        function
+    )
     return function
 
 
 def _gt_options(required: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
-        function = click.option("--gt-scale", type=float, default=None,
-                                help="Divide stored PNG/PGM ground-truth values by this (default: 256 for 16-bit PNG, 1 for 8-bit; native layouts know theirs).")(function)
-        function = click.option("--gt", "gt_dir", required=required, type=click.Path(path_type=Path),
-                                help="Ground truth: folder of <key>.pfm/.png files, or the dataset root of a native layout.")(function)
+        function = click.option(
+            "--gt-scale",
+            type=float,
+            default=None,
+            help="Divide stored PNG/PGM ground-truth values by this (default: 256 for 16-bit PNG, 1 for 8-bit; native layouts know theirs).",
+        )(function)
+        function = click.option(
+            "--gt",
+            "gt_dir",
+            required=required,
+            type=click.Path(path_type=Path),
+            help="Ground truth: folder of <key>.pfm/.png files, or the dataset root of a native layout.",
+        )(function)
         return function
 
     return decorate
 
 
-_PROXIES = click.option("--proxies", "proxies_path", required=True, type=click.Path(path_type=Path), help="Proxies HDF5 file written by `pseudolabel sgm`.")
+_PROXIES = click.option(
+    "--proxies", "proxies_path", required=True, type=click.Path(path_type=Path), help="Proxies HDF5 file written by `pseudolabel sgm`."
+)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -161,8 +174,12 @@ class _EpochBars:
     def step(self, epoch: int, step: int, loss: float) -> None:
         if step == 0:
             self.losses = []
-            self.bar = click.progressbar(length=self.steps, label=f"epoch {epoch + 1}/{self.epochs}", show_eta=True,
-                                         item_show_func=lambda _: f"loss {np.mean(self.losses):.4f}" if self.losses else "")
+            self.bar = click.progressbar(
+                length=self.steps,
+                label=f"epoch {epoch + 1}/{self.epochs}",
+                show_eta=True,
+                item_show_func=lambda _: f"loss {np.mean(self.losses):.4f}" if self.losses else "",
+            )
             self.bar.__enter__()
         self.losses.append(loss)
         self.bar.update(1)
@@ -171,15 +188,35 @@ class _EpochBars:
 
 
 @confidence.command("train")
-@click.option("--proxies", "proxies_paths", required=True, multiple=True, type=click.Path(path_type=Path),
-              help="Proxies HDF5 file written by `pseudolabel sgm` (repeatable: the pairs of every file are pooled).")
-@click.option("--gt", "gt_dirs", multiple=True, type=click.Path(path_type=Path),
-              help="Ground truth: folder of <key>.pfm/.png files, or the dataset root of a native layout. "
-                   "Give it once (used for every --proxies file) or once per --proxies file, in the same order.")
-@click.option("--gt-scale", type=float, default=None,
-              help="Divide stored PNG/PGM ground-truth values by this (default: 256 for 16-bit PNG, 1 for 8-bit; native layouts know theirs).")
-@click.option("--labels", "label_source", type=click.Choice(["gt", "wild"]), default=None,
-              help="gt: 1 where |d - gt| <= 3 px (needs --gt); wild: agreement of conventional measures, no ground truth. [default: gt with --gt]")
+@click.option(
+    "--proxies",
+    "proxies_paths",
+    required=True,
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Proxies HDF5 file written by `pseudolabel sgm` (repeatable: the pairs of every file are pooled).",
+)
+@click.option(
+    "--gt",
+    "gt_dirs",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Ground truth: folder of <key>.pfm/.png files, or the dataset root of a native layout. "
+    "Give it once (used for every --proxies file) or once per --proxies file, in the same order.",
+)
+@click.option(
+    "--gt-scale",
+    type=float,
+    default=None,
+    help="Divide stored PNG/PGM ground-truth values by this (default: 256 for 16-bit PNG, 1 for 8-bit; native layouts know theirs).",
+)
+@click.option(
+    "--labels",
+    "label_source",
+    type=click.Choice(["gt", "wild"]),
+    default=None,
+    help="gt: 1 where |d - gt| <= 3 px (needs --gt); wild: agreement of conventional measures, no ground truth. [default: gt with --gt]",
+)
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Checkpoint to write (.pt).")
 @_key_options
 @click.option("--epochs", default=12, show_default=True, type=click.IntRange(min=1))
@@ -190,20 +227,44 @@ class _EpochBars:
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--filters", default=64, show_default=True, type=click.IntRange(min=1), help="Channels of the 3x3 convolutions.")
 @click.option("--fc-filters", default=100, show_default=True, type=click.IntRange(min=1), help="Channels of the 1x1 convolutions.")
-@click.option("--inputs", "inputs_text", default="disparity", show_default=True,
-              help="Input channels: 'disparity' (the paper's CCNN) optionally followed by conventional measures, e.g. disparity,apkr,msm.")
-@click.option("--range-jitter", default=0.0, show_default=True, type=float,
-              help="Augmentation: scale the normalised disparity of each crop by exp(U(-j, j)).")
+@click.option(
+    "--inputs",
+    "inputs_text",
+    default="disparity",
+    show_default=True,
+    help="Input channels: 'disparity' (the paper's CCNN) optionally followed by conventional measures, e.g. disparity,apkr,msm.",
+)
+@click.option(
+    "--range-jitter", default=0.0, show_default=True, type=float, help="Augmentation: scale the normalised disparity of each crop by exp(U(-j, j))."
+)
 @click.option("--wild-fraction", default=0.3, show_default=True, type=float, help="Wild labels: top/bottom share t of each measure.")
 @click.option("--positive", default="lrc,uniqueness,dbl,apkr,med,wmn", show_default=True, help="Wild labels: positive set of measures.")
 @click.option("--negative", default="lrc,uniqueness,apkr,wmn", show_default=True, help="Wild labels: negative set of measures.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1), help="CPU threads of torch.")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 def train(
-    proxies_paths: tuple[Path, ...], gt_dirs: tuple[Path, ...], gt_scale: float | None, label_source: str | None, out: Path,
-    include: tuple[str, ...], exclude: tuple[str, ...], epochs: int, steps_per_epoch: int, batch_size: int, crop: int,
-    learning_rate: float, seed: int, filters: int, fc_filters: int, inputs_text: str, range_jitter: float, wild_fraction: float, positive: str, negative: str,
-    threads: int, device: str,
+    proxies_paths: tuple[Path, ...],
+    gt_dirs: tuple[Path, ...],
+    gt_scale: float | None,
+    label_source: str | None,
+    out: Path,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    epochs: int,
+    steps_per_epoch: int,
+    batch_size: int,
+    crop: int,
+    learning_rate: float,
+    seed: int,
+    filters: int,
+    fc_filters: int,
+    inputs_text: str,
+    range_jitter: float,
+    wild_fraction: float,
+    positive: str,
+    negative: str,
+    threads: int,
+    device: str,
 ) -> None:
     """Train a CCNN on the proxies of one or more files.
 
@@ -214,12 +275,14 @@ def train(
       pseudolabel confidence train --proxies mine.h5 --labels wild --out ccnn_wild.pt
     """
     import torch
-    from pseudolabel.models.ccnn import build_inputs
 
     from pseudolabel.confidence import training
+    from pseudolabel.models.ccnn import build_inputs
 
     if len(gt_dirs) > 1 and len(gt_dirs) != len(proxies_paths):
-        raise InputError(f"{len(gt_dirs)} --gt folders for {len(proxies_paths)} --proxies files; give one --gt, or one per --proxies file in the same order")
+        raise InputError(
+            f"{len(gt_dirs)} --gt folders for {len(proxies_paths)} --proxies files; give one --gt, or one per --proxies file in the same order"
+        )
     gt_dir: Path | None = gt_dirs[0] if gt_dirs else None
     if label_source is None:
         if gt_dir is None:
@@ -240,38 +303,84 @@ def train(
     sgm_params: list[Any] = []
     for file_index, proxies_path in enumerate(proxies_paths):
         file_gt = gt_dirs[file_index] if len(gt_dirs) > 1 else gt_dir
-        sgm_params.append(_load_training_pairs(
-            pairs, training, build_inputs, proxies_path, file_gt, gt_scale, label_source, include, exclude,
-            inputs, positive_set, negative_set, wild_fraction,
-        ))
+        sgm_params.append(
+            _load_training_pairs(
+                pairs,
+                training,
+                build_inputs,
+                proxies_path,
+                file_gt,
+                gt_scale,
+                label_source,
+                include,
+                exclude,
+                inputs,
+                positive_set,
+                negative_set,
+                wild_fraction,
+            )
+        )
     if not pairs:
         raise InputError(f"--gt {', '.join(map(str, gt_dirs))}: none of the selected pairs has ground truth")
     config = training.TrainingConfig(
-        epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, crop=crop, learning_rate=learning_rate,
-        seed=seed, filters=filters, fc_filters=fc_filters, inputs=tuple(inputs), range_jitter=range_jitter, device=device,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        batch_size=batch_size,
+        crop=crop,
+        learning_rate=learning_rate,
+        seed=seed,
+        filters=filters,
+        fc_filters=fc_filters,
+        inputs=tuple(inputs),
+        range_jitter=range_jitter,
+        device=device,
     )
     summary = training.summarise_training_data(pairs)
-    summary.update({"proxies": [str(path) for path in proxies_paths], "labels": label_source,
-                    "sgm_params": sgm_params[0] if len(sgm_params) == 1 else sgm_params,
-                    "gt": [str(path) for path in gt_dirs] if gt_dirs else None})
-    click.echo(f"training on {summary['pairs']} pairs, {summary['labelled_pixels']} labelled pixels "
-               f"({100 * summary['positive_fraction']:.1f}% positive), labels: {label_source}")
+    summary.update(
+        {
+            "proxies": [str(path) for path in proxies_paths],
+            "labels": label_source,
+            "sgm_params": sgm_params[0] if len(sgm_params) == 1 else sgm_params,
+            "gt": [str(path) for path in gt_dirs] if gt_dirs else None,
+        }
+    )
+    click.echo(
+        f"training on {summary['pairs']} pairs, {summary['labelled_pixels']} labelled pixels "
+        f"({100 * summary['positive_fraction']:.1f}% positive), labels: {label_source}"
+    )
     bars = _EpochBars(epochs, steps_per_epoch)
     started = time.perf_counter()
     model, history = training.train_ccnn(pairs, config, on_step=bars.step)
     arguments = {
-        **training.training_config_dict(config), "labels": label_source, "gt_scale": gt_scale, "keys": list(include),
-        "exclude": list(exclude), "wild_fraction": wild_fraction, "positive": positive_set, "negative": negative_set,
-        "threads": threads, "seconds": round(time.perf_counter() - started, 1),
+        **training.training_config_dict(config),
+        "labels": label_source,
+        "gt_scale": gt_scale,
+        "keys": list(include),
+        "exclude": list(exclude),
+        "wild_fraction": wild_fraction,
+        "positive": positive_set,
+        "negative": negative_set,
+        "threads": threads,
+        "seconds": round(time.perf_counter() - started, 1),
     }
     training.save_checkpoint(out, model, arguments, summary, history)
     click.echo(f"wrote {out} (final loss {history[-1]:.4f}, {arguments['seconds']} s)")
 
 
 def _load_training_pairs(
-    pairs: list[Any], training: Any, build_inputs: Callable[..., np.ndarray], proxies_path: Path, gt_dir: Path | None,
-    gt_scale: float | None, label_source: str, include: Sequence[str], exclude: Sequence[str], inputs: Sequence[str],
-    positive_set: Sequence[str], negative_set: Sequence[str], wild_fraction: float,
+    pairs: list[Any],
+    training: Any,
+    build_inputs: Callable[..., np.ndarray],
+    proxies_path: Path,
+    gt_dir: Path | None,
+    gt_scale: float | None,
+    label_source: str,
+    include: Sequence[str],
+    exclude: Sequence[str],
+    inputs: Sequence[str],
+    positive_set: Sequence[str],
+    negative_set: Sequence[str],
+    wild_fraction: float,
 ) -> Any:
     """Append the training pairs of one proxies file to ``pairs``; returns the file's SGM parameters (JSON)."""
     keys = _keys_of(proxies_path, include, exclude)
@@ -300,20 +409,43 @@ def _load_training_pairs(
 
 @confidence.command("score")
 @_PROXIES
-@click.option("--model", "model_path", default=None, type=click.Path(path_type=Path),
-              help="CCNN checkpoint; default: the shipped CCNN, written as confidence/ccnn. 'none' runs no network.")
+@click.option(
+    "--model",
+    "model_path",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="CCNN checkpoint; default: the shipped CCNN, written as confidence/ccnn. 'none' runs no network.",
+)
 @click.option("--name", default=None, help="Dataset name of the network's output (default: the checkpoint's file stem; ccnn for the shipped one).")
-@click.option("--measures", "measures_text", default="all", show_default=True,
-              help=f"Conventional measures, comma-separated, 'all' or 'none' ({', '.join(MEASURES)}).")
+@click.option(
+    "--measures",
+    "measures_text",
+    default="all",
+    show_default=True,
+    help=f"Conventional measures, comma-separated, 'all' or 'none' ({', '.join(MEASURES)}).",
+)
 @_key_options
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
-@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "float32", "bfloat16"]),
-              help="Network arithmetic; auto = bfloat16 where the CPU has it natively (2x faster), else float32.")
+@click.option(
+    "--precision",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "float32", "bfloat16"]),
+    help="Network arithmetic; auto = bfloat16 where the CPU has it natively (2x faster), else float32.",
+)
 @click.option("--threads", default=0, type=click.IntRange(min=0), help="CPU threads of torch (0 = torch's default).")
 @click.option("--overwrite", is_flag=True, help="Recompute datasets that are already stored with the same model / measure.")
 def score(
-    proxies_path: Path, model_path: Path | None, name: str | None, measures_text: str, include: tuple[str, ...],
-    exclude: tuple[str, ...], device: str, precision: str, threads: int, overwrite: bool,
+    proxies_path: Path,
+    model_path: Path | None,
+    name: str | None,
+    measures_text: str,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    device: str,
+    precision: str,
+    threads: int,
+    overwrite: bool,
 ) -> None:
     """Write confidence/<name> for every pair of a proxies file.
 
@@ -336,8 +468,13 @@ def score(
             raise InputError(f"the shipped CCNN {path} is missing; reinstall pseudolabel or pass --model")
         scorer, _ = training.make_scorer(path, device=device, precision=precision, threads=threads or None)
         network_name = name or ("ccnn" if shipped else path.stem)
-        network_attrs = {"measure": network_name, "source": "network", "model": str(path),
-                         "model_sha256": training.file_digest(path), "created_by": f"pseudolabel {__version__}"}
+        network_attrs = {
+            "measure": network_name,
+            "source": "network",
+            "model": str(path),
+            "model_sha256": training.file_digest(path),
+            "created_by": f"pseudolabel {__version__}",
+        }
     elif name is not None:
         raise InputError("--name names the network's output; it needs a --model")
     if scorer is None and not measures:
@@ -374,16 +511,28 @@ def score(
 @confidence.command("eval")
 @_PROXIES
 @_gt_options(required=True)
-@click.option("--measures", "measures_text", default="stored", show_default=True,
-              help="Measures to evaluate: 'stored' (every confidence/<name> of the file), 'all' (every conventional measure), or a comma-separated list "
-                   "(conventional ones that are not stored are computed on the fly).")
+@click.option(
+    "--measures",
+    "measures_text",
+    default="stored",
+    show_default=True,
+    help="Measures to evaluate: 'stored' (every confidence/<name> of the file), 'all' (every conventional measure), or a comma-separated list "
+    "(conventional ones that are not stored are computed on the fly).",
+)
 @_key_options
 @click.option("--plot", "plot_path", default=None, type=click.Path(path_type=Path), help="Write the mean sparsification curves as a PNG.")
 @click.option("--json", "json_path", default=None, type=click.Path(path_type=Path), help="Write per-pair AUCs and curves as JSON.")
 @click.option("--per-pair", is_flag=True, help="Also print the AUC of every pair.")
 def evaluate(
-    proxies_path: Path, gt_dir: Path, gt_scale: float | None, measures_text: str, include: tuple[str, ...],
-    exclude: tuple[str, ...], plot_path: Path | None, json_path: Path | None, per_pair: bool,
+    proxies_path: Path,
+    gt_dir: Path,
+    gt_scale: float | None,
+    measures_text: str,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    plot_path: Path | None,
+    json_path: Path | None,
+    per_pair: bool,
 ) -> None:
     """Area under the sparsification curve (bad-3) of each measure, against the optimal AUC.
 
@@ -515,8 +664,13 @@ def plot_curves(path: Path, results: dict[str, dict[str, Any]]) -> None:
 @_gt_options(required=False)
 @_key_options
 def labels(
-    proxies_path: Path, tau: float, measure: str, gt_dir: Path | None, gt_scale: float | None,
-    include: tuple[str, ...], exclude: tuple[str, ...],
+    proxies_path: Path,
+    tau: float,
+    measure: str,
+    gt_dir: Path | None,
+    gt_scale: float | None,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
 ) -> None:
     """Write `labels` (proxy disparity where confidence > tau, NaN elsewhere) for every pair.
 
@@ -565,7 +719,8 @@ def format_label_table(rows: Sequence[tuple[str, dict[str, float]]], tau: float,
     line = f"{'mean':<40}{100 * np.mean([s['density'] for _, s in rows]):>10.2f}"
     if with_gt:
         scored = [s for _, s in rows if "bad3" in s]
-        line += "".join(f"{100 * np.nanmean([s[k] for s in scored]):>{w}.2f}" for k, w in (("gt_coverage", 10), ("bad1", 8), ("bad2", 8), ("bad3", 8)))
+        line += "".join(
+            f"{100 * np.nanmean([s[k] for s in scored]):>{w}.2f}" for k, w in (("gt_coverage", 10), ("bad1", 8), ("bad2", 8), ("bad3", 8))
+        )
     lines.append(line)
     return "\n".join(lines)
-

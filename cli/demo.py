@@ -102,9 +102,33 @@ def _adapt_arguments(proxies: Path, model: str, source: Path, adapted: Path, ste
     ``--resume`` after an interruption, else a fresh run."""
     shown_model = model if model == source.stem and not Path(model).suffix else _display_path(source)
     arguments = [
-        "adapt", "--proxies", _display_path(proxies), "--model", shown_model, "--out", _display_path(adapted),
-        "--tau", "learnable", "--steps", str(steps), "--batch-size", str(DEMO_BATCH), "--crop", DEMO_CROP,
-        "--lr", f"{DEMO_LR:g}", "--device", device, "--threads", str(threads), "--seed", str(seed), "--checkpoint-every", "30", "--log-every", "5",
+        "adapt",
+        "--proxies",
+        _display_path(proxies),
+        "--model",
+        shown_model,
+        "--out",
+        _display_path(adapted),
+        "--tau",
+        "learnable",
+        "--steps",
+        str(steps),
+        "--batch-size",
+        str(DEMO_BATCH),
+        "--crop",
+        DEMO_CROP,
+        "--lr",
+        f"{DEMO_LR:g}",
+        "--device",
+        device,
+        "--threads",
+        str(threads),
+        "--seed",
+        str(seed),
+        "--checkpoint-every",
+        "30",
+        "--log-every",
+        "5",
     ]
     partial = adapted.with_suffix(".partial.pt")
     arguments.append("--resume" if partial.is_file() and not adapted.exists() else "--force")
@@ -130,11 +154,11 @@ def _finished_adaptation(adapted: Path, source: Path, steps: int) -> bool:
 def _predict_all(model_path: Path, proxies_path: Path, keys: Sequence[str], device: str, label: str) -> dict[str, np.ndarray]:
     """Disparity (float32 (H, W), pixels) of every pair with the network of ``model_path``."""
     import torch
-    from pseudolabel.models.devices import resolve_device
 
     from pseudolabel.io import read_image
     from pseudolabel.learn.checkpoint import load_model
     from pseudolabel.learn.predict import predict_disparity
+    from pseudolabel.models.devices import resolve_device
     from pseudolabel.store.proxies import open_proxies
     from pseudolabel.viz.report import resolve_pair_path
 
@@ -148,7 +172,9 @@ def _predict_all(model_path: Path, proxies_path: Path, keys: Sequence[str], devi
             for side in ("left", "right"):
                 path = resolve_pair_path(str(attrs[side]), proxies_path)
                 if path is None:
-                    raise InputError(f"{proxies_path}: the {side} image of pair {key!r}, {attrs[side]}, is missing; rerun the demo from the same folder")
+                    raise InputError(
+                        f"{proxies_path}: the {side} image of pair {key!r}, {attrs[side]}, is missing; rerun the demo from the same folder"
+                    )
                 images.append(read_image(path))
             with torch.inference_mode():
                 predictions[key] = predict_disparity(model, images[0], images[1], torch_device)
@@ -160,9 +186,7 @@ def format_table(rows: dict[str, dict[str, float]]) -> str:
     width = max(len(name) for name in rows) + 2
     lines = [f"{'':<{width}}{'density':>9}{'bad-3':>9}{'D1':>9}{'EPE':>10}"]
     for name, values in rows.items():
-        lines.append(
-            f"{name:<{width}}{values['density']:>8.1f}%{values['bad3']:>8.2f}%{values['d1']:>8.2f}%{values['epe']:>7.2f} px"
-        )
+        lines.append(f"{name:<{width}}{values['density']:>8.1f}%{values['bad3']:>8.2f}%{values['d1']:>8.2f}%{values['epe']:>7.2f} px")
     return "\n".join(lines)
 
 
@@ -188,18 +212,40 @@ A rerun resumes (finished steps are kept). Default --steps {DEMO_STEPS}.
 
 
 @click.command("demo", help=DEMO_HELP)
-@click.option("--out", "out_dir", default="demo", show_default=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for proxies.h5, the adapted network, results.json and report.html.")
+@click.option(
+    "--out",
+    "out_dir",
+    default="demo",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for proxies.h5, the adapted network, results.json and report.html.",
+)
 @click.option("--steps", default=DEMO_STEPS, show_default=True, type=click.IntRange(min=1), help="Adaptation steps.")
-@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
-              help="Where the networks run (auto: CUDA when available).")
-@click.option("--data", "data_dir", default=None, type=click.Path(path_type=Path),
-              help="Scenes with ground truth in a layout `pseudolabel sgm --in` knows (default: the repository's tests/data).")
-@click.option("--model", "model", default=DEMO_MODEL, show_default=True,
-              help="Source network: a checkpoint of `pseudolabel train` or a shipped model name.")
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    help="Where the networks run (auto: CUDA when available).",
+)
+@click.option(
+    "--data",
+    "data_dir",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="Scenes with ground truth in a layout `pseudolabel sgm --in` knows (default: the repository's tests/data).",
+)
+@click.option(
+    "--model", "model", default=DEMO_MODEL, show_default=True, help="Source network: a checkpoint of `pseudolabel train` or a shipped model name."
+)
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the adaptation.")
-@click.option("--threads", default=DEMO_THREADS, show_default=True, type=click.IntRange(min=1),
-              help="torch CPU threads (1 is several times faster than 2 on a small CPU that other jobs share; see BENCHMARKS.md).")
+@click.option(
+    "--threads",
+    default=DEMO_THREADS,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="torch CPU threads (1 is several times faster than 2 on a small CPU that other jobs share; see BENCHMARKS.md).",
+)
 def demo(out_dir: Path, steps: int, device: str, data_dir: Path | None, model: str, seed: int, threads: int) -> None:
     from pseudolabel.cli.confidence import DEFAULT_TAU
 
@@ -213,6 +259,7 @@ def demo(out_dir: Path, steps: int, device: str, data_dir: Path | None, model: s
             )
         raise InputError(f"--data {data}: no such folder; give a folder of scenes in a layout `pseudolabel sgm --in` knows")
     import torch
+
     from pseudolabel.models.devices import resolve_device
 
     resolve_device(device)  # --device cuda without a GPU: stop before any work
@@ -234,11 +281,19 @@ def demo(out_dir: Path, steps: int, device: str, data_dir: Path | None, model: s
     clock = time.perf_counter()
     _run_command("pseudolabel.cli.sgm", "sgm", ["sgm", "--in", _display_path(data), "--out", _display_path(proxies)], "[1/6] SGM proxy disparities")
     clock = timed("sgm", clock)
-    _run_command("pseudolabel.cli.confidence", "confidence",
-                 ["confidence", "score", "--proxies", _display_path(proxies), "--device", device, "--threads", str(threads)], "[2/6] confidence (shipped CCNN and conventional measures)")
+    _run_command(
+        "pseudolabel.cli.confidence",
+        "confidence",
+        ["confidence", "score", "--proxies", _display_path(proxies), "--device", device, "--threads", str(threads)],
+        "[2/6] confidence (shipped CCNN and conventional measures)",
+    )
     clock = timed("confidence", clock)
-    _run_command("pseudolabel.cli.confidence", "labels", ["labels", "--proxies", _display_path(proxies), "--tau", str(DEFAULT_TAU)],
-                 f"[3/6] labels: proxies with confidence > {DEFAULT_TAU}")
+    _run_command(
+        "pseudolabel.cli.confidence",
+        "labels",
+        ["labels", "--proxies", _display_path(proxies), "--tau", str(DEFAULT_TAU)],
+        f"[3/6] labels: proxies with confidence > {DEFAULT_TAU}",
+    )
     clock = timed("labels", clock)
 
     from pseudolabel.store.proxies import open_proxies
@@ -253,8 +308,12 @@ def demo(out_dir: Path, steps: int, device: str, data_dir: Path | None, model: s
     if reused:
         click.secho(f"\n[5/6] adaptation: {_display_path(adapted)} is finished (delete it to adapt again)", bold=True, err=True)
     else:
-        _run_command("pseudolabel.cli.adapt", "adapt", _adapt_arguments(proxies, model, source, adapted, steps, device, seed, threads),
-                     "[5/6] adaptation with the confident proxies (no ground truth)")
+        _run_command(
+            "pseudolabel.cli.adapt",
+            "adapt",
+            _adapt_arguments(proxies, model, source, adapted, steps, device, seed, threads),
+            "[5/6] adaptation with the confident proxies (no ground truth)",
+        )
     clock = timed("adapt", clock)
     click.secho(f"\n[6/6] adapted network on the {len(keys)} scenes, evaluation and report", bold=True, err=True)
     after = _predict_all(adapted, proxies, keys, device, "network after")
@@ -280,10 +339,26 @@ def demo(out_dir: Path, steps: int, device: str, data_dir: Path | None, model: s
     total = time.perf_counter() - started
     summary = _summary_lines(means)
     intro = _intro_html(data, source, adapted, steps, len(evaluated), total, reused)
-    details = {"data": _display_path(data), "source_model": _display_path(source), "adapted_model": _display_path(adapted), "steps": steps, "device": device,
-               "seed": seed, "threads": threads, "tau": DEFAULT_TAU, "crop": DEMO_CROP, "batch_size": DEMO_BATCH, "seconds": timings}
-    html = render_report("pseudolabel demo", sections, intro_html=intro + "".join(f"<p><b>{_escape(line)}</b></p>" for line in summary),
-                         summary_rows=metrics_table_rows(means), details=details)
+    details = {
+        "data": _display_path(data),
+        "source_model": _display_path(source),
+        "adapted_model": _display_path(adapted),
+        "steps": steps,
+        "device": device,
+        "seed": seed,
+        "threads": threads,
+        "tau": DEFAULT_TAU,
+        "crop": DEMO_CROP,
+        "batch_size": DEMO_BATCH,
+        "seconds": timings,
+    }
+    html = render_report(
+        "pseudolabel demo",
+        sections,
+        intro_html=intro + "".join(f"<p><b>{_escape(line)}</b></p>" for line in summary),
+        summary_rows=metrics_table_rows(means),
+        details=details,
+    )
     report_path = out_dir / "report.html"
     write_report(report_path, html)
     timed("report", clock)
@@ -312,7 +387,9 @@ def _summary_lines(means: dict[str, dict[str, float]]) -> list[str]:
         verdict = "adaptation improved the network on one metric only"
     else:
         verdict = "adaptation did NOT improve the network this time (try more --steps)"
-    return [f"{verdict}: bad-3 {before['bad3']:.2f}% -> {after['bad3']:.2f}% ({bad3_change:+.0f}%), EPE {before['epe']:.2f} -> {after['epe']:.2f} px ({epe_change:+.0f}%)"]
+    return [
+        f"{verdict}: bad-3 {before['bad3']:.2f}% -> {after['bad3']:.2f}% ({bad3_change:+.0f}%), EPE {before['epe']:.2f} -> {after['epe']:.2f} px ({epe_change:+.0f}%)"
+    ]
 
 
 def _intro_html(data: Path, source: Path, adapted: Path, steps: int, scenes: int, seconds: float, reused: bool) -> str:
@@ -326,7 +403,8 @@ def _intro_html(data: Path, source: Path, adapted: Path, steps: int, scenes: int
         "proxies, without any ground truth. Ground truth is used only to score the results below (means over the scenes, "
         "every pixel with ground truth; labels: their labelled pixels only). "
         f"Adapted network: {escape(_display_path(adapted))}. Run time {seconds:.0f} s"
-        + (" (the adaptation was reused from an earlier run)" if reused else "") + ".</p>"
+        + (" (the adaptation was reused from an earlier run)" if reused else "")
+        + ".</p>"
     )
 
 
@@ -381,10 +459,14 @@ def show(proxies_path: Path, patterns: tuple[str, ...], out_dir: Path, measure: 
             raise InputError(f"{proxies_path}: holds no finished pair; run `pseudolabel sgm` first")
         chosen = [key for key in keys if not patterns or any(key == p or fnmatch.fnmatchcase(key, p) for p in patterns)]
         if not chosen:
-            raise InputError(f"--pair {' '.join(patterns)}: matches none of the {len(keys)} pairs (e.g. {keys[0]!r}); `pseudolabel inspect {proxies_path}` lists them")
+            raise InputError(
+                f"--pair {' '.join(patterns)}: matches none of the {len(keys)} pairs (e.g. {keys[0]!r}); `pseudolabel inspect {proxies_path}` lists them"
+            )
         lacking = [key for key in chosen if measure not in proxies.list_confidences(key) and proxies.list_confidences(key)]
         if lacking:
-            click.echo(f"warning: {len(lacking)} pair(s) have no confidence/{measure} (e.g. {lacking[0]}); their first stored measure is shown", err=True)
+            click.echo(
+                f"warning: {len(lacking)} pair(s) have no confidence/{measure} (e.g. {lacking[0]}); their first stored measure is shown", err=True
+            )
         out_dir.mkdir(parents=True, exist_ok=True)
         sections = []
         written = 0
@@ -404,10 +486,15 @@ def show(proxies_path: Path, patterns: tuple[str, ...], out_dir: Path, measure: 
                     write_image(f"{stem}_{suffix}.png", with_colour_bar(picture.image, legends[bar_kind]))
                     written += 1
                 if len(sections) < SHOW_REPORT_LIMIT:
-                    sections.append(replace(full, pictures=[
-                        replace(picture, image=resize_for_display(picture.image, MAX_PICTURE_WIDTH, nearest=picture.kind == "error"))
-                        for picture in full.pictures
-                    ]))
+                    sections.append(
+                        replace(
+                            full,
+                            pictures=[
+                                replace(picture, image=resize_for_display(picture.image, MAX_PICTURE_WIDTH, nearest=picture.kind == "error"))
+                                for picture in full.pictures
+                            ],
+                        )
+                    )
                 for note in full.notes[1:]:
                     click.echo(f"\nnote: {key}: {note}", err=True)
     intro = f'<p class="lead">Pictures of {len(sections)} of the {len(chosen)} selected pairs of <code>{_escape(str(proxies_path))}</code>.</p>'

@@ -22,7 +22,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 def key_options(function: F) -> F:
     """``--keys GLOB`` (repeatable, default all pairs) and ``--exclude GLOB`` (repeatable), as ``include``/``exclude``."""
     function = click.option("--exclude", "exclude", multiple=True, metavar="GLOB", help="Skip pairs whose key matches (repeatable).")(function)
-    function = click.option("--keys", "include", multiple=True, metavar="GLOB", help="Only pairs whose key matches (repeatable; default all).")(function)
+    function = click.option("--keys", "include", multiple=True, metavar="GLOB", help="Only pairs whose key matches (repeatable; default all).")(
+        function
+    )
     return function
 
 
@@ -31,11 +33,16 @@ def gt_options(required: bool) -> Callable[[F], F]:
 
     def decorate(function: F) -> F:
         function = click.option(
-            "--gt-scale", type=float, default=None,
+            "--gt-scale",
+            type=float,
+            default=None,
             help="Divide stored PNG/PGM ground-truth values by this (default: 256 for 16-bit PNG, 1 for 8-bit; native layouts know theirs).",
         )(function)
         function = click.option(
-            "--gt", "gt_dir", required=required, type=click.Path(path_type=Path),
+            "--gt",
+            "gt_dir",
+            required=required,
+            type=click.Path(path_type=Path),
             help="Ground truth: folder of <key>.pfm/.png files, or the dataset root of a native layout.",
         )(function)
         return function

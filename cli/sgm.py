@@ -176,8 +176,15 @@ def match_pair(task: PairTask) -> MatchedPair:
     match_done = time.perf_counter()
     arrays = result_arrays(result)
     attrs = pair_attributes(
-        task.key, task.left, task.right, params, arrays["disparity"].shape, arrays["valid"],
-        task.gt_left, task.gt_scale, task.masks,
+        task.key,
+        task.left,
+        task.right,
+        params,
+        arrays["disparity"].shape,
+        arrays["valid"],
+        task.gt_left,
+        task.gt_scale,
+        task.masks,
     )
     return MatchedPair(arrays, attrs, read_done - start, match_done - read_done)
 
@@ -239,8 +246,7 @@ def make_tasks(
             pair_params = params.replace(max_disp=int(pair.max_disp))
             if pair_params.max_disp <= pair_params.min_disp:
                 raise InputError(
-                    f"{pair.left.parent / 'calib.txt'}: ndisp={pair.max_disp} is not above --min-disp {params.min_disp}; "
-                    "pass --max-disp"
+                    f"{pair.left.parent / 'calib.txt'}: ndisp={pair.max_disp} is not above --min-disp {params.min_disp}; pass --max-disp"
                 )
         tasks.append(
             PairTask(
@@ -366,22 +372,45 @@ Examples:
 
 
 @click.command("sgm", help=SGM_EXAMPLES)
-@click.option("--in", "inputs", multiple=True, required=True, metavar="ROOT | LEFT_DIR RIGHT_DIR",
-              help="A dataset folder, or a left and a right image folder.")
+@click.option(
+    "--in", "inputs", multiple=True, required=True, metavar="ROOT | LEFT_DIR RIGHT_DIR", help="A dataset folder, or a left and a right image folder."
+)
 @click.argument("more_inputs", nargs=-1, metavar="", type=click.Path())
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=True, path_type=Path),
-              help="Output HDF5 file (created, resumed or, with --overwrite, replaced).")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Processes matching pairs in parallel (each with cores // workers Numba threads).")
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(dir_okay=True, path_type=Path),
+    help="Output HDF5 file (created, resumed or, with --overwrite, replaced).",
+)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Processes matching pairs in parallel (each with cores // workers Numba threads).",
+)
 @click.option("--skip-unpaired", is_flag=True, help="Skip left images without a right partner instead of stopping.")
-@click.option("--compression", type=click.Choice(["fast", "lzf", "gzip", "none"]), default="fast", show_default=True,
-              help="Dataset compression: fast (LZF on the boolean and int16 maps, float maps and costs raw), lzf (every dataset, "
-                   "smaller, slower), gzip (deflate, readable by every HDF5 library) or none.")
-@click.option("--overwrite", is_flag=True,
-              help="Recompute every pair; the old file is replaced only when the run finishes.")
+@click.option(
+    "--compression",
+    type=click.Choice(["fast", "lzf", "gzip", "none"]),
+    default="fast",
+    show_default=True,
+    help="Dataset compression: fast (LZF on the boolean and int16 maps, float maps and costs raw), lzf (every dataset, "
+    "smaller, slower), gzip (deflate, readable by every HDF5 library) or none.",
+)
+@click.option("--overwrite", is_flag=True, help="Recompute every pair; the old file is replaced only when the run finishes.")
 @_sgm_options
-def sgm(inputs: tuple[str, ...], more_inputs: tuple[str, ...], out: Path, workers: int, skip_unpaired: bool,
-        compression: str, overwrite: bool, **sgm_options: Any) -> None:
+def sgm(
+    inputs: tuple[str, ...],
+    more_inputs: tuple[str, ...],
+    out: Path,
+    workers: int,
+    skip_unpaired: bool,
+    compression: str,
+    overwrite: bool,
+    **sgm_options: Any,
+) -> None:
     from pseudolabel.datasets import find_unpaired
     from pseudolabel.store.journal import ProxyRun
     from pseudolabel.store.proxies import run_identity
@@ -407,8 +436,7 @@ def sgm(inputs: tuple[str, ...], more_inputs: tuple[str, ...], out: Path, worker
         tasks = make_tasks(todo, params, use_calib, run.journal, identity, compression)
         workers = min(workers, max(1, len(tasks)))
         click.echo(
-            f"sgm: {len(pairs)} pairs, {already} already done, {len(tasks)} to match"
-            + (f" with {workers} workers" if workers > 1 else ""),
+            f"sgm: {len(pairs)} pairs, {already} already done, {len(tasks)} to match" + (f" with {workers} workers" if workers > 1 else ""),
             err=True,
         )
         progress = _Progress(len(tasks), already)
@@ -438,8 +466,7 @@ Examples:
 def inspect(path: Path, show_all: bool) -> None:
     import numpy as np
 
-    from pseudolabel.store.proxies import journal_path
-    from pseudolabel.store.proxies import RESULT_DATASETS, open_proxies
+    from pseudolabel.store.proxies import RESULT_DATASETS, journal_path, open_proxies
 
     with open_proxies(path) as proxies:
         attrs = proxies.attrs
@@ -467,13 +494,15 @@ def inspect(path: Path, show_all: bool) -> None:
                 else:
                     described.append(name)
             summary = "sgm" + (f" (missing {', '.join(missing)})" if missing else "")
-            rows.append((
-                key,
-                f"{pair['width']}x{pair['height']}",
-                f"[{pair['min_disp']}, {pair['max_disp']})",
-                f"{pair.get('valid_fraction', float('nan')):.1%}",
-                ", ".join([summary, *described]),
-            ))
+            rows.append(
+                (
+                    key,
+                    f"{pair['width']}x{pair['height']}",
+                    f"[{pair['min_disp']}, {pair['max_disp']})",
+                    f"{pair.get('valid_fraction', float('nan')):.1%}",
+                    ", ".join([summary, *described]),
+                )
+            )
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         for row in rows:
             click.echo("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())

@@ -24,8 +24,7 @@ def _parse_size(text: str) -> tuple[int, int]:
     "out_dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Output folder (left/, right/, disp_left/, disp_right/, occ_left/, occ_right/, meta.json). "
-    "A rerun with the same options resumes.",
+    help="Output folder (left/, right/, disp_left/, disp_right/, occ_left/, occ_right/, meta.json). A rerun with the same options resumes.",
 )
 @click.option("--n", "count", type=int, default=500, show_default=True, help="Number of pairs.")
 @click.option("--size", default="512x256", show_default=True, help="Image size WIDTHxHEIGHT in pixels.")

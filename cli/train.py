@@ -10,13 +10,13 @@ from typing import Any
 
 import click
 import numpy as np
+
 from pseudolabel.cli._trainer import (
     check_output,
     set_threads,
     trainer_config,
     trainer_options,
 )
-
 from pseudolabel.errors import InputError
 
 ARCH_HELP = "network name from the registry (madnet, tiny)"
@@ -55,14 +55,18 @@ def _safe_key(key: str) -> str:
 
 
 @click.command("train")
-@click.option("--data", "data", multiple=True, type=click.Path(exists=True), help="labelled pairs: a KITTI/Middlebury/synth folder, or LEFT_DIR RIGHT_DIR.")
+@click.option(
+    "--data", "data", multiple=True, type=click.Path(exists=True), help="labelled pairs: a KITTI/Middlebury/synth folder, or LEFT_DIR RIGHT_DIR."
+)
 @click.option("--synth", is_flag=True, help="train on synthetic pairs rendered on the fly (pseudolabel.synth).")
 @click.option("--synth-size", default="256x512", show_default=True, help="HEIGHTxWIDTH of rendered synthetic pairs.")
 @click.option("--synth-max-disp", default=96, show_default=True, type=int, help="largest disparity of synthetic pairs (pixels).")
 @click.option("--arch", default="madnet", show_default=True, help=ARCH_HELP)
 @click.option("--arch-kwargs", default="{}", show_default=True, help="JSON dict of network constructor arguments.")
 @click.option("--init", "init_model", default=None, help="start from these weights (checkpoint or shipped name) instead of a random init.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="final checkpoint (.pt); OUT.partial.pt and OUT.jsonl are written next to it.")
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False), help="final checkpoint (.pt); OUT.partial.pt and OUT.jsonl are written next to it."
+)
 @click.option("--steps", default=20000, show_default=True, type=int, help="optimisation steps.")
 @click.option("--batch-size", default=4, show_default=True, type=int, help="global batch (split over torchrun processes).")
 @click.option("--crop", default="256x512", show_default=True, help="random crop HEIGHTxWIDTH.")
@@ -99,7 +103,6 @@ def train(
     Ctrl-C saves OUT.partial.pt; rerun with --resume to continue.
     """
     import torch
-    from pseudolabel.models.registry import available_networks, build_network
 
     from pseudolabel.learn.checkpoint import load_checkpoint
     from pseudolabel.learn.samples import (
@@ -108,6 +111,7 @@ def train(
         SyntheticStereoDataset,
     )
     from pseudolabel.learn.trainer import Trainer, multiscale_l1_loss
+    from pseudolabel.models.registry import available_networks, build_network
 
     data = (*data, *more_data)  # `--data LEFT_DIR RIGHT_DIR`
     if synth == bool(data):
@@ -120,7 +124,7 @@ def train(
     except json.JSONDecodeError as error:
         raise InputError(f"--arch-kwargs {arch_kwargs!r} is not valid JSON ({error.msg}); e.g. '{{\"radius\": 2}}'") from None
     if not isinstance(kwargs, dict):
-        raise InputError(f"--arch-kwargs {arch_kwargs!r} must be a JSON object, e.g. '{{\"upsampling\": \"bilinear\"}}'")
+        raise InputError(f'--arch-kwargs {arch_kwargs!r} must be a JSON object, e.g. \'{{"upsampling": "bilinear"}}\'')
     if arch not in available_networks():
         raise InputError(f"--arch {arch!r}: unknown network; choose one of {', '.join(available_networks())}")
     crop_size = _parse_size(crop, "--crop")
@@ -152,7 +156,9 @@ def train(
         try:
             model.load_state_dict(payload["model"])
         except RuntimeError:
-            raise InputError(f"--arch-kwargs {arch_kwargs} change the shape of the network, so the weights of --init {init_model} do not fit; leave those arguments out") from None
+            raise InputError(
+                f"--arch-kwargs {arch_kwargs} change the shape of the network, so the weights of --init {init_model} do not fit; leave those arguments out"
+            ) from None
     config = trainer_config(out_path, steps, batch_size, lr, **run_options)
     training_args = {
         "command": "train",
@@ -211,11 +217,11 @@ def predict(model_path: str, inputs: tuple[str, ...], more_inputs: tuple[str, ..
     Pairs whose three files exist are skipped, so an interrupted run resumes.
     """
     import torch
-    from pseudolabel.models.devices import resolve_device
 
     from pseudolabel.io import read_image, write_disparity_png16, write_image, write_pfm
     from pseudolabel.learn.checkpoint import load_model
     from pseudolabel.learn.predict import predict_disparity
+    from pseudolabel.models.devices import resolve_device
 
     if threads:
         torch.set_num_threads(threads)
@@ -285,9 +291,15 @@ def _print_table(rows: Sequence[dict[str, Any]], mean: dict[str, float]) -> None
 @click.command("eval")
 @click.option("--model", "model_path", default=None, help="checkpoint or shipped model name: predict, then evaluate.")
 @click.option("--data", "data", multiple=True, type=click.Path(exists=True), help="pairs with ground truth (folder, or LEFT_DIR RIGHT_DIR).")
-@click.option("--pred", "pred_dir", default=None, type=click.Path(exists=True, file_okay=False), help="folder of KEY.pfm (or KEY.png) written by `predict`.")
+@click.option(
+    "--pred", "pred_dir", default=None, type=click.Path(exists=True, file_okay=False), help="folder of KEY.pfm (or KEY.png) written by `predict`."
+)
 @click.option("--gt", "gt_inputs", multiple=True, type=click.Path(exists=True), help="ground-truth dataset for --pred (same forms as --data).")
-@click.option("--mask", default=None, help="evaluate only inside this named mask of each pair; nonocc = non-occluded pixels (Middlebury nonocc.png, synth/SceneFlow occlusion masks).")
+@click.option(
+    "--mask",
+    default=None,
+    help="evaluate only inside this named mask of each pair; nonocc = non-occluded pixels (Middlebury nonocc.png, synth/SceneFlow occlusion masks).",
+)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", default=None, type=int, help="torch CPU threads.")
 @click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="also write per-pair and mean metrics as JSON.")
@@ -325,10 +337,10 @@ def evaluate(
         if not data:
             raise InputError("--model needs --data (pairs with ground truth)")
         import torch
-        from pseudolabel.models.devices import resolve_device
 
         from pseudolabel.learn.checkpoint import load_model
         from pseudolabel.learn.predict import predict_disparity
+        from pseudolabel.models.devices import resolve_device
 
         if threads:
             torch.set_num_threads(threads)

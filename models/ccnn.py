@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from pseudolabel.models import devices
 from torch import nn
 from torch.nn import functional as F
 
 from pseudolabel.errors import InputError
+from pseudolabel.models import devices
 
 #: Side of the receptive field (the input patch), pixels.
 PATCH_SIZE: int = 9
@@ -110,7 +110,9 @@ def normalise_disparity(disparity: np.ndarray, min_disp: float, max_disp: float)
     return np.nan_to_num(normalised, nan=0.0, posinf=1.0, neginf=0.0).astype(np.float32)
 
 
-def build_inputs(features: Mapping[str, np.ndarray], params: Any, inputs: Sequence[str], measures: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+def build_inputs(
+    features: Mapping[str, np.ndarray], params: Any, inputs: Sequence[str], measures: Mapping[str, np.ndarray] | None = None
+) -> np.ndarray:
     """Stack the network's input channels.
 
     Args:
@@ -171,7 +173,9 @@ class ConfidenceScorer:
         """Logits from a pair's stored arrays (see :func:`build_inputs`); ``float32`` (H, W)."""
         return self.logits_from_inputs(build_inputs(features, params, self.inputs, measures))
 
-    def confidence_from_features(self, features: Mapping[str, np.ndarray], params: Any, measures: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+    def confidence_from_features(
+        self, features: Mapping[str, np.ndarray], params: Any, measures: Mapping[str, np.ndarray] | None = None
+    ) -> np.ndarray:
         """Confidence in [0, 1] from a pair's stored arrays; ``float32`` (H, W)."""
         return _sigmoid(self.logits_from_features(features, params, measures))
 

@@ -24,9 +24,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from pseudolabel.models.registry import StereoNetwork, register_network
 from torch import nn
 from torch.nn import functional as F
+
+from pseudolabel.models.registry import StereoNetwork, register_network
 
 LEAKY_SLOPE = 0.2
 UPSAMPLINGS = ("guided", "bilinear")
@@ -84,7 +85,7 @@ def horizontal_correlation(left: torch.Tensor, right: torch.Tensor, radius: int)
     for shift in range(-radius, radius + 1):
         # right(x - shift) sits at padded column x - shift + radius.
         start = radius - shift
-        volumes.append((left * padded[..., start:start + width]).mean(dim=1, keepdim=True))
+        volumes.append((left * padded[..., start : start + width]).mean(dim=1, keepdim=True))
     return torch.cat(volumes, dim=1)
 
 
@@ -160,7 +161,7 @@ class MADNet(StereoNetwork):
             raise ValueError(f"output_level must be in 1..{self.levels}, got {output_level}")
         self.radius = int(radius)
         self.output_level = int(output_level)
-        self.size_multiple = 2 ** self.levels
+        self.size_multiple = 2**self.levels
         encoder: list[nn.Module] = []
         previous = 3
         for width in self.channels:

@@ -36,7 +36,7 @@ from pseudolabel.errors import InputError
 #: Modules imported by :func:`available_networks` / :func:`build_network` so that their networks register.
 NETWORK_MODULES: tuple[str, ...] = ("pseudolabel.models.madnet", "pseudolabel.models.tiny")
 
-_REGISTRY: dict[str, Callable[..., "StereoNetwork"]] = {}
+_REGISTRY: dict[str, Callable[..., StereoNetwork]] = {}
 
 NetworkFactory = TypeVar("NetworkFactory", bound=Callable[..., Any])
 

@@ -123,15 +123,13 @@ def discover_pairs(inputs: Sequence[str | os.PathLike[str]], skip_unpaired: bool
             )
     if unpaired and not skip_unpaired:
         raise InputError(
-            f"{len(unpaired)} left image(s) without a right partner: {_listing(unpaired)}; "
-            "add the missing right images or pass --skip-unpaired"
+            f"{len(unpaired)} left image(s) without a right partner: {_listing(unpaired)}; add the missing right images or pass --skip-unpaired"
         )
     pairs.sort(key=lambda pair: pair.key)
     for first, second in zip(pairs, pairs[1:]):
         if first.key == second.key:
             raise InputError(
-                f"{first.left} and {second.left} both give the pair key {first.key!r}; "
-                "keep one image per name (extensions are ignored when pairing)"
+                f"{first.left} and {second.left} both give the pair key {first.key!r}; keep one image per name (extensions are ignored when pairing)"
             )
     if not pairs:
         raise InputError(f"no complete stereo pairs in {', '.join(str(f) for f in folders)}; check the --in paths")
@@ -172,9 +170,7 @@ def _images_by_stem(folder: Path) -> dict[str, Path]:
             relative = stem if relative_dir == "." else f"{Path(relative_dir).as_posix()}/{stem}"
             path = folder / relative_dir / name if relative_dir != "." else folder / name
             if relative in found:
-                raise InputError(
-                    f"{found[relative]} and {path} have the same name without extension; keep one of them"
-                )
+                raise InputError(f"{found[relative]} and {path} have the same name without extension; keep one of them")
             found[relative] = path
     return found
 
@@ -184,11 +180,7 @@ def _pair_folders(left_dir: Path, right_dir: Path, prefix: str = "") -> tuple[li
         raise InputError(f"{left_dir}: LEFT_DIR and RIGHT_DIR are the same folder; pass two different folders")
     left_images = _images_by_stem(left_dir)
     right_images = _images_by_stem(right_dir)
-    pairs = [
-        PairInfo(key=prefix + stem, left=path, right=right_images[stem])
-        for stem, path in left_images.items()
-        if stem in right_images
-    ]
+    pairs = [PairInfo(key=prefix + stem, left=path, right=right_images[stem]) for stem, path in left_images.items() if stem in right_images]
     unpaired = [str(path) for stem, path in left_images.items() if stem not in right_images]
     return pairs, unpaired
 
@@ -206,14 +198,12 @@ def _discover_root(root: Path) -> tuple[list[PairInfo], list[str]]:
     pairs: list[PairInfo] = []
     unpaired: list[str] = []
     for directory, subdirectories, files in os.walk(root, followlinks=True):
-        subdirectories[:] = sorted(
-            d for d in subdirectories if not d.startswith(".") and d not in GROUND_TRUTH_FOLDERS
-        )
+        subdirectories[:] = sorted(d for d in subdirectories if not d.startswith(".") and d not in GROUND_TRUTH_FOLDERS)
         here = Path(directory)
         relative = os.path.relpath(directory, root)
         prefix = "" if relative == "." else Path(relative).as_posix() + "/"
         subdirectory_set = set(subdirectories)
-        kitti = next(((l, r, gt) for l, r, gt in KITTI_LAYOUTS if l in subdirectory_set and r in subdirectory_set), None)
+        kitti = next(((left, right, gt) for left, right, gt in KITTI_LAYOUTS if left in subdirectory_set and right in subdirectory_set), None)
         if kitti is not None:
             found, lonely = _kitti_pairs(here, prefix, *kitti)
             pairs += found
@@ -233,7 +223,7 @@ def _discover_root(root: Path) -> tuple[list[PairInfo], list[str]]:
             pairs.append(scene)
             subdirectories[:] = []
             continue
-        lonely_left = [images[l] for l, r in MIDDLEBURY_STEMS if l in images and r not in images]
+        lonely_left = [images[left] for left, right in MIDDLEBURY_STEMS if left in images and right not in images]
         if lonely_left:
             unpaired.append(str(lonely_left[0]))
     return pairs, unpaired
@@ -268,7 +258,7 @@ def _left_right_pairs(folder: Path, prefix: str) -> tuple[list[PairInfo], list[s
     occlusion_dirs = [folder / "occ_left", folder.parent / "occlusion" / "left"]
     pairs = []
     for pair in found:
-        stem = pair.key[len(prefix):]
+        stem = pair.key[len(prefix) :]
         gt = next((d / f"{stem}.pfm" for d in disparity_dirs if (d / f"{stem}.pfm").is_file()), None)
         occlusion = next((d / f"{stem}.png" for d in occlusion_dirs if (d / f"{stem}.png").is_file()), None)
         masks = {"occlusion": occlusion} if occlusion is not None else {}
@@ -281,7 +271,7 @@ def _list_files(folder: Path) -> list[str]:
 
 
 def _middlebury_pair(folder: Path, key: str, images: dict[str, Path], files: set[str]) -> PairInfo | None:
-    stems = next(((l, r) for l, r in MIDDLEBURY_STEMS if l in images and r in images), None)
+    stems = next(((left, right) for left, right in MIDDLEBURY_STEMS if left in images and right in images), None)
     if stems is None:
         return None
     left, right = images[stems[0]], images[stems[1]]

@@ -41,7 +41,9 @@ def disparity_metrics(prediction: np.ndarray, ground_truth: np.ndarray, mask: np
     prediction = np.asarray(prediction, dtype=np.float64)
     ground_truth = np.asarray(ground_truth, dtype=np.float64)
     if prediction.shape != ground_truth.shape:
-        raise InputError(f"prediction {prediction.shape} and ground truth {ground_truth.shape} differ in size; predict at the ground truth's resolution")
+        raise InputError(
+            f"prediction {prediction.shape} and ground truth {ground_truth.shape} differ in size; predict at the ground truth's resolution"
+        )
     evaluated = np.isfinite(ground_truth) & (ground_truth > 0)
     if mask is not None:
         mask = np.asarray(mask, dtype=bool)

@@ -45,9 +45,11 @@ def test_no_ground_truth_gives_nan_and_shape_mismatch_is_an_input_error() -> Non
 
 
 def test_average_weighs_pairs_equally_and_skips_nan() -> None:
-    rows = [{"epe": 1.0, "bad1": 10.0, "bad2": 5.0, "bad3": 2.0, "d1": 1.0, "density": 100.0},
-            {"epe": 3.0, "bad1": 30.0, "bad2": 15.0, "bad3": 6.0, "d1": 3.0, "density": 50.0},
-            {"epe": float("nan"), "bad1": float("nan"), "bad2": float("nan"), "bad3": float("nan"), "d1": float("nan"), "density": float("nan")}]
+    rows = [
+        {"epe": 1.0, "bad1": 10.0, "bad2": 5.0, "bad3": 2.0, "d1": 1.0, "density": 100.0},
+        {"epe": 3.0, "bad1": 30.0, "bad2": 15.0, "bad3": 6.0, "d1": 3.0, "density": 50.0},
+        {"epe": float("nan"), "bad1": float("nan"), "bad2": float("nan"), "bad3": float("nan"), "d1": float("nan"), "density": float("nan")},
+    ]
     mean = average_metrics(rows)
     assert mean["epe"] == pytest.approx(2.0) and mean["bad3"] == pytest.approx(4.0) and mean["density"] == pytest.approx(75.0)
     assert mean["pairs"] == 3

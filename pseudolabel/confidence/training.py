@@ -31,7 +31,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn import functional as F
+
+from pseudolabel import __version__
 from pseudolabel.confidence.measures import MEASURES, compute_measure
+from pseudolabel.errors import InputError
+from pseudolabel.io import atomic_write_bytes
 from pseudolabel.models.ccnn import (
     CCNN,
     PADDING,
@@ -40,11 +45,6 @@ from pseudolabel.models.ccnn import (
     normalise_disparity,
 )
 from pseudolabel.models.devices import resolve_device
-from torch.nn import functional as F
-
-from pseudolabel import __version__
-from pseudolabel.errors import InputError
-from pseudolabel.io import atomic_write_bytes
 
 CHECKPOINT_FORMAT = "pseudolabel-confidence/1"
 #: A proxy disparity is correct when it is within this many pixels of the ground truth.
@@ -143,7 +143,7 @@ class TrainingPair:
     targets: np.ndarray
 
     @classmethod
-    def from_disparity(cls, key: str, disparity: np.ndarray, targets: np.ndarray, min_disp: float, max_disp: float) -> "TrainingPair":
+    def from_disparity(cls, key: str, disparity: np.ndarray, targets: np.ndarray, min_disp: float, max_disp: float) -> TrainingPair:
         """A disparity-only pair (the paper's CCNN input): ``disparity`` ``float32`` (H, W) in pixels."""
         return cls(key, normalise_disparity(disparity, min_disp, max_disp)[None], targets)
 
@@ -334,7 +334,7 @@ def load_checkpoint(path: str | Path) -> tuple[CCNN, dict[str, Any]]:
         raise InputError(f"{path}: no such confidence model; train one with `pseudolabel confidence train`")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unpickling problem is a bad file
+    except Exception as error:
         raise InputError(f"{path}: not a readable confidence checkpoint ({type(error).__name__}); retrain it") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{path}: not a pseudolabel confidence checkpoint (format {CHECKPOINT_FORMAT!r} expected)")
@@ -349,7 +349,9 @@ def file_digest(path: str | Path) -> str:
     return digest[:16]
 
 
-def make_scorer(path: str | Path, device: str = "auto", precision: str = "auto", threads: int | None = None) -> tuple[ConfidenceScorer, dict[str, Any]]:
+def make_scorer(
+    path: str | Path, device: str = "auto", precision: str = "auto", threads: int | None = None
+) -> tuple[ConfidenceScorer, dict[str, Any]]:
     """Load a checkpoint into a :class:`ConfidenceScorer` (``threads`` sets torch's CPU threads)."""
     if threads is not None and threads > 0:
         torch.set_num_threads(threads)

@@ -211,9 +211,7 @@ def adaptation_loss(
         raw_left, raw_right = batch["left"], batch["right"]
 
         def right_disparity_fn() -> Tensor:
-            return mirrored_right_disparity(
-                lambda a, b: disparity_map(predict(a, b)).to(disparity.dtype), raw_left, raw_right
-            )
+            return mirrored_right_disparity(lambda a, b: disparity_map(predict(a, b)).to(disparity.dtype), raw_left, raw_right)
 
     inputs = LossInputs(
         disparity=disparity,
@@ -286,9 +284,7 @@ class AdaptationObjective(nn.Module):
         object.__setattr__(self, "_predict", predict)
 
     def forward(self, output: DisparityOutput, batch: Mapping[str, Any]) -> tuple[Tensor, dict[str, float]]:
-        return adaptation_loss(
-            output, batch, self.tau, self.terms, weighting=self.weighting, predict=self._predict, scale_decay=self.scale_decay
-        )
+        return adaptation_loss(output, batch, self.tau, self.terms, weighting=self.weighting, predict=self._predict, scale_decay=self.scale_decay)
 
     def loss_spec(self) -> str:
         """The terms as a ``--loss`` string (``"guided=1,smooth=0.1"``)."""
@@ -297,7 +293,10 @@ class AdaptationObjective(nn.Module):
     def describe(self) -> dict[str, Any]:
         """JSON-serialisable settings for checkpoint metadata (the learned values are in ``state_dict``)."""
         settings: dict[str, Any] = {
-            "loss": self.loss_spec(), "weighting": self.weighting, "scale_decay": self.scale_decay, "tau": self.tau.describe()
+            "loss": self.loss_spec(),
+            "weighting": self.weighting,
+            "scale_decay": self.scale_decay,
+            "tau": self.tau.describe(),
         }
         if isinstance(self.tau, LearnableTau):
             settings["tau"]["value"] = self.tau.current()

@@ -274,9 +274,7 @@ def describe_pairs(pairs: Sequence[AdaptationPair]) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def evaluate_network(
-    model: torch.nn.Module, pairs: Sequence[AdaptationPair], device: str | torch.device = "cpu"
-) -> list[dict[str, Any]]:
+def evaluate_network(model: torch.nn.Module, pairs: Sequence[AdaptationPair], device: str | torch.device = "cpu") -> list[dict[str, Any]]:
     """Whole-image predictions of ``model`` on ``pairs`` scored against their ground truth.
 
     Args:

@@ -36,13 +36,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pseudolabel.models.registry import StereoNetwork, build_network
 
 from pseudolabel import __version__
 from pseudolabel.errors import InputError
 from pseudolabel.io import atomic_write_bytes
+from pseudolabel.models.registry import StereoNetwork, build_network
 
 CHECKPOINT_FORMAT = "pseudolabel-checkpoint/1"
+
 
 def shipped_weights_dir() -> Path:
     """The folder of shipped weights (``pseudolabel/models/weights`` once installed)."""
@@ -92,8 +93,10 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     path = resolve_model_path(path, option)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unpickling problem is a bad file
-        raise InputError(f"{path}: cannot be read as a checkpoint ({type(error).__name__}: {error}); give a .pt written by `pseudolabel train`") from None
+    except Exception as error:
+        raise InputError(
+            f"{path}: cannot be read as a checkpoint ({type(error).__name__}: {error}); give a .pt written by `pseudolabel train`"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{path}: not a pseudolabel checkpoint (no format {CHECKPOINT_FORMAT!r}); give a .pt written by `pseudolabel train`")
     return payload

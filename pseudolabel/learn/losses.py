@@ -373,9 +373,7 @@ def edge_aware_smoothness(
 # left-right consistency
 
 
-def mirrored_right_disparity(
-    predict: Callable[[Tensor, Tensor], Tensor], left: Tensor, right: Tensor
-) -> Tensor:
+def mirrored_right_disparity(predict: Callable[[Tensor, Tensor], Tensor], left: Tensor, right: Tensor) -> Tensor:
     """Right-view disparity from a left-view network, by mirroring the pair.
 
     Mirroring both images horizontally turns the right image into the reference of a valid
@@ -392,9 +390,7 @@ def mirrored_right_disparity(
     return torch.flip(predict(torch.flip(right, dims=[-1]), torch.flip(left, dims=[-1])), dims=[-1])
 
 
-def left_right_consistency(
-    disparity_left: Tensor, disparity_right: Tensor, *, valid: Tensor | None = None
-) -> Tensor:
+def left_right_consistency(disparity_left: Tensor, disparity_right: Tensor, *, valid: Tensor | None = None) -> Tensor:
     """Mean ``|d_l(x) - d_r(x - d_l(x))|``: the right disparity warped into the left view.
 
     Args:
@@ -433,9 +429,7 @@ def local_mean_std(image: Tensor, window: int = DEFAULT_LCN_WINDOW) -> tuple[Ten
     return mean, torch.sqrt(variance + _VARIANCE_EPS)
 
 
-def local_contrast_normalize(
-    image: Tensor, window: int = DEFAULT_LCN_WINDOW, eps: float = DEFAULT_LCN_EPS
-) -> tuple[Tensor, Tensor]:
+def local_contrast_normalize(image: Tensor, window: int = DEFAULT_LCN_WINDOW, eps: float = DEFAULT_LCN_EPS) -> tuple[Tensor, Tensor]:
     """Local contrast normalisation ``(I - mu) / (sigma + eps)`` over ``window`` x ``window`` boxes.
 
     Args:
@@ -646,9 +640,7 @@ def _guided_term(inputs: LossInputs) -> Tensor:
 
 @register_loss("reconstruction")
 def _reconstruction_term(inputs: LossInputs) -> Tensor:
-    return reconstruction_loss(
-        inputs.require("left", loss="reconstruction"), inputs.require("right", loss="reconstruction"), inputs.disparity
-    )
+    return reconstruction_loss(inputs.require("left", loss="reconstruction"), inputs.require("right", loss="reconstruction"), inputs.disparity)
 
 
 @register_loss("smooth")

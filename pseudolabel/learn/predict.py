@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pseudolabel.models.registry import StereoNetwork
 
 from pseudolabel.errors import InputError
 from pseudolabel.learn.samples import to_tensor_image
+from pseudolabel.models.registry import StereoNetwork
 
 
 @torch.no_grad()

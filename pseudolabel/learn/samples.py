@@ -15,7 +15,6 @@ from pseudolabel.errors import InputError
 Batch = dict[str, torch.Tensor]
 
 
-
 def sample_rng(seed: int, index: int, stream: int = 0) -> np.random.Generator:
     """The random generator of sample ``index`` of a run seeded with ``seed`` (independent of workers/ranks)."""
     return np.random.default_rng([int(seed), int(index), int(stream)])
@@ -175,7 +174,14 @@ class StereoPairDataset(Dataset):
     the seed), randomly cropped and augmented; any non-negative index is valid.
     """
 
-    def __init__(self, pairs: Sequence[Any], seed: int = 0, crop: tuple[int, int] | None = None, augment: AugmentConfig | None = AugmentConfig(), shuffle: bool = True) -> None:
+    def __init__(
+        self,
+        pairs: Sequence[Any],
+        seed: int = 0,
+        crop: tuple[int, int] | None = None,
+        augment: AugmentConfig | None = AugmentConfig(),
+        shuffle: bool = True,
+    ) -> None:
         if not pairs:
             raise InputError("--data: no stereo pairs found; point it at a KITTI, Middlebury or synth folder, or LEFT_DIR RIGHT_DIR")
         missing = [pair.key for pair in pairs if getattr(pair, "gt_left", None) is None]

@@ -246,9 +246,7 @@ def build_tau(
         try:
             value = float(text)
         except ValueError:
-            raise InputError(
-                f"--tau must be a number in [0, 1) (e.g. --tau 0.8), 'learnable' or 'net'; got {spec!r}"
-            ) from None
+            raise InputError(f"--tau must be a number in [0, 1) (e.g. --tau 0.8), 'learnable' or 'net'; got {spec!r}") from None
     else:
         value = float(spec)
     return FixedTau(value)

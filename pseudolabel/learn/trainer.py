@@ -36,8 +36,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from pseudolabel.models import devices
-from pseudolabel.models.registry import StereoNetwork, StereoOutput
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -51,6 +49,8 @@ from pseudolabel.learn.distributed import (
 )
 from pseudolabel.learn.precision import autocast_dtype, precision_name
 from pseudolabel.learn.samples import Batch, StepBatchSampler
+from pseudolabel.models import devices
+from pseudolabel.models.registry import StereoNetwork, StereoOutput
 
 LossFunction = Callable[[StereoOutput, Batch], tuple[torch.Tensor, dict[str, float]]]
 ForwardFunction = Callable[[nn.Module, Batch], StereoOutput]
@@ -385,7 +385,9 @@ class Trainer:
         if resume_from is not None:
             payload = load_checkpoint(resume_from)
             if payload["arch"] != self.arch:
-                raise InputError(f"--resume: {resume_from} holds a {payload['arch']!r} network, not {self.arch!r}; use the same --arch or another --out")
+                raise InputError(
+                    f"--resume: {resume_from} holds a {payload['arch']!r} network, not {self.arch!r}; use the same --arch or another --out"
+                )
             model.load_state_dict(payload["model"])
             for name, state in (payload.get("extra_modules") or {}).items():
                 if name in self.extras:
@@ -489,5 +491,3 @@ class Trainer:
 # ----------------------------------------------------------------------------------------------
 # Inference
 # ----------------------------------------------------------------------------------------------
-
-

@@ -46,9 +46,7 @@ HORIZONTAL = ((1, 0), (-1, 0))
 DIRECTIONS: dict[int, tuple[tuple[int, int], ...]] = {
     4: HORIZONTAL + ((0, 1), (0, -1)),
     8: HORIZONTAL + ((0, 1), (1, 1), (-1, 1), (0, -1), (1, -1), (-1, -1)),
-    16: HORIZONTAL
-    + ((0, 1), (1, 1), (-1, 1), (2, 1), (-2, 1), (1, 2), (-1, 2))
-    + ((0, -1), (1, -1), (-1, -1), (2, -1), (-2, -1), (1, -2), (-1, -2)),
+    16: HORIZONTAL + ((0, 1), (1, 1), (-1, 1), (2, 1), (-2, 1), (1, 2), (-1, 2)) + ((0, -1), (1, -1), (-1, -1), (2, -1), (-2, -1), (1, -2), (-1, -2)),
 }
 
 
@@ -128,7 +126,9 @@ def _horizontal_row(cost: np.ndarray, image: np.ndarray, p1: int, p2: int, adapt
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
-def aggregate_horizontal(cost: np.ndarray, image: np.ndarray, p1: int, p2: int, adaptive: bool, gamma: float, out: np.ndarray, accumulate: bool) -> None:
+def aggregate_horizontal(
+    cost: np.ndarray, image: np.ndarray, p1: int, p2: int, adaptive: bool, gamma: float, out: np.ndarray, accumulate: bool
+) -> None:
     """Left-to-right plus right-to-left path costs; one thread owns a row and both directions.
 
     Args:
@@ -142,8 +142,21 @@ def aggregate_horizontal(cost: np.ndarray, image: np.ndarray, p1: int, p2: int, 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
 def aggregate_horizontal_and_select(
-    cost: np.ndarray, image: np.ndarray, p1: int, p2: int, adaptive: bool, gamma: float, out: np.ndarray, min_disp: int,
-    index: np.ndarray, best_cost: np.ndarray, second: np.ndarray, second_far: np.ndarray, second_local: np.ndarray, mean: np.ndarray, index_right: np.ndarray,
+    cost: np.ndarray,
+    image: np.ndarray,
+    p1: int,
+    p2: int,
+    adaptive: bool,
+    gamma: float,
+    out: np.ndarray,
+    min_disp: int,
+    index: np.ndarray,
+    best_cost: np.ndarray,
+    second: np.ndarray,
+    second_far: np.ndarray,
+    second_local: np.ndarray,
+    mean: np.ndarray,
+    index_right: np.ndarray,
 ) -> None:
     """The last aggregation pass fused with winner-takes-all.
 
@@ -170,7 +183,17 @@ _JOBS = 64  # groups of blocks handed to the threads (buffers are allocated once
 
 @numba.njit(cache=True, parallel=True, nogil=True)
 def aggregate_direction_pair(
-    cost: np.ndarray, image: np.ndarray, dx: int, dy: int, p1: int, p2: int, adaptive: bool, gamma: float, out: np.ndarray, accumulate: bool, line_block: int = _LINE_BLOCK
+    cost: np.ndarray,
+    image: np.ndarray,
+    dx: int,
+    dy: int,
+    p1: int,
+    p2: int,
+    adaptive: bool,
+    gamma: float,
+    out: np.ndarray,
+    accumulate: bool,
+    line_block: int = _LINE_BLOCK,
 ) -> None:
     """Add the path costs of the direction ``r = (dx, dy)`` (``dy`` = 1 or 2) and of its opposite ``-r``.
 
@@ -273,7 +296,9 @@ def _aggregate_vertical_pairs(cost: np.ndarray, image: np.ndarray, params: SGMPa
     accumulate = False
     for dx, dy in DIRECTIONS[params.paths]:
         if dy > 0:
-            aggregate_direction_pair(cost, image, dx, dy, int(params.p1), int(params.p2), bool(params.p2_adaptive), float(params.p2_gamma), out, accumulate)
+            aggregate_direction_pair(
+                cost, image, dx, dy, int(params.p1), int(params.p2), bool(params.p2_adaptive), float(params.p2_gamma), out, accumulate
+            )
             accumulate = True
 
 
@@ -307,7 +332,20 @@ def aggregate_and_select(cost: np.ndarray, image: np.ndarray, params: SGMParams,
     height, width = image.shape
     winners = allocate_winners(height, width)
     aggregate_horizontal_and_select(
-        cost, image, int(params.p1), int(params.p2), bool(params.p2_adaptive), float(params.p2_gamma), out, int(params.min_disp),
-        winners.index, winners.cost_best, winners.cost_second, winners.cost_second_far, winners.cost_second_local, winners.cost_mean, winners.index_right,
+        cost,
+        image,
+        int(params.p1),
+        int(params.p2),
+        bool(params.p2_adaptive),
+        float(params.p2_gamma),
+        out,
+        int(params.min_disp),
+        winners.index,
+        winners.cost_best,
+        winners.cost_second,
+        winners.cost_second_far,
+        winners.cost_second_local,
+        winners.cost_mean,
+        winners.index_right,
     )
     return out, winners

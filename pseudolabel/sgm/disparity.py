@@ -40,7 +40,16 @@ class Winners:
 
 
 @numba.njit(cache=True)
-def select_row(curves: np.ndarray, ks: np.ndarray, index: np.ndarray, best_cost: np.ndarray, second: np.ndarray, second_far: np.ndarray, second_local: np.ndarray, mean: np.ndarray) -> None:
+def select_row(
+    curves: np.ndarray,
+    ks: np.ndarray,
+    index: np.ndarray,
+    best_cost: np.ndarray,
+    second: np.ndarray,
+    second_far: np.ndarray,
+    second_local: np.ndarray,
+    mean: np.ndarray,
+) -> None:
     """Left-view winner and cost features of the pixels of one row (see :func:`winner_takes_all`).
 
     Args:
@@ -194,7 +203,9 @@ def winner_takes_all_right(aggregated: np.ndarray, min_disp: int) -> np.ndarray:
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
-def consistency_check(disparity: np.ndarray, disparity_right: np.ndarray, cost_best: np.ndarray, cost_second_far: np.ndarray, lr_max_diff: float, uniqueness: float) -> np.ndarray:
+def consistency_check(
+    disparity: np.ndarray, disparity_right: np.ndarray, cost_best: np.ndarray, cost_second_far: np.ndarray, lr_max_diff: float, uniqueness: float
+) -> np.ndarray:
     """Validity mask: left-right consistency and uniqueness.
 
     Args:

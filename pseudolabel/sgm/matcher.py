@@ -44,10 +44,7 @@ def _check_images(left: np.ndarray, right: np.ndarray, params: SGMParams) -> Non
     if height < 1 or width < 2:
         raise InputError(f"images of size {height}x{width} are too small")
     if params.max_disp > width or params.min_disp <= -width:
-        raise InputError(
-            f"disparity range [{params.min_disp}, {params.max_disp}) is wider than the image width {width}; "
-            "lower max_disp"
-        )
+        raise InputError(f"disparity range [{params.min_disp}, {params.max_disp}) is wider than the image width {width}; lower max_disp")
 
 
 class Matcher:

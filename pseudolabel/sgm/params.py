@@ -127,11 +127,11 @@ class SGMParams:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "SGMParams":
+    def from_json(cls, text: str) -> SGMParams:
         """Inverse of :meth:`to_json`."""
         return cls(**json.loads(text))
 
-    def replace(self, **changes: Any) -> "SGMParams":
+    def replace(self, **changes: Any) -> SGMParams:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
 

@@ -78,7 +78,9 @@ def subpixel_right(aggregated: np.ndarray, index: np.ndarray, min_disp: int, mod
             x_before = x + min_disp + k - 1
             x_after = x + min_disp + k + 1
             if 0 < k < num_disp - 1 and x_before >= 0 and x_after < width:
-                value += _offset(float(aggregated[y, x_before, k - 1]), float(aggregated[y, x_before + 1, k]), float(aggregated[y, x_after, k + 1]), mode)
+                value += _offset(
+                    float(aggregated[y, x_before, k - 1]), float(aggregated[y, x_before + 1, k]), float(aggregated[y, x_after, k + 1]), mode
+                )
             disparity[y, x] = np.float32(min_disp + value)
     return disparity
 
@@ -166,7 +168,9 @@ def _nearest_valid_along(disparity: np.ndarray, valid: np.ndarray, step_x: int, 
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
-def _fill_from_neighbours(disparity: np.ndarray, valid: np.ndarray, neighbours: np.ndarray, disparity_right: np.ndarray, lr_max_diff: float) -> np.ndarray:
+def _fill_from_neighbours(
+    disparity: np.ndarray, valid: np.ndarray, neighbours: np.ndarray, disparity_right: np.ndarray, lr_max_diff: float
+) -> np.ndarray:
     height, width = disparity.shape
     filled = disparity.copy()
     for y in prange(height):

@@ -18,7 +18,25 @@ import numpy as np
 
 from pseudolabel.errors import InputError
 from pseudolabel.sgm.params import SGMParams
-from pseudolabel.store.proxies import DEFAULT_COMPRESSION, JOURNAL_ENTRY_FORMAT, JOURNAL_HEADER, PAIRS, RESULT_DATASETS, ProxyFile, _initialise_root, _open_h5, _python_value, _write_pair_group, describe_difference, journal_path, key_to_name, lock_path, open_proxies, partial_path, run_identity
+from pseudolabel.store.proxies import (
+    DEFAULT_COMPRESSION,
+    JOURNAL_ENTRY_FORMAT,
+    JOURNAL_HEADER,
+    PAIRS,
+    RESULT_DATASETS,
+    ProxyFile,
+    _initialise_root,
+    _open_h5,
+    _python_value,
+    _write_pair_group,
+    describe_difference,
+    journal_path,
+    key_to_name,
+    lock_path,
+    open_proxies,
+    partial_path,
+    run_identity,
+)
 
 
 @contextlib.contextmanager
@@ -42,9 +60,7 @@ def output_lock(out: Path) -> Iterator[None]:
             pass
         except OSError as error:
             if error.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise InputError(
-                    f"{out}: another process is writing it (lock {lock}); wait for it to finish or choose another --out"
-                ) from None
+                raise InputError(f"{out}: another process is writing it (lock {lock}); wait for it to finish or choose another --out") from None
             raise
         try:
             yield
@@ -161,7 +177,7 @@ class ProxyRun:
         self.state = RunState(set(), {}, overwrite, [])
         self._lock: contextlib.ExitStack | None = None
 
-    def __enter__(self) -> "ProxyRun":
+    def __enter__(self) -> ProxyRun:
         out = self.out
         if out.is_dir():
             raise InputError(f"{out}: is a folder; --out must be a file path such as {out / 'proxies.h5'}")

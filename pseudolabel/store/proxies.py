@@ -251,9 +251,7 @@ def pair_attributes(
     return attrs
 
 
-def _write_pair_group(
-    group: h5py.Group, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any], compression: str = DEFAULT_COMPRESSION
-) -> None:
+def _write_pair_group(group: h5py.Group, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any], compression: str = DEFAULT_COMPRESSION) -> None:
     for name, array in arrays.items():
         write_dataset(group, name, array, compression=compression)
     for attribute, value in attrs.items():
@@ -305,7 +303,7 @@ class ProxyFile:
             raise InputError(f"{path}: format_version {version} is newer than this pseudolabel understands; upgrade pseudolabel")
 
     # context management -------------------------------------------------------------------
-    def __enter__(self) -> "ProxyFile":
+    def __enter__(self) -> ProxyFile:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:

@@ -77,9 +77,7 @@ def read_synth_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
     return meta
 
 
-def write_synth_dataset(
-    out_dir: str | os.PathLike[str], config: SynthConfig, n: int, seed: int, progress: bool = True
-) -> int:
+def write_synth_dataset(out_dir: str | os.PathLike[str], config: SynthConfig, n: int, seed: int, progress: bool = True) -> int:
     """Write pairs ``0 .. n-1`` to ``out_dir`` in the package's synthetic layout; resumable.
 
     Layout: ``left/000000.png``, ``right/000000.png`` (RGB), ``disp_left/000000.pfm``,

@@ -626,9 +626,7 @@ def _render_right(layers: list[_Layer], height: int, width: int) -> tuple[np.nda
     return image, disparity, labels
 
 
-def _occlusion_left(
-    layers: list[_Layer], disparity: np.ndarray, labels: np.ndarray, max_disp: float
-) -> np.ndarray:
+def _occlusion_left(layers: list[_Layer], disparity: np.ndarray, labels: np.ndarray, max_disp: float) -> np.ndarray:
     """Left pixels whose point is outside the right image or covered there by a nearer layer."""
     height, width = disparity.shape
     xr = np.arange(width, dtype=np.float64)[None, :] - disparity
@@ -654,9 +652,7 @@ def _occlusion_left(
     return occluded
 
 
-def _occlusion_right(
-    layers: list[_Layer], disparity: np.ndarray, labels: np.ndarray, max_disp: float
-) -> np.ndarray:
+def _occlusion_right(layers: list[_Layer], disparity: np.ndarray, labels: np.ndarray, max_disp: float) -> np.ndarray:
     """Right pixels whose point is outside the left image or covered there by a nearer layer."""
     height, width = disparity.shape
     xl = np.arange(width, dtype=np.float64)[None, :] + disparity
@@ -812,5 +808,3 @@ def pair_stream(config: SynthConfig, seed: int, worker_id: int = 0, num_workers:
     while True:
         yield render_pair(config, pair_seed(seed, index))
         index += num_workers
-
-

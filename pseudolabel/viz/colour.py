@@ -202,7 +202,7 @@ def colour_bar(low: float, high: float, colormap: int, label: str, width: int = 
     canvas = np.full((height, width, 3), 255, np.uint8)
     inner = width - 2 * margin
     ramp = np.linspace(low, high, inner, dtype=np.float32)[None, :].repeat(bar_height, axis=0)
-    canvas[bar_top:bar_top + bar_height, margin:margin + inner] = apply_colormap(ramp, low, high, colormap)
+    canvas[bar_top : bar_top + bar_height, margin : margin + inner] = apply_colormap(ramp, low, high, colormap)
     cv2.rectangle(canvas, (margin - 1, bar_top - 1), (margin + inner, bar_top + bar_height), (0, 0, 0), 1)
     _text(canvas, label, (margin, 13))
     span = high - low
@@ -244,9 +244,7 @@ def with_colour_bar(picture: np.ndarray, bar: np.ndarray, gap: int = 4) -> np.nd
     height = picture.shape[0] + gap + bar.shape[0]
     canvas = np.full((height, width, 3), 255, np.uint8)
     x = (width - picture.shape[1]) // 2
-    canvas[: picture.shape[0], x:x + picture.shape[1]] = picture
+    canvas[: picture.shape[0], x : x + picture.shape[1]] = picture
     x = (width - bar.shape[1]) // 2
-    canvas[picture.shape[0] + gap:, x:x + bar.shape[1]] = bar
+    canvas[picture.shape[0] + gap :, x : x + bar.shape[1]] = bar
     return canvas
-
-

@@ -73,7 +73,9 @@ def sparsification_svg(
         parts.append(f'<text x="{x:.1f}" y="{upper + plot_h + 16}" text-anchor="middle">{tick:g}</text>')
     parts.append(f'<rect x="{left}" y="{upper}" width="{plot_w}" height="{plot_h}" fill="none" stroke="black"/>')
     parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 4}" text-anchor="middle">kept fraction (most confident first)</text>')
-    parts.append(f'<text x="12" y="{upper + plot_h / 2:.1f}" text-anchor="middle" transform="rotate(-90 12 {upper + plot_h / 2:.1f})">bad-3 of kept pixels</text>')
+    parts.append(
+        f'<text x="12" y="{upper + plot_h / 2:.1f}" text-anchor="middle" transform="rotate(-90 12 {upper + plot_h / 2:.1f})">bad-3 of kept pixels</text>'
+    )
     for index, (name, values) in enumerate(series):
         keep = np.isfinite(values)
         if not keep.any():

@@ -29,13 +29,13 @@ from typing import Any
 
 import cv2
 import numpy as np
+
+from pseudolabel import __version__
 from pseudolabel.confidence.labels import label_density
 from pseudolabel.confidence.sparsification import (
     DEFAULT_FRACTIONS,
     image_evaluation,
 )
-
-from pseudolabel import __version__
 from pseudolabel.errors import InputError
 from pseudolabel.io import atomic_write_bytes, read_disparity, read_image
 from pseudolabel.metrics import disparity_metrics
@@ -166,13 +166,15 @@ def metrics_table_rows(metrics: Mapping[str, Mapping[str, float]]) -> list[list[
     """Table cells (header first) for ``{row name: metrics}``: density %, bad-3 %, D1 %, EPE px."""
     rows = [["", "density", "bad-3", "D1", "EPE"]]
     for name, values in metrics.items():
-        rows.append([
-            name,
-            f"{values.get('density', float('nan')):.1f}%",
-            f"{values.get('bad3', float('nan')):.2f}%",
-            f"{values.get('d1', float('nan')):.2f}%",
-            f"{values.get('epe', float('nan')):.2f} px",
-        ])
+        rows.append(
+            [
+                name,
+                f"{values.get('density', float('nan')):.1f}%",
+                f"{values.get('bad3', float('nan')):.2f}%",
+                f"{values.get('d1', float('nan')):.2f}%",
+                f"{values.get('epe', float('nan')):.2f} px",
+            ]
+        )
     return rows
 
 
@@ -283,7 +285,12 @@ def proxy_scene(
     if labels is not None:
         tau = label_attrs.get("tau")
         caption = f"confidence/{label_attrs.get('measure', '?')} > {tau}" if tau is not None else ""
-        add("labels over the image", labels_overlay(image, labels, low, high), f"{caption}, {100 * label_density(labels):.1f}% of the pixels", "labels")
+        add(
+            "labels over the image",
+            labels_overlay(image, labels, low, high),
+            f"{caption}, {100 * label_density(labels):.1f}% of the pixels",
+            "labels",
+        )
     if gt is not None:
         add("ground truth", disparity_image(gt, low, high), "for evaluation only", "disparity")
     for name, prediction in predictions.items():
@@ -301,7 +308,9 @@ def proxy_scene(
             section.metrics[name] = dense_metrics(prediction, gt)
             add(f"error: {name}", error_image(prediction, gt), _metric_caption(section.metrics[name]), "error", nearest=True)
     bar_width = min(max(320, min(shape[1], max_width or shape[1])), 480)
-    section.legends.append(Picture("disparity colours", colour_bar(low, high, DISPARITY_COLORMAP, "disparity (px), black = unknown", bar_width), kind="disparity"))
+    section.legends.append(
+        Picture("disparity colours", colour_bar(low, high, DISPARITY_COLORMAP, "disparity (px), black = unknown", bar_width), kind="disparity")
+    )
     if confidence is not None:
         section.legends.append(Picture("confidence colours", colour_bar(0.0, 1.0, CONFIDENCE_COLORMAP, "confidence", bar_width), kind="confidence"))
     if gt is not None:
@@ -315,13 +324,15 @@ def proxy_scene(
             order = ([shown_measure] if shown_measure else []) + others
             error_rate = float(evaluation["error_rate"])  # type: ignore[arg-type]
             optimal_curve = np.clip((DEFAULT_FRACTIONS - (1.0 - error_rate)) / DEFAULT_FRACTIONS, 0.0, None)
-            section.svgs.append(sparsification_svg(
-                {name: evaluation["curves"][name] for name in order},  # type: ignore[index]
-                DEFAULT_FRACTIONS,
-                aucs={**{name: aucs[name] for name in order}, "optimal": float(evaluation["optimal_auc"])},  # type: ignore[arg-type]
-                optimal=optimal_curve,
-                title=f"sparsification of the SGM proxies: {key}",
-            ))
+            section.svgs.append(
+                sparsification_svg(
+                    {name: evaluation["curves"][name] for name in order},  # type: ignore[index]
+                    DEFAULT_FRACTIONS,
+                    aucs={**{name: aucs[name] for name in order}, "optimal": float(evaluation["optimal_auc"])},  # type: ignore[arg-type]
+                    optimal=optimal_curve,
+                    title=f"sparsification of the SGM proxies: {key}",
+                )
+            )
     return section
 
 

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner, Result
-from pseudolabel.cli.main import main
-from pseudolabel.models.registry import build_network
 
+from pseudolabel.cli.main import main
 from pseudolabel.io import write_image, write_pfm
 from pseudolabel.learn.adaptation_data import (
     ProxyAdaptationDataset,
@@ -20,9 +19,10 @@ from pseudolabel.learn.adaptation_data import (
     load_adaptation_pairs,
 )
 from pseudolabel.learn.checkpoint import load_checkpoint, load_model, save_checkpoint
+from pseudolabel.models.registry import build_network
 from pseudolabel.sgm.params import SGMParams
-from pseudolabel.store.proxies import RESULT_DATASETS, open_proxies, pair_attributes
 from pseudolabel.store.journal import create_or_open_proxies
+from pseudolabel.store.proxies import RESULT_DATASETS, open_proxies, pair_attributes
 from pseudolabel.synth.scene import SynthConfig, render_pair
 
 HEIGHT, WIDTH, MAX_DISP = 48, 80, 12.0
@@ -61,8 +61,14 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             arrays.update(disparity=proxy, valid=np.ones(proxy.shape, dtype=bool), disparity_right=pair.disp_right)
             # paths relative to the proxies file's folder: the dataset resolves them from there
             attrs = pair_attributes(
-                key, f"images/{key}/left.png", f"images/{key}/right.png", SGMParams(max_disp=16), proxy.shape,
-                arrays["valid"], gt_left=f"images/{key}/gt.pfm", gt_scale=1.0,
+                key,
+                f"images/{key}/left.png",
+                f"images/{key}/right.png",
+                SGMParams(max_disp=16),
+                proxy.shape,
+                arrays["valid"],
+                gt_left=f"images/{key}/gt.pfm",
+                gt_scale=1.0,
             )
             store.write_pair(key, arrays, attrs)
             store.write(key, "confidence/ccnn", confidence)
@@ -223,9 +229,7 @@ def test_pairs_option_selects_keys(workspace: dict[str, Path], tmp_path: Path) -
         (["--tau-penalty", "-1", "--tau", "learnable"], "--tau-penalty must be a finite number >= 0"),
     ],
 )
-def test_user_errors_are_one_line_and_leave_the_output_alone(
-    workspace: dict[str, Path], tmp_path: Path, change: list[str], expected: str
-) -> None:
+def test_user_errors_are_one_line_and_leave_the_output_alone(workspace: dict[str, Path], tmp_path: Path, change: list[str], expected: str) -> None:
     out = tmp_path / "kept.pt"
     out.write_bytes(b"previous result")
     # the changed options come last: click keeps the last value of a repeated option
@@ -246,7 +250,9 @@ def test_l1_needs_ground_truth(workspace: dict[str, Path], tmp_path: Path) -> No
         attrs.update(left=str(workspace["root"] / attrs["left"]), right=str(workspace["root"] / attrs["right"]))
         store.write_pair(key, arrays, attrs)
         store.write(key, "confidence/ccnn", source.read(key, ["confidence/ccnn"])["confidence/ccnn"])
-    result = run("--proxies", str(proxies), "--model", str(workspace["source"]), "--out", str(tmp_path / "x.pt"), "--loss", "l1", "--steps", "1", *FAST)
+    result = run(
+        "--proxies", str(proxies), "--model", str(workspace["source"]), "--out", str(tmp_path / "x.pt"), "--loss", "l1", "--steps", "1", *FAST
+    )
     assert result.exit_code == 1 and "has no ground truth" in result.output
     # the same file adapts fine without l1 (absolute image paths are used as given)
     result = run("--proxies", str(proxies), "--model", str(workspace["source"]), "--out", str(tmp_path / "y.pt"), "--steps", "1", *FAST)

@@ -10,10 +10,10 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
+
 from pseudolabel.cli.main import main
 from pseudolabel.confidence.measures import MEASURES
 from pseudolabel.confidence.training import load_checkpoint, shipped_ccnn_path
-
 from pseudolabel.datasets import discover_pairs
 from pseudolabel.io import read_disparity, read_image, write_pfm
 from pseudolabel.sgm.matcher import match
@@ -94,9 +94,32 @@ def test_score_measures_then_rerun_skips_and_eval_plots(proxies: Path, tmp_path:
 
 def test_train_then_score_with_the_model_and_labels(proxies: Path, tmp_path: Path) -> None:
     model = tmp_path / "mine.pt"
-    result = _run("confidence", "train", "--proxies", str(proxies), "--gt", str(FIXTURES), "--out", str(model),
-                  "--epochs", "2", "--steps-per-epoch", "5", "--batch-size", "4", "--crop", "24",
-                  "--filters", "8", "--fc-filters", "8", "--keys", "tsukuba", "--keys", "Baby1")
+    result = _run(
+        "confidence",
+        "train",
+        "--proxies",
+        str(proxies),
+        "--gt",
+        str(FIXTURES),
+        "--out",
+        str(model),
+        "--epochs",
+        "2",
+        "--steps-per-epoch",
+        "5",
+        "--batch-size",
+        "4",
+        "--crop",
+        "24",
+        "--filters",
+        "8",
+        "--fc-filters",
+        "8",
+        "--keys",
+        "tsukuba",
+        "--keys",
+        "Baby1",
+    )
     assert result.exit_code == 0, result.output
     assert "epoch 2/2" in result.output and "loss" in result.output
     network, checkpoint = load_checkpoint(model)
@@ -125,8 +148,28 @@ def test_train_then_score_with_the_model_and_labels(proxies: Path, tmp_path: Pat
 
 def test_wild_training_uses_no_ground_truth(proxies: Path, tmp_path: Path) -> None:
     model = tmp_path / "wild.pt"
-    result = _run("confidence", "train", "--proxies", str(proxies), "--labels", "wild", "--out", str(model),
-                  "--epochs", "1", "--steps-per-epoch", "3", "--batch-size", "2", "--crop", "16", "--filters", "8", "--fc-filters", "8")
+    result = _run(
+        "confidence",
+        "train",
+        "--proxies",
+        str(proxies),
+        "--labels",
+        "wild",
+        "--out",
+        str(model),
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "3",
+        "--batch-size",
+        "2",
+        "--crop",
+        "16",
+        "--filters",
+        "8",
+        "--fc-filters",
+        "8",
+    )
     assert result.exit_code == 0, result.output
     _, checkpoint = load_checkpoint(model)
     assert checkpoint["training_args"]["labels"] == "wild" and checkpoint["data_summary"]["gt"] is None
@@ -142,8 +185,22 @@ def test_train_pools_several_proxies_files(proxies: Path, tmp_path: Path) -> Non
     tiny = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "2", "--crop", "16", "--filters", "8", "--fc-filters", "8"]
     for gt_args in (["--gt", str(FIXTURES)], ["--gt", str(FIXTURES), "--gt", str(flat)]):
         model = tmp_path / "pooled.pt"
-        result = _run("confidence", "train", "--proxies", str(proxies), "--proxies", str(second), *gt_args, "--out", str(model),
-                      "--keys", "tsukuba", "--keys", "venus", *tiny)
+        result = _run(
+            "confidence",
+            "train",
+            "--proxies",
+            str(proxies),
+            "--proxies",
+            str(second),
+            *gt_args,
+            "--out",
+            str(model),
+            "--keys",
+            "tsukuba",
+            "--keys",
+            "venus",
+            *tiny,
+        )
         assert result.exit_code == 0, result.output
         assert "training on 4 pairs" in result.output
         _, checkpoint = load_checkpoint(model)
@@ -185,7 +242,9 @@ def test_default_score_writes_the_shipped_ccnn(proxies: Path) -> None:
 )
 def test_errors_are_one_line_and_leave_the_file_intact(proxies: Path, args: list[str], message: str) -> None:
     before = _digest(proxies)
-    result = CliRunner().invoke(main, [*args[:2], "--proxies", str(proxies), *args[2:]] if args[0] == "confidence" else [args[0], "--proxies", str(proxies), *args[1:]])
+    result = CliRunner().invoke(
+        main, [*args[:2], "--proxies", str(proxies), *args[2:]] if args[0] == "confidence" else [args[0], "--proxies", str(proxies), *args[1:]]
+    )
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
     error_lines = [line for line in result.output.splitlines() if line.startswith("Error:")]

@@ -18,14 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
+
 from pseudolabel.cli.main import main
 from pseudolabel.cli.sgm import SLOW_ENV
-
 from pseudolabel.io import read_image, write_image
 from pseudolabel.sgm.matcher import match
 from pseudolabel.sgm.params import SGMParams
-from pseudolabel.store.proxies import journal_path
-from pseudolabel.store.proxies import open_proxies
+from pseudolabel.store.proxies import journal_path, open_proxies
 
 DATA = Path(__file__).parents[1] / "data"
 REPO = Path(__file__).parents[2]
@@ -163,8 +162,7 @@ def test_kill_mid_run_then_resume(dataset: tuple[Path, Path], reference: Path, t
     before = digest(out)
     make_pairs(tmp_path / "data", ["c", "seq/d", "seq/e"])
     env = dict(os.environ, **{SLOW_ENV: "3"})
-    command = [sys.executable, "-m", "pseudolabel.cli.main", "sgm", "--in", str(left_dir), str(right_dir),
-               "--out", str(out), "--max-disp", MAX_DISP]
+    command = [sys.executable, "-m", "pseudolabel.cli.main", "sgm", "--in", str(left_dir), str(right_dir), "--out", str(out), "--max-disp", MAX_DISP]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     journal = journal_path(out)
     deadline = time.monotonic() + 120
@@ -205,16 +203,43 @@ def test_other_parameters_refused_then_overwrite(dataset: tuple[Path, Path], ref
 
 def test_every_option_reaches_the_matcher(tmp_path: Path) -> None:
     left_dir, right_dir = make_pairs(tmp_path, ["b"])
-    options = {"--min-disp": "-2", "--cost": "ad_census", "--census-width": "7", "--census-height": "5",
-               "--paths": "4", "--p1": "5", "--p2": "90", "--p2-gamma": "12", "--subpixel": "equiangular",
-               "--lr-max-diff": "2", "--uniqueness": "0.9", "--median": "0", "--ad-truncation": "20"}
+    options = {
+        "--min-disp": "-2",
+        "--cost": "ad_census",
+        "--census-width": "7",
+        "--census-height": "5",
+        "--paths": "4",
+        "--p1": "5",
+        "--p2": "90",
+        "--p2-gamma": "12",
+        "--subpixel": "equiangular",
+        "--lr-max-diff": "2",
+        "--uniqueness": "0.9",
+        "--median": "0",
+        "--ad-truncation": "20",
+    }
     out = tmp_path / "proxies.h5"
     args = [item for pair in options.items() for item in pair] + ["--p2-adaptive", "--no-fill-invalid"]
     result = sgm(left_dir, right_dir, out, *args)
     assert result.exit_code == 0, result.output
-    expected_params = SGMParams(min_disp=-2, max_disp=16, cost="ad_census", census_width=7, census_height=5, paths=4,
-                                p1=5, p2=90, p2_adaptive=True, p2_gamma=12.0, subpixel="equiangular", lr_max_diff=2.0,
-                                uniqueness=0.9, median=0, fill_invalid=False, ad_truncation=20)
+    expected_params = SGMParams(
+        min_disp=-2,
+        max_disp=16,
+        cost="ad_census",
+        census_width=7,
+        census_height=5,
+        paths=4,
+        p1=5,
+        p2=90,
+        p2_adaptive=True,
+        p2_gamma=12.0,
+        subpixel="equiangular",
+        lr_max_diff=2.0,
+        uniqueness=0.9,
+        median=0,
+        fill_invalid=False,
+        ad_truncation=20,
+    )
     expected = match(*crop_pair(*CROPS["b"]), expected_params)
     with open_proxies(out) as proxies:
         assert proxies.sgm_params == expected_params

@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
+
 from pseudolabel.cli.main import main
 from pseudolabel.confidence.sparsification import DEFAULT_FRACTIONS
-
 from pseudolabel.io import read_disparity, read_image
 from pseudolabel.sgm.matcher import match
 from pseudolabel.sgm.params import SGMParams
@@ -112,7 +112,6 @@ def _proxies_with_labels(path: Path, keys: tuple[str, ...] = ("tsukuba",), max_d
     """A proxies file of Middlebury fixtures with (when ``scored``) two conventional confidences and labels (no torch)."""
     from pseudolabel.confidence.labels import threshold_labels
     from pseudolabel.confidence.measures import compute_measure
-
     from pseudolabel.datasets import discover_pairs
 
     params = SGMParams(max_disp=max_disp)
@@ -287,8 +286,12 @@ def test_demo_refuses_cuda_without_a_gpu(tmp_path: Path) -> None:
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "o"), "--data", str(FIXTURES), "--model", str(tmp_path / "x.pt"), "--device", "cuda"])
+    result = CliRunner().invoke(
+        main, ["demo", "--out", str(tmp_path / "o"), "--data", str(FIXTURES), "--model", str(tmp_path / "x.pt"), "--device", "cuda"]
+    )
     assert result.exit_code == 1 and result.output.count("\n") == 1 and "--device cpu" in result.output
+
+
 # ----------------------------------------------------------------------------------------------
 # demo
 
@@ -297,9 +300,9 @@ def test_demo_refuses_cuda_without_a_gpu(tmp_path: Path) -> None:
 def tiny_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     """The demo on the tsukuba fixture with an untrained tiny network and 2 adaptation steps."""
     import torch
-    from pseudolabel.models.registry import build_network
 
     from pseudolabel.learn.checkpoint import save_checkpoint
+    from pseudolabel.models.registry import build_network
 
     root = tmp_path_factory.mktemp("demo")
     shutil.copytree(TSUKUBA, root / "scenes" / "tsukuba")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from pseudolabel.confidence.sparsification import (
     error_mask,
     sparsification_auc,
@@ -19,10 +20,9 @@ from pseudolabel.confidence.training import (
     train_ccnn,
     wild_targets,
 )
+from pseudolabel.errors import InputError
 from pseudolabel.models.ccnn import CCNN, ConfidenceScorer, normalise_disparity
 from pseudolabel.models.devices import bfloat16_supported
-
-from pseudolabel.errors import InputError
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -36,7 +36,13 @@ def test_output_shapes() -> None:
     # paper architecture: 4 conv 3x3 (64), 2 conv 1x1 (100), 1 conv 1x1 (1)
     convs = [layer for layer in model.layers if isinstance(layer, torch.nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.kernel_size[0], c.padding[0]) for c in convs] == [
-        (1, 64, 3, 0), (64, 64, 3, 0), (64, 64, 3, 0), (64, 64, 3, 0), (64, 100, 1, 0), (100, 100, 1, 0), (100, 1, 1, 0),
+        (1, 64, 3, 0),
+        (64, 64, 3, 0),
+        (64, 64, 3, 0),
+        (64, 64, 3, 0),
+        (64, 100, 1, 0),
+        (100, 100, 1, 0),
+        (100, 1, 1, 0),
     ]
 
 

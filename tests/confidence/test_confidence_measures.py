@@ -7,6 +7,8 @@ import sys
 
 import numpy as np
 import pytest
+from scipy import ndimage
+
 from pseudolabel.confidence.measures import (
     MEASURES,
     compute_measure,
@@ -14,8 +16,6 @@ from pseudolabel.confidence.measures import (
     features_needed,
     register_measure,
 )
-from scipy import ndimage
-
 from pseudolabel.errors import InputError
 from pseudolabel.sgm.params import SGMParams
 

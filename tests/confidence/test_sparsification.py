@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from pseudolabel.confidence.labels import label_statistics, threshold_labels
 from pseudolabel.confidence.sparsification import (
     DEFAULT_FRACTIONS,
@@ -16,7 +17,6 @@ from pseudolabel.confidence.sparsification import (
     sparsification_auc,
     sparsification_curve,
 )
-
 from pseudolabel.errors import InputError
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from pseudolabel.models.registry import StereoOutput, build_network
 
 from pseudolabel.errors import InputError
 from pseudolabel.learn.adaptation import (
@@ -18,14 +17,13 @@ from pseudolabel.learn.adaptation import (
 )
 from pseudolabel.learn.losses import build_loss_terms
 from pseudolabel.learn.tau import FixedTau, LearnableTau
+from pseudolabel.models.registry import StereoOutput, build_network
 from pseudolabel.synth.scene import SynthConfig, render_pair
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
-def corrupted_synthetic_batch(
-    device: torch.device, seed: int = 0, offset: float = 5.0
-) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def corrupted_synthetic_batch(device: torch.device, seed: int = 0, offset: float = 5.0) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """One 64x96 synthetic pair with exact disparity and a proxy that is wrong where confidence is low.
 
     60% of the pixels (chosen at random) get a confidence in [0, 0.3) and a proxy ``true + offset``
@@ -38,15 +36,15 @@ def corrupted_synthetic_batch(
     true = torch.from_numpy(pair.disp_left)[None, None]
     generator = torch.Generator().manual_seed(seed)
     low = torch.rand(true.shape, generator=generator) < 0.6
-    confidence = torch.where(
-        low, 0.3 * torch.rand(true.shape, generator=generator), 0.7 + 0.3 * torch.rand(true.shape, generator=generator)
-    )
+    confidence = torch.where(low, 0.3 * torch.rand(true.shape, generator=generator), 0.7 + 0.3 * torch.rand(true.shape, generator=generator))
     proxy = torch.where(low, true + offset, true)
     batch = {"left": left, "right": right, "proxy": proxy, "confidence": confidence}
     return {key: value.to(device) for key, value in batch.items()}, true.to(device)
 
 
-def adapt(batch: dict[str, torch.Tensor], objective: AdaptationObjective, device: torch.device, steps: int = 40) -> tuple[torch.nn.Module, dict[str, float]]:
+def adapt(
+    batch: dict[str, torch.Tensor], objective: AdaptationObjective, device: torch.device, steps: int = 40
+) -> tuple[torch.nn.Module, dict[str, float]]:
     """``steps`` Adam steps of a freshly seeded ``tiny`` network (and the tau parameters) on one batch."""
     torch.manual_seed(0)
     model = build_network("tiny").to(device)
@@ -136,9 +134,7 @@ def test_unknown_proxies_are_ignored_without_nan(device: torch.device) -> None:
     # a proxy_valid mask drops pixels too
     valid = torch.ones_like(proxy, dtype=torch.bool)
     valid[0, 0, 1, 2] = False
-    loss, _ = adaptation_loss(
-        disparity, {"proxy": proxy, "confidence": confidence, "proxy_valid": valid}, FixedTau(0.5), build_loss_terms("guided")
-    )
+    loss, _ = adaptation_loss(disparity, {"proxy": proxy, "confidence": confidence, "proxy_valid": valid}, FixedTau(0.5), build_loss_terms("guided"))
     assert loss.item() == pytest.approx(4 / 2)
     # confidence weighting: (0.9 * 1 + 0.8 * 3 + 0.7 * 7) / (0.9 + 0.8 + 0.7)
     loss, _ = adaptation_loss(
@@ -231,12 +227,25 @@ def test_objective_as_trainer_loss_stores_tau_in_the_checkpoint(tmp_path: Path) 
     objective = AdaptationObjective("learnable", "guided=1,smooth=0.05")
     torch.manual_seed(0)
     config = TrainerConfig(
-        out=tmp_path / "adapted.pt", steps=3, batch_size=1, learning_rate=1e-2, device="cpu",
-        checkpoint_every=0, log_every=1, progress=False, schedule="constant",
+        out=tmp_path / "adapted.pt",
+        steps=3,
+        batch_size=1,
+        learning_rate=1e-2,
+        device="cpu",
+        checkpoint_every=0,
+        log_every=1,
+        progress=False,
+        schedule="constant",
     )
     Trainer(
-        build_network("tiny"), "tiny", {}, RepeatedPair(), objective, config,
-        extra_modules={"tau": objective.tau}, extra_state=lambda: {"adaptation": objective.describe()},
+        build_network("tiny"),
+        "tiny",
+        {},
+        RepeatedPair(),
+        objective,
+        config,
+        extra_modules={"tau": objective.tau},
+        extra_state=lambda: {"adaptation": objective.describe()},
     ).fit()
     payload = load_checkpoint(tmp_path / "adapted.pt")
     theta = payload["extra_modules"]["tau"]["theta"]

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from pseudolabel.models.registry import build_network
 
 from pseudolabel.learn.checkpoint import load_checkpoint
+from pseudolabel.models.registry import build_network
 
 REPO = Path(__file__).resolve().parents[2]
 MIDDLEBURY = REPO / "tests" / "data" / "middlebury"
@@ -28,21 +28,63 @@ def _free_port() -> int:
 def _train_arguments(out: Path) -> list[str]:
     # No augmentation and a fixed seed: the only randomness is the crop of each sample index. Float32
     # (--no-amp): bfloat16 rounds a batch of 4 and two batches of 2 differently, beyond this tolerance.
-    return ["train", "--no-amp", "--data", str(MIDDLEBURY), "--arch", "tiny", "--out", str(out), "--steps", "4", "--batch-size", "4",
-            "--crop", "48x64", "--lr", "1e-3", "--warmup", "0", "--no-augment", "--threads", "1", "--quiet", "--device", "cpu", "--seed", "3", "--log-every", "1"]
+    return [
+        "train",
+        "--no-amp",
+        "--data",
+        str(MIDDLEBURY),
+        "--arch",
+        "tiny",
+        "--out",
+        str(out),
+        "--steps",
+        "4",
+        "--batch-size",
+        "4",
+        "--crop",
+        "48x64",
+        "--lr",
+        "1e-3",
+        "--warmup",
+        "0",
+        "--no-augment",
+        "--threads",
+        "1",
+        "--quiet",
+        "--device",
+        "cpu",
+        "--seed",
+        "3",
+        "--log-every",
+        "1",
+    ]
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(), reason="torchrun not installed")
 def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     single = tmp_path / "single.pt"
-    result = subprocess.run([sys.executable, "-m", "pseudolabel.cli.main", *_train_arguments(single)], env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "pseudolabel.cli.main", *_train_arguments(single)], env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr
 
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     distributed = tmp_path / "ddp.pt"
-    command = [torchrun, "--nnodes", "1", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-               "-m", "pseudolabel.cli.main", *_train_arguments(distributed)]
+    command = [
+        torchrun,
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "pseudolabel.cli.main",
+        *_train_arguments(distributed),
+    ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert not (tmp_path / "ddp.partial.pt").exists()

@@ -188,9 +188,7 @@ def _reference_ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
             mu_a, mu_b = wa.mean(), wb.mean()
             var_a, var_b = ((wa - mu_a) ** 2).mean(), ((wb - mu_b) ** 2).mean()
             cov = ((wa - mu_a) * (wb - mu_b)).mean()
-            out[y, x] = ((2 * mu_a * mu_b + SSIM_C1) * (2 * cov + SSIM_C2)) / (
-                (mu_a**2 + mu_b**2 + SSIM_C1) * (var_a + var_b + SSIM_C2)
-            )
+            out[y, x] = ((2 * mu_a * mu_b + SSIM_C1) * (2 * cov + SSIM_C2)) / ((mu_a**2 + mu_b**2 + SSIM_C1) * (var_a + var_b + SSIM_C2))
     return out
 
 
@@ -366,18 +364,16 @@ def test_gradcheck_guided(device: torch.device) -> None:
             lambda d, p, c, tau: guided_confidence_loss(d, p, c, tau, weighting=weighting, temperature=0.1),
             (d, p, c, tau),
         )
-        assert torch.autograd.gradcheck(
-            lambda d, p: guided_confidence_loss(d, p, c.detach(), 0.5, weighting=weighting), (d, p)
-        )
+        assert torch.autograd.gradcheck(lambda d, p: guided_confidence_loss(d, p, c.detach(), 0.5, weighting=weighting), (d, p))
 
 
 def test_gradcheck_reconstruction_and_wlcn(device: torch.device) -> None:
     left = _random((1, 2, 3, 6), 0.0, 1.0, 20, device)
     right = _random((1, 2, 3, 6), 0.0, 1.0, 21, device)
     d = _random((1, 1, 3, 6), 0.2, 2.8, 22, device)  # sampling positions away from integers in general
-    assert torch.autograd.gradcheck(lambda l, r, d: reconstruction_loss(l, r, d), (left, right, d))
-    assert torch.autograd.gradcheck(lambda l, r, d: weighted_lcn_loss(l, r, d, window=3), (left, right, d))
-    assert torch.autograd.gradcheck(lambda l, r, d: weighted_lcn_loss(l, r, d), (left, right, d))
+    assert torch.autograd.gradcheck(lambda left_, right_, d: reconstruction_loss(left_, right_, d), (left, right, d))
+    assert torch.autograd.gradcheck(lambda left_, right_, d: weighted_lcn_loss(left_, right_, d, window=3), (left, right, d))
+    assert torch.autograd.gradcheck(lambda left_, right_, d: weighted_lcn_loss(left_, right_, d), (left, right, d))
 
 
 def test_gradcheck_smoothness_lr_l1(device: torch.device) -> None:

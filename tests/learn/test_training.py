@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from pseudolabel.cli.main import main
-from pseudolabel.models.registry import build_network
 from torch.utils.data import Dataset
 
+from pseudolabel.cli.main import main
 from pseudolabel.learn.checkpoint import load_checkpoint, load_model
 from pseudolabel.learn.precision import autocast_dtype
 from pseudolabel.learn.samples import make_sample, sample_rng
@@ -27,6 +26,7 @@ from pseudolabel.learn.trainer import (
     lr_factor,
     multiscale_l1_loss,
 )
+from pseudolabel.models.registry import build_network
 from pseudolabel.synth.scene import SynthConfig, render_pair
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,7 +62,17 @@ def _loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> float:
 
 
 def _config(tmp_path: Path, name: str, **overrides: object) -> TrainerConfig:
-    settings: dict = dict(out=tmp_path / f"{name}.pt", steps=6, batch_size=2, learning_rate=1e-3, device="cpu", warmup_steps=0, checkpoint_every=0, log_every=1, progress=False)
+    settings: dict = dict(
+        out=tmp_path / f"{name}.pt",
+        steps=6,
+        batch_size=2,
+        learning_rate=1e-3,
+        device="cpu",
+        warmup_steps=0,
+        checkpoint_every=0,
+        log_every=1,
+        progress=False,
+    )
     settings.update(overrides)
     return TrainerConfig(**settings)
 
@@ -73,7 +83,9 @@ def test_a_few_steps_of_tiny_reduce_the_loss_on_a_fixed_synthetic_batch(tmp_path
     torch.manual_seed(0)
     model = build_network("tiny")
     before = _loss(model.eval(), batch)
-    result = Trainer(model, "tiny", {}, dataset, multiscale_l1_loss, _config(tmp_path, "fit", steps=40, learning_rate=3e-3, schedule="constant")).fit()
+    result = Trainer(
+        model, "tiny", {}, dataset, multiscale_l1_loss, _config(tmp_path, "fit", steps=40, learning_rate=3e-3, schedule="constant")
+    ).fit()
     after = _loss(model.eval(), batch)
     assert result.step == 40
     assert after < 0.6 * before, (before, after)
@@ -95,7 +107,9 @@ def test_checkpoint_holds_everything_and_load_model_reproduces_outputs(tmp_path:
     loaded = load_model(tmp_path / "ck.pt")
     batch = _batch(dataset)
     with torch.no_grad():
-        torch.testing.assert_close(loaded(batch["left"], batch["right"]).disparity, model.eval()(batch["left"], batch["right"]).disparity, rtol=0, atol=0)
+        torch.testing.assert_close(
+            loaded(batch["left"], batch["right"]).disparity, model.eval()(batch["left"], batch["right"]).disparity, rtol=0, atol=0
+        )
 
 
 def test_autocast_dtype_per_device(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -203,7 +217,16 @@ def test_interrupt_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run(tm
 
     # extra trainable parameters are optimised and stored
     torch.manual_seed(0)
-    Trainer(build_network("tiny"), "tiny", {}, dataset, loss_with_extra, _config(tmp_path, "extra"), extra_modules={"offset": extra}, extra_state=lambda: {"offset": float(extra.detach())}).fit()
+    Trainer(
+        build_network("tiny"),
+        "tiny",
+        {},
+        dataset,
+        loss_with_extra,
+        _config(tmp_path, "extra"),
+        extra_modules={"offset": extra},
+        extra_state=lambda: {"offset": float(extra.detach())},
+    ).fit()
     payload = load_checkpoint(tmp_path / "extra.pt")
     assert float(payload["extra_modules"]["offset"]["value"]) == pytest.approx(float(extra.detach())) and float(extra.detach()) > 0.5
     assert payload["extra_state"]["offset"] == pytest.approx(float(extra.detach()))
@@ -222,8 +245,27 @@ def _cli_env() -> dict[str, str]:
 
 def test_ctrl_c_on_the_command_saves_and_resume_continues(tmp_path: Path) -> None:
     out = tmp_path / "net.pt"
-    command = [sys.executable, "-m", "pseudolabel.cli.main", "train", "--data", str(MIDDLEBURY), "--arch", "tiny", "--out", str(out),
-               "--crop", "48x64", "--batch-size", "2", "--threads", "1", "--log-every", "1", "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "pseudolabel.cli.main",
+        "train",
+        "--data",
+        str(MIDDLEBURY),
+        "--arch",
+        "tiny",
+        "--out",
+        str(out),
+        "--crop",
+        "48x64",
+        "--batch-size",
+        "2",
+        "--threads",
+        "1",
+        "--log-every",
+        "1",
+        "--quiet",
+    ]
     process = subprocess.Popen([*command, "--steps", "100000"], env=_cli_env(), stderr=subprocess.PIPE, text=True)
     log = out.with_suffix(".jsonl")
     deadline = time.time() + 120
@@ -276,7 +318,9 @@ def test_init_keeps_the_checkpoint_arguments_under_those_given(tmp_path: Path) -
     first = runner.invoke(main, [*base, "--out", str(tmp_path / "a.pt"), "--arch-kwargs", '{"radius": 1}'])
     assert first.exit_code == 0, first.output
     # --init keeps radius 1 from the checkpoint; --arch-kwargs changes the (weightless) upsampling
-    second = runner.invoke(main, [*base, "--out", str(tmp_path / "b.pt"), "--init", str(tmp_path / "a.pt"), "--arch-kwargs", '{"upsampling": "bilinear"}'])
+    second = runner.invoke(
+        main, [*base, "--out", str(tmp_path / "b.pt"), "--init", str(tmp_path / "a.pt"), "--arch-kwargs", '{"upsampling": "bilinear"}']
+    )
     assert second.exit_code == 0, second.output
     assert load_checkpoint(tmp_path / "b.pt")["arch_kwargs"] == {"radius": 1, "upsampling": "bilinear"}
     assert load_model(tmp_path / "b.pt").upsampling == "bilinear"
@@ -290,8 +334,29 @@ def test_init_keeps_the_checkpoint_arguments_under_those_given(tmp_path: Path) -
 def test_train_predict_and_eval_commands(tmp_path: Path) -> None:
     runner = CliRunner()
     model = tmp_path / "new" / "folder" / "tiny.pt"  # the command creates the folder
-    trained = runner.invoke(main, ["train", "--data", str(MIDDLEBURY), "--arch", "tiny", "--out", str(model), "--steps", "3",
-                                   "--crop", "48x64", "--batch-size", "2", "--threads", "1", "--quiet", "--device", "cpu"])
+    trained = runner.invoke(
+        main,
+        [
+            "train",
+            "--data",
+            str(MIDDLEBURY),
+            "--arch",
+            "tiny",
+            "--out",
+            str(model),
+            "--steps",
+            "3",
+            "--crop",
+            "48x64",
+            "--batch-size",
+            "2",
+            "--threads",
+            "1",
+            "--quiet",
+            "--device",
+            "cpu",
+        ],
+    )
     assert trained.exit_code == 0, trained.output
     venus = MIDDLEBURY / "venus"
     predicted = runner.invoke(main, ["predict", "--model", str(model), "--in", str(venus), "--out", str(tmp_path / "pred")])
@@ -306,7 +371,9 @@ def test_train_predict_and_eval_commands(tmp_path: Path) -> None:
     assert np.nanmax(np.abs(np.where(np.isnan(png), 0, png) - np.where(pfm > 0, pfm, 0))) <= 1 / 256
 
     by_model = runner.invoke(main, ["eval", "--model", str(model), "--data", str(venus), "--json", str(tmp_path / "a.json")])
-    by_files = runner.invoke(main, ["eval", "--pred", str(tmp_path / "pred"), "--gt", str(venus), "--json", str(tmp_path / "b.json"), "--mask", "nonocc"])
+    by_files = runner.invoke(
+        main, ["eval", "--pred", str(tmp_path / "pred"), "--gt", str(venus), "--json", str(tmp_path / "b.json"), "--mask", "nonocc"]
+    )
     assert by_model.exit_code == 0 and by_files.exit_code == 0, by_model.output + by_files.output
     a = json.loads((tmp_path / "a.json").read_text())
     b = json.loads((tmp_path / "b.json").read_text())

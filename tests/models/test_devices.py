@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+
 from pseudolabel.cli.main import main
+from pseudolabel.errors import InputError
 from pseudolabel.models import devices
 from pseudolabel.models.devices import resolve_device
-
-from pseudolabel.errors import InputError
 
 
 def test_auto_picks_cuda_only_when_there_is_one(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from pseudolabel.models.madnet import horizontal_correlation, warp_right_to_left
-from pseudolabel.models.registry import StereoOutput, available_networks, build_network
 
 from pseudolabel.errors import InputError
+from pseudolabel.models.madnet import horizontal_correlation, warp_right_to_left
+from pseudolabel.models.registry import StereoOutput, available_networks, build_network
 
 
 def test_registry_lists_and_builds_networks() -> None:

@@ -7,9 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
+
 from pseudolabel.models.registry import build_network
 from pseudolabel.models.upsampling import guided_upsample
-from torch.nn import functional as F
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 

@@ -162,7 +162,9 @@ def subpixel_left(aggregated: np.ndarray, index: np.ndarray, min_disp: int, mode
     return (min_disp + k + np.where(inner, offset, 0.0)).astype(np.float32)
 
 
-def consistency_check(disparity: np.ndarray, disparity_right: np.ndarray, best: np.ndarray, far: np.ndarray, lr_max_diff: float, uniqueness: float) -> np.ndarray:
+def consistency_check(
+    disparity: np.ndarray, disparity_right: np.ndarray, best: np.ndarray, far: np.ndarray, lr_max_diff: float, uniqueness: float
+) -> np.ndarray:
     height, width = disparity.shape
     valid = np.ones((height, width), dtype=bool)
     if uniqueness < 1.0:

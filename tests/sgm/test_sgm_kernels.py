@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tests.sgm import sgm_reference as reference
 
 from pseudolabel.sgm import aggregation, cost, disparity, refinement
 from pseudolabel.sgm.params import SGMParams
+from tests.sgm import sgm_reference as reference
 
 SIZES = [(7, 13), (17, 29), (1, 9)]
 
@@ -85,7 +85,9 @@ def test_aggregate_direction_pair_matches_reference(shape: tuple[int, int], dire
     start = out.astype(np.int64)
     dx, dy = direction
     aggregation.aggregate_direction_pair(volume, image, dx, dy, 5, 40, adaptive, 8.0, out, True)
-    expected = start + reference.path_cost(volume, image, dx, dy, 5, 40, adaptive, 8.0) + reference.path_cost(volume, image, -dx, -dy, 5, 40, adaptive, 8.0)
+    expected = (
+        start + reference.path_cost(volume, image, dx, dy, 5, 40, adaptive, 8.0) + reference.path_cost(volume, image, -dx, -dy, 5, 40, adaptive, 8.0)
+    )
     np.testing.assert_array_equal(out.astype(np.int64), expected)
 
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.sgm import sgm_reference as reference
 
 from pseudolabel.errors import InputError
 from pseudolabel.io import read_disparity, read_image, to_gray
 from pseudolabel.sgm import cost, refinement
 from pseudolabel.sgm.matcher import Matcher, match
 from pseudolabel.sgm.params import SGMParams, SGMResult
+from tests.sgm import sgm_reference as reference
 
 DATA = Path(__file__).parents[1] / "data"
 

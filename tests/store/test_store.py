@@ -18,10 +18,20 @@ import pytest
 
 from pseudolabel.errors import InputError
 from pseudolabel.sgm.params import SGMParams
-from pseudolabel.store.journal import ProxyRun, write_journal_entry
-from pseudolabel.store.proxies import journal_path, partial_path
-from pseudolabel.store.proxies import FORMAT, FORMAT_VERSION, RESULT_DATASETS, _chunks, key_to_name, name_to_key, open_proxies, pair_attributes, result_arrays
-from pseudolabel.store.journal import create_or_open_proxies, edit_proxies
+from pseudolabel.store.journal import ProxyRun, create_or_open_proxies, edit_proxies, write_journal_entry
+from pseudolabel.store.proxies import (
+    FORMAT,
+    FORMAT_VERSION,
+    RESULT_DATASETS,
+    _chunks,
+    journal_path,
+    key_to_name,
+    name_to_key,
+    open_proxies,
+    pair_attributes,
+    partial_path,
+    result_arrays,
+)
 
 
 def fake_result(seed: int, shape: tuple[int, int] = (23, 37)) -> dict[str, np.ndarray]:
@@ -430,12 +440,15 @@ test_store.run_pairs(Path({str(out)!r}), {keys!r})
     assert file_digest(out) == before
     journal = journal_path(out)
     left_behind = (len(list(journal.glob("*.h5"))), len(list(journal.glob(".*.tmp"))), partial_path(out).exists())
-    assert left_behind == {
-        "between_pairs": (2, 0, False),
-        "inside_journal_entry_write": (1, 1, False),  # the half-written entry is only a temporary file
-        "inside_assembly": (3, 0, True),
-        "before_rename": (3, 0, True),
-    }[kill_point]
+    assert (
+        left_behind
+        == {
+            "between_pairs": (2, 0, False),
+            "inside_journal_entry_write": (1, 1, False),  # the half-written entry is only a temporary file
+            "inside_assembly": (3, 0, True),
+            "before_rename": (3, 0, True),
+        }[kill_point]
+    )
     run = run_pairs(out, keys)
     assert run.state.done_in_file == {"0", "1"}
     reference = tmp_path / "reference.h5"

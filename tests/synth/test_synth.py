@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from pseudolabel.cli.main import main
 from scipy.ndimage import maximum_filter1d, minimum_filter1d
 
 import pseudolabel.synth.files as synth
 import pseudolabel.synth.scene as scene_module
+from pseudolabel.cli.main import main
 from pseudolabel.errors import InputError
 from pseudolabel.io import read_image
 from pseudolabel.synth.files import (

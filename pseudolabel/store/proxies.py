@@ -543,3 +543,30 @@ def partial_path(out: Path) -> Path:
 def lock_path(out: Path) -> Path:
     """The lock file held while a process writes ``out``: ``<out>.lock``."""
     return out.with_name(out.name + ".lock")
+
+
+def resolve_pair_file(proxies_path: str | os.PathLike[str], path_text: str, what: str, key: str) -> Path:
+    """The file a pair attribute names (``left``, ``right``, ``gt_left``), found as written or next to the proxies file.
+
+    ``pseudolabel sgm`` stores the paths as it was given them, so a relative path is relative to the
+    folder ``sgm`` ran in; when the proxies file has moved with its dataset, the path relative to the
+    file's own folder is tried next.
+
+    Args:
+        proxies_path: the proxies HDF5 file.
+        path_text: the stored path.
+        what: what the file is, for the message (``"left"``, ``"ground-truth"``).
+        key: the pair's key, for the message.
+
+    Raises:
+        InputError: neither place holds the file.
+    """
+    proxies = Path(proxies_path)
+    path = Path(path_text)
+    for candidate in (path, proxies.parent / path):
+        if candidate.is_file():
+            return candidate
+    raise InputError(
+        f"{proxies}: the {what} image of pair {key!r}, {path_text}, does not exist (tried it as given and next to the "
+        f"proxies file); run from the folder where `pseudolabel sgm` was run, or recompute the proxies"
+    )

@@ -545,12 +545,22 @@ def lock_path(out: Path) -> Path:
     return out.with_name(out.name + ".lock")
 
 
-def resolve_pair_file(proxies_path: str | os.PathLike[str], path_text: str, what: str, key: str) -> Path:
-    """The file a pair attribute names (``left``, ``right``, ``gt_left``), found as written or next to the proxies file.
+def find_pair_file(proxies_path: str | os.PathLike[str], path_text: str) -> Path | None:
+    """The file a pair attribute names (``left``, ``right``, ``gt_left``), as written or next to the proxies file; None if neither.
 
     ``pseudolabel sgm`` stores the paths as it was given them, so a relative path is relative to the
     folder ``sgm`` ran in; when the proxies file has moved with its dataset, the path relative to the
     file's own folder is tried next.
+    """
+    path = Path(path_text)
+    for candidate in (path, Path(proxies_path).parent / path):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def resolve_pair_file(proxies_path: str | os.PathLike[str], path_text: str, what: str, key: str) -> Path:
+    """Like :func:`find_pair_file`, but a missing file is an error naming the pair.
 
     Args:
         proxies_path: the proxies HDF5 file.
@@ -561,12 +571,10 @@ def resolve_pair_file(proxies_path: str | os.PathLike[str], path_text: str, what
     Raises:
         InputError: neither place holds the file.
     """
-    proxies = Path(proxies_path)
-    path = Path(path_text)
-    for candidate in (path, proxies.parent / path):
-        if candidate.is_file():
-            return candidate
-    raise InputError(
-        f"{proxies}: the {what} image of pair {key!r}, {path_text}, does not exist (tried it as given and next to the "
-        f"proxies file); run from the folder where `pseudolabel sgm` was run, or recompute the proxies"
-    )
+    found = find_pair_file(proxies_path, path_text)
+    if found is None:
+        raise InputError(
+            f"{proxies_path}: the {what} image of pair {key!r}, {path_text}, does not exist (tried it as given and next to the "
+            f"proxies file); run from the folder where `pseudolabel sgm` was run, or recompute the proxies"
+        )
+    return found

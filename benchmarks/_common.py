@@ -100,15 +100,25 @@ def machine_description(date: str | None = None) -> str:
 
 
 def replace_section(markdown_path: Path, heading: str, body: str) -> None:
-    """Replace (or append) the ``## heading`` section of a Markdown file with ``body``."""
+    """Replace (or append) the ``## heading`` section of a Markdown file with ``body``.
+
+    A hand-written block between ``<!-- summary`` and ``<!-- /summary -->`` at the top of the existing
+    section (the question, verdict and data lines) is kept above the new body.
+    """
     text = markdown_path.read_text() if markdown_path.exists() else "# Benchmarks\n"
     marker = f"## {heading}\n"
-    section = marker + "\n" + body.strip() + "\n"
     if marker in text:
         start = text.index(marker)
         following = text.find("\n## ", start + len(marker))
         end = len(text) if following < 0 else following + 1
+        old_section = text[start:end]
+        summary = ""
+        opening = old_section.find("<!-- summary")
+        closing = old_section.find("<!-- /summary -->")
+        if 0 <= opening < closing:
+            summary = old_section[opening : closing + len("<!-- /summary -->")] + "\n\n"
+        section = marker + "\n" + summary + body.strip() + "\n"
         text = text[:start] + section + ("\n" + text[end:] if following >= 0 else "")
     else:
-        text = text.rstrip() + "\n\n" + section
+        text = text.rstrip() + "\n\n" + marker + "\n" + body.strip() + "\n"
     markdown_path.write_text(text)

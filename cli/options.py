@@ -68,7 +68,7 @@ class SizeType(click.ParamType):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, int] | None:
         if value is None or isinstance(value, tuple):
-            return value  # type: ignore[no-any-return]
+            return value
         text = str(value)
         if self.allow_full and text.strip().lower() == "full":
             return None

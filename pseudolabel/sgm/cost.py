@@ -135,7 +135,7 @@ def census_cost_volume_into(census_left: np.ndarray, census_right: np.ndarray, m
             source = reversed_right[offset + k_start : offset + k_stop]
             target = out[k_start:k_stop]
             for k in range(k_stop - k_start):
-                target[k] = np.uint8(popcount64(code ^ source[k]))
+                target[k] = np.uint8(popcount64(code ^ source[k]))  # type: ignore[call-arg]  # a Numba intrinsic: typingctx is implicit
             for k in range(k_stop, num_disp):
                 out[k] = fill
 

@@ -145,8 +145,19 @@ def select_row_right(curves: np.ndarray, ks: np.ndarray, min_disp: int, index_ri
 
 def allocate_winners(height: int, width: int) -> Winners:
     """Uninitialised output arrays for the winner-takes-all kernels of an (H, W) image."""
-    features = [np.empty((height, width), dtype=np.float32) for _ in range(5)]
-    return Winners(np.empty((height, width), dtype=np.int16), *features, np.empty((height, width), dtype=np.int16))
+
+    def plane(dtype: type[np.generic]) -> np.ndarray:
+        return np.empty((height, width), dtype=dtype)
+
+    return Winners(
+        index=plane(np.int16),
+        cost_best=plane(np.float32),
+        cost_second=plane(np.float32),
+        cost_second_far=plane(np.float32),
+        cost_second_local=plane(np.float32),
+        cost_mean=plane(np.float32),
+        index_right=plane(np.int16),
+    )
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)

@@ -147,6 +147,7 @@ def sgm(
     overwrite: bool,
     **sgm_options: Any,
 ) -> None:
+    """Run :func:`pseudolabel.sgm.batch.run_sgm` with the options, drawing progress and printing its lines."""
     from pseudolabel.sgm.batch import run_sgm
 
     summary = run_sgm(
@@ -177,6 +178,7 @@ Examples:
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--all", "show_all", is_flag=True, help="List every pair (default: the first 20).")
 def inspect(path: Path, show_all: bool) -> None:
+    """Print :func:`pseudolabel.store.inspect.describe_proxies` of ``path``."""
     from pseudolabel.store.inspect import describe_proxies
 
     click.echo(describe_proxies(path, show_all))

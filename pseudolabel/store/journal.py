@@ -111,7 +111,19 @@ def write_journal_entry(
 ) -> Path:
     """Write one finished pair into the journal atomically (temporary file, then rename).
 
-    Safe to call from worker processes: each entry is its own file. Returns the entry's path.
+    Safe to call from worker processes: each entry is its own file.
+
+    Args:
+        journal: the run's journal folder (:attr:`ProxyRun.journal`).
+        key: the pair's key.
+        arrays: the pair's datasets, (H, W) each, in their on-disk dtypes (see
+            :func:`pseudolabel.store.proxies.result_arrays`).
+        attrs: the pair's group attributes (see :func:`pseudolabel.store.proxies.pair_attributes`).
+        identity: the run's :func:`pseudolabel.store.proxies.run_identity`.
+        compression: a key of :data:`pseudolabel.store.datasets_io.COMPRESSIONS`.
+
+    Returns:
+        The entry's path.
     """
     target = journal_entry_path(journal, key)
     temporary = journal / f".{target.stem}.{os.getpid()}.tmp"

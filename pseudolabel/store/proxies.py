@@ -151,7 +151,18 @@ def pair_attributes(
     gt_scale: float | None = None,
     masks: Mapping[str, str | os.PathLike[str]] | None = None,
 ) -> dict[str, Any]:
-    """The attributes of one pair's group (without ``complete``, which is written last)."""
+    """The attributes of one pair's group (without ``complete``, which is written last).
+
+    Args:
+        key: the pair's key.
+        left, right: image paths, stored as given.
+        params: the parameters the pair was matched with (its ``min_disp``/``max_disp`` are stored, pixels).
+        shape: ``(H, W)`` of the disparity map, pixels.
+        valid: ``bool`` (H, W) validity mask (stored as ``valid_fraction``, the fraction of True pixels).
+        gt_left: ground-truth disparity of the left view, or ``None``.
+        gt_scale: divide stored ground-truth values by it to get pixels, or ``None``.
+        masks: evaluation masks of the left view, name -> path.
+    """
     attrs: dict[str, Any] = {
         "key": key,
         "left": str(left),

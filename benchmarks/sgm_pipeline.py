@@ -34,9 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 from _common import REPO_ROOT, machine_description, replace_section
 
-from pseudolabel.cli.sgm import available_cores, make_tasks, run_tasks, sgm
+from pseudolabel.cli.sgm import sgm
 from pseudolabel.datasets import discover_pairs
 from pseudolabel.io import read_image, write_image
+from pseudolabel.sgm.batch import available_cores, init_worker, make_tasks, run_tasks
 from pseudolabel.sgm.matcher import match
 from pseudolabel.sgm.params import SGMParams
 from pseudolabel.store.journal import ProxyRun
@@ -83,12 +84,10 @@ def start_workers(workers: int) -> None:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from pseudolabel.cli.sgm import _init_worker
-
     with ProcessPoolExecutor(
         workers,
         mp_context=multiprocessing.get_context("spawn"),
-        initializer=_init_worker,
+        initializer=init_worker,
         initargs=(max(1, available_cores() // workers), os.getpid()),
     ) as executor:
         for future in [executor.submit(_warm_up_worker) for _ in range(workers)]:

@@ -68,7 +68,7 @@ class SizeType(click.ParamType):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, int] | None:
         if value is None or isinstance(value, tuple):
-            return value  # type: ignore[no-any-return]
+            return value
         text = str(value)
         if self.allow_full and text.strip().lower() == "full":
             return None
@@ -81,11 +81,16 @@ class SizeType(click.ParamType):
 
 class ClickProgress:
     """The command line's :class:`pseudolabel.progress.Progress`: click's progress bar on a terminal, a line
-    every ``every_s`` seconds otherwise (logs of batch jobs), both on stderr."""
+    after the first unit and then every ``every_s`` seconds otherwise (logs of batch jobs), both on stderr.
 
-    def __init__(self, enabled: bool = True, every_s: float = 5.0) -> None:
+    With a ``unit`` (``"pairs"``) the counts and the rate name it (``3/8 pairs, 0.52 pairs/s``) and the
+    bar shows the rate when the library gives no status text.
+    """
+
+    def __init__(self, enabled: bool = True, every_s: float = 5.0, unit: str = "") -> None:
         self.enabled = enabled
         self.every_s = every_s
+        self.unit = unit
         self._bar: Any = None
         self._label = ""
         self._total = 0
@@ -98,14 +103,18 @@ class ClickProgress:
         """Open a bar of ``total`` units for ``label``."""
         self.finish()
         self._label, self._total, self._done, self._status = label, total, 0, ""
-        self._started = self._last_line = time.perf_counter()
+        self._started = time.perf_counter()
+        self._last_line = 0.0  # the first finished unit prints a line at once
         if not self.enabled or total <= 0:
             return
-        if done:
-            self._label = f"{label} ({done} done before)"
         if sys.stderr.isatty():
             self._bar = click.progressbar(
-                length=total, label=self._label, show_eta=True, show_pos=True, item_show_func=lambda _: self._status, file=sys.stderr
+                length=total,
+                label=f"{label} ({done} done before)" if done else label,
+                show_eta=True,
+                show_pos=True,
+                item_show_func=lambda _: self._bar_text(),
+                file=sys.stderr,
             )
             self._bar.__enter__()
 
@@ -125,7 +134,15 @@ class ClickProgress:
             rate = self._done / elapsed if elapsed > 0 else 0.0
             left_s = (self._total - self._done) / rate if rate > 0 else 0.0
             extra = f", {status}" if status else ""
-            click.echo(f"{self._label}: {self._done}/{self._total}, {rate:.2f}/s, {left_s:.0f} s left{extra}", err=True)
+            unit = f" {self.unit}" if self.unit else ""
+            click.echo(f"{self._label}: {self._done}/{self._total}{unit}, {rate:.2f}{unit}/s, {left_s:.0f} s left{extra}", err=True)
+
+    def _bar_text(self) -> str:
+        """Beside the bar: the status text, else (with a ``unit``) the rate so far."""
+        if self._status or not self.unit:
+            return self._status
+        elapsed = time.perf_counter() - self._started
+        return f"{self._done / elapsed:.2f} {self.unit}/s" if self._done and elapsed > 0 else ""
 
     def finish(self) -> None:
         """Close the bar (idempotent)."""

@@ -50,7 +50,13 @@ def prepare_image(image: np.ndarray) -> np.ndarray:
 
 
 def max_cost(cost: str, census_width: int, census_height: int, ad_truncation: int) -> int:
-    """Largest value of a cost (the value used outside the right image)."""
+    """Largest value of a cost in cost units (also the cost where ``x - d`` falls outside the right image).
+
+    Args:
+        cost: ``params.cost`` (``census``, ``ad``, ``bt`` or ``ad_census``).
+        census_width, census_height: census window in samples (census costs count differing bits).
+        ad_truncation: truncation of the intensity-difference costs, 8-bit intensity units.
+    """
     if cost in ("census", "ad_census"):
         return census_width * census_height - 1
     return ad_truncation
@@ -135,7 +141,7 @@ def census_cost_volume_into(census_left: np.ndarray, census_right: np.ndarray, m
             source = reversed_right[offset + k_start : offset + k_stop]
             target = out[k_start:k_stop]
             for k in range(k_stop - k_start):
-                target[k] = np.uint8(popcount64(code ^ source[k]))
+                target[k] = np.uint8(popcount64(code ^ source[k]))  # type: ignore[call-arg]  # a Numba intrinsic: typingctx is implicit
             for k in range(k_stop, num_disp):
                 out[k] = fill
 
@@ -222,7 +228,13 @@ def bt_cost_volume(left: np.ndarray, right: np.ndarray, min_disp: int, num_disp:
 def combine_ad_census(ad_volume: np.ndarray, census_volume: np.ndarray, census_max: int) -> np.ndarray:
     """Robust AD-census combination into a new ``uint8`` volume of the census range.
 
-    ``round(census_max / 2 * (2 - exp(-ad / 10) - exp(-census / 30)))``.
+    Args:
+        ad_volume: ``uint8`` (H, W, D) absolute-difference costs, 8-bit intensity units.
+        census_volume: ``uint8`` (H, W, D) census costs, differing bits.
+        census_max: largest census cost (:func:`max_cost`).
+
+    Returns:
+        ``uint8`` (H, W, D), ``round(census_max / 2 * (2 - exp(-ad / 10) - exp(-census / 30)))``.
     """
     height, width, num_disp = ad_volume.shape
     out = np.empty_like(census_volume)

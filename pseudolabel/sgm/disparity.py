@@ -144,9 +144,21 @@ def select_row_right(curves: np.ndarray, ks: np.ndarray, min_disp: int, index_ri
 
 
 def allocate_winners(height: int, width: int) -> Winners:
-    """Uninitialised output arrays for the winner-takes-all kernels of an (H, W) image."""
-    features = [np.empty((height, width), dtype=np.float32) for _ in range(5)]
-    return Winners(np.empty((height, width), dtype=np.int16), *features, np.empty((height, width), dtype=np.int16))
+    """Uninitialised output arrays for the winner-takes-all kernels of an (H, W) image: ``int16`` (H, W)
+    indices and ``float32`` (H, W) cost features, as described in :class:`Winners`."""
+
+    def plane(dtype: type[np.generic]) -> np.ndarray:
+        return np.empty((height, width), dtype=dtype)
+
+    return Winners(
+        index=plane(np.int16),
+        cost_best=plane(np.float32),
+        cost_second=plane(np.float32),
+        cost_second_far=plane(np.float32),
+        cost_second_local=plane(np.float32),
+        cost_mean=plane(np.float32),
+        index_right=plane(np.int16),
+    )
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
@@ -243,8 +255,11 @@ def select(aggregated: np.ndarray, min_disp: int) -> Winners:
     """Run both winner-takes-all kernels on an aggregated volume.
 
     Args:
-        aggregated: ``uint16`` (H, W, D).
+        aggregated: ``uint16`` (H, W, D) aggregated costs.
         min_disp: disparity of index 0, pixels.
+
+    Returns:
+        The left- and right-view winners and cost features, (H, W) each (see :class:`Winners`).
     """
     index, c1, c2, c2_far, c2m, mean = winner_takes_all(aggregated)
     return Winners(index, c1, c2, c2_far, c2m, mean, winner_takes_all_right(aggregated, int(min_disp)))

@@ -1,13 +1,17 @@
 """Stage 2: the proxies HDF5 file that every stage reads and adds to.
 
 - :mod:`pseudolabel.store.proxies` -- the file format (:class:`ProxyFile`, :func:`open_proxies`), dataset
-  layout, compression, key names;
+  layout, key names;
+- :mod:`pseudolabel.store.datasets_io` -- HDF5 plumbing: opening files, attribute values, chunked and
+  compressed dataset writing;
 - :mod:`pseudolabel.store.journal` -- crash-safe writing: the output lock, the per-pair journal of a
-  running ``sgm`` (:class:`ProxyRun`), and in-place edits (:func:`edit_proxies`).
+  running ``sgm`` (:class:`ProxyRun`), and in-place edits (:func:`edit_proxies`);
+- :mod:`pseudolabel.store.inspect` -- the report ``pseudolabel inspect`` prints (:func:`describe_proxies`).
 
 The contract is in ``data/README.md``. Only h5py and numpy are imported here: never torch.
 """
 
+from pseudolabel.store.inspect import describe_proxies
 from pseudolabel.store.journal import ProxyRun, create_or_open_proxies, edit_proxies, output_lock
 from pseudolabel.store.proxies import ProxyFile, key_to_name, name_to_key, open_proxies
 
@@ -15,6 +19,7 @@ __all__ = [
     "ProxyFile",
     "ProxyRun",
     "create_or_open_proxies",
+    "describe_proxies",
     "edit_proxies",
     "key_to_name",
     "name_to_key",

@@ -1,4 +1,17 @@
-"""TODO docstring."""
+"""Crash-safe writing of proxies files.
+
+- :func:`output_lock` -- one writer per output file (``<out>.lock``, an exclusive ``flock``);
+- :class:`ProxyRun` -- one ``pseudolabel sgm`` run: finished pairs go to a journal folder
+  ``<out>.journal/`` (one HDF5 file per pair, :func:`write_journal_entry`, written under a temporary
+  name and renamed), and :meth:`ProxyRun.finish` assembles ``<out>.partial`` (the existing output
+  plus the journal's pairs) and renames it over ``<out>`` in one atomic step;
+- :func:`edit_proxies` -- in-place edits of a finished file (confidences, labels) through a copy that
+  replaces the file only on success;
+- :func:`create_or_open_proxies` -- the simple, non-journaled writer (tests, benchmarks).
+
+A kill at any moment leaves the previous output intact, and a rerun resumes from the journal. The
+file layout itself is in :mod:`pseudolabel.store.proxies`. Imports h5py and numpy only (never torch).
+"""
 
 from __future__ import annotations
 
@@ -18,24 +31,22 @@ import numpy as np
 
 from pseudolabel.errors import InputError
 from pseudolabel.sgm.params import SGMParams
+from pseudolabel.store.datasets_io import DEFAULT_COMPRESSION, open_h5, python_value
 from pseudolabel.store.proxies import (
-    DEFAULT_COMPRESSION,
     JOURNAL_ENTRY_FORMAT,
     JOURNAL_HEADER,
     PAIRS,
     RESULT_DATASETS,
     ProxyFile,
-    _initialise_root,
-    _open_h5,
-    _python_value,
-    _write_pair_group,
     describe_difference,
+    initialise_root,
     journal_path,
     key_to_name,
     lock_path,
     open_proxies,
     partial_path,
     run_identity,
+    write_pair_group,
 )
 
 
@@ -100,7 +111,19 @@ def write_journal_entry(
 ) -> Path:
     """Write one finished pair into the journal atomically (temporary file, then rename).
 
-    Safe to call from worker processes: each entry is its own file. Returns the entry's path.
+    Safe to call from worker processes: each entry is its own file.
+
+    Args:
+        journal: the run's journal folder (:attr:`ProxyRun.journal`).
+        key: the pair's key.
+        arrays: the pair's datasets, (H, W) each, in their on-disk dtypes (see
+            :func:`pseudolabel.store.proxies.result_arrays`).
+        attrs: the pair's group attributes (see :func:`pseudolabel.store.proxies.pair_attributes`).
+        identity: the run's :func:`pseudolabel.store.proxies.run_identity`.
+        compression: a key of :data:`pseudolabel.store.datasets_io.COMPRESSIONS`.
+
+    Returns:
+        The entry's path.
     """
     target = journal_entry_path(journal, key)
     temporary = journal / f".{target.stem}.{os.getpid()}.tmp"
@@ -109,7 +132,7 @@ def write_journal_entry(
             h5file.attrs["format"] = JOURNAL_ENTRY_FORMAT
             h5file.attrs["key"] = key
             h5file.attrs["run_identity"] = identity
-            _write_pair_group(h5file.create_group("pair"), arrays, {**attrs, "key": key}, compression)
+            write_pair_group(h5file.create_group("pair"), arrays, {**attrs, "key": key}, compression)
         os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -122,16 +145,16 @@ def _read_journal_entry(path: Path, identity: str) -> str | None:
     """The key of a valid journal entry, or ``None`` when it is damaged or from another run."""
     try:
         with h5py.File(path, "r") as h5file:
-            if _python_value(h5file.attrs.get("format")) != JOURNAL_ENTRY_FORMAT:
+            if python_value(h5file.attrs.get("format")) != JOURNAL_ENTRY_FORMAT:
                 return None
-            if _python_value(h5file.attrs.get("run_identity")) != identity:
+            if python_value(h5file.attrs.get("run_identity")) != identity:
                 return None
             group = h5file.get("pair")
             if not isinstance(group, h5py.Group) or not bool(group.attrs.get("complete", False)):
                 return None
             if any(name not in group for name in RESULT_DATASETS):
                 return None
-            return str(_python_value(h5file.attrs["key"]))
+            return str(python_value(h5file.attrs["key"]))
     except (OSError, KeyError, ValueError):
         return None
 
@@ -253,7 +276,7 @@ class ProxyRun:
                 temporary.unlink()
         state.fresh = self.overwrite or journal_fresh
         if not state.fresh and self.out.exists():
-            with ProxyFile(_open_h5(self.out, "r"), self.out) as existing:
+            with ProxyFile(open_h5(self.out, "r"), self.out) as existing:
                 if existing.identity != self.identity:
                     raise InputError(
                         f"{self.out}: was computed with different SGM parameters "
@@ -292,7 +315,7 @@ class ProxyRun:
             h5file = h5py.File(partial, "r+")
         else:
             h5file = h5py.File(partial, "w")
-            _initialise_root(h5file, self.params, self.max_disp_from_calib)
+            initialise_root(h5file, self.params, self.max_disp_from_calib)
         try:
             pairs = h5file.require_group(PAIRS)
             for key in sorted(entries):
@@ -327,7 +350,7 @@ def create_or_open_proxies(
     """
     path = Path(path)
     if path.exists() and not overwrite:
-        proxies = ProxyFile(_open_h5(path, "r+"), path)
+        proxies = ProxyFile(open_h5(path, "r+"), path)
         wanted = run_identity(params, max_disp_from_calib)
         if proxies.identity != wanted:
             stored = proxies.identity
@@ -339,7 +362,7 @@ def create_or_open_proxies(
         return proxies
     path.parent.mkdir(parents=True, exist_ok=True)
     h5file = h5py.File(path, "w")
-    _initialise_root(h5file, params, max_disp_from_calib)
+    initialise_root(h5file, params, max_disp_from_calib)
     h5file.flush()
     return ProxyFile(h5file, path)
 
@@ -358,7 +381,7 @@ def edit_proxies(path: str | os.PathLike[str]) -> Iterator[ProxyFile]:
         editing = path.with_name(path.name + ".editing")
         shutil.copyfile(path, editing)
         try:
-            with ProxyFile(_open_h5(editing, "r+"), path) as proxies:
+            with ProxyFile(open_h5(editing, "r+"), path) as proxies:
                 yield proxies
             _fsync_file(editing)
             os.replace(editing, path)

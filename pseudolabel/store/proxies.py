@@ -18,12 +18,10 @@ The contract (also in ``data/README.md``):
   value is an integer in [0, 65535], which holds for the current kernels, and :meth:`ProxyFile.read`
   returns float32 either way), ``disparity_wta`` int16; later stages add ``confidence/<measure>``
   (float32 in [0, 1], higher = more trustworthy) and ``labels`` (float32 pixels, NaN = no label).
-  Chunked by row bands of about 1 MiB. Compression (``pseudolabel sgm --compression``): ``fast``
-  (default: byte shuffle and LZF, h5py's built-in filter, on boolean and int16 maps, which it shrinks
-  4-9x cheaply; float maps and uint16 costs raw), ``lzf`` (every dataset; about 30% smaller files, about twice the write time), ``gzip``
-  (deflate level 1, readable by every HDF5 library) or ``none``. C/Fortran HDF5 readers need the LZF plugin.
+  Chunked by row bands of about 1 MiB and compressed as ``pseudolabel sgm --compression`` asks
+  (:mod:`pseudolabel.store.datasets_io` describes the choices). C/Fortran HDF5 readers need the LZF plugin.
 
-Crash safety of ``pseudolabel sgm`` (see :class:`ProxyRun`): finished pairs go first to a journal
+Crash safety of ``pseudolabel sgm`` (see :class:`pseudolabel.store.journal.ProxyRun`): finished pairs go first to a journal
 folder ``<out>.journal/`` (one small HDF5 file per pair, written to a temporary name and renamed, so
 a kill never leaves half an entry). When every pair is done, the final file is assembled in
 ``<out>.partial`` (a copy of the existing output plus the journal's pairs, raw compressed chunks
@@ -47,6 +45,7 @@ import numpy as np
 from pseudolabel import __version__
 from pseudolabel.errors import InputError
 from pseudolabel.sgm.params import SGMParams, SGMResult
+from pseudolabel.store.datasets_io import DEFAULT_COMPRESSION, open_h5, python_value, write_dataset
 
 FORMAT = "pseudolabel-proxies"
 FORMAT_VERSION = 1
@@ -70,18 +69,6 @@ LABELS = "labels"
 
 # Aggregated costs that are integers by construction: stored as uint16 when that is exact.
 INTEGER_COSTS = ("cost_best", "cost_second", "cost_second_local")
-
-CHUNK_BYTES = 1 << 20
-# name -> h5py create_dataset keywords (byte shuffle is added for multi-byte types when compressing).
-# "fast" compresses only boolean and int16 maps (see _fast_compresses) and stores the rest raw:
-# LZF saves 15-40% on sub-pixel floats and costs, and took most of the write time.
-COMPRESSIONS: dict[str, dict[str, Any]] = {
-    "fast": {"compression": "lzf"},
-    "lzf": {"compression": "lzf"},
-    "gzip": {"compression": "gzip", "compression_opts": 1},
-    "none": {},
-}
-DEFAULT_COMPRESSION = "fast"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -125,73 +112,6 @@ def describe_difference(stored: str, current: str) -> str:
     return "; ".join(changed) if changed else "no difference"
 
 
-def _python_value(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
-
-
-def _chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
-    """Row bands of about :data:`CHUNK_BYTES` (whole rows, so one band is one contiguous read)."""
-    if len(shape) == 0:
-        return ()
-    row_bytes = max(1, int(np.prod(shape[1:], dtype=np.int64)) * itemsize)
-    rows_per_band = int(min(shape[0], max(1, CHUNK_BYTES // row_bytes)))
-    # Spread the rows evenly over the bands: the last chunk is not mostly padding (which HDF5
-    # stores and writes in full when uncompressed).
-    bands = -(-shape[0] // max(rows_per_band, 1))
-    rows = -(-shape[0] // max(bands, 1))
-    return (max(rows, 1), *shape[1:])
-
-
-def _fast_compresses(dtype: np.dtype) -> bool:
-    """Whether ``--compression fast`` compresses a dataset of this dtype.
-
-    Booleans and signed integer maps (``valid``, ``disparity_wta``): LZF makes them 4-9x smaller
-    for about 1-3 ms per KITTI-sized map. Float maps and the uint16 costs are stored raw: LZF
-    saves only 15-40% on them and costs 4-12 ms each, most of the command's write time.
-    """
-    return dtype.kind == "b" or (dtype.kind == "i" and dtype.itemsize <= 2)
-
-
-def write_dataset(
-    group: h5py.Group,
-    name: str,
-    array: np.ndarray,
-    attrs: Mapping[str, Any] | None = None,
-    compression: str = DEFAULT_COMPRESSION,
-) -> h5py.Dataset:
-    """Create dataset ``name`` (may contain ``/`` for sub-groups) in ``group``: chunked, shuffled, compressed.
-
-    ``compression`` is a key of :data:`COMPRESSIONS`. An existing dataset of that name is replaced.
-    """
-    if compression not in COMPRESSIONS:
-        raise InputError(f"unknown compression {compression!r}; use {', '.join(COMPRESSIONS)}")
-    array = np.ascontiguousarray(array)
-    if name in group:
-        del group[name]
-    if array.ndim == 0 or array.size == 0:
-        dataset = group.create_dataset(name, data=array)
-    else:
-        options = COMPRESSIONS[compression]
-        if compression == "fast" and not _fast_compresses(array.dtype):
-            options = {}
-        dataset = group.create_dataset(
-            name,
-            data=array,
-            chunks=_chunks(array.shape, array.dtype.itemsize),
-            shuffle=bool(options) and array.dtype.itemsize > 1,
-            **options,
-        )
-    for attribute, value in (attrs or {}).items():
-        dataset.attrs[attribute] = value
-    return dataset
-
-
 def result_arrays(result: SGMResult | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The datasets of :data:`RESULT_DATASETS` from a :class:`SGMResult` (or a mapping), in their on-disk dtypes.
 
@@ -231,7 +151,18 @@ def pair_attributes(
     gt_scale: float | None = None,
     masks: Mapping[str, str | os.PathLike[str]] | None = None,
 ) -> dict[str, Any]:
-    """The attributes of one pair's group (without ``complete``, which is written last)."""
+    """The attributes of one pair's group (without ``complete``, which is written last).
+
+    Args:
+        key: the pair's key.
+        left, right: image paths, stored as given.
+        params: the parameters the pair was matched with (its ``min_disp``/``max_disp`` are stored, pixels).
+        shape: ``(H, W)`` of the disparity map, pixels.
+        valid: ``bool`` (H, W) validity mask (stored as ``valid_fraction``, the fraction of True pixels).
+        gt_left: ground-truth disparity of the left view, or ``None``.
+        gt_scale: divide stored ground-truth values by it to get pixels, or ``None``.
+        masks: evaluation masks of the left view, name -> path.
+    """
     attrs: dict[str, Any] = {
         "key": key,
         "left": str(left),
@@ -251,7 +182,9 @@ def pair_attributes(
     return attrs
 
 
-def _write_pair_group(group: h5py.Group, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any], compression: str = DEFAULT_COMPRESSION) -> None:
+def write_pair_group(group: h5py.Group, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any], compression: str = DEFAULT_COMPRESSION) -> None:
+    """Fill an empty pair group: every dataset of ``arrays`` ((H, W) each, see :func:`result_arrays`), the
+    attributes ``attrs`` (see :func:`pair_attributes`), then ``complete = True`` last."""
     for name, array in arrays.items():
         write_dataset(group, name, array, compression=compression)
     for attribute, value in attrs.items():
@@ -261,27 +194,6 @@ def _write_pair_group(group: h5py.Group, arrays: Mapping[str, np.ndarray], attrs
 
 # ----------------------------------------------------------------------------------------------
 # opening files
-
-
-def _open_h5(path: Path, mode: str) -> h5py.File:
-    try:
-        return h5py.File(path, mode)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such proxies file; create it with `pseudolabel sgm --out {path}`") from None
-    except PermissionError as error:
-        raise InputError(f"{path}: cannot be opened ({error.strerror or error}); check its permissions") from None
-    except OSError as error:
-        if "lock" in str(error).lower():
-            raise InputError(f"{path}: is open for writing by another process; wait for it to finish") from None
-        raise InputError(
-            f"{path}: is corrupt or not an HDF5 file ({_first_line(error)}); "
-            "move it away and rerun `pseudolabel sgm` (or pass --overwrite) to recreate it"
-        ) from None
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
 
 
 class ProxyFile:
@@ -327,12 +239,12 @@ class ProxyFile:
     @property
     def attrs(self) -> dict[str, Any]:
         """Root attributes as Python values."""
-        return {name: _python_value(value) for name, value in self._h5.attrs.items()}
+        return {name: python_value(value) for name, value in self._h5.attrs.items()}
 
     @property
     def sgm_params(self) -> SGMParams:
         """The SGM parameters of the file (``max_disp`` may be replaced per pair, see :meth:`pair_params`)."""
-        return SGMParams.from_json(_python_value(self._h5.attrs["sgm_params"]))
+        return SGMParams.from_json(python_value(self._h5.attrs["sgm_params"]))
 
     @property
     def max_disp_from_calib(self) -> bool:
@@ -380,7 +292,7 @@ class ProxyFile:
 
     def pair_attrs(self, key: str) -> dict[str, Any]:
         """Attributes of a pair as Python values (``masks`` decoded to a dict of str)."""
-        attrs = {name: _python_value(value) for name, value in self._group(key).attrs.items()}
+        attrs = {name: python_value(value) for name, value in self._group(key).attrs.items()}
         if "masks" in attrs:
             attrs["masks"] = json.loads(attrs["masks"])
         return attrs
@@ -485,7 +397,7 @@ class ProxyFile:
         name = key_to_name(key)
         if name in pairs:
             del pairs[name]
-        _write_pair_group(pairs.create_group(name), arrays, {**attrs, "key": key})
+        write_pair_group(pairs.create_group(name), arrays, {**attrs, "key": key})
         self._h5.flush()
 
     def delete_pair(self, key: str) -> None:
@@ -497,7 +409,8 @@ class ProxyFile:
             self._h5.flush()
 
 
-def _initialise_root(h5file: h5py.File, params: SGMParams, max_disp_from_calib: bool) -> None:
+def initialise_root(h5file: h5py.File, params: SGMParams, max_disp_from_calib: bool) -> None:
+    """Write the root attributes of a new proxies file (format, version, creator, SGM parameters) and ``/pairs``."""
     h5file.attrs["format"] = FORMAT
     h5file.attrs["format_version"] = FORMAT_VERSION
     h5file.attrs["created_by"] = f"pseudolabel {__version__}"
@@ -523,7 +436,7 @@ def open_proxies(path: str | os.PathLike[str], mode: str = "r") -> ProxyFile:
                 f"{path}: does not exist yet; an unfinished `pseudolabel sgm` run keeps "
                 f"{len(list(journal.glob('*.h5')))} finished pairs in {journal}: rerun the same command to finish it"
             )
-    return ProxyFile(_open_h5(path, mode), path)
+    return ProxyFile(open_h5(path, mode), path)
 
 
 # ----------------------------------------------------------------------------------------------

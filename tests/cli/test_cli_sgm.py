@@ -20,8 +20,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from pseudolabel.cli.main import main
-from pseudolabel.cli.sgm import SLOW_ENV
 from pseudolabel.io import read_image, write_image
+from pseudolabel.sgm.batch import SLOW_ENV
 from pseudolabel.sgm.matcher import match
 from pseudolabel.sgm.params import SGMParams
 from pseudolabel.store.proxies import journal_path, open_proxies

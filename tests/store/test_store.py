@@ -18,12 +18,12 @@ import pytest
 
 from pseudolabel.errors import InputError
 from pseudolabel.sgm.params import SGMParams
+from pseudolabel.store.datasets_io import chunk_shape
 from pseudolabel.store.journal import ProxyRun, create_or_open_proxies, edit_proxies, write_journal_entry
 from pseudolabel.store.proxies import (
     FORMAT,
     FORMAT_VERSION,
     RESULT_DATASETS,
-    _chunks,
     journal_path,
     key_to_name,
     name_to_key,
@@ -134,7 +134,7 @@ def test_datasets_are_chunked_and_compressed_per_pair(tmp_path: Path) -> None:
 @pytest.mark.parametrize("height", [1, 7, 262, 263, 1000, 4097])
 def test_chunk_bands_are_even_and_at_most_one_mebibyte(height: int) -> None:
     width = 1000
-    rows, chunk_width = _chunks((height, width), 4)
+    rows, chunk_width = chunk_shape((height, width), 4)
     assert chunk_width == width and 1 <= rows <= height
     assert rows * width * 4 <= (1 << 20)
     bands = -(-height // rows)

@@ -320,9 +320,9 @@ def _tree_bytes(root: Path) -> dict[str, bytes]:
 
 def test_dataset_files_are_bit_identical_for_a_seed(tmp_path: Path) -> None:
     tiny = SynthConfig(width=64, height=48, max_disp=12.0)
-    write_synth_dataset(tmp_path / "a", tiny, 3, seed=5, progress=False)
-    write_synth_dataset(tmp_path / "b", tiny, 3, seed=5, progress=False)
-    write_synth_dataset(tmp_path / "c", tiny, 3, seed=6, progress=False)
+    write_synth_dataset(tmp_path / "a", tiny, 3, seed=5)
+    write_synth_dataset(tmp_path / "b", tiny, 3, seed=5)
+    write_synth_dataset(tmp_path / "c", tiny, 3, seed=6)
     first, second, third = _tree_bytes(tmp_path / "a"), _tree_bytes(tmp_path / "b"), _tree_bytes(tmp_path / "c")
     assert first == second
     assert len(first) == 6 * 3 + 1
@@ -368,7 +368,7 @@ def test_cli_writes_layout_and_meta(tmp_path: Path) -> None:
 
 def test_resume_after_interruption(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     tiny = SynthConfig(width=64, height=48, max_disp=12.0)
-    write_synth_dataset(tmp_path / "reference", tiny, 4, seed=2, progress=False)
+    write_synth_dataset(tmp_path / "reference", tiny, 4, seed=2)
     reference = _tree_bytes(tmp_path / "reference")
 
     out = tmp_path / "resumed"
@@ -383,7 +383,7 @@ def test_resume_after_interruption(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(synth, "write_pfm", failing_write_pfm)
     with pytest.raises(KeyboardInterrupt):
-        write_synth_dataset(out, tiny, 4, seed=2, progress=False)
+        write_synth_dataset(out, tiny, 4, seed=2)
     monkeypatch.setattr(synth, "write_pfm", real_write_pfm)
     partial = _tree_bytes(out)
     assert not [name for name in partial if name.endswith(".tmp")]
@@ -393,14 +393,14 @@ def test_resume_after_interruption(tmp_path: Path, monkeypatch: pytest.MonkeyPat
             assert payload == reference[name]  # whatever was written is final
     kept = (out / "left" / "000000.png").stat().st_mtime_ns
 
-    assert write_synth_dataset(out, tiny, 4, seed=2, progress=False) == 2  # pairs 2 and 3 only
+    assert write_synth_dataset(out, tiny, 4, seed=2) == 2  # pairs 2 and 3 only
     assert _tree_bytes(out) == reference
     assert (out / "left" / "000000.png").stat().st_mtime_ns == kept
     (out / "occ_right" / "000001.png").unlink()
-    assert write_synth_dataset(out, tiny, 4, seed=2, progress=False) == 1
+    assert write_synth_dataset(out, tiny, 4, seed=2) == 1
     assert _tree_bytes(out) == reference
     with pytest.raises(InputError, match="other parameters"):
-        write_synth_dataset(out, SynthConfig(width=64, height=48, max_disp=13.0), 4, seed=2, progress=False)
+        write_synth_dataset(out, SynthConfig(width=64, height=48, max_disp=13.0), 4, seed=2)
 
 
 def test_preview_grid_layout() -> None:

@@ -100,6 +100,7 @@ class SynthConfig:
     max_highlights: int = 3
 
     def __post_init__(self) -> None:
+        """Check every field; all problems are reported together as one :class:`InputError`."""
         problems: list[str] = []
         if self.width < 16 or self.height < 16:
             problems.append(f"size {self.width}x{self.height} is too small (at least 16x16)")

@@ -92,6 +92,7 @@ class _Layer:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """(h, w) of the layer's raster, pixels."""
         return int(self.texture.shape[1]), int(self.texture.shape[2])
 
     def right_columns(self, width: int) -> tuple[int, int]:

@@ -38,7 +38,7 @@ def fractal_field(rng: np.random.Generator, h: int, w: int, base_cell: float, pe
         amplitude *= persistence
         octave = rng.random((grid_h, grid_w), dtype=np.float32)
         octave *= np.float32(amplitude)
-        field += octave
+        np.add(field, octave, out=field)
     if cell > 1.0:
         up_w, up_h = max(w, int(grid_w * cell)), max(h, int(grid_h * cell))
         field = cv2.resize(field, (up_w, up_h), interpolation=cv2.INTER_CUBIC)
@@ -109,6 +109,7 @@ def texture_field(rng: np.random.Generator, kind: str, h: int, w: int) -> np.nda
 
 
 def random_colour(rng: np.random.Generator, gray: bool) -> np.ndarray:
+    """A uniform random RGB colour, float32 (3,) in 8-bit units [0, 255) (three equal values when ``gray``)."""
     if gray:
         return np.full(3, rng.uniform(0, 255), dtype=np.float32)
     return rng.uniform(0, 255, 3).astype(np.float32)

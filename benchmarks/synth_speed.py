@@ -36,6 +36,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 import pseudolabel.synth as synth  # noqa: E402
+from pseudolabel.synth import photometry, scene  # noqa: E402
 
 SECTION = "## Synthetic generator"
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,12 +79,12 @@ def stage_times(config: synth.SynthConfig, pairs: int) -> dict[str, float]:
 
     for index in range(pairs):
         rng = np.random.default_rng(synth.pair_seed(7, index))
-        layers = timed("scene and textures", synth._build_layers, config, rng)
-        left = timed("left view (z-buffer)", synth._render_left, layers, config.height, config.width)
-        right = timed("right view (inverse maps)", synth._render_right, layers, config.height, config.width)
-        timed("occlusion, left", synth._occlusion_left, layers, left[1], left[2], config.max_disp)
-        timed("occlusion, right", synth._occlusion_right, layers, right[1], right[2], config.max_disp)
-        timed("photometry and 8-bit", synth._apply_photometry, config, rng, left[0], right[0], left[1])
+        layers = timed("scene and textures", scene._build_layers, config, rng)
+        left = timed("left view (z-buffer)", scene._render_left, layers, config.height, config.width)
+        right = timed("right view (inverse maps)", scene._render_right, layers, config.height, config.width)
+        timed("occlusion, left", scene._occlusion_left, layers, left[1], left[2], config.max_disp)
+        timed("occlusion, right", scene._occlusion_right, layers, right[1], right[2], config.max_disp)
+        timed("photometry and 8-bit", photometry.apply_photometry, config, rng, left[0], right[0], left[1])
         stages.setdefault("layers per scene", []).append(float(len(layers)))
     return {name: statistics.median(values) for name, values in stages.items()}
 
@@ -92,7 +93,7 @@ def write_throughput(config: synth.SynthConfig, pairs: int) -> float:
     """Pairs per second of write_synth_dataset (render + encode + atomic writes) into a temporary folder."""
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
-        synth.write_synth_dataset(Path(folder) / "synth", config, pairs, seed=0, progress=False)
+        synth.write_synth_dataset(Path(folder) / "synth", config, pairs, seed=0)
         return pairs / (time.perf_counter() - started)
 
 

@@ -21,20 +21,19 @@ kept. Torch is imported only when the networks run.
 
 from __future__ import annotations
 
-import fnmatch
 import json
-import re
 import shlex
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import click
 import numpy as np
 
+from pseudolabel.cli.options import key_options
 from pseudolabel.errors import InputError
+from pseudolabel.viz.show import SHOW_REPORT_LIMIT
 
 #: Default steps of the demo's adaptation: the demo ends in under 5 minutes on a 2-core CPU that
 #: other jobs do not keep busy (BENCHMARKS.md ``## Demo``), and the network clearly improves.
@@ -51,8 +50,6 @@ DEMO_LR: float = 1e-4
 DEMO_THREADS: int = 1
 #: The source network: the shipped MADNet trained on synthetic data only.
 DEMO_MODEL: str = "madnet_synth"
-#: Pictures in ``show``'s index.html at most (every pair still gets its PNG files).
-SHOW_REPORT_LIMIT: int = 50
 
 ROW_BEFORE = "network before (source)"
 ROW_AFTER = "network after (adapted)"
@@ -159,8 +156,7 @@ def _predict_all(model_path: Path, proxies_path: Path, keys: Sequence[str], devi
     from pseudolabel.learn.checkpoint import load_model
     from pseudolabel.learn.predict import predict_disparity
     from pseudolabel.models.devices import resolve_device
-    from pseudolabel.store.proxies import open_proxies
-    from pseudolabel.viz.report import resolve_pair_path
+    from pseudolabel.store.proxies import find_pair_file, open_proxies
 
     torch_device = resolve_device(device)
     model = load_model(model_path, torch_device)
@@ -170,7 +166,7 @@ def _predict_all(model_path: Path, proxies_path: Path, keys: Sequence[str], devi
             attrs = proxies.pair_attrs(key)
             images = []
             for side in ("left", "right"):
-                path = resolve_pair_path(str(attrs[side]), proxies_path)
+                path = find_pair_file(proxies_path, str(attrs[side]))
                 if path is None:
                     raise InputError(
                         f"{proxies_path}: the {side} image of pair {key!r}, {attrs[side]}, is missing; rerun the demo from the same folder"
@@ -319,15 +315,17 @@ def demo(out_dir: Path, steps: int, device: str, data_dir: Path | None, model: s
     after = _predict_all(adapted, proxies, keys, device, "network after")
     clock = timed("predict_after", clock)
 
+    from pseudolabel.metrics import average_metrics
     from pseudolabel.viz.report import (
-        mean_metrics,
+        REPORT_METRICS,
+        SceneSection,
         metrics_table_rows,
         proxy_scene,
         render_report,
         write_report,
     )
 
-    sections = []
+    sections: list[SceneSection] = []
     with open_proxies(proxies) as store, click.progressbar(keys, label="report", show_pos=True, file=sys.stderr) as bar:
         for key in bar:
             sections.append(proxy_scene(store, key, measure="ccnn", predictions={ROW_BEFORE: before[key], ROW_AFTER: after[key]}))
@@ -335,7 +333,10 @@ def demo(out_dir: Path, steps: int, device: str, data_dir: Path | None, model: s
     if not evaluated:
         raise InputError(f"--data {data}: no scene has ground truth, so nothing can be evaluated; give scenes with ground truth")
     row_names = list(dict.fromkeys(name for section in evaluated for name in section.metrics))
-    means = {name: mean_metrics([s.metrics[name] for s in evaluated if name in s.metrics]) for name in row_names}
+    means: dict[str, dict[str, float]] = {}
+    for name in row_names:
+        average = average_metrics([s.metrics[name] for s in evaluated if name in s.metrics])
+        means[name] = {metric: average[metric] for metric in REPORT_METRICS}
     total = time.perf_counter() - started
     summary = _summary_lines(means)
     intro = _intro_html(data, source, adapted, steps, len(evaluated), total, reused)
@@ -412,10 +413,6 @@ def _intro_html(data: Path, source: Path, adapted: Path, steps: int, scenes: int
 # show
 
 
-def _safe_name(key: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("_") or "pair"
-
-
 SHOW_HELP = f"""Render pictures of a proxies file: colour-mapped disparity with a colour bar,
 confidence as a heat map, labels over the image (and, when the pairs name
 their ground truth, error maps and sparsification curves).
@@ -428,78 +425,33 @@ self-contained page with all of them (at most {SHOW_REPORT_LIMIT} pairs).
 \b
 Examples:
   pseudolabel show demo/proxies.h5 --out pictures/
-  pseudolabel show proxies.h5 --pair 'kitti*' --measure apkr --out pictures/
+  pseudolabel show proxies.h5 --keys 'kitti*' --measure apkr --out pictures/
 """
 
 
 @click.command("show", help=SHOW_HELP)
 @click.argument("proxies_path", metavar="PROXIES.h5", type=click.Path(path_type=Path))
-@click.option("--pair", "patterns", multiple=True, metavar="KEY", help="Pair key or shell pattern (repeatable; default: every pair).")
+@key_options
+@click.option("--pair", "pair_patterns", multiple=True, hidden=True, help="Deprecated spelling of --keys.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option("--measure", default="ccnn", show_default=True, help="Confidence drawn as the heat map (confidence/<measure>).")
 @click.option("--gt/--no-gt", "use_gt", default=True, show_default=True, help="Use the ground truth the pairs name (gt_left attribute), if found.")
-def show(proxies_path: Path, patterns: tuple[str, ...], out_dir: Path, measure: str, use_gt: bool) -> None:
-    from pseudolabel.io import write_image
-    from pseudolabel.store.proxies import open_proxies
-    from pseudolabel.viz.colour import resize_for_display, with_colour_bar
-    from pseudolabel.viz.report import (
-        MAX_PICTURE_WIDTH,
-        proxy_scene,
-        render_report,
-        write_report,
-    )
+def show(
+    proxies_path: Path, include: tuple[str, ...], exclude: tuple[str, ...], pair_patterns: tuple[str, ...], out_dir: Path, measure: str, use_gt: bool
+) -> None:
+    from pseudolabel.cli.options import ClickProgress
+    from pseudolabel.viz.show import render_proxies
 
-    if not proxies_path.is_file():
-        raise InputError(f"{proxies_path}: no such file; give a proxies file written by `pseudolabel sgm`")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--out {out_dir}: exists and is not a folder; choose another --out")
-    with open_proxies(proxies_path) as proxies:
-        keys = proxies.keys()
-        if not keys:
-            raise InputError(f"{proxies_path}: holds no finished pair; run `pseudolabel sgm` first")
-        chosen = [key for key in keys if not patterns or any(key == p or fnmatch.fnmatchcase(key, p) for p in patterns)]
-        if not chosen:
-            raise InputError(
-                f"--pair {' '.join(patterns)}: matches none of the {len(keys)} pairs (e.g. {keys[0]!r}); `pseudolabel inspect {proxies_path}` lists them"
-            )
-        lacking = [key for key in chosen if measure not in proxies.list_confidences(key) and proxies.list_confidences(key)]
-        if lacking:
-            click.echo(
-                f"warning: {len(lacking)} pair(s) have no confidence/{measure} (e.g. {lacking[0]}); their first stored measure is shown", err=True
-            )
-        out_dir.mkdir(parents=True, exist_ok=True)
-        sections = []
-        written = 0
-        names = {"disparity": "SGM proxy disparity", "labels": "labels over the image", "error": "error: SGM proxies"}
-        with click.progressbar(chosen, label="pictures", show_pos=True, show_eta=True, file=sys.stderr) as bar:
-            for key in bar:
-                full = proxy_scene(proxies, key, measure=measure, ground_truth=use_gt, max_width=0)
-                legends = {legend.kind: legend.image for legend in full.legends}
-                stem = out_dir / _safe_name(key)
-                for picture in full.pictures:
-                    suffix = next((kind for kind, title in names.items() if picture.title == title), None)
-                    if suffix is None and picture.kind == "confidence":
-                        suffix = "confidence"
-                    if suffix is None:
-                        continue
-                    bar_kind = "disparity" if picture.kind == "labels" else picture.kind
-                    write_image(f"{stem}_{suffix}.png", with_colour_bar(picture.image, legends[bar_kind]))
-                    written += 1
-                if len(sections) < SHOW_REPORT_LIMIT:
-                    sections.append(
-                        replace(
-                            full,
-                            pictures=[
-                                replace(picture, image=resize_for_display(picture.image, MAX_PICTURE_WIDTH, nearest=picture.kind == "error"))
-                                for picture in full.pictures
-                            ],
-                        )
-                    )
-                for note in full.notes[1:]:
-                    click.echo(f"\nnote: {key}: {note}", err=True)
-    intro = f'<p class="lead">Pictures of {len(sections)} of the {len(chosen)} selected pairs of <code>{_escape(str(proxies_path))}</code>.</p>'
-    write_report(out_dir / "index.html", render_report(f"pseudolabel show: {proxies_path.name}", sections, intro_html=intro))
-    click.echo(f"wrote {written} pictures of {len(chosen)} pair(s) and index.html to {out_dir}")
+    summary = render_proxies(
+        proxies_path, out_dir, include=include + pair_patterns, exclude=exclude, measure=measure, use_gt=use_gt, progress=ClickProgress()
+    )
+    for line in summary.warnings:
+        click.echo(f"warning: {line}", err=True)
+    for line in summary.notes:
+        click.echo(f"note: {line}", err=True)
+    if pair_patterns:
+        click.echo("note: --pair is deprecated; use --keys (same patterns)", err=True)
+    click.echo(f"wrote {len(summary.pictures)} pictures of {len(summary.keys)} pair(s) and index.html to {out_dir}")
 
 
 def _escape(text: str) -> str:

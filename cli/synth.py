@@ -2,20 +2,38 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
+from pseudolabel.cli.options import ClickProgress, SizeType
 from pseudolabel.errors import InputError
 
 
-def _parse_size(text: str) -> tuple[int, int]:
-    """``"512x256"`` -> (width, height); raises :class:`InputError` naming ``--size``."""
-    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if match is None:
-        raise InputError(f"--size {text!r}: expected WIDTHxHEIGHT in pixels, e.g. --size 512x256")
-    return int(match.group(1)), int(match.group(2))
+class _ImageSize(SizeType):
+    """:class:`SizeType` for ``--size WIDTHxHEIGHT`` whose error is a one-line input error (exit code 1)."""
+
+    def __init__(self) -> None:
+        super().__init__("WIDTHxHEIGHT", "--size 512x256")
+
+    def fail(self, message: str, param: click.Parameter | None = None, ctx: click.Context | None = None) -> NoReturn:
+        raise InputError(f"--size {message}")
+
+
+def object_range(min_objects: int | None, max_objects: int | None) -> tuple[int, int]:
+    """Fewest and most objects per scene from ``--min-objects``/``--max-objects``; a bound not given
+    follows the other one (default: :class:`SynthConfig`'s, 5 to 16)."""
+    from pseudolabel.synth.config import SynthConfig
+
+    low, high = SynthConfig.min_objects, SynthConfig.max_objects
+    if min_objects is not None and max_objects is not None:
+        return min_objects, max_objects
+    if min_objects is not None:
+        return min_objects, max(min_objects, high)
+    if max_objects is not None:
+        return min(max_objects, low), max_objects
+    return low, high
 
 
 @click.command("synth")
@@ -27,7 +45,7 @@ def _parse_size(text: str) -> tuple[int, int]:
     help="Output folder (left/, right/, disp_left/, disp_right/, occ_left/, occ_right/, meta.json). A rerun with the same options resumes.",
 )
 @click.option("--n", "count", type=int, default=500, show_default=True, help="Number of pairs.")
-@click.option("--size", default="512x256", show_default=True, help="Image size WIDTHxHEIGHT in pixels.")
+@click.option("--size", type=_ImageSize(), default="512x256", show_default=True, help="Image size WIDTHxHEIGHT in pixels.")
 @click.option("--max-disp", type=float, default=96.0, show_default=True, help="Every disparity is below this (pixels).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Dataset seed; pair i uses pair_seed(seed, i).")
 @click.option("--min-objects", type=int, default=None, help="Fewest foreground objects per scene [default: 5].")
@@ -49,7 +67,7 @@ def _parse_size(text: str) -> tuple[int, int]:
 def synth(
     out_dir: Path | None,
     count: int,
-    size: str,
+    size: tuple[int, int],
     max_disp: float,
     seed: int,
     min_objects: int | None,
@@ -72,42 +90,23 @@ def synth(
       pseudolabel synth --preview docs/synth.png --preview-count 4 --preview-scale 0.5 --seed 0
     """
     # imported here so that `pseudolabel --help` stays fast
-    import cv2
-    import numpy as np
-
-    from pseudolabel.io import atomic_write_bytes
-    from pseudolabel.synth.files import preview_grid, write_synth_dataset
-    from pseudolabel.synth.scene import SynthConfig, pair_seed, render_pair
+    from pseudolabel.synth.config import SynthConfig
+    from pseudolabel.synth.files import write_synth_dataset, write_synth_preview
 
     if out_dir is None and preview is None:
         raise InputError("give --out DIR to write a dataset and/or --preview FILE.png to write a picture")
-    width, height = _parse_size(size)
-    overrides: dict[str, int] = {}
-    if min_objects is not None:
-        overrides["min_objects"] = min_objects
-    if max_objects is not None:
-        overrides["max_objects"] = max_objects
-    if "min_objects" in overrides and "max_objects" not in overrides:
-        overrides["max_objects"] = max(min_objects or 0, SynthConfig.max_objects)
-    if "max_objects" in overrides and "min_objects" not in overrides:
-        overrides["min_objects"] = min(max_objects or 0, SynthConfig.min_objects)
-    config = SynthConfig(width=width, height=height, max_disp=float(max_disp), **overrides)
+    width, height = size
+    fewest, most = object_range(min_objects, max_objects)
+    config = SynthConfig(width=width, height=height, max_disp=float(max_disp), min_objects=fewest, max_objects=most)
     if no_photometric:
         config = config.without_photometric()
     if seed < 0:
         raise InputError(f"--seed ({seed}) must be >= 0")
     if out_dir is not None:
-        write_synth_dataset(out_dir, config, count, seed, progress=not quiet)
+        rendered = write_synth_dataset(out_dir, config, count, seed, progress=ClickProgress(enabled=not quiet))
+        if not quiet:
+            click.echo(f"synth: {rendered} pairs written, {count - rendered} already present in {out_dir}", err=True)
     if preview is not None:
-        if preview_count < 1:
-            raise InputError(f"--preview-count ({preview_count}) must be at least 1")
-        if preview.suffix.lower() != ".png":
-            raise InputError(f"--preview {preview}: must end in .png")
-        pairs = [render_pair(config, pair_seed(seed, index)) for index in range(preview_count)]
-        grid = preview_grid(pairs, config.max_disp, scale=preview_scale)
-        ok, buffer = cv2.imencode(".png", np.ascontiguousarray(grid[:, :, ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 9])
-        if not ok:  # pragma: no cover - OpenCV always encodes uint8 RGB
-            raise OSError(f"{preview}: PNG encoding failed")
-        atomic_write_bytes(preview, buffer.tobytes())
+        write_synth_preview(preview, config, seed, count=preview_count, scale=preview_scale)
         if not quiet:
             click.echo(f"synth: preview of {preview_count} pairs written to {preview}", err=True)

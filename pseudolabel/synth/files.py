@@ -1,11 +1,16 @@
-"""TODO docstring."""
+"""A synthetic dataset on disk (resumable, bit-identical for a seed) and its preview picture.
+
+Layout of a folder written by :func:`write_synth_dataset` (pair ``i`` is ``render_pair(config,
+pair_seed(seed, i))``, files named ``NNNNNN`` after ``i``): ``left/`` and ``right/`` (RGB PNG),
+``disp_left/`` and ``disp_right/`` (float32 PFM, pixels), ``occ_left/`` and ``occ_right/`` (PNG, 255 =
+not visible in the other view) and ``meta.json`` (format, seed, count, the :class:`SynthConfig`).
+numpy and OpenCV only.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +25,10 @@ from pseudolabel.io import (
     write_image,
     write_pfm,
 )
-from pseudolabel.synth.scene import (
-    META_FORMAT,
-    META_VERSION,
-    SynthConfig,
-    SynthPair,
-    pair_seed,
-    render_pair,
-)
+from pseudolabel.progress import Progress, or_silent
+from pseudolabel.synth.config import META_FORMAT, META_VERSION, SynthConfig, SynthPair
+from pseudolabel.synth.scene import pair_seed, render_pair
+from pseudolabel.viz.colour import darken, disparity_image
 
 
 def _pair_paths(out_dir: Path, index: int) -> dict[str, Path]:
@@ -77,7 +78,7 @@ def read_synth_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
     return meta
 
 
-def write_synth_dataset(out_dir: str | os.PathLike[str], config: SynthConfig, n: int, seed: int, progress: bool = True) -> int:
+def write_synth_dataset(out_dir: str | os.PathLike[str], config: SynthConfig, n: int, seed: int, progress: Progress | None = None) -> int:
     """Write pairs ``0 .. n-1`` to ``out_dir`` in the package's synthetic layout; resumable.
 
     Layout: ``left/000000.png``, ``right/000000.png`` (RGB), ``disp_left/000000.pfm``,
@@ -91,7 +92,8 @@ def write_synth_dataset(out_dir: str | os.PathLike[str], config: SynthConfig, n:
         config: generator parameters; must match an existing ``meta.json``.
         n: number of pairs (>= 1).
         seed: dataset seed (>= 0); pair ``i`` uses ``pair_seed(seed, i)``.
-        progress: print progress lines to stderr.
+        progress: told of every pair rendered (phase ``"synth"``, one unit per pair still missing);
+            ``None`` reports nothing.
 
     Returns:
         The number of pairs rendered by this call (0 when everything already existed).
@@ -115,27 +117,25 @@ def write_synth_dataset(out_dir: str | os.PathLike[str], config: SynthConfig, n:
                 "rerun with the same --seed and options to resume, or choose a new --out folder"
             )
     atomic_write_bytes(meta_path, (json.dumps(_meta(config, seed, n, False), indent=2) + "\n").encode())
+    missing = [index for index in range(n) if not all(path.is_file() for path in _pair_paths(out_dir, index).values())]
+    report = or_silent(progress)
+    report.start("synth", len(missing), done=n - len(missing))
     rendered = 0
-    started = time.perf_counter()
-    step = max(1, n // 20)
-    for index in range(n):
-        paths = _pair_paths(out_dir, index)
-        if all(path.is_file() for path in paths.values()):
-            continue
-        pair = render_pair(config, pair_seed(seed, index))
-        write_image(paths["left"], pair.left)
-        write_image(paths["right"], pair.right)
-        write_pfm(paths["disp_left"], pair.disp_left)
-        write_pfm(paths["disp_right"], pair.disp_right)
-        write_image(paths["occ_left"], pair.occ_left.astype(np.uint8) * np.uint8(255))
-        write_image(paths["occ_right"], pair.occ_right.astype(np.uint8) * np.uint8(255))
-        rendered += 1
-        if progress and (rendered % step == 0 or index == n - 1):
-            rate = rendered / max(time.perf_counter() - started, 1e-9)
-            print(f"synth: pair {index + 1}/{n} ({rate:.1f} pairs/s)", file=sys.stderr, flush=True)
+    try:
+        for index in missing:
+            paths = _pair_paths(out_dir, index)
+            pair = render_pair(config, pair_seed(seed, index))
+            write_image(paths["left"], pair.left)
+            write_image(paths["right"], pair.right)
+            write_pfm(paths["disp_left"], pair.disp_left)
+            write_pfm(paths["disp_right"], pair.disp_right)
+            write_image(paths["occ_left"], pair.occ_left.astype(np.uint8) * np.uint8(255))
+            write_image(paths["occ_right"], pair.occ_right.astype(np.uint8) * np.uint8(255))
+            rendered += 1
+            report.advance(1, f"pair {index + 1}/{n}")
+    finally:
+        report.finish()
     atomic_write_bytes(meta_path, (json.dumps(_meta(config, seed, n, True), indent=2) + "\n").encode())
-    if progress:
-        print(f"synth: {rendered} pairs written, {n - rendered} already present in {out_dir}", file=sys.stderr)
     return rendered
 
 
@@ -157,23 +157,11 @@ def read_synth_pair(directory: str | os.PathLike[str], index: int) -> SynthPair:
     )
 
 
-def colourise_disparity(disparity: np.ndarray, max_disp: float, occluded: np.ndarray | None = None) -> np.ndarray:
-    """Colour-map a disparity (float32 (H, W), pixels) to ``uint8`` (H, W, 3) RGB (turbo, 0..max_disp).
-
-    Occluded pixels, when given (bool (H, W)), are darkened to 35 %.
-    """
-    scaled = np.clip(disparity / max(max_disp, 1e-6) * 255.0, 0, 255).astype(np.uint8)
-    coloured = cv2.applyColorMap(scaled, cv2.COLORMAP_TURBO)[:, :, ::-1]
-    if occluded is not None:
-        coloured = coloured.copy()
-        coloured[occluded] = (coloured[occluded] * 0.35).astype(np.uint8)
-    return np.ascontiguousarray(coloured)
-
-
 def preview_grid(pairs: list[SynthPair], max_disp: float, gap: int = 4, scale: float = 1.0) -> np.ndarray:
     """One picture of several pairs, a row each: left | right | left disparity | right disparity.
 
-    Disparities use the turbo colour map over ``[0, max_disp]`` pixels, occluded pixels darkened.
+    Disparities use the package's disparity colours (:func:`pseudolabel.viz.colour.disparity_image`)
+    over ``[0, max_disp]`` pixels, occluded pixels darkened to 35 % (:func:`pseudolabel.viz.colour.darken`).
     Each tile is resized by ``scale`` (area averaging) to (h, w) = (round(H * scale), round(W * scale)).
     Returns ``uint8`` (rows * (h + gap) - gap, 4 * (w + gap) - gap, 3) RGB.
     """
@@ -186,8 +174,8 @@ def preview_grid(pairs: list[SynthPair], max_disp: float, gap: int = 4, scale: f
         tiles = [
             pair.left,
             pair.right,
-            colourise_disparity(pair.disp_left, max_disp, pair.occ_left),
-            colourise_disparity(pair.disp_right, max_disp, pair.occ_right),
+            darken(disparity_image(pair.disp_left, 0.0, max_disp), pair.occ_left),
+            darken(disparity_image(pair.disp_right, 0.0, max_disp), pair.occ_right),
         ]
         if scale != 1.0:
             size = (max(1, round(tiles[0].shape[1] * scale)), max(1, round(tiles[0].shape[0] * scale)))
@@ -203,3 +191,36 @@ def preview_grid(pairs: list[SynthPair], max_disp: float, gap: int = 4, scale: f
     for row in rows[1:]:
         grid = np.concatenate([grid, spacer, row], axis=0)
     return grid
+
+
+def write_synth_preview(path: str | os.PathLike[str], config: SynthConfig, seed: int, count: int = 4, scale: float = 0.5) -> Path:
+    """Render the first ``count`` pairs of the dataset made with ``seed`` and write their :func:`preview_grid` as a PNG.
+
+    The pairs are the ones :func:`write_synth_dataset` writes with the same ``config`` and ``seed``
+    (nothing is read from disk). The file is written atomically.
+
+    Args:
+        path: the PNG file to write (its folder is created).
+        config: generator parameters.
+        seed: dataset seed (>= 0).
+        count: rows of the grid, one pair each (>= 1).
+        scale: size of each tile relative to the images, in (0, 4].
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        InputError: ``count`` below 1, ``path`` not ending in ``.png``, a bad ``seed`` or ``scale``.
+    """
+    path = Path(path)
+    if count < 1:
+        raise InputError(f"--preview-count ({count}) must be at least 1")
+    if path.suffix.lower() != ".png":
+        raise InputError(f"--preview {path}: must end in .png")
+    pairs = [render_pair(config, pair_seed(seed, index)) for index in range(count)]
+    grid = preview_grid(pairs, config.max_disp, scale=scale)
+    ok, buffer = cv2.imencode(".png", np.ascontiguousarray(grid[:, :, ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    if not ok:  # pragma: no cover - OpenCV always encodes uint8 RGB
+        raise OSError(f"{path}: PNG encoding failed")
+    atomic_write_bytes(path, buffer.tobytes())
+    return path

@@ -5,7 +5,9 @@ Every function returns an ``uint8`` RGB image of shape (H, W, 3) (or, for the cu
 string) and never modifies its inputs. Conventions:
 
 * disparities (``float32`` (H, W), pixels, left view) use OpenCV's turbo colour map over a display
-  range ``[low, high]`` pixels (near = red, far = blue); unknown values (NaN, inf) are black;
+  range ``[low, high]`` pixels (near = red, far = blue); unknown values (NaN, inf) are black. This is
+  the package's one disparity colour map (``show``, ``demo``, the ``synth`` preview); :func:`darken`
+  marks occluded pixels on it;
 * confidences (``float32`` (H, W) in [0, 1], higher = more trustworthy) use the inferno heat map
   (black = 0, pale yellow = 1);
 * labels (NaN = no label) are drawn in the disparity colours over a darkened gray copy of the image;
@@ -88,6 +90,26 @@ def display_range(*disparities: np.ndarray | None, percentile: float = 99.5) -> 
 def disparity_image(disparity: np.ndarray, low: float, high: float) -> np.ndarray:
     """Disparity (float (H, W), pixels) -> turbo RGB (H, W, 3) ``uint8``; unknown = black."""
     return apply_colormap(disparity, low, high, DISPARITY_COLORMAP)
+
+
+def darken(picture: np.ndarray, mask: np.ndarray, factor: float = 0.35) -> np.ndarray:
+    """A copy of ``picture`` whose pixels under ``mask`` keep ``factor`` of their brightness (e.g. occluded pixels).
+
+    Args:
+        picture: ``uint8`` (H, W, 3) RGB (or (H, W) gray).
+        mask: ``bool`` (H, W), True = darken.
+        factor: brightness kept, in [0, 1]; the product is truncated to an integer.
+
+    Returns:
+        ``uint8`` array of the shape of ``picture``.
+    """
+    picture = np.asarray(picture)
+    mask = _check_2d(mask, "mask").astype(bool, copy=False)
+    if picture.shape[:2] != mask.shape:
+        raise InputError(f"picture {picture.shape[:2]} and mask {mask.shape} differ in size")
+    result = picture.copy()
+    result[mask] = (result[mask] * float(factor)).astype(np.uint8)
+    return result
 
 
 def confidence_image(confidence: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ Building blocks:
   and metrics of one stereo pair);
 * :func:`proxy_scene`: the section of one pair of a proxies file (left image, SGM proxy disparity,
   confidence heat map, labels over the image, ground truth, optional network disparities, error
-  maps, sparsification curves, metrics), used by ``pseudolabel show`` and ``pseudolabel demo``;
+  maps, sparsification curves, metrics), used by :mod:`pseudolabel.viz.show` and ``pseudolabel demo``;
 * :func:`render_report` / :func:`write_report`: the HTML page.
 
 numpy, OpenCV and h5py only (never torch).
@@ -36,9 +36,11 @@ from pseudolabel.confidence.sparsification import (
     DEFAULT_FRACTIONS,
     image_evaluation,
 )
+from pseudolabel.datasets import read_ground_truth
 from pseudolabel.errors import InputError
-from pseudolabel.io import atomic_write_bytes, read_disparity, read_image
+from pseudolabel.io import atomic_write_bytes, read_image
 from pseudolabel.metrics import disparity_metrics
+from pseudolabel.store.proxies import find_pair_file, key_to_name
 from pseudolabel.viz.colour import (
     CONFIDENCE_COLORMAP,
     DISPARITY_COLORMAP,
@@ -58,6 +60,9 @@ from pseudolabel.viz.plots import sparsification_svg
 MAX_PICTURE_WIDTH: int = 640
 #: Conventional measures drawn next to the main one in the sparsification plot (the best by AUC).
 CURVES_SHOWN: int = 4
+#: The metrics of a report's tables, in column order (:func:`dense_metrics`; means over scenes are
+#: :func:`pseudolabel.metrics.average_metrics` restricted to these).
+REPORT_METRICS: tuple[str, ...] = ("density", "bad3", "epe", "d1")
 
 
 @dataclass
@@ -152,16 +157,6 @@ def dense_metrics(disparity: np.ndarray, ground_truth: np.ndarray) -> dict[str, 
     }
 
 
-def mean_metrics(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:
-    """Mean of ``density``, ``bad3``, ``epe``, ``d1`` over scenes (each scene weighs the same; NaN skipped)."""
-    result: dict[str, float] = {}
-    for name in ("density", "bad3", "epe", "d1"):
-        values = np.array([float(row.get(name, np.nan)) for row in rows], dtype=np.float64)
-        values = values[np.isfinite(values)]
-        result[name] = float(values.mean()) if values.size else float("nan")
-    return result
-
-
 def metrics_table_rows(metrics: Mapping[str, Mapping[str, float]]) -> list[list[str]]:
     """Table cells (header first) for ``{row name: metrics}``: density %, bad-3 %, D1 %, EPE px."""
     rows = [["", "density", "bad-3", "D1", "EPE"]]
@@ -182,20 +177,20 @@ def metrics_table_rows(metrics: Mapping[str, Mapping[str, float]]) -> list[list[
 # one pair of a proxies file
 
 
-def resolve_pair_path(path_text: str, proxies_path: Path) -> Path | None:
-    """A path stored in a pair's attributes, as given or relative to the proxies file's folder; None if absent."""
-    path = Path(path_text)
-    for candidate in (path, proxies_path.parent / path):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def read_pair_ground_truth(attrs: Mapping[str, Any], proxies_path: Path, shape: tuple[int, int]) -> np.ndarray | None:
-    """The ground truth named by a pair's ``gt_left`` / ``gt_scale`` attributes (pixels, NaN = unknown), or None.
+    """The ground truth named by a pair's ``gt_left`` / ``gt_scale`` attributes, or None.
 
-    Returns None when the pair names no ground truth or its file is not found; a file of another size
-    is an error.
+    The file is looked up as stored or next to the proxies file (:func:`pseudolabel.store.proxies.find_pair_file`)
+    and read by :func:`pseudolabel.datasets.read_ground_truth`.
+
+    Args:
+        attrs: the pair's attributes (``key``, optional ``gt_left`` and ``gt_scale``).
+        proxies_path: the proxies file (relative paths may be relative to its folder).
+        shape: (H, W) of the pair.
+
+    Returns:
+        ``float32`` (H, W) disparity in pixels, NaN where unknown (also where the stored value is
+        ``<= 0``); None when the pair names no ground truth or its file is not found.
 
     Raises:
         InputError: the ground truth has another size than the pair.
@@ -203,13 +198,11 @@ def read_pair_ground_truth(attrs: Mapping[str, Any], proxies_path: Path, shape: 
     text = attrs.get("gt_left")
     if not text:
         return None
-    path = resolve_pair_path(str(text), proxies_path)
+    path = find_pair_file(proxies_path, str(text))
     if path is None:
         return None
     scale = attrs.get("gt_scale")
-    ground_truth = read_disparity(path, float(scale) if scale else None)
-    if ground_truth.shape != shape:
-        raise InputError(f"{path}: ground truth of size {ground_truth.shape} for a pair of size {shape}; fix the gt_left attribute or the file")
+    ground_truth = read_ground_truth(path, float(scale) if scale else None, shape, str(attrs.get("key", "")))
     return np.where(np.isfinite(ground_truth) & (ground_truth > 0), ground_truth, np.nan).astype(np.float32)
 
 
@@ -252,9 +245,9 @@ def proxy_scene(
     labels = proxies.read(key, ["labels"])["labels"] if proxies.has(key, "labels") else None
     label_attrs: dict[str, Any] = {}
     if labels is not None:
-        raw = proxies.h5["pairs"][_group_name(key)]["labels"].attrs
+        raw = proxies.h5["pairs"][key_to_name(key)]["labels"].attrs
         label_attrs = {name: (value.decode() if isinstance(value, bytes) else value) for name, value in raw.items()}
-    image_path = resolve_pair_path(str(attrs.get("left", "")), path)
+    image_path = find_pair_file(path, str(attrs.get("left", "")))
     image = read_image(image_path) if image_path is not None else None
     if image is not None and image.shape[:2] != shape:
         section.notes.append(f"left image {image_path} is {image.shape[1]}x{image.shape[0]}, the pair is {shape[1]}x{shape[0]}; not shown")
@@ -334,12 +327,6 @@ def proxy_scene(
                 )
             )
     return section
-
-
-def _group_name(key: str) -> str:
-    from pseudolabel.store.proxies import key_to_name
-
-    return key_to_name(key)
 
 
 def _metric_caption(values: Mapping[str, float]) -> str:

@@ -281,6 +281,27 @@ def test_show_errors_are_one_line(small_proxies: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists()
 
 
+def test_show_selects_pairs_with_keys_and_exclude(tmp_path: Path) -> None:
+    path = _proxies_with_labels(tmp_path / "two.h5", keys=("tsukuba", "venus"), scored=False)
+    runner = CliRunner()
+    chosen = runner.invoke(main, ["show", str(path), "--out", str(tmp_path / "a"), "--keys", "ven*", "--no-gt"], catch_exceptions=False)
+    assert chosen.exit_code == 0, chosen.output
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["index.html", "venus_disparity.png"]
+    assert "wrote 1 pictures of 1 pair(s)" in chosen.output
+    rest = runner.invoke(main, ["show", str(path), "--out", str(tmp_path / "b"), "--exclude", "venus", "--no-gt"], catch_exceptions=False)
+    assert rest.exit_code == 0, rest.output
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["index.html", "tsukuba_disparity.png"]
+    # --pair: the deprecated spelling of --keys, hidden from the help, still selects
+    alias = runner.invoke(main, ["show", str(path), "--out", str(tmp_path / "c"), "--pair", "tsukuba", "--no-gt"], catch_exceptions=False)
+    assert alias.exit_code == 0, alias.output
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["index.html", "tsukuba_disparity.png"]
+    assert "--pair is deprecated" in alias.output
+    help_text = runner.invoke(main, ["show", "--help"]).output
+    assert "--keys" in help_text and "--exclude" in help_text and "--pair" not in help_text
+    nothing = runner.invoke(main, ["show", str(path), "--out", str(tmp_path / "d"), "--exclude", "*"])
+    assert nothing.exit_code == 1 and nothing.output.count("\n") == 1 and not (tmp_path / "d").exists()
+
+
 def test_demo_refuses_cuda_without_a_gpu(tmp_path: Path) -> None:
     import torch
 

@@ -30,6 +30,7 @@ from scipy.ndimage import maximum_filter1d, minimum_filter1d
 import pseudolabel.synth.files as synth
 import pseudolabel.synth.scene as scene_module
 from pseudolabel.cli.main import main
+from pseudolabel.cli.synth import object_range
 from pseudolabel.errors import InputError
 from pseudolabel.io import read_image
 from pseudolabel.synth.files import (
@@ -37,6 +38,7 @@ from pseudolabel.synth.files import (
     read_synth_meta,
     read_synth_pair,
     write_synth_dataset,
+    write_synth_preview,
 )
 from pseudolabel.synth.scene import (
     DATASET_FOLDERS,
@@ -45,6 +47,7 @@ from pseudolabel.synth.scene import (
     pair_stream,
     render_pair,
 )
+from pseudolabel.viz.colour import darken, disparity_image
 
 SMALL = SynthConfig(width=128, height=80, max_disp=24.0)
 EXACT = SMALL.without_photometric()
@@ -320,9 +323,9 @@ def _tree_bytes(root: Path) -> dict[str, bytes]:
 
 def test_dataset_files_are_bit_identical_for_a_seed(tmp_path: Path) -> None:
     tiny = SynthConfig(width=64, height=48, max_disp=12.0)
-    write_synth_dataset(tmp_path / "a", tiny, 3, seed=5, progress=False)
-    write_synth_dataset(tmp_path / "b", tiny, 3, seed=5, progress=False)
-    write_synth_dataset(tmp_path / "c", tiny, 3, seed=6, progress=False)
+    write_synth_dataset(tmp_path / "a", tiny, 3, seed=5)
+    write_synth_dataset(tmp_path / "b", tiny, 3, seed=5)
+    write_synth_dataset(tmp_path / "c", tiny, 3, seed=6)
     first, second, third = _tree_bytes(tmp_path / "a"), _tree_bytes(tmp_path / "b"), _tree_bytes(tmp_path / "c")
     assert first == second
     assert len(first) == 6 * 3 + 1
@@ -368,7 +371,7 @@ def test_cli_writes_layout_and_meta(tmp_path: Path) -> None:
 
 def test_resume_after_interruption(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     tiny = SynthConfig(width=64, height=48, max_disp=12.0)
-    write_synth_dataset(tmp_path / "reference", tiny, 4, seed=2, progress=False)
+    write_synth_dataset(tmp_path / "reference", tiny, 4, seed=2)
     reference = _tree_bytes(tmp_path / "reference")
 
     out = tmp_path / "resumed"
@@ -383,7 +386,7 @@ def test_resume_after_interruption(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(synth, "write_pfm", failing_write_pfm)
     with pytest.raises(KeyboardInterrupt):
-        write_synth_dataset(out, tiny, 4, seed=2, progress=False)
+        write_synth_dataset(out, tiny, 4, seed=2)
     monkeypatch.setattr(synth, "write_pfm", real_write_pfm)
     partial = _tree_bytes(out)
     assert not [name for name in partial if name.endswith(".tmp")]
@@ -393,14 +396,14 @@ def test_resume_after_interruption(tmp_path: Path, monkeypatch: pytest.MonkeyPat
             assert payload == reference[name]  # whatever was written is final
     kept = (out / "left" / "000000.png").stat().st_mtime_ns
 
-    assert write_synth_dataset(out, tiny, 4, seed=2, progress=False) == 2  # pairs 2 and 3 only
+    assert write_synth_dataset(out, tiny, 4, seed=2) == 2  # pairs 2 and 3 only
     assert _tree_bytes(out) == reference
     assert (out / "left" / "000000.png").stat().st_mtime_ns == kept
     (out / "occ_right" / "000001.png").unlink()
-    assert write_synth_dataset(out, tiny, 4, seed=2, progress=False) == 1
+    assert write_synth_dataset(out, tiny, 4, seed=2) == 1
     assert _tree_bytes(out) == reference
     with pytest.raises(InputError, match="other parameters"):
-        write_synth_dataset(out, SynthConfig(width=64, height=48, max_disp=13.0), 4, seed=2, progress=False)
+        write_synth_dataset(out, SynthConfig(width=64, height=48, max_disp=13.0), 4, seed=2)
 
 
 def test_preview_grid_layout() -> None:
@@ -412,3 +415,72 @@ def test_preview_grid_layout() -> None:
     half = preview_grid(pairs, SMALL.max_disp, gap=2, scale=0.5)
     assert half.shape == (2 * 40 + 2, 4 * 64 + 3 * 2, 3)
     assert abs(float(half[:40, :64].mean()) - float(pairs[0].left.mean())) < 2.0
+
+    # the disparity tiles are the package's disparity colours over [0, max_disp], occluded pixels darkened
+    expected = darken(disparity_image(pairs[0].disp_left, 0.0, SMALL.max_disp), pairs[0].occ_left)
+    assert np.array_equal(grid[:80, 2 * 130 : 2 * 130 + 128], expected)
+    assert np.array_equal(grid[82:, 3 * 130 :], darken(disparity_image(pairs[1].disp_right, 0.0, SMALL.max_disp), pairs[1].occ_right))
+
+
+class _Recorder:
+    """A :class:`pseudolabel.progress.Progress` that records every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[object, ...]] = []
+
+    def start(self, label: str, total: int, done: int = 0) -> None:
+        self.calls.append(("start", label, total, done))
+
+    def advance(self, count: int = 1, status: str = "") -> None:
+        self.calls.append(("advance", count, status))
+
+    def finish(self) -> None:
+        self.calls.append(("finish",))
+
+
+def test_write_synth_dataset_reports_progress_and_prints_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tiny = SynthConfig(width=48, height=32, max_disp=8.0)
+    recorder = _Recorder()
+    assert write_synth_dataset(tmp_path / "d", tiny, 3, seed=1, progress=recorder) == 3
+    assert recorder.calls == [
+        ("start", "synth", 3, 0),
+        ("advance", 1, "pair 1/3"),
+        ("advance", 1, "pair 2/3"),
+        ("advance", 1, "pair 3/3"),
+        ("finish",),
+    ]
+    (tmp_path / "d" / "right" / "000001.png").unlink()
+    resumed = _Recorder()
+    assert write_synth_dataset(tmp_path / "d", tiny, 3, seed=1, progress=resumed) == 1
+    assert resumed.calls == [("start", "synth", 1, 2), ("advance", 1, "pair 2/3"), ("finish",)]
+    assert write_synth_dataset(tmp_path / "d", tiny, 3, seed=1) == 0  # no progress object: silent
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
+def test_write_synth_preview_is_the_grid_of_the_first_pairs(tmp_path: Path) -> None:
+    tiny = SynthConfig(width=48, height=32, max_disp=8.0)
+    path = write_synth_preview(tmp_path / "sub" / "p.png", tiny, seed=3, count=2, scale=1.0)
+    expected = preview_grid([render_pair(tiny, pair_seed(3, index)) for index in range(2)], tiny.max_disp)
+    assert np.array_equal(read_image(path), expected)
+    with pytest.raises(InputError, match="--preview-count"):
+        write_synth_preview(tmp_path / "q.png", tiny, seed=3, count=0)
+    with pytest.raises(InputError, match=r"\.png"):
+        write_synth_preview(tmp_path / "q.jpg", tiny, seed=3)
+    assert not (tmp_path / "q.png").exists() and not (tmp_path / "q.jpg").exists()
+
+
+def test_cli_size_and_object_options(tmp_path: Path) -> None:
+    runner = CliRunner()
+    for text in ("72by40", "72x", "x40"):
+        result = runner.invoke(main, ["synth", "--preview", str(tmp_path / "p.png"), "--size", text])
+        assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+        assert "--size" in result.output and "WIDTHxHEIGHT" in result.output and "512x256" in result.output
+    result = runner.invoke(main, ["synth", "--preview", str(tmp_path / "p.png"), "--size", "64x40", "--max-disp", "8", "--preview-count", "1"])
+    assert result.exit_code == 0, result.output
+    assert read_image(tmp_path / "p.png").shape == (20, 4 * 32 + 3 * 4, 3)  # width first, scale 0.5
+    assert "preview of 1 pairs written" in result.output
+    assert object_range(None, None) == (SynthConfig.min_objects, SynthConfig.max_objects)
+    assert object_range(20, None) == (20, 20) and object_range(2, None) == (2, SynthConfig.max_objects)
+    assert object_range(None, 3) == (3, 3) and object_range(None, 9) == (SynthConfig.min_objects, 9)
+    assert object_range(1, 2) == (1, 2)

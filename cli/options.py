@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 import click
 
+from pseudolabel.errors import InputError
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -75,7 +77,9 @@ class SizeType(click.ParamType):
         match = re.fullmatch(r"\s*(\d+)\s*[xX,]\s*(\d+)\s*", text)
         if match is None:
             alternative = " or full" if self.allow_full else ""
-            self.fail(f"{text!r}: write {self.order} in pixels, e.g. {self.example}{alternative}", param, ctx)
+            option = param.opts[0] if param is not None and param.opts else "size"
+            # a one-line input error (exit code 1), like every other mistake in a value
+            raise InputError(f"{option} {text!r}: write {self.order} in pixels, e.g. {self.example}{alternative}")
         return int(match.group(1)), int(match.group(2))
 
 

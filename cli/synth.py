@@ -3,22 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NoReturn
 
 import click
 
 from pseudolabel.cli.options import ClickProgress, SizeType
 from pseudolabel.errors import InputError
-
-
-class _ImageSize(SizeType):
-    """:class:`SizeType` for ``--size WIDTHxHEIGHT`` whose error is a one-line input error (exit code 1)."""
-
-    def __init__(self) -> None:
-        super().__init__("WIDTHxHEIGHT", "--size 512x256")
-
-    def fail(self, message: str, param: click.Parameter | None = None, ctx: click.Context | None = None) -> NoReturn:
-        raise InputError(f"--size {message}")
 
 
 def object_range(min_objects: int | None, max_objects: int | None) -> tuple[int, int]:
@@ -45,7 +34,9 @@ def object_range(min_objects: int | None, max_objects: int | None) -> tuple[int,
     help="Output folder (left/, right/, disp_left/, disp_right/, occ_left/, occ_right/, meta.json). A rerun with the same options resumes.",
 )
 @click.option("--n", "count", type=int, default=500, show_default=True, help="Number of pairs.")
-@click.option("--size", type=_ImageSize(), default="512x256", show_default=True, help="Image size WIDTHxHEIGHT in pixels.")
+@click.option(
+    "--size", type=SizeType("WIDTHxHEIGHT", "--size 512x256"), default="512x256", show_default=True, help="Image size WIDTHxHEIGHT in pixels."
+)
 @click.option("--max-disp", type=float, default=96.0, show_default=True, help="Every disparity is below this (pixels).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Dataset seed; pair i uses pair_seed(seed, i).")
 @click.option("--min-objects", type=int, default=None, help="Fewest foreground objects per scene [default: 5].")

@@ -1,4 +1,9 @@
-"""TODO docstring."""
+"""The parameters of the SGM matcher (:class:`SGMParams`) and what it returns (:class:`SGMResult`).
+
+Disparity convention: for a left pixel ``(y, x)`` with disparity ``d`` the matching right pixel is
+``(y, x - d)``; searched disparities are ``min_disp <= d < max_disp`` pixels. No numba, no torch here:
+every stage module imports these types.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +17,6 @@ import numpy as np
 from pseudolabel.errors import InputError
 
 CostName = Literal["census", "ad", "bt", "ad_census"]
-
-
 SubpixelName = Literal["parabola", "equiangular", "none"]
 
 

@@ -14,8 +14,8 @@ from pseudolabel.confidence.training import (
     TrainingConfig,
     TrainingPair,
     ground_truth_targets,
-    load_checkpoint,
-    save_checkpoint,
+    load_confidence_checkpoint,
+    save_confidence_checkpoint,
     summarise_training_data,
     train_ccnn,
     wild_targets,
@@ -94,8 +94,8 @@ def test_training_learns_to_spot_wrong_disparities_and_checkpoint_round_trip(tmp
     path = tmp_path / "ccnn.pt"
     summary = summarise_training_data(pairs)
     assert summary["pairs"] == 3 and 0.8 < summary["positive_fraction"] < 0.9
-    save_checkpoint(path, model, {"epochs": 4}, summary, history)
-    loaded, checkpoint = load_checkpoint(path)
+    save_confidence_checkpoint(path, model, {"epochs": 4}, summary, history)
+    loaded, checkpoint = load_confidence_checkpoint(path)
     assert checkpoint["architecture"] == "ccnn" and checkpoint["arch_kwargs"] == {"filters": 16, "fc_filters": 16, "inputs": ["disparity"]}
     assert checkpoint["training_args"] == {"epochs": 4} and checkpoint["data_summary"]["keys"] == ["pair0", "pair1", "pair2"]
     assert checkpoint["version"]

@@ -35,6 +35,7 @@ from pseudolabel.confidence.evaluation import (
 )
 from pseudolabel.confidence.labels import DEFAULT_TAU
 from pseudolabel.confidence.measures import MEASURES
+from pseudolabel.confidence.targets import WILD_FRACTION, WILD_NEGATIVE, WILD_POSITIVE
 
 __all__ = ["DEFAULT_TAU", "confidence", "labels"]
 
@@ -104,9 +105,9 @@ def confidence() -> None:
 @click.option(
     "--range-jitter", default=0.0, show_default=True, type=float, help="Augmentation: scale the normalised disparity of each crop by exp(U(-j, j))."
 )
-@click.option("--wild-fraction", default=0.3, show_default=True, type=float, help="Wild labels: top/bottom share t of each measure.")
-@click.option("--positive", default="lrc,uniqueness,dbl,apkr,med,wmn", show_default=True, help="Wild labels: positive set of measures.")
-@click.option("--negative", default="lrc,uniqueness,apkr,wmn", show_default=True, help="Wild labels: negative set of measures.")
+@click.option("--wild-fraction", default=WILD_FRACTION, show_default=True, type=float, help="Wild labels: top/bottom share t of each measure.")
+@click.option("--positive", default=",".join(WILD_POSITIVE), show_default=True, help="Wild labels: positive set of measures.")
+@click.option("--negative", default=",".join(WILD_NEGATIVE), show_default=True, help="Wild labels: negative set of measures.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1), help="CPU threads of torch.")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 def train(

@@ -426,8 +426,8 @@ def format_auc_table(results: Mapping[str, PairEvaluation], per_pair: bool = Fal
     means, optimal, error = summarise_aucs(results)
     lines = [f"{len(results)} pairs, mean bad-3 {100 * error:.2f}%, mean optimal AUC x100 {100 * optimal:.3f}", ""]
     lines.append(f"{'measure':<14}{'AUC x100':>10}{'/ optimal':>11}")
-    for name, value in sorted(means.items(), key=lambda item: item[1]):
-        lines.append(f"{name:<14}{100 * value:>10.3f}{value / optimal if optimal > 0 else float('nan'):>11.2f}")
+    for name, mean in sorted(means.items(), key=lambda item: item[1]):
+        lines.append(f"{name:<14}{100 * mean:>10.3f}{mean / optimal if optimal > 0 else float('nan'):>11.2f}")
     if per_pair:
         names = sorted(means, key=lambda name: means[name])
         lines += ["", "per pair (AUC x100): " + "  ".join(["key", "bad3", "optimal", *names])]

@@ -381,8 +381,10 @@ def load_training_pairs(
         ``(pairs, sgm_params, skipped)``: the labelled pairs, the file's SGM parameters (JSON text) and the
         selected keys that have no ground truth (``gt`` labels only).
     """
+    if labels not in ("gt", "wild") or (labels == "gt") != (gt_dir is not None):
+        raise InputError(f"labels {labels!r} with gt_dir {gt_dir}: gt labels need a ground-truth folder, wild labels take none")
     chosen = selected_keys(proxies_path, keys, exclude)
-    lookup = require_ground_truth(gt_dir, chosen, gt_scale) if labels == "gt" and gt_dir is not None else {}
+    lookup = require_ground_truth(gt_dir, chosen, gt_scale) if gt_dir is not None else {}
     wild_names = [*positive, *negative] if labels == "wild" else []
     needed = sorted({need for name in [*inputs[1:], *wild_names] for need in MEASURES[name].needs} | {"disparity"})
     pairs: list[TrainingPair] = []

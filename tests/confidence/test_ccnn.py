@@ -117,6 +117,29 @@ def test_training_is_deterministic_for_a_seed() -> None:
         assert torch.equal(a, b)
 
 
+def test_training_reports_every_epoch_through_progress() -> None:
+    proxy, truth = _synthetic_pair(0)
+    pairs = [TrainingPair.from_disparity("p", proxy, ground_truth_targets(proxy, truth), 0, 64)]
+    config = TrainingConfig(epochs=2, steps_per_epoch=3, batch_size=2, crop=16, filters=4, fc_filters=4)
+    calls: list[tuple[str, object]] = []
+
+    class Recorder:
+        def start(self, label: str, total: int, done: int = 0) -> None:
+            calls.append(("start", (label, total)))
+
+        def advance(self, count: int = 1, status: str = "") -> None:
+            calls.append(("advance", status))
+
+        def finish(self) -> None:
+            calls.append(("finish", None))
+
+    _, history = train_ccnn(pairs, config, progress=Recorder())
+    assert [value for kind, value in calls if kind == "start"] == [("epoch 1/2", 3), ("epoch 2/2", 3)]
+    statuses = [value for kind, value in calls if kind == "advance"]
+    assert len(statuses) == 6 and all(str(status).startswith("loss ") for status in statuses)
+    assert statuses[-1] == f"loss {history[-1]:.4f}" and [kind for kind, _ in calls].count("finish") == 2
+
+
 def test_ground_truth_targets() -> None:
     proxy = np.array([[1.0, 5.0, 9.0]], np.float32)
     truth = np.array([[4.0, 1.0, np.nan]], np.float32)

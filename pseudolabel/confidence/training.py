@@ -14,7 +14,9 @@ Checkpoint (``torch.save`` dictionary loadable with ``weights_only=True``): ``fo
 (``"pseudolabel-confidence/1"``), ``architecture``, ``arch_kwargs``, ``state_dict``,
 ``training_args``, ``data_summary``, ``history`` (loss per epoch), ``version``, ``created``.
 
-Importing this module imports torch (the rest of :mod:`pseudolabel.confidence` does not).
+Importing this module imports torch (the rest of :mod:`pseudolabel.confidence` does not). It runs a little
+over 500 lines on purpose: the one torch module of the stage keeps the network's training, its checkpoints
+and the proxies-file entry point together, so that nothing else has to import torch.
 """
 
 from __future__ import annotations

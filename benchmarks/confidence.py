@@ -190,7 +190,8 @@ def _label_table(rows: list[tuple[float, float, float, float]], chosen: float | 
 
 def auc(work: Path, models: dict[str, Path], data: Path, write: bool) -> str:
     """AUC table of the held-out scenes (+ label quality) as markdown; optionally into BENCHMARKS.md."""
-    from pseudolabel.cli.confidence import DEFAULT_TAU, summarise_aucs
+    from pseudolabel.confidence.evaluation import summarise_aucs
+    from pseudolabel.confidence.labels import DEFAULT_TAU
 
     results = _results(work / "heldout.h5", models, data)
     means, optimal, error = summarise_aucs(results)
@@ -236,7 +237,7 @@ def auc(work: Path, models: dict[str, Path], data: Path, write: bool) -> str:
         + (f"**tau = {chosen:g}**." if chosen is not None else "**none of the grid qualifies**.")
         + (
             f" The default of `pseudolabel labels --tau` is {DEFAULT_TAU:g}"
-            + (" (the same)." if chosen == DEFAULT_TAU else " (**differs: update DEFAULT_TAU in cli/confidence.py**).")
+            + (" (the same)." if chosen == DEFAULT_TAU else " (**differs: update DEFAULT_TAU in pseudolabel/confidence/labels.py**).")
         )
         + "",
         "",

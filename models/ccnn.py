@@ -159,9 +159,10 @@ class ConfidenceScorer:
         self.inputs = model.inputs
         model = copy.deepcopy(model).to(self.device).eval()
         # The first convolution sees the raw normalised disparity: it stays in float32 (bfloat16 would
-        # quantise the input to about 1/256 of the range); the rest runs in ``self.dtype``.
-        self.head = model.layers[:2].to(memory_format=torch.channels_last)
-        self.tail = model.layers[2:].to(dtype=self.dtype, memory_format=torch.channels_last)
+        # quantise the input to about 1/256 of the range); the rest runs in ``self.dtype``. (torch's stubs
+        # lack the ``memory_format`` argument that ``Module.to`` accepts.)
+        self.head = model.layers[:2].to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.tail = model.layers[2:].to(dtype=self.dtype, memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def logits(self, disparity: np.ndarray, min_disp: float, max_disp: float) -> np.ndarray:
         """Logits of every pixel: ``float32`` (H, W) for a ``float32`` (H, W) disparity in pixels (disparity-only networks)."""

@@ -2,8 +2,10 @@
 
 - :mod:`pseudolabel.confidence.measures` -- the registry of conventional measures (``lrc``, ``apkr``, ...),
   each a function of the SGM cost features;
-- :mod:`pseudolabel.confidence.training` -- learning a CCNN (with ground truth, or "wild" without it) and
-  scoring with it (imports torch);
+- :mod:`pseudolabel.confidence.targets` -- training targets of a network: from ground truth, or "wild"
+  (the agreement of conventional measures, no ground truth);
+- :mod:`pseudolabel.confidence.training` -- learning a CCNN from proxies files and scoring with it
+  (imports torch; ``confidence train`` is its :func:`~pseudolabel.confidence.training.train_confidence_from_proxies`);
 - :mod:`pseudolabel.confidence.sparsification` -- sparsification curves and their area (AUC);
 - :mod:`pseudolabel.confidence.labels` -- the proxy disparity where ``confidence > tau``;
 - :mod:`pseudolabel.confidence.evaluation` -- scoring and labelling whole proxies files, and evaluating

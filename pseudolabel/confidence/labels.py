@@ -9,6 +9,10 @@ import numpy as np
 
 from pseudolabel.errors import InputError
 
+#: Default tau of ``pseudolabel labels`` / :func:`pseudolabel.confidence.evaluation.label_proxies` for the
+#: shipped CCNN (chosen on its training scenes, see BENCHMARKS.md ## Confidence and models/weights/ccnn.md).
+DEFAULT_TAU: float = 0.9
+
 
 def threshold_labels(disparity: np.ndarray, confidence: np.ndarray, tau: float) -> np.ndarray:
     """Keep the proxy disparity where ``confidence > tau``.

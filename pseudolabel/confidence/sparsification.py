@@ -109,6 +109,13 @@ def optimal_auc(error_rate: float) -> float:
     return eps + (1.0 - eps) * np.log1p(-eps)
 
 
+def optimal_curve(error_rate: float, fractions: Sequence[float] | np.ndarray = DEFAULT_FRACTIONS) -> np.ndarray:
+    """Sparsification curve of a perfect measure (all correct pixels first) for an image with bad-pixel rate
+    ``error_rate``: ``float64`` (len(fractions),) error rates in [0, 1]."""
+    fractions = np.asarray(fractions, dtype=np.float64)
+    return np.clip((fractions - (1.0 - float(error_rate))) / fractions, 0.0, None)
+
+
 def sparsification_auc(
     confidence: np.ndarray,
     bad: np.ndarray,

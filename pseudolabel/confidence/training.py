@@ -1,27 +1,29 @@
 """Training and running CCNN confidence networks (torch).
 
-Two sources of training labels for the proxy disparity ``d`` of each pair:
+Training labels come from :mod:`pseudolabel.confidence.targets` (``gt``: ground truth; ``wild``: the
+agreement of conventional measures, no ground truth). The network is fully convolutional, so training
+uses random crops of the reflection-padded, normalised disparity: each output pixel of a crop sees
+exactly the 9x9 patch it sees at inference, and one crop trains thousands of patches at the cost of one
+forward pass.
 
-* ``gt``: 1 where ``|d - gt| <= 3`` px, 0 where it is larger, ignored where the ground truth is unknown;
-* ``wild`` (Tosi et al., BMVC 2017, "Learning confidence measures in the wild"): no ground truth. A
-  pixel is *positive* when, for every measure of a positive set, it is in that image's top fraction
-  ``t`` (continuous measures) or passes the test (measures with a pass threshold: LRC, uniqueness,
-  DBL, MED); *negative* when, for every measure of a negative set, it is in the bottom fraction ``t``
-  or fails the test; ignored otherwise.
-
-The network is fully convolutional, so training uses random crops of the reflection-padded,
-normalised disparity: each output pixel of a crop sees exactly the 9x9 patch it sees at inference,
-and one crop trains thousands of patches at the cost of one forward pass.
+:func:`train_confidence_from_proxies` is ``pseudolabel confidence train``: it loads the pairs of one or
+more proxies files (:func:`load_training_pairs`), trains (:func:`train_ccnn`) and writes the checkpoint
+(:func:`save_confidence_checkpoint`).
 
 Checkpoint (``torch.save`` dictionary loadable with ``weights_only=True``): ``format``
 (``"pseudolabel-confidence/1"``), ``architecture``, ``arch_kwargs``, ``state_dict``,
 ``training_args``, ``data_summary``, ``history`` (loss per epoch), ``version``, ``created``.
+
+Importing this module imports torch (the rest of :mod:`pseudolabel.confidence` does not). It runs a little
+over 500 lines on purpose: the one torch module of the stage keeps the network's training, its checkpoints
+and the proxies-file entry point together, so that nothing else has to import torch.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -34,7 +36,17 @@ import torch
 from torch.nn import functional as F
 
 from pseudolabel import __version__
-from pseudolabel.confidence.measures import MEASURES, compute_measure
+from pseudolabel.confidence.evaluation import parse_measures, require_ground_truth, selected_keys, split_names
+from pseudolabel.confidence.measures import MEASURES
+from pseudolabel.confidence.targets import (
+    WILD_FRACTION,
+    WILD_NEGATIVE,
+    WILD_POSITIVE,
+    ground_truth_targets,
+    measures_for_wild,
+    wild_targets,
+)
+from pseudolabel.datasets import read_ground_truth
 from pseudolabel.errors import InputError
 from pseudolabel.io import atomic_write_bytes
 from pseudolabel.models.ccnn import (
@@ -42,17 +54,15 @@ from pseudolabel.models.ccnn import (
     PADDING,
     ConfidenceScorer,
     build_confidence_network,
+    build_inputs,
     normalise_disparity,
 )
 from pseudolabel.models.devices import resolve_device
+from pseudolabel.progress import Progress, or_silent
+from pseudolabel.store.proxies import open_proxies
 
+#: ``format`` of a confidence checkpoint.
 CHECKPOINT_FORMAT = "pseudolabel-confidence/1"
-#: A proxy disparity is correct when it is within this many pixels of the ground truth.
-GT_THRESHOLD: float = 3.0
-#: Defaults of the wild labels (Tosi et al., BMVC 2017).
-WILD_FRACTION: float = 0.3
-WILD_POSITIVE: tuple[str, ...] = ("lrc", "uniqueness", "dbl", "apkr", "med", "wmn")
-WILD_NEGATIVE: tuple[str, ...] = ("lrc", "uniqueness", "apkr", "wmn")
 
 
 def shipped_ccnn_path() -> Path:
@@ -60,67 +70,6 @@ def shipped_ccnn_path() -> Path:
     import pseudolabel.models as models_package
 
     return Path(models_package.__file__).resolve().parent / "weights" / "ccnn.pt"
-
-
-# ---------------------------------------------------------------------------------------------
-# labels
-
-
-def ground_truth_targets(disparity: np.ndarray, ground_truth: np.ndarray, threshold: float = GT_THRESHOLD) -> np.ndarray:
-    """Training targets from ground truth.
-
-    Args:
-        disparity: ``float32`` (H, W) proxy disparity, pixels.
-        ground_truth: ``float32`` (H, W), pixels, NaN (or ``<= 0``) where unknown.
-
-    Returns:
-        ``float32`` (H, W): 1 (correct, ``|d - gt| <= threshold``), 0 (wrong), NaN (unknown).
-    """
-    if disparity.shape != ground_truth.shape:
-        raise InputError(f"ground truth of shape {ground_truth.shape} does not match the proxy disparity {disparity.shape}")
-    known = np.isfinite(ground_truth) & (ground_truth > 0)
-    with np.errstate(invalid="ignore"):
-        correct = np.abs(disparity - ground_truth) <= threshold
-    return np.where(known, correct.astype(np.float32), np.nan).astype(np.float32)
-
-
-def wild_targets(
-    measures: Mapping[str, np.ndarray],
-    fraction: float = WILD_FRACTION,
-    positive: Sequence[str] = WILD_POSITIVE,
-    negative: Sequence[str] = WILD_NEGATIVE,
-) -> np.ndarray:
-    """Training targets from the agreement of conventional measures (Tosi et al., BMVC 2017).
-
-    Args:
-        measures: ``{name: float32 (H, W) confidence}`` holding every name of both sets.
-        fraction: ``t`` in (0, 1): top / bottom share of each continuous measure (per image).
-        positive, negative: measure names of the positive and negative sets.
-
-    Returns:
-        ``float32`` (H, W): 1 (positive), 0 (negative), NaN (neither).
-    """
-    if not 0.0 < fraction < 1.0:
-        raise InputError(f"--wild-fraction must be in (0, 1), got {fraction}")
-    shape = next(iter(measures.values())).shape
-    is_positive = np.ones(shape, dtype=bool)
-    is_negative = np.ones(shape, dtype=bool)
-    for names, target, top in ((positive, is_positive, True), (negative, is_negative, False)):
-        for name in names:
-            if name not in MEASURES:
-                raise InputError(f"unknown measure {name!r} in the wild label sets; choose from {', '.join(MEASURES)}")
-            values = measures[name]
-            threshold = MEASURES[name].pass_threshold
-            if threshold is not None:
-                target &= (values >= threshold) if top else (values < threshold)
-            elif top:
-                target &= values >= np.quantile(values, 1.0 - fraction)
-            else:
-                target &= values <= np.quantile(values, fraction)
-    targets = np.full(shape, np.nan, dtype=np.float32)
-    targets[is_negative] = 0.0
-    targets[is_positive] = 1.0
-    return targets
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,26 +178,19 @@ def masked_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits[known], targets[known])
 
 
-ProgressCallback = Callable[[int, int, float], None]
-
-
-def train_ccnn(
-    pairs: Sequence[TrainingPair],
-    config: TrainingConfig,
-    on_step: ProgressCallback | None = None,
-    on_epoch: Callable[[int, float], None] | None = None,
-) -> tuple[CCNN, list[float]]:
+def train_ccnn(pairs: Sequence[TrainingPair], config: TrainingConfig, progress: Progress | None = None) -> tuple[CCNN, list[float]]:
     """Train a CCNN with binary cross-entropy on the labelled pixels of ``pairs``.
 
     Args:
         pairs: training data (targets 1 / 0 / NaN).
         config: hyper-parameters; ``seed`` fixes the initialisation and the crops.
-        on_step: called after each step with ``(epoch, step, loss)``.
-        on_epoch: called after each epoch with ``(epoch, mean loss)``.
+        progress: one phase ``"epoch e/n"`` of ``steps_per_epoch`` steps per epoch; each step's status is
+            the mean loss of the epoch so far (``"loss 0.1234"``).
 
     Returns:
         The trained network (on the CPU, eval mode) and the mean loss of every epoch.
     """
+    progress = or_silent(progress)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     device = resolve_device(config.device)
@@ -260,21 +202,22 @@ def train_ccnn(
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1), eta_min=config.learning_rate * 0.05)
     history: list[float] = []
     for epoch in range(config.epochs):
-        losses = []
-        for step in range(config.steps_per_epoch):
-            inputs, targets = sampler.batch(config.batch_size)
-            inputs, targets = inputs.to(device), targets.to(device)
-            loss = masked_bce(model(inputs), targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(float(loss.detach()))
-            if on_step is not None:
-                on_step(epoch, step, losses[-1])
+        losses: list[float] = []
+        progress.start(f"epoch {epoch + 1}/{config.epochs}", config.steps_per_epoch)
+        try:
+            for _ in range(config.steps_per_epoch):
+                inputs, targets = sampler.batch(config.batch_size)
+                inputs, targets = inputs.to(device), targets.to(device)
+                loss = masked_bce(model(inputs), targets)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                losses.append(float(loss.detach()))
+                progress.advance(1, f"loss {np.mean(losses):.4f}")
+        finally:
+            progress.finish()
         history.append(float(np.mean(losses)) if losses else float("nan"))
-        if on_epoch is not None:
-            on_epoch(epoch, history[-1])
     return model.cpu().eval(), history
 
 
@@ -296,14 +239,17 @@ def summarise_training_data(pairs: Sequence[TrainingPair]) -> dict[str, Any]:
 # checkpoints
 
 
-def save_checkpoint(
-    path: str | Path,
+def save_confidence_checkpoint(
+    path: str | os.PathLike[str],
     model: CCNN,
     training_args: Mapping[str, Any],
     data_summary: Mapping[str, Any],
     history: Sequence[float] = (),
 ) -> None:
-    """Write a self-contained checkpoint atomically (an existing file is replaced only when complete)."""
+    """Write a self-contained confidence checkpoint atomically (an existing file is replaced only when complete).
+
+    ``training_args`` and ``data_summary`` are JSON-like dictionaries; ``history`` the mean loss of every epoch.
+    """
     payload = {
         "format": CHECKPOINT_FORMAT,
         "architecture": model.architecture,
@@ -320,7 +266,7 @@ def save_checkpoint(
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: str | Path) -> tuple[CCNN, dict[str, Any]]:
+def load_confidence_checkpoint(path: str | os.PathLike[str]) -> tuple[CCNN, dict[str, Any]]:
     """Rebuild a confidence network from a checkpoint.
 
     Returns:
@@ -343,19 +289,19 @@ def load_checkpoint(path: str | Path) -> tuple[CCNN, dict[str, Any]]:
     return model.eval(), checkpoint
 
 
-def file_digest(path: str | Path) -> str:
+def file_digest(path: str | os.PathLike[str]) -> str:
     """First 16 hex digits of the file's SHA-256 (identifies a model in HDF5 attributes)."""
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     return digest[:16]
 
 
 def make_scorer(
-    path: str | Path, device: str = "auto", precision: str = "auto", threads: int | None = None
+    path: str | os.PathLike[str], device: str = "auto", precision: str = "auto", threads: int | None = None
 ) -> tuple[ConfidenceScorer, dict[str, Any]]:
     """Load a checkpoint into a :class:`ConfidenceScorer` (``threads`` sets torch's CPU threads)."""
     if threads is not None and threads > 0:
         torch.set_num_threads(threads)
-    model, checkpoint = load_checkpoint(path)
+    model, checkpoint = load_confidence_checkpoint(path)
     return ConfidenceScorer(model, resolve_device(device), precision=precision), checkpoint
 
 
@@ -364,14 +310,207 @@ def training_config_dict(config: TrainingConfig) -> dict[str, Any]:
     return asdict(config)
 
 
-def timed(function: Callable[[], Any]) -> tuple[Any, float]:
-    """``(result, seconds)`` of one call (perf_counter)."""
-    start = time.perf_counter()
-    result = function()
-    return result, time.perf_counter() - start
+# ---------------------------------------------------------------------------------------------
+# from proxies files (``pseudolabel confidence train``)
+
+PathLike = str | os.PathLike[str]
 
 
-def measures_for_wild(features: Mapping[str, np.ndarray], params: Any, positive: Sequence[str], negative: Sequence[str]) -> dict[str, np.ndarray]:
-    """Every measure of the two wild sets, computed from the pair's stored features."""
-    names = list(dict.fromkeys([*positive, *negative]))
-    return {name: compute_measure(name, features, params) for name in names}
+@dataclass
+class TrainingData:
+    """The training data of :func:`train_confidence_from_proxies`, once loaded.
+
+    Attributes:
+        pairs: every labelled pair of every file, in file then key order.
+        summary: :func:`summarise_training_data` plus ``proxies`` (file names), ``labels`` (``gt`` or
+            ``wild``), ``sgm_params`` (JSON text of each file's SGM parameters; one text for one file)
+            and ``gt`` (the ground-truth folders, None without).
+        skipped: ``(proxies file, key)`` of the selected pairs without ground truth (not trained on).
+    """
+
+    pairs: list[TrainingPair]
+    summary: dict[str, Any]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+@dataclass
+class ConfidenceTraining:
+    """What :func:`train_confidence_from_proxies` wrote: the checkpoint ``out``, its ``training_args``,
+    ``data_summary`` and loss ``history`` (mean per epoch), and the training time in ``seconds``."""
+
+    out: Path
+    training_args: dict[str, Any]
+    data_summary: dict[str, Any]
+    history: list[float]
+    seconds: float
+
+
+def _paths(value: PathLike | Sequence[PathLike] | None) -> list[Path]:
+    if value is None:
+        return []
+    if isinstance(value, (str, os.PathLike)):
+        return [Path(value)]
+    return [Path(item) for item in value]
+
+
+def _names(value: str | Sequence[str]) -> list[str]:
+    return split_names(value) if isinstance(value, str) else list(value)
+
+
+def load_training_pairs(
+    proxies_path: PathLike,
+    labels: str,
+    gt_dir: PathLike | None = None,
+    gt_scale: float | None = None,
+    keys: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    inputs: Sequence[str] = ("disparity",),
+    wild_fraction: float = WILD_FRACTION,
+    positive: Sequence[str] = WILD_POSITIVE,
+    negative: Sequence[str] = WILD_NEGATIVE,
+) -> tuple[list[TrainingPair], str, list[str]]:
+    """The training pairs of one proxies file.
+
+    Args:
+        proxies_path: proxies file (read only).
+        labels: ``"gt"`` (:func:`ground_truth_targets`, needs ``gt_dir``) or ``"wild"`` (:func:`wild_targets`).
+        gt_dir, gt_scale: ground truth of the pairs (:func:`pseudolabel.datasets.ground_truth_lookup`).
+        keys, exclude: globs choosing pairs.
+        inputs: network input channels (:func:`pseudolabel.models.ccnn.build_inputs`).
+        wild_fraction, positive, negative: settings of the wild labels.
+
+    Returns:
+        ``(pairs, sgm_params, skipped)``: the labelled pairs, the file's SGM parameters (JSON text) and the
+        selected keys that have no ground truth (``gt`` labels only).
+    """
+    if labels not in ("gt", "wild") or (labels == "gt") != (gt_dir is not None):
+        raise InputError(f"labels {labels!r} with gt_dir {gt_dir}: gt labels need a ground-truth folder, wild labels take none")
+    chosen = selected_keys(proxies_path, keys, exclude)
+    lookup = require_ground_truth(gt_dir, chosen, gt_scale) if gt_dir is not None else {}
+    wild_names = [*positive, *negative] if labels == "wild" else []
+    needed = sorted({need for name in [*inputs[1:], *wild_names] for need in MEASURES[name].needs} | {"disparity"})
+    pairs: list[TrainingPair] = []
+    skipped: list[str] = []
+    with open_proxies(proxies_path, "r") as proxies:
+        sgm_params = proxies.sgm_params.to_json()
+        for key in chosen:
+            if labels == "gt" and key not in lookup:
+                skipped.append(key)
+                continue
+            params = proxies.pair_params(key)
+            features = proxies.read(key, needed)
+            disparity = features["disparity"]
+            measures: dict[str, np.ndarray] = {}
+            if labels == "gt":
+                gt_path, scale = lookup[key]
+                targets = ground_truth_targets(disparity, read_ground_truth(gt_path, scale, disparity.shape, key))
+            else:
+                measures = measures_for_wild(features, params, positive, negative)
+                targets = wild_targets(measures, wild_fraction, positive, negative)
+            pairs.append(TrainingPair(key, build_inputs(features, params, inputs, measures), targets))
+    return pairs, sgm_params, skipped
+
+
+def _check_label_source(labels: str | None, gt_dirs: Sequence[Path], proxies_count: int) -> str:
+    """The label source (``gt`` when ``labels`` is None and there is ground truth), checked against ``gt_dirs``."""
+    if len(gt_dirs) > 1 and len(gt_dirs) != proxies_count:
+        raise InputError(
+            f"{len(gt_dirs)} --gt folders for {proxies_count} --proxies files; give one --gt, or one per --proxies file in the same order"
+        )
+    if labels is None:
+        if not gt_dirs:
+            raise InputError("give --gt GT_DIR (labels from ground truth) or --labels wild (no ground truth)")
+        return "gt"
+    if labels == "gt" and not gt_dirs:
+        raise InputError("--labels gt needs --gt GT_DIR; use --labels wild to train without ground truth")
+    if labels == "wild" and gt_dirs:
+        raise InputError("--labels wild uses no ground truth; drop --gt")
+    if labels not in ("gt", "wild"):
+        raise InputError(f"--labels must be gt or wild, got {labels!r}")
+    return labels
+
+
+def train_confidence_from_proxies(
+    proxies: PathLike | Sequence[PathLike],
+    out: PathLike,
+    gt: PathLike | Sequence[PathLike] | None = None,
+    labels: str | None = None,
+    keys: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    gt_scale: float | None = None,
+    config: TrainingConfig | None = None,
+    wild_fraction: float = WILD_FRACTION,
+    positive: str | Sequence[str] = WILD_POSITIVE,
+    negative: str | Sequence[str] = WILD_NEGATIVE,
+    threads: int | None = None,
+    progress: Progress | None = None,
+    on_loaded: Callable[[TrainingData], None] | None = None,
+) -> ConfidenceTraining:
+    """Train a CCNN on the proxies of one or more files and write its checkpoint.
+
+    Args:
+        proxies: proxies file(s) written by ``pseudolabel sgm``; the pairs of every file are pooled.
+        out: checkpoint to write (``.pt``, atomically; :func:`load_confidence_checkpoint` reads it).
+        gt: ground truth: one folder (for every file) or one per file, in order; none for wild labels.
+        labels: ``"gt"`` (1 where ``|d - gt| <= 3`` px), ``"wild"`` (agreement of conventional measures, no
+            ground truth) or None (``gt`` when ``gt`` is given).
+        keys, exclude: globs choosing the pairs of every file.
+        gt_scale: divisor of stored PNG/PGM ground truth.
+        config: hyper-parameters (``inputs`` must start with ``"disparity"``); default :class:`TrainingConfig`.
+        wild_fraction, positive, negative: wild labels: share ``t`` and the two sets of measures (names or
+            comma-separated text).
+        threads: CPU threads of torch (None: leave torch's setting).
+        progress: told of every training step (:func:`train_ccnn`).
+        on_loaded: called once the data is loaded, before the first epoch (to report its size).
+
+    Returns:
+        What was written.
+    """
+    config = config or TrainingConfig()
+    proxies_paths, gt_dirs = _paths(proxies), _paths(gt)
+    label_source = _check_label_source(labels, gt_dirs, len(proxies_paths))
+    positive_set, negative_set = _names(positive), _names(negative)
+    parse_measures(",".join(positive_set + negative_set))
+    inputs = list(config.inputs)
+    if not inputs or inputs[0] != "disparity":
+        raise InputError(f"--inputs must start with disparity, got {','.join(inputs)!r}")
+    parse_measures(",".join(inputs[1:]) or "none")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    data = TrainingData([], {})
+    sgm_params: list[str] = []
+    for index, proxies_path in enumerate(proxies_paths):
+        file_gt = (gt_dirs[index] if len(gt_dirs) > 1 else gt_dirs[0]) if gt_dirs else None
+        pairs, params, skipped = load_training_pairs(
+            proxies_path, label_source, file_gt, gt_scale, keys, exclude, inputs, wild_fraction, positive_set, negative_set
+        )
+        data.pairs += pairs
+        data.skipped += [(proxies_path, key) for key in skipped]
+        sgm_params.append(params)
+    if not data.pairs:
+        raise InputError(f"--gt {', '.join(map(str, gt_dirs))}: none of the selected pairs has ground truth")
+    data.summary = {
+        **summarise_training_data(data.pairs),
+        "proxies": [str(path) for path in proxies_paths],
+        "labels": label_source,
+        "sgm_params": sgm_params[0] if len(sgm_params) == 1 else sgm_params,
+        "gt": [str(path) for path in gt_dirs] if gt_dirs else None,
+    }
+    if on_loaded is not None:
+        on_loaded(data)
+    started = time.perf_counter()
+    model, history = train_ccnn(data.pairs, config, progress)
+    arguments = {
+        **training_config_dict(config),
+        "labels": label_source,
+        "gt_scale": gt_scale,
+        "keys": list(keys),
+        "exclude": list(exclude),
+        "wild_fraction": wild_fraction,
+        "positive": positive_set,
+        "negative": negative_set,
+        "threads": threads,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    save_confidence_checkpoint(out, model, arguments, data.summary, history)
+    return ConfidenceTraining(Path(out), arguments, data.summary, history, arguments["seconds"])

@@ -1,19 +1,108 @@
-"""TODO docstring."""
+"""Sparsification curves: one drawing, written as an SVG element (HTML reports) or as a raster image (PNG).
+
+:func:`sparsification_shapes` lays the plot out once as a list of shapes (lines, polylines, texts,
+rectangles, in SVG user units = pixels of the ``width`` x ``height`` canvas); :func:`shapes_to_svg` and
+:func:`shapes_to_image` render that same list, so the SVG of ``pseudolabel show`` and the PNG of
+``pseudolabel confidence eval --plot`` have the same axes, colours and legend.
+
+numpy and OpenCV only (never torch).
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from html import escape
+from pathlib import Path
 
+import cv2
 import numpy as np
 
 from pseudolabel.errors import InputError
 
-#: Line colours of :func:`sparsification_svg` (CSS), in order of the measures after ``optimal``.
-CURVE_COLOURS: tuple[str, ...] = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#7f7f7f")
+#: Line colours of the measures (CSS hex), in the order of the curves; the optimal curve is black.
+CURVE_COLOURS: tuple[str, ...] = (
+    "#d62728",
+    "#1f77b4",
+    "#2ca02c",
+    "#9467bd",
+    "#ff7f0e",
+    "#8c564b",
+    "#17becf",
+    "#7f7f7f",
+    "#bcbd22",
+    "#e377c2",
+    "#393b79",
+    "#637939",
+    "#8c6d31",
+    "#843c39",
+    "#7b4173",
+)
+#: Dash pattern of the optimal curve (drawn, skipped), canvas pixels.
+DASH: tuple[int, int] = (5, 3)
+#: Pixels of the raster image per canvas unit (a 460 x 300 plot becomes a 920 x 600 image).
+RASTER_SCALE: int = 2
+
+Number = int | float
 
 
-def sparsification_svg(
+@dataclass(frozen=True)
+class Line:
+    """A straight segment from ``(x1, y1)`` to ``(x2, y2)`` (canvas units, y down); ``width`` None = 1."""
+
+    x1: Number
+    y1: Number
+    x2: Number
+    y2: Number
+    colour: str
+    width: Number | None = None
+    dashed: bool = False
+
+
+@dataclass(frozen=True)
+class Polyline:
+    """An open line through ``points`` (``(x, y)`` canvas units)."""
+
+    points: tuple[tuple[float, float], ...]
+    colour: str
+    width: Number
+    dashed: bool = False
+
+
+@dataclass(frozen=True)
+class Text:
+    """A text whose baseline starts (``anchor`` start), is centred (middle) or ends (end) at ``(x, y)``.
+
+    ``rotated``: turned 90 degrees counter-clockwise about ``(x, y)`` (reads upwards).
+    """
+
+    x: Number
+    y: Number
+    text: str
+    anchor: str = "start"
+    size: int = 11
+    bold: bool = False
+    colour: str | None = None
+    rotated: bool = False
+
+
+@dataclass(frozen=True)
+class Rect:
+    """An axis-aligned rectangle; ``fill`` / ``stroke`` None = not painted."""
+
+    x: Number
+    y: Number
+    width: Number
+    height: Number
+    fill: str | None = None
+    stroke: str | None = None
+
+
+Shape = Line | Polyline | Text | Rect
+
+
+def sparsification_shapes(
     curves: Mapping[str, Sequence[float] | np.ndarray],
     fractions: Sequence[float] | np.ndarray,
     aucs: Mapping[str, float] | None = None,
@@ -21,20 +110,8 @@ def sparsification_svg(
     title: str = "",
     width: int = 460,
     height: int = 300,
-) -> str:
-    """Sparsification curves as an inline SVG element (no external reference).
-
-    Args:
-        curves: ``{measure: bad-3 rate of the kept pixels}`` in [0, 1], one value per fraction,
-            drawn in the given order (the first one thick).
-        fractions: kept fractions in (0, 1] (x axis).
-        aucs: ``{measure: AUC}`` shown in the legend (x100), optional.
-        optimal: the optimal curve (dashed black), optional.
-        title: caption above the plot.
-
-    Returns:
-        An ``<svg>`` element as a string.
-    """
+) -> list[Shape]:
+    """The sparsification plot as shapes on a ``width`` x ``height`` canvas (see :func:`sparsification_svg`)."""
     fractions = np.asarray(fractions, dtype=np.float64)
     series = [(name, np.asarray(values, dtype=np.float64)) for name, values in curves.items()]
     if optimal is not None:
@@ -53,47 +130,242 @@ def sparsification_svg(
     def y_of(rate: float) -> float:
         return upper + plot_h - (rate * 100.0) / top * plot_h
 
-    parts = [
-        (
-            f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
-            f'role="img" aria-label="{escape(title or "sparsification curves")}" font-family="sans-serif" font-size="11">'
-        ),
-        f'<rect x="0" y="0" width="{width}" height="{height}" fill="white"/>',
-    ]
+    shapes: list[Shape] = [Rect(0, 0, width, height, fill="white")]
     if title:
-        parts.append(f'<text x="{left}" y="15" font-size="12" font-weight="bold">{escape(title)}</text>')
+        shapes.append(Text(left, 15, title, size=12, bold=True))
     for index in range(5):
         value = top * index / 4
         y = y_of(value / 100.0)
-        parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" stroke="#e6e6e6"/>')
-        parts.append(f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end">{value:.1f}%</text>')
+        shapes.append(Line(left, y, left + plot_w, y, "#e6e6e6"))
+        shapes.append(Text(left - 4, y + 4, f"{value:.1f}%", anchor="end"))
     for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
         x = x_of(tick)
-        parts.append(f'<line x1="{x:.1f}" y1="{upper + plot_h}" x2="{x:.1f}" y2="{upper + plot_h + 4}" stroke="black"/>')
-        parts.append(f'<text x="{x:.1f}" y="{upper + plot_h + 16}" text-anchor="middle">{tick:g}</text>')
-    parts.append(f'<rect x="{left}" y="{upper}" width="{plot_w}" height="{plot_h}" fill="none" stroke="black"/>')
-    parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 4}" text-anchor="middle">kept fraction (most confident first)</text>')
-    parts.append(
-        f'<text x="12" y="{upper + plot_h / 2:.1f}" text-anchor="middle" transform="rotate(-90 12 {upper + plot_h / 2:.1f})">bad-3 of kept pixels</text>'
-    )
+        shapes.append(Line(x, upper + plot_h, x, upper + plot_h + 4, "black"))
+        shapes.append(Text(x, upper + plot_h + 16, f"{tick:g}", anchor="middle"))
+    shapes.append(Rect(left, upper, plot_w, plot_h, stroke="black"))
+    shapes.append(Text(left + plot_w / 2, height - 4, "kept fraction (most confident first)", anchor="middle"))
+    shapes.append(Text(12, upper + plot_h / 2, "bad-3 of kept pixels", anchor="middle", rotated=True))
     for index, (name, values) in enumerate(series):
         keep = np.isfinite(values)
         if not keep.any():
             continue
-        points = " ".join(f"{x_of(f):.1f},{y_of(v):.1f}" for f, v in zip(fractions[keep], values[keep]))
-        if name == "optimal":
-            colour, style = "black", 'stroke-dasharray="5,3" stroke-width="1.5"'
-        else:
-            colour = CURVE_COLOURS[index % len(CURVE_COLOURS)]
-            style = f'stroke-width="{2.5 if index == 0 else 1.3}"'
-        parts.append(f'<polyline points="{points}" fill="none" stroke="{colour}" {style}/>')
+        points = tuple((x_of(f), y_of(v)) for f, v in zip(fractions[keep], values[keep]))
+        dashed = name == "optimal"
+        colour = "black" if dashed else CURVE_COLOURS[index % len(CURVE_COLOURS)]
+        shapes.append(Polyline(points, colour, 1.5 if dashed else (2.5 if index == 0 else 1.3), dashed=dashed))
         y = upper + 8 + 16 * index
         auc = (aucs or {}).get(name)
         label = name if auc is None or not np.isfinite(auc) else f"{name} {100 * auc:.2f}"
-        dash = ' stroke-dasharray="5,3"' if name == "optimal" else ""
-        parts.append(f'<line x1="{left + plot_w + 10}" y1="{y}" x2="{left + plot_w + 30}" y2="{y}" stroke="{colour}" stroke-width="2"{dash}/>')
-        parts.append(f'<text x="{left + plot_w + 34}" y="{y + 4}">{escape(label)}</text>')
+        shapes.append(Line(left + plot_w + 10, y, left + plot_w + 30, y, colour, width=2, dashed=dashed))
+        shapes.append(Text(left + plot_w + 34, y + 4, label))
     if aucs:
-        parts.append(f'<text x="{left + plot_w + 10}" y="{upper + 8 + 16 * len(series) + 6}" fill="#555">AUC x100</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+        shapes.append(Text(left + plot_w + 10, upper + 8 + 16 * len(series) + 6, "AUC x100", colour="#555"))
+    return shapes
+
+
+# ---------------------------------------------------------------------------------------------
+# SVG
+
+
+def _number(value: Number) -> str:
+    """Integers as written, other values with one decimal (SVG coordinates)."""
+    return str(value) if isinstance(value, int) else f"{value:.1f}"
+
+
+def _svg_shape(shape: Shape) -> str:
+    dash = f' stroke-dasharray="{DASH[0]},{DASH[1]}"'
+    if isinstance(shape, Rect):
+        paint = f' fill="{shape.fill or "none"}"' + (f' stroke="{shape.stroke}"' if shape.stroke else "")
+        return f'<rect x="{shape.x}" y="{shape.y}" width="{shape.width}" height="{shape.height}"{paint}/>'
+    if isinstance(shape, Line):
+        style = (f' stroke-width="{shape.width}"' if shape.width is not None else "") + (dash if shape.dashed else "")
+        ends = f'x1="{_number(shape.x1)}" y1="{_number(shape.y1)}" x2="{_number(shape.x2)}" y2="{_number(shape.y2)}"'
+        return f'<line {ends} stroke="{shape.colour}"{style}/>'
+    if isinstance(shape, Polyline):
+        points = " ".join(f"{x:.1f},{y:.1f}" for x, y in shape.points)
+        style = (dash if shape.dashed else "") + f' stroke-width="{shape.width}"'
+        return f'<polyline points="{points}" fill="none" stroke="{shape.colour}"{style}/>'
+    x, y = _number(shape.x), _number(shape.y)
+    attributes = f'x="{x}" y="{y}"'
+    if shape.anchor != "start":
+        attributes += f' text-anchor="{shape.anchor}"'
+    if shape.size != 11:
+        attributes += f' font-size="{shape.size}"'
+    if shape.bold:
+        attributes += ' font-weight="bold"'
+    if shape.colour is not None:
+        attributes += f' fill="{shape.colour}"'
+    if shape.rotated:
+        attributes += f' transform="rotate(-90 {x} {y})"'
+    return f"<text {attributes}>{escape(shape.text)}</text>"
+
+
+def shapes_to_svg(shapes: Sequence[Shape], width: int, height: int, label: str) -> str:
+    """An inline ``<svg>`` element (11 px sans-serif text, no external reference) drawing ``shapes``."""
+    header = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        f'role="img" aria-label="{escape(label)}" font-family="sans-serif" font-size="11">'
+    )
+    return header + "".join(_svg_shape(shape) for shape in shapes) + "</svg>"
+
+
+# ---------------------------------------------------------------------------------------------
+# raster (OpenCV)
+
+_NAMED_COLOURS = {"black": (0, 0, 0), "white": (255, 255, 255)}
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def _rgb(colour: str) -> tuple[int, int, int]:
+    """``(r, g, b)`` of ``black``, ``white``, ``#rgb`` or ``#rrggbb``."""
+    if colour in _NAMED_COLOURS:
+        return _NAMED_COLOURS[colour]
+    digits = colour.lstrip("#")
+    if len(digits) == 3:
+        digits = "".join(2 * digit for digit in digits)
+    return int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16)
+
+
+def _dashes(points: np.ndarray, on: float, off: float) -> list[np.ndarray]:
+    """The drawn pieces of a dashed path through ``points`` (float (N, 2)), as (M, 2) point arrays."""
+    pieces: list[np.ndarray] = []
+    current: list[np.ndarray] = []
+    drawing, left_in_phase = True, on
+    for start, stop in zip(points[:-1], points[1:]):
+        length = float(np.hypot(*(stop - start)))
+        position = 0.0
+        while position < length:
+            step = min(left_in_phase, length - position)
+            here = start + (stop - start) * (position / length)
+            there = start + (stop - start) * ((position + step) / length)
+            if drawing:
+                if not current:
+                    current.append(here)
+                current.append(there)
+            position += step
+            left_in_phase -= step
+            if left_in_phase <= 1e-9:
+                if drawing and current:
+                    pieces.append(np.asarray(current))
+                    current = []
+                drawing = not drawing
+                left_in_phase = on if drawing else off
+    if current:
+        pieces.append(np.asarray(current))
+    return pieces
+
+
+def _draw_path(canvas: np.ndarray, points: np.ndarray, colour: str, width: float, dashed: bool, scale: int) -> None:
+    thickness = max(1, int(round(width * scale)))
+    pieces = _dashes(points, DASH[0], DASH[1]) if dashed else [points]
+    for piece in pieces:
+        pixels = np.round(piece * scale).astype(np.int32)
+        cv2.polylines(canvas, [pixels], False, _rgb(colour), thickness, cv2.LINE_AA)
+
+
+def _draw_text(canvas: np.ndarray, shape: Text, scale: int) -> None:
+    font_scale = shape.size * scale * 0.034
+    thickness = max(1, int(round(0.6 * scale))) + (1 if shape.bold else 0)
+    (text_w, text_h), baseline = cv2.getTextSize(shape.text, _FONT, font_scale, thickness)
+    shift = {"start": 0, "middle": text_w // 2, "end": text_w}[shape.anchor]
+    colour = _rgb(shape.colour or "black")
+    x, y = int(round(shape.x * scale)), int(round(shape.y * scale))
+    if not shape.rotated:
+        cv2.putText(canvas, shape.text, (x - shift, y), _FONT, font_scale, colour, thickness, cv2.LINE_AA)
+        return
+    # Draw on a white strip, turn it counter-clockwise, keep the darker pixels: the baseline ends on
+    # column x and the text's anchor point on row y.
+    strip = np.full((text_h + baseline + thickness, text_w + thickness, 3), 255, np.uint8)
+    cv2.putText(strip, shape.text, (0, text_h), _FONT, font_scale, colour, thickness, cv2.LINE_AA)
+    turned = np.rot90(strip)
+    top, first = y - (turned.shape[0] - shift), x - text_h
+    rows = slice(max(top, 0), min(top + turned.shape[0], canvas.shape[0]))
+    cols = slice(max(first, 0), min(first + turned.shape[1], canvas.shape[1]))
+    part = turned[rows.start - top : rows.stop - top, cols.start - first : cols.stop - first]
+    canvas[rows, cols] = np.minimum(canvas[rows, cols], part)
+
+
+def shapes_to_image(shapes: Sequence[Shape], width: int, height: int, scale: int = RASTER_SCALE) -> np.ndarray:
+    """``shapes`` drawn with OpenCV: ``uint8`` RGB (height * scale, width * scale, 3) on white."""
+    canvas = np.full((height * scale, width * scale, 3), 255, np.uint8)
+    for shape in shapes:
+        if isinstance(shape, Rect):
+            corners = (int(round(shape.x * scale)), int(round(shape.y * scale)))
+            far = (int(round((shape.x + shape.width) * scale)), int(round((shape.y + shape.height) * scale)))
+            if shape.fill:
+                cv2.rectangle(canvas, corners, far, _rgb(shape.fill), -1)
+            if shape.stroke:
+                cv2.rectangle(canvas, corners, far, _rgb(shape.stroke), max(1, scale // 2))
+        elif isinstance(shape, Line):
+            ends = np.array([[shape.x1, shape.y1], [shape.x2, shape.y2]], dtype=np.float64)
+            _draw_path(canvas, ends, shape.colour, shape.width or 0.5, shape.dashed, scale)
+        elif isinstance(shape, Polyline):
+            _draw_path(canvas, np.asarray(shape.points, dtype=np.float64), shape.colour, shape.width, shape.dashed, scale)
+        else:
+            _draw_text(canvas, shape, scale)
+    return canvas
+
+
+# ---------------------------------------------------------------------------------------------
+# the plot
+
+
+def sparsification_svg(
+    curves: Mapping[str, Sequence[float] | np.ndarray],
+    fractions: Sequence[float] | np.ndarray,
+    aucs: Mapping[str, float] | None = None,
+    optimal: Sequence[float] | np.ndarray | None = None,
+    title: str = "",
+    width: int = 460,
+    height: int = 300,
+) -> str:
+    """Sparsification curves as an inline SVG element (no external reference).
+
+    Args:
+        curves: ``{measure: bad-3 rate of the kept pixels}`` in [0, 1], one value per fraction,
+            drawn in the given order (the first one thick) in the colours of :data:`CURVE_COLOURS`.
+        fractions: kept fractions in (0, 1] (x axis).
+        aucs: ``{measure: AUC}`` in [0, 1] shown in the legend (x100), optional.
+        optimal: the optimal curve (dashed black), optional.
+        title: caption above the plot.
+        width, height: canvas size, pixels.
+
+    Returns:
+        An ``<svg>`` element as a string.
+    """
+    shapes = sparsification_shapes(curves, fractions, aucs, optimal, title, width, height)
+    return shapes_to_svg(shapes, width, height, title or "sparsification curves")
+
+
+def sparsification_image(
+    curves: Mapping[str, Sequence[float] | np.ndarray],
+    fractions: Sequence[float] | np.ndarray,
+    aucs: Mapping[str, float] | None = None,
+    optimal: Sequence[float] | np.ndarray | None = None,
+    title: str = "",
+    width: int = 460,
+    height: int = 300,
+    scale: int = RASTER_SCALE,
+) -> np.ndarray:
+    """The plot of :func:`sparsification_svg` as ``uint8`` RGB (height * scale, width * scale, 3)."""
+    return shapes_to_image(sparsification_shapes(curves, fractions, aucs, optimal, title, width, height), width, height, scale)
+
+
+def write_sparsification_plot(
+    path: str | os.PathLike[str],
+    curves: Mapping[str, Sequence[float] | np.ndarray],
+    fractions: Sequence[float] | np.ndarray,
+    aucs: Mapping[str, float] | None = None,
+    optimal: Sequence[float] | np.ndarray | None = None,
+    title: str = "",
+    width: int = 460,
+    height: int = 300,
+) -> None:
+    """Write the plot atomically: an SVG file when ``path`` ends with ``.svg``, else an image (PNG, ...)."""
+    from pseudolabel.io import atomic_write_bytes, write_image
+
+    if Path(path).suffix.lower() == ".svg":
+        svg = sparsification_svg(curves, fractions, aucs, optimal, title, width, height)
+        atomic_write_bytes(path, svg.encode())
+    else:
+        write_image(path, sparsification_image(curves, fractions, aucs, optimal, title, width, height))

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from pseudolabel.cli.main import main
 from pseudolabel.confidence.measures import MEASURES
-from pseudolabel.confidence.training import load_checkpoint, shipped_ccnn_path
+from pseudolabel.confidence.training import load_confidence_checkpoint, shipped_ccnn_path
 from pseudolabel.datasets import discover_pairs
 from pseudolabel.io import read_disparity, read_image, write_pfm
 from pseudolabel.sgm.matcher import match
@@ -122,7 +122,7 @@ def test_train_then_score_with_the_model_and_labels(proxies: Path, tmp_path: Pat
     )
     assert result.exit_code == 0, result.output
     assert "epoch 2/2" in result.output and "loss" in result.output
-    network, checkpoint = load_checkpoint(model)
+    network, checkpoint = load_confidence_checkpoint(model)
     assert checkpoint["data_summary"]["keys"] == ["Baby1", "tsukuba"]
     assert checkpoint["training_args"]["epochs"] == 2 and checkpoint["training_args"]["labels"] == "gt"
     assert checkpoint["version"] and checkpoint["architecture"] == "ccnn"
@@ -171,7 +171,7 @@ def test_wild_training_uses_no_ground_truth(proxies: Path, tmp_path: Path) -> No
         "8",
     )
     assert result.exit_code == 0, result.output
-    _, checkpoint = load_checkpoint(model)
+    _, checkpoint = load_confidence_checkpoint(model)
     assert checkpoint["training_args"]["labels"] == "wild" and checkpoint["data_summary"]["gt"] is None
     assert 0 < checkpoint["data_summary"]["positive_fraction"] < 1
 
@@ -203,7 +203,7 @@ def test_train_pools_several_proxies_files(proxies: Path, tmp_path: Path) -> Non
         )
         assert result.exit_code == 0, result.output
         assert "training on 4 pairs" in result.output
-        _, checkpoint = load_checkpoint(model)
+        _, checkpoint = load_confidence_checkpoint(model)
         summary = checkpoint["data_summary"]
         assert summary["keys"] == ["tsukuba", "venus", "tsukuba", "venus"]
         assert summary["proxies"] == [str(proxies), str(second)] and summary["gt"] == gt_args[1::2]
@@ -236,7 +236,8 @@ def test_default_score_writes_the_shipped_ccnn(proxies: Path) -> None:
         (["confidence", "train", "--gt", "a", "--gt", "b", "--out", "x.pt"], "2 --gt folders for 1 --proxies files"),
         (["confidence", "score", "--measures", "pkr,bogus", "--model", "none"], "unknown measure(s) bogus"),
         (["confidence", "score", "--model", "missing.pt"], "no such confidence model"),
-        (["confidence", "score", "--keys", "nothing*"], "select none of the 3 pairs"),
+        (["confidence", "score", "--keys", "nothing*"], "--keys 'nothing*': no pair of"),
+        (["confidence", "score", "--exclude", "*"], "select none of the 3 pairs"),
         (["confidence", "eval", "--gt", "/nonexistent"], "no such folder"),
     ],
 )

@@ -14,8 +14,8 @@ from pseudolabel.confidence.training import (
     TrainingConfig,
     TrainingPair,
     ground_truth_targets,
-    load_checkpoint,
-    save_checkpoint,
+    load_confidence_checkpoint,
+    save_confidence_checkpoint,
     summarise_training_data,
     train_ccnn,
     wild_targets,
@@ -94,8 +94,8 @@ def test_training_learns_to_spot_wrong_disparities_and_checkpoint_round_trip(tmp
     path = tmp_path / "ccnn.pt"
     summary = summarise_training_data(pairs)
     assert summary["pairs"] == 3 and 0.8 < summary["positive_fraction"] < 0.9
-    save_checkpoint(path, model, {"epochs": 4}, summary, history)
-    loaded, checkpoint = load_checkpoint(path)
+    save_confidence_checkpoint(path, model, {"epochs": 4}, summary, history)
+    loaded, checkpoint = load_confidence_checkpoint(path)
     assert checkpoint["architecture"] == "ccnn" and checkpoint["arch_kwargs"] == {"filters": 16, "fc_filters": 16, "inputs": ["disparity"]}
     assert checkpoint["training_args"] == {"epochs": 4} and checkpoint["data_summary"]["keys"] == ["pair0", "pair1", "pair2"]
     assert checkpoint["version"]
@@ -115,6 +115,29 @@ def test_training_is_deterministic_for_a_seed() -> None:
     second, _ = train_ccnn(pairs, config)
     for a, b in zip(first.state_dict().values(), second.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_training_reports_every_epoch_through_progress() -> None:
+    proxy, truth = _synthetic_pair(0)
+    pairs = [TrainingPair.from_disparity("p", proxy, ground_truth_targets(proxy, truth), 0, 64)]
+    config = TrainingConfig(epochs=2, steps_per_epoch=3, batch_size=2, crop=16, filters=4, fc_filters=4)
+    calls: list[tuple[str, object]] = []
+
+    class Recorder:
+        def start(self, label: str, total: int, done: int = 0) -> None:
+            calls.append(("start", (label, total)))
+
+        def advance(self, count: int = 1, status: str = "") -> None:
+            calls.append(("advance", status))
+
+        def finish(self) -> None:
+            calls.append(("finish", None))
+
+    _, history = train_ccnn(pairs, config, progress=Recorder())
+    assert [value for kind, value in calls if kind == "start"] == [("epoch 1/2", 3), ("epoch 2/2", 3)]
+    statuses = [value for kind, value in calls if kind == "advance"]
+    assert len(statuses) == 6 and all(str(status).startswith("loss ") for status in statuses)
+    assert statuses[-1] == f"loss {history[-1]:.4f}" and [kind for kind, _ in calls].count("finish") == 2
 
 
 def test_ground_truth_targets() -> None:

@@ -109,7 +109,7 @@ class TrainingConfig:
     steps_per_epoch: int = 40
     batch_size: int = 16
     crop: int = 48
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3  # the same as `confidence train --lr`
     weight_decay: float = 0.0
     seed: int = 0
     filters: int = 64

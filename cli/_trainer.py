@@ -38,9 +38,7 @@ def trainer_options(defaults: RunOptions, log_help: str) -> Callable[[F], F]:
         click.option("--workers", default=defaults.workers, show_default=True, type=int, help="data-loader worker processes per rank."),
         click.option("--threads", default=defaults.threads, type=int, help="torch CPU threads (default: torch's choice)."),
         click.option("--seed", default=defaults.seed, show_default=True, type=int),
-        click.option(
-            "--checkpoint-every", default=defaults.checkpoint_every, show_default=True, type=int, help="progress checkpoint every N steps."
-        ),
+        click.option("--checkpoint-every", default=defaults.checkpoint_every, show_default=True, type=int, help="progress checkpoint every N steps."),
         click.option("--log-every", default=defaults.log_every, show_default=True, type=int, help=log_help),
         click.option("--resume", is_flag=True, help="continue from OUT.partial.pt (or extend OUT to --steps)."),
         click.option("--time-limit", default=None, type=float, help="stop after this many minutes (the final checkpoint records the step reached)."),

@@ -15,7 +15,7 @@ line can read the defaults without it.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from pseudolabel.learn.adaptation import AdaptationObjective
     from pseudolabel.learn.samples import Batch
+    from pseudolabel.learn.trainer import LossFunction
     from pseudolabel.models.registry import StereoOutput
     from pseudolabel.progress import Progress
 
@@ -117,7 +118,7 @@ def _check_settings(steps: int, batch_size: int, tau_lr_scale: float, proxies: P
         raise InputError(f"--proxies {proxies}: no such file; create it with `pseudolabel sgm --in ... --out {proxies}`")
 
 
-def _tau_logger(objective: AdaptationObjective) -> tuple[Any, Any]:
+def _tau_logger(objective: AdaptationObjective) -> tuple[LossFunction, Callable[[], dict[str, Any]]]:
     """The trainer's ``loss_fn`` (the objective, remembering the last tau) and ``extra_state`` (settings and that tau)."""
     last_tau: dict[str, float] = {}
 

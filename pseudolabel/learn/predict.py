@@ -213,9 +213,11 @@ def evaluate_pairs(
     missing_gt = [p.key for p in pairs if getattr(p, "gt_left", None) is None]
     if missing_gt:
         raise InputError(f"{len(missing_gt)} pair(s) have no ground truth (e.g. {missing_gt[0]}); evaluation needs it")
-    rows = []
+    rows: list[dict[str, Any]] = []
     for pair, prediction in zip(pairs, predicted):
-        ground_truth = read_disparity(pair.gt_left, pair.gt_scale)  # type: ignore[arg-type]  # checked above
+        if pair.gt_left is None:  # pragma: no cover - checked above
+            raise InputError(f"pair {pair.key} has no ground truth")
+        ground_truth = read_disparity(pair.gt_left, pair.gt_scale)
         rows.append({"key": str(pair.key), **disparity_metrics(prediction, ground_truth, pair_mask(pair, mask))})
     return rows, average_metrics(rows)
 

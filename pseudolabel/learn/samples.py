@@ -220,6 +220,8 @@ class StereoPairDataset(Dataset):
         pair = self.pairs[self.pair_index(index)]
         left = read_image(pair.left)
         right = read_image(pair.right)
+        if pair.gt_left is None:  # pragma: no cover - checked in __init__
+            raise InputError(f"--data: pair {pair.key} has no ground truth")
         disparity = read_disparity(pair.gt_left, pair.gt_scale)
         return make_sample(left, right, disparity, sample_rng(self.seed, index, stream=1), self.crop, self.augment, int(index))
 

@@ -18,9 +18,9 @@ from torch.utils.data import Dataset
 
 from pseudolabel.cli.main import main
 from pseudolabel.learn.checkpoint import load_checkpoint, load_model
+from pseudolabel.learn.losses import multiscale_l1_loss
 from pseudolabel.learn.precision import autocast_dtype
 from pseudolabel.learn.samples import make_sample, sample_rng
-from pseudolabel.learn.losses import multiscale_l1_loss
 from pseudolabel.learn.trainer import (
     Trainer,
     TrainerConfig,

@@ -7,8 +7,8 @@ import torch
 
 from pseudolabel.errors import InputError
 from pseudolabel.models.madnet import horizontal_correlation
-from pseudolabel.models.warp import warp_right_to_left
 from pseudolabel.models.registry import StereoOutput, available_networks, build_network
+from pseudolabel.models.warp import warp_right_to_left
 
 
 def test_registry_lists_and_builds_networks() -> None:

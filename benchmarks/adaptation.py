@@ -48,13 +48,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_description, replace_section
 
-from pseudolabel.cli.adapt import (
+from pseudolabel.learn.adapt import (
     DEFAULT_BATCH,
-    DEFAULT_CROP,
     DEFAULT_LR,
     DEFAULT_STEPS,
     DEFAULT_WEIGHTING,
 )
+
+#: ``pseudolabel adapt --crop`` default (whole images).
+DEFAULT_CROP = "full"
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
@@ -208,10 +210,11 @@ def prepare_confidence(work: Path, files: list[Path], confidence: str, measure: 
 
 
 def _mean_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """The metrics of the tables, from the one mean over scenes (:func:`pseudolabel.metrics.average_metrics`)."""
     from pseudolabel.metrics import average_metrics
 
     mean = average_metrics(rows)
-    return {"bad3": mean["bad3"], "d1": mean["d1"], "epe": mean["epe"], "pairs": mean["pairs"]}
+    return {name: mean[name] for name in ("bad3", "d1", "epe", "pairs")}
 
 
 def proxy_rows(pairs: list[Any], label_tau: float | None) -> dict[str, float]:
@@ -240,8 +243,8 @@ def proxy_rows(pairs: list[Any], label_tau: float | None) -> dict[str, float]:
 def evaluate_checkpoint(checkpoint: str | Path, sets: dict[str, list[Any]], threads: int) -> dict[str, dict[str, float]]:
     import torch
 
-    from pseudolabel.learn.adaptation_data import evaluate_network
     from pseudolabel.learn.checkpoint import load_model
+    from pseudolabel.learn.predict import evaluate_network
 
     torch.set_num_threads(threads)
     model = load_model(checkpoint)
@@ -395,7 +398,7 @@ def main(argv: list[str] | None = None) -> None:
                 "--amp" if args.amp else "--no-amp",
                 "--weighting",
                 args.weighting,
-                *[item for key in adapt_keys for item in ("--pairs", key)],
+                *[item for key in adapt_keys for item in ("--keys", key)],
                 *specs[row]["args"],
                 *args.extra.split(),
             ]

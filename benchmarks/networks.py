@@ -31,7 +31,7 @@ from typing import Any
 import click
 import torch
 
-from pseudolabel.learn.trainer import multiscale_l1_loss
+from pseudolabel.learn.losses import multiscale_l1_loss
 from pseudolabel.models.devices import bfloat16_supported
 from pseudolabel.models.registry import available_networks, build_network
 

@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pseudolabel.models.registry import StereoNetwork, register_network
+from pseudolabel.models.warp import warp_right_to_left
 
 LEAKY_SLOPE = 0.2
 UPSAMPLINGS = ("guided", "bilinear")
@@ -44,26 +45,6 @@ def conv3x3(in_channels: int, out_channels: int, stride: int = 1, dilation: int 
 def full_precision(tensor: torch.Tensor) -> torch.Tensor:
     """``tensor`` as float32 if it is a low-precision (autocast) result; float32/float64 pass unchanged."""
     return tensor if tensor.dtype in (torch.float32, torch.float64) else tensor.float()
-
-
-def warp_right_to_left(right: torch.Tensor, disparity: torch.Tensor) -> torch.Tensor:
-    """Sample the right view at ``x - d`` (bilinear, zeros outside), i.e. warp it into the left view.
-
-    Args:
-        right: (B, C, H, W) right-view features or image.
-        disparity: (B, 1, H, W) left-view disparity in pixels of this resolution.
-
-    Returns:
-        (B, C, H, W) warped right view.
-    """
-    batch, _, height, width = right.shape
-    xs = torch.arange(width, device=right.device, dtype=right.dtype).view(1, 1, width).expand(batch, height, width)
-    ys = torch.arange(height, device=right.device, dtype=right.dtype).view(1, height, 1).expand(batch, height, width)
-    source_x = xs - disparity[:, 0].to(right.dtype)
-    grid_x = 2.0 * source_x / max(width - 1, 1) - 1.0
-    grid_y = 2.0 * ys / max(height - 1, 1) - 1.0
-    grid = torch.stack((grid_x, grid_y), dim=-1)
-    return F.grid_sample(right, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
 def horizontal_correlation(left: torch.Tensor, right: torch.Tensor, radius: int) -> torch.Tensor:
@@ -89,6 +70,15 @@ def horizontal_correlation(left: torch.Tensor, right: torch.Tensor, radius: int)
     return torch.cat(volumes, dim=1)
 
 
+def _last_convolution(layers: nn.Sequential) -> nn.Conv2d:
+    """The convolution of the last :func:`conv3x3` block of ``layers``."""
+    block = layers[-1]
+    convolution = block[0] if isinstance(block, nn.Sequential) else block
+    if not isinstance(convolution, nn.Conv2d):  # pragma: no cover - the blocks are built by conv3x3
+        raise TypeError(f"expected a convolution, got {type(convolution).__name__}")
+    return convolution
+
+
 class DisparityDecoder(nn.Module):
     """A stack of 3x3 convolutions ending in one output channel (no activation on the output)."""
 
@@ -101,6 +91,10 @@ class DisparityDecoder(nn.Module):
             previous = width
         layers.append(conv3x3(previous, 1, activation=False))
         self.layers = nn.Sequential(*layers)
+
+    def output_convolution(self) -> nn.Conv2d:
+        """The last, 1-channel convolution (the disparity head)."""
+        return _last_convolution(self.layers)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """(B, in_channels, h, w) -> (B, 1, h, w)."""
@@ -121,6 +115,10 @@ class ContextNetwork(nn.Module):
             previous = width
         layers.append(conv3x3(previous, 1, activation=False))
         self.layers = nn.Sequential(*layers)
+
+    def output_convolution(self) -> nn.Conv2d:
+        """The last, 1-channel convolution (the residual head)."""
+        return _last_convolution(self.layers)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """(B, in_channels, h, w) -> (B, 1, h, w) residual."""
@@ -192,12 +190,12 @@ class MADNet(StereoNetwork):
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, a=LEAKY_SLOPE, mode="fan_in", nonlinearity="leaky_relu")
-                nn.init.zeros_(module.bias)
-        heads = [decoder.layers[-1][0] for decoder in self.decoders]
-        if self.context is not None:
-            heads.append(self.context.layers[-1][0])
-        for head in heads:
-            head.weight.data.mul_(0.1)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        for stack in (*self.decoders, self.context):
+            if not isinstance(stack, (DisparityDecoder, ContextNetwork)):
+                continue  # no context network
+            stack.output_convolution().weight.data.mul_(0.1)
 
     def forward_padded(self, left: torch.Tensor, right: torch.Tensor) -> list[torch.Tensor]:
         """Disparities of the levels, finest (refined output level) first, each in its own pixels.
@@ -222,7 +220,7 @@ class MADNet(StereoNetwork):
                 disparity = full_precision(decoder(torch.cat((left_features, correlation), dim=1)))
             else:
                 upsampled = F.interpolate(disparity, size=left_features.shape[-2:], mode="bilinear", align_corners=False) * 2.0
-                warped = warp_right_to_left(right_features, upsampled)
+                warped, _ = warp_right_to_left(right_features, upsampled)
                 correlation = horizontal_correlation(left_features, warped, self.radius)
                 disparity = upsampled + full_precision(decoder(torch.cat((left_features, correlation, upsampled), dim=1)))
             per_level.append(disparity)

@@ -33,7 +33,6 @@ commands that run networks.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,7 +46,7 @@ from torch.utils.data import Dataset
 from pseudolabel.errors import InputError
 from pseudolabel.learn.samples import epoch_shuffled_index, sample_rng, to_tensor_image
 
-__all__ = ["AdaptationPair", "ProxyAdaptationDataset", "describe_pairs", "evaluate_network", "load_adaptation_pairs", "select_keys"]
+__all__ = ["AdaptationPair", "ProxyAdaptationDataset", "describe_pairs", "load_adaptation_pairs"]
 
 
 @dataclass
@@ -72,34 +71,6 @@ class AdaptationPair:
     valid: np.ndarray | None = None
     ground_truth: np.ndarray | None = None
     mask: np.ndarray | None = None
-
-
-def select_keys(keys: Sequence[str], patterns: Sequence[str] | None, proxies: str | os.PathLike[str]) -> list[str]:
-    """The keys matching any of the shell-style ``patterns`` (all keys when ``patterns`` is empty).
-
-    Raises:
-        InputError: a pattern that matches no key.
-    """
-    if not patterns:
-        return list(keys)
-    chosen: list[str] = []
-    for pattern in patterns:
-        matched = [key for key in keys if fnmatch.fnmatchcase(key, pattern)]
-        if not matched:
-            raise InputError(f"--pairs {pattern!r}: no pair of {proxies} matches it; `pseudolabel inspect {proxies}` lists the keys")
-        chosen.extend(key for key in matched if key not in chosen)
-    return [key for key in keys if key in chosen]
-
-
-def _resolve(path_text: str, proxies: Path, what: str, key: str) -> Path:
-    path = Path(path_text)
-    for candidate in (path, proxies.parent / path):
-        if candidate.is_file():
-            return candidate
-    raise InputError(
-        f"{proxies}: the {what} image of pair {key!r}, {path_text}, does not exist (tried it as given and next to the "
-        f"proxies file); run from the folder where `pseudolabel sgm` was run, or recompute the proxies"
-    )
 
 
 def _gray_mask(path: Path) -> np.ndarray:
@@ -133,7 +104,7 @@ def load_adaptation_pairs(
         ``pseudolabel confidence score``), missing images, or ground truth asked for but absent.
     """
     from pseudolabel.io import read_disparity, read_image
-    from pseudolabel.store.proxies import open_proxies
+    from pseudolabel.store.proxies import open_proxies, resolve_pair_file
 
     path = Path(proxies)
     if not path.is_file():
@@ -157,8 +128,8 @@ def load_adaptation_pairs(
             attrs = store.pair_attrs(key)
             names = ["disparity", dataset_name] + (["valid"] if use_valid else [])
             arrays = store.read(key, names)
-            left = read_image(_resolve(str(attrs["left"]), path, "left", key))
-            right = read_image(_resolve(str(attrs["right"]), path, "right", key))
+            left = read_image(resolve_pair_file(path, str(attrs["left"]), "left", key))
+            right = read_image(resolve_pair_file(path, str(attrs["right"]), "right", key))
             if left.ndim == 3 and left.shape[2] == 4:  # RGBA -> RGB
                 left, right = left[:, :, :3], right[:, :, :3]
             proxy = np.asarray(arrays["disparity"], dtype=np.float32)
@@ -172,11 +143,13 @@ def load_adaptation_pairs(
             if with_ground_truth:
                 if not attrs.get("gt_left"):
                     raise InputError(f"{path}: pair {key!r} has no ground truth (gt_left attribute); supervised losses (l1) need it")
-                ground_truth = read_disparity(_resolve(str(attrs["gt_left"]), path, "ground-truth", key), float(attrs.get("gt_scale", 1.0) or 1.0))
+                ground_truth = read_disparity(
+                    resolve_pair_file(path, str(attrs["gt_left"]), "ground-truth", key), float(attrs.get("gt_scale", 1.0) or 1.0)
+                )
                 ground_truth = np.where(np.isfinite(ground_truth) & (ground_truth > 0), ground_truth, np.nan).astype(np.float32)
                 masks = attrs.get("masks") or {}
                 if evaluation_mask and evaluation_mask in masks:
-                    mask = _gray_mask(_resolve(str(masks[evaluation_mask]), path, f"{evaluation_mask} mask", key))
+                    mask = _gray_mask(resolve_pair_file(path, str(masks[evaluation_mask]), f"{evaluation_mask} mask", key))
             pairs.append(
                 AdaptationPair(
                     key=key,
@@ -206,7 +179,7 @@ class ProxyAdaptationDataset(Dataset):
 
     def __init__(self, pairs: Sequence[AdaptationPair], crop: tuple[int, int] | None = None, seed: int = 0, shuffle: bool = True) -> None:
         if not pairs:
-            raise InputError("no pairs to adapt on; check --proxies and --pairs")
+            raise InputError("no pairs to adapt on; check --proxies and --keys")
         if crop is not None and (crop[0] < 1 or crop[1] < 2):
             raise InputError(f"--crop {crop[0]}x{crop[1]}: give a positive HEIGHTxWIDTH (width at least 2)")
         self.pairs = list(pairs)
@@ -271,30 +244,3 @@ def describe_pairs(pairs: Sequence[AdaptationPair]) -> dict[str, Any]:
         "keys": [pair.key for pair in pairs][:50],
         "pixels": int(sum(pair.proxy.size for pair in pairs)),
     }
-
-
-@torch.no_grad()
-def evaluate_network(model: torch.nn.Module, pairs: Sequence[AdaptationPair], device: str | torch.device = "cpu") -> list[dict[str, Any]]:
-    """Whole-image predictions of ``model`` on ``pairs`` scored against their ground truth.
-
-    Args:
-        model: a stereo network (``model(left, right).disparity``), put in eval mode here.
-        pairs: pairs read with ``with_ground_truth=True`` (pairs without ground truth are skipped).
-        device: where to run the network.
-
-    Returns:
-        One row per pair: ``key`` and :func:`pseudolabel.metrics.disparity_metrics` (EPE in pixels,
-        bad-k and D1 in percent) inside the pair's evaluation mask when it has one.
-    """
-    from pseudolabel.metrics import disparity_metrics
-
-    model.eval()
-    rows: list[dict[str, Any]] = []
-    for pair in pairs:
-        if pair.ground_truth is None:
-            continue
-        left = to_tensor_image(pair.left)[None].to(device)
-        right = to_tensor_image(pair.right)[None].to(device)
-        prediction = model(left, right).disparity[0, 0].float().cpu().numpy()
-        rows.append({"key": pair.key, **disparity_metrics(prediction, pair.ground_truth, pair.mask)})
-    return rows

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""Distributed data parallel under ``torchrun``: the process group of a run, and which process reports."""
 
 from __future__ import annotations
 
@@ -45,3 +45,8 @@ def threading_is_main() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
+
+
+def is_rank_zero() -> bool:
+    """Whether this process is rank 0 of a ``torchrun`` launch (or not launched by ``torchrun``): the one that reports."""
+    return int(os.environ.get("RANK", "0")) == 0

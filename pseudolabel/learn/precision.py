@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""Mixed precision of the training step: which autocast dtype a device gets, and its name in checkpoints."""
 
 from __future__ import annotations
 

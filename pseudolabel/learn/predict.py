@@ -1,13 +1,34 @@
-"""TODO docstring."""
+"""Inference and evaluation of stereo networks on image pairs.
+
+:func:`predict_disparity` runs a network on one pair; :func:`predict_pairs` writes the predictions of
+a dataset (``pseudolabel predict``); :func:`evaluate_pairs` scores a network or stored predictions
+against ground truth (``pseudolabel eval``); :func:`evaluate_network` scores a network on pairs held
+in memory (the adaptation benchmark). Metrics are those of :func:`pseudolabel.metrics.disparity_metrics`
+(EPE in pixels, bad-k and D1 in percent), averaged by :func:`pseudolabel.metrics.average_metrics`.
+"""
 
 from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from pseudolabel.errors import InputError
-from pseudolabel.learn.samples import to_tensor_image
+from pseudolabel.learn.samples import find_pairs, to_tensor_image
 from pseudolabel.models.registry import StereoNetwork
+from pseudolabel.progress import Progress, or_silent
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pseudolabel.datasets import PairInfo
+    from pseudolabel.learn.adaptation_data import AdaptationPair
+
+__all__ = ["PredictSummary", "evaluate_network", "evaluate_pairs", "pair_mask", "predict_disparity", "predict_pairs", "safe_key"]
 
 
 @torch.no_grad()
@@ -17,6 +38,7 @@ def predict_disparity(model: StereoNetwork, left: np.ndarray, right: np.ndarray,
     Args:
         model: a network in eval mode (e.g. from :func:`pseudolabel.learn.checkpoint.load_model`).
         left, right: (H, W) or (H, W, 3) ``uint8``/``uint16`` RGB images of equal size.
+        device: where ``model`` is.
 
     Returns:
         (H, W) ``float32`` disparity in pixels (>= 0).
@@ -31,3 +53,196 @@ def predict_disparity(model: StereoNetwork, left: np.ndarray, right: np.ndarray,
     right_t = to_tensor_image(right)[None].to(device)
     output = model(left_t, right_t)
     return output.disparity[0, 0].float().cpu().numpy()
+
+
+def safe_key(key: str) -> str:
+    """A pair key as a file name: runs of other characters than letters, digits, ``._-`` become ``_``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(key)).strip("_") or "pair"
+
+
+def _load(model: str | os.PathLike[str] | StereoNetwork, device: str, threads: int | None) -> tuple[StereoNetwork, torch.device]:
+    """The network (a checkpoint, a shipped name, or a network already built) in eval mode on ``device``."""
+    from pseudolabel.learn.checkpoint import load_model
+    from pseudolabel.models.devices import resolve_device
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch_device = resolve_device(device)
+    if isinstance(model, StereoNetwork):
+        return model.to(torch_device).eval(), torch_device
+    return load_model(model, torch_device), torch_device
+
+
+@dataclass
+class PredictSummary:
+    """What :func:`predict_pairs` did: pairs predicted now, pairs whose outputs existed, the output folder."""
+
+    predicted: int
+    skipped: int
+    out: Path
+
+
+def predict_pairs(
+    model: str | os.PathLike[str] | StereoNetwork,
+    inputs: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    device: str = "auto",
+    threads: int | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> PredictSummary:
+    """Predict the left disparity of every pair: ``KEY.pfm``, ``KEY.png`` (KITTI 16-bit, value/256) and ``KEY_color.png``.
+
+    The colour picture uses the disparity colours of :mod:`pseudolabel.viz.colour` (turbo over
+    :func:`~pseudolabel.viz.colour.display_range`), as ``pseudolabel show`` does. Pairs whose three files
+    exist are skipped unless ``force``, so an interrupted run resumes.
+
+    Args:
+        model: checkpoint, shipped model name, or a network.
+        inputs: dataset folders (KITTI, Middlebury, synth) or ``[LEFT_DIR, RIGHT_DIR]``.
+        out: output folder (created).
+        device: ``auto``, ``cpu`` or ``cuda``; ``threads``: torch CPU threads (``None``: torch's choice).
+        force: recompute pairs whose outputs exist.
+        progress: one unit per pair.
+
+    Raises:
+        InputError: no pairs, a missing model, images of different sizes.
+    """
+    from pseudolabel.io import read_image, write_disparity_png16, write_image, write_pfm
+    from pseudolabel.viz.colour import disparity_image, display_range
+
+    pairs = find_pairs(inputs)
+    network, torch_device = _load(model, device, threads)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    progress = or_silent(progress)
+    progress.start("predict", len(pairs))
+    done = 0
+    try:
+        for pair in pairs:
+            key = safe_key(pair.key)
+            targets = [out_dir / f"{key}.pfm", out_dir / f"{key}.png", out_dir / f"{key}_color.png"]
+            if force or not all(target.exists() for target in targets):
+                disparity = predict_disparity(network, read_image(pair.left), read_image(pair.right), torch_device)
+                write_pfm(targets[0], disparity)
+                write_disparity_png16(targets[1], disparity)
+                write_image(targets[2], disparity_image(disparity, *display_range(disparity)))
+                done += 1
+            progress.advance(1, str(pair.key))
+    finally:
+        progress.finish()
+    return PredictSummary(predicted=done, skipped=len(pairs) - done, out=out_dir)
+
+
+def pair_mask(pair: PairInfo, name: str | None) -> np.ndarray | None:
+    """The evaluation mask ``name`` of a dataset pair, (H, W) ``bool`` (True = evaluate), or ``None``.
+
+    ``nonocc`` (or ``noc``) falls back on the pair's ``occlusion`` mask (255 = occluded), and is
+    ``None`` when the ground truth itself is non-occluded only (KITTI ``disp_noc``).
+
+    Raises:
+        InputError: the pair has no mask of that name.
+    """
+    if name is None:
+        return None
+    from pseudolabel.io import read_image
+
+    masks = getattr(pair, "masks", None) or {}
+    if name in ("nonocc", "noc") and "nonocc" not in masks:
+        if "occlusion" in masks:  # 255 = occluded
+            image = read_image(masks["occlusion"])
+            return (image[..., 0] if image.ndim == 3 else image) <= 127
+        return None  # KITTI disp_noc and similar: the ground truth itself is non-occluded only
+    if name not in masks:
+        raise InputError(f"--mask {name}: pair {pair.key} has no such mask (it has: {', '.join(masks) or 'none'})")
+    image = read_image(masks[name])
+    if image.ndim == 3:
+        image = image[..., 0]
+    return image > 127
+
+
+def _stored_prediction(pred_dir: Path, pair: PairInfo) -> np.ndarray:
+    """The prediction ``KEY.pfm`` (or ``KEY.png``) of a pair written by :func:`predict_pairs`."""
+    from pseudolabel.io import read_disparity
+
+    key = safe_key(pair.key)
+    found = next((path for path in (pred_dir / f"{key}.pfm", pred_dir / f"{key}.png") if path.exists()), None)
+    if found is None:
+        raise InputError(f"--pred {pred_dir}: no {key}.pfm or {key}.png for pair {pair.key}; run `pseudolabel predict` on the same data")
+    return read_disparity(found)
+
+
+def evaluate_pairs(
+    data: Sequence[str | os.PathLike[str]],
+    *,
+    model: str | os.PathLike[str] | StereoNetwork | None = None,
+    predictions: str | os.PathLike[str] | None = None,
+    mask: str | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Score a network, or the predictions stored by :func:`predict_pairs`, against the pairs' ground truth.
+
+    Args:
+        data: pairs with ground truth: dataset folders or ``[LEFT_DIR, RIGHT_DIR]``.
+        model: checkpoint, shipped name or network to run on the pairs; or
+        predictions: folder of ``KEY.pfm`` (or ``KEY.png``) (exactly one of the two).
+        mask: evaluate only inside this named mask of each pair (:func:`pair_mask`).
+        device, threads: where and with how many CPU threads the network runs.
+
+    Returns:
+        ``(rows, mean)``: one row per pair (``key`` and :func:`pseudolabel.metrics.disparity_metrics`)
+        and their mean (:func:`pseudolabel.metrics.average_metrics`).
+
+    Raises:
+        InputError: both or neither of ``model`` and ``predictions``, no pairs, a missing prediction,
+            pairs without ground truth, a missing mask.
+    """
+    from pseudolabel.io import read_disparity, read_image
+    from pseudolabel.metrics import average_metrics, disparity_metrics
+
+    if (model is None) == (predictions is None):
+        raise InputError("give either --model with --data, or --pred with --gt")
+    pairs = find_pairs(data)
+    if model is not None:
+        network, torch_device = _load(model, device, threads)
+        predicted = [predict_disparity(network, read_image(p.left), read_image(p.right), torch_device) for p in pairs]
+    else:
+        predicted = [_stored_prediction(Path(str(predictions)), pair) for pair in pairs]
+    missing_gt = [p.key for p in pairs if getattr(p, "gt_left", None) is None]
+    if missing_gt:
+        raise InputError(f"{len(missing_gt)} pair(s) have no ground truth (e.g. {missing_gt[0]}); evaluation needs it")
+    rows: list[dict[str, Any]] = []
+    for pair, prediction in zip(pairs, predicted):
+        if pair.gt_left is None:  # pragma: no cover - checked above
+            raise InputError(f"pair {pair.key} has no ground truth")
+        ground_truth = read_disparity(pair.gt_left, pair.gt_scale)
+        rows.append({"key": str(pair.key), **disparity_metrics(prediction, ground_truth, pair_mask(pair, mask))})
+    return rows, average_metrics(rows)
+
+
+@torch.no_grad()
+def evaluate_network(model: torch.nn.Module, pairs: Sequence[AdaptationPair], device: str | torch.device = "cpu") -> list[dict[str, Any]]:
+    """Whole-image predictions of ``model`` on pairs held in memory, scored against their ground truth.
+
+    Args:
+        model: a stereo network (``model(left, right).disparity``), put in eval mode here.
+        pairs: pairs read with ``with_ground_truth=True`` (:func:`pseudolabel.learn.adaptation_data.load_adaptation_pairs`;
+            pairs without ground truth are skipped).
+        device: where the network is.
+
+    Returns:
+        One row per pair: ``key`` and :func:`pseudolabel.metrics.disparity_metrics` inside the pair's
+        evaluation mask when it has one.
+    """
+    from pseudolabel.metrics import disparity_metrics
+
+    model.eval()
+    rows: list[dict[str, Any]] = []
+    for pair in pairs:
+        if pair.ground_truth is None:
+            continue
+        prediction = predict_disparity(model, pair.left, pair.right, device)  # type: ignore[arg-type]  # any stereo module
+        rows.append({"key": pair.key, **disparity_metrics(prediction, pair.ground_truth, pair.mask)})
+    return rows

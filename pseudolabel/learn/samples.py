@@ -1,16 +1,28 @@
-"""TODO docstring."""
+"""Training samples of stereo networks: crops, photometric augmentation, the datasets (pairs rendered
+on the fly, labelled pairs on disk) and the sampler that gives each step its sample indices.
+
+A sample is a dict of tensors: ``left``/``right`` (3, h, w) ``float32`` in [0, 1], ``disparity``
+(1, h, w) ``float32`` left ground truth in pixels (0 where unknown), ``valid`` (1, h, w) ``bool``,
+``index`` () ``int64``; a :data:`Batch` stacks them along a first dimension B.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
 from pseudolabel.errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pseudolabel.datasets import PairInfo
+    from pseudolabel.synth.scene import SynthConfig
 
 Batch = dict[str, torch.Tensor]
 
@@ -138,7 +150,9 @@ class SyntheticStereoDataset(Dataset):
     Any non-negative index is valid (the stream is endless); ``len()`` is only nominal.
     """
 
-    def __init__(self, config: Any, seed: int = 0, crop: tuple[int, int] | None = None, augment: AugmentConfig | None = AugmentConfig()) -> None:
+    def __init__(
+        self, config: SynthConfig, seed: int = 0, crop: tuple[int, int] | None = None, augment: AugmentConfig | None = AugmentConfig()
+    ) -> None:
         self.config = config
         self.seed = int(seed)
         self.crop = crop
@@ -176,7 +190,7 @@ class StereoPairDataset(Dataset):
 
     def __init__(
         self,
-        pairs: Sequence[Any],
+        pairs: Sequence[PairInfo],
         seed: int = 0,
         crop: tuple[int, int] | None = None,
         augment: AugmentConfig | None = AugmentConfig(),
@@ -206,6 +220,8 @@ class StereoPairDataset(Dataset):
         pair = self.pairs[self.pair_index(index)]
         left = read_image(pair.left)
         right = read_image(pair.right)
+        if pair.gt_left is None:  # pragma: no cover - checked in __init__
+            raise InputError(f"--data: pair {pair.key} has no ground truth")
         disparity = read_disparity(pair.gt_left, pair.gt_scale)
         return make_sample(left, right, disparity, sample_rng(self.seed, index, stream=1), self.crop, self.augment, int(index))
 
@@ -229,3 +245,20 @@ class StepBatchSampler(Sampler[list[int]]):
         for step in range(self.start_step, self.end_step):
             first = step * self.global_batch + self.rank * self.per_rank
             yield list(range(first, first + self.per_rank))
+
+
+def find_pairs(paths: Sequence[str | os.PathLike[str]]) -> list[PairInfo]:
+    """The stereo pairs of dataset folders (KITTI, Middlebury, synth) or of ``LEFT_DIR RIGHT_DIR``.
+
+    Raises:
+        InputError: no folder given, or no pair found in them.
+    """
+    from pseudolabel.datasets import discover_pairs
+
+    texts = [str(path) for path in paths]
+    if not texts:
+        raise InputError("give a dataset folder (KITTI, Middlebury, synth) or LEFT_DIR RIGHT_DIR")
+    pairs = discover_pairs([Path(text) for text in texts])
+    if not pairs:
+        raise InputError(f"{' '.join(texts)}: no stereo pairs found; check the folder layout (KITTI, Middlebury, synth, or LEFT_DIR RIGHT_DIR)")
+    return list(pairs)

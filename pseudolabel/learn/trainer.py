@@ -1,4 +1,5 @@
-"""Generic trainer for stereo networks: supervised training here, adaptation in ``pseudolabel adapt``.
+"""Generic trainer for stereo networks: supervised training (:mod:`pseudolabel.learn.supervised`) and
+adaptation (:mod:`pseudolabel.learn.adapt`).
 
 :class:`Trainer` runs ``steps`` optimisation steps of a network (plus optional extra modules, e.g. a
 learnable tau) on an *indexed* dataset with a caller-supplied loss, and takes care of:
@@ -10,16 +11,14 @@ learnable tau) on an *indexed* dataset with a caller-supplied loss, and takes ca
   batch, so N processes with per-rank batch B/N follow the same trajectory as one process with batch B;
 * a fixed seed and exact resumption: sample ``i`` of the run is ``dataset[i]`` (global step ``s`` uses
   indices ``s*B .. s*B+B-1``), so a resumed run sees exactly the samples it would have seen;
-* a progress line with loss and throughput, a JSON-lines metrics log, a checkpoint every N steps,
-  ``resume``, and a checkpoint on Ctrl-C (SIGINT) before :class:`KeyboardInterrupt` propagates.
+* progress through a :class:`pseudolabel.progress.Progress` (loss and throughput), a JSON-lines
+  metrics log, a checkpoint every N steps, ``resume``, and a checkpoint on Ctrl-C (SIGINT) before
+  :class:`KeyboardInterrupt` propagates.
 
 Dataset protocol: any ``torch.utils.data.Dataset`` whose ``__getitem__(i)`` accepts every
 non-negative integer (wrap around or generate on the fly) and returns a dict of tensors. The default
 forward call reads ``batch["left"]`` and ``batch["right"]`` ((B, 3, H, W) float in ``[0, 1]``).
-
-Also here: :class:`SyntheticStereoDataset` (pairs rendered on the fly by :mod:`pseudolabel.synth`),
-:class:`StereoPairDataset` (pairs on disk with ground truth, from :func:`pseudolabel.datasets.discover_pairs`),
-the photometric augmentation, random crops, and :func:`multiscale_l1_loss`.
+The settings are a :class:`~pseudolabel.learn.run.TrainerConfig` (:mod:`pseudolabel.learn.run`).
 """
 
 from __future__ import annotations
@@ -29,10 +28,10 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import torch
 import torch.distributed as dist
@@ -48,141 +47,18 @@ from pseudolabel.learn.distributed import (
     threading_is_main,
 )
 from pseudolabel.learn.precision import autocast_dtype, precision_name
+from pseudolabel.learn.run import TrainerConfig, TrainResult
 from pseudolabel.learn.samples import Batch, StepBatchSampler
 from pseudolabel.models import devices
 from pseudolabel.models.registry import StereoNetwork, StereoOutput
+from pseudolabel.progress import Progress, or_silent
 
+__all__ = ["ForwardFunction", "LossFunction", "Trainer", "TrainerConfig", "TrainResult", "lr_factor"]
+
+#: ``loss_fn(output, batch) -> (scalar loss, {name: float})``.
 LossFunction = Callable[[StereoOutput, Batch], tuple[torch.Tensor, dict[str, float]]]
+#: ``forward_fn(network, batch) -> output``: one call of the network per step (DDP).
 ForwardFunction = Callable[[nn.Module, Batch], StereoOutput]
-
-
-# ----------------------------------------------------------------------------------------------
-# Samples: crops, augmentation, datasets
-# ----------------------------------------------------------------------------------------------
-
-
-# ----------------------------------------------------------------------------------------------
-# Loss
-# ----------------------------------------------------------------------------------------------
-
-
-def multiscale_l1_loss(
-    output: StereoOutput, batch: Batch, weights: Sequence[float] | None = None, max_disparity: float | None = None
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Supervised multi-scale L1: ``sum_k w_k mean_valid |d_k - d_gt|`` over pixels with ground truth.
-
-    Args:
-        output: network output; ``multiscale`` entries are (B, 1, H, W) in input pixels, finest first.
-        batch: ``disparity`` (B, 1, H, W) ground truth in pixels and ``valid`` (B, 1, H, W) bool.
-        weights: per level, finest first; default ``0.5 ** k`` (the finest weighs 1).
-        max_disparity: ignore ground truth at or above this (pixels), if given.
-
-    Returns:
-        (scalar loss, logs: ``loss``, ``epe`` of the finest output, ``bad3`` percent, ``valid`` fraction).
-        Under DDP the normaliser is the mean valid count over ranks, so that the averaged gradients
-        equal those of one process on the global batch (logs are then this rank's share).
-    """
-    target = batch["disparity"]
-    valid = batch["valid"].bool()
-    if max_disparity is not None:
-        valid = valid & (target < max_disparity)
-    count = valid.sum().clamp(min=1).float()
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        # DDP averages gradients over ranks: normalise by the mean valid count over ranks, so that the
-        # result equals one process's loss on the whole global batch.
-        global_count = valid.sum().float().detach().clone()
-        dist.all_reduce(global_count)
-        count = (global_count / dist.get_world_size()).clamp(min=1)
-    levels = output.multiscale
-    if weights is None:
-        weights = [0.5**k for k in range(len(levels))]
-    total = target.new_zeros(())
-    for weight, estimate in zip(weights, levels):
-        total = total + weight * ((estimate.float() - target).abs() * valid).sum() / count
-    with torch.no_grad():
-        error = (levels[0].float() - target).abs()
-        epe = float((error * valid).sum() / count)
-        bad3 = float(100.0 * ((error > 3.0) & valid).sum() / count)
-    return total, {"loss": float(total.detach()), "epe": epe, "bad3": bad3, "valid": float(valid.float().mean())}
-
-
-# ----------------------------------------------------------------------------------------------
-# Distributed helpers
-# ----------------------------------------------------------------------------------------------
-
-
-# ----------------------------------------------------------------------------------------------
-# Trainer
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class TrainerConfig:
-    """Settings of a :class:`Trainer` run.
-
-    Attributes:
-        out: final checkpoint path. Progress checkpoints go to :attr:`progress_path`
-            (``OUT`` with suffix ``.partial.pt``), the metrics log to :attr:`log_path` (``.jsonl``).
-        steps: total optimisation steps (a resumed run continues up to it).
-        batch_size: *global* batch (split evenly over the processes).
-        learning_rate: peak Adam learning rate.
-        schedule: ``cosine`` (to 5% of the peak), ``step`` (x0.5 at 60% and 80% of the steps) or ``constant``.
-        warmup_steps: linear warm-up steps.
-        weight_decay: Adam(W) weight decay.
-        grad_clip: gradient norm clip (``None``/0 = off).
-        device: ``auto``, ``cpu`` or ``cuda``.
-        amp: mixed precision (:func:`autocast_dtype`): float16 autocast with gradient scaling on CUDA,
-            bfloat16 autocast on a CPU that runs bfloat16 natively (AVX512-BF16 or AMX: about 1.7x
-            faster per step), float32 on other CPUs. Parameters and optimiser state stay float32.
-        workers: data-loader worker processes per rank.
-        seed: seed of the data order, augmentation and torch generator.
-        checkpoint_every: save a progress checkpoint every N steps (0 = only at the end / on Ctrl-C).
-        log_every: write a metrics line every N steps.
-        resume: continue from the progress checkpoint (or from ``out``) when there is one.
-        threads: torch CPU threads (``None`` = torch's default).
-        progress: show a progress line on stderr.
-        time_limit_s: stop after this many seconds of training (the final checkpoint records the step
-            reached; the schedule still assumes ``steps``). ``None`` = no limit.
-    """
-
-    out: Path
-    steps: int
-    batch_size: int = 4
-    learning_rate: float = 1e-4
-    schedule: str = "cosine"
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    grad_clip: float | None = 10.0
-    device: str = "auto"
-    amp: bool = True
-    workers: int = 0
-    seed: int = 0
-    checkpoint_every: int = 500
-    log_every: int = 10
-    resume: bool = False
-    threads: int | None = None
-    progress: bool = True
-    time_limit_s: float | None = None
-
-    @property
-    def progress_path(self) -> Path:
-        """Where intermediate checkpoints go (``OUT.partial.pt``)."""
-        return Path(self.out).with_suffix(".partial.pt")
-
-    @property
-    def log_path(self) -> Path:
-        """The JSON-lines metrics log (``OUT.jsonl``)."""
-        return Path(self.out).with_suffix(".jsonl")
-
-
-@dataclass
-class TrainResult:
-    """Outcome of :meth:`Trainer.fit`: final step, wall time in seconds, last logged values, checkpoint path."""
-
-    step: int
-    wall_seconds: float
-    last_logs: dict[str, float] = field(default_factory=dict)
-    checkpoint: Path | None = None
 
 
 class _ParameterHolder(nn.Module):
@@ -219,36 +95,41 @@ def _json_safe(value: Any) -> Any:
     return repr(value)
 
 
-class ProgressLine:
-    """A one-line progress display on stderr (rewritten in place on a terminal, every ``every`` steps otherwise)."""
+@dataclass
+class _Optimisation:
+    """What one run optimises with: the optimiser, its schedule, the gradient scaler, the trained parameters."""
 
-    def __init__(self, total: int, enabled: bool, every: int = 10) -> None:
-        self.total = total
-        self.enabled = enabled
-        self.every = max(every, 1)
-        self.tty = sys.stderr.isatty()
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    parameters: list[nn.Parameter]
 
-    def update(self, step: int, logs: Mapping[str, float], pairs_per_second: float, eta_seconds: float) -> None:
-        """Show step ``step`` of ``total`` with the loss, throughput and estimated time left."""
-        if not self.enabled or (not self.tty and step % self.every and step != self.total):
-            return
-        width = 24
-        filled = int(width * step / max(self.total, 1))
-        text = (
-            f"[{'#' * filled}{'.' * (width - filled)}] {step}/{self.total} loss {logs.get('loss', float('nan')):.4f} "
-            f"{pairs_per_second:.2f} pairs/s eta {int(eta_seconds // 60)}m{int(eta_seconds % 60):02d}s"
-        )
-        if self.tty:
-            sys.stderr.write("\r" + text + " " * 4)
-        else:
-            sys.stderr.write(text + "\n")
-        sys.stderr.flush()
 
-    def close(self) -> None:
-        """End the line on a terminal."""
-        if self.enabled and self.tty:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+@dataclass
+class _Placement:
+    """Where and in which arithmetic a run executes."""
+
+    context: DistributedContext
+    device: torch.device
+    amp_dtype: torch.dtype | None
+
+    @property
+    def scaled(self) -> bool:
+        """Gradient scaling (float16 only)."""
+        return self.amp_dtype == torch.float16
+
+
+@dataclass
+class _Window:
+    """Timing of the run: its start, and the pairs seen since the last metrics line (throughput)."""
+
+    started: float
+    window_start: float
+    window_pairs: int = 0
+
+    def pairs_per_second(self, now: float) -> float:
+        """Throughput since the last metrics line."""
+        return self.window_pairs / max(now - self.window_start, 1e-9)
 
 
 class Trainer:
@@ -269,8 +150,9 @@ class Trainer:
         extra_lr_scale: ``{name: factor}``: the parameters of extra module ``name`` get their own
             optimiser group with ``factor`` times the learning rate (and no weight decay), e.g.
             ``{"tau": 30.0}`` for a learnable threshold; the other extras share the network's group.
-        init_from: checkpoint dictionary whose weights initialise the model (fine-tuning); its
-            optimiser state is not used.
+        progress: where the progress goes (rank 0, when ``config.progress``): :meth:`fit` calls
+            ``start(label, steps left, steps done)`` and, after every step,
+            ``advance(1, "loss 0.1234, 3.1 pairs/s")``; ``None`` = nothing shown.
     """
 
     def __init__(
@@ -286,6 +168,7 @@ class Trainer:
         training_args: Mapping[str, Any] | None = None,
         forward_fn: ForwardFunction | None = None,
         extra_lr_scale: Mapping[str, float] | None = None,
+        progress: Progress | None = None,
     ) -> None:
         self.model = model
         self.arch = arch
@@ -303,13 +186,16 @@ class Trainer:
         unknown = sorted(set(self.extra_lr_scale) - set(self.extras))
         if unknown:
             raise ValueError(f"extra_lr_scale names {unknown} that are not extra modules ({sorted(self.extras)})")
+        self.progress = or_silent(progress)
         self.step = 0
         #: arithmetic of the training step (``float32``, ``bfloat16`` or ``float16``), set by :meth:`fit`.
         self.precision = "float32"
 
     # -- checkpoints ------------------------------------------------------------------------
 
-    def _payload(self, optimizer: torch.optim.Optimizer | None, scheduler: Any, scaler: Any, logs: Mapping[str, float]) -> dict[str, Any]:
+    def _payload(self, optimisation: _Optimisation, logs: Mapping[str, float]) -> dict[str, Any]:
+        """The checkpoint dictionary of the current state (see :mod:`pseudolabel.learn.checkpoint`)."""
+        optimizer, scheduler, scaler = optimisation.optimizer, optimisation.scheduler, optimisation.scaler
         extra_state = self.extra_state() if callable(self.extra_state) else (self.extra_state or {})
         return {
             "arch": self.arch,
@@ -355,7 +241,7 @@ class Trainer:
             )
         return groups
 
-    # -- main loop --------------------------------------------------------------------------
+    # -- the run, step by step ----------------------------------------------------------------
 
     def fit(self) -> TrainResult:
         """Run (or resume) training up to ``config.steps``; returns a :class:`TrainResult`.
@@ -363,6 +249,20 @@ class Trainer:
         Raises:
             KeyboardInterrupt: after saving a progress checkpoint on Ctrl-C.
         """
+        place = self._place()
+        model = self.model.to(place.device)
+        self.extras.to(place.device)
+        optimisation = self._build_optimiser(model, place)
+        if self.config.resume:
+            self._restore(model, optimisation, place)
+        train_model = self._wrap_for_ddp(model, place)
+        loader = self._loader(place)
+        logs, wall_seconds = self._run_steps(train_model, loader, optimisation, place)
+        self._finish(model, optimisation, place, logs)
+        return TrainResult(step=self.step, wall_seconds=wall_seconds, last_logs=logs, checkpoint=Path(self.config.out))
+
+    def _place(self) -> _Placement:
+        """Threads, process group, device, precision and the seed of this rank."""
         config = self.config
         if config.threads:
             torch.set_num_threads(int(config.threads))
@@ -370,114 +270,163 @@ class Trainer:
         context = init_distributed(device_kind)
         device = devices.resolve_device(config.device, context.local_rank)
         amp_dtype = autocast_dtype(device, bool(config.amp))
-        use_amp = amp_dtype == torch.float16  # gradient scaling: float16 only
         self.precision = precision_name(amp_dtype)
         torch.manual_seed(config.seed + context.rank)
+        return _Placement(context, device, amp_dtype)
 
-        model = self.model.to(device)
-        self.extras.to(device)
+    def _build_optimiser(self, model: nn.Module, place: _Placement) -> _Optimisation:
+        """AdamW over the parameter groups, the learning-rate schedule and the gradient scaler."""
+        config = self.config
         parameters = [p for p in list(model.parameters()) + list(self.extras.parameters()) if p.requires_grad]
         optimizer = torch.optim.AdamW(self._parameter_groups(model), lr=config.learning_rate, weight_decay=config.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config.steps, config.schedule, config.warmup_steps))
-        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+        scaler = torch.amp.GradScaler("cuda", enabled=place.scaled)
+        return _Optimisation(optimizer, scheduler, scaler, parameters)
 
-        resume_from = self._resume_source() if config.resume else None
-        if resume_from is not None:
-            payload = load_checkpoint(resume_from)
-            if payload["arch"] != self.arch:
-                raise InputError(
-                    f"--resume: {resume_from} holds a {payload['arch']!r} network, not {self.arch!r}; use the same --arch or another --out"
-                )
-            model.load_state_dict(payload["model"])
-            for name, state in (payload.get("extra_modules") or {}).items():
-                if name in self.extras:
-                    self.extras[name].load_state_dict(state)
-            if payload.get("optimizer") is not None:
-                optimizer.load_state_dict(payload["optimizer"])
-            if payload.get("scheduler") is not None:
-                scheduler.load_state_dict(payload["scheduler"])
-            if payload.get("scaler") is not None and use_amp:
-                scaler.load_state_dict(payload["scaler"])
-            if "rng" in payload and "torch" in payload["rng"]:
-                torch.set_rng_state(payload["rng"]["torch"])
-            self.step = int(payload["step"])
+    def _restore(self, model: nn.Module, optimisation: _Optimisation, place: _Placement) -> None:
+        """Continue from the progress checkpoint (or ``out``) when there is one: weights, optimiser, schedule, RNG, step."""
+        resume_from = self._resume_source()
+        if resume_from is None:
+            return
+        payload = load_checkpoint(resume_from)
+        if payload["arch"] != self.arch:
+            raise InputError(f"--resume: {resume_from} holds a {payload['arch']!r} network, not {self.arch!r}; use the same --arch or another --out")
+        model.load_state_dict(payload["model"])
+        for name, state in (payload.get("extra_modules") or {}).items():
+            if name in self.extras:
+                self.extras[name].load_state_dict(state)
+        if payload.get("optimizer") is not None:
+            optimisation.optimizer.load_state_dict(payload["optimizer"])
+        if payload.get("scheduler") is not None:
+            optimisation.scheduler.load_state_dict(payload["scheduler"])
+        if payload.get("scaler") is not None and place.scaled:
+            optimisation.scaler.load_state_dict(payload["scaler"])
+        if "rng" in payload and "torch" in payload["rng"]:
+            torch.set_rng_state(payload["rng"]["torch"])
+        self.step = int(payload["step"])
 
-        train_model: nn.Module = model
-        if context.world_size > 1:
-            train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-            if len(list(self.extras.parameters())):
-                for parameter in self.extras.parameters():
-                    dist.broadcast(parameter.data, src=0)
+    def _wrap_for_ddp(self, model: nn.Module, place: _Placement) -> nn.Module:
+        """The network as trained: wrapped in DistributedDataParallel under ``torchrun`` (extras synchronised from rank 0)."""
+        if place.context.world_size <= 1:
+            return model
+        wrapped = nn.parallel.DistributedDataParallel(model, device_ids=[place.device.index] if place.device.type == "cuda" else None)
+        for parameter in self.extras.parameters():
+            dist.broadcast(parameter.data, src=0)
+        return wrapped
 
-        sampler = StepBatchSampler(self.step, config.steps, config.batch_size, context.rank, context.world_size)
-        loader = DataLoader(
+    def _loader(self, place: _Placement) -> DataLoader:
+        """This rank's batches of the remaining steps."""
+        config = self.config
+        sampler = StepBatchSampler(self.step, config.steps, config.batch_size, place.context.rank, place.context.world_size)
+        return DataLoader(
             self.dataset,
             batch_sampler=sampler,
             num_workers=config.workers,
-            pin_memory=device.type == "cuda",
+            pin_memory=place.device.type == "cuda",
             persistent_workers=False,
         )
-        progress = ProgressLine(config.steps, enabled=config.progress and context.is_main, every=config.log_every)
+
+    def _run_steps(
+        self, train_model: nn.Module, loader: DataLoader, optimisation: _Optimisation, place: _Placement
+    ) -> tuple[dict[str, float], float]:
+        """The step loop, with progress, metrics log and checkpoints; saves and re-raises on Ctrl-C.
+
+        Returns:
+            The logs of the last step and the training time in seconds.
+        """
+        config, context = self.config, place.context
+        progress = self.progress if config.progress and context.is_main else or_silent(None)
         log_handle = open(config.log_path, "a", encoding="utf-8") if context.is_main else None
         logs: dict[str, float] = {}
-        started = time.perf_counter()
-        window_start, window_pairs = started, 0
+        now = time.perf_counter()
+        window = _Window(started=now, window_start=now)
         start_step = self.step
         sigint_previous = None
+        progress.start(Path(config.out).name, config.steps - self.step, done=self.step)
         try:
             if context.is_main and threading_is_main():
                 # Make SIGINT raise KeyboardInterrupt even if a caller installed another handler.
                 sigint_previous = signal.signal(signal.SIGINT, signal.default_int_handler)
             train_model.train()
             for batch in loader:
-                batch = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-                with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                    output = self.forward_fn(train_model, batch)
-                    loss, step_logs = self.loss_fn(output, batch)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if context.world_size > 1:
-                    for parameter in self.extras.parameters():
-                        if parameter.grad is not None:
-                            dist.all_reduce(parameter.grad)
-                            parameter.grad /= context.world_size
-                if config.grad_clip:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                self.step += 1
-                window_pairs += config.batch_size
-                now = time.perf_counter()
-                pairs_per_second = window_pairs / max(now - window_start, 1e-9)
-                logs = {**step_logs, "lr": optimizer.param_groups[0]["lr"]}
-                eta = (config.steps - self.step) * config.batch_size / max(pairs_per_second, 1e-9)
-                progress.update(self.step, logs, pairs_per_second, eta)
-                if log_handle is not None and (self.step % config.log_every == 0 or self.step == config.steps):
-                    record = {"step": self.step, **logs, "pairs_per_s": pairs_per_second, "elapsed_s": now - started, "time": time.time()}
-                    log_handle.write(json.dumps(record) + "\n")
-                    log_handle.flush()
-                    window_start, window_pairs = now, 0
-                if context.is_main and config.checkpoint_every and self.step % config.checkpoint_every == 0 and self.step < config.steps:
-                    save_checkpoint(config.progress_path, self._payload(optimizer, scheduler, scaler, logs))
-                if config.time_limit_s is not None and self._time_is_up(now - started, context):
+                step_logs = self._step(train_model, batch, optimisation, place)
+                logs = {**step_logs, "lr": optimisation.optimizer.param_groups[0]["lr"]}
+                now = self._log_and_checkpoint(logs, window, progress, log_handle, optimisation, context)
+                if config.time_limit_s is not None and self._time_is_up(now - window.started, context):
                     break
         except KeyboardInterrupt:
-            progress.close()
-            if context.is_main and self.step > start_step:
-                save_checkpoint(config.progress_path, self._payload(optimizer, scheduler, scaler, logs))
-                sys.stderr.write(f"Interrupted at step {self.step}: saved {config.progress_path}; rerun with --resume to continue.\n")
+            progress.finish()
+            self._save_interrupted(optimisation, logs, context, start_step)
             raise
         finally:
             if sigint_previous is not None:
                 signal.signal(signal.SIGINT, sigint_previous)
             if log_handle is not None:
                 log_handle.close()
-        progress.close()
-        wall = time.perf_counter() - started
+        progress.finish()
+        return logs, time.perf_counter() - window.started
+
+    def _step(self, train_model: nn.Module, batch: Batch, optimisation: _Optimisation, place: _Placement) -> dict[str, float]:
+        """One optimisation step on ``batch`` (forward and loss under autocast, backward, clip, update); returns the loss logs."""
+        config, device = self.config, place.device
+        batch = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        with torch.autocast(device_type=device.type, dtype=place.amp_dtype or torch.float32, enabled=place.amp_dtype is not None):
+            output = self.forward_fn(train_model, batch)
+            loss, step_logs = self.loss_fn(output, batch)
+        optimizer, scaler = optimisation.optimizer, optimisation.scaler
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if place.context.world_size > 1:
+            for parameter in self.extras.parameters():
+                if parameter.grad is not None:
+                    dist.all_reduce(parameter.grad)
+                    parameter.grad /= place.context.world_size
+        if config.grad_clip:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(optimisation.parameters, config.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        optimisation.scheduler.step()
+        self.step += 1
+        return step_logs
+
+    def _log_and_checkpoint(
+        self,
+        logs: dict[str, float],
+        window: _Window,
+        progress: Progress,
+        log_handle: TextIO | None,
+        optimisation: _Optimisation,
+        context: DistributedContext,
+    ) -> float:
+        """After a step: progress, the metrics line every ``log_every`` steps, the progress checkpoint every
+        ``checkpoint_every`` steps. Returns the time (``time.perf_counter``) of the step's end."""
+        config = self.config
+        window.window_pairs += config.batch_size
+        now = time.perf_counter()
+        pairs_per_second = window.pairs_per_second(now)
+        progress.advance(1, f"loss {logs.get('loss', float('nan')):.4f}, {pairs_per_second:.2f} pairs/s")
+        if log_handle is not None and (self.step % config.log_every == 0 or self.step == config.steps):
+            record = {"step": self.step, **logs, "pairs_per_s": pairs_per_second, "elapsed_s": now - window.started, "time": time.time()}
+            log_handle.write(json.dumps(record) + "\n")
+            log_handle.flush()
+            window.window_start, window.window_pairs = now, 0
+        if context.is_main and config.checkpoint_every and self.step % config.checkpoint_every == 0 and self.step < config.steps:
+            save_checkpoint(config.progress_path, self._payload(optimisation, logs))
+        return now
+
+    def _save_interrupted(self, optimisation: _Optimisation, logs: Mapping[str, float], context: DistributedContext, start_step: int) -> None:
+        """On Ctrl-C: the progress checkpoint (when a step was made) and how to continue."""
+        config = self.config
+        if context.is_main and self.step > start_step:
+            save_checkpoint(config.progress_path, self._payload(optimisation, logs))
+            sys.stderr.write(f"Interrupted at step {self.step}: saved {config.progress_path}; rerun with --resume to continue.\n")
+
+    def _finish(self, model: nn.Module, optimisation: _Optimisation, place: _Placement, logs: Mapping[str, float]) -> None:
+        """The final checkpoint (rank 0; the progress checkpoint goes), the process group's end, eval mode."""
+        config, context = self.config, place.context
         if context.is_main:
-            save_checkpoint(config.out, self._payload(optimizer, scheduler, scaler, logs))
+            save_checkpoint(config.out, self._payload(optimisation, logs))
             if config.progress_path.exists():
                 config.progress_path.unlink()
         if context.world_size > 1:
@@ -485,9 +434,3 @@ class Trainer:
             if context.initialized_here:
                 dist.destroy_process_group()
         model.eval()
-        return TrainResult(step=self.step, wall_seconds=wall, last_logs=logs, checkpoint=Path(config.out))
-
-
-# ----------------------------------------------------------------------------------------------
-# Inference
-# ----------------------------------------------------------------------------------------------

@@ -15,10 +15,10 @@ from pseudolabel.cli.main import main
 from pseudolabel.io import write_image, write_pfm
 from pseudolabel.learn.adaptation_data import (
     ProxyAdaptationDataset,
-    evaluate_network,
     load_adaptation_pairs,
 )
 from pseudolabel.learn.checkpoint import load_checkpoint, load_model, save_checkpoint
+from pseudolabel.learn.predict import evaluate_network
 from pseudolabel.models.registry import build_network
 from pseudolabel.sgm.params import SGMParams
 from pseudolabel.store.journal import create_or_open_proxies
@@ -158,12 +158,12 @@ def test_fixed_tau_net_tau_and_every_loss_with_the_mirrored_pass(workspace: dict
 
 
 def test_mirrored_forward_gives_the_networks_right_view_disparity() -> None:
-    from pseudolabel.cli.adapt import _MirroredForward
+    from pseudolabel.learn.adapt import MirroredForward
 
     torch.manual_seed(0)
     network = build_network("tiny").eval()
     left, right = torch.rand(2, 3, 32, 48), torch.rand(2, 3, 32, 48)
-    forward = _MirroredForward()
+    forward = MirroredForward()
     with torch.no_grad():
         output = forward(network, {"left": left, "right": right})
         direct = network(left, right)
@@ -206,13 +206,23 @@ def test_dataset_crops_pads_and_repeats_deterministically(workspace: dict[str, P
     assert np.allclose(whole["disparity"][0].numpy(), pairs[1].ground_truth)
 
 
-def test_pairs_option_selects_keys(workspace: dict[str, Path], tmp_path: Path) -> None:
+def test_keys_and_exclude_options_select_pairs(workspace: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "one.pt"
-    result = run(*base_args(workspace, out), "--pairs", "p1", "--steps", "1", *FAST)
+    result = run(*base_args(workspace, out), "--keys", "p1", "--steps", "1", *FAST)
     assert result.exit_code == 0 and "on 1 pair(s)" in result.output
     assert load_checkpoint(out)["training_args"]["data"]["keys"] == ["p1"]
-    result = run(*base_args(workspace, tmp_path / "none.pt"), "--pairs", "zz*", "--steps", "1", *FAST)
-    assert result.exit_code == 1 and "--pairs 'zz*'" in result.output
+    result = run(*base_args(workspace, tmp_path / "two.pt"), "--exclude", "p1", "--steps", "1", *FAST)
+    assert result.exit_code == 0 and "on 2 pair(s)" in result.output
+    assert load_checkpoint(tmp_path / "two.pt")["training_args"]["data"]["keys"] == ["p0", "p2"]
+    result = run(*base_args(workspace, tmp_path / "none.pt"), "--keys", "zz*", "--steps", "1", *FAST)
+    assert result.exit_code == 1 and "--keys 'zz*'" in result.output
+
+
+def test_pairs_is_a_deprecated_alias_of_keys(workspace: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "alias.pt"
+    result = run(*base_args(workspace, out), "--pairs", "p1", "--steps", "1", *FAST)
+    assert result.exit_code == 0 and "on 1 pair(s)" in result.output and "deprecated" in result.output
+    assert load_checkpoint(out)["training_args"]["data"]["keys"] == ["p1"]
 
 
 @pytest.mark.parametrize(

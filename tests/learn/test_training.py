@@ -18,13 +18,13 @@ from torch.utils.data import Dataset
 
 from pseudolabel.cli.main import main
 from pseudolabel.learn.checkpoint import load_checkpoint, load_model
+from pseudolabel.learn.losses import multiscale_l1_loss
 from pseudolabel.learn.precision import autocast_dtype
 from pseudolabel.learn.samples import make_sample, sample_rng
 from pseudolabel.learn.trainer import (
     Trainer,
     TrainerConfig,
     lr_factor,
-    multiscale_l1_loss,
 )
 from pseudolabel.models.registry import build_network
 from pseudolabel.synth.scene import SynthConfig, render_pair

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from pseudolabel.errors import InputError
-from pseudolabel.models.madnet import horizontal_correlation, warp_right_to_left
+from pseudolabel.models.madnet import horizontal_correlation
 from pseudolabel.models.registry import StereoOutput, available_networks, build_network
+from pseudolabel.models.warp import warp_right_to_left
 
 
 def test_registry_lists_and_builds_networks() -> None:
@@ -65,7 +66,7 @@ def test_padding_does_not_leak_into_the_batch() -> None:
 def test_warp_samples_right_image_at_x_minus_d() -> None:
     right = torch.arange(10, dtype=torch.float32).view(1, 1, 1, 10).repeat(1, 1, 3, 1)
     disparity = torch.full((1, 1, 3, 10), 2.5)
-    warped = warp_right_to_left(right, disparity)
+    warped, _ = warp_right_to_left(right, disparity)
     # x - 2.5 for x >= 3; column 2 samples -0.5 (half outside: zero padding gives half of column 0 = 0).
     torch.testing.assert_close(warped[0, 0, 1, 3:], torch.arange(3, 10, dtype=torch.float32) - 2.5)
 

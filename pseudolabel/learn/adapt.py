@@ -1,0 +1,274 @@
+"""Guided-confidence domain adaptation of a stereo network with proxy labels: :func:`adapt_network`.
+
+Reads the images named in a proxies file, the SGM proxy disparity and a confidence map
+(``confidence/<measure>``), and fine-tunes a network trained elsewhere (``pseudolabel train``) with
+the losses of :mod:`pseudolabel.learn.losses` and the threshold of :mod:`pseudolabel.learn.tau`
+(objective: :class:`pseudolabel.learn.adaptation.AdaptationObjective`), using the same
+:class:`~pseudolabel.learn.trainer.Trainer` as supervised training: same device, mixed precision,
+JSON-lines log, checkpoints, resume, Ctrl-C and ``torchrun`` behaviour.
+
+``pseudolabel adapt`` is a thin wrapper of :func:`adapt_network`; its defaults are the constants
+below. This module imports torch only inside the functions that run networks, so that the command
+line can read the defaults without it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pseudolabel.errors import InputError
+from pseudolabel.learn.run import RunOptions, TrainResult, prepare_output, set_threads
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import nn
+
+    from pseudolabel.learn.adaptation import AdaptationObjective
+    from pseudolabel.learn.samples import Batch
+    from pseudolabel.learn.trainer import LossFunction
+    from pseudolabel.models.registry import StereoOutput
+    from pseudolabel.progress import Progress
+
+__all__ = [
+    "ADAPT_RUN",
+    "DEFAULT_BATCH",
+    "DEFAULT_LOSS",
+    "DEFAULT_LR",
+    "DEFAULT_SCALE_DECAY",
+    "DEFAULT_STEPS",
+    "DEFAULT_TAU",
+    "DEFAULT_TAU_LR_SCALE",
+    "DEFAULT_WEIGHTING",
+    "AdaptResult",
+    "MirroredForward",
+    "adapt_network",
+]
+
+#: Defaults of :func:`adapt_network` and ``pseudolabel adapt``; chosen on the benchmark of
+#: ``benchmarks/adaptation.py`` (BENCHMARKS.md, section Adaptation).
+DEFAULT_TAU = "learnable"
+DEFAULT_LOSS = "guided=1"
+#: confidence weighting: as good as mask on the adapted scenes, 4 points better on unseen ones (BENCHMARKS.md).
+DEFAULT_WEIGHTING = "confidence"
+#: 2,500 steps took 13.5 minutes on the two threads of a 2-core CPU with native bfloat16 (``--amp``);
+#: in float32 a step costs 1.6-1.8x as much (there ``--steps 1500`` keeps to about 14 minutes).
+DEFAULT_STEPS = 2500
+DEFAULT_BATCH = 1
+#: whole images (``pseudolabel adapt --crop full``).
+DEFAULT_CROP: tuple[int, int] | None = None
+#: 3e-4 reached 13.52% bad-3 at 2,500 steps where 2e-4 reached 13.66% and 1e-4 14.67% (BENCHMARKS.md).
+DEFAULT_LR = 3e-4
+DEFAULT_TAU_LR_SCALE = 100.0
+DEFAULT_SCALE_DECAY = 0.0
+#: Run settings of an adaptation: no warm-up, a progress checkpoint every 100 steps, a metrics line every step.
+ADAPT_RUN = RunOptions(warmup_steps=0, checkpoint_every=100, log_every=1)
+
+
+@dataclass
+class AdaptResult(TrainResult):
+    """:class:`~pseudolabel.learn.run.TrainResult` of an adaptation, with the network's name and the pair count."""
+
+    arch: str = ""
+    pairs: int = 0
+
+
+class MirroredForward:
+    """Forward call that also runs the network on the mirrored pair, in the same batch.
+
+    The ``lr`` loss needs the right-view disparity, i.e. the network's output for the mirrored pair
+    ``(flip(right), flip(left))``. Running it as the second half of one batch (instead of a second
+    call) keeps one forward pass per step, which DistributedDataParallel requires. The objective's
+    ``predict`` then returns that stored half (see :meth:`predict`).
+    """
+
+    def __init__(self) -> None:
+        self.mirrored: StereoOutput | None = None
+
+    def __call__(self, network: nn.Module, batch: Batch) -> StereoOutput:
+        """The output for ``batch["left"], batch["right"]`` ((B, 3, H, W) each); the mirrored half is kept for :meth:`predict`."""
+        import torch
+
+        from pseudolabel.models.registry import StereoOutput
+
+        left, right = batch["left"], batch["right"]
+        flipped_left, flipped_right = torch.flip(right, dims=[-1]), torch.flip(left, dims=[-1])
+        output = network(torch.cat((left, flipped_left)), torch.cat((right, flipped_right)))
+        size = left.shape[0]
+        self.mirrored = StereoOutput(disparity=output.disparity[size:], multiscale=[level[size:] for level in output.multiscale])
+        return StereoOutput(disparity=output.disparity[:size], multiscale=[level[:size] for level in output.multiscale])
+
+    def predict(self, left: torch.Tensor | None, right: torch.Tensor | None) -> StereoOutput:
+        """The output for the mirrored pair of the current step (called by the ``lr`` term with exactly that pair)."""
+        if self.mirrored is None:  # pragma: no cover - the trainer always runs __call__ first
+            raise RuntimeError("the mirrored pass has not run yet")
+        return self.mirrored
+
+
+def _check_settings(steps: int, batch_size: int, tau_lr_scale: float, proxies: Path) -> None:
+    """The cheap checks, made before any file is read or network built."""
+    if steps <= 0 or batch_size <= 0:
+        raise InputError("--steps and --batch-size must be positive")
+    if not tau_lr_scale > 0:
+        raise InputError(f"--tau-lr-scale must be positive; got {tau_lr_scale}")
+    if not proxies.is_file():
+        raise InputError(f"--proxies {proxies}: no such file; create it with `pseudolabel sgm --in ... --out {proxies}`")
+
+
+def _tau_logger(objective: AdaptationObjective) -> tuple[LossFunction, Callable[[], dict[str, Any]]]:
+    """The trainer's ``loss_fn`` (the objective, remembering the last tau) and ``extra_state`` (settings and that tau)."""
+    last_tau: dict[str, float] = {}
+
+    def loss_fn(output: StereoOutput, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        loss, logs = objective(output, batch)
+        if "tau" in logs:
+            last_tau.update(tau=logs["tau"], tau_min=logs["tau_min"], tau_max=logs["tau_max"], selected=logs["selected"])
+        return loss, logs
+
+    def extra_state() -> dict[str, Any]:
+        return {"adaptation": objective.describe(), "tau": dict(last_tau)}
+
+    return loss_fn, extra_state
+
+
+def adapt_network(
+    proxies: str | os.PathLike[str],
+    model: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    tau: str | float = DEFAULT_TAU,
+    loss: str = DEFAULT_LOSS,
+    weighting: str = DEFAULT_WEIGHTING,
+    measure: str = "ccnn",
+    keys: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    scale_decay: float = DEFAULT_SCALE_DECAY,
+    use_valid: bool = False,
+    tau_init: float = 0.5,
+    tau_temperature: float = 0.05,
+    tau_penalty: float | None = None,
+    tau_lr_scale: float = DEFAULT_TAU_LR_SCALE,
+    steps: int = DEFAULT_STEPS,
+    batch_size: int = DEFAULT_BATCH,
+    crop: tuple[int, int] | None = DEFAULT_CROP,
+    learning_rate: float = DEFAULT_LR,
+    run: RunOptions = ADAPT_RUN,
+    progress: Progress | None = None,
+) -> AdaptResult:
+    """Adapt a stereo network to the pairs of a proxies file with its confident proxy disparities.
+
+    The guided loss is the mean |d_net - d_proxy| over the pixels whose confidence exceeds tau
+    (Tonioni et al., ICCV 2017 / TPAMI 2019), each weighted by its confidence (``weighting="mask"``:
+    all equally); no ground truth is used (except by the ``l1`` term, the supervised upper bound).
+
+    Args:
+        proxies: HDF5 file of ``pseudolabel sgm`` with ``confidence/<measure>`` in every pair.
+        model: source network: a checkpoint (``.pt``) or a shipped model name (``madnet_synth``).
+        out: adapted checkpoint (``.pt``); ``OUT.partial.pt`` and ``OUT.jsonl`` are written next to it.
+        tau: a number in [0, 1) (fixed), ``"learnable"`` or ``"net"`` (:func:`pseudolabel.learn.tau.build_tau`).
+        loss: weighted terms ``name=weight`` (:func:`pseudolabel.learn.losses.build_loss_terms`).
+        weighting: guided loss: selected pixels weigh 1 (``"mask"``) or their confidence.
+        measure: confidence map to read.
+        keys, exclude: globs choosing the pairs (:func:`pseudolabel.selection.select_keys`; empty ``keys`` = all).
+        scale_decay: guided and l1 also on the coarser outputs, level k weighted ``scale_decay ** k``.
+        use_valid: also drop proxy pixels that failed SGM's left-right check.
+        tau_init, tau_temperature, tau_penalty: start, temperature and penalty weight of a learned tau
+            (``tau_penalty`` ``None``: :data:`pseudolabel.learn.tau.DEFAULT_PENALTY_WEIGHT`).
+        tau_lr_scale: learning rate of tau's parameters, as a multiple of ``learning_rate``.
+        steps, batch_size, learning_rate: optimisation steps, global batch (pairs), AdamW peak rate.
+        crop: ``(height, width)`` random crops, or ``None`` for whole images.
+        run: how the run executes (device, precision, checkpoints, resume, ...).
+        progress: receives the trainer's progress (``None``: nothing shown).
+
+    Returns:
+        An :class:`AdaptResult`; the learned tau is in ``last_logs`` and in the checkpoint
+        (``extra_modules.tau``, ``extra_state.tau``).
+
+    Raises:
+        InputError: a setting out of range, a missing file, a pair or measure not found, an
+            existing ``out`` without ``run.resume``/``run.overwrite``.
+        KeyboardInterrupt: after saving ``OUT.partial.pt`` on Ctrl-C.
+    """
+    proxies_path, out_path = Path(proxies), Path(out)
+    _check_settings(steps, batch_size, tau_lr_scale, proxies_path)
+    prepare_output(out_path, run.resume, run.overwrite)
+
+    import torch
+
+    from pseudolabel.learn.adaptation import AdaptationObjective
+    from pseudolabel.learn.adaptation_data import ProxyAdaptationDataset, describe_pairs, load_adaptation_pairs
+    from pseudolabel.learn.checkpoint import load_checkpoint, network_from_checkpoint, resolve_model_path
+    from pseudolabel.learn.losses import build_loss_terms
+    from pseudolabel.learn.tau import DEFAULT_PENALTY_WEIGHT, build_tau
+    from pseudolabel.learn.trainer import Trainer
+    from pseudolabel.selection import select_keys
+    from pseudolabel.store.proxies import open_proxies
+
+    terms = build_loss_terms(loss)
+    names = {term.name for term in terms}
+    penalty_weight = DEFAULT_PENALTY_WEIGHT if tau_penalty is None else tau_penalty
+    tau_module = build_tau(tau, init=tau_init, temperature=tau_temperature, penalty_weight=penalty_weight)
+    objective = AdaptationObjective(tau_module, terms, weighting=weighting, scale_decay=scale_decay)
+    source_path = resolve_model_path(model)
+    payload = load_checkpoint(source_path)
+    arch = str(payload["arch"])
+    arch_kwargs = dict(payload.get("arch_kwargs") or {})
+
+    set_threads(run.threads)
+    with open_proxies(proxies_path) as store:
+        chosen = select_keys(store.keys(), keys, exclude, source=str(proxies_path))
+    pairs = load_adaptation_pairs(proxies_path, measure, chosen, use_valid=use_valid, with_ground_truth="l1" in names)
+    if crop is None and len({pair.proxy.shape for pair in pairs}) > 1 and batch_size > int(os.environ.get("WORLD_SIZE", "1")):
+        raise InputError(
+            "--crop full: the pairs differ in size, so a batch can hold one pair per process; use --batch-size 1 (per process) or a crop size"
+        )
+    dataset = ProxyAdaptationDataset(pairs, crop=crop, seed=run.seed)
+
+    torch.manual_seed(run.seed)
+    network = network_from_checkpoint(payload)
+    forward_fn = None
+    if "lr" in names:
+        mirrored = MirroredForward()
+        forward_fn = mirrored
+        objective.set_predict(mirrored.predict)
+
+    training_args = {
+        "command": "adapt",
+        "proxies": str(proxies_path.resolve()),
+        "source_model": str(source_path.resolve()),
+        "source_step": int(payload.get("step", 0)),
+        "tau": tau,
+        "loss": objective.loss_spec(),
+        "weighting": weighting,
+        "scale_decay": scale_decay,
+        "measure": measure,
+        "pairs": list(keys),
+        "exclude": list(exclude),
+        "use_valid": use_valid,
+        "tau_init": tau_init,
+        "tau_temperature": tau_temperature,
+        "tau_penalty": getattr(tau_module, "penalty_weight", None),
+        "tau_lr_scale": tau_lr_scale,
+        "crop": "full" if crop is None else list(crop),
+        "data": describe_pairs(pairs),
+    }
+    loss_fn, extra_state = _tau_logger(objective)
+    trainer = Trainer(
+        network,
+        arch,
+        arch_kwargs,
+        dataset,
+        loss_fn,
+        run.trainer_config(out_path, steps, batch_size, learning_rate),
+        extra_modules={"tau": objective.tau},
+        extra_state=extra_state,
+        training_args=training_args,
+        forward_fn=forward_fn,
+        extra_lr_scale={"tau": tau_lr_scale},
+        progress=progress,
+    )
+    result = trainer.fit()
+    return AdaptResult(result.step, result.wall_seconds, result.last_logs, result.checkpoint, arch=arch, pairs=len(pairs))

@@ -1,0 +1,197 @@
+"""How a training run executes, apart from what it optimises: the settings ``pseudolabel train`` and
+``pseudolabel adapt`` share, the trainer's configuration and result, and the checks of the output path.
+
+:class:`RunOptions` holds the shared settings (schedule, device, precision, checkpoints, resume,
+logging) as plain values; :meth:`RunOptions.trainer_config` adds what a run optimises for how long
+(output path, steps, batch, learning rate) and gives the :class:`TrainerConfig` of
+:class:`pseudolabel.learn.trainer.Trainer`. This module does not import torch, so the command line
+can read the defaults without it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pseudolabel.errors import InputError
+
+__all__ = ["RunOptions", "TrainResult", "TrainerConfig", "prepare_output", "set_threads"]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The settings of a training run that do not change what is optimised (see :class:`TrainerConfig`).
+
+    Attributes:
+        schedule: ``cosine``, ``step`` or ``constant`` learning-rate schedule.
+        warmup_steps: linear warm-up steps.
+        weight_decay: AdamW weight decay.
+        grad_clip: gradient norm clip; ``None`` or 0 = off.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        amp: mixed precision (float16 on CUDA, bfloat16 on CPUs that have it natively).
+        workers: data-loader worker processes per rank.
+        threads: torch (and OpenCV) CPU threads; ``None`` = their defaults.
+        seed: seed of the data order, crops, augmentation and torch generator.
+        checkpoint_every: progress checkpoint every N steps (0 = only at the end and on Ctrl-C).
+        log_every: metrics line in ``OUT.jsonl`` every N steps.
+        resume: continue from ``OUT.partial.pt`` (or extend ``OUT`` to more steps).
+        overwrite: replace an existing ``OUT`` (and its ``.partial.pt`` and ``.jsonl``) instead of refusing.
+        time_limit_s: stop after this many seconds of training; ``None`` = no limit.
+        progress: report progress (to the ``progress`` object given to the run).
+    """
+
+    schedule: str = "cosine"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    grad_clip: float | None = 10.0
+    device: str = "auto"
+    amp: bool = True
+    workers: int = 0
+    threads: int | None = None
+    seed: int = 0
+    checkpoint_every: int = 500
+    log_every: int = 10
+    resume: bool = False
+    overwrite: bool = False
+    time_limit_s: float | None = None
+    progress: bool = True
+
+    def trainer_config(self, out: str | Path, steps: int, batch_size: int, learning_rate: float) -> TrainerConfig:
+        """The :class:`TrainerConfig` of a run of ``steps`` steps of ``batch_size`` pairs into ``out``."""
+        return TrainerConfig(
+            out=Path(out),
+            steps=steps,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            schedule=self.schedule,
+            warmup_steps=self.warmup_steps,
+            weight_decay=self.weight_decay,
+            grad_clip=self.grad_clip or None,
+            device=self.device,
+            amp=self.amp,
+            workers=self.workers,
+            seed=self.seed,
+            checkpoint_every=self.checkpoint_every,
+            log_every=self.log_every,
+            resume=self.resume,
+            threads=self.threads,
+            progress=self.progress,
+            time_limit_s=self.time_limit_s,
+        )
+
+
+@dataclass
+class TrainerConfig:
+    """Settings of a :class:`Trainer` run.
+
+    Attributes:
+        out: final checkpoint path. Progress checkpoints go to :attr:`progress_path`
+            (``OUT`` with suffix ``.partial.pt``), the metrics log to :attr:`log_path` (``.jsonl``).
+        steps: total optimisation steps (a resumed run continues up to it).
+        batch_size: *global* batch (split evenly over the processes).
+        learning_rate: peak Adam learning rate.
+        schedule: ``cosine`` (to 5% of the peak), ``step`` (x0.5 at 60% and 80% of the steps) or ``constant``.
+        warmup_steps: linear warm-up steps.
+        weight_decay: Adam(W) weight decay.
+        grad_clip: gradient norm clip (``None``/0 = off).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        amp: mixed precision (:func:`pseudolabel.learn.precision.autocast_dtype`): float16 autocast with gradient scaling on CUDA,
+            bfloat16 autocast on a CPU that runs bfloat16 natively (AVX512-BF16 or AMX: about 1.7x
+            faster per step), float32 on other CPUs. Parameters and optimiser state stay float32.
+        workers: data-loader worker processes per rank.
+        seed: seed of the data order, augmentation and torch generator.
+        checkpoint_every: save a progress checkpoint every N steps (0 = only at the end / on Ctrl-C).
+        log_every: write a metrics line every N steps.
+        resume: continue from the progress checkpoint (or from ``out``) when there is one.
+        threads: torch CPU threads (``None`` = torch's default).
+        progress: report progress to the :class:`~pseudolabel.progress.Progress` given to the trainer (rank 0 only).
+        time_limit_s: stop after this many seconds of training (the final checkpoint records the step
+            reached; the schedule still assumes ``steps``). ``None`` = no limit.
+    """
+
+    out: Path
+    steps: int
+    batch_size: int = 4
+    learning_rate: float = 1e-4
+    schedule: str = "cosine"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    grad_clip: float | None = 10.0
+    device: str = "auto"
+    amp: bool = True
+    workers: int = 0
+    seed: int = 0
+    checkpoint_every: int = 500
+    log_every: int = 10
+    resume: bool = False
+    threads: int | None = None
+    progress: bool = True
+    time_limit_s: float | None = None
+
+    @property
+    def progress_path(self) -> Path:
+        """Where intermediate checkpoints go (``OUT.partial.pt``)."""
+        return Path(self.out).with_suffix(".partial.pt")
+
+    @property
+    def log_path(self) -> Path:
+        """The JSON-lines metrics log (``OUT.jsonl``)."""
+        return Path(self.out).with_suffix(".jsonl")
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :meth:`pseudolabel.learn.trainer.Trainer.fit` and of the library's training calls.
+
+    Attributes:
+        step: the step reached (``steps``, or fewer after a time limit).
+        wall_seconds: training time, seconds.
+        last_logs: the values of the last step (``loss``, ``lr``, ``tau``, ...).
+        checkpoint: the final checkpoint written.
+    """
+
+    step: int
+    wall_seconds: float
+    last_logs: dict[str, float] = field(default_factory=dict)
+    checkpoint: Path | None = None
+
+
+def prepare_output(out_path: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to overwrite a finished or interrupted run unless ``resume`` or ``overwrite`` says so.
+
+    Creates ``out_path``'s folder. With ``overwrite`` (and no ``resume``) the old ``OUT.partial.pt``
+    and ``OUT.jsonl`` are removed.
+
+    Raises:
+        InputError: ``out_path`` or its ``.partial.pt`` exists, or its folder cannot be created.
+    """
+    if out_path.exists() and not (resume or overwrite):
+        raise InputError(f"--out {out_path} exists; add --resume to continue it, --force to overwrite it, or pick another path")
+    partial_path = out_path.with_suffix(".partial.pt")
+    if partial_path.exists() and not (resume or overwrite):
+        raise InputError(f"{partial_path} holds an interrupted run; add --resume to continue it or --force to start over")
+    for folder in (out_path.parent, *out_path.parent.parents):
+        if folder.exists() and not folder.is_dir():
+            raise InputError(f"--out {out_path}: {folder} is a file, not a folder; pick another path")
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"--out {out_path}: cannot create the folder {out_path.parent} ({error.strerror}); pick a writable path") from None
+    if overwrite and not resume:
+        partial_path.unlink(missing_ok=True)
+        out_path.with_suffix(".jsonl").unlink(missing_ok=True)
+
+
+def set_threads(threads: int | None) -> None:
+    """Use ``threads`` CPU threads in torch and OpenCV (``None`` or 0: leave their defaults)."""
+    if not threads:
+        return
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        import cv2
+
+        cv2.setNumThreads(threads)
+    except ImportError:  # pragma: no cover
+        pass

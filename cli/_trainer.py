@@ -14,8 +14,6 @@ from typing import TypeVar
 
 import click
 
-from pseudolabel.cli.options import SizeType
-from pseudolabel.errors import InputError
 from pseudolabel.learn.run import RunOptions
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -90,18 +88,3 @@ def run_options(
         time_limit_s=None if time_limit is None else 60.0 * time_limit,
         progress=not quiet,
     )
-
-
-def size_value(text: str, option: str, size: SizeType) -> tuple[int, int] | None:
-    """``text`` parsed by the command line's one size parser, :class:`~pseudolabel.cli.options.SizeType`.
-
-    Parsed in the command (not as the option's click type) so that a bad size is a one-line error
-    naming the option, exit status 1, like the commands' other input errors.
-
-    Raises:
-        InputError: ``text`` is not a size.
-    """
-    try:
-        return size.convert(text, None, None)
-    except click.BadParameter as error:
-        raise InputError(f"{option} {error.message}") from None

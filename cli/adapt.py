@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from pseudolabel.cli._trainer import run_options, size_value, trainer_options
+from pseudolabel.cli._trainer import run_options, trainer_options
 from pseudolabel.cli.options import ClickProgress, SizeType, key_options
 from pseudolabel.learn.adapt import (
     ADAPT_RUN,
@@ -158,7 +158,7 @@ def adapt(
         tau_lr_scale=tau_lr_scale,
         steps=steps,
         batch_size=batch_size,
-        crop=size_value(crop, "--crop", CROP),
+        crop=CROP.parse(crop, "--crop"),
         learning_rate=lr,
         run=run_options(**trainer),
         progress=ClickProgress(),

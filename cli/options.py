@@ -70,15 +70,22 @@ class SizeType(click.ParamType):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, int] | None:
         if value is None or isinstance(value, tuple):
-            return value
-        text = str(value)
+            return value  # type: ignore[no-any-return]
+        option = param.opts[0] if param is not None and param.opts else "size"
+        return self.parse(str(value), option)
+
+    def parse(self, text: str, option: str) -> tuple[int, int] | None:
+        """``text`` as two ints in the written order (``None`` for ``full`` when allowed).
+
+        Raises:
+            InputError: not a size; the one-line message names ``option`` (exit status 1, like every
+                other mistake in a value).
+        """
         if self.allow_full and text.strip().lower() == "full":
             return None
         match = re.fullmatch(r"\s*(\d+)\s*[xX,]\s*(\d+)\s*", text)
         if match is None:
             alternative = " or full" if self.allow_full else ""
-            option = param.opts[0] if param is not None and param.opts else "size"
-            # a one-line input error (exit code 1), like every other mistake in a value
             raise InputError(f"{option} {text!r}: write {self.order} in pixels, e.g. {self.example}{alternative}")
         return int(match.group(1)), int(match.group(2))
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from pseudolabel.cli._trainer import run_options, size_value, trainer_options
+from pseudolabel.cli._trainer import run_options, trainer_options
 from pseudolabel.cli.options import ClickProgress, SizeType
 from pseudolabel.errors import InputError
 from pseudolabel.learn.supervised import TRAIN_RUN
@@ -22,7 +22,7 @@ SIZE = SizeType("HEIGHTxWIDTH", "256x512")
 
 
 def _size(text: str, option: str) -> tuple[int, int]:
-    size = size_value(text, option, SIZE)
+    size = SIZE.parse(text, option)
     assert size is not None  # SIZE does not accept "full"
     return size
 

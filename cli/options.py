@@ -70,7 +70,7 @@ class SizeType(click.ParamType):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, int] | None:
         if value is None or isinstance(value, tuple):
-            return value  # type: ignore[no-any-return]
+            return value
         option = param.opts[0] if param is not None and param.opts else "size"
         return self.parse(str(value), option)
 

@@ -125,6 +125,8 @@ def read_disparity(path: str | os.PathLike[str], scale: float | None = None) -> 
     if raw.ndim == 3:
         # Palette or RGB-expanded 8-bit maps: read the gray level, never the palette index.
         raw = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if raw is None:
+            raise InputError(f"{path}: cannot be read as a disparity map; use PFM or a 8/16-bit PNG")
     if scale is None:
         scale = 256.0 if raw.dtype == np.uint16 else 1.0
     disparity = raw.astype(np.float32) / np.float32(scale)

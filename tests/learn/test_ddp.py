@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
 from pseudolabel.learn.checkpoint import load_checkpoint
@@ -60,7 +58,6 @@ def _train_arguments(out: Path) -> list[str]:
     ]
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(), reason="torchrun not installed")
 def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     single = tmp_path / "single.pt"
@@ -69,10 +66,11 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path:
     )
     assert result.returncode == 0, result.stderr
 
-    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     distributed = tmp_path / "ddp.pt"
-    command = [
-        torchrun,
+    command = [  # torch's own launcher (`torchrun`), run as a module so that no script on PATH is needed
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
         "--nnodes",
         "1",
         "--nproc_per_node",

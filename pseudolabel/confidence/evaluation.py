@@ -212,12 +212,12 @@ def score_proxies(
     Returns:
         The scored keys, the written dataset names, and the requested measures left out because some
         selected pair lacks a dataset they need (a file of ``pseudolabel import`` has no SGM costs;
-        :func:`unavailable_note` words them in one line). Where an imported ``disparity`` is NaN the
+        :func:`unavailable_note` words them in one line; a network reading such measures is left out the
+        same way, under its name). Where an imported ``disparity`` is NaN the
         confidences are 0.
 
     Raises:
-        InputError: unknown measure, missing model, no pair selected, nothing (available) to score, a
-        network reading an unavailable measure, name collision.
+        InputError: unknown measure, missing model, no pair selected, nothing (available) to score, name collision.
     """
     conventional = parse_measures(measures)
     chosen = selected_keys(path, keys, exclude)
@@ -230,13 +230,11 @@ def score_proxies(
         scorer, network_name, network_attrs = _load_network(model, name, device, precision, threads)
     elif name is not None:
         raise InputError("--name names the network's output; it needs a --model")
-    if scorer is not None:
+    if scorer is not None and network_name is not None:
         blocked = _unavailable_measures(path, chosen, [m for m in scorer.inputs[1:] if m in MEASURES])
-        if blocked:
-            raise InputError(
-                f"{model}: the network also reads {', '.join(blocked)}, which need {_listing(blocked)} that {path} lacks; "
-                "use a network on the disparity alone (such as the shipped CCNN)"
-            )
+        if blocked:  # its input measures cannot be computed: the network is unavailable like them
+            unavailable[network_name] = sorted({need for needs in blocked.values() for need in needs})
+            scorer, network_name = None, None
     if scorer is None and not conventional:
         if unavailable:
             raise InputError(f"{path}: nothing to score: {', '.join(unavailable)} need {_listing(unavailable)}, which the file lacks")

@@ -34,11 +34,15 @@ Examples:
 
 
 @click.command("export", help=EXPORT_HELP)
-@click.option("--proxies", "proxies_path", required=True, type=click.Path(path_type=Path), help="Proxies HDF5 file with labels (`pseudolabel labels`).")
+@click.option(
+    "--proxies", "proxies_path", required=True, type=click.Path(path_type=Path), help="Proxies HDF5 file with labels (`pseudolabel labels`)."
+)
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Output folder (must be new or empty, unless --overwrite).")
 @click.option("--format", "format_name", default="kitti", show_default=True, help="Layout: kitti, pfm or npz.")
 @key_options
-@click.option("--with-confidence", is_flag=True, help="Also write the confidence of the labels (kitti: uint16 PNG x 65535; pfm: float; npz always has it).")
+@click.option(
+    "--with-confidence", is_flag=True, help="Also write the confidence of the labels (kitti: uint16 PNG x 65535; pfm: float; npz always has it)."
+)
 @click.option("--copy-images", is_flag=True, help="Copy the images instead of linking to them.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing, non-empty output folder (only once the new one is complete).")
 def export(

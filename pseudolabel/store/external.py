@@ -166,7 +166,9 @@ def import_disparities(
     return summary
 
 
-def _write_file(partial: Path, folder: Path, pairs: Sequence[PairInfo], files: dict[str, Path], scale: float | None, progress: Progress | None) -> None:
+def _write_file(
+    partial: Path, folder: Path, pairs: Sequence[PairInfo], files: dict[str, Path], scale: float | None, progress: Progress | None
+) -> None:
     progress = or_silent(progress)
     progress.start("import", len(pairs))
     low, high = 0, 1

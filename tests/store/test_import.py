@@ -16,6 +16,7 @@ from pseudolabel.errors import InputError
 from pseudolabel.io import write_image, write_pfm
 from pseudolabel.store.export import export_labels
 from pseudolabel.store.external import import_disparities
+from pseudolabel.store.inspect import describe_proxies
 from pseudolabel.store.proxies import open_proxies
 
 HEIGHT, WIDTH = 24, 40
@@ -77,6 +78,7 @@ def test_import_writes_the_proxies_contract(external: dict[str, Path]) -> None:
             assert attrs["min_disp"] == int(np.floor(arrays["disparity"][known].min()))
             assert attrs["max_disp"] == int(np.floor(arrays["disparity"][known].max())) + 1
             assert attrs["left"].endswith(f"left/{key}.png")
+    assert "SGM parameters: none, the disparities were imported (import: " in describe_proxies(path)
 
 
 def test_score_reports_cost_measures_unavailable_and_runs_the_others(external: dict[str, Path]) -> None:

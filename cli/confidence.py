@@ -32,6 +32,7 @@ from pseudolabel.confidence.evaluation import (
     label_proxies,
     score_proxies,
     split_names,
+    unavailable_note,
 )
 from pseudolabel.confidence.labels import DEFAULT_TAU
 from pseudolabel.confidence.measures import MEASURES
@@ -248,6 +249,9 @@ def score(
         progress=ClickProgress(),
     )
     click.echo(f"{len(summary.keys)} pairs scored: {', '.join(summary.written)}")
+    note = unavailable_note(proxies_path, summary)
+    if note:
+        click.echo(note)
 
 
 @confidence.command("eval")

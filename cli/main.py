@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "inspect": ("pseudolabel.cli.sgm", "inspect", "Print what a proxies HDF5 file holds."),
     "confidence": ("pseudolabel.cli.confidence", "confidence", "Train, score and evaluate confidence measures."),
     "labels": ("pseudolabel.cli.confidence", "labels", "Write tau-thresholded sparse labels into a proxies file."),
+    "export": ("pseudolabel.cli.export", "export", "Write the labels in KITTI, PFM or NPZ layouts for other training code."),
+    "import": ("pseudolabel.cli.export", "import_command", "Take another matcher's dense disparities into a proxies file."),
     "synth": ("pseudolabel.cli.synth", "synth", "Render synthetic stereo pairs with exact ground truth."),
     "train": ("pseudolabel.cli.train", "train", "Train a deep stereo network on labelled data."),
     "predict": ("pseudolabel.cli.train", "predict", "Predict disparities with a trained network."),

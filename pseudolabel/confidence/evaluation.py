@@ -143,10 +143,13 @@ def mean_over_pairs(values: Iterable[float]) -> float:
 
 @dataclass
 class ScoreSummary:
-    """What :func:`score_proxies` did: the scored ``keys`` and the ``written`` dataset names (network first)."""
+    """What :func:`score_proxies` did: the scored ``keys``, the ``written`` dataset names (network first) and
+    the requested measures left out as ``unavailable`` (name -> the datasets it needs that some pair lacks,
+    e.g. the SGM costs of a file made by ``pseudolabel import``)."""
 
     keys: list[str]
     written: list[str]
+    unavailable: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _load_network(
@@ -207,13 +210,19 @@ def score_proxies(
         progress: told of each scored pair (phase ``"scoring"``).
 
     Returns:
-        The scored keys and the written dataset names.
+        The scored keys, the written dataset names, and the requested measures left out because some
+        selected pair lacks a dataset they need (a file of ``pseudolabel import`` has no SGM costs;
+        :func:`unavailable_note` words them in one line; a network reading such measures is left out the
+        same way, under its name). Where an imported ``disparity`` is NaN the
+        confidences are 0.
 
     Raises:
-        InputError: unknown measure, missing model, no pair selected, nothing to score, name collision.
+        InputError: unknown measure, missing model, no pair selected, nothing (available) to score, name collision.
     """
     conventional = parse_measures(measures)
     chosen = selected_keys(path, keys, exclude)
+    unavailable = _unavailable_measures(path, chosen, conventional)
+    conventional = [m for m in conventional if m not in unavailable]
     scorer: ConfidenceScorer | None = None
     network_name: str | None = None
     network_attrs: dict[str, Any] = {}
@@ -221,7 +230,14 @@ def score_proxies(
         scorer, network_name, network_attrs = _load_network(model, name, device, precision, threads)
     elif name is not None:
         raise InputError("--name names the network's output; it needs a --model")
+    if scorer is not None and network_name is not None:
+        blocked = _unavailable_measures(path, chosen, [m for m in scorer.inputs[1:] if m in MEASURES])
+        if blocked:  # its input measures cannot be computed: the network is unavailable like them
+            unavailable[network_name] = sorted({need for needs in blocked.values() for need in needs})
+            scorer, network_name = None, None
     if scorer is None and not conventional:
+        if unavailable:
+            raise InputError(f"{path}: nothing to score: {', '.join(unavailable)} need {_listing(unavailable)}, which the file lacks")
         raise InputError("nothing to score: --model none and --measures none")
     if network_name is not None and network_name in conventional:
         raise InputError(f"--name {network_name} collides with the conventional measure of that name; choose another --name")
@@ -234,16 +250,45 @@ def score_proxies(
         network_inputs = list(scorer.inputs[1:]) if scorer is not None and run_network else []
         needed = sorted({need for m in [*todo, *network_inputs] for need in MEASURES[m].needs} | ({"disparity"} if run_network else set()))
         features = proxies.read(key, needed) if needed else {}
+        # an imported disparity is NaN where its matcher gave none: score a filled copy, confidence 0 there
+        unknown = ~np.isfinite(features["disparity"]) if "disparity" in features else None
+        if unknown is not None and unknown.any():
+            features["disparity"] = np.where(unknown, 0.0, features["disparity"]).astype(np.float32)
+        else:
+            unknown = None
         computed: dict[str, np.ndarray] = {}
         for measure in todo:
             computed[measure] = compute_measure(measure, features, params)
+            if unknown is not None:
+                computed[measure][unknown] = 0.0
             proxies.write(key, f"confidence/{measure}", computed[measure], attrs={"measure": measure, **conventional_attrs})
         if scorer is not None and run_network:
             confidence = scorer.confidence_from_features(features, params, computed)
+            if unknown is not None:
+                confidence[unknown] = 0.0
             proxies.write(key, f"confidence/{network_name}", confidence, attrs=network_attrs)
 
     edit_in_batches(path, chosen, process, "scoring", progress)
-    return ScoreSummary(chosen, ([network_name] if network_name else []) + conventional)
+    return ScoreSummary(chosen, ([network_name] if network_name else []) + conventional, unavailable)
+
+
+def _unavailable_measures(path: str | os.PathLike[str], keys: Sequence[str], measures: Sequence[str]) -> dict[str, list[str]]:
+    """The ``measures`` some pair of ``keys`` lacks a needed dataset for, with the datasets missing."""
+    with open_proxies(path, "r") as proxies:
+        present = set.intersection(*(set(proxies.datasets(key)) for key in keys)) if keys else set()
+    return {m: [need for need in MEASURES[m].needs if need not in present] for m in measures if not set(MEASURES[m].needs) <= present}
+
+
+def _listing(unavailable: Mapping[str, Sequence[str]]) -> str:
+    """``cost_best, cost_mean`` -- the datasets that the ``unavailable`` measures miss, each once."""
+    return ", ".join(sorted({need for needs in unavailable.values() for need in needs}))
+
+
+def unavailable_note(path: str | os.PathLike[str], summary: ScoreSummary) -> str:
+    """One line naming the measures :func:`score_proxies` left out and the datasets they need ("" when none)."""
+    if not summary.unavailable:
+        return ""
+    return f"note: not available for {path} (it lacks {_listing(summary.unavailable)}, e.g. no SGM costs): {', '.join(summary.unavailable)}"
 
 
 # ---------------------------------------------------------------------------------------------

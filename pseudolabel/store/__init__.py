@@ -6,7 +6,11 @@
   compressed dataset writing;
 - :mod:`pseudolabel.store.journal` -- crash-safe writing: the output lock, the per-pair journal of a
   running ``sgm`` (:class:`ProxyRun`), and in-place edits (:func:`edit_proxies`);
-- :mod:`pseudolabel.store.inspect` -- the report ``pseudolabel inspect`` prints (:func:`describe_proxies`).
+- :mod:`pseudolabel.store.inspect` -- the report ``pseudolabel inspect`` prints (:func:`describe_proxies`);
+- :mod:`pseudolabel.store.export` -- ``pseudolabel export``: labels in KITTI / PFM / NPZ layouts for other
+  training code (:func:`~pseudolabel.store.export.export_labels`);
+- :mod:`pseudolabel.store.external` -- ``pseudolabel import``: another matcher's dense disparities as a
+  proxies file (:func:`~pseudolabel.store.external.import_disparities`).
 
 The contract is in ``data/README.md``. Only h5py and numpy are imported here: never torch.
 """

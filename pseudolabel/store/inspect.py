@@ -63,7 +63,9 @@ def _header(proxies: ProxyFile, path: Path) -> list[str]:
     fields = " ".join(f"{name}={value}" for name, value in dataclasses.asdict(proxies.sgm_params).items())
     lines = [
         f"{path}: {attrs.get('format')} v{attrs.get('format_version')}, {attrs.get('created_by')}, {size_mib:.1f} MiB",
-        f"SGM parameters: {fields}",
+        f"SGM parameters: {fields}"
+        if not attrs.get("sgm_params_placeholder")
+        else f"SGM parameters: none, the disparities were imported ({attrs.get('disparity_source')})",
     ]
     if proxies.max_disp_from_calib:
         lines.append("  max_disp per pair from the dataset (Middlebury calib.txt ndisp) where given")

@@ -27,7 +27,7 @@ MODEL_HELP = (
 )
 ADAPTER_HELP = (
     "JSON adapter fields of a network of your own, over those it declares: inputs (unit, 255, symmetric, imagenet, standardize), "
-    'multiple, forward_kwargs, train_kwargs, eval_kwargs, sign (positive, negative); e.g. \'{"multiple": 32, "sign": "negative"}\'.'
+    'multiple, forward_kwargs, train_kwargs, eval_kwargs, sign (positive, negative), freeze_batchnorm; e.g. \'{"multiple": 32, "sign": "negative"}\'.'
 )
 
 

@@ -29,6 +29,10 @@ How the images reach the network, and what else its ``forward`` needs, is an :cl
 ``sign``
     ``"positive"`` (the protocol) or ``"negative"``: the network returns minus the disparity (the
     horizontal flow of RAFT-Stereo); it is negated.
+``freeze_batchnorm``
+    keep the batch-norm layers in eval mode while training (their statistics and running averages
+    stay those of the source training), as RAFT-Stereo's own training does; advisable with the
+    small batches of an adaptation.
 
 A factory declares its adapter by setting ``stereo_adapter`` (an :class:`Adapter` or a dictionary of
 its fields) on the module it returns; ``--adapter '{"multiple": 32}'`` changes fields on top.
@@ -120,6 +124,7 @@ class Adapter:
         train_kwargs: extra keyword arguments in training mode (on top of ``forward_kwargs``).
         eval_kwargs: extra keyword arguments in eval mode (on top of ``forward_kwargs``).
         sign: ``"positive"``, or ``"negative"`` when the network returns minus the disparity.
+        freeze_batchnorm: batch-norm layers stay in eval mode in training.
     """
 
     inputs: str = "unit"
@@ -128,6 +133,7 @@ class Adapter:
     train_kwargs: Mapping[str, Any] = field(default_factory=dict)
     eval_kwargs: Mapping[str, Any] = field(default_factory=dict)
     sign: str = "positive"
+    freeze_batchnorm: bool = False
 
     def __post_init__(self) -> None:
         if self.inputs not in INPUT_RANGES:
@@ -136,6 +142,8 @@ class Adapter:
             raise InputError(f"adapter multiple {self.multiple!r}: give a positive integer (e.g. 32)")
         if self.sign not in SIGNS:
             raise InputError(f"adapter sign {self.sign!r}: choose positive or negative")
+        if not isinstance(self.freeze_batchnorm, bool):
+            raise InputError(f"adapter freeze_batchnorm {self.freeze_batchnorm!r}: give true or false")
         for name in ("forward_kwargs", "train_kwargs", "eval_kwargs"):
             value = getattr(self, name)
             if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
@@ -284,6 +292,15 @@ class ExternalNetwork(StereoNetwork):
     def describe(self) -> dict[str, Any]:
         """The constructor arguments that rebuild this network (the ``arch_kwargs`` of its checkpoints)."""
         return {"factory": self.factory, "kwargs": dict(self.factory_kwargs), "adapter": self.adapter.to_dict()}
+
+    def train(self, mode: bool = True) -> ExternalNetwork:
+        """Training or eval mode; with ``freeze_batchnorm`` the batch-norm layers stay in eval mode."""
+        super().train(mode)
+        if mode and self.adapter.freeze_batchnorm:
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
 
     def forward(self, left: torch.Tensor, right: torch.Tensor) -> StereoOutput:
         """Disparity of the left view, see :meth:`StereoNetwork.forward`.

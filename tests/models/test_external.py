@@ -194,7 +194,10 @@ def test_the_sign_convention_is_converted_or_refused(user_module: object) -> Non
 
 @pytest.mark.parametrize(
     ("kwargs", "shown"),
-    [({"channels": 2}, r"returned \(1, 2, 30, 45\) for inputs of shape \(1, 3, 30, 45\)"), ({"value": 1.0, "levels": True}, r"returned \[\(1, 1, 30, 45\), \(1, 1, 15, 22\)\]")],
+    [
+        ({"channels": 2}, r"returned \(1, 2, 30, 45\) for inputs of shape \(1, 3, 30, 45\)"),
+        ({"value": 1.0, "levels": True}, r"returned \[\(1, 1, 30, 45\), \(1, 1, 15, 22\)\]"),
+    ],
 )
 def test_a_wrong_shape_names_the_factory_and_the_shape(user_module: object, kwargs: dict[str, object], shown: str) -> None:
     network = ExternalNetwork(f"{MODULE}:plain", kwargs).train()
@@ -254,7 +257,12 @@ def test_weights_from_other_training_code(user_module: object, tmp_path: Path) -
     torch.save({"other.weight": torch.zeros(1)}, tmp_path / "other.pth")
     torch.save([1, 2], tmp_path / "list.pth")
     (tmp_path / "text.pth").write_text("not torch")
-    for name, message in (("other.pth", "the keys do not match"), ("list.pth", "not a state dict"), ("text.pth", "cannot be read"), ("none.pth", "no such file")):
+    for name, message in (
+        ("other.pth", "the keys do not match"),
+        ("list.pth", "not a state dict"),
+        ("text.pth", "cannot be read"),
+        ("none.pth", "no such file"),
+    ):
         with pytest.raises(InputError, match=message) as error:
             open_network(NetworkSpec(f"{MODULE}:plain", {"batch_norm": True}, weights=str(tmp_path / name)))
         assert "\n" not in str(error.value)

@@ -18,6 +18,10 @@ A network whose finest output is coarser than the input (MADNet: a quarter) brin
 resolution with :attr:`StereoNetwork.upsampling`: ``"bilinear"``, or ``"guided"``, the joint bilateral
 upsampling of :mod:`pseudolabel.models.upsampling`, which follows the left image's colour edges (the
 coarser levels of ``multiscale`` are always upsampled bilinearly).
+
+Networks defined outside the package follow a simpler protocol (a module returning the disparity
+map) and are wrapped into this contract by :class:`pseudolabel.models.external.ExternalNetwork`,
+registered (unlisted) as ``external``.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from pseudolabel.cli._network import MODEL_HELP, network_options, network_spec
 from pseudolabel.cli._trainer import run_options, trainer_options
 from pseudolabel.cli.options import ClickProgress, SizeType, key_options
 from pseudolabel.learn.adapt import (
@@ -36,9 +37,8 @@ CROP = SizeType("HEIGHTxWIDTH", "256x320", allow_full=True)
     type=click.Path(dir_okay=False, path_type=Path),
     help="proxies file of `pseudolabel sgm` with confidence/<measure> (from `pseudolabel confidence score`).",
 )
-@click.option(
-    "--model", "model_path", required=True, help="source network: checkpoint (.pt) of `pseudolabel train` or a shipped model name (madnet_synth)."
-)
+@click.option("--model", "model_path", required=True, help=f"source network: {MODEL_HELP}")
+@network_options()
 @click.option(
     "--out",
     required=True,
@@ -97,6 +97,9 @@ CROP = SizeType("HEIGHTxWIDTH", "256x320", allow_full=True)
 def adapt(
     proxies: Path,
     model_path: str,
+    model_kwargs: str | None,
+    weights: str | None,
+    adapter: str | None,
     out: Path,
     tau: str,
     loss_spec: str,
@@ -131,6 +134,7 @@ def adapt(
       pseudolabel confidence score --proxies target.h5
       pseudolabel adapt --proxies target.h5 --model madnet_synth --out adapted.pt --tau learnable
       pseudolabel adapt --proxies target.h5 --model source.pt --out a.pt --tau 0.8 --loss guided=1,reconstruction=0.1
+      PYTHONPATH=. pseudolabel adapt --proxies target.h5 --model mynet:build --weights mynet.pth --out mine.pt
       pseudolabel eval --model adapted.pt --data data/middlebury/2006
       torchrun --nproc_per_node 2 -m pseudolabel.cli.main adapt --proxies target.h5 --model source.pt --out a.pt --batch-size 2
     Ctrl-C saves OUT.partial.pt; rerun with --resume to continue.
@@ -142,7 +146,7 @@ def adapt(
         click.echo("--pairs is deprecated; write --keys (same globs).", err=True)
     result = adapt_network(
         proxies,
-        model_path,
+        network_spec(model_path, model_kwargs, weights, adapter),
         out,
         tau=tau,
         loss=loss_spec,

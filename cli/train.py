@@ -12,12 +12,15 @@ from typing import Any
 
 import click
 
+from pseudolabel.cli._network import MODEL_HELP, json_object, network_options, network_spec
 from pseudolabel.cli._trainer import run_options, trainer_options
 from pseudolabel.cli.options import ClickProgress, SizeType
 from pseudolabel.errors import InputError
 from pseudolabel.learn.supervised import TRAIN_RUN
 
-ARCH_HELP = "network name from the registry (madnet, tiny)"
+ARCH_HELP = (
+    "network name from the registry (madnet, tiny), or package.module:factory building a torch network of your own (its arguments: --arch-kwargs)"
+)
 SIZE = SizeType("HEIGHTxWIDTH", "256x512")
 
 
@@ -48,6 +51,7 @@ def _arch_kwargs(text: str) -> dict[str, Any]:
 @click.option("--arch", default="madnet", show_default=True, help=ARCH_HELP)
 @click.option("--arch-kwargs", default="{}", show_default=True, help="JSON dict of network constructor arguments.")
 @click.option("--init", "init_model", default=None, help="start from these weights (checkpoint or shipped name) instead of a random init.")
+@network_options(model_kwargs=False)
 @click.option(
     "--out", required=True, type=click.Path(dir_okay=False), help="final checkpoint (.pt); OUT.partial.pt and OUT.jsonl are written next to it."
 )
@@ -67,6 +71,8 @@ def train(
     arch: str,
     arch_kwargs: str,
     init_model: str | None,
+    weights: str | None,
+    adapter: str | None,
     out: str,
     steps: int,
     batch_size: int,
@@ -83,6 +89,7 @@ def train(
     Examples:
       pseudolabel train --synth --arch madnet --out source.pt --steps 20000
       pseudolabel train --data synth_train/ --arch tiny --out tiny.pt --steps 200 --crop 128x256
+      PYTHONPATH=. pseudolabel train --data synth_train/ --arch mynet:build --arch-kwargs '{"width": 32}' --out mine.pt
       torchrun --nproc_per_node 2 -m pseudolabel.cli.main train --synth --out source.pt
     Ctrl-C saves OUT.partial.pt; rerun with --resume to continue.
     """
@@ -98,6 +105,8 @@ def train(
         arch=arch,
         arch_kwargs=_arch_kwargs(arch_kwargs),
         init=init_model,
+        weights=weights,
+        adapter=json_object(adapter, "--adapter"),
         steps=steps,
         batch_size=batch_size,
         crop=_size(crop, "--crop"),
@@ -113,24 +122,38 @@ def train(
 
 
 @click.command("predict")
-@click.option("--model", "model_path", required=True, help="checkpoint (.pt) or shipped model name (madnet_synth).")
+@click.option("--model", "model_path", required=True, help=MODEL_HELP)
+@network_options()
 @click.option("--in", "inputs", multiple=True, required=True, type=click.Path(exists=True), help="dataset folder, or LEFT_DIR RIGHT_DIR.")
 @click.argument("more_inputs", nargs=-1, type=click.Path(exists=True))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="output folder.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", default=None, type=int, help="torch CPU threads.")
 @click.option("--force", is_flag=True, help="recompute pairs whose outputs already exist.")
-def predict(model_path: str, inputs: tuple[str, ...], more_inputs: tuple[str, ...], out: str, device: str, threads: int | None, force: bool) -> None:
+def predict(
+    model_path: str,
+    model_kwargs: str | None,
+    weights: str | None,
+    adapter: str | None,
+    inputs: tuple[str, ...],
+    more_inputs: tuple[str, ...],
+    out: str,
+    device: str,
+    threads: int | None,
+    force: bool,
+) -> None:
     """Predict the left disparity of every pair: KEY.pfm, KEY.png (KITTI 16-bit, value/256) and KEY_color.png.
 
     \b
     Example:
       pseudolabel predict --model madnet_synth --in left/ right/ --out pred/
+      PYTHONPATH=. pseudolabel predict --model mynet:build --weights mynet.pth --in left/ right/ --out pred/
     Pairs whose three files exist are skipped, so an interrupted run resumes.
     """
     from pseudolabel.learn.predict import predict_pairs
 
-    summary = predict_pairs(model_path, [*inputs, *more_inputs], out, device=device, threads=threads, force=force, progress=ClickProgress())
+    model = network_spec(model_path, model_kwargs, weights, adapter)
+    summary = predict_pairs(model, [*inputs, *more_inputs], out, device=device, threads=threads, force=force, progress=ClickProgress())
     click.echo(f"predicted {summary.predicted} pair(s) ({summary.skipped} already done) -> {summary.out}")
 
 
@@ -142,7 +165,8 @@ def _print_table(rows: Sequence[Mapping[str, Any]], mean: Mapping[str, float]) -
 
 
 @click.command("eval")
-@click.option("--model", "model_path", default=None, help="checkpoint or shipped model name: predict, then evaluate.")
+@click.option("--model", "model_path", default=None, help=f"network to predict with, then evaluate: {MODEL_HELP}")
+@network_options()
 @click.option("--data", "data", multiple=True, type=click.Path(exists=True), help="pairs with ground truth (folder, or LEFT_DIR RIGHT_DIR).")
 @click.option(
     "--pred", "pred_dir", default=None, type=click.Path(exists=True, file_okay=False), help="folder of KEY.pfm (or KEY.png) written by `predict`."
@@ -159,6 +183,9 @@ def _print_table(rows: Sequence[Mapping[str, Any]], mean: Mapping[str, float]) -
 @click.argument("more_inputs", nargs=-1, type=click.Path(exists=True))
 def evaluate(
     model_path: str | None,
+    model_kwargs: str | None,
+    weights: str | None,
+    adapter: str | None,
     data: tuple[str, ...],
     pred_dir: str | None,
     gt_inputs: tuple[str, ...],
@@ -181,13 +208,16 @@ def evaluate(
 
     if (model_path is None) == (pred_dir is None):
         raise InputError("give either --model with --data, or --pred with --gt")
+    if model_path is None and (model_kwargs or weights or adapter):
+        raise InputError("--model-kwargs, --weights and --adapter go with --model (a network to run), not with --pred")
     # `--data LEFT_DIR RIGHT_DIR` / `--gt LEFT_DIR RIGHT_DIR`: the second folder arrives as an argument.
     if model_path is not None and not (data or more_inputs):
         raise InputError("--model needs --data (pairs with ground truth)")
     if pred_dir is not None and not (gt_inputs or more_inputs):
         raise InputError("--pred needs --gt (the dataset with ground truth)")
     pairs = (*data, *more_inputs) if model_path is not None else (*gt_inputs, *more_inputs)
-    rows, mean = evaluate_pairs(pairs, model=model_path, predictions=pred_dir, mask=mask, device=device, threads=threads)
+    model = None if model_path is None else network_spec(model_path, model_kwargs, weights, adapter)
+    rows, mean = evaluate_pairs(pairs, model=model, predictions=pred_dir, mask=mask, device=device, threads=threads)
     _print_table(rows, mean)
     if json_out:
         atomic_write_bytes(json_out, json.dumps({"pairs": rows, "mean": mean, "mask": mask}, indent=1).encode())

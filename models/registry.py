@@ -18,6 +18,10 @@ A network whose finest output is coarser than the input (MADNet: a quarter) brin
 resolution with :attr:`StereoNetwork.upsampling`: ``"bilinear"``, or ``"guided"``, the joint bilateral
 upsampling of :mod:`pseudolabel.models.upsampling`, which follows the left image's colour edges (the
 coarser levels of ``multiscale`` are always upsampled bilinearly).
+
+Networks defined outside the package follow a simpler protocol (a module returning the disparity
+map) and are wrapped into this contract by :class:`pseudolabel.models.external.ExternalNetwork`,
+registered (unlisted) as ``external``.
 """
 
 from __future__ import annotations
@@ -34,9 +38,11 @@ from torch.nn import functional as F
 from pseudolabel.errors import InputError
 
 #: Modules imported by :func:`available_networks` / :func:`build_network` so that their networks register.
-NETWORK_MODULES: tuple[str, ...] = ("pseudolabel.models.madnet", "pseudolabel.models.tiny")
+NETWORK_MODULES: tuple[str, ...] = ("pseudolabel.models.madnet", "pseudolabel.models.tiny", "pseudolabel.models.external")
 
 _REGISTRY: dict[str, Callable[..., StereoNetwork]] = {}
+#: Registered names that :func:`available_networks` leaves out (``external``: built from a factory, not by name).
+_UNLISTED: set[str] = set()
 
 NetworkFactory = TypeVar("NetworkFactory", bound=Callable[..., Any])
 
@@ -137,13 +143,19 @@ def normalize_images(images: torch.Tensor) -> torch.Tensor:
     return (images - mean) / (std + 1e-3)
 
 
-def register_network(name: str) -> Callable[[NetworkFactory], NetworkFactory]:
-    """Class/function decorator: register a network constructor under ``name``."""
+def register_network(name: str, listed: bool = True) -> Callable[[NetworkFactory], NetworkFactory]:
+    """Class/function decorator: register a network constructor under ``name``.
+
+    ``listed=False`` keeps the name out of :func:`available_networks` (and so out of ``--arch``
+    choices) while :func:`build_network` still builds it from a checkpoint.
+    """
 
     def decorator(factory: NetworkFactory) -> NetworkFactory:
         if name in _REGISTRY and _REGISTRY[name] is not factory:
             raise ValueError(f"network {name!r} is already registered")
         _REGISTRY[name] = factory
+        if not listed:
+            _UNLISTED.add(name)
         return factory
 
     return decorator
@@ -155,9 +167,9 @@ def _import_builtin_networks() -> None:
 
 
 def available_networks() -> list[str]:
-    """Sorted names of the registered networks."""
+    """Sorted names of the registered networks (those registered with ``listed=False`` left out)."""
     _import_builtin_networks()
-    return sorted(_REGISTRY)
+    return sorted(set(_REGISTRY) - _UNLISTED)
 
 
 def build_network(name: str, **kwargs: Any) -> StereoNetwork:
@@ -168,5 +180,5 @@ def build_network(name: str, **kwargs: Any) -> StereoNetwork:
     """
     _import_builtin_networks()
     if name not in _REGISTRY:
-        raise InputError(f"unknown network --arch {name!r}; choose one of {', '.join(sorted(_REGISTRY))}")
+        raise InputError(f"unknown network --arch {name!r}; choose one of {', '.join(available_networks())}")
     return _REGISTRY[name](**kwargs)

@@ -19,5 +19,8 @@ Building blocks:
   :mod:`pseudolabel.learn.photometric` (losses from the images) and :mod:`pseudolabel.learn.masked`;
 - :mod:`pseudolabel.learn.tau` -- fixed, learnable and predicted thresholds;
 - :mod:`pseudolabel.learn.adaptation` -- the adaptation objective;
-- :mod:`pseudolabel.learn.checkpoint` -- checkpoints of disparity networks.
+- :mod:`pseudolabel.learn.checkpoint` -- checkpoints of disparity networks;
+- :mod:`pseudolabel.learn.networks` -- :func:`~pseudolabel.learn.networks.open_network`, which turns a
+  ``--model`` (checkpoint, shipped name, or ``package.module:factory`` of a network of the user's,
+  :mod:`pseudolabel.models.external`) into a network.
 """

@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
     from pseudolabel.learn.adaptation import AdaptationObjective
+    from pseudolabel.learn.networks import NetworkSpec
     from pseudolabel.learn.samples import Batch
     from pseudolabel.learn.trainer import LossFunction
     from pseudolabel.models.registry import StereoOutput
@@ -136,7 +137,7 @@ def _tau_logger(objective: AdaptationObjective) -> tuple[LossFunction, Callable[
 
 def adapt_network(
     proxies: str | os.PathLike[str],
-    model: str | os.PathLike[str],
+    model: str | os.PathLike[str] | NetworkSpec,
     out: str | os.PathLike[str],
     *,
     tau: str | float = DEFAULT_TAU,
@@ -166,7 +167,9 @@ def adapt_network(
 
     Args:
         proxies: HDF5 file of ``pseudolabel sgm`` with ``confidence/<measure>`` in every pair.
-        model: source network: a checkpoint (``.pt``) or a shipped model name (``madnet_synth``).
+        model: source network: a checkpoint (``.pt``), a shipped model name (``madnet_synth``), or
+            ``package.module:factory`` of a network of your own; a :class:`~pseudolabel.learn.networks.NetworkSpec`
+            adds the factory's arguments, weights and adapter (:mod:`pseudolabel.models.external`).
         out: adapted checkpoint (``.pt``); ``OUT.partial.pt`` and ``OUT.jsonl`` are written next to it.
         tau: a number in [0, 1) (fixed), ``"learnable"`` or ``"net"`` (:func:`pseudolabel.learn.tau.build_tau`).
         loss: weighted terms ``name=weight`` (:func:`pseudolabel.learn.losses.build_loss_terms`).
@@ -200,10 +203,11 @@ def adapt_network(
 
     from pseudolabel.learn.adaptation import AdaptationObjective
     from pseudolabel.learn.adaptation_data import ProxyAdaptationDataset, describe_pairs, load_adaptation_pairs
-    from pseudolabel.learn.checkpoint import load_checkpoint, network_from_checkpoint, resolve_model_path
     from pseudolabel.learn.losses import build_loss_terms
+    from pseudolabel.learn.networks import open_network, probe_network
     from pseudolabel.learn.tau import DEFAULT_PENALTY_WEIGHT, build_tau
     from pseudolabel.learn.trainer import Trainer
+    from pseudolabel.models.devices import resolve_device
     from pseudolabel.selection import select_keys
     from pseudolabel.store.proxies import open_proxies
 
@@ -212,10 +216,8 @@ def adapt_network(
     penalty_weight = DEFAULT_PENALTY_WEIGHT if tau_penalty is None else tau_penalty
     tau_module = build_tau(tau, init=tau_init, temperature=tau_temperature, penalty_weight=penalty_weight)
     objective = AdaptationObjective(tau_module, terms, weighting=weighting, scale_decay=scale_decay)
-    source_path = resolve_model_path(model)
-    payload = load_checkpoint(source_path)
-    arch = str(payload["arch"])
-    arch_kwargs = dict(payload.get("arch_kwargs") or {})
+    torch.manual_seed(run.seed)
+    opened = open_network(model)
 
     set_threads(run.threads)
     with open_proxies(proxies_path) as store:
@@ -227,8 +229,11 @@ def adapt_network(
         )
     dataset = ProxyAdaptationDataset(pairs, crop=crop, seed=run.seed)
 
-    torch.manual_seed(run.seed)
-    network = network_from_checkpoint(payload)
+    # a network of the user's runs once on the first sample: a protocol break stops here, before any output
+    first = dataset[0]
+    probe_network(
+        opened.network, first["left"], first["right"], training=True, device=resolve_device(run.device, int(os.environ.get("LOCAL_RANK", "0")))
+    )
     forward_fn = None
     if "lr" in names:
         mirrored = MirroredForward()
@@ -238,8 +243,8 @@ def adapt_network(
     training_args = {
         "command": "adapt",
         "proxies": str(proxies_path.resolve()),
-        "source_model": str(source_path.resolve()),
-        "source_step": int(payload.get("step", 0)),
+        "source_model": opened.source,
+        "source_step": opened.step,
         "tau": tau,
         "loss": objective.loss_spec(),
         "weighting": weighting,
@@ -257,9 +262,9 @@ def adapt_network(
     }
     loss_fn, extra_state = _tau_logger(objective)
     trainer = Trainer(
-        network,
-        arch,
-        arch_kwargs,
+        opened.network,
+        opened.arch,
+        opened.arch_kwargs,
         dataset,
         loss_fn,
         run.trainer_config(out_path, steps, batch_size, learning_rate),
@@ -271,4 +276,4 @@ def adapt_network(
         progress=progress,
     )
     result = trainer.fit()
-    return AdaptResult(result.step, result.wall_seconds, result.last_logs, result.checkpoint, arch=arch, pairs=len(pairs))
+    return AdaptResult(result.step, result.wall_seconds, result.last_logs, result.checkpoint, arch=opened.label, pairs=len(pairs))

@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 import torch
@@ -27,6 +27,11 @@ from pseudolabel.progress import Progress, or_silent
 if TYPE_CHECKING:  # pragma: no cover
     from pseudolabel.datasets import PairInfo
     from pseudolabel.learn.adaptation_data import AdaptationPair
+    from pseudolabel.learn.networks import NetworkSpec
+
+#: A network to run: a checkpoint, a shipped model name, ``package.module:factory`` (or a
+#: :class:`~pseudolabel.learn.networks.NetworkSpec` with its arguments), or a network already built.
+ModelArgument: TypeAlias = "str | os.PathLike[str] | NetworkSpec | StereoNetwork"
 
 __all__ = ["PredictSummary", "evaluate_network", "evaluate_pairs", "pair_mask", "predict_disparity", "predict_pairs", "safe_key"]
 
@@ -60,17 +65,20 @@ def safe_key(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(key)).strip("_") or "pair"
 
 
-def _load(model: str | os.PathLike[str] | StereoNetwork, device: str, threads: int | None) -> tuple[StereoNetwork, torch.device]:
-    """The network (a checkpoint, a shipped name, or a network already built) in eval mode on ``device``."""
-    from pseudolabel.learn.checkpoint import load_model
+def _load(model: ModelArgument, device: str, threads: int | None, first: PairInfo) -> tuple[StereoNetwork, torch.device]:
+    """The network (a checkpoint, a shipped name, a factory, or a network already built) in eval mode on
+    ``device``; a network of the user's is first tried on the ``first`` pair (:func:`pseudolabel.learn.networks.probe_network`)."""
+    from pseudolabel.io import read_image
+    from pseudolabel.learn.networks import open_network, probe_network
     from pseudolabel.models.devices import resolve_device
 
     if threads:
         torch.set_num_threads(threads)
     torch_device = resolve_device(device)
-    if isinstance(model, StereoNetwork):
-        return model.to(torch_device).eval(), torch_device
-    return load_model(model, torch_device), torch_device
+    network = model if isinstance(model, StereoNetwork) else open_network(model).network
+    network = network.to(torch_device).eval()
+    probe_network(network, to_tensor_image(read_image(first.left)), to_tensor_image(read_image(first.right)))
+    return network, torch_device
 
 
 @dataclass
@@ -83,7 +91,7 @@ class PredictSummary:
 
 
 def predict_pairs(
-    model: str | os.PathLike[str] | StereoNetwork,
+    model: ModelArgument,
     inputs: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
     *,
@@ -99,7 +107,8 @@ def predict_pairs(
     exist are skipped unless ``force``, so an interrupted run resumes.
 
     Args:
-        model: checkpoint, shipped model name, or a network.
+        model: checkpoint, shipped model name, ``package.module:factory`` (or a
+            :class:`~pseudolabel.learn.networks.NetworkSpec`), or a network.
         inputs: dataset folders (KITTI, Middlebury, synth) or ``[LEFT_DIR, RIGHT_DIR]``.
         out: output folder (created).
         device: ``auto``, ``cpu`` or ``cuda``; ``threads``: torch CPU threads (``None``: torch's choice).
@@ -113,7 +122,7 @@ def predict_pairs(
     from pseudolabel.viz.colour import disparity_image, display_range
 
     pairs = find_pairs(inputs)
-    network, torch_device = _load(model, device, threads)
+    network, torch_device = _load(model, device, threads, pairs[0])
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     progress = or_silent(progress)
@@ -176,7 +185,7 @@ def _stored_prediction(pred_dir: Path, pair: PairInfo) -> np.ndarray:
 def evaluate_pairs(
     data: Sequence[str | os.PathLike[str]],
     *,
-    model: str | os.PathLike[str] | StereoNetwork | None = None,
+    model: ModelArgument | None = None,
     predictions: str | os.PathLike[str] | None = None,
     mask: str | None = None,
     device: str = "auto",
@@ -186,7 +195,8 @@ def evaluate_pairs(
 
     Args:
         data: pairs with ground truth: dataset folders or ``[LEFT_DIR, RIGHT_DIR]``.
-        model: checkpoint, shipped name or network to run on the pairs; or
+        model: checkpoint, shipped name, factory (:class:`~pseudolabel.learn.networks.NetworkSpec`) or
+            network to run on the pairs; or
         predictions: folder of ``KEY.pfm`` (or ``KEY.png``) (exactly one of the two).
         mask: evaluate only inside this named mask of each pair (:func:`pair_mask`).
         device, threads: where and with how many CPU threads the network runs.
@@ -206,7 +216,7 @@ def evaluate_pairs(
         raise InputError("give either --model with --data, or --pred with --gt")
     pairs = find_pairs(data)
     if model is not None:
-        network, torch_device = _load(model, device, threads)
+        network, torch_device = _load(model, device, threads, pairs[0])
         predicted = [predict_disparity(network, read_image(p.left), read_image(p.right), torch_device) for p in pairs]
     else:
         predicted = [_stored_prediction(Path(str(predictions)), pair) for pair in pairs]

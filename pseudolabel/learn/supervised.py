@@ -20,8 +20,9 @@ from pseudolabel.learn.run import RunOptions, TrainResult, prepare_output, set_t
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from pseudolabel.learn.networks import OpenedNetwork
     from pseudolabel.learn.samples import Batch
-    from pseudolabel.models.registry import StereoNetwork, StereoOutput
+    from pseudolabel.models.registry import StereoOutput
     from pseudolabel.progress import Progress
 
 __all__ = ["DEFAULT_ARCH", "DEFAULT_CROP", "DEFAULT_SYNTH_SIZE", "TRAIN_RUN", "train_network"]
@@ -35,32 +36,35 @@ DEFAULT_SYNTH_SIZE = (256, 512)
 TRAIN_RUN = RunOptions(warmup_steps=100, checkpoint_every=500, log_every=10)
 
 
-def _network(arch: str, arch_kwargs: Mapping[str, Any], init: str | os.PathLike[str] | None) -> tuple[StereoNetwork, dict[str, Any]]:
-    """The network to train and its constructor arguments: ``init``'s arguments under ``arch_kwargs``, and its weights."""
-    from pseudolabel.learn.checkpoint import load_checkpoint
+def _network(
+    arch: str, arch_kwargs: Mapping[str, Any], init: str | os.PathLike[str] | None, weights: str | None, adapter: Mapping[str, Any] | None
+) -> OpenedNetwork:
+    """The network to train: ``init``'s network with ``arch_kwargs`` over its arguments, a network of the
+    user's (``arch`` = ``package.module:factory``, optional ``weights``), or a fresh registry network."""
+    from pseudolabel.learn.networks import NetworkSpec, OpenedNetwork, open_network
+    from pseudolabel.models.external import is_factory_spec
     from pseudolabel.models.registry import build_network
 
-    kwargs = dict(arch_kwargs)
-    shown = json.dumps(kwargs)
-    payload: dict[str, Any] = {}
+    external = is_factory_spec(arch)
+    if not external and (weights is not None or adapter):
+        raise InputError("--weights and --adapter are for a network of your own (--arch package.module:factory)")
     if init is not None:
-        payload = load_checkpoint(init, option="--init")
-        if payload["arch"] != arch:
-            raise InputError(f"--init {init} is a {payload['arch']!r} network; use --arch {payload['arch']}")
-        # the checkpoint's constructor arguments, with those given by the caller on top
-        kwargs = {**dict(payload.get("arch_kwargs") or {}), **kwargs}
+        if weights is not None:
+            raise InputError("give --init (a checkpoint of this package) or --weights (a state dict of your network), not both")
+        opened = open_network(NetworkSpec(str(init), kwargs=arch_kwargs, adapter=adapter), option="--init", kwargs_option="--arch-kwargs")
+        if opened.label != arch:
+            raise InputError(f"--init {init} is a {opened.label!r} network; use --arch {opened.label}")
+        return opened
+    if external:
+        # a network trained from a random start has no sign convention yet: only its shape is checked
+        spec = NetworkSpec(arch, kwargs=arch_kwargs, weights=weights, adapter=adapter)
+        return open_network(spec, option="--arch", kwargs_option="--arch-kwargs", check_sign=weights is not None)
+    kwargs = dict(arch_kwargs)
     try:
         model = build_network(arch, **kwargs)
     except (TypeError, ValueError) as error:
-        raise InputError(f"--arch-kwargs {shown}: {error}") from None
-    if init is not None:
-        try:
-            model.load_state_dict(payload["model"])
-        except RuntimeError:
-            raise InputError(
-                f"--arch-kwargs {shown} change the shape of the network, so the weights of --init {init} do not fit; leave those arguments out"
-            ) from None
-    return model, kwargs
+        raise InputError(f"--arch-kwargs {json.dumps(kwargs)}: {error}") from None
+    return OpenedNetwork(model, arch, kwargs, arch, arch)
 
 
 def train_network(
@@ -73,6 +77,8 @@ def train_network(
     arch: str = DEFAULT_ARCH,
     arch_kwargs: Mapping[str, Any] | None = None,
     init: str | os.PathLike[str] | None = None,
+    weights: str | None = None,
+    adapter: Mapping[str, Any] | None = None,
     steps: int = 20000,
     batch_size: int = 4,
     crop: tuple[int, int] = DEFAULT_CROP,
@@ -89,9 +95,13 @@ def train_network(
         data: labelled pairs: dataset folders (KITTI, Middlebury, synth) or ``[LEFT_DIR, RIGHT_DIR]``.
         synth: train on synthetic pairs rendered on the fly instead (exactly one of ``data`` and ``synth``).
         synth_size: (height, width) of the rendered pairs; ``synth_max_disp`` their largest disparity, pixels.
-        arch: network name in the registry (``madnet``, ``tiny``); ``arch_kwargs`` its constructor arguments.
+        arch: network name in the registry (``madnet``, ``tiny``), or ``package.module:factory`` of a
+            network of your own (:mod:`pseudolabel.models.external`); ``arch_kwargs`` its constructor
+            (or factory) arguments.
         init: start from these weights (checkpoint or shipped name); its constructor arguments are
             kept under ``arch_kwargs``.
+        weights: a state dict file to start a network of your own from (``--weights``).
+        adapter: adapter fields of a network of your own over those it declares (``--adapter``).
         steps, batch_size, learning_rate: optimisation steps, global batch (pairs), AdamW peak rate.
         crop: (height, width) of the random crops.
         max_disp: ignore ground truth at or above this disparity (pixels).
@@ -110,8 +120,11 @@ def train_network(
     import torch
 
     from pseudolabel.learn.losses import multiscale_l1_loss
+    from pseudolabel.learn.networks import probe_network
     from pseudolabel.learn.samples import AugmentConfig, StereoPairDataset, SyntheticStereoDataset, find_pairs
     from pseudolabel.learn.trainer import Trainer
+    from pseudolabel.models.devices import resolve_device
+    from pseudolabel.models.external import is_factory_spec
     from pseudolabel.models.registry import available_networks
 
     data = [str(path) for path in data]
@@ -119,8 +132,8 @@ def train_network(
         raise InputError("give exactly one of --data DIR and --synth")
     if steps <= 0 or batch_size <= 0:
         raise InputError("--steps and --batch-size must be positive")
-    if arch not in available_networks():
-        raise InputError(f"--arch {arch!r}: unknown network; choose one of {', '.join(available_networks())}")
+    if not is_factory_spec(arch) and arch not in available_networks():
+        raise InputError(f"--arch {arch!r}: unknown network; choose one of {', '.join(available_networks())}, or package.module:factory")
     out_path = Path(out)
     prepare_output(out_path, run.resume, run.overwrite)
     set_threads(run.threads)
@@ -135,7 +148,11 @@ def train_network(
         dataset = StereoPairDataset(find_pairs(data), seed=run.seed, crop=crop, augment=augmentation)
 
     torch.manual_seed(run.seed)
-    model, kwargs = _network(arch, arch_kwargs or {}, init)
+    opened = _network(arch, arch_kwargs or {}, init, weights, adapter)
+    first = dataset[0]
+    probe_network(
+        opened.network, first["left"], first["right"], training=True, device=resolve_device(run.device, int(os.environ.get("LOCAL_RANK", "0")))
+    )
     training_args = {
         "command": "train",
         "data": data,
@@ -146,11 +163,12 @@ def train_network(
         "max_disp": max_disp,
         "augment": None if augmentation is None else augmentation.__dict__,
         "init": None if init is None else str(init),
+        "weights": None if weights is None else str(Path(weights).resolve()),
     }
 
     def loss_fn(output: StereoOutput, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         return multiscale_l1_loss(output, batch, max_disparity=max_disp)
 
     config = run.trainer_config(out_path, steps, batch_size, learning_rate)
-    trainer = Trainer(model, arch, kwargs, dataset, loss_fn, config, training_args=training_args, progress=progress)
+    trainer = Trainer(opened.network, opened.arch, opened.arch_kwargs, dataset, loss_fn, config, training_args=training_args, progress=progress)
     return trainer.fit()

@@ -79,33 +79,19 @@ def _last_convolution(layers: nn.Sequential) -> nn.Conv2d:
     return convolution
 
 
-class DisparityDecoder(nn.Module):
-    """A stack of 3x3 convolutions ending in one output channel (no activation on the output)."""
+class ConvolutionStack(nn.Module):
+    """3x3 convolutions (leaky ReLU) ending in one output channel without activation: MADNet's
+    disparity decoders (dilation 1 everywhere) and its context network (growing dilations).
 
-    def __init__(self, in_channels: int, channels: Sequence[int]) -> None:
+    Args:
+        in_channels: channels of the input features.
+        channels: output channels of each hidden convolution.
+        dilations: dilation of each hidden convolution (``None``: all 1).
+    """
+
+    def __init__(self, in_channels: int, channels: Sequence[int], dilations: Sequence[int] | None = None) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        previous = in_channels
-        for width in channels:
-            layers.append(conv3x3(previous, width))
-            previous = width
-        layers.append(conv3x3(previous, 1, activation=False))
-        self.layers = nn.Sequential(*layers)
-
-    def output_convolution(self) -> nn.Conv2d:
-        """The last, 1-channel convolution (the disparity head)."""
-        return _last_convolution(self.layers)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """(B, in_channels, h, w) -> (B, 1, h, w)."""
-        return self.layers(features)
-
-
-class ContextNetwork(nn.Module):
-    """Dilated 3x3 convolutions refining a disparity from itself and the left features (residual output)."""
-
-    def __init__(self, in_channels: int, channels: Sequence[int], dilations: Sequence[int]) -> None:
-        super().__init__()
+        dilations = [1] * len(channels) if dilations is None else list(dilations)
         if len(channels) != len(dilations):
             raise ValueError("context network: one dilation per layer is needed")
         layers: list[nn.Module] = []
@@ -117,11 +103,11 @@ class ContextNetwork(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def output_convolution(self) -> nn.Conv2d:
-        """The last, 1-channel convolution (the residual head)."""
+        """The last, 1-channel convolution (the disparity or residual head)."""
         return _last_convolution(self.layers)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """(B, in_channels, h, w) -> (B, 1, h, w) residual."""
+        """(B, in_channels, h, w) -> (B, 1, h, w): a disparity (decoder) or a residual (context network)."""
         return self.layers(features)
 
 
@@ -171,9 +157,9 @@ class MADNet(StereoNetwork):
         self.decoders = nn.ModuleList()
         for level in range(self.output_level, self.levels + 1):
             extra = 0 if level == self.levels else 1
-            self.decoders.append(DisparityDecoder(self.channels[level - 1] + correlation_channels + extra, decoder_channels))
+            self.decoders.append(ConvolutionStack(self.channels[level - 1] + correlation_channels + extra, decoder_channels))
         self.context = (
-            ContextNetwork(self.channels[self.output_level - 1] + 1, context_channels, context_dilations) if len(context_channels) else None
+            ConvolutionStack(self.channels[self.output_level - 1] + 1, context_channels, context_dilations) if len(context_channels) else None
         )
         self.reset_parameters()
 
@@ -193,7 +179,7 @@ class MADNet(StereoNetwork):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
         for stack in (*self.decoders, self.context):
-            if not isinstance(stack, (DisparityDecoder, ContextNetwork)):
+            if not isinstance(stack, ConvolutionStack):
                 continue  # no context network
             stack.output_convolution().weight.data.mul_(0.1)
 

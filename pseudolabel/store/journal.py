@@ -37,6 +37,7 @@ from pseudolabel.store.proxies import (
     JOURNAL_HEADER,
     PAIRS,
     RESULT_DATASETS,
+    STORES,
     ProxyFile,
     describe_difference,
     initialise_root,
@@ -141,7 +142,7 @@ def write_journal_entry(
     return target
 
 
-def _read_journal_entry(path: Path, identity: str) -> str | None:
+def _read_journal_entry(path: Path, identity: str, datasets: tuple[str, ...] = tuple(RESULT_DATASETS)) -> str | None:
     """The key of a valid journal entry, or ``None`` when it is damaged or from another run."""
     try:
         with h5py.File(path, "r") as h5file:
@@ -152,7 +153,7 @@ def _read_journal_entry(path: Path, identity: str) -> str | None:
             group = h5file.get("pair")
             if not isinstance(group, h5py.Group) or not bool(group.attrs.get("complete", False)):
                 return None
-            if any(name not in group for name in RESULT_DATASETS):
+            if any(name not in group for name in datasets):
                 return None
             return str(python_value(h5file.attrs["key"]))
     except (OSError, KeyError, ValueError):
@@ -190,12 +191,26 @@ class ProxyRun:
     ``overwrite`` (then every pair is recomputed and ``out`` is replaced only by :meth:`finish`).
     """
 
-    def __init__(self, out: str | os.PathLike[str], params: SGMParams, max_disp_from_calib: bool = False, overwrite: bool = False) -> None:
+    def __init__(
+        self,
+        out: str | os.PathLike[str],
+        params: SGMParams,
+        max_disp_from_calib: bool = False,
+        overwrite: bool = False,
+        store: str = "full",
+        shard_size: int | None = None,
+    ) -> None:
+        if store not in STORES:
+            raise InputError(f"unknown --store {store!r}; use {', '.join(STORES)}")
+        if shard_size is not None and shard_size < 1:
+            raise InputError(f"--shard-size must be at least 1, not {shard_size}")
         self.out = Path(out)
         self.params = params
         self.max_disp_from_calib = bool(max_disp_from_calib)
         self.overwrite = overwrite
-        self.identity = run_identity(params, max_disp_from_calib)
+        self.store = store
+        self.shard_size = shard_size
+        self.identity = run_identity(params, max_disp_from_calib, store)
         self.journal = journal_path(self.out)
         self.state = RunState(set(), {}, overwrite, [])
         self._lock: contextlib.ExitStack | None = None
@@ -266,7 +281,7 @@ class ProxyRun:
                 journal_fresh = False
             elif entries:
                 for entry in entries:
-                    key = _read_journal_entry(entry, self.identity)
+                    key = _read_journal_entry(entry, self.identity, STORES[self.store])
                     if key is None or journal_entry_path(self.journal, key) != entry:
                         state.notes.append(f"{entry}: damaged journal entry, recomputing that pair")
                         entry.unlink()
@@ -315,7 +330,7 @@ class ProxyRun:
             h5file = h5py.File(partial, "r+")
         else:
             h5file = h5py.File(partial, "w")
-            initialise_root(h5file, self.params, self.max_disp_from_calib)
+            initialise_root(h5file, self.params, self.max_disp_from_calib, self.store)
         try:
             pairs = h5file.require_group(PAIRS)
             for key in sorted(entries):

@@ -48,7 +48,7 @@ from pseudolabel.sgm.params import SGMParams, SGMResult
 from pseudolabel.store.datasets_io import DEFAULT_COMPRESSION, open_h5, python_value, write_dataset
 
 FORMAT = "pseudolabel-proxies"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 JOURNAL_ENTRY_FORMAT = "pseudolabel-proxies-journal-entry"
 JOURNAL_HEADER = "run.json"
 PAIRS = "pairs"
@@ -63,6 +63,13 @@ RESULT_DATASETS: dict[str, np.dtype] = {
     "cost_second_local": np.dtype(np.float32),
     "cost_mean": np.dtype(np.float32),
     "disparity_wta": np.dtype(np.int16),
+}
+# What `pseudolabel sgm --store` keeps of each pair: "full" every result dataset, "minimal" only what the
+# CCNN pipeline reads later (the disparity for `confidence score` with a network, `labels` and `adapt`,
+# and `valid`); the conventional confidence measures need the cost summaries and `disparity_right`.
+STORES: dict[str, tuple[str, ...]] = {
+    "full": tuple(RESULT_DATASETS),
+    "minimal": ("disparity", "valid"),
 }
 CONFIDENCE_GROUP = "confidence"
 LABELS = "labels"
@@ -94,16 +101,34 @@ def name_to_key(name: str) -> str:
     return name.replace("%2F", "/").replace("%2E", ".").replace("%25", "%")
 
 
-def run_identity(params: SGMParams, max_disp_from_calib: bool) -> str:
-    """JSON that identifies what a run computes: two runs may share a file only if these are equal."""
-    return json.dumps({"sgm_params": json.loads(params.to_json()), "max_disp_from_calib": bool(max_disp_from_calib)}, sort_keys=True)
+def run_identity(params: SGMParams, max_disp_from_calib: bool, store: str = "full") -> str:
+    """JSON that identifies what a run computes: two runs may share a file only if these are equal.
+
+    ``store`` (a key of :data:`STORES`) is part of it only when it is not ``"full"``, so identities of
+    files written before ``--store`` existed are unchanged.
+    """
+    identity: dict[str, Any] = {"sgm_params": json.loads(params.to_json()), "max_disp_from_calib": bool(max_disp_from_calib)}
+    if store != "full":
+        identity["store"] = store
+    return json.dumps(identity, sort_keys=True)
+
+
+def store_arrays(arrays: Mapping[str, np.ndarray], store: str) -> dict[str, np.ndarray]:
+    """The datasets of ``arrays`` that ``store`` (a key of :data:`STORES`) keeps.
+
+    Raises:
+        InputError: an unknown ``store``.
+    """
+    if store not in STORES:
+        raise InputError(f"unknown --store {store!r}; use {', '.join(STORES)}")
+    return {name: array for name, array in arrays.items() if name in STORES[store]}
 
 
 def describe_difference(stored: str, current: str) -> str:
     """Human-readable list of the fields that differ between two :func:`run_identity` strings."""
     old, new = json.loads(stored), json.loads(current)
-    flat_old = {**old.get("sgm_params", {}), "max_disp_from_calib": old.get("max_disp_from_calib")}
-    flat_new = {**new.get("sgm_params", {}), "max_disp_from_calib": new.get("max_disp_from_calib")}
+    flat_old = {**old.get("sgm_params", {}), "max_disp_from_calib": old.get("max_disp_from_calib"), "store": old.get("store", "full")}
+    flat_new = {**new.get("sgm_params", {}), "max_disp_from_calib": new.get("max_disp_from_calib"), "store": new.get("store", "full")}
     changed = [
         f"{name} {flat_old.get(name)!r} in the file, {flat_new.get(name)!r} now"
         for name in sorted(set(flat_old) | set(flat_new))
@@ -252,9 +277,14 @@ class ProxyFile:
         return bool(self._h5.attrs.get("max_disp_from_calib", False))
 
     @property
+    def store(self) -> str:
+        """Which datasets ``pseudolabel sgm`` kept per pair: a key of :data:`STORES` (``"full"`` unless the file says otherwise)."""
+        return str(python_value(self._h5.attrs.get("store", "full")))
+
+    @property
     def identity(self) -> str:
         """:func:`run_identity` of the file."""
-        return run_identity(self.sgm_params, self.max_disp_from_calib)
+        return run_identity(self.sgm_params, self.max_disp_from_calib, self.store)
 
     # pairs -------------------------------------------------------------------------------
     def _pairs(self) -> h5py.Group | None:
@@ -409,13 +439,25 @@ class ProxyFile:
             self._h5.flush()
 
 
-def initialise_root(h5file: h5py.File, params: SGMParams, max_disp_from_calib: bool) -> None:
-    """Write the root attributes of a new proxies file (format, version, creator, SGM parameters) and ``/pairs``."""
+def initialise_root(h5file: h5py.File, params: SGMParams, max_disp_from_calib: bool, store: str = "full", shard_size: int | None = None) -> None:
+    """Write the root attributes of a new proxies file (format, version, creator, SGM parameters, and
+    ``store`` / ``shard_size`` when they are not the defaults) and ``/pairs``.
+
+    ``format_version`` is the oldest that describes the file: 1 for a plain file with every result
+    dataset, 2 for a minimal store or a sharded index (older readers refuse those).
+    """
+    if store not in STORES:
+        raise InputError(f"unknown --store {store!r}; use {', '.join(STORES)}")
+    plain = store == "full" and shard_size is None
     h5file.attrs["format"] = FORMAT
-    h5file.attrs["format_version"] = FORMAT_VERSION
+    h5file.attrs["format_version"] = 1 if plain else FORMAT_VERSION
     h5file.attrs["created_by"] = f"pseudolabel {__version__}"
     h5file.attrs["sgm_params"] = params.to_json()
     h5file.attrs["max_disp_from_calib"] = bool(max_disp_from_calib)
+    if store != "full":
+        h5file.attrs["store"] = store
+    if shard_size is not None:
+        h5file.attrs["shard_size"] = int(shard_size)
     h5file.require_group(PAIRS)
 
 

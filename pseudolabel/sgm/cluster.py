@@ -142,12 +142,12 @@ def _warm_kernels() -> None:
     _WARMED["count"] += 1
 
 
-def cluster_pair(task: PairTask) -> MatchedPair:
+def cluster_pair(task: PairTask, delay_s: float = 0.0) -> MatchedPair:
     """The Dask task of one pair: :func:`pseudolabel.sgm.batch.compute_pair` on a worker.
 
     One pair at a time per worker process, with the worker's thread count as Numba threads; the
-    kernels are warmed once per process. :data:`pseudolabel.sgm.batch.SLOW_ENV` (seconds, read on the
-    worker) holds the pair that long after matching, for tests.
+    kernels are warmed once per process. ``delay_s`` (the client's :data:`pseudolabel.sgm.batch.SLOW_ENV`,
+    for tests) holds the pair that long after matching.
 
     Raises:
         InputError: as :func:`compute_pair`, naming the worker.
@@ -155,7 +155,6 @@ def cluster_pair(task: PairTask) -> MatchedPair:
     from distributed import get_worker
 
     worker = get_worker()
-    delay = float(os.environ.get(SLOW_ENV, "0") or 0)
     with _MATCH_LOCK:
         set_threads(max(1, int(worker.state.nthreads)))
         if not _WARMED["count"]:
@@ -164,8 +163,8 @@ def cluster_pair(task: PairTask) -> MatchedPair:
             matched = compute_pair(task)
         except InputError as error:
             raise InputError(f"on Dask worker {worker.address}: {error}") from None
-        if delay:
-            time.sleep(delay)
+        if delay_s:
+            time.sleep(delay_s)
     return matched
 
 
@@ -186,7 +185,9 @@ def run_tasks_on_cluster(
     A pair whose key is already in ``done`` (journaled) is not passed on again. At most
     :data:`IN_FLIGHT_PER_WORKER` tasks per worker are submitted at a time, so an error stops the run
     quickly and results do not pile up in memory. Relative image paths are read relative to ``base``
-    (default: this process's working folder) on the workers.
+    (default: this process's working folder) on the workers. The environment variable
+    :data:`pseudolabel.sgm.batch.SLOW_ENV` (seconds) of this process makes each task hold its worker
+    that long after matching, for tests.
 
     Raises:
         InputError: the first failed pair (the pending ones are cancelled), or a pair that killed
@@ -195,6 +196,7 @@ def run_tasks_on_cluster(
     from distributed import as_completed
 
     base = base if base is not None else os.getcwd()
+    delay = float(os.environ.get(SLOW_ENV, "0") or 0)
     queue = [dataclasses.replace(task, base=base) for task in reversed(tasks)]
     run_id = uuid.uuid4().hex[:8]
     by_future: dict[str, PairTask] = {}
@@ -212,7 +214,7 @@ def run_tasks_on_cluster(
     def refill() -> None:
         while queue and len(by_future) < limit():
             task = queue.pop()
-            future = client.submit(cluster_pair, task, key=f"pseudolabel-sgm-{run_id}-{len(queue)}", pure=False)
+            future = client.submit(cluster_pair, task, delay, key=f"pseudolabel-sgm-{run_id}-{len(queue)}", pure=False)
             by_future[future.key] = task
             futures[future.key] = future
             completed.add(future)

@@ -49,6 +49,7 @@ from pseudolabel.store.proxies import (
     run_identity,
     write_pair_group,
 )
+from pseudolabel.store.shards import ShardEdits, assemble_sharded, remove_shards
 
 
 @contextlib.contextmanager
@@ -299,6 +300,14 @@ class ProxyRun:
                         "another --out, or --overwrite to recompute every pair"
                     )
                 state.done_in_file = set(existing.keys())
+                if self.shard_size is None:
+                    self.shard_size = existing.shard_size
+                elif existing.shard_size != self.shard_size:
+                    layout = f"--shard-size {existing.shard_size}" if existing.shard_size else "one file (no --shard-size)"
+                    raise InputError(
+                        f"{self.out}: was written as {layout}, not --shard-size {self.shard_size}; "
+                        "use the same layout, another --out, or --overwrite to rewrite it"
+                    )
         try:
             self.journal.mkdir(exist_ok=True)
             payload = json.dumps({"identity": json.loads(self.identity), "fresh": state.fresh}, sort_keys=True)
@@ -324,6 +333,11 @@ class ProxyRun:
         if not entries and not state.fresh:
             shutil.rmtree(self.journal, ignore_errors=True)
             return 0
+        if self.shard_size is not None:
+            initialise = {"params": self.params, "max_disp_from_calib": self.max_disp_from_calib, "store": self.store}
+            assemble_sharded(self.out, entries, state.fresh, self.shard_size, initialise)
+            shutil.rmtree(self.journal, ignore_errors=True)
+            return len(entries)
         partial = partial_path(self.out)
         if not state.fresh and self.out.exists():
             shutil.copyfile(self.out, partial)
@@ -344,6 +358,8 @@ class ProxyRun:
         _fsync_file(partial)
         os.replace(partial, self.out)
         _fsync_directory(self.out.parent)
+        if state.fresh:
+            remove_shards(self.out)
         shutil.rmtree(self.journal, ignore_errors=True)
         return len(entries)
 
@@ -387,12 +403,26 @@ def edit_proxies(path: str | os.PathLike[str]) -> Iterator[ProxyFile]:
     """Crash-safe editing: yields a writable copy of ``path`` that replaces it only on success.
 
     The copy is ``<path>.editing``; a kill or an exception leaves ``path`` untouched (the copy is
-    removed on an exception; a stale copy after a kill is overwritten by the next edit).
+    removed on an exception; a stale copy after a kill is overwritten by the next edit). A sharded
+    file is edited shard by shard instead (:class:`pseudolabel.store.shards.ShardEdits`): only the
+    shards written to are copied, and each replaces its original on success.
     """
     path = Path(path)
     with output_lock(path):
         proxies = open_proxies(path, "r")
+        sharded = proxies.shard_size is not None
         proxies.close()
+        if sharded:
+            # copy-on-write per shard; the index itself is not edited
+            edits = ShardEdits(path)
+            try:
+                with ProxyFile(open_h5(path, "r"), path, edits) as proxies:
+                    yield proxies
+                edits.commit()
+            except BaseException:
+                edits.discard()
+                raise
+            return
         editing = path.with_name(path.name + ".editing")
         shutil.copyfile(path, editing)
         try:

@@ -37,7 +37,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -46,6 +46,9 @@ from pseudolabel import __version__
 from pseudolabel.errors import InputError
 from pseudolabel.sgm.params import SGMParams, SGMResult
 from pseudolabel.store.datasets_io import DEFAULT_COMPRESSION, open_h5, python_value, write_dataset
+
+if TYPE_CHECKING:
+    from pseudolabel.store.shards import ShardEdits
 
 FORMAT = "pseudolabel-proxies"
 FORMAT_VERSION = 2
@@ -225,11 +228,14 @@ class ProxyFile:
     """An open proxies file (see the module docstring for its layout). Use as a context manager.
 
     Keys are the pair keys (``/`` allowed); only pairs whose ``complete`` attribute is set are listed.
+    A sharded file (:mod:`pseudolabel.store.shards`) reads the same; ``edits`` (given by
+    :func:`pseudolabel.store.journal.edit_proxies`) sends its writes to copies of the shards.
     """
 
-    def __init__(self, h5file: h5py.File, path: Path) -> None:
+    def __init__(self, h5file: h5py.File, path: Path, edits: ShardEdits | None = None) -> None:
         self._h5 = h5file
         self.path = path
+        self._edits = edits
         if self._h5.attrs.get("format") not in (FORMAT, FORMAT.encode()):
             name = self._h5.filename
             self._h5.close()
@@ -254,6 +260,8 @@ class ProxyFile:
     def flush(self) -> None:
         """Write buffered data and metadata to disk."""
         self._h5.flush()
+        if self._edits is not None:
+            self._edits.flush()
 
     @property
     def h5(self) -> h5py.File:
@@ -277,6 +285,12 @@ class ProxyFile:
         return bool(self._h5.attrs.get("max_disp_from_calib", False))
 
     @property
+    def shard_size(self) -> int | None:
+        """Pairs per shard of a sharded file (:mod:`pseudolabel.store.shards`), ``None`` for one file."""
+        value = self._h5.attrs.get("shard_size")
+        return None if value is None else int(value)
+
+    @property
     def store(self) -> str:
         """Which datasets ``pseudolabel sgm`` kept per pair: a key of :data:`STORES` (``"full"`` unless the file says otherwise)."""
         return str(python_value(self._h5.attrs.get("store", "full")))
@@ -296,6 +310,8 @@ class ProxyFile:
         pairs = self._pairs()
         if pairs is None:
             return []
+        if self.shard_size is not None:  # an index links complete pairs only: no need to open the shards
+            return sorted(name_to_key(name) for name in pairs)
         return sorted(name_to_key(name) for name, group in pairs.items() if bool(group.attrs.get("complete", False)))
 
     def __len__(self) -> int:
@@ -307,15 +323,22 @@ class ProxyFile:
         group = self._group_or_none(key)
         return group is not None and bool(group.attrs.get("complete", False))
 
-    def _group_or_none(self, key: str) -> h5py.Group | None:
+    def _group_or_none(self, key: str, write: bool = False) -> h5py.Group | None:
         pairs = self._pairs()
         if pairs is None:
             return None
-        group = pairs.get(key_to_name(key))
+        name = key_to_name(key)
+        if self._edits is not None:
+            link = pairs.get(name, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                edited = self._edits.group(link, name, write)
+                if edited is not None:
+                    return edited
+        group = pairs.get(name)
         return group if isinstance(group, h5py.Group) else None
 
-    def _group(self, key: str) -> h5py.Group:
-        group = self._group_or_none(key)
+    def _group(self, key: str, write: bool = False) -> h5py.Group:
+        group = self._group_or_none(key, write)
         if group is None:
             raise InputError(f"{self.path}: has no pair {key!r}; `pseudolabel inspect {self.path}` lists the pairs")
         return group
@@ -376,8 +399,10 @@ class ProxyFile:
         return sorted(name for name, obj in group.items() if isinstance(obj, h5py.Dataset))
 
     # writing -----------------------------------------------------------------------------
-    def _check_writable(self) -> None:
-        if self._h5.mode != "r+":
+    def _check_writable(self, whole_pairs: bool = False) -> None:
+        if whole_pairs and self.shard_size is not None:
+            raise InputError(f"{self.path}: is a sharded index; whole pairs are added by `pseudolabel sgm` only (edit datasets of existing pairs)")
+        if self._h5.mode != "r+" and self._edits is None:
             raise InputError(f"{self.path}: opened read-only; use open_proxies(path, mode='r+') to write")
 
     def write(
@@ -398,7 +423,7 @@ class ProxyFile:
             InputError: unknown pair, wrong shape or range, or an existing dataset and ``overwrite=False``.
         """
         self._check_writable()
-        group = self._group(key)
+        group = self._group(key, write=True)
         array = np.asarray(array)
         shape = (int(group.attrs["height"]), int(group.attrs["width"]))
         if array.shape != shape:
@@ -414,15 +439,15 @@ class ProxyFile:
         if name in group and not overwrite:
             raise InputError(f"{self.path}: pair {key!r} already has {name!r}; pass overwrite=True to replace it")
         write_dataset(group, name, array, attrs)
-        self._h5.flush()
+        self.flush()
 
     def write_pair(self, key: str, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) -> None:
         """Write (or replace) a whole pair: the :data:`RESULT_DATASETS` and the group attributes.
 
         ``complete`` is set last and the file flushed. Use :func:`result_arrays` and
-        :func:`pair_attributes` to build the arguments from a :class:`SGMResult`.
+        :func:`pair_attributes` to build the arguments from a :class:`SGMResult`. Not on a sharded index.
         """
-        self._check_writable()
+        self._check_writable(whole_pairs=True)
         pairs = self._h5.require_group(PAIRS)
         name = key_to_name(key)
         if name in pairs:
@@ -431,8 +456,8 @@ class ProxyFile:
         self._h5.flush()
 
     def delete_pair(self, key: str) -> None:
-        """Remove a pair and everything stored for it."""
-        self._check_writable()
+        """Remove a pair and everything stored for it (not on a sharded index)."""
+        self._check_writable(whole_pairs=True)
         pairs = self._pairs()
         if pairs is not None and key_to_name(key) in pairs:
             del pairs[key_to_name(key)]

@@ -46,7 +46,9 @@ def describe_proxies(path: str | os.PathLike[str], show_all: bool = False) -> st
         if len(shown) < len(keys):
             lines.append(f"  ... {len(keys) - len(shown)} more (--all lists them)")
         if keys:
-            lines.append(f"  (sgm = {', '.join(STORES.get(proxies.store, tuple(RESULT_DATASETS)))}; valid = fraction passing the left-right and uniqueness checks)")
+            lines.append(
+                f"  (sgm = {', '.join(STORES.get(proxies.store, tuple(RESULT_DATASETS)))}; valid = fraction passing the left-right and uniqueness checks)"
+            )
             densities = [float(proxies.pair_attrs(key).get("valid_fraction", 0.0)) for key in keys]
             lines.append(f"mean valid density {np.mean(densities):.1%} over {len(keys)} pairs")
     journal = journal_path(path)

@@ -126,7 +126,7 @@ Examples:
     default=1,
     show_default=True,
     type=click.IntRange(min=1),
-    help="Processes matching pairs in parallel (each with cores // workers Numba threads).",
+    help="Processes matching pairs in parallel (each with cores // workers Numba threads); ignored with --scheduler.",
 )
 @click.option("--skip-unpaired", is_flag=True, help="Skip left images without a right partner instead of stopping.")
 @click.option(

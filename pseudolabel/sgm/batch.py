@@ -57,7 +57,7 @@ class SGMRunSummary:
         already_done: of those, pairs finished before this call (in ``out`` or in its journal).
         matched: pairs matched by this call.
         added: pairs copied into ``out`` when it was assembled (this call's and a resumed run's).
-        workers: processes that matched pairs (1 = this process).
+        workers: processes that matched pairs (1 = this process; with a scheduler, the Dask workers connected at the start).
         max_disp_from_dataset: whether pairs with a dataset-given range (Middlebury ``calib.txt``
             ``ndisp``) were matched with it.
         skipped_unpaired: left images skipped for lack of a right partner (``skip_unpaired=True``).

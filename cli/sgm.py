@@ -104,6 +104,8 @@ Examples:
   pseudolabel sgm --in tests/data/middlebury --out out/proxies.h5
   pseudolabel sgm --in rig/left rig/right --out rig.h5 --max-disp 192 --workers 2
   pseudolabel sgm --in kitti/training --out kitti.h5 --paths 16 --p2-adaptive
+  pseudolabel sgm --in /shared/rig/left /shared/rig/right --out rig.h5 \
+      --scheduler tcp://head:8786 --shard-size 1000 --store minimal
 """
 
 
@@ -124,7 +126,7 @@ Examples:
     default=1,
     show_default=True,
     type=click.IntRange(min=1),
-    help="Processes matching pairs in parallel (each with cores // workers Numba threads).",
+    help="Processes matching pairs in parallel (each with cores // workers Numba threads); ignored with --scheduler.",
 )
 @click.option("--skip-unpaired", is_flag=True, help="Skip left images without a right partner instead of stopping.")
 @click.option(
@@ -136,6 +138,30 @@ Examples:
     "smaller, slower), gzip (deflate, readable by every HDF5 library) or none.",
 )
 @click.option("--overwrite", is_flag=True, help="Recompute every pair; the old file is replaced only when the run finishes.")
+@click.option(
+    "--scheduler",
+    default=None,
+    envvar="PSEUDOLABEL_SCHEDULER",
+    metavar="ADDRESS",
+    help="Run the pairs as tasks on a running dask.distributed cluster (tcp://HOST:8786; env PSEUDOLABEL_SCHEDULER). "
+    "Workers need the images at the same paths (a shared filesystem). Default: this machine, --workers processes.",
+)
+@click.option(
+    "--shard-size",
+    default=None,
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Write OUT as a small index whose pairs live in OUT.shards/NNNNN.h5, N pairs per shard (see data/README.md). "
+    "Default: one file (or the layout of an existing OUT).",
+)
+@click.option(
+    "--store",
+    type=click.Choice(["full", "minimal"]),
+    default="full",
+    show_default=True,
+    help="full: every SGM dataset; minimal: only disparity and valid (enough for the CCNN, labels and adapt; "
+    "the conventional confidence measures need full).",
+)
 @_sgm_options
 def sgm(
     inputs: tuple[str, ...],
@@ -145,6 +171,9 @@ def sgm(
     skip_unpaired: bool,
     compression: str,
     overwrite: bool,
+    scheduler: str | None,
+    shard_size: int | None,
+    store: str,
     **sgm_options: Any,
 ) -> None:
     """Run :func:`pseudolabel.sgm.batch.run_sgm` with the options, drawing progress and printing its lines."""
@@ -159,6 +188,9 @@ def sgm(
         compression=compression,
         overwrite=overwrite,
         max_disp_from_dataset=sgm_options["max_disp"] is None,
+        scheduler=scheduler or None,
+        shard_size=shard_size,
+        store=store,
         progress=ClickProgress(unit="pairs"),
         log=lambda line: click.echo(f"sgm: {line}", err=True),
     )

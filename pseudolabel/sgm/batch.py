@@ -39,7 +39,7 @@ from pseudolabel.sgm.matcher import match
 from pseudolabel.sgm.params import SGMParams
 from pseudolabel.store.datasets_io import COMPRESSIONS, DEFAULT_COMPRESSION
 from pseudolabel.store.journal import ProxyRun, write_journal_entry
-from pseudolabel.store.proxies import pair_attributes, result_arrays, run_identity
+from pseudolabel.store.proxies import STORES, pair_attributes, result_arrays, run_identity, store_arrays
 
 __all__ = ["SLOW_ENV", "SGMRunSummary", "run_sgm"]
 
@@ -57,7 +57,7 @@ class SGMRunSummary:
         already_done: of those, pairs finished before this call (in ``out`` or in its journal).
         matched: pairs matched by this call.
         added: pairs copied into ``out`` when it was assembled (this call's and a resumed run's).
-        workers: processes that matched pairs (1 = this process).
+        workers: processes that matched pairs (1 = this process; with a scheduler, the Dask workers connected at the start).
         max_disp_from_dataset: whether pairs with a dataset-given range (Middlebury ``calib.txt``
             ``ndisp``) were matched with it.
         skipped_unpaired: left images skipped for lack of a right partner (``skip_unpaired=True``).
@@ -92,6 +92,9 @@ def run_sgm(
     compression: str = DEFAULT_COMPRESSION,
     overwrite: bool = False,
     max_disp_from_dataset: bool = True,
+    scheduler: str | None = None,
+    shard_size: int | None = None,
+    store: str = "full",
     progress: Progress | None = None,
     log: Callable[[str], None] | None = None,
 ) -> SGMRunSummary:
@@ -115,6 +118,15 @@ def run_sgm(
         max_disp_from_dataset: match pairs whose dataset gives a range (Middlebury ``calib.txt``
             ``ndisp``) with that ``max_disp`` instead of ``params.max_disp`` (what the command does
             unless ``--max-disp`` is given).
+        scheduler: the address of a running ``dask.distributed`` scheduler (``tcp://HOST:8786``): the
+            pairs run as tasks on its workers (``workers`` is then ignored), which must see the images
+            at the same paths; results come back to this process, which journals each pair once.
+            ``None`` = this machine (``workers``). Needs the ``cluster`` extra (``dask[distributed]``).
+        shard_size: write ``out`` as a small index whose pairs are HDF5 external links into
+            ``<out>.shards/NNNNN.h5``, at most this many pairs per shard; ``None`` = one file (or the
+            layout of an existing ``out``). See ``data/README.md``.
+        store: a key of :data:`pseudolabel.store.proxies.STORES`: ``"full"`` keeps every result
+            dataset, ``"minimal"`` only ``disparity`` and ``valid``.
         progress: told about each finished pair (phase ``"sgm"``, one unit per pair); ``None`` shows nothing.
         log: called with each line the command prints before matching (without its ``sgm:``
             prefix): skipped images, what was found on disk, how many pairs are left; ``None`` = silent.
@@ -137,6 +149,10 @@ def run_sgm(
         raise InputError(f"unknown compression {compression!r}; use {', '.join(COMPRESSIONS)}")
     if workers < 1:
         raise InputError(f"workers must be at least 1, not {workers}")
+    if store not in STORES:
+        raise InputError(f"unknown --store {store!r}; use {', '.join(STORES)}")
+    if shard_size is not None and shard_size < 1:
+        raise InputError(f"--shard-size must be at least 1, not {shard_size}")
     pairs = discover_pairs(paths, skip_unpaired=skip_unpaired)
     summary = SGMRunSummary(out=Path(out), pairs=len(pairs))
     if skip_unpaired:
@@ -146,41 +162,79 @@ def run_sgm(
     params.validate()
     use_calib = max_disp_from_dataset and any(pair.max_disp is not None for pair in pairs)
     summary.max_disp_from_dataset = use_calib
-    identity = run_identity(params, use_calib)
-    with ProxyRun(summary.out, params, use_calib, overwrite) as run:
-        summary.notes = list(run.state.notes)
-        for note in summary.notes:
-            say(note)
-        todo = pairs if run.state.fresh else [p for p in pairs if p.key not in run.state.done_in_file]
-        todo = [p for p in todo if p.key not in run.state.done_in_journal]
-        summary.already_done = len(pairs) - len(todo)
-        tasks = make_tasks(todo, params, use_calib, run.journal, identity, compression)
+    identity = run_identity(params, use_calib, store)
+    client = None
+    if scheduler:
+        from pseudolabel.sgm import cluster
+
+        # before anything on disk is touched: an unreachable scheduler leaves the output as it was
+        client = cluster.connect(scheduler)
+    try:
+        with ProxyRun(summary.out, params, use_calib, overwrite, store=store, shard_size=shard_size) as run:
+            _run_pairs(run, client, pairs, params, use_calib, identity, compression, store, workers, summary, say, progress)
+    finally:
+        if client is not None:
+            client.close()
+    return summary
+
+
+def _run_pairs(
+    run: ProxyRun,
+    client: Any,
+    pairs: Sequence[PairInfo],
+    params: SGMParams,
+    use_calib: bool,
+    identity: str,
+    compression: str,
+    store: str,
+    workers: int,
+    summary: SGMRunSummary,
+    say: Callable[[str], None],
+    progress: Progress,
+) -> None:
+    """The body of :func:`run_sgm` inside its :class:`ProxyRun`: match what is left, then assemble."""
+    summary.notes = list(run.state.notes)
+    for note in summary.notes:
+        say(note)
+    todo = pairs if run.state.fresh else [p for p in pairs if p.key not in run.state.done_in_file]
+    todo = [p for p in todo if p.key not in run.state.done_in_journal]
+    summary.already_done = len(pairs) - len(todo)
+    tasks = make_tasks(todo, params, use_calib, run.journal, identity, compression, store)
+    if client is not None:
+        from pseudolabel.sgm import cluster
+
+        summary.workers = cluster.worker_count(client)
+        cluster.check_inputs_visible(client, tasks)
+        say(f"{len(pairs)} pairs, {summary.already_done} already done, {len(tasks)} to match on {summary.workers} Dask workers")
+    else:
         summary.workers = min(workers, max(1, len(tasks)))
         say(
             f"{len(pairs)} pairs, {summary.already_done} already done, {len(tasks)} to match"
             + (f" with {summary.workers} workers" if summary.workers > 1 else "")
         )
 
-        def on_done(done: PairDone) -> None:
-            run.record(done.key, Path(done.entry))
-            summary.matched += 1
-            summary.read_s += done.read_s
-            summary.match_s += done.match_s
-            summary.write_s += done.write_s
-            progress.advance(1)
+    def on_done(done: PairDone) -> None:
+        run.record(done.key, Path(done.entry))
+        summary.matched += 1
+        summary.read_s += done.read_s
+        summary.match_s += done.match_s
+        summary.write_s += done.write_s
+        progress.advance(1)
 
-        progress.start("sgm", len(tasks), summary.already_done)
-        try:
+    progress.start("sgm", len(tasks), summary.already_done)
+    try:
+        if client is not None:
+            cluster.run_tasks_on_cluster(client, tasks, lambda task, matched: on_done(journal_pair(task, matched)), run.state.done_in_journal)
+        else:
             run_tasks(tasks, summary.workers, on_done)
-        except InputError as error:
-            finished = len(run.state.done_in_journal)
-            raise InputError(f"{error} ({finished} finished pairs are kept; a rerun resumes)") from None
-        finally:
-            progress.finish()
-        start = time.perf_counter()
-        summary.added = run.finish()
-        summary.assemble_s = time.perf_counter() - start
-    return summary
+    except InputError as error:
+        finished = len(run.state.done_in_journal)
+        raise InputError(f"{error} ({finished} finished pairs are kept; a rerun resumes)") from None
+    finally:
+        progress.finish()
+    start = time.perf_counter()
+    summary.added = run.finish()
+    summary.assemble_s = time.perf_counter() - start
 
 
 def _ignore(line: str) -> None:
@@ -205,6 +259,10 @@ class PairTask:
         journal: the run's journal folder.
         identity: the run's :func:`pseudolabel.store.proxies.run_identity`.
         compression: a key of :data:`pseudolabel.store.datasets_io.COMPRESSIONS`.
+        store: a key of :data:`pseudolabel.store.proxies.STORES`: which datasets are kept.
+        base: the folder that relative image paths are read from (a cluster worker's working folder
+            differs from the client's); ``None`` = this process's working folder. The stored paths
+            stay as given.
     """
 
     key: str
@@ -217,6 +275,8 @@ class PairTask:
     journal: str
     identity: str
     compression: str = DEFAULT_COMPRESSION
+    store: str = "full"
+    base: str | None = None
 
 
 @dataclass(frozen=True)
@@ -231,7 +291,7 @@ class PairDone:
 
 
 @dataclass
-class _MatchedPair:
+class MatchedPair:
     """A pair read and matched, not yet journaled: on-disk arrays ((H, W) each), group attributes, seconds."""
 
     arrays: dict[str, np.ndarray]
@@ -240,16 +300,19 @@ class _MatchedPair:
     match_s: float
 
 
-def _match_pair(task: PairTask) -> _MatchedPair:
-    """Read and match one pair.
+def compute_pair(task: PairTask) -> MatchedPair:
+    """Read and match one pair: the per-pair work, the same in this process, in a local worker process
+    and on a Dask worker (which journal the result differently, see :func:`process_pair` and
+    :mod:`pseudolabel.sgm.cluster`).
 
     Raises:
         InputError: unreadable images, different sizes, or a disparity range wider than the image,
         naming the file and the fix.
     """
     start = time.perf_counter()
-    left = read_image(task.left)
-    right = read_image(task.right)
+    base = task.base or ""
+    left = read_image(os.path.join(base, task.left))
+    right = read_image(os.path.join(base, task.right))
     if left.shape[:2] != right.shape[:2]:
         raise InputError(
             f"{task.left} is {left.shape[1]}x{left.shape[0]} but {task.right} is {right.shape[1]}x{right.shape[0]}; "
@@ -268,7 +331,7 @@ def _match_pair(task: PairTask) -> _MatchedPair:
     except InputError as error:
         raise InputError(f"{task.left}: {error}") from None
     match_done = time.perf_counter()
-    arrays = result_arrays(result)
+    arrays = store_arrays(result_arrays(result), task.store)
     shape = arrays["disparity"].shape
     attrs = pair_attributes(
         task.key,
@@ -281,10 +344,10 @@ def _match_pair(task: PairTask) -> _MatchedPair:
         task.gt_scale,
         task.masks,
     )
-    return _MatchedPair(arrays, attrs, read_done - start, match_done - read_done)
+    return MatchedPair(arrays, attrs, read_done - start, match_done - read_done)
 
 
-def _journal_pair(task: PairTask, matched: _MatchedPair) -> PairDone:
+def journal_pair(task: PairTask, matched: MatchedPair) -> PairDone:
     """Write a matched pair into the journal (compression happens here)."""
     start = time.perf_counter()
     entry = write_journal_entry(Path(task.journal), task.key, matched.arrays, matched.attrs, task.identity, task.compression)
@@ -292,12 +355,13 @@ def _journal_pair(task: PairTask, matched: _MatchedPair) -> PairDone:
 
 
 def process_pair(task: PairTask) -> PairDone:
-    """Read, match and journal one pair (what a worker process does).
+    """Read, match and journal one pair (what a local worker process does: :func:`compute_pair`, then
+    :func:`journal_pair` in the same process).
 
     Raises:
         InputError: see :func:`run_sgm`.
     """
-    return _journal_pair(task, _match_pair(task))
+    return journal_pair(task, compute_pair(task))
 
 
 def init_worker(threads: int, parent: int) -> None:
@@ -306,12 +370,7 @@ def init_worker(threads: int, parent: int) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import cv2
-    import numba
-
-    limit = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]  # numba.config sets it at import
-    numba.set_num_threads(max(1, min(threads, limit)))
-    cv2.setNumThreads(max(1, threads))
+    set_threads(threads)
 
     def watch_parent() -> None:
         while True:
@@ -320,6 +379,16 @@ def init_worker(threads: int, parent: int) -> None:
             time.sleep(0.5)
 
     threading.Thread(target=watch_parent, daemon=True).start()
+
+
+def set_threads(threads: int) -> None:
+    """Use ``threads`` Numba threads (in the calling thread: Numba's setting is per thread) and OpenCV threads."""
+    import cv2
+    import numba
+
+    limit = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]  # numba.config sets it at import
+    numba.set_num_threads(max(1, min(threads, limit)))
+    cv2.setNumThreads(max(1, threads))
 
 
 def available_cores() -> int:
@@ -337,6 +406,7 @@ def make_tasks(
     journal: Path,
     identity: str,
     compression: str = DEFAULT_COMPRESSION,
+    store: str = "full",
 ) -> list[PairTask]:
     """One :class:`PairTask` per pair, with the pair's own range when ``use_calib`` and the dataset gives one.
 
@@ -364,6 +434,7 @@ def make_tasks(
                 journal=str(journal),
                 identity=identity,
                 compression=compression,
+                store=store,
             )
         )
     return tasks

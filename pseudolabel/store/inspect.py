@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pseudolabel.store.proxies import LABELS, RESULT_DATASETS, ProxyFile, journal_path, open_proxies
+from pseudolabel.store.proxies import LABELS, RESULT_DATASETS, STORES, ProxyFile, journal_path, open_proxies
+from pseudolabel.store.shards import shards_path
 
 # Pairs listed without ``show_all``.
 FIRST_PAIRS = 20
@@ -45,7 +46,9 @@ def describe_proxies(path: str | os.PathLike[str], show_all: bool = False) -> st
         if len(shown) < len(keys):
             lines.append(f"  ... {len(keys) - len(shown)} more (--all lists them)")
         if keys:
-            lines.append(f"  (sgm = {', '.join(RESULT_DATASETS)}; valid = fraction passing the left-right and uniqueness checks)")
+            lines.append(
+                f"  (sgm = {', '.join(STORES.get(proxies.store, tuple(RESULT_DATASETS)))}; valid = fraction passing the left-right and uniqueness checks)"
+            )
             densities = [float(proxies.pair_attrs(key).get("valid_fraction", 0.0)) for key in keys]
             lines.append(f"mean valid density {np.mean(densities):.1%} over {len(keys)} pairs")
     journal = journal_path(path)
@@ -69,13 +72,19 @@ def _header(proxies: ProxyFile, path: Path) -> list[str]:
     ]
     if proxies.max_disp_from_calib:
         lines.append("  max_disp per pair from the dataset (Middlebury calib.txt ndisp) where given")
+    if proxies.store != "full":
+        lines.append(f"store {proxies.store}: only {', '.join(STORES.get(proxies.store, ()))} kept per pair")
+    if proxies.shard_size is not None:
+        shards = sorted(shards_path(path).glob("*.h5"))
+        shard_mib = sum(shard.stat().st_size for shard in shards) / 2**20
+        lines.append(f"sharded: {len(shards)} shards of up to {proxies.shard_size} pairs in {shards_path(path)}, {shard_mib:.1f} MiB")
     return lines
 
 
 def _datasets_cell(proxies: ProxyFile, key: str) -> str:
     """``sgm`` (naming missing result datasets) followed by the other datasets; labels with their coverage."""
     names = proxies.datasets(key)
-    missing = [name for name in RESULT_DATASETS if name not in names]
+    missing = [name for name in STORES.get(proxies.store, tuple(RESULT_DATASETS)) if name not in names]
     described = ["sgm" + (f" (missing {', '.join(missing)})" if missing else "")]
     for name in names:
         if name in RESULT_DATASETS:

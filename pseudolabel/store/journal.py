@@ -37,6 +37,7 @@ from pseudolabel.store.proxies import (
     JOURNAL_HEADER,
     PAIRS,
     RESULT_DATASETS,
+    STORES,
     ProxyFile,
     describe_difference,
     initialise_root,
@@ -48,6 +49,7 @@ from pseudolabel.store.proxies import (
     run_identity,
     write_pair_group,
 )
+from pseudolabel.store.shards import ShardEdits, assemble_sharded, remove_shards
 
 
 @contextlib.contextmanager
@@ -141,7 +143,7 @@ def write_journal_entry(
     return target
 
 
-def _read_journal_entry(path: Path, identity: str) -> str | None:
+def _read_journal_entry(path: Path, identity: str, datasets: tuple[str, ...] = tuple(RESULT_DATASETS)) -> str | None:
     """The key of a valid journal entry, or ``None`` when it is damaged or from another run."""
     try:
         with h5py.File(path, "r") as h5file:
@@ -152,7 +154,7 @@ def _read_journal_entry(path: Path, identity: str) -> str | None:
             group = h5file.get("pair")
             if not isinstance(group, h5py.Group) or not bool(group.attrs.get("complete", False)):
                 return None
-            if any(name not in group for name in RESULT_DATASETS):
+            if any(name not in group for name in datasets):
                 return None
             return str(python_value(h5file.attrs["key"]))
     except (OSError, KeyError, ValueError):
@@ -190,12 +192,26 @@ class ProxyRun:
     ``overwrite`` (then every pair is recomputed and ``out`` is replaced only by :meth:`finish`).
     """
 
-    def __init__(self, out: str | os.PathLike[str], params: SGMParams, max_disp_from_calib: bool = False, overwrite: bool = False) -> None:
+    def __init__(
+        self,
+        out: str | os.PathLike[str],
+        params: SGMParams,
+        max_disp_from_calib: bool = False,
+        overwrite: bool = False,
+        store: str = "full",
+        shard_size: int | None = None,
+    ) -> None:
+        if store not in STORES:
+            raise InputError(f"unknown --store {store!r}; use {', '.join(STORES)}")
+        if shard_size is not None and shard_size < 1:
+            raise InputError(f"--shard-size must be at least 1, not {shard_size}")
         self.out = Path(out)
         self.params = params
         self.max_disp_from_calib = bool(max_disp_from_calib)
         self.overwrite = overwrite
-        self.identity = run_identity(params, max_disp_from_calib)
+        self.store = store
+        self.shard_size = shard_size
+        self.identity = run_identity(params, max_disp_from_calib, store)
         self.journal = journal_path(self.out)
         self.state = RunState(set(), {}, overwrite, [])
         self._lock: contextlib.ExitStack | None = None
@@ -266,7 +282,7 @@ class ProxyRun:
                 journal_fresh = False
             elif entries:
                 for entry in entries:
-                    key = _read_journal_entry(entry, self.identity)
+                    key = _read_journal_entry(entry, self.identity, STORES[self.store])
                     if key is None or journal_entry_path(self.journal, key) != entry:
                         state.notes.append(f"{entry}: damaged journal entry, recomputing that pair")
                         entry.unlink()
@@ -284,6 +300,14 @@ class ProxyRun:
                         "another --out, or --overwrite to recompute every pair"
                     )
                 state.done_in_file = set(existing.keys())
+                if self.shard_size is None:
+                    self.shard_size = existing.shard_size
+                elif existing.shard_size != self.shard_size:
+                    layout = f"--shard-size {existing.shard_size}" if existing.shard_size else "one file (no --shard-size)"
+                    raise InputError(
+                        f"{self.out}: was written as {layout}, not --shard-size {self.shard_size}; "
+                        "use the same layout, another --out, or --overwrite to rewrite it"
+                    )
         try:
             self.journal.mkdir(exist_ok=True)
             payload = json.dumps({"identity": json.loads(self.identity), "fresh": state.fresh}, sort_keys=True)
@@ -309,13 +333,18 @@ class ProxyRun:
         if not entries and not state.fresh:
             shutil.rmtree(self.journal, ignore_errors=True)
             return 0
+        if self.shard_size is not None:
+            initialise = {"params": self.params, "max_disp_from_calib": self.max_disp_from_calib, "store": self.store}
+            assemble_sharded(self.out, entries, state.fresh, self.shard_size, initialise)
+            shutil.rmtree(self.journal, ignore_errors=True)
+            return len(entries)
         partial = partial_path(self.out)
         if not state.fresh and self.out.exists():
             shutil.copyfile(self.out, partial)
             h5file = h5py.File(partial, "r+")
         else:
             h5file = h5py.File(partial, "w")
-            initialise_root(h5file, self.params, self.max_disp_from_calib)
+            initialise_root(h5file, self.params, self.max_disp_from_calib, self.store)
         try:
             pairs = h5file.require_group(PAIRS)
             for key in sorted(entries):
@@ -329,6 +358,8 @@ class ProxyRun:
         _fsync_file(partial)
         os.replace(partial, self.out)
         _fsync_directory(self.out.parent)
+        if state.fresh:
+            remove_shards(self.out)
         shutil.rmtree(self.journal, ignore_errors=True)
         return len(entries)
 
@@ -372,12 +403,26 @@ def edit_proxies(path: str | os.PathLike[str]) -> Iterator[ProxyFile]:
     """Crash-safe editing: yields a writable copy of ``path`` that replaces it only on success.
 
     The copy is ``<path>.editing``; a kill or an exception leaves ``path`` untouched (the copy is
-    removed on an exception; a stale copy after a kill is overwritten by the next edit).
+    removed on an exception; a stale copy after a kill is overwritten by the next edit). A sharded
+    file is edited shard by shard instead (:class:`pseudolabel.store.shards.ShardEdits`): only the
+    shards written to are copied, and each replaces its original on success.
     """
     path = Path(path)
     with output_lock(path):
         proxies = open_proxies(path, "r")
+        sharded = proxies.shard_size is not None
         proxies.close()
+        if sharded:
+            # copy-on-write per shard; the index itself is not edited
+            edits = ShardEdits(path)
+            try:
+                with ProxyFile(open_h5(path, "r"), path, edits) as proxies:
+                    yield proxies
+                edits.commit()
+            except BaseException:
+                edits.discard()
+                raise
+            return
         editing = path.with_name(path.name + ".editing")
         shutil.copyfile(path, editing)
         try:

@@ -37,7 +37,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -47,8 +47,11 @@ from pseudolabel.errors import InputError
 from pseudolabel.sgm.params import SGMParams, SGMResult
 from pseudolabel.store.datasets_io import DEFAULT_COMPRESSION, open_h5, python_value, write_dataset
 
+if TYPE_CHECKING:
+    from pseudolabel.store.shards import ShardEdits
+
 FORMAT = "pseudolabel-proxies"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 JOURNAL_ENTRY_FORMAT = "pseudolabel-proxies-journal-entry"
 JOURNAL_HEADER = "run.json"
 PAIRS = "pairs"
@@ -63,6 +66,13 @@ RESULT_DATASETS: dict[str, np.dtype] = {
     "cost_second_local": np.dtype(np.float32),
     "cost_mean": np.dtype(np.float32),
     "disparity_wta": np.dtype(np.int16),
+}
+# What `pseudolabel sgm --store` keeps of each pair: "full" every result dataset, "minimal" only what the
+# CCNN pipeline reads later (the disparity for `confidence score` with a network, `labels` and `adapt`,
+# and `valid`); the conventional confidence measures need the cost summaries and `disparity_right`.
+STORES: dict[str, tuple[str, ...]] = {
+    "full": tuple(RESULT_DATASETS),
+    "minimal": ("disparity", "valid"),
 }
 CONFIDENCE_GROUP = "confidence"
 LABELS = "labels"
@@ -94,16 +104,34 @@ def name_to_key(name: str) -> str:
     return name.replace("%2F", "/").replace("%2E", ".").replace("%25", "%")
 
 
-def run_identity(params: SGMParams, max_disp_from_calib: bool) -> str:
-    """JSON that identifies what a run computes: two runs may share a file only if these are equal."""
-    return json.dumps({"sgm_params": json.loads(params.to_json()), "max_disp_from_calib": bool(max_disp_from_calib)}, sort_keys=True)
+def run_identity(params: SGMParams, max_disp_from_calib: bool, store: str = "full") -> str:
+    """JSON that identifies what a run computes: two runs may share a file only if these are equal.
+
+    ``store`` (a key of :data:`STORES`) is part of it only when it is not ``"full"``, so identities of
+    files written before ``--store`` existed are unchanged.
+    """
+    identity: dict[str, Any] = {"sgm_params": json.loads(params.to_json()), "max_disp_from_calib": bool(max_disp_from_calib)}
+    if store != "full":
+        identity["store"] = store
+    return json.dumps(identity, sort_keys=True)
+
+
+def store_arrays(arrays: Mapping[str, np.ndarray], store: str) -> dict[str, np.ndarray]:
+    """The datasets of ``arrays`` that ``store`` (a key of :data:`STORES`) keeps.
+
+    Raises:
+        InputError: an unknown ``store``.
+    """
+    if store not in STORES:
+        raise InputError(f"unknown --store {store!r}; use {', '.join(STORES)}")
+    return {name: array for name, array in arrays.items() if name in STORES[store]}
 
 
 def describe_difference(stored: str, current: str) -> str:
     """Human-readable list of the fields that differ between two :func:`run_identity` strings."""
     old, new = json.loads(stored), json.loads(current)
-    flat_old = {**old.get("sgm_params", {}), "max_disp_from_calib": old.get("max_disp_from_calib")}
-    flat_new = {**new.get("sgm_params", {}), "max_disp_from_calib": new.get("max_disp_from_calib")}
+    flat_old = {**old.get("sgm_params", {}), "max_disp_from_calib": old.get("max_disp_from_calib"), "store": old.get("store", "full")}
+    flat_new = {**new.get("sgm_params", {}), "max_disp_from_calib": new.get("max_disp_from_calib"), "store": new.get("store", "full")}
     changed = [
         f"{name} {flat_old.get(name)!r} in the file, {flat_new.get(name)!r} now"
         for name in sorted(set(flat_old) | set(flat_new))
@@ -200,11 +228,14 @@ class ProxyFile:
     """An open proxies file (see the module docstring for its layout). Use as a context manager.
 
     Keys are the pair keys (``/`` allowed); only pairs whose ``complete`` attribute is set are listed.
+    A sharded file (:mod:`pseudolabel.store.shards`) reads the same; ``edits`` (given by
+    :func:`pseudolabel.store.journal.edit_proxies`) sends its writes to copies of the shards.
     """
 
-    def __init__(self, h5file: h5py.File, path: Path) -> None:
+    def __init__(self, h5file: h5py.File, path: Path, edits: ShardEdits | None = None) -> None:
         self._h5 = h5file
         self.path = path
+        self._edits = edits
         if self._h5.attrs.get("format") not in (FORMAT, FORMAT.encode()):
             name = self._h5.filename
             self._h5.close()
@@ -229,6 +260,8 @@ class ProxyFile:
     def flush(self) -> None:
         """Write buffered data and metadata to disk."""
         self._h5.flush()
+        if self._edits is not None:
+            self._edits.flush()
 
     @property
     def h5(self) -> h5py.File:
@@ -252,9 +285,20 @@ class ProxyFile:
         return bool(self._h5.attrs.get("max_disp_from_calib", False))
 
     @property
+    def shard_size(self) -> int | None:
+        """Pairs per shard of a sharded file (:mod:`pseudolabel.store.shards`), ``None`` for one file."""
+        value = self._h5.attrs.get("shard_size")
+        return None if value is None else int(value)
+
+    @property
+    def store(self) -> str:
+        """Which datasets ``pseudolabel sgm`` kept per pair: a key of :data:`STORES` (``"full"`` unless the file says otherwise)."""
+        return str(python_value(self._h5.attrs.get("store", "full")))
+
+    @property
     def identity(self) -> str:
         """:func:`run_identity` of the file."""
-        return run_identity(self.sgm_params, self.max_disp_from_calib)
+        return run_identity(self.sgm_params, self.max_disp_from_calib, self.store)
 
     # pairs -------------------------------------------------------------------------------
     def _pairs(self) -> h5py.Group | None:
@@ -266,6 +310,8 @@ class ProxyFile:
         pairs = self._pairs()
         if pairs is None:
             return []
+        if self.shard_size is not None:  # an index links complete pairs only: no need to open the shards
+            return sorted(name_to_key(name) for name in pairs)
         return sorted(name_to_key(name) for name, group in pairs.items() if bool(group.attrs.get("complete", False)))
 
     def __len__(self) -> int:
@@ -277,15 +323,22 @@ class ProxyFile:
         group = self._group_or_none(key)
         return group is not None and bool(group.attrs.get("complete", False))
 
-    def _group_or_none(self, key: str) -> h5py.Group | None:
+    def _group_or_none(self, key: str, write: bool = False) -> h5py.Group | None:
         pairs = self._pairs()
         if pairs is None:
             return None
-        group = pairs.get(key_to_name(key))
+        name = key_to_name(key)
+        if self._edits is not None:
+            link = pairs.get(name, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                edited = self._edits.group(link, name, write)
+                if edited is not None:
+                    return edited
+        group = pairs.get(name)
         return group if isinstance(group, h5py.Group) else None
 
-    def _group(self, key: str) -> h5py.Group:
-        group = self._group_or_none(key)
+    def _group(self, key: str, write: bool = False) -> h5py.Group:
+        group = self._group_or_none(key, write)
         if group is None:
             raise InputError(f"{self.path}: has no pair {key!r}; `pseudolabel inspect {self.path}` lists the pairs")
         return group
@@ -346,8 +399,10 @@ class ProxyFile:
         return sorted(name for name, obj in group.items() if isinstance(obj, h5py.Dataset))
 
     # writing -----------------------------------------------------------------------------
-    def _check_writable(self) -> None:
-        if self._h5.mode != "r+":
+    def _check_writable(self, whole_pairs: bool = False) -> None:
+        if whole_pairs and self.shard_size is not None:
+            raise InputError(f"{self.path}: is a sharded index; whole pairs are added by `pseudolabel sgm` only (edit datasets of existing pairs)")
+        if self._h5.mode != "r+" and self._edits is None:
             raise InputError(f"{self.path}: opened read-only; use open_proxies(path, mode='r+') to write")
 
     def write(
@@ -368,7 +423,7 @@ class ProxyFile:
             InputError: unknown pair, wrong shape or range, or an existing dataset and ``overwrite=False``.
         """
         self._check_writable()
-        group = self._group(key)
+        group = self._group(key, write=True)
         array = np.asarray(array)
         shape = (int(group.attrs["height"]), int(group.attrs["width"]))
         if array.shape != shape:
@@ -384,15 +439,15 @@ class ProxyFile:
         if name in group and not overwrite:
             raise InputError(f"{self.path}: pair {key!r} already has {name!r}; pass overwrite=True to replace it")
         write_dataset(group, name, array, attrs)
-        self._h5.flush()
+        self.flush()
 
     def write_pair(self, key: str, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) -> None:
         """Write (or replace) a whole pair: the :data:`RESULT_DATASETS` and the group attributes.
 
         ``complete`` is set last and the file flushed. Use :func:`result_arrays` and
-        :func:`pair_attributes` to build the arguments from a :class:`SGMResult`.
+        :func:`pair_attributes` to build the arguments from a :class:`SGMResult`. Not on a sharded index.
         """
-        self._check_writable()
+        self._check_writable(whole_pairs=True)
         pairs = self._h5.require_group(PAIRS)
         name = key_to_name(key)
         if name in pairs:
@@ -401,21 +456,33 @@ class ProxyFile:
         self._h5.flush()
 
     def delete_pair(self, key: str) -> None:
-        """Remove a pair and everything stored for it."""
-        self._check_writable()
+        """Remove a pair and everything stored for it (not on a sharded index)."""
+        self._check_writable(whole_pairs=True)
         pairs = self._pairs()
         if pairs is not None and key_to_name(key) in pairs:
             del pairs[key_to_name(key)]
             self._h5.flush()
 
 
-def initialise_root(h5file: h5py.File, params: SGMParams, max_disp_from_calib: bool) -> None:
-    """Write the root attributes of a new proxies file (format, version, creator, SGM parameters) and ``/pairs``."""
+def initialise_root(h5file: h5py.File, params: SGMParams, max_disp_from_calib: bool, store: str = "full", shard_size: int | None = None) -> None:
+    """Write the root attributes of a new proxies file (format, version, creator, SGM parameters, and
+    ``store`` / ``shard_size`` when they are not the defaults) and ``/pairs``.
+
+    ``format_version`` is the oldest that describes the file: 1 for a plain file with every result
+    dataset, 2 for a minimal store or a sharded index (older readers refuse those).
+    """
+    if store not in STORES:
+        raise InputError(f"unknown --store {store!r}; use {', '.join(STORES)}")
+    plain = store == "full" and shard_size is None
     h5file.attrs["format"] = FORMAT
-    h5file.attrs["format_version"] = FORMAT_VERSION
+    h5file.attrs["format_version"] = 1 if plain else FORMAT_VERSION
     h5file.attrs["created_by"] = f"pseudolabel {__version__}"
     h5file.attrs["sgm_params"] = params.to_json()
     h5file.attrs["max_disp_from_calib"] = bool(max_disp_from_calib)
+    if store != "full":
+        h5file.attrs["store"] = store
+    if shard_size is not None:
+        h5file.attrs["shard_size"] = int(shard_size)
     h5file.require_group(PAIRS)
 
 

@@ -82,7 +82,8 @@ def test_run_sgm_user_errors(tmp_path: Path) -> None:
 
 
 def test_stage_packages_import_neither_torch_nor_click() -> None:
-    modules = ["pseudolabel.sgm", "pseudolabel.sgm.batch", "pseudolabel.store", "pseudolabel.store.inspect"]
-    code = f"import sys; import {', '.join(modules)}; print(sorted(m for m in ('torch', 'click') if m in sys.modules))"
+    """Nor dask: only a run with a scheduler imports it (inside pseudolabel.sgm.cluster's functions)."""
+    modules = ["pseudolabel.sgm", "pseudolabel.sgm.batch", "pseudolabel.sgm.cluster", "pseudolabel.store", "pseudolabel.store.inspect"]
+    code = f"import sys; import {', '.join(modules)}; print(sorted(m for m in ('torch', 'click', 'dask', 'distributed') if m in sys.modules))"
     output = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip()
     assert output == "[]"

@@ -33,6 +33,8 @@ import numpy as np
 
 from pseudolabel.cli.options import key_options
 from pseudolabel.errors import InputError
+from pseudolabel.interrupts import Interrupted
+from pseudolabel.outputs import check_output_folder
 from pseudolabel.viz.show import SHOW_REPORT_LIMIT
 
 #: Default steps of the demo's adaptation: the demo ends in under 5 minutes on a 2-core CPU that
@@ -77,7 +79,10 @@ def _run_command(module: str, attribute: str, arguments: Sequence[str], step: st
 
     command = getattr(importlib.import_module(module), attribute)
     click.secho(f"\n{step}: pseudolabel {' '.join(shlex.quote(a) for a in arguments)}", bold=True, err=True)
-    command.main(args=list(arguments[1:]), prog_name=f"pseudolabel {arguments[0]}", standalone_mode=False)
+    try:
+        command.main(args=list(arguments[1:]), prog_name=f"pseudolabel {arguments[0]}", standalone_mode=False)
+    except Interrupted as interrupt:  # the demo's own rerun continues the step (adapt with --resume)
+        raise Interrupted(f"{interrupt.kept}; the rest of the demo's finished steps") from None
 
 
 def _resolve_source(model: str) -> Path:
@@ -128,7 +133,7 @@ def _adapt_arguments(proxies: Path, model: str, source: Path, adapted: Path, ste
         "5",
     ]
     partial = adapted.with_suffix(".partial.pt")
-    arguments.append("--resume" if partial.is_file() and not adapted.exists() else "--force")
+    arguments.append("--resume" if partial.is_file() and not adapted.exists() else "--overwrite")
     return arguments
 
 
@@ -261,9 +266,7 @@ def demo(out_dir: Path, steps: int, device: str, data_dir: Path | None, model: s
     resolve_device(device)  # --device cuda without a GPU: stop before any work
     torch.set_num_threads(threads)
     source = _resolve_source(model)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--out {out_dir}: exists and is not a folder; choose another --out")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_output_folder(out_dir, "--out").mkdir(parents=True, exist_ok=True)
     proxies = out_dir / "proxies.h5"
     adapted = out_dir / "adapted.pt"
     timings: dict[str, float] = {}

@@ -36,6 +36,7 @@ from pseudolabel.errors import InputError
 from pseudolabel.io import read_image
 from pseudolabel.progress import Progress, or_silent
 from pseudolabel.sgm.matcher import match
+from pseudolabel.sgm.pair_check import check_pairs
 from pseudolabel.sgm.params import SGMParams
 from pseudolabel.store.datasets_io import COMPRESSIONS, DEFAULT_COMPRESSION
 from pseudolabel.store.journal import ProxyRun, write_journal_entry
@@ -94,6 +95,7 @@ def run_sgm(
     max_disp_from_dataset: bool = True,
     progress: Progress | None = None,
     log: Callable[[str], None] | None = None,
+    pair_check: bool = True,
 ) -> SGMRunSummary:
     """Compute SGM proxy disparities of a dataset into one crash-safe proxies HDF5 file.
 
@@ -118,6 +120,8 @@ def run_sgm(
         progress: told about each finished pair (phase ``"sgm"``, one unit per pair); ``None`` shows nothing.
         log: called with each line the command prints before matching (without its ``sgm:``
             prefix): skipped images, what was found on disk, how many pairs are left; ``None`` = silent.
+        pair_check: first check the first pairs to match for swapped images and unrectified rows
+            (:func:`pseudolabel.sgm.pair_check.check_pairs`).
 
     Returns:
         What the call did (the command prints it).
@@ -155,6 +159,8 @@ def run_sgm(
         todo = [p for p in todo if p.key not in run.state.done_in_journal]
         summary.already_done = len(pairs) - len(todo)
         tasks = make_tasks(todo, params, use_calib, run.journal, identity, compression)
+        if pair_check:
+            check_pairs(tasks)
         summary.workers = min(workers, max(1, len(tasks)))
         say(
             f"{len(pairs)} pairs, {summary.already_done} already done, {len(tasks)} to match"

@@ -7,6 +7,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -25,25 +26,22 @@ def interrupt_when(
         [*PSEUDOLABEL, *arguments], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env or dict(os.environ), text=True, bufsize=1
     )
     assert process.stdout is not None
-    output = ""
-    os.set_blocking(process.stdout.fileno(), False)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        chunk = process.stdout.read() or ""
-        output += chunk
-        if ready(output):
-            break
+    while not ready("".join(lines)):
         if process.poll() is not None:
-            output += process.stdout.read() or ""
-            raise AssertionError(f"the command ended (status {process.returncode}) before it could be interrupted:\n{output}")
-        time.sleep(0.05)
-    else:
-        process.kill()
-        raise AssertionError(f"not ready after {timeout} s:\n{output}")
+            reader.join(10)
+            raise AssertionError(f"the command ended (status {process.returncode}) before it could be interrupted:\n{''.join(lines)}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"not ready after {timeout} s:\n{''.join(lines)}")
+        time.sleep(0.02)
     os.kill(process.pid, signal.SIGINT)
-    os.set_blocking(process.stdout.fileno(), True)
-    rest, _ = process.communicate(timeout=120)
-    return process.returncode, output + (rest or "")
+    status = process.wait(timeout=120)
+    reader.join(10)
+    return status, "".join(lines)
 
 
 def printed_command(output: str, verb: str = "continue with") -> list[str]:

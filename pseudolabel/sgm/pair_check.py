@@ -14,8 +14,12 @@ Both mistakes make ``pseudolabel sgm`` run to the end and produce proxies that a
   the folders were swapped.
 
 The order test matches ``1/s**2`` of the pixels over ``2/s`` of the disparities of the full match
-(``s`` = :func:`check_scale`, at least 4): about ``2/s**3`` of its work, at most 3%, 0.6% for a KITTI pair (``s = 7``). The
-row test is one FFT phase correlation of the gray images. ``--no-pair-check`` skips both.
+(``s`` = :func:`check_scale`, at least 4), without the post-processing filters: about ``2/s**3`` of
+its work, 0.6% for a KITTI pair (``s = 7``); the row test is one FFT phase correlation of the gray
+images. Measured (``benchmarks/pair_check.py``, shared 2-core CPU), the fixed costs of the parallel
+kernels dominate: 0.05-0.17 s per KITTI pair against 1.2-1.4 s for its match (median 7%), 0.05-0.15 s
+on ~400-pixel Middlebury scenes against 0.35-0.46 s; it runs on the first two pairs of a run only.
+``--no-pair-check`` skips both tests.
 No torch here.
 """
 
@@ -121,7 +125,9 @@ def disparity_signs(left: np.ndarray, right: np.ndarray, params: SGMParams) -> t
     scale = check_scale(left.shape[1])
     small_left, small_right = _downscaled(left, scale), _downscaled(right, scale)
     reach = max(2, min(-(-params.max_disp // scale), small_left.shape[1] // 2))
-    result = match(small_left, small_right, params.replace(min_disp=-reach, max_disp=reach))
+    # only the consistent raw disparities count: no filling, speckle removal or median filters
+    settings = params.replace(min_disp=-reach, max_disp=reach, fill_invalid=False, speckle_size=0, median=0, dense_median=0, paths=4)
+    result = match(small_left, small_right, settings)
     disparity = np.where(result.valid, result.disparity, 0.0)
     positive = float(np.mean(disparity >= 1.0))
     negative = float(np.mean(disparity <= -1.0))
@@ -158,9 +164,12 @@ def check_pair(left: np.ndarray, right: np.ndarray, params: SGMParams, name: str
 
 
 class _Task(Protocol):
-    left: str
-    right: str
-    params: SGMParams
+    @property
+    def left(self) -> str: ...
+    @property
+    def right(self) -> str: ...
+    @property
+    def params(self) -> SGMParams: ...
 
 
 def check_pairs(tasks: Sequence[_Task], count: int = 2) -> list[PairCheck]:

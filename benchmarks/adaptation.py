@@ -392,7 +392,7 @@ def main(argv: list[str] | None = None) -> None:
                 "--device",
                 "cpu",
                 "--quiet",
-                "--force",
+                "--overwrite",
                 "--checkpoint-every",
                 "0",
                 "--amp" if args.amp else "--no-amp",

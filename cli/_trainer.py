@@ -40,7 +40,8 @@ def trainer_options(defaults: RunOptions, log_help: str) -> Callable[[F], F]:
         click.option("--log-every", default=defaults.log_every, show_default=True, type=int, help=log_help),
         click.option("--resume", is_flag=True, help="continue from OUT.partial.pt (or extend OUT to --steps)."),
         click.option("--time-limit", default=None, type=float, help="stop after this many minutes (the final checkpoint records the step reached)."),
-        click.option("--force", is_flag=True, help="overwrite an existing OUT instead of refusing."),
+        click.option("--overwrite", is_flag=True, help="replace an existing OUT (and its .partial.pt and .jsonl) instead of refusing."),
+        click.option("--force", is_flag=True, hidden=True, help="old name of --overwrite."),
         click.option("--quiet", is_flag=True, help="no progress line."),
     ]
 
@@ -67,6 +68,7 @@ def run_options(
     log_every: int,
     resume: bool,
     time_limit: float | None,
+    overwrite: bool,
     force: bool,
     quiet: bool,
 ) -> RunOptions:
@@ -84,7 +86,7 @@ def run_options(
         checkpoint_every=checkpoint_every,
         log_every=log_every,
         resume=resume,
-        overwrite=force,
+        overwrite=overwrite or force,
         time_limit_s=None if time_limit is None else 60.0 * time_limit,
         progress=not quiet,
     )

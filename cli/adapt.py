@@ -65,7 +65,19 @@ CROP = SizeType("HEIGHTxWIDTH", "256x320", allow_full=True)
     show_default=True,
     help="guided loss: selected pixels weigh 1 (mask) or their confidence.",
 )
-@click.option("--measure", default="ccnn", show_default=True, help="confidence map to read: confidence/<measure>.")
+@click.option(
+    "--measure",
+    default="ccnn",
+    show_default=True,
+    help="confidence map to read: confidence/<measure> (a network scored with `confidence score --model NAME.pt` is stored as NAME).",
+)
+@click.option(
+    "--labels",
+    "use_labels",
+    is_flag=True,
+    help="train on the labels written by `pseudolabel labels` exactly as stored (their tau and measure; each label weighs 1) "
+    "instead of thresholding a confidence here.",
+)
 @key_options
 @click.option("--pairs", "pair_patterns", multiple=True, hidden=True, help="deprecated alias of --keys.")
 @click.option(
@@ -118,6 +130,7 @@ def adapt(
     batch_size: int,
     crop: str,
     lr: float,
+    use_labels: bool,
     **trainer: Any,
 ) -> None:
     """Adapt a stereo network to the pairs of a proxies file with its confident proxy disparities.
@@ -137,11 +150,24 @@ def adapt(
       PYTHONPATH=. pseudolabel adapt --proxies target.h5 --model mynet:build --weights mynet.pth --out mine.pt
       pseudolabel eval --model adapted.pt --data data/middlebury/2006
       torchrun --nproc_per_node 2 -m pseudolabel.cli.main adapt --proxies target.h5 --model source.pt --out a.pt --batch-size 2
-    Ctrl-C saves OUT.partial.pt; rerun with --resume to continue.
+    Before training it prints which confidence map and tau it uses and how many pixels they select.
+    By default it thresholds the confidence itself (--tau); --labels uses the `labels` of
+    `pseudolabel labels` instead, exactly as written there.
+    Ctrl-C saves OUT.partial.pt and prints the command that continues (with --resume).
     """
+    from pseudolabel.errors import InputError
     from pseudolabel.learn.adapt import adapt_network
     from pseudolabel.learn.distributed import is_rank_zero
 
+    if use_labels:
+        context = click.get_current_context()
+        given = [
+            f"--{name.replace('_', '-')}"
+            for name in ("tau", "weighting", "measure")
+            if context.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
+        ]
+        if given:
+            raise InputError(f"--labels trains on the stored labels with their own tau and measure; drop {', '.join(given)}")
     if pair_patterns:
         click.echo("--pairs is deprecated; write --keys (same globs).", err=True)
     result = adapt_network(
@@ -166,6 +192,8 @@ def adapt(
         learning_rate=lr,
         run=run_options(**trainer),
         progress=ClickProgress(),
+        labels=use_labels,
+        log=lambda line: click.echo(line) if is_rank_zero() else None,
     )
     if is_rank_zero():
         logs = result.last_logs

@@ -111,6 +111,8 @@ def confidence() -> None:
 @click.option("--negative", default=",".join(WILD_NEGATIVE), show_default=True, help="Wild labels: negative set of measures.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1), help="CPU threads of torch.")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--resume", is_flag=True, help="continue the unfinished training kept in OUT.partial.pt (updated after every epoch).")
+@click.option("--overwrite", is_flag=True, help="replace an existing OUT (and drop an OUT.partial.pt) instead of refusing.")
 def train(
     proxies_paths: tuple[Path, ...],
     gt_dirs: tuple[Path, ...],
@@ -134,14 +136,20 @@ def train(
     negative: str,
     threads: int,
     device: str,
+    resume: bool,
+    overwrite: bool,
 ) -> None:
     """Train a CCNN on the proxies of one or more files.
+
+    `pseudolabel confidence score --model OUT` then writes its confidence as confidence/<OUT's stem>
+    (ccnn_wild.pt -> confidence/ccnn_wild), the name later commands take as --measure.
 
     \b
     Examples:
       pseudolabel confidence train --proxies train.h5 --gt data/middlebury/2006 --out ccnn.pt
       pseudolabel confidence train --proxies real.h5 --gt data/ --proxies synth.h5 --gt synth/ --out ccnn.pt
       pseudolabel confidence train --proxies mine.h5 --labels wild --out ccnn_wild.pt
+    Ctrl-C keeps the finished epochs in OUT.partial.pt; the command it prints (with --resume) continues.
     """
     from pseudolabel.confidence.training import TrainingConfig, TrainingData, train_confidence_from_proxies
 
@@ -183,8 +191,11 @@ def train(
         threads=threads,
         progress=ClickProgress(),
         on_loaded=announce,
+        resume=resume,
+        overwrite=overwrite,
     )
     click.echo(f"wrote {out} (final loss {result.history[-1]:.4f}, {result.seconds} s)")
+    click.echo(f"next: pseudolabel confidence score --proxies PROXIES --model {out} writes confidence/{Path(out).stem}")
 
 
 @confidence.command("score")

@@ -15,6 +15,8 @@ import click
 
 from pseudolabel import __version__
 from pseudolabel.errors import InputError
+from pseudolabel.interrupts import interrupt_message
+from pseudolabel.outputs import REPORTED_ERRNOS, describe_os_error
 
 # name -> (module, attribute, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -32,6 +34,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("pseudolabel.cli.demo", "demo", "Run the whole pipeline on the shipped scenes."),
     "show": ("pseudolabel.cli.demo", "show", "Render pictures of a proxies file."),
 }
+
+
+#: Key of the arguments as typed in ``click.Context.meta``.
+ARGV_KEY = "pseudolabel.argv"
 
 
 class LazyGroup(click.Group):
@@ -59,13 +65,21 @@ class LazyGroup(click.Group):
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[ARGV_KEY] = list(args)  # as typed, for the command that continues an interrupted run
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except InputError as error:
             raise click.ClickException(str(error)) from None
-        except KeyboardInterrupt:
-            click.echo("Interrupted; finished work is kept and a rerun resumes.", err=True)
+        except OSError as error:
+            if error.errno not in REPORTED_ERRNOS:
+                raise
+            raise click.ClickException(describe_os_error(error)) from None
+        except KeyboardInterrupt as interrupt:
+            click.echo(interrupt_message(ctx.meta.get(ARGV_KEY, []), interrupt), err=True)
             sys.exit(130)
 
 

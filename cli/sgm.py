@@ -162,6 +162,12 @@ Examples:
     help="full: every SGM dataset; minimal: only disparity and valid (enough for the CCNN, labels and adapt; "
     "the conventional confidence measures need full).",
 )
+@click.option(
+    "--pair-check/--no-pair-check",
+    default=True,
+    show_default=True,
+    help="First check the first pairs for swapped left/right images and rows that do not line up (a few percent of a match).",
+)
 @_sgm_options
 def sgm(
     inputs: tuple[str, ...],
@@ -174,26 +180,38 @@ def sgm(
     scheduler: str | None,
     shard_size: int | None,
     store: str,
+    pair_check: bool,
     **sgm_options: Any,
 ) -> None:
     """Run :func:`pseudolabel.sgm.batch.run_sgm` with the options, drawing progress and printing its lines."""
+    from pseudolabel.interrupts import Interrupted
+    from pseudolabel.outputs import check_output_file
     from pseudolabel.sgm.batch import run_sgm
+    from pseudolabel.store.proxies import journal_path
 
-    summary = run_sgm(
-        list(inputs) + list(more_inputs),
-        out,
-        params_from_options(sgm_options),
-        workers=workers,
-        skip_unpaired=skip_unpaired,
-        compression=compression,
-        overwrite=overwrite,
-        max_disp_from_dataset=sgm_options["max_disp"] is None,
-        scheduler=scheduler or None,
-        shard_size=shard_size,
-        store=store,
-        progress=ClickProgress(unit="pairs"),
-        log=lambda line: click.echo(f"sgm: {line}", err=True),
-    )
+    check_output_file(out, "--out")  # an existing file is resumed or (--overwrite) replaced by the run
+    try:
+        summary = run_sgm(
+            list(inputs) + list(more_inputs),
+            out,
+            params_from_options(sgm_options),
+            workers=workers,
+            skip_unpaired=skip_unpaired,
+            compression=compression,
+            overwrite=overwrite,
+            max_disp_from_dataset=sgm_options["max_disp"] is None,
+            progress=ClickProgress(unit="pairs"),
+            log=lambda line: click.echo(f"sgm: {line}", err=True),
+            scheduler=scheduler or None,
+            shard_size=shard_size,
+            store=store,
+            pair_check=pair_check,
+        )
+    except KeyboardInterrupt:
+        journal = journal_path(out)
+        finished = len(list(journal.glob("*.h5"))) if journal.is_dir() else 0
+        state = "unchanged" if out.exists() else "not written yet"
+        raise Interrupted(f"{finished} finished pair(s) in the journal {journal} ({out} is {state}; the rerun adds them)") from None
     click.echo(f"sgm: wrote {summary.out} ({summary.added} pairs added, {summary.pairs} pairs of this input in the file)", err=True)
 
 

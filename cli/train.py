@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -129,7 +130,8 @@ def train(
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="output folder.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", default=None, type=int, help="torch CPU threads.")
-@click.option("--force", is_flag=True, help="recompute pairs whose outputs already exist.")
+@click.option("--overwrite", is_flag=True, help="recompute pairs whose outputs already exist (default: skip them).")
+@click.option("--force", is_flag=True, hidden=True, help="old name of --overwrite.")
 def predict(
     model_path: str,
     model_kwargs: str | None,
@@ -140,6 +142,7 @@ def predict(
     out: str,
     device: str,
     threads: int | None,
+    overwrite: bool,
     force: bool,
 ) -> None:
     """Predict the left disparity of every pair: KEY.pfm, KEY.png (KITTI 16-bit, value/256) and KEY_color.png.
@@ -153,7 +156,7 @@ def predict(
     from pseudolabel.learn.predict import predict_pairs
 
     model = network_spec(model_path, model_kwargs, weights, adapter)
-    summary = predict_pairs(model, [*inputs, *more_inputs], out, device=device, threads=threads, force=force, progress=ClickProgress())
+    summary = predict_pairs(model, [*inputs, *more_inputs], out, device=device, threads=threads, force=overwrite or force, progress=ClickProgress())
     click.echo(f"predicted {summary.predicted} pair(s) ({summary.skipped} already done) -> {summary.out}")
 
 
@@ -164,6 +167,28 @@ def _print_table(rows: Sequence[Mapping[str, Any]], mean: Mapping[str, float]) -
         click.echo(f"{str(row['key'])[:32]:<32} {row['epe']:7.3f} {row['bad1']:7.2f} {row['bad2']:7.2f} {row['bad3']:7.2f} {row['d1']:7.2f}")
 
 
+def _has_pairs(folder: str) -> bool:
+    """Whether ``folder`` holds stereo pairs (a dataset), not only ground-truth files."""
+    from pseudolabel.datasets import discover_pairs
+
+    try:
+        return bool(discover_pairs([Path(folder)], skip_unpaired=True))
+    except InputError:
+        return False
+
+
+def _evaluate_prediction_files(pred_dir: str, gt_dir: str, gt_scale: float | None) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """``eval --pred P --gt G`` with G a folder of ground-truth files: predictions and ground truth matched by key."""
+    from pseudolabel.learn.evaluate_files import ground_truth_of_keys, prediction_keys, score_predictions
+
+    predictions = prediction_keys(pred_dir)
+    lookup = ground_truth_of_keys(gt_dir, sorted(predictions), gt_scale)
+    rows, mean, skipped = score_predictions(dict(predictions), lookup)
+    if skipped:
+        click.echo(f"warning: no ground truth for {len(skipped)} prediction(s) (e.g. {skipped[0]}); not evaluated", err=True)
+    return rows, mean
+
+
 @click.command("eval")
 @click.option("--model", "model_path", default=None, help=f"network to predict with, then evaluate: {MODEL_HELP}")
 @network_options()
@@ -171,7 +196,17 @@ def _print_table(rows: Sequence[Mapping[str, Any]], mean: Mapping[str, float]) -
 @click.option(
     "--pred", "pred_dir", default=None, type=click.Path(exists=True, file_okay=False), help="folder of KEY.pfm (or KEY.png) written by `predict`."
 )
-@click.option("--gt", "gt_inputs", multiple=True, type=click.Path(exists=True), help="ground-truth dataset for --pred (same forms as --data).")
+@click.option(
+    "--gt",
+    "gt_inputs",
+    multiple=True,
+    type=click.Path(exists=True),
+    help="ground truth: a folder of <key>.pfm/.png files (or a native dataset root) for the pairs of --data or the files of --pred; "
+    "or, with --pred alone, the pairs with ground truth (same forms as --data).",
+)
+@click.option(
+    "--gt-scale", type=float, default=None, help="divide stored PNG ground-truth values by this (default: 256 for 16-bit PNG, 1 for 8-bit)."
+)
 @click.option(
     "--mask",
     default=None,
@@ -194,17 +229,22 @@ def evaluate(
     threads: int | None,
     json_out: str | None,
     more_inputs: tuple[str, ...],
+    gt_scale: float | None,
 ) -> None:
     """EPE, bad-1/2/3 and KITTI D1 on pixels with ground truth, per pair and on average.
 
     \b
     Examples:
       pseudolabel eval --model madnet_synth --data tests/data/middlebury/venus
-      pseudolabel eval --model madnet_synth --data left/ right/
+      pseudolabel eval --model madnet_synth --data left/ right/ --gt gt/
+      pseudolabel eval --pred pred/ --gt gt/
       pseudolabel eval --pred pred/ --gt synth_val/ --mask nonocc --json scores.json
+    gt/ is a folder of <key>.pfm or <key>.png (16-bit, disparity x 256) named like the pairs' keys
+    (data/README.md); a native dataset root (KITTI, Middlebury) works too.
     """
     from pseudolabel.io import atomic_write_bytes
     from pseudolabel.learn.predict import evaluate_pairs
+    from pseudolabel.outputs import check_output_file
 
     if (model_path is None) == (pred_dir is None):
         raise InputError("give either --model with --data, or --pred with --gt")
@@ -212,12 +252,25 @@ def evaluate(
         raise InputError("--model-kwargs, --weights and --adapter go with --model (a network to run), not with --pred")
     # `--data LEFT_DIR RIGHT_DIR` / `--gt LEFT_DIR RIGHT_DIR`: the second folder arrives as an argument.
     if model_path is not None and not (data or more_inputs):
-        raise InputError("--model needs --data (pairs with ground truth)")
+        raise InputError("--model needs --data (the pairs to run it on)")
     if pred_dir is not None and not (gt_inputs or more_inputs):
-        raise InputError("--pred needs --gt (the dataset with ground truth)")
-    pairs = (*data, *more_inputs) if model_path is not None else (*gt_inputs, *more_inputs)
-    model = None if model_path is None else network_spec(model_path, model_kwargs, weights, adapter)
-    rows, mean = evaluate_pairs(pairs, model=model, predictions=pred_dir, mask=mask, device=device, threads=threads)
+        raise InputError("--pred needs --gt (a folder of <key>.pfm/.png, or the dataset with ground truth)")
+    if json_out:
+        check_output_file(json_out, "--json")
+    if len(gt_inputs) > 1 and (data or model_path is not None):
+        raise InputError("--gt takes one folder of <key>.pfm/.png (or a dataset root) when --data gives the pairs")
+    gt_folder = gt_inputs[0] if gt_inputs and (data or model_path is not None) else None
+    if pred_dir is not None and not data and len(gt_inputs) == 1 and not more_inputs and not _has_pairs(gt_inputs[0]):
+        rows, mean = _evaluate_prediction_files(pred_dir, gt_inputs[0], gt_scale)
+    else:
+        pairs = (*data, *more_inputs) if (data or model_path is not None) else (*gt_inputs, *more_inputs)
+        try:
+            model = None if model_path is None else network_spec(model_path, model_kwargs, weights, adapter)
+            rows, mean = evaluate_pairs(
+                pairs, model=model, predictions=pred_dir, mask=mask, device=device, threads=threads, gt_dir=gt_folder, gt_scale=gt_scale
+            )
+        except InputError as error:  # the dataset readers name `sgm`'s --in; here the pairs come from --data (or --gt)
+            raise InputError(str(error).replace("--in", "--data" if (data or model_path is not None) else "--gt")) from None
     _print_table(rows, mean)
     if json_out:
         atomic_write_bytes(json_out, json.dumps({"pairs": rows, "mean": mean, "mask": mask}, indent=1).encode())

@@ -158,9 +158,9 @@ def run_demo(
     resolve_device(device)  # --device cuda without a GPU: stop before any work
     torch.set_num_threads(threads)
     source = _resolve_source(model)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out}: exists and is not a folder; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    from pseudolabel.outputs import check_output_folder
+
+    check_output_folder(out, "--out").mkdir(parents=True, exist_ok=True)
     proxies = out / "proxies.h5"
     adapted = out / "adapted.pt"
     timings: dict[str, float] = {}
@@ -299,7 +299,7 @@ def _adapt(
     arguments = ["adapt", "--proxies", display_path(proxies), "--model", shown_model, "--out", display_path(adapted)]
     arguments += ["--tau", "learnable", "--steps", str(steps), "--batch-size", str(DEMO_BATCH), "--crop", f"{DEMO_CROP[0]}x{DEMO_CROP[1]}"]
     arguments += ["--lr", f"{DEMO_LR:g}", "--device", device, "--threads", str(threads), "--seed", str(seed)]
-    arguments += ["--checkpoint-every", str(DEMO_CHECKPOINT_EVERY), "--log-every", str(DEMO_LOG_EVERY), "--resume" if resume else "--force"]
+    arguments += ["--checkpoint-every", str(DEMO_CHECKPOINT_EVERY), "--log-every", str(DEMO_LOG_EVERY), "--resume" if resume else "--overwrite"]
     step("[5/6] adaptation with the confident proxies (no ground truth)", arguments)
     run = dataclasses.replace(
         ADAPT_RUN,
@@ -311,18 +311,23 @@ def _adapt(
         resume=resume,
         overwrite=not resume,
     )
-    result = adapt_network(
-        proxies,
-        str(source),
-        adapted,
-        tau="learnable",
-        steps=steps,
-        batch_size=DEMO_BATCH,
-        crop=DEMO_CROP,
-        learning_rate=DEMO_LR,
-        run=run,
-        progress=progress,
-    )
+    from pseudolabel.interrupts import Interrupted
+
+    try:
+        result = adapt_network(
+            proxies,
+            str(source),
+            adapted,
+            tau="learnable",
+            steps=steps,
+            batch_size=DEMO_BATCH,
+            crop=DEMO_CROP,
+            learning_rate=DEMO_LR,
+            run=run,
+            progress=progress,
+        )
+    except Interrupted as interrupt:  # the demo's own rerun continues the adaptation (it resumes the partial checkpoint)
+        raise Interrupted(f"{interrupt.kept}; the demo's earlier finished steps") from None
     logs = result.last_logs
     shown = ", ".join(f"{name} {logs[name]:.4g}" for name in ("loss", "tau", "selected") if name in logs)
     say(f"adapted {result.arch} on {result.pairs} pair(s) for {result.step} steps in {result.wall_seconds:.0f} s -> {adapted} ({shown})")

@@ -36,6 +36,8 @@ from pseudolabel.confidence.measures import MEASURES, compute_measure
 from pseudolabel.confidence.sparsification import DEFAULT_FRACTIONS, image_evaluation, optimal_curve
 from pseudolabel.datasets import ground_truth_lookup, read_ground_truth
 from pseudolabel.errors import InputError
+from pseudolabel.interrupts import Interrupted
+from pseudolabel.outputs import check_editable_file, check_output_file
 from pseudolabel.progress import Progress, or_silent
 from pseudolabel.selection import select_keys
 from pseudolabel.store.journal import edit_proxies
@@ -113,9 +115,13 @@ def edit_in_batches(
     """Run ``process(proxies, key)`` for every key inside crash-safe edits, committed every ``commit_seconds``.
 
     ``progress`` gets one phase ``label`` of ``len(keys)`` pairs.
+
+    Raises:
+        Interrupted: on Ctrl-C, saying how many pairs were committed (the edit in progress is dropped).
     """
     progress = or_silent(progress)
     progress.start(label, len(keys))
+    committed = 0
     try:
         position = 0
         while position < len(keys):
@@ -127,6 +133,9 @@ def edit_in_batches(
                     progress.advance(1, keys[position - 1])
                     if time.monotonic() - started > commit_seconds:
                         break
+            committed = position
+    except KeyboardInterrupt:
+        raise Interrupted(f"{label} of {committed} of {len(keys)} pairs, written to {path} (the other pairs are unchanged)") from None
     finally:
         progress.finish()
 
@@ -162,6 +171,18 @@ def _load_network(
     path = training.shipped_ccnn_path() if shipped else Path(model)
     if shipped and not path.is_file():
         raise InputError(f"the shipped CCNN {path} is missing; reinstall pseudolabel or pass --model")
+    if not shipped and not path.is_file():
+        from pseudolabel.learn.shipped import shipped_models, shipped_weights_folder
+
+        names = shipped_models("confidence")
+        if len(path.parts) == 1 and path.stem in names:
+            path = shipped_weights_folder() / f"{path.stem}.pt"
+        else:
+            listed = f"; shipped confidence models: {', '.join(names)}" if names else ""
+            raise InputError(
+                f"--model {model}: no such confidence model; give a .pt written by `pseudolabel confidence train`{listed} "
+                "(without --model: the shipped ccnn)"
+            )
     scorer, _ = training.make_scorer(path, device=device, precision=precision, threads=threads)
     network_name = name or ("ccnn" if shipped else path.stem)
     attrs = {
@@ -219,6 +240,7 @@ def score_proxies(
     Raises:
         InputError: unknown measure, missing model, no pair selected, nothing (available) to score, name collision.
     """
+    check_editable_file(path, "--proxies")
     conventional = parse_measures(measures)
     chosen = selected_keys(path, keys, exclude)
     unavailable = _unavailable_measures(path, chosen, conventional)
@@ -322,12 +344,16 @@ def label_proxies(
     """
     if not 0.0 <= tau < 1.0:
         raise InputError(f"--tau must be in [0, 1), got {tau}")
+    check_editable_file(path, "--proxies")
     chosen = selected_keys(path, keys, exclude)
     with open_proxies(path, "r") as proxies:
         lacking = [key for key in chosen if not proxies.has(key, f"confidence/{measure}")]
+        stored = sorted(set().union(*(proxies.list_confidences(key) for key in chosen))) if lacking else []
     if lacking:
+        listed = f"; stored measures: {', '.join(stored)}" if stored else ""
         raise InputError(
-            f"{path}: {len(lacking)} pairs (e.g. {lacking[0]!r}) have no confidence/{measure}; run `pseudolabel confidence score --proxies {path}` first"
+            f"--measure {measure}: {len(lacking)} of {len(chosen)} pairs (e.g. {lacking[0]!r}) have no confidence/{measure}{listed}; "
+            f"choose one of those, or run `pseudolabel confidence score --proxies {path}` first"
         )
     lookup = require_ground_truth(gt_dir, chosen, gt_scale) if gt_dir is not None else {}
     rows: list[LabelRow] = []
@@ -441,6 +467,9 @@ def evaluate_proxies(
     Returns:
         The per-pair results (print with :func:`format_auc_table`) and the skipped keys.
     """
+    for option, output in (("--plot", plot_path), ("--json", json_path)):
+        if output is not None:
+            check_output_file(output, option)
     chosen = selected_keys(path, keys, exclude)
     lookup = require_ground_truth(gt_dir, chosen, gt_scale)
     if isinstance(measures, str):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -48,6 +49,7 @@ from pseudolabel.confidence.targets import (
 )
 from pseudolabel.datasets import read_ground_truth
 from pseudolabel.errors import InputError
+from pseudolabel.interrupts import Interrupted
 from pseudolabel.io import atomic_write_bytes
 from pseudolabel.models.ccnn import (
     CCNN,
@@ -58,6 +60,7 @@ from pseudolabel.models.ccnn import (
     normalise_disparity,
 )
 from pseudolabel.models.devices import resolve_device
+from pseudolabel.outputs import check_output_file
 from pseudolabel.progress import Progress, or_silent
 from pseudolabel.store.proxies import open_proxies
 
@@ -178,7 +181,13 @@ def masked_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits[known], targets[known])
 
 
-def train_ccnn(pairs: Sequence[TrainingPair], config: TrainingConfig, progress: Progress | None = None) -> tuple[CCNN, list[float]]:
+def train_ccnn(
+    pairs: Sequence[TrainingPair],
+    config: TrainingConfig,
+    progress: Progress | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    start: Mapping[str, Any] | None = None,
+) -> tuple[CCNN, list[float]]:
     """Train a CCNN with binary cross-entropy on the labelled pixels of ``pairs``.
 
     Args:
@@ -186,6 +195,9 @@ def train_ccnn(pairs: Sequence[TrainingPair], config: TrainingConfig, progress: 
         config: hyper-parameters; ``seed`` fixes the initialisation and the crops.
         progress: one phase ``"epoch e/n"`` of ``steps_per_epoch`` steps per epoch; each step's status is
             the mean loss of the epoch so far (``"loss 0.1234"``).
+        on_epoch: called after every epoch with the training state (``epoch`` finished, ``history``,
+            ``model``, ``optimizer``, ``scheduler``, ``rng``): what :func:`save_training_state` stores.
+        start: such a state to continue from (the run then gives the same network as an uninterrupted one).
 
     Returns:
         The trained network (on the CPU, eval mode) and the mean loss of every epoch.
@@ -201,7 +213,16 @@ def train_ccnn(pairs: Sequence[TrainingPair], config: TrainingConfig, progress: 
     total_steps = config.epochs * config.steps_per_epoch
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1), eta_min=config.learning_rate * 0.05)
     history: list[float] = []
-    for epoch in range(config.epochs):
+    first_epoch = 0
+    if start is not None:
+        model.load_state_dict(start["model"])
+        optimizer.load_state_dict(start["optimizer"])
+        scheduler.load_state_dict(start["scheduler"])
+        rng.bit_generator.state = json.loads(start["rng"])
+        torch.set_rng_state(start["torch_rng"])
+        history = [float(value) for value in start["history"]]
+        first_epoch = int(start["epoch"])
+    for epoch in range(first_epoch, config.epochs):
         losses: list[float] = []
         progress.start(f"epoch {epoch + 1}/{config.epochs}", config.steps_per_epoch)
         try:
@@ -218,6 +239,18 @@ def train_ccnn(pairs: Sequence[TrainingPair], config: TrainingConfig, progress: 
         finally:
             progress.finish()
         history.append(float(np.mean(losses)) if losses else float("nan"))
+        if on_epoch is not None:
+            on_epoch(
+                {
+                    "epoch": epoch + 1,
+                    "history": list(history),
+                    "model": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()},
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": json.dumps(rng.bit_generator.state),
+                    "torch_rng": torch.get_rng_state(),
+                }
+            )
     return model.cpu().eval(), history
 
 
@@ -264,6 +297,49 @@ def save_confidence_checkpoint(
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+#: ``format`` of the progress file of an unfinished training (``OUT.partial.pt``).
+PARTIAL_FORMAT = "pseudolabel-confidence-partial/1"
+
+
+def partial_training_path(out: str | os.PathLike[str]) -> Path:
+    """Where :func:`train_confidence_from_proxies` keeps the state of an unfinished training: ``OUT.partial.pt``."""
+    return Path(out).with_suffix(".partial.pt")
+
+
+def _config_identity(config: TrainingConfig) -> str:
+    """The settings a saved state must share with the run that continues it (all but the device)."""
+    settings = training_config_dict(config)
+    settings.pop("device", None)
+    return json.dumps(settings, sort_keys=True)
+
+
+def save_training_state(path: str | os.PathLike[str], state: Mapping[str, Any], config: TrainingConfig, data_keys: Sequence[str]) -> None:
+    """Write the state of :func:`train_ccnn` after an epoch (atomically), with the settings it belongs to."""
+    payload = {"format": PARTIAL_FORMAT, **state, "config": _config_identity(config), "keys": list(data_keys)}
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_training_state(path: str | os.PathLike[str], config: TrainingConfig, data_keys: Sequence[str]) -> dict[str, Any]:
+    """The state saved by :func:`save_training_state`, checked against the settings and pairs of this run.
+
+    Raises:
+        InputError: unreadable, or saved by a run with other settings or pairs.
+    """
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise InputError(f"{path}: cannot be read ({type(error).__name__}); add --overwrite to start over") from None
+    if not isinstance(payload, dict) or payload.get("format") != PARTIAL_FORMAT:
+        raise InputError(f"{path}: not the progress file of `pseudolabel confidence train`; remove it or add --overwrite to start over")
+    if payload["config"] != _config_identity(config) or list(payload["keys"]) != list(data_keys):
+        raise InputError(
+            f"{path}: was saved by a training with other settings or pairs; rerun with those options to continue it, or add --overwrite to start over"
+        )
+    return dict(payload)
 
 
 def load_confidence_checkpoint(path: str | os.PathLike[str]) -> tuple[CCNN, dict[str, Any]]:
@@ -445,6 +521,8 @@ def train_confidence_from_proxies(
     threads: int | None = None,
     progress: Progress | None = None,
     on_loaded: Callable[[TrainingData], None] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> ConfidenceTraining:
     """Train a CCNN on the proxies of one or more files and write its checkpoint.
 
@@ -462,11 +540,23 @@ def train_confidence_from_proxies(
         threads: CPU threads of torch (None: leave torch's setting).
         progress: told of every training step (:func:`train_ccnn`).
         on_loaded: called once the data is loaded, before the first epoch (to report its size).
+        resume: continue the training saved in ``OUT.partial.pt`` (:func:`partial_training_path`), which
+            every finished epoch updates, instead of refusing to start.
+        overwrite: replace an existing ``out`` (and drop an ``OUT.partial.pt``) instead of refusing.
 
     Returns:
         What was written.
+
+    Raises:
+        InputError: bad settings or data, ``out`` exists (without ``overwrite``), ``OUT.partial.pt``
+            exists (without ``resume`` or ``overwrite``), ``out`` cannot be written.
+        Interrupted: on Ctrl-C, saying which epochs ``OUT.partial.pt`` keeps.
     """
     config = config or TrainingConfig()
+    partial = partial_training_path(out)
+    if partial.exists() and not (resume or overwrite):
+        raise InputError(f"{partial} holds an unfinished training; add --resume to continue it or --overwrite to start over")
+    check_output_file(out, "--out", overwrite=overwrite, what="confidence model")
     proxies_paths, gt_dirs = _paths(proxies), _paths(gt)
     label_source = _check_label_source(labels, gt_dirs, len(proxies_paths))
     positive_set, negative_set = _names(positive), _names(negative)
@@ -499,7 +589,22 @@ def train_confidence_from_proxies(
     if on_loaded is not None:
         on_loaded(data)
     started = time.perf_counter()
-    model, history = train_ccnn(data.pairs, config, progress)
+    keys = [pair.key for pair in data.pairs]
+    start = load_training_state(partial, config, keys) if resume and partial.is_file() else None
+    if start is None:
+        partial.unlink(missing_ok=True)
+    finished = {"epoch": int(start["epoch"]) if start is not None else 0}
+
+    def keep(state: dict[str, Any]) -> None:
+        save_training_state(partial, state, config, keys)
+        finished["epoch"] = int(state["epoch"])
+
+    try:
+        model, history = train_ccnn(data.pairs, config, progress, on_epoch=keep, start=start)
+    except KeyboardInterrupt:
+        if finished["epoch"] == 0:
+            raise Interrupted("nothing (no epoch had finished)", resumes=False) from None
+        raise Interrupted(f"epochs 1-{finished['epoch']} of {config.epochs} in {partial}", add=("--resume",), drop=("--overwrite",)) from None
     arguments = {
         **training_config_dict(config),
         "labels": label_source,
@@ -513,4 +618,5 @@ def train_confidence_from_proxies(
         "seconds": round(time.perf_counter() - started, 1),
     }
     save_confidence_checkpoint(out, model, arguments, data.summary, history)
+    partial.unlink(missing_ok=True)
     return ConfidenceTraining(Path(out), arguments, data.summary, history, arguments["seconds"])

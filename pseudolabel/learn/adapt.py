@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pseudolabel.errors import InputError
+from pseudolabel.learn.adapt_selection import LABELS_TAU, describe_selection, labels_measure, use_stored_labels
 from pseudolabel.learn.run import RunOptions, TrainResult, prepare_output, set_threads
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -158,6 +159,8 @@ def adapt_network(
     learning_rate: float = DEFAULT_LR,
     run: RunOptions = ADAPT_RUN,
     progress: Progress | None = None,
+    labels: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> AdaptResult:
     """Adapt a stereo network to the pairs of a proxies file with its confident proxy disparities.
 
@@ -185,6 +188,11 @@ def adapt_network(
         crop: ``(height, width)`` random crops, or ``None`` for whole images.
         run: how the run executes (device, precision, checkpoints, resume, ...).
         progress: receives the trainer's progress (``None``: nothing shown).
+        labels: train on the stored ``labels`` of ``pseudolabel labels`` exactly as written (each labelled
+            pixel weighing 1; ``tau``, ``weighting`` and ``measure`` are then not used;
+            :func:`pseudolabel.learn.adapt_selection.use_stored_labels`).
+        log: told, before training, which confidence map and tau the run uses and how many pixels
+            they select (:func:`pseudolabel.learn.adapt_selection.describe_selection`).
 
     Returns:
         An :class:`AdaptResult`; the learned tau is in ``last_logs`` and in the checkpoint
@@ -198,6 +206,10 @@ def adapt_network(
     proxies_path, out_path = Path(proxies), Path(out)
     _check_settings(steps, batch_size, tau_lr_scale, proxies_path)
     prepare_output(out_path, run.resume, run.overwrite)
+    if labels:
+        if use_valid:
+            raise InputError("--labels trains on the stored labels as they are; drop --use-valid")
+        tau, weighting = LABELS_TAU, "mask"
 
     import torch
 
@@ -222,7 +234,10 @@ def adapt_network(
     set_threads(run.threads)
     with open_proxies(proxies_path) as store:
         chosen = select_keys(store.keys(), keys, exclude, source=str(proxies_path))
+    if labels:
+        measure = labels_measure(proxies_path, chosen)
     pairs = load_adaptation_pairs(proxies_path, measure, chosen, use_valid=use_valid, with_ground_truth="l1" in names)
+    labels_info = use_stored_labels(proxies_path, pairs) if labels else ""
     if crop is None and len({pair.proxy.shape for pair in pairs}) > 1 and batch_size > int(os.environ.get("WORLD_SIZE", "1")):
         raise InputError(
             "--crop full: the pairs differ in size, so a batch can hold one pair per process; use --batch-size 1 (per process) or a crop size"
@@ -234,6 +249,8 @@ def adapt_network(
     probe_network(
         opened.network, first["left"], first["right"], training=True, device=resolve_device(run.device, int(os.environ.get("LOCAL_RANK", "0")))
     )
+    if log is not None:  # what will be learnt from, once the network is known to work
+        log(describe_selection(pairs, tau, tau_init, f"confidence/{measure}", labels_info))
     forward_fn = None
     if "lr" in names:
         mirrored = MirroredForward()
@@ -250,6 +267,7 @@ def adapt_network(
         "weighting": weighting,
         "scale_decay": scale_decay,
         "measure": measure,
+        "labels": labels_info or None,
         "pairs": list(keys),
         "exclude": list(exclude),
         "use_valid": use_valid,

@@ -66,7 +66,9 @@ def resolve_model_path(model: str | os.PathLike[str], option: str = "--model") -
     shipped = shipped_weights_dir() / f"{path.name}.pt" if path.suffix == "" else shipped_weights_dir() / path.name
     if len(path.parts) == 1 and shipped.is_file():
         return shipped
-    names = sorted(p.stem for p in shipped_weights_dir().glob("*.pt")) if shipped_weights_dir().is_dir() else []
+    from pseudolabel.learn.shipped import shipped_models
+
+    names = shipped_models("stereo")  # not the confidence networks that share the folder
     known = f" (shipped models: {', '.join(names)})" if names else ""
     raise InputError(f"{option} {model}: no such checkpoint file; give a .pt written by `pseudolabel train` or a shipped model name{known}")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -22,6 +22,7 @@ import torch
 from pseudolabel.errors import InputError
 from pseudolabel.learn.samples import find_pairs, to_tensor_image
 from pseudolabel.models.registry import StereoNetwork
+from pseudolabel.outputs import check_output_folder
 from pseudolabel.progress import Progress, or_silent
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -121,9 +122,9 @@ def predict_pairs(
     from pseudolabel.io import read_image, write_disparity_png16, write_image, write_pfm
     from pseudolabel.viz.colour import disparity_image, display_range
 
+    out_dir = check_output_folder(out, "--out")
     pairs = find_pairs(inputs)
     network, torch_device = _load(model, device, threads, pairs[0])
-    out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     progress = or_silent(progress)
     progress.start("predict", len(pairs))
@@ -190,6 +191,8 @@ def evaluate_pairs(
     mask: str | None = None,
     device: str = "auto",
     threads: int | None = None,
+    gt_dir: str | os.PathLike[str] | None = None,
+    gt_scale: float | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Score a network, or the predictions stored by :func:`predict_pairs`, against the pairs' ground truth.
 
@@ -200,6 +203,8 @@ def evaluate_pairs(
         predictions: folder of ``KEY.pfm`` (or ``KEY.png``) (exactly one of the two).
         mask: evaluate only inside this named mask of each pair (:func:`pair_mask`).
         device, threads: where and with how many CPU threads the network runs.
+        gt_dir, gt_scale: ground truth of the pairs from a folder of ``<key>.pfm/.png`` (or a native
+            dataset root), instead of what their dataset names (:func:`pseudolabel.learn.evaluate_files.ground_truth_of_keys`).
 
     Returns:
         ``(rows, mean)``: one row per pair (``key`` and :func:`pseudolabel.metrics.disparity_metrics`)
@@ -215,6 +220,13 @@ def evaluate_pairs(
     if (model is None) == (predictions is None):
         raise InputError("give either --model with --data, or --pred with --gt")
     pairs = find_pairs(data)
+    if gt_dir is not None:
+        from pseudolabel.learn.evaluate_files import ground_truth_of_keys
+
+        lookup = ground_truth_of_keys(gt_dir, [str(pair.key) for pair in pairs], gt_scale)
+        pairs = [
+            replace(pair, gt_left=lookup[str(pair.key)][0], gt_scale=lookup[str(pair.key)][1]) if str(pair.key) in lookup else pair for pair in pairs
+        ]
     if model is not None:
         network, torch_device = _load(model, device, threads, pairs[0])
         predicted = [predict_disparity(network, read_image(p.left), read_image(p.right), torch_device) for p in pairs]

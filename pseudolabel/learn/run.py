@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pseudolabel.errors import InputError
+from pseudolabel.outputs import check_output_file
 
 __all__ = ["RunOptions", "TrainResult", "TrainerConfig", "prepare_output", "set_threads"]
 
@@ -157,26 +158,20 @@ class TrainResult:
 
 
 def prepare_output(out_path: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to overwrite a finished or interrupted run unless ``resume`` or ``overwrite`` says so.
+    """Refuse to overwrite a finished or interrupted run unless ``resume`` or ``overwrite`` says so, and
+    check that ``out_path`` can be written (:func:`pseudolabel.outputs.check_output_file`) before any work.
 
     Creates ``out_path``'s folder. With ``overwrite`` (and no ``resume``) the old ``OUT.partial.pt``
     and ``OUT.jsonl`` are removed.
 
     Raises:
-        InputError: ``out_path`` or its ``.partial.pt`` exists, or its folder cannot be created.
+        InputError: ``out_path`` or its ``.partial.pt`` exists, or its folder cannot be created or written.
     """
-    if out_path.exists() and not (resume or overwrite):
-        raise InputError(f"--out {out_path} exists; add --resume to continue it, --force to overwrite it, or pick another path")
     partial_path = out_path.with_suffix(".partial.pt")
     if partial_path.exists() and not (resume or overwrite):
-        raise InputError(f"{partial_path} holds an interrupted run; add --resume to continue it or --force to start over")
-    for folder in (out_path.parent, *out_path.parent.parents):
-        if folder.exists() and not folder.is_dir():
-            raise InputError(f"--out {out_path}: {folder} is a file, not a folder; pick another path")
-    try:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise InputError(f"--out {out_path}: cannot create the folder {out_path.parent} ({error.strerror}); pick a writable path") from None
+        raise InputError(f"{partial_path} holds an interrupted run; add --resume to continue it or --overwrite to start over")
+    check_output_file(out_path, "--out", overwrite=resume or overwrite, what="checkpoint", resume_hint="add --resume to continue it, ")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     if overwrite and not resume:
         partial_path.unlink(missing_ok=True)
         out_path.with_suffix(".jsonl").unlink(missing_ok=True)

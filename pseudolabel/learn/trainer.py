@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import math
 import signal
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -40,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pseudolabel import __version__
 from pseudolabel.errors import InputError
+from pseudolabel.interrupts import Interrupted
 from pseudolabel.learn.checkpoint import load_checkpoint, save_checkpoint
 from pseudolabel.learn.distributed import (
     DistributedContext,
@@ -356,8 +356,7 @@ class Trainer:
                     break
         except KeyboardInterrupt:
             progress.finish()
-            self._save_interrupted(optimisation, logs, context, start_step)
-            raise
+            raise self._save_interrupted(optimisation, logs, context, start_step) from None
         finally:
             if sigint_previous is not None:
                 signal.signal(signal.SIGINT, sigint_previous)
@@ -415,12 +414,18 @@ class Trainer:
             save_checkpoint(config.progress_path, self._payload(optimisation, logs))
         return now
 
-    def _save_interrupted(self, optimisation: _Optimisation, logs: Mapping[str, float], context: DistributedContext, start_step: int) -> None:
-        """On Ctrl-C: the progress checkpoint (when a step was made) and how to continue."""
+    def _save_interrupted(self, optimisation: _Optimisation, logs: Mapping[str, float], context: DistributedContext, start_step: int) -> Interrupted:
+        """On Ctrl-C: the progress checkpoint (when a step was made), and what was kept and how to continue."""
         config = self.config
+        partial = config.progress_path
         if context.is_main and self.step > start_step:
-            save_checkpoint(config.progress_path, self._payload(optimisation, logs))
-            sys.stderr.write(f"Interrupted at step {self.step}: saved {config.progress_path}; rerun with --resume to continue.\n")
+            save_checkpoint(partial, self._payload(optimisation, logs))
+            kept = f"steps 1-{self.step} of {config.steps} in {partial}"
+        elif partial.is_file():
+            kept = f"{partial} as it was (no step finished since the start)"
+        else:
+            return Interrupted("nothing (no step had finished)", resumes=False)
+        return Interrupted(kept, add=("--resume",), drop=("--overwrite", "--force"))
 
     def _finish(self, model: nn.Module, optimisation: _Optimisation, place: _Placement, logs: Mapping[str, float]) -> None:
         """The final checkpoint (rank 0; the progress checkpoint goes), the process group's end, eval mode."""

@@ -36,6 +36,7 @@ from pseudolabel.errors import InputError
 from pseudolabel.io import read_image
 from pseudolabel.progress import Progress, or_silent
 from pseudolabel.sgm.matcher import match
+from pseudolabel.sgm.pair_check import check_pairs
 from pseudolabel.sgm.params import SGMParams
 from pseudolabel.store.datasets_io import COMPRESSIONS, DEFAULT_COMPRESSION
 from pseudolabel.store.journal import ProxyRun, write_journal_entry
@@ -97,6 +98,7 @@ def run_sgm(
     store: str = "full",
     progress: Progress | None = None,
     log: Callable[[str], None] | None = None,
+    pair_check: bool = True,
 ) -> SGMRunSummary:
     """Compute SGM proxy disparities of a dataset into one crash-safe proxies HDF5 file.
 
@@ -130,6 +132,8 @@ def run_sgm(
         progress: told about each finished pair (phase ``"sgm"``, one unit per pair); ``None`` shows nothing.
         log: called with each line the command prints before matching (without its ``sgm:``
             prefix): skipped images, what was found on disk, how many pairs are left; ``None`` = silent.
+        pair_check: first check the first pairs to match for swapped images and unrectified rows
+            (:func:`pseudolabel.sgm.pair_check.check_pairs`).
 
     Returns:
         What the call did (the command prints it).
@@ -171,7 +175,7 @@ def run_sgm(
         client = cluster.connect(scheduler)
     try:
         with ProxyRun(summary.out, params, use_calib, overwrite, store=store, shard_size=shard_size) as run:
-            _run_pairs(run, client, pairs, params, use_calib, identity, compression, store, workers, summary, say, progress)
+            _run_pairs(run, client, pairs, params, use_calib, identity, compression, store, workers, summary, say, progress, pair_check)
     finally:
         if client is not None:
             client.close()
@@ -191,6 +195,7 @@ def _run_pairs(
     summary: SGMRunSummary,
     say: Callable[[str], None],
     progress: Progress,
+    pair_check: bool = True,
 ) -> None:
     """The body of :func:`run_sgm` inside its :class:`ProxyRun`: match what is left, then assemble."""
     summary.notes = list(run.state.notes)
@@ -200,6 +205,8 @@ def _run_pairs(
     todo = [p for p in todo if p.key not in run.state.done_in_journal]
     summary.already_done = len(pairs) - len(todo)
     tasks = make_tasks(todo, params, use_calib, run.journal, identity, compression, store)
+    if pair_check:
+        check_pairs(tasks)
     if client is not None:
         from pseudolabel.sgm import cluster
 

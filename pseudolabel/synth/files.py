@@ -25,6 +25,7 @@ from pseudolabel.io import (
     write_image,
     write_pfm,
 )
+from pseudolabel.outputs import check_output_folder
 from pseudolabel.progress import Progress, or_silent
 from pseudolabel.synth.config import META_FORMAT, META_VERSION, SynthConfig, SynthPair
 from pseudolabel.synth.scene import pair_seed, render_pair
@@ -105,9 +106,7 @@ def write_synth_dataset(out_dir: str | os.PathLike[str], config: SynthConfig, n:
         raise InputError(f"--n ({n}) must be at least 1")
     if seed < 0:
         raise InputError(f"--seed ({seed}) must be >= 0")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"{out_dir}: exists and is not a folder; choose another --out")
+    out_dir = check_output_folder(out_dir, "--out")
     meta_path = out_dir / "meta.json"
     if meta_path.exists():
         existing = read_synth_meta(out_dir)

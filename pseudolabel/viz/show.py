@@ -23,6 +23,7 @@ from html import escape
 from pathlib import Path
 
 from pseudolabel.errors import InputError
+from pseudolabel.outputs import check_output_folder
 from pseudolabel.progress import Progress, or_silent
 
 #: Pairs shown in ``index.html`` at most (every selected pair still gets its PNG files).
@@ -102,8 +103,7 @@ def render_proxies(
     proxies_path, out_dir = Path(proxies_path), Path(out_dir)
     if not proxies_path.is_file():
         raise InputError(f"{proxies_path}: no such file; give a proxies file written by `pseudolabel sgm`")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--out {out_dir}: exists and is not a folder; choose another --out")
+    check_output_folder(out_dir, "--out")
     report = or_silent(progress)
     sections: list[SceneSection] = []
     with open_proxies(proxies_path) as proxies:

@@ -243,7 +243,7 @@ def test_user_errors_are_one_line_and_leave_the_output_alone(workspace: dict[str
     out = tmp_path / "kept.pt"
     out.write_bytes(b"previous result")
     # the changed options come last: click keeps the last value of a repeated option
-    result = run(*base_args(workspace, out), "--force", *FAST, *change)
+    result = run(*base_args(workspace, out), "--overwrite", *FAST, *change)
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and expected in lines[0], result.output

@@ -183,8 +183,8 @@ def test_train_pools_several_proxies_files(proxies: Path, tmp_path: Path) -> Non
     for pair in discover_pairs([FIXTURES]):
         write_pfm(flat / f"{pair.key}.pfm", read_disparity(pair.gt_left, pair.gt_scale))
     tiny = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "2", "--crop", "16", "--filters", "8", "--fc-filters", "8"]
-    for gt_args in (["--gt", str(FIXTURES)], ["--gt", str(FIXTURES), "--gt", str(flat)]):
-        model = tmp_path / "pooled.pt"
+    for index, gt_args in enumerate((["--gt", str(FIXTURES)], ["--gt", str(FIXTURES), "--gt", str(flat)])):
+        model = tmp_path / f"pooled{index}.pt"
         result = _run(
             "confidence",
             "train",

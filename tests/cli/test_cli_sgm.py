@@ -25,6 +25,7 @@ from pseudolabel.sgm.batch import SLOW_ENV
 from pseudolabel.sgm.matcher import match
 from pseudolabel.sgm.params import SGMParams
 from pseudolabel.store.proxies import journal_path, open_proxies
+from tests.cli.interrupting import PSEUDOLABEL, printed_command, run_printed
 
 DATA = Path(__file__).parents[1] / "data"
 REPO = Path(__file__).parents[2]
@@ -174,14 +175,19 @@ def test_kill_mid_run_then_resume(dataset: tuple[Path, Path], reference: Path, t
     if stop == signal.SIGKILL:
         assert process.returncode == -signal.SIGKILL
     else:
-        assert process.returncode == 130 and "Interrupted; finished work is kept" in output, output
+        assert process.returncode == 130 and f"Interrupted; kept: 1 finished pair(s) in the journal {journal} ({out} is unchanged" in output, output
+        assert printed_command(output) == [*PSEUDOLABEL, *command[3:]]  # the same command continues
         assert "Traceback" not in output
         assert not Path(str(out) + ".lock").exists()
     assert digest(out) == before
     assert len(list(journal.glob("*.h5"))) == 1
-    result = sgm(left_dir, right_dir, out)
-    assert result.exit_code == 0, result.output
-    assert "3 already done, 2 to match" in result.output
+    if stop == signal.SIGKILL:
+        result = sgm(left_dir, right_dir, out)
+        assert result.exit_code == 0, result.output
+        rerun_output = result.output
+    else:
+        rerun_output = run_printed(output).stderr
+    assert "3 already done, 2 to match" in rerun_output
     assert not journal.exists()
     resumed = content(out)
     assert_same_content(resumed, content(reference), ignore=("left", "right"))
@@ -368,9 +374,9 @@ def test_range_wider_than_image(existing: tuple[Path, str], tmp_path: Path) -> N
 def test_output_cannot_be_written(dataset: tuple[Path, Path], tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a folder")
-    assert_user_error(sgm(*dataset, blocker / "proxies.h5"), r"cannot create the output folder.*writable --out")
+    assert_user_error(sgm(*dataset, blocker / "proxies.h5"), r"--out .*proxies.h5: .*file is a file, not a folder; choose another path")
     assert blocker.read_text() == "a file, not a folder"
-    assert_user_error(sgm(*dataset, tmp_path), r"is a folder; --out must be a file path")
+    assert_user_error(sgm(*dataset, tmp_path), r"--out .* is a folder; give a file name")
 
 
 def test_corrupt_output_is_reported_not_replaced(dataset: tuple[Path, Path], tmp_path: Path) -> None:

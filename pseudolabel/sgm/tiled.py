@@ -36,7 +36,7 @@ from pseudolabel.errors import InputError
 from pseudolabel.sgm import aggregation, cost, disparity, refinement
 from pseudolabel.sgm.params import SGMParams, SGMResult
 
-DEFAULT_OVERLAP = 64
+DEFAULT_OVERLAP = 128
 """Rows of context above and below each band (see the module docstring and ``BENCHMARKS.md``)."""
 
 RUNTIME_RESERVE = 320 * 2**20

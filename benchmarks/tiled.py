@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import DEFAULT_DATA, REPO_ROOT, replace_section  # noqa: E402
+from benchmarks._common import DEFAULT_DATA, REPO_ROOT, replace_section
 
 SIZES = [(376, 1241, 192), (1500, 2000, 128), (2000, 3000, 128), (4000, 6000, 256)]
 BUDGETS = {(376, 1241, 192): "512M", (1500, 2000, 128): "1G", (2000, 3000, 128): "1.5G", (4000, 6000, 256): "4G"}

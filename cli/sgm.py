@@ -136,6 +136,14 @@ Examples:
     "smaller, slower), gzip (deflate, readable by every HDF5 library) or none.",
 )
 @click.option("--overwrite", is_flag=True, help="Recompute every pair; the old file is replaced only when the run finishes.")
+@click.option(
+    "--max-memory",
+    metavar="SIZE",
+    default=None,
+    help="Peak memory of each matching process, e.g. 4G, 512M, 2.5GiB: a pair whose cost volume does not fit is "
+    "matched in horizontal bands with 128 rows of overlap (results differ from untiled matching on a small share "
+    "of pixels, see README). Default: no limit.",
+)
 @_sgm_options
 def sgm(
     inputs: tuple[str, ...],
@@ -145,10 +153,17 @@ def sgm(
     skip_unpaired: bool,
     compression: str,
     overwrite: bool,
+    max_memory: str | None,
     **sgm_options: Any,
 ) -> None:
     """Run :func:`pseudolabel.sgm.batch.run_sgm` with the options, drawing progress and printing its lines."""
     from pseudolabel.sgm.batch import run_sgm
+    from pseudolabel.sgm.tiled import parse_size
+
+    try:
+        budget = None if max_memory is None else parse_size(max_memory)
+    except InputError as error:
+        raise InputError(f"--max-memory: {error}") from None
 
     summary = run_sgm(
         list(inputs) + list(more_inputs),
@@ -159,6 +174,7 @@ def sgm(
         compression=compression,
         overwrite=overwrite,
         max_disp_from_dataset=sgm_options["max_disp"] is None,
+        max_memory=budget,
         progress=ClickProgress(unit="pairs"),
         log=lambda line: click.echo(f"sgm: {line}", err=True),
     )

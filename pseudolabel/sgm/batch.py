@@ -92,6 +92,7 @@ def run_sgm(
     compression: str = DEFAULT_COMPRESSION,
     overwrite: bool = False,
     max_disp_from_dataset: bool = True,
+    max_memory: int | None = None,
     progress: Progress | None = None,
     log: Callable[[str], None] | None = None,
 ) -> SGMRunSummary:
@@ -115,6 +116,8 @@ def run_sgm(
         max_disp_from_dataset: match pairs whose dataset gives a range (Middlebury ``calib.txt``
             ``ndisp``) with that ``max_disp`` instead of ``params.max_disp`` (what the command does
             unless ``--max-disp`` is given).
+        max_memory: peak memory budget in bytes of each matching process; pairs whose cost volume does
+            not fit are matched in bands (:mod:`pseudolabel.sgm.tiled`). ``None`` = no limit.
         progress: told about each finished pair (phase ``"sgm"``, one unit per pair); ``None`` shows nothing.
         log: called with each line the command prints before matching (without its ``sgm:``
             prefix): skipped images, what was found on disk, how many pairs are left; ``None`` = silent.
@@ -154,7 +157,7 @@ def run_sgm(
         todo = pairs if run.state.fresh else [p for p in pairs if p.key not in run.state.done_in_file]
         todo = [p for p in todo if p.key not in run.state.done_in_journal]
         summary.already_done = len(pairs) - len(todo)
-        tasks = make_tasks(todo, params, use_calib, run.journal, identity, compression)
+        tasks = make_tasks(todo, params, use_calib, run.journal, identity, compression, max_memory)
         summary.workers = min(workers, max(1, len(tasks)))
         say(
             f"{len(pairs)} pairs, {summary.already_done} already done, {len(tasks)} to match"
@@ -205,6 +208,7 @@ class PairTask:
         journal: the run's journal folder.
         identity: the run's :func:`pseudolabel.store.proxies.run_identity`.
         compression: a key of :data:`pseudolabel.store.datasets_io.COMPRESSIONS`.
+        max_memory: the matcher's memory budget in bytes, or ``None``.
     """
 
     key: str
@@ -217,6 +221,7 @@ class PairTask:
     journal: str
     identity: str
     compression: str = DEFAULT_COMPRESSION
+    max_memory: int | None = None
 
 
 @dataclass(frozen=True)
@@ -264,7 +269,7 @@ def _match_pair(task: PairTask) -> _MatchedPair:
         )
     read_done = time.perf_counter()
     try:
-        result = match(left, right, params)
+        result = match(left, right, params, max_memory=task.max_memory)
     except InputError as error:
         raise InputError(f"{task.left}: {error}") from None
     match_done = time.perf_counter()
@@ -337,6 +342,7 @@ def make_tasks(
     journal: Path,
     identity: str,
     compression: str = DEFAULT_COMPRESSION,
+    max_memory: int | None = None,
 ) -> list[PairTask]:
     """One :class:`PairTask` per pair, with the pair's own range when ``use_calib`` and the dataset gives one.
 
@@ -364,6 +370,7 @@ def make_tasks(
                 journal=str(journal),
                 identity=identity,
                 compression=compression,
+                max_memory=max_memory,
             )
         )
     return tasks

@@ -158,7 +158,12 @@ def plan_bands(height: int, width: int, params: SGMParams, max_memory: int, over
 
 
 def match_tiled(
-    left: np.ndarray, right: np.ndarray, params: SGMParams, max_memory: int | None = None, overlap: int = DEFAULT_OVERLAP, bands: list[Band] | None = None
+    left: np.ndarray,
+    right: np.ndarray,
+    params: SGMParams,
+    max_memory: int | None = None,
+    overlap: int = DEFAULT_OVERLAP,
+    bands: list[Band] | None = None,
 ) -> SGMResult:
     """Match a rectified pair band by band (see the module docstring).
 

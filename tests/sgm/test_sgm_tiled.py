@@ -135,7 +135,15 @@ def test_memory_model() -> None:
 
 @pytest.mark.parametrize(
     "text,size",
-    [("4G", 4 * 2**30), ("512M", 512 * 2**20), ("2.5GiB", int(2.5 * 2**30)), ("1.5GB", 1_500_000_000), ("3000000", 3_000_000), (" 64 k", 65536), (1024, 1024)],
+    [
+        ("4G", 4 * 2**30),
+        ("512M", 512 * 2**20),
+        ("2.5GiB", int(2.5 * 2**30)),
+        ("1.5GB", 1_500_000_000),
+        ("3000000", 3_000_000),
+        (" 64 k", 65536),
+        (1024, 1024),
+    ],
 )
 def test_parse_size(text: str | int, size: int) -> None:
     assert tiled.parse_size(text) == size

@@ -13,7 +13,8 @@ Disparity convention: for a left pixel ``(y, x)`` with disparity ``d`` the match
 like OpenCV's ``numDisparities``).
 
 Memory: the cost volume is ``uint8`` and the aggregated volume ``uint16`` (3 bytes per cell
-``H * W * (max_disp - min_disp)``); everything else is per-row or per-image.
+``H * W * (max_disp - min_disp)``); everything else is per-row or per-image. ``match(..., max_memory=...)``
+bounds it by matching in bands (:mod:`pseudolabel.sgm.tiled`).
 """
 
 from __future__ import annotations

@@ -168,6 +168,14 @@ Examples:
     show_default=True,
     help="First check the first pairs for swapped left/right images and rows that do not line up (a few percent of a match).",
 )
+@click.option(
+    "--max-memory",
+    metavar="SIZE",
+    default=None,
+    help="Peak memory of each matching process, e.g. 4G, 512M, 2.5GiB: a pair whose cost volume does not fit is "
+    "matched in horizontal bands with 128 rows of overlap (results differ from untiled matching on a small share "
+    "of pixels, see README). Default: no limit.",
+)
 @_sgm_options
 def sgm(
     inputs: tuple[str, ...],
@@ -181,6 +189,7 @@ def sgm(
     shard_size: int | None,
     store: str,
     pair_check: bool,
+    max_memory: str | None,
     **sgm_options: Any,
 ) -> None:
     """Run :func:`pseudolabel.sgm.batch.run_sgm` with the options, drawing progress and printing its lines."""
@@ -189,6 +198,12 @@ def sgm(
     from pseudolabel.sgm.batch import run_sgm
     from pseudolabel.store.proxies import journal_path
 
+    from pseudolabel.sgm.tiled import parse_size
+
+    try:
+        budget = None if max_memory is None else parse_size(max_memory)
+    except InputError as error:
+        raise InputError(f"--max-memory: {error}") from None
     check_output_file(out, "--out")  # an existing file is resumed or (--overwrite) replaced by the run
     try:
         summary = run_sgm(
@@ -206,6 +221,7 @@ def sgm(
             shard_size=shard_size,
             store=store,
             pair_check=pair_check,
+            max_memory=budget,
         )
     except KeyboardInterrupt:
         journal = journal_path(out)

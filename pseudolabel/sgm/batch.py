@@ -96,6 +96,7 @@ def run_sgm(
     scheduler: str | None = None,
     shard_size: int | None = None,
     store: str = "full",
+    max_memory: int | None = None,
     progress: Progress | None = None,
     log: Callable[[str], None] | None = None,
     pair_check: bool = True,
@@ -129,6 +130,8 @@ def run_sgm(
             layout of an existing ``out``). See ``data/README.md``.
         store: a key of :data:`pseudolabel.store.proxies.STORES`: ``"full"`` keeps every result
             dataset, ``"minimal"`` only ``disparity`` and ``valid``.
+        max_memory: peak memory budget in bytes of each matching process; pairs whose cost volume does
+            not fit are matched in bands (:mod:`pseudolabel.sgm.tiled`). ``None`` = no limit.
         progress: told about each finished pair (phase ``"sgm"``, one unit per pair); ``None`` shows nothing.
         log: called with each line the command prints before matching (without its ``sgm:``
             prefix): skipped images, what was found on disk, how many pairs are left; ``None`` = silent.
@@ -175,7 +178,7 @@ def run_sgm(
         client = cluster.connect(scheduler)
     try:
         with ProxyRun(summary.out, params, use_calib, overwrite, store=store, shard_size=shard_size) as run:
-            _run_pairs(run, client, pairs, params, use_calib, identity, compression, store, workers, summary, say, progress, pair_check)
+            _run_pairs(run, client, pairs, params, use_calib, identity, compression, store, workers, summary, say, progress, pair_check, max_memory)
     finally:
         if client is not None:
             client.close()
@@ -196,6 +199,7 @@ def _run_pairs(
     say: Callable[[str], None],
     progress: Progress,
     pair_check: bool = True,
+    max_memory: int | None = None,
 ) -> None:
     """The body of :func:`run_sgm` inside its :class:`ProxyRun`: match what is left, then assemble."""
     summary.notes = list(run.state.notes)
@@ -204,7 +208,7 @@ def _run_pairs(
     todo = pairs if run.state.fresh else [p for p in pairs if p.key not in run.state.done_in_file]
     todo = [p for p in todo if p.key not in run.state.done_in_journal]
     summary.already_done = len(pairs) - len(todo)
-    tasks = make_tasks(todo, params, use_calib, run.journal, identity, compression, store)
+    tasks = make_tasks(todo, params, use_calib, run.journal, identity, compression, store, max_memory)
     if pair_check:
         check_pairs(tasks)
     if client is not None:
@@ -270,6 +274,7 @@ class PairTask:
         base: the folder that relative image paths are read from (a cluster worker's working folder
             differs from the client's); ``None`` = this process's working folder. The stored paths
             stay as given.
+        max_memory: the matcher's memory budget in bytes, or ``None``.
     """
 
     key: str
@@ -284,6 +289,7 @@ class PairTask:
     compression: str = DEFAULT_COMPRESSION
     store: str = "full"
     base: str | None = None
+    max_memory: int | None = None
 
 
 @dataclass(frozen=True)
@@ -334,7 +340,7 @@ def compute_pair(task: PairTask) -> MatchedPair:
         )
     read_done = time.perf_counter()
     try:
-        result = match(left, right, params)
+        result = match(left, right, params, max_memory=task.max_memory)
     except InputError as error:
         raise InputError(f"{task.left}: {error}") from None
     match_done = time.perf_counter()
@@ -414,6 +420,7 @@ def make_tasks(
     identity: str,
     compression: str = DEFAULT_COMPRESSION,
     store: str = "full",
+    max_memory: int | None = None,
 ) -> list[PairTask]:
     """One :class:`PairTask` per pair, with the pair's own range when ``use_calib`` and the dataset gives one.
 
@@ -442,6 +449,7 @@ def make_tasks(
                 identity=identity,
                 compression=compression,
                 store=store,
+                max_memory=max_memory,
             )
         )
     return tasks

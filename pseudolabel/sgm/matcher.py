@@ -13,7 +13,8 @@ Disparity convention: for a left pixel ``(y, x)`` with disparity ``d`` the match
 like OpenCV's ``numDisparities``).
 
 Memory: the cost volume is ``uint8`` and the aggregated volume ``uint16`` (3 bytes per cell
-``H * W * (max_disp - min_disp)``); everything else is per-row or per-image.
+``H * W * (max_disp - min_disp)``); everything else is per-row or per-image. ``match(..., max_memory=...)``
+bounds it by matching in bands (:mod:`pseudolabel.sgm.tiled`).
 """
 
 from __future__ import annotations
@@ -128,20 +129,26 @@ def release_buffers() -> None:
     _thread_local.matcher = None
 
 
-def match(left: np.ndarray, right: np.ndarray, params: SGMParams | None = None, **overrides: Any) -> SGMResult:
+def match(
+    left: np.ndarray, right: np.ndarray, params: SGMParams | None = None, *, max_memory: int | str | None = None, **overrides: Any
+) -> SGMResult:
     """Semi-global matching of a rectified pair.
 
     Args:
         left: left image, (H, W) or (H, W, 3) RGB, ``uint8`` or ``uint16`` (floats in [0, 255] accepted).
         right: right image, same shape and dtype as ``left``.
         params: parameters; keyword ``overrides`` replace single fields (``match(l, r, max_disp=64)``).
+        max_memory: peak memory budget in bytes (or a size such as ``"4G"``): a pair whose cost volume
+            does not fit is matched in horizontal bands with overlap (:mod:`pseudolabel.sgm.tiled`,
+            which says what differs); ``None`` = no limit.
 
     Returns:
         :class:`SGMResult` with the dense left disparity, the validity mask and the cost features.
 
     Raises:
         InputError: (a ``ValueError``) for images of different sizes, wrong dimensions, NaNs, or a
-        disparity range wider than the image.
+        disparity range wider than the image, or a ``max_memory`` too small for even one band (the
+        message names the smallest budget that works).
 
     Like OpenCV's matcher objects, ``match`` keeps its cost and aggregation buffers (about 3 bytes per
     cost-volume cell) for the calling thread, so that the next pair of the same size and parameters
@@ -149,4 +156,15 @@ def match(left: np.ndarray, right: np.ndarray, params: SGMParams | None = None, 
     thread to control this explicitly.
     """
     base = params or SGMParams()
-    return _thread_matcher(base.replace(**overrides) if overrides else base)(left, right)
+    chosen = base.replace(**overrides) if overrides else base
+    if max_memory is not None:
+        from pseudolabel.sgm import tiled
+
+        chosen.validate()
+        _check_images(left, right, chosen)
+        height, width = left.shape[:2]
+        budget = tiled.parse_size(max_memory)
+        if tiled.required_memory(height, width, chosen, left.nbytes + right.nbytes) > budget:
+            release_buffers()
+            return tiled.match_tiled(left, right, chosen, budget)
+    return _thread_matcher(chosen)(left, right)

@@ -396,3 +396,36 @@ def test_inspect_reports_unfinished_run(tmp_path: Path) -> None:
     journal_path(out).mkdir()
     (journal_path(out) / "0123.h5").write_bytes(b"")
     assert_user_error(run("inspect", out), r"does not exist yet; .*1 finished pairs .*rerun the same command")
+
+
+def test_max_memory_that_fits_changes_nothing_and_a_small_one_tiles(dataset: tuple[Path, Path], reference: Path, tmp_path: Path) -> None:
+    from pseudolabel.sgm import tiled
+
+    out = tmp_path / "fits.h5"
+    assert sgm(*dataset, out, "--max-memory", "2G").exit_code == 0
+    assert_same_content(content(out), content(reference))
+    # a whole Tsukuba pair with a budget between the smallest that works and the untiled one: bands
+    folder = DATA / "middlebury" / "tsukuba"
+    left, right = read_image(folder / "imL.png"), read_image(folder / "imR.png")
+    write_image(tmp_path / "left" / "t.png", left)
+    write_image(tmp_path / "right" / "t.png", right)
+    params = SGMParams(max_disp=int(MAX_DISP))
+    height, width = left.shape[:2]
+    images = left.nbytes + right.nbytes
+    budget_mib = (tiled.smallest_budget(height, width, params, image_bytes=images) + tiled.required_memory(height, width, params, images)) // 2**21
+    assert len(tiled.plan_bands(height, width, params, budget_mib * 2**20, image_bytes=images)) > 1
+    tiled_out = tmp_path / "tiled.h5"
+    assert sgm(tmp_path / "left", tmp_path / "right", tiled_out, "--max-memory", f"{budget_mib}M").exit_code == 0
+    expected = match(left, right, params, max_memory=budget_mib * 2**20)
+    with open_proxies(tiled_out) as proxies:
+        stored = proxies.read("t")
+        for name in stored:
+            np.testing.assert_array_equal(stored[name], getattr(expected, name), err_msg=name)
+
+
+def test_max_memory_errors_are_one_line(dataset: tuple[Path, Path], tmp_path: Path) -> None:
+    assert_user_error(sgm(*dataset, tmp_path / "a.h5", "--max-memory", "4X"), r"--max-memory: memory size '4X': write a number with K, M, G or T")
+    result = sgm(*dataset, tmp_path / "b.h5", "--max-memory", "100M")
+    assert_user_error(
+        result, r"a.png: max_memory 100M is too small to match a 72x40 pair with 16 disparities: the smallest budget that works is \d+M"
+    )

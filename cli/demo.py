@@ -280,7 +280,7 @@ def demo(out_dir: Path, steps: int, device: str, data_dir: Path | None, model: s
     _run_command(
         "pseudolabel.cli.confidence",
         "confidence",
-        ["confidence", "score", "--proxies", _display_path(proxies), "--device", device, "--threads", str(threads)],
+        ["confidence", "score", "--proxies", _display_path(proxies), "--measures", "all", "--device", device, "--threads", str(threads)],
         "[2/6] confidence (shipped CCNN and conventional measures)",
     )
     clock = timed("confidence", clock)

@@ -45,10 +45,10 @@ import numpy as np
 from pseudolabel import __version__
 from pseudolabel.errors import InputError
 from pseudolabel.sgm.params import SGMParams, SGMResult
-from pseudolabel.store.datasets_io import DEFAULT_COMPRESSION, open_h5, python_value, write_dataset
+from pseudolabel.store.datasets_io import DEFAULT_COMPRESSION, first_line, open_h5, python_value, write_dataset
 
 FORMAT = "pseudolabel-proxies"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 JOURNAL_ENTRY_FORMAT = "pseudolabel-proxies-journal-entry"
 JOURNAL_HEADER = "run.json"
 PAIRS = "pairs"
@@ -69,6 +69,26 @@ LABELS = "labels"
 
 # Aggregated costs that are integers by construction: stored as uint16 when that is exact.
 INTEGER_COSTS = ("cost_best", "cost_second", "cost_second_local")
+
+# Dataset attribute naming how a stored dataset encodes the array `ProxyFile.read` returns (format version 2).
+ENCODING = "encoding"
+# confidence/<measure>: uint16 q, value = q / 65535 (float32); error at most 1 / 131070.
+UNIT_UINT16 = "unit-uint16"
+UNIT_SCALE = 65535
+# labels: bool mask of the pair's `disparity` (value = disparity where True, NaN elsewhere); exact.
+DISPARITY_MASK = "disparity-mask"
+
+
+def encode_unit(values: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] as ``uint16`` fixed point ``round(value * 65535)`` (see :func:`decode_unit`)."""
+    return np.rint(np.asarray(values, dtype=np.float64) * UNIT_SCALE).astype(np.uint16)
+
+
+def decode_unit(stored: np.ndarray) -> np.ndarray:
+    """``float32`` ``stored / 65535`` (the nearest float32 to the quotient): inverse of :func:`encode_unit`
+    within 1 / 131070. A threshold ``tau`` with ``tau * 65535`` half an integer (0.9, 0.5, 0.7, ...)
+    selects exactly the same pixels before and after the round trip."""
+    return (stored.astype(np.float32) / np.float32(UNIT_SCALE)).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -332,11 +352,23 @@ class ProxyFile:
             dataset = group.get(name)
             if not isinstance(dataset, h5py.Dataset):
                 raise InputError(f"{self.path}: pair {key!r} has no dataset {name!r} (it has {', '.join(self.datasets(key))})")
-            array = dataset[()]
-            if name in RESULT_DATASETS and array.dtype != RESULT_DATASETS[name]:
-                array = array.astype(RESULT_DATASETS[name])
-            arrays[name] = array
+            arrays[name] = self._decode(group, dataset, name)
         return arrays
+
+    def _decode(self, group: h5py.Group, dataset: h5py.Dataset, name: str) -> np.ndarray:
+        """The array a stored dataset encodes (see :data:`ENCODING`; datasets without it are stored as read)."""
+        array = dataset[()]
+        encoding = python_value(dataset.attrs.get(ENCODING, ""))
+        if encoding == UNIT_UINT16:
+            return decode_unit(array)
+        if encoding == DISPARITY_MASK:
+            disparity = group["disparity"][()].astype(np.float32)
+            return np.where(array.astype(bool), disparity, np.float32(np.nan)).astype(np.float32)
+        if encoding:
+            raise InputError(f"{self.path}: {name} uses the encoding {encoding!r}, unknown to this pseudolabel; upgrade pseudolabel")
+        if name in RESULT_DATASETS and array.dtype != RESULT_DATASETS[name]:
+            array = array.astype(RESULT_DATASETS[name])
+        return array
 
     def list_confidences(self, key: str) -> list[str]:
         """Names of the confidence measures stored for a pair (``["ccnn", ...]``), sorted."""
@@ -360,9 +392,14 @@ class ProxyFile:
     ) -> None:
         """Write one (H, W) dataset of an existing pair, e.g. ``confidence/<measure>`` or ``labels``.
 
-        ``confidence/*`` must be finite and in [0, 1] and is stored as float32; ``labels`` is stored as
-        float32 (NaN = no label). The file is flushed afterwards. For a write that must survive a kill
-        at any moment, edit through :func:`edit_proxies` instead of writing in place.
+        ``confidence/*`` must be finite and in [0, 1]; it is stored as ``uint16`` fixed point
+        (:func:`encode_unit`, attribute ``encoding = "unit-uint16"``). ``labels`` (float32 pixels, NaN = no
+        label) that equal the pair's ``disparity`` wherever they are finite -- what ``pseudolabel labels``
+        writes -- are stored as a boolean mask of it (``encoding = "disparity-mask"``), other labels as
+        float32. :meth:`read` returns float32 either way. Every such dataset is compressed
+        (:data:`~pseudolabel.store.datasets_io.DEFAULT_COMPRESSION`). Writing an encoded dataset into
+        a format-version-1 file raises its ``format_version`` to 2. The file is flushed afterwards. For a
+        write that must survive a kill at any moment, write inside :func:`~pseudolabel.store.journal.edit_proxies`.
 
         Raises:
             InputError: unknown pair, wrong shape or range, or an existing dataset and ``overwrite=False``.
@@ -373,17 +410,28 @@ class ProxyFile:
         shape = (int(group.attrs["height"]), int(group.attrs["width"]))
         if array.shape != shape:
             raise InputError(f"{name} for pair {key!r} has shape {array.shape}, the pair is {shape}")
+        attrs = dict(attrs or {})
+        attrs.pop(ENCODING, None)
         if name.startswith(CONFIDENCE_GROUP + "/"):
             array = array.astype(np.float32, copy=False)
             if not np.all(np.isfinite(array)) or array.min() < 0.0 or array.max() > 1.0:
                 raise InputError(f"{name} for pair {key!r} must be finite and in [0, 1]")
+            array, attrs[ENCODING] = encode_unit(array), UNIT_UINT16
         elif name == LABELS:
             array = array.astype(np.float32, copy=False)
+            labelled = np.isfinite(array)
+            disparity = group.get("disparity")
+            if isinstance(disparity, h5py.Dataset) and disparity.shape == array.shape:
+                values = disparity[()].astype(np.float32)
+                if np.array_equal(array[labelled].view(np.uint32), values[labelled].view(np.uint32)):
+                    array, attrs[ENCODING] = labelled, DISPARITY_MASK
         if name in RESULT_DATASETS and name not in INTEGER_COSTS and array.dtype != RESULT_DATASETS[name]:
             array = array.astype(RESULT_DATASETS[name])
         if name in group and not overwrite:
             raise InputError(f"{self.path}: pair {key!r} already has {name!r}; pass overwrite=True to replace it")
-        write_dataset(group, name, array, attrs)
+        if ENCODING in attrs and int(self._h5.attrs.get("format_version", 0)) < FORMAT_VERSION:
+            self._h5.attrs["format_version"] = FORMAT_VERSION
+        write_dataset(group, name, array, attrs, compression=DEFAULT_COMPRESSION)
         self._h5.flush()
 
     def write_pair(self, key: str, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) -> None:
@@ -429,6 +477,7 @@ def open_proxies(path: str | os.PathLike[str], mode: str = "r") -> ProxyFile:
     if mode not in ("r", "r+"):
         raise ValueError(f"mode must be 'r' or 'r+', not {mode!r}")
     path = Path(path)
+    _finish_interrupted_edit(path)
     if not path.exists():
         journal = journal_path(path)
         if journal.is_dir():
@@ -437,6 +486,42 @@ def open_proxies(path: str | os.PathLike[str], mode: str = "r") -> ProxyFile:
                 f"{len(list(journal.glob('*.h5')))} finished pairs in {journal}: rerun the same command to finish it"
             )
     return ProxyFile(open_h5(path, mode), path)
+
+
+def _finish_interrupted_edit(path: Path) -> None:
+    """Before opening ``path``: finish or undo an edit that a kill interrupted (its log ``<path>.edit``
+    exists; see :mod:`pseudolabel.store.edits`), taking the output lock for it.
+
+    When the lock is held (an edit is running) nothing is done: the running edit holds the HDF5 lock,
+    and opening stops with "open for writing by another process". When the log cannot be acted on
+    (no write permission), a log of an uncommitted edit is harmless (the file is as before that
+    edit) and opening goes on; a committed one must be finished first.
+
+    Raises:
+        InputError: a committed edit cannot be finished here.
+    """
+    from pseudolabel.store import edits
+
+    log = edits.log_path(path)
+    if not log.exists():
+        return
+    from pseudolabel.store.journal import output_lock
+
+    try:
+        with output_lock(path):
+            edits.recover(path)
+    except (InputError, OSError) as error:
+        if isinstance(error, InputError) and "another process is writing" in str(error):
+            return
+        try:
+            state = edits.log_state(path)
+        except (InputError, OSError):
+            state = "unknown"
+        if state != "begun":
+            raise InputError(
+                f"{path}: an edit was interrupted after it committed ({log}) and cannot be finished here "
+                f"({first_line(error)}); run `pseudolabel inspect {path}` as a user who may write the file"
+            ) from None
 
 
 # ----------------------------------------------------------------------------------------------

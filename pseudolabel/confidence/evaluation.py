@@ -113,12 +113,14 @@ def edit_in_batches(
     process: Callable[[ProxyFile, str], None],
     label: str,
     progress: Progress | None = None,
-    commit_seconds: float = COMMIT_SECONDS,
+    commit_seconds: float | None = None,
 ) -> None:
-    """Run ``process(proxies, key)`` for every key inside crash-safe edits, committed every ``commit_seconds``.
+    """Run ``process(proxies, key)`` for every key inside crash-safe in-place edits, committed every
+    ``commit_seconds`` (default :data:`COMMIT_SECONDS`): a kill keeps every committed pair.
 
     ``progress`` gets one phase ``label`` of ``len(keys)`` pairs.
     """
+    commit_seconds = COMMIT_SECONDS if commit_seconds is None else commit_seconds
     progress = or_silent(progress)
     progress.start(label, len(keys))
     try:

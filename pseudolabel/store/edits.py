@@ -8,7 +8,7 @@ began. The file is opened through :class:`OverlayFile` (h5py's ``fileobj`` drive
 * bytes at or beyond ``base`` (the file's length when the edit began) are written straight to the
   file: the new datasets' chunks, and the new metadata blocks HDF5 allocates at the end;
 * bytes below ``base`` (the superblock, the headers, B-tree nodes and heaps that gain a link) are
-  kept in memory, in 4 KiB pages.
+  kept in memory, in pages of 512 bytes.
 
 So until the edit commits, the file up to ``base`` is byte for byte the file before the edit, and
 every HDF5 reader reads it as such (a file longer than its recorded end of allocation is valid
@@ -48,7 +48,7 @@ from typing import Any
 
 from pseudolabel.errors import InputError
 
-PAGE_BYTES = 4096
+PAGE_BYTES = 512
 LOG_MAGIC = b"pseudolabel-edit-log 1\n"
 _RECORD = struct.Struct("<QI")
 

@@ -80,14 +80,20 @@ DISPARITY_MASK = "disparity-mask"
 
 
 def encode_unit(values: np.ndarray) -> np.ndarray:
-    """Values in [0, 1] as ``uint16`` fixed point ``round(value * 65535)`` (see :func:`decode_unit`)."""
-    return np.rint(np.asarray(values, dtype=np.float64) * UNIT_SCALE).astype(np.uint16)
+    """Values in [0, 1] as ``uint16`` fixed point: ``value * 65535`` rounded to the nearest integer, halves
+    down (exact arithmetic: a float32 times 65535 fits a float64). See :func:`decode_unit`."""
+    scaled = np.asarray(values, dtype=np.float32).astype(np.float64) * UNIT_SCALE
+    return np.ceil(scaled - 0.5).astype(np.uint16)
 
 
 def decode_unit(stored: np.ndarray) -> np.ndarray:
     """``float32`` ``stored / 65535`` (the nearest float32 to the quotient): inverse of :func:`encode_unit`
-    within 1 / 131070. A threshold ``tau`` with ``tau * 65535`` half an integer (0.9, 0.5, 0.7, ...)
-    selects exactly the same pixels before and after the round trip."""
+    within 1 / 131070 (plus half a float32 ulp).
+
+    The default threshold 0.9 (and 0.5, 0.7) selects exactly the same pixels (``> tau``, compared in
+    float32 as :func:`pseudolabel.confidence.labels.threshold_labels` does) before and after the round
+    trip: ``float32(tau) * 65535`` is half an integer or just below one, so every value rounds towards
+    the side of ``tau`` it is on. Other thresholds may flip pixels within 1 / 131070 of ``tau``."""
     return (stored.astype(np.float32) / np.float32(UNIT_SCALE)).astype(np.float32)
 
 

@@ -17,9 +17,14 @@ The contract (also in ``data/README.md``):
   ``cost_mean`` float32 (aggregated cost units; the first three are stored as uint16 when every
   value is an integer in [0, 65535], which holds for the current kernels, and :meth:`ProxyFile.read`
   returns float32 either way), ``disparity_wta`` int16; later stages add ``confidence/<measure>``
-  (float32 in [0, 1], higher = more trustworthy) and ``labels`` (float32 pixels, NaN = no label).
+  ([0, 1], higher = more trustworthy; stored as uint16 ``value * 65535`` with ``encoding = "unit-uint16"``)
+  and ``labels`` (pixels, NaN = no label; stored as a boolean mask of ``disparity`` with
+  ``encoding = "disparity-mask"`` when they are taken from it, else float32). :meth:`ProxyFile.read`
+  decodes both to float32; format version 1 stored them as float32 and is still read.
   Chunked by row bands of about 1 MiB and compressed as ``pseudolabel sgm --compression`` asks
   (:mod:`pseudolabel.store.datasets_io` describes the choices). C/Fortran HDF5 readers need the LZF plugin.
+* Edits by the later stages write in place only what they add, and commit atomically through the edit
+  log ``<file>.edit`` (:mod:`pseudolabel.store.edits`).
 
 Crash safety of ``pseudolabel sgm`` (see :class:`pseudolabel.store.journal.ProxyRun`): finished pairs go first to a journal
 folder ``<out>.journal/`` (one small HDF5 file per pair, written to a temporary name and renamed, so

@@ -26,7 +26,7 @@ from pathlib import Path
 import h5py
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO_ROOT, machine_description, replace_section  # noqa: E402
+from _common import REPO_ROOT, machine_description, replace_section
 
 MB = 1e6
 
@@ -124,7 +124,9 @@ def main() -> None:
         written, seconds = run_in_process(command)
         size = out.stat().st_size
         added = size - previous
-        rows.append(f"| `{name}` | {size / MB / count:.2f} | {seconds:.0f} | {written / MB:.1f} MB ({written / max(1, added):.2f}x what it added) | {added / MB:.1f} MB |")
+        rows.append(
+            f"| `{name}` | {size / MB / count:.2f} | {seconds:.0f} | {written / MB:.1f} MB ({written / max(1, added):.2f}x what it added) | {added / MB:.1f} MB |"
+        )
         previous = size
     body = "\n".join(
         [

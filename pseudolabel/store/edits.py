@@ -37,6 +37,7 @@ Imports the standard library only (h5py is imported by the caller).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -168,8 +169,10 @@ def lock_data_file(descriptor: int, path: Path) -> None:
         return
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        raise InputError(f"{path}: is open in another process (reading or writing it); wait for it to finish, then rerun") from None
+    except OSError as error:
+        if error.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise InputError(f"{path}: is open in another process (reading or writing it); wait for it to finish, then rerun") from None
+        # a file system without flock (HDF5 itself needs HDF5_USE_FILE_LOCKING=FALSE there): the output lock still holds
 
 
 class OverlayFile(io.RawIOBase):
@@ -349,11 +352,16 @@ def overlay(path: Path) -> Iterator[OverlayFile]:
     """:func:`begin` an edit of ``path`` and yield its :class:`OverlayFile`; the caller opens it with
     h5py, closes that, then calls :meth:`OverlayFile.commit`. Leaving without a commit rolls the edit
     back (also on an exception). Hold the output lock, and run :func:`recover` first."""
-    base = begin(path)
+    try:
+        base = begin(path)
+    except OSError as error:
+        raise InputError(f"{path}: cannot be edited ({error.strerror or error}); check the permissions of the file and its folder") from None
     try:
         handle = OverlayFile(path, base)
-    except BaseException:
+    except BaseException as error:
         log_path(path).unlink()
+        if isinstance(error, OSError):
+            raise InputError(f"{path}: cannot be edited ({error.strerror or error}); check the permissions of the file and its folder") from None
         raise
     try:
         yield handle

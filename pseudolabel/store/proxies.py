@@ -440,6 +440,11 @@ class ProxyFile:
             array = array.astype(RESULT_DATASETS[name])
         if name in group and not overwrite:
             raise InputError(f"{self.path}: pair {key!r} already has {name!r}; pass overwrite=True to replace it")
+        labels = group.get(LABELS)
+        if name == "disparity" and isinstance(labels, h5py.Dataset) and python_value(labels.attrs.get(ENCODING, "")) == DISPARITY_MASK:
+            # labels stored as a mask of the old disparity keep their values: store them as float32 first
+            kept = {attribute: value for attribute, value in labels.attrs.items() if attribute != ENCODING}
+            write_dataset(group, LABELS, self._decode(group, labels, LABELS), kept, compression=DEFAULT_COMPRESSION)
         if ENCODING in attrs and int(self._h5.attrs.get("format_version", 0)) < FORMAT_VERSION:
             self._h5.attrs["format_version"] = FORMAT_VERSION
         write_dataset(group, name, array, attrs, compression=DEFAULT_COMPRESSION)

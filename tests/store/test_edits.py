@@ -331,3 +331,34 @@ def test_unknown_encoding_is_refused(tmp_path: Path) -> None:
     with open_proxies(path) as proxies:
         with pytest.raises(InputError, match="unknown to this pseudolabel"):
             proxies.read(KEYS[0], ["confidence/ccnn"])
+
+
+def test_rewriting_the_disparity_keeps_the_labels(tmp_path: Path) -> None:
+    path = make_file(tmp_path / "p.h5")
+    with edit_proxies(path) as proxies:
+        disparity = proxies.read(KEYS[0], ["disparity"])["disparity"]
+        labels = threshold_labels(disparity, fake_confidence(KEYS[0]), 0.5)
+        proxies.write(KEYS[0], "labels", labels, attrs={"tau": 0.5})
+        assert proxies.h5["pairs/seq%2F000/labels"].dtype == bool
+        proxies.write(KEYS[0], "disparity", disparity + 1)
+    with open_proxies(path) as proxies:
+        assert proxies.h5["pairs/seq%2F000/labels"].dtype == np.float32
+        assert proxies.h5["pairs/seq%2F000/labels"].attrs["tau"] == 0.5
+        np.testing.assert_array_equal(proxies.read(KEYS[0], ["labels"])["labels"], labels)
+
+
+def test_an_unwritable_file_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = make_file(tmp_path / "p.h5")
+    before = digest(path)
+
+    def refuse(*args: object, **kwargs: object) -> int:
+        raise PermissionError(13, "Permission denied")
+
+    for where in ("begin", "OverlayFile"):  # the log cannot be written / the file cannot be opened for writing
+        with monkeypatch.context() as patch:
+            patch.setattr(edits, where, refuse)
+            with pytest.raises(InputError, match="cannot be edited \\(Permission denied\\)") as caught:
+                with edit_proxies(path):
+                    pass
+        assert "\n" not in str(caught.value)
+    assert digest(path) == before and not edits.log_path(path).exists()

@@ -25,6 +25,7 @@ import click
 
 from pseudolabel.cli.options import ClickProgress, gt_options, key_options
 from pseudolabel.confidence.evaluation import (
+    DEFAULT_MEASURES,
     SHIPPED_MODEL,
     evaluate_proxies,
     format_auc_table,
@@ -211,9 +212,10 @@ def train(
 @click.option(
     "--measures",
     "measures_text",
-    default="all",
+    default=DEFAULT_MEASURES,
     show_default=True,
-    help=f"Conventional measures, comma-separated, 'all' or 'none' ({', '.join(MEASURES)}).",
+    help=f"Conventional measures to store as well, comma-separated, 'all' or 'none' ({', '.join(MEASURES)}). No later stage reads them "
+    "unless told to (`confidence eval --measures all` computes them on the fly).",
 )
 @key_options
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
@@ -243,7 +245,8 @@ def score(
     \b
     Examples:
       pseudolabel confidence score --proxies proxies.h5
-      pseudolabel confidence score --proxies proxies.h5 --model ccnn_wild.pt --measures none
+      pseudolabel confidence score --proxies proxies.h5 --model ccnn_wild.pt
+      pseudolabel confidence score --proxies proxies.h5 --model none --measures all
     """
     model = SHIPPED_MODEL if model_path is None else (None if str(model_path) == "none" else model_path)
     summary = score_proxies(

@@ -187,9 +187,9 @@ def run_demo(
     lap("sgm")
     step(
         "[2/6] confidence (shipped CCNN and conventional measures)",
-        ["confidence", "score", "--proxies", display_path(proxies), "--device", device, "--threads", str(threads)],
+        ["confidence", "score", "--proxies", display_path(proxies), "--measures", "all", "--device", device, "--threads", str(threads)],
     )
-    scored = score_proxies(proxies, device=device, threads=threads, progress=progress)
+    scored = score_proxies(proxies, measures="all", device=device, threads=threads, progress=progress)
     say(f"{len(scored.keys)} pairs scored: {', '.join(scored.written)}")
     lap("confidence")
     step(f"[3/6] labels: proxies with confidence > {DEFAULT_TAU}", ["labels", "--proxies", display_path(proxies), "--tau", str(DEFAULT_TAU)])

@@ -11,8 +11,9 @@ One call per command of the command line (which adds only its options and messag
 
 (``pseudolabel confidence train`` is :func:`pseudolabel.confidence.training.train_confidence_from_proxies`.)
 
-Files are edited crash-safely (:func:`pseudolabel.store.journal.edit_proxies`): the work is committed
-every :data:`COMMIT_SECONDS` (a kill loses at most that much) and a rerun skips what is up to date.
+Files are edited in place and crash-safely (:func:`pseudolabel.store.journal.edit_proxies`: only the
+new datasets are written): the work is committed every :data:`COMMIT_SECONDS` (a kill loses at most
+that much) and a rerun skips what is up to date.
 Ground truth (``gt_dir``) is matched to pairs by key (:func:`pseudolabel.datasets.ground_truth_lookup`).
 
 Importing this module does not import torch; :func:`score_proxies` imports it when a network runs.
@@ -46,8 +47,12 @@ from pseudolabel.store.proxies import ProxyFile, key_to_name, open_proxies
 if TYPE_CHECKING:
     from pseudolabel.models.ccnn import ConfidenceScorer
 
-#: Seconds of work between two commits of the edits of :func:`score_proxies` / :func:`label_proxies`.
-COMMIT_SECONDS: float = 60.0
+#: Seconds of work between two commits of the edits of :func:`score_proxies` / :func:`label_proxies`
+#: (a commit costs a few fsyncs and the changed metadata pages, not a copy of the file).
+COMMIT_SECONDS: float = 10.0
+#: ``measures`` of :func:`score_proxies` by default: none, because no later stage reads a conventional
+#: measure unless told to (labels, adapt, show and the report read the network's ``confidence/ccnn``).
+DEFAULT_MEASURES: str = "none"
 #: ``model`` of :func:`score_proxies` that selects the CCNN shipped with the package.
 SHIPPED_MODEL: str = "shipped"
 
@@ -110,15 +115,17 @@ def edit_in_batches(
     process: Callable[[ProxyFile, str], None],
     label: str,
     progress: Progress | None = None,
-    commit_seconds: float = COMMIT_SECONDS,
+    commit_seconds: float | None = None,
 ) -> None:
-    """Run ``process(proxies, key)`` for every key inside crash-safe edits, committed every ``commit_seconds``.
+    """Run ``process(proxies, key)`` for every key inside crash-safe in-place edits, committed every
+    ``commit_seconds`` (default :data:`COMMIT_SECONDS`): a kill keeps every committed pair.
 
     ``progress`` gets one phase ``label`` of ``len(keys)`` pairs.
 
     Raises:
         Interrupted: on Ctrl-C, saying how many pairs were committed (the edit in progress is dropped).
     """
+    commit_seconds = COMMIT_SECONDS if commit_seconds is None else commit_seconds
     progress = or_silent(progress)
     progress.start(label, len(keys))
     committed = 0
@@ -205,7 +212,7 @@ def _up_to_date(proxies: ProxyFile, key: str, dataset: str, attrs: Mapping[str, 
 
 def score_proxies(
     path: str | os.PathLike[str],
-    measures: str | Sequence[str] = "all",
+    measures: str | Sequence[str] = DEFAULT_MEASURES,
     model: str | os.PathLike[str] | None = SHIPPED_MODEL,
     name: str | None = None,
     keys: Sequence[str] = (),
@@ -216,11 +223,12 @@ def score_proxies(
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> ScoreSummary:
-    """Write ``confidence/<name>`` (``float32`` (H, W) in [0, 1]) for every selected pair of a proxies file.
+    """Write ``confidence/<name>`` ((H, W) in [0, 1], read back as ``float32``) for every selected pair of a proxies file.
 
     Args:
         path: proxies HDF5 file written by ``pseudolabel sgm``; edited crash-safely.
-        measures: conventional measures (:func:`parse_measures`: ``"all"``, ``"none"``, ``"lrc,apkr"`` or names).
+        measures: conventional measures to store (:func:`parse_measures`: ``"all"``, ``"none"`` (the default:
+            only the network, whose input measures are computed in memory), ``"lrc,apkr"`` or names).
         model: CCNN checkpoint (``.pt``), :data:`SHIPPED_MODEL` (the CCNN shipped with the package, written
             as ``confidence/ccnn``) or ``None`` (no network, torch is not imported).
         name: dataset name of the network's output (default: the checkpoint's file stem).
@@ -260,7 +268,7 @@ def score_proxies(
     if scorer is None and not conventional:
         if unavailable:
             raise InputError(f"{path}: nothing to score: {', '.join(unavailable)} need {_listing(unavailable)}, which the file lacks")
-        raise InputError("nothing to score: --model none and --measures none")
+        raise InputError("nothing to score: --model none stores only the --measures asked for; pass --measures all (or a list)")
     if network_name is not None and network_name in conventional:
         raise InputError(f"--name {network_name} collides with the conventional measure of that name; choose another --name")
     conventional_attrs = {"source": "conventional", "created_by": f"pseudolabel {__version__}"}

@@ -1,11 +1,11 @@
 """HDF5 plumbing of the store, free of the proxies format: opening files with user-facing errors,
 attribute values as Python values, and chunked, compressed dataset writing.
 
-Compression (``pseudolabel sgm --compression``, :data:`COMPRESSIONS`): ``fast`` (default: byte
-shuffle and LZF, h5py's built-in filter, on boolean and int16 maps, which it shrinks 4-9x cheaply;
-float maps and uint16 costs raw), ``lzf`` (every dataset; about 30% smaller files, about twice the
-write time), ``gzip`` (deflate level 1, readable by every HDF5 library) or ``none``. Datasets are
-chunked by row bands of about :data:`CHUNK_BYTES`.
+Compression (``pseudolabel sgm --compression``, :data:`COMPRESSIONS`): ``lzf`` (default: byte shuffle
+and LZF, h5py's built-in filter, on every dataset: boolean and int16 maps shrink 4-9x, float maps and
+uint16 costs by 15-40%, about 30% smaller files than ``fast``), ``fast`` (LZF on the boolean and int16
+maps only, float maps and costs raw: the least CPU, the largest files), ``gzip`` (deflate level 1,
+readable by every HDF5 library) or ``none``. Datasets are chunked by row bands of about :data:`CHUNK_BYTES`.
 
 This module imports h5py and numpy only (never torch).
 """
@@ -31,7 +31,9 @@ COMPRESSIONS: dict[str, dict[str, Any]] = {
     "gzip": {"compression": "gzip", "compression_opts": 1},
     "none": {},
 }
-DEFAULT_COMPRESSION = "fast"
+# lzf: a KITTI pair (sgm, confidence score, labels) takes about 7 MB instead of 10 MB with "fast", for
+# about 10% more CPU in `pseudolabel sgm` (BENCHMARKS.md, "Proxies file size").
+DEFAULT_COMPRESSION = "lzf"
 
 
 def python_value(value: Any) -> Any:

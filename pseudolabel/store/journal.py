@@ -5,8 +5,8 @@
   ``<out>.journal/`` (one HDF5 file per pair, :func:`write_journal_entry`, written under a temporary
   name and renamed), and :meth:`ProxyRun.finish` assembles ``<out>.partial`` (the existing output
   plus the journal's pairs) and renames it over ``<out>`` in one atomic step;
-- :func:`edit_proxies` -- in-place edits of a finished file (confidences, labels) through a copy that
-  replaces the file only on success;
+- :func:`edit_proxies` -- in-place edits of a finished file (confidences, labels) that write only what
+  they add and commit atomically (:mod:`pseudolabel.store.edits`);
 - :func:`create_or_open_proxies` -- the simple, non-journaled writer (tests, benchmarks).
 
 A kill at any moment leaves the previous output intact, and a rerun resumes from the journal. The
@@ -31,6 +31,7 @@ import numpy as np
 
 from pseudolabel.errors import InputError
 from pseudolabel.sgm.params import SGMParams
+from pseudolabel.store import edits
 from pseudolabel.store.datasets_io import DEFAULT_COMPRESSION, open_h5, python_value
 from pseudolabel.store.proxies import (
     JOURNAL_ENTRY_FORMAT,
@@ -251,6 +252,7 @@ class ProxyRun:
     # start ------------------------------------------------------------------------------
     def _scan(self) -> None:
         state = self.state
+        edits.recover(self.out)  # an interrupted confidence/labels edit of <out>: finish or undo it first
         stale = partial_path(self.out)
         if stale.exists():
             stale.unlink()
@@ -398,40 +400,62 @@ def create_or_open_proxies(
     return ProxyFile(h5file, path)
 
 
-@contextlib.contextmanager
-def edit_proxies(path: str | os.PathLike[str]) -> Iterator[ProxyFile]:
-    """Crash-safe editing: yields a writable copy of ``path`` that replaces it only on success.
+@dataclass
+class EditStats:
+    """What one :func:`edit_proxies` wrote: ``appended`` bytes at the end of the file (the new datasets and
+    their metadata), ``rewritten`` bytes of existing metadata pages (written twice: to the edit log and
+    into the file) and ``logged`` bytes of the edit log. Filled in when the edit commits."""
 
-    The copy is ``<path>.editing``; a kill or an exception leaves ``path`` untouched (the copy is
-    removed on an exception; a stale copy after a kill is overwritten by the next edit). A sharded
-    file is edited shard by shard instead (:class:`pseudolabel.store.shards.ShardEdits`): only the
-    shards written to are copied, and each replaces its original on success.
+    appended: int = 0
+    rewritten: int = 0
+    logged: int = 0
+    recovered: str | None = None
+
+
+@contextlib.contextmanager
+def edit_proxies(path: str | os.PathLike[str], stats: EditStats | None = None) -> Iterator[ProxyFile]:
+    """Crash-safe in-place editing: yields ``path`` open for writing; what the block writes is committed
+    atomically when it ends without an exception, and is discarded otherwise.
+
+    Only the new data is written (at the end of the file) plus the few metadata pages the edit changes
+    (see :mod:`pseudolabel.store.edits`). A kill at any moment leaves ``path`` as it was before the
+    edit, or with the whole edit once it has committed; an interrupted edit is finished or undone by the
+    next edit or the next :func:`pseudolabel.store.proxies.open_proxies` (``<path>.edit`` is its log).
+    Holds the output lock (``<path>.lock``) and the HDF5 file lock for the whole edit. A sharded file
+    is edited shard by shard instead (:class:`pseudolabel.store.shards.ShardEdits`): each shard written to
+    is copied, edited and renamed over its original on success (a shard holds ``shard_size`` pairs, so an
+    edit costs at most the shards it touches), and the index itself is not edited.
+
+    Args:
+        path: a proxies file.
+        stats: filled with the bytes the edit wrote (:class:`EditStats`) when it commits.
+
+    Raises:
+        InputError: the file is missing, not a proxies file, or open in another process.
     """
     path = Path(path)
     with output_lock(path):
-        proxies = open_proxies(path, "r")
-        sharded = proxies.shard_size is not None
-        proxies.close()
+        recovered = edits.recover(path)
+        stale_copy = path.with_name(path.name + ".editing")  # left by a killed edit of pseudolabel <= 0.1
+        if stale_copy.exists():
+            stale_copy.unlink()
+        # one-line errors for a missing, corrupt or foreign file
+        with open_proxies(path, "r") as existing:
+            sharded = existing.shard_size is not None
         if sharded:
-            # copy-on-write per shard; the index itself is not edited
-            edits = ShardEdits(path)
+            shard_edits = ShardEdits(path)
             try:
-                with ProxyFile(open_h5(path, "r"), path, edits) as proxies:
+                with ProxyFile(open_h5(path, "r"), path, shard_edits) as proxies:
                     yield proxies
-                edits.commit()
+                shard_edits.commit()
             except BaseException:
-                edits.discard()
+                shard_edits.discard()
                 raise
             return
-        editing = path.with_name(path.name + ".editing")
-        shutil.copyfile(path, editing)
-        try:
-            with ProxyFile(open_h5(editing, "r+"), path) as proxies:
+        with edits.overlay(path) as handle:
+            with ProxyFile(h5py.File(handle, "r+"), path) as proxies:
                 yield proxies
-            _fsync_file(editing)
-            os.replace(editing, path)
-            _fsync_directory(path.parent)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                editing.unlink()
-            raise
+            rewritten = handle.overlay_bytes
+            logged = handle.commit()
+            if stats is not None:
+                stats.appended, stats.rewritten, stats.logged, stats.recovered = handle.appended, rewritten, logged, recovered

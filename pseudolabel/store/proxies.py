@@ -17,9 +17,14 @@ The contract (also in ``data/README.md``):
   ``cost_mean`` float32 (aggregated cost units; the first three are stored as uint16 when every
   value is an integer in [0, 65535], which holds for the current kernels, and :meth:`ProxyFile.read`
   returns float32 either way), ``disparity_wta`` int16; later stages add ``confidence/<measure>``
-  (float32 in [0, 1], higher = more trustworthy) and ``labels`` (float32 pixels, NaN = no label).
+  ([0, 1], higher = more trustworthy; stored as uint16 ``value * 65535`` with ``encoding = "unit-uint16"``)
+  and ``labels`` (pixels, NaN = no label; stored as a boolean mask of ``disparity`` with
+  ``encoding = "disparity-mask"`` when they are taken from it, else float32). :meth:`ProxyFile.read`
+  decodes both to float32; format version 1 stored them as float32 and is still read.
   Chunked by row bands of about 1 MiB and compressed as ``pseudolabel sgm --compression`` asks
   (:mod:`pseudolabel.store.datasets_io` describes the choices). C/Fortran HDF5 readers need the LZF plugin.
+* Edits by the later stages write in place only what they add, and commit atomically through the edit
+  log ``<file>.edit`` (:mod:`pseudolabel.store.edits`).
 
 Crash safety of ``pseudolabel sgm`` (see :class:`pseudolabel.store.journal.ProxyRun`): finished pairs go first to a journal
 folder ``<out>.journal/`` (one small HDF5 file per pair, written to a temporary name and renamed, so
@@ -45,7 +50,7 @@ import numpy as np
 from pseudolabel import __version__
 from pseudolabel.errors import InputError
 from pseudolabel.sgm.params import SGMParams, SGMResult
-from pseudolabel.store.datasets_io import DEFAULT_COMPRESSION, open_h5, python_value, write_dataset
+from pseudolabel.store.datasets_io import DEFAULT_COMPRESSION, first_line, open_h5, python_value, write_dataset
 
 if TYPE_CHECKING:
     from pseudolabel.store.shards import ShardEdits
@@ -79,6 +84,13 @@ LABELS = "labels"
 
 # Aggregated costs that are integers by construction: stored as uint16 when that is exact.
 INTEGER_COSTS = ("cost_best", "cost_second", "cost_second_local")
+
+# Dataset attribute naming how a stored dataset encodes the array `ProxyFile.read` returns (format version 2).
+ENCODING = "encoding"
+# (confidences stay float32: 16-bit fixed point would move the figures of trainings that weigh pixels by
+# their confidence; LZF-compressed float32 keeps a KITTI pair under 8 MB, see data/README.md)
+# labels: bool mask of the pair's `disparity` (value = disparity where True, NaN elsewhere); exact.
+DISPARITY_MASK = "disparity-mask"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -385,11 +397,21 @@ class ProxyFile:
             dataset = group.get(name)
             if not isinstance(dataset, h5py.Dataset):
                 raise InputError(f"{self.path}: pair {key!r} has no dataset {name!r} (it has {', '.join(self.datasets(key))})")
-            array = dataset[()]
-            if name in RESULT_DATASETS and array.dtype != RESULT_DATASETS[name]:
-                array = array.astype(RESULT_DATASETS[name])
-            arrays[name] = array
+            arrays[name] = self._decode(group, dataset, name)
         return arrays
+
+    def _decode(self, group: h5py.Group, dataset: h5py.Dataset, name: str) -> np.ndarray:
+        """The array a stored dataset encodes (see :data:`ENCODING`; datasets without it are stored as read)."""
+        array = dataset[()]
+        encoding = python_value(dataset.attrs.get(ENCODING, ""))
+        if encoding == DISPARITY_MASK:
+            disparity = group["disparity"][()].astype(np.float32)
+            return np.where(array.astype(bool), disparity, np.float32(np.nan)).astype(np.float32)
+        if encoding:
+            raise InputError(f"{self.path}: {name} uses the encoding {encoding!r}, unknown to this pseudolabel; upgrade pseudolabel")
+        if name in RESULT_DATASETS and array.dtype != RESULT_DATASETS[name]:
+            array = array.astype(RESULT_DATASETS[name])
+        return array
 
     def list_confidences(self, key: str) -> list[str]:
         """Names of the confidence measures stored for a pair (``["ccnn", ...]``), sorted."""
@@ -415,9 +437,13 @@ class ProxyFile:
     ) -> None:
         """Write one (H, W) dataset of an existing pair, e.g. ``confidence/<measure>`` or ``labels``.
 
-        ``confidence/*`` must be finite and in [0, 1] and is stored as float32; ``labels`` is stored as
-        float32 (NaN = no label). The file is flushed afterwards. For a write that must survive a kill
-        at any moment, edit through :func:`edit_proxies` instead of writing in place.
+        ``confidence/*`` must be finite and in [0, 1]; it is stored as float32. ``labels`` (float32 pixels, NaN = no
+        label) that equal the pair's ``disparity`` wherever they are finite -- what ``pseudolabel labels``
+        writes -- are stored as a boolean mask of it (``encoding = "disparity-mask"``), other labels as
+        float32. :meth:`read` returns float32 either way. Every such dataset is compressed
+        (:data:`~pseudolabel.store.datasets_io.DEFAULT_COMPRESSION`). Writing an encoded dataset into
+        a format-version-1 file raises its ``format_version`` to 2. The file is flushed afterwards. For a
+        write that must survive a kill at any moment, write inside :func:`~pseudolabel.store.journal.edit_proxies`.
 
         Raises:
             InputError: unknown pair, wrong shape or range, or an existing dataset and ``overwrite=False``.
@@ -428,17 +454,32 @@ class ProxyFile:
         shape = (int(group.attrs["height"]), int(group.attrs["width"]))
         if array.shape != shape:
             raise InputError(f"{name} for pair {key!r} has shape {array.shape}, the pair is {shape}")
+        attrs = dict(attrs or {})
+        attrs.pop(ENCODING, None)
         if name.startswith(CONFIDENCE_GROUP + "/"):
             array = array.astype(np.float32, copy=False)
             if not np.all(np.isfinite(array)) or array.min() < 0.0 or array.max() > 1.0:
                 raise InputError(f"{name} for pair {key!r} must be finite and in [0, 1]")
         elif name == LABELS:
             array = array.astype(np.float32, copy=False)
+            labelled = np.isfinite(array)
+            disparity = group.get("disparity")
+            if isinstance(disparity, h5py.Dataset) and disparity.shape == array.shape:
+                values = disparity[()].astype(np.float32)
+                if np.array_equal(array[labelled].view(np.uint32), values[labelled].view(np.uint32)):
+                    array, attrs[ENCODING] = labelled, DISPARITY_MASK
         if name in RESULT_DATASETS and name not in INTEGER_COSTS and array.dtype != RESULT_DATASETS[name]:
             array = array.astype(RESULT_DATASETS[name])
         if name in group and not overwrite:
             raise InputError(f"{self.path}: pair {key!r} already has {name!r}; pass overwrite=True to replace it")
-        write_dataset(group, name, array, attrs)
+        labels = group.get(LABELS)
+        if name == "disparity" and isinstance(labels, h5py.Dataset) and python_value(labels.attrs.get(ENCODING, "")) == DISPARITY_MASK:
+            # labels stored as a mask of the old disparity keep their values: store them as float32 first
+            kept = {attribute: value for attribute, value in labels.attrs.items() if attribute != ENCODING}
+            write_dataset(group, LABELS, self._decode(group, labels, LABELS), kept, compression=DEFAULT_COMPRESSION)
+        if ENCODING in attrs and self._edits is None and int(self._h5.attrs.get("format_version", 0)) < FORMAT_VERSION:
+            self._h5.attrs["format_version"] = FORMAT_VERSION  # (a sharded index is version 2 already)
+        write_dataset(group, name, array, attrs, compression=DEFAULT_COMPRESSION)
         self.flush()
 
     def write_pair(self, key: str, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) -> None:
@@ -496,6 +537,7 @@ def open_proxies(path: str | os.PathLike[str], mode: str = "r") -> ProxyFile:
     if mode not in ("r", "r+"):
         raise ValueError(f"mode must be 'r' or 'r+', not {mode!r}")
     path = Path(path)
+    _finish_interrupted_edit(path)
     if not path.exists():
         journal = journal_path(path)
         if journal.is_dir():
@@ -504,6 +546,42 @@ def open_proxies(path: str | os.PathLike[str], mode: str = "r") -> ProxyFile:
                 f"{len(list(journal.glob('*.h5')))} finished pairs in {journal}: rerun the same command to finish it"
             )
     return ProxyFile(open_h5(path, mode), path)
+
+
+def _finish_interrupted_edit(path: Path) -> None:
+    """Before opening ``path``: finish or undo an edit that a kill interrupted (its log ``<path>.edit``
+    exists; see :mod:`pseudolabel.store.edits`), taking the output lock for it.
+
+    When the lock is held (an edit is running) nothing is done: the running edit holds the HDF5 lock,
+    and opening stops with "open for writing by another process". When the log cannot be acted on
+    (no write permission), a log of an uncommitted edit is harmless (the file is as before that
+    edit) and opening goes on; a committed one must be finished first.
+
+    Raises:
+        InputError: a committed edit cannot be finished here.
+    """
+    from pseudolabel.store import edits
+
+    log = edits.log_path(path)
+    if not log.exists():
+        return
+    from pseudolabel.store.journal import output_lock
+
+    try:
+        with output_lock(path):
+            edits.recover(path)
+    except (InputError, OSError) as error:
+        if isinstance(error, InputError) and "another process is writing" in str(error):
+            return
+        try:
+            state = edits.log_state(path)
+        except (InputError, OSError):
+            state = "unknown"
+        if state != "begun":
+            raise InputError(
+                f"{path}: an edit was interrupted after it committed ({log}) and cannot be finished here "
+                f"({first_line(error)}); run `pseudolabel inspect {path}` as a user who may write the file"
+            ) from None
 
 
 # ----------------------------------------------------------------------------------------------

@@ -70,11 +70,16 @@ def test_score_measures_then_rerun_skips_and_eval_plots(proxies: Path, tmp_path:
         stamp = handle.h5["pairs/venus/confidence/pkr"].attrs["measure"]
         assert stamp == "pkr"
     with h5py.File(proxies, "r") as raw:
-        before = raw["pairs/venus/confidence/apkr"].id.get_offset()
+        before = raw["pairs/venus/confidence/apkr"].id.get_chunk_info(0).byte_offset
+    size = proxies.stat().st_size
     # a rerun finds everything up to date and rewrites nothing
-    assert _run("confidence", "score", "--proxies", str(proxies), "--model", "none").exit_code == 0
+    assert _run("confidence", "score", "--proxies", str(proxies), "--model", "none", "--measures", "all").exit_code == 0
     with h5py.File(proxies, "r") as raw:
-        assert raw["pairs/venus/confidence/apkr"].id.get_offset() == before
+        assert raw["pairs/venus/confidence/apkr"].id.get_chunk_info(0).byte_offset == before
+    assert proxies.stat().st_size == size
+    # without a network, the conventional measures are stored only when asked for
+    result = _run("confidence", "score", "--proxies", str(proxies), "--model", "none")
+    assert result.exit_code == 1 and "pass --measures all" in result.output
 
     plot = tmp_path / "curves.png"
     report = tmp_path / "auc.json"

@@ -120,14 +120,14 @@ def test_datasets_are_chunked_and_compressed_per_pair(tmp_path: Path) -> None:
         proxies.write_pair("k", result_arrays(arrays), attrs_for("k", arrays))
     with h5py.File(path, "r") as h5file:
         dataset = h5file["pairs/k/disparity"]
-        assert dataset.compression is None  # default "fast": float maps raw
+        assert dataset.compression == "lzf" and dataset.shuffle  # default "lzf": every map, floats too
         rows, width = dataset.chunks
         assert width == 1001 and rows < 301 and rows * width * 4 <= (1 << 20)
         # rows spread evenly over the bands: the padding of the last band is less than one row per band
         bands = -(-301 // rows)
         assert bands == 2 and bands * rows - 301 < bands
         assert h5file["pairs/k/cost_best"].dtype == np.uint16
-        assert h5file["pairs/k/cost_best"].compression is None  # uint16 costs raw too
+        assert h5file["pairs/k/cost_best"].compression == "lzf"
         wta = h5file["pairs/k/disparity_wta"]
         assert wta.compression == "lzf" and wta.shuffle
         assert h5file["pairs/k/valid"].compression == "lzf"
@@ -168,8 +168,13 @@ def test_confidence_and_labels(tmp_path: Path) -> None:
         assert proxies.has("k", "confidence/ccnn") and proxies.has("k", "labels") and not proxies.has("k", "confidence/x")
         stored = proxies.read("k", ["confidence/ccnn", "labels"])
         assert stored["confidence/ccnn"].dtype == np.float32
+        # float32 on disk, read back exactly
         np.testing.assert_array_equal(stored["confidence/ccnn"], confidence.astype(np.float32))
+        assert proxies.h5["pairs/k/confidence/ccnn"].dtype == np.float32
         np.testing.assert_array_equal(np.isnan(stored["labels"]), confidence <= 0.5)
+        # labels taken from the disparity are stored as a mask of it and read back exactly
+        assert proxies.h5["pairs/k/labels"].dtype == bool and stored["labels"].dtype == np.float32
+        np.testing.assert_array_equal(stored["labels"], labels.astype(np.float32))
         assert proxies.h5["pairs/k/confidence/ccnn"].attrs["model"] == "ccnn-v1"
         with pytest.raises(InputError, match="read-only"):
             proxies.write("k", "labels", labels)

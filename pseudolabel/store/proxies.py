@@ -17,7 +17,7 @@ The contract (also in ``data/README.md``):
   ``cost_mean`` float32 (aggregated cost units; the first three are stored as uint16 when every
   value is an integer in [0, 65535], which holds for the current kernels, and :meth:`ProxyFile.read`
   returns float32 either way), ``disparity_wta`` int16; later stages add ``confidence/<measure>``
-  ([0, 1], higher = more trustworthy; stored as uint16 ``value * 65535`` with ``encoding = "unit-uint16"``)
+  ([0, 1], higher = more trustworthy; float32)
   and ``labels`` (pixels, NaN = no label; stored as a boolean mask of ``disparity`` with
   ``encoding = "disparity-mask"`` when they are taken from it, else float32). :meth:`ProxyFile.read`
   decodes both to float32; format version 1 stored them as float32 and is still read.

@@ -274,18 +274,19 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
         confidence, correct: one pooled sample (any shapes of equal size).
         bins: number of bins.
         scheme: ``"equal-width"`` (bins of width ``1 / bins`` over [0, 1]) or ``"equal-mass"`` (the
-            pixels sorted by confidence, cut into ``bins`` runs of equal count).
+            pixels sorted by confidence, cut into ``bins`` runs of about equal count; equal confidences
+            are never split, so a bin can hold more).
     """
     confidence, correct = _check_sample(confidence, correct)
     if scheme == "equal-width":
         return ece_from_bins(reliability_bins(confidence, correct, bins))
     if scheme != "equal-mass":
         raise InputError(f"ECE scheme must be equal-width or equal-mass, not {scheme!r}")
-    order = np.argsort(confidence, kind="stable")
-    total = 0.0
-    for part in np.array_split(order, min(bins, confidence.size)):
-        total += abs(float(correct[part].sum()) - float(confidence[part].sum()))
-    return total / confidence.size
+    # Cut at the confidences of ranks N/bins, 2N/bins, ...; equal confidences always share a bin.
+    cuts = np.unique(np.sort(confidence)[(np.arange(1, bins) * confidence.size) // bins])
+    index = np.searchsorted(cuts, confidence, side="right")
+    errors = np.bincount(index, weights=correct, minlength=cuts.size + 1) - np.bincount(index, weights=confidence, minlength=cuts.size + 1)
+    return float(np.abs(errors).sum() / confidence.size)
 
 
 def reliability_curve(table: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

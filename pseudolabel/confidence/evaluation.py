@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pseudolabel import __version__
+from pseudolabel.confidence.calibration import ECE_BINS, calibration_samples, ece_from_bins, reliability_bins
 from pseudolabel.confidence.images import IMAGE_CHANNELS, pair_gray_images
 from pseudolabel.confidence.labels import DEFAULT_TAU, expected_error, label_statistics, tau_for_target_error, threshold_labels
 from pseudolabel.confidence.measures import MEASURES, compute_measure
@@ -51,7 +52,8 @@ COMMIT_SECONDS: float = 60.0
 SHIPPED_MODEL: str = "shipped"
 
 #: Per-pair result of :func:`pseudolabel.confidence.sparsification.image_evaluation`: ``error_rate``,
-#: ``optimal_auc``, ``pixels``, ``auc`` (``{measure: float}``) and ``curves`` (``{measure: float64 (F,)}``).
+#: ``optimal_auc``, ``pixels``, ``auc`` (``{measure: float}``) and ``curves`` (``{measure: float64 (F,)}``);
+#: :func:`evaluate_pairs` adds ``reliability`` (``{measure: float64 (bins, 3)}``, :func:`pair_reliability`).
 PairEvaluation = dict[str, Any]
 #: One row of :func:`label_proxies`: the key and its statistics (``density``; with ground truth also
 #: ``gt_coverage``, ``bad1``, ``bad2``, ``bad3``, ``labelled_with_gt``, see
@@ -448,7 +450,29 @@ def evaluate_pairs(
             gt_path, scale = lookup[key]
             ground_truth = read_ground_truth(gt_path, scale, disparity.shape, key)
             results[key] = image_evaluation(confidences, disparity, ground_truth)
+            results[key]["reliability"] = pair_reliability(confidences, disparity, ground_truth)
     return results
+
+
+def pair_reliability(confidences: Mapping[str, np.ndarray], disparity: np.ndarray, ground_truth: np.ndarray) -> dict[str, np.ndarray]:
+    """``{measure: reliability table}`` of one pair (:func:`pseudolabel.confidence.calibration.reliability_bins`:
+    equal-width bins of confidence, pixel count / summed confidence / correct pixels; tables of several pairs add up)."""
+    result: dict[str, np.ndarray] = {}
+    for name, confidence in confidences.items():
+        values, correct = calibration_samples(confidence, disparity, ground_truth)
+        result[name] = reliability_bins(values, correct)
+    return result
+
+
+def summarise_ece(results: Mapping[str, PairEvaluation]) -> dict[str, float]:
+    """Expected calibration error per measure, in [0, 1], over every pixel with ground truth of every pair
+    (reliability tables summed over the pairs; :data:`pseudolabel.confidence.calibration.ECE_BINS`
+    equal-width bins). Measures without tables are left out."""
+    tables: dict[str, np.ndarray] = {}
+    for value in results.values():
+        for name, table in value.get("reliability", {}).items():
+            tables[name] = tables.get(name, 0) + np.asarray(table, dtype=np.float64)
+    return {name: ece_from_bins(table) for name, table in tables.items()}
 
 
 def evaluate_proxies(
@@ -471,7 +495,8 @@ def evaluate_proxies(
             stored are computed on the fly).
         keys, exclude: globs choosing pairs; selected pairs without ground truth are skipped.
         gt_scale: divisor of stored PNG/PGM ground truth (see :func:`pseudolabel.datasets.ground_truth_lookup`).
-        plot_path: write the mean curves there (:func:`plot_evaluation`: PNG, or SVG for ``.svg``).
+        plot_path: write the mean curves there (:func:`plot_evaluation`: PNG, or SVG for ``.svg``), and the
+            reliability diagram next to it (:func:`reliability_plot_path`).
         json_path: write the per-pair results there (:func:`write_evaluation_json`).
 
     Returns:
@@ -503,12 +528,19 @@ def summarise_aucs(results: Mapping[str, PairEvaluation]) -> tuple[dict[str, flo
 
 
 def format_auc_table(results: Mapping[str, PairEvaluation], per_pair: bool = False) -> str:
-    """Text table: measures sorted by mean AUC (x100), their ratio to the optimal AUC; optionally every pair."""
+    """Text table: measures sorted by mean AUC (x100), their ratio to the optimal AUC and their expected
+    calibration error (ECE %, :func:`summarise_ece`, when the results hold reliability tables); optionally every pair."""
     means, optimal, error = summarise_aucs(results)
+    eces = summarise_ece(results)
     lines = [f"{len(results)} pairs, mean bad-3 {100 * error:.2f}%, mean optimal AUC x100 {100 * optimal:.3f}", ""]
-    lines.append(f"{'measure':<14}{'AUC x100':>10}{'/ optimal':>11}")
+    lines.append(f"{'measure':<14}{'AUC x100':>10}{'/ optimal':>11}" + (f"{'ECE %':>9}" if eces else ""))
     for name, mean in sorted(means.items(), key=lambda item: item[1]):
-        lines.append(f"{name:<14}{100 * mean:>10.3f}{mean / optimal if optimal > 0 else float('nan'):>11.2f}")
+        line = f"{name:<14}{100 * mean:>10.3f}{mean / optimal if optimal > 0 else float('nan'):>11.2f}"
+        if eces:
+            line += f"{100 * eces.get(name, float('nan')):>9.2f}"
+        lines.append(line)
+    if eces:
+        lines += ["", f"ECE: expected calibration error over every pixel with ground truth ({ECE_BINS} equal-width bins; correct = |d - gt| <= 3 px)"]
     if per_pair:
         names = sorted(means, key=lambda name: means[name])
         lines += ["", "per pair (AUC x100): " + "  ".join(["key", "bad3", "optimal", *names])]
@@ -533,11 +565,39 @@ def plot_evaluation(path: str | os.PathLike[str], results: Mapping[str, PairEval
     aucs = {**means, "optimal": optimal_auc}
     title = f"mean of {len(evaluated)} pairs"
     write_sparsification_plot(path, curves, DEFAULT_FRACTIONS, aucs, optimal, title, width=460, height=max(300, 80 + 16 * (len(curves) + 2)))
+    eces = summarise_ece(results)
+    if eces:
+        from pseudolabel.viz.plots import write_reliability_plot
+
+        tables: dict[str, np.ndarray] = {}
+        for value in evaluated:
+            for name, table in value.get("reliability", {}).items():
+                tables[name] = tables.get(name, 0) + np.asarray(table, dtype=np.float64)
+        shown = [name for name in order if name in tables][:RELIABILITY_MEASURES]
+        write_reliability_plot(reliability_plot_path(path), {name: tables[name] for name in shown}, {name: eces[name] for name in shown}, title)
+
+
+#: Measures drawn in the reliability diagram of :func:`plot_evaluation` (the best by AUC).
+RELIABILITY_MEASURES: int = 6
+
+
+def reliability_plot_path(path: str | os.PathLike[str]) -> Path:
+    """Where :func:`plot_evaluation` writes the reliability diagram next to the curves: ``curves.png`` ->
+    ``curves.reliability.png`` (same format)."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.reliability{path.suffix}")
 
 
 def write_evaluation_json(path: str | os.PathLike[str], results: Mapping[str, PairEvaluation]) -> None:
     """Per-pair results as JSON (curves as lists), written atomically."""
     from pseudolabel.io import atomic_write_bytes
 
-    serialisable = {key: {**value, "curves": {m: c.tolist() for m, c in value["curves"].items()}} for key, value in results.items()}
+    serialisable = {
+        key: {
+            **value,
+            "curves": {m: c.tolist() for m, c in value["curves"].items()},
+            **({"reliability": {m: np.asarray(t).tolist() for m, t in value["reliability"].items()}} if "reliability" in value else {}),
+        }
+        for key, value in results.items()
+    }
     atomic_write_bytes(path, json.dumps(serialisable, indent=1).encode())

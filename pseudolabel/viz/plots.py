@@ -435,8 +435,11 @@ def reliability_shapes(
     y = upper + 8 + 16 * len(names)
     shapes.append(Line(left + plot_w + 10, y, left + plot_w + 30, y, "black", width=1.2, dashed=True))
     shapes.append(Text(left + plot_w + 34, y + 4, "calibrated"))
+    if names:
+        shapes.append(Rect(left + plot_w + 12, y + 12, 16, 8, fill="#dddddd"))
+        shapes.append(Text(left + plot_w + 34, y + 20, f"pixels of {names[0]}"))
     if eces:
-        shapes.append(Text(left + plot_w + 10, y + 22, "ECE %", colour="#555"))
+        shapes.append(Text(left + plot_w + 10, y + 40, "ECE %", colour="#555"))
     return shapes
 
 

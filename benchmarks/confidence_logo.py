@@ -68,7 +68,15 @@ def prepare_groups(data: Path, work: Path, groups: Sequence[str], synthetic: int
     work.mkdir(parents=True, exist_ok=True)
     scenes = json.loads((data / "manifest.json").read_text())["scenes"]
     entries = [
-        (scene["group"], scene["id"], data / scene["left"], data / scene["right"], data / scene["gt_left"], float(scene["gt_scale"]), int(scene["max_disp"]))
+        (
+            scene["group"],
+            scene["id"],
+            data / scene["left"],
+            data / scene["right"],
+            data / scene["gt_left"],
+            float(scene["gt_scale"]),
+            int(scene["max_disp"]),
+        )
         for scene in scenes
         if scene["group"] in groups
     ]
@@ -82,7 +90,15 @@ def prepare_groups(data: Path, work: Path, groups: Sequence[str], synthetic: int
         for index in range(synthetic):
             stem = f"{index:06d}"
             entries.append(
-                (SYNTHETIC, f"synth-{stem}", folder / "left" / f"{stem}.png", folder / "right" / f"{stem}.png", folder / "disp_left" / f"{stem}.pfm", 1.0, 64)
+                (
+                    SYNTHETIC,
+                    f"synth-{stem}",
+                    folder / "left" / f"{stem}.png",
+                    folder / "right" / f"{stem}.png",
+                    folder / "disp_left" / f"{stem}.pfm",
+                    1.0,
+                    64,
+                )
             )
     base = SGMParams()
     files: dict[str, Path] = {}
@@ -99,7 +115,14 @@ def prepare_groups(data: Path, work: Path, groups: Sequence[str], synthetic: int
                 result = match(left, right, params)
                 seconds = time.perf_counter() - started
                 attrs = pair_attributes(
-                    key, left_path.resolve(), right_path.resolve(), params, result.disparity.shape, result.valid, gt_left=gt_path.resolve(), gt_scale=gt_scale
+                    key,
+                    left_path.resolve(),
+                    right_path.resolve(),
+                    params,
+                    result.disparity.shape,
+                    result.valid,
+                    gt_left=gt_path.resolve(),
+                    gt_scale=gt_scale,
                 )
                 proxies.write_pair(key, result_arrays(result), {**attrs, "complete": True, "sgm_seconds": seconds})
                 log(f"  sgm {key:40s} {result.disparity.shape} max_disp {max_disp:4d}  {seconds:.1f} s")
@@ -169,7 +192,12 @@ def train_and_score(
 
 
 def evaluate_method(
-    train: Sequence[Pair], train_confidence: Sequence[np.ndarray], test: Sequence[Pair], test_confidence: Sequence[np.ndarray], tau: float, target: float
+    train: Sequence[Pair],
+    train_confidence: Sequence[np.ndarray],
+    test: Sequence[Pair],
+    test_confidence: Sequence[np.ndarray],
+    tau: float,
+    target: float,
 ) -> dict[str, float]:
     """Figures of one method on the group left out (see the module docstring)."""
     from pseudolabel.confidence.calibration import ece_from_bins, fit_isotonic, reliability_bins

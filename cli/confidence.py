@@ -119,8 +119,7 @@ def confidence() -> None:
     default="none",
     show_default=True,
     type=click.Choice(["none", "isotonic", "temperature"]),
-    help="Fit a calibration on the training pairs (needs --gt) and store it in the checkpoint; "
-    "`confidence calibrate` fits one on other pairs.",
+    help="Fit a calibration on the training pairs (needs --gt) and store it in the checkpoint; `confidence calibrate` fits one on other pairs.",
 )
 @click.option(
     "--range-jitter", default=0.0, show_default=True, type=float, help="Augmentation: scale the normalised disparity of each crop by exp(U(-j, j))."
@@ -175,7 +174,9 @@ def train(
         seed=seed,
         filters=filters,
         fc_filters=fc_filters,
-        inputs=tuple(split_names(inputs_text if inputs_text is not None else ("disparity,image,photometric" if architecture == "lfn" else "disparity"))),
+        inputs=tuple(
+            split_names(inputs_text if inputs_text is not None else ("disparity,image,photometric" if architecture == "lfn" else "disparity"))
+        ),
         range_jitter=range_jitter,
         device=device,
         architecture=architecture,

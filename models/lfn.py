@@ -47,6 +47,8 @@ class LateFusionNetwork(ConfidenceNetwork):
 
     architecture: str = "lfn"
     padding: int = sum(IMAGE_DILATIONS)
+    _disparity_index: torch.Tensor
+    _image_index: torch.Tensor
 
     def __init__(self, filters: int = 32, fc_filters: int = 64, inputs: Sequence[str] = DEFAULT_INPUTS) -> None:
         super().__init__()

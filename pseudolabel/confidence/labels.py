@@ -112,8 +112,6 @@ def tau_for_target_error(confidence: np.ndarray, target_error: float, usable: np
     if not feasible.any():
         cuts = is_cut & (taus < 1.0)
         best = float(mean_error[cuts].min()) if cuts.any() else float("nan")
-        raise InputError(
-            f"--target-error {100 * target_error:g}%: no tau reaches it; the lowest expected error of any tau is {100 * best:.3g}%"
-        )
+        raise InputError(f"--target-error {100 * target_error:g}%: no tau reaches it; the lowest expected error of any tau is {100 * best:.3g}%")
     k = int(np.flatnonzero(feasible)[-1])
     return float(taus[k]), float(mean_error[k]), k + 1

@@ -36,8 +36,9 @@ import torch
 from torch.nn import functional as F
 
 from pseudolabel import __version__
-from pseudolabel.confidence.calibration import METHODS, Calibration, calibration_samples, fit_calibration
+from pseudolabel.confidence.calibration import METHODS, Calibration, fit_calibration
 from pseudolabel.confidence.evaluation import parse_measures, require_ground_truth, selected_keys, split_names
+from pseudolabel.confidence.images import IMAGE_CHANNELS, pair_gray_images
 from pseudolabel.confidence.measures import MEASURES
 from pseudolabel.confidence.targets import (
     WILD_FRACTION,
@@ -47,7 +48,6 @@ from pseudolabel.confidence.targets import (
     measures_for_wild,
     wild_targets,
 )
-from pseudolabel.confidence.images import IMAGE_CHANNELS, pair_gray_images
 from pseudolabel.datasets import read_ground_truth
 from pseudolabel.errors import InputError
 from pseudolabel.io import atomic_write_bytes

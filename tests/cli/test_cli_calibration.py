@@ -68,7 +68,19 @@ def test_lfn_train_calibrate_score_eval_and_target_error_labels(proxies: Path, t
     model = tmp_path / "lfn.pt"
     small = ["--epochs", "1", "--steps-per-epoch", "3", "--batch-size", "2", "--crop", "16", "--filters", "4", "--fc-filters", "4"]
     result = _run(
-        "confidence", "train", "--proxies", str(proxies), "--gt", str(FIXTURES), "--out", str(model), "--arch", "lfn", "--calibrate", "isotonic", *small
+        "confidence",
+        "train",
+        "--proxies",
+        str(proxies),
+        "--gt",
+        str(FIXTURES),
+        "--out",
+        str(model),
+        "--arch",
+        "lfn",
+        "--calibrate",
+        "isotonic",
+        *small,
     )
     assert result.exit_code == 0, result.output
     assert "calibrated: isotonic" in result.output
@@ -78,8 +90,20 @@ def test_lfn_train_calibrate_score_eval_and_target_error_labels(proxies: Path, t
 
     recalibrated = tmp_path / "lfn_t.pt"
     result = _run(
-        "confidence", "calibrate", "--proxies", str(proxies), "--gt", str(FIXTURES), "--model", str(model), "--method", "temperature",
-        "--out", str(recalibrated), "--keys", "venus",
+        "confidence",
+        "calibrate",
+        "--proxies",
+        str(proxies),
+        "--gt",
+        str(FIXTURES),
+        "--model",
+        str(model),
+        "--method",
+        "temperature",
+        "--out",
+        str(recalibrated),
+        "--keys",
+        "venus",
     )
     assert result.exit_code == 0, result.output
     assert "temperature calibration fitted on 1 pairs" in result.output and "ECE" in result.output
@@ -144,7 +168,9 @@ def test_target_error_picks_the_exact_tau_per_pair(proxies: Path) -> None:
 )
 def test_target_error_refusals_are_one_line_and_leave_the_file_intact(proxies: Path, args: list[str], message: str) -> None:
     with open_proxies(proxies) as handle:
-        values = {key: np.full((int(handle.pair_attrs(key)["height"]), int(handle.pair_attrs(key)["width"])), 0.5, np.float32) for key in handle.keys()}
+        values = {
+            key: np.full((int(handle.pair_attrs(key)["height"]), int(handle.pair_attrs(key)["width"])), 0.5, np.float32) for key in handle.keys()
+        }
     _write_confidence(proxies, "hand", values)
     before = _digest(proxies)
     result = CliRunner().invoke(main, ["labels", "--proxies", str(proxies), *args])

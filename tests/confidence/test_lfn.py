@@ -96,9 +96,18 @@ def test_training_learns_from_the_photometric_error() -> None:
         class Params:
             min_disp, max_disp = 0, 32
 
-        pairs.append(TrainingPair(f"p{seed}", build_inputs(features, Params(), ("disparity", "image", "photometric")), ground_truth_targets(proxy, truth)))
+        pairs.append(
+            TrainingPair(f"p{seed}", build_inputs(features, Params(), ("disparity", "image", "photometric")), ground_truth_targets(proxy, truth))
+        )
     config = TrainingConfig(
-        epochs=3, steps_per_epoch=25, batch_size=4, crop=16, filters=8, fc_filters=8, learning_rate=1e-2, architecture="lfn",
+        epochs=3,
+        steps_per_epoch=25,
+        batch_size=4,
+        crop=16,
+        filters=8,
+        fc_filters=8,
+        learning_rate=1e-2,
+        architecture="lfn",
         inputs=("disparity", "image", "photometric"),
     )
     model, history = train_ccnn(pairs, config)

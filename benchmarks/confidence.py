@@ -16,6 +16,12 @@ Sub-commands (run from the repository root with the virtual environment active):
 ``speed --data ../shared/data``
     Median time of SGM on the KITTI pair and of scoring it (CCNN + every conventional measure), in the
     same run (ratio).
+``logo --data ../shared/data --work work/confidence/logo``
+    Leave-one-group-out (``confidence_logo.py``): for every group (``--groups``; default every group of
+    the manifest plus ``--synthetic`` synthetic pairs), train CCNN and LFN with ground-truth and wild
+    labels on the other groups, calibrate every method on them, and report AUC, AUC / optimal, ECE and
+    the labels at the default tau and at ``--target-error`` on the group left out; ``--write`` puts the
+    table in ``### Leave-one-group-out``. Proxies per group are cached in ``--work``.
 
 ``--data`` defaults to ``shared/data`` next to the repository (``../shared/data`` from its root).
 """
@@ -351,6 +357,34 @@ def _write_section(subsection: str, body: str) -> None:
     path.write_text(text[:start] + section.rstrip("\n") + "\n\n" + text[end:].lstrip("\n"))
 
 
+#: Groups of the leave-one-group-out evaluation (manifest groups, then the synthetic pairs).
+LOGO_GROUPS = ("middlebury2006", "middlebury2001", "middlebury-v2", "middlebury2014", "kitti2012", "sceneflow", "synthetic")
+
+
+def logo(args: argparse.Namespace) -> str:
+    """Run the leave-one-group-out evaluation and print (and optionally write) its table."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from confidence_logo import format_logo, run_logo
+
+    groups = [group.strip() for group in args.groups.split(",") if group.strip()]
+    networks = [name.strip() for name in args.networks.split(",") if name.strip()]
+    started = time.perf_counter()
+    results = run_logo(args.data, args.work, groups, args.synthetic, args.epochs, args.steps_per_epoch, args.tau, args.target_error, networks)
+    minutes = (time.perf_counter() - started) / 60
+    text = format_logo(results, args.tau, args.target_error, networks)
+    print(text)
+    print(f"\n{minutes:.1f} min")
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=1))
+    if args.write:
+        command = (
+            f"python benchmarks/confidence.py logo --data {args.data} --work {args.work} --groups {args.groups} --synthetic {args.synthetic} "
+            f"--epochs {args.epochs} --steps-per-epoch {args.steps_per_epoch} --networks {args.networks} --write"
+        )
+        _write_section("### Leave-one-group-out", f"Command: `{command}` ({minutes:.0f} min, 2-core CPU)\n\n" + text)
+    return text
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -371,9 +405,23 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--data", type=Path, default=DEFAULT_DATA)
     s.add_argument("--runs", type=int, default=5)
     s.add_argument("--write", action="store_true")
+    g = commands.add_parser("logo")
+    g.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    g.add_argument("--work", type=Path, default=Path("work/confidence/logo"))
+    g.add_argument("--groups", default=",".join(LOGO_GROUPS), help="Comma-separated groups (manifest groups and 'synthetic').")
+    g.add_argument("--synthetic", type=int, default=8, help="Synthetic pairs of the group 'synthetic'.")
+    g.add_argument("--networks", default="ccnn-gt,ccnn-wild,lfn-gt,lfn-wild", help="ARCH-LABELS items (arch ccnn/lfn, labels gt/wild).")
+    g.add_argument("--epochs", type=int, default=8)
+    g.add_argument("--steps-per-epoch", type=int, default=30)
+    g.add_argument("--tau", type=float, default=0.9, help="The default fixed tau reported.")
+    g.add_argument("--target-error", type=float, default=0.01, help="The target expected error reported (a share).")
+    g.add_argument("--json", type=Path, default=None, help="Write every figure as JSON.")
+    g.add_argument("--write", action="store_true", help="Write ### Leave-one-group-out of BENCHMARKS.md.")
     args = parser.parse_args(argv)
     if args.command == "prepare":
         prepare(args.data, args.out)
+    elif args.command == "logo":
+        logo(args)
     elif args.command == "auc":
         models = dict(item.split("=", 1) for item in args.models)
         auc(args.work, {name: Path(path) for name, path in models.items()}, args.data, args.write)

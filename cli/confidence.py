@@ -1,16 +1,18 @@
-"""``pseudolabel confidence train | score | eval`` and ``pseudolabel labels``: options and messages only.
+"""``pseudolabel confidence train | calibrate | score | eval`` and ``pseudolabel labels``: options and messages only.
 
 Each command is one library call (the same a notebook makes):
 
-* ``train``: :func:`pseudolabel.confidence.training.train_confidence_from_proxies` -- a CCNN from the
-  proxies of one or more files, with ground-truth labels (``--gt``) or without any ground truth
-  (``--labels wild``, Tosi et al. BMVC 2017);
+* ``train``: :func:`pseudolabel.confidence.training.train_confidence_from_proxies` -- a CCNN (or, with
+  ``--arch lfn``, a network that also reads the image) from the proxies of one or more files, with
+  ground-truth labels (``--gt``) or without any ground truth (``--labels wild``, Tosi et al. BMVC 2017);
+* ``calibrate``: :func:`pseudolabel.confidence.training.calibrate_confidence_model` -- an isotonic or
+  temperature calibration of a checkpoint, fitted on proxies with ground truth, stored in it;
 * ``score``: :func:`pseudolabel.confidence.evaluation.score_proxies` -- ``confidence/<name>`` for every
   pair: the CCNN (shipped or ``--model``) and the conventional measures;
 * ``eval``: :func:`pseudolabel.confidence.evaluation.evaluate_proxies` -- area under the sparsification
-  curve of every stored measure against ground truth;
+  curve and expected calibration error of every stored measure against ground truth;
 * ``labels``: :func:`pseudolabel.confidence.evaluation.label_proxies` -- the proxy disparity where a
-  confidence exceeds ``tau`` (NaN elsewhere).
+  confidence exceeds ``tau`` (NaN elsewhere), or a tau per pair for a target expected error.
 
 Ground truth (``--gt GT_DIR``) is matched to pairs by key (:func:`pseudolabel.datasets.ground_truth_lookup`).
 Files are edited crash-safely; finished datasets are skipped by a rerun. Torch is imported only by
@@ -31,6 +33,7 @@ from pseudolabel.confidence.evaluation import (
     format_auc_table,
     format_label_table,
     label_proxies,
+    reliability_plot_path,
     score_proxies,
     split_names,
     unavailable_note,
@@ -38,6 +41,7 @@ from pseudolabel.confidence.evaluation import (
 from pseudolabel.confidence.labels import DEFAULT_TAU
 from pseudolabel.confidence.measures import MEASURES
 from pseudolabel.confidence.targets import WILD_FRACTION, WILD_NEGATIVE, WILD_POSITIVE
+from pseudolabel.errors import InputError
 
 __all__ = ["DEFAULT_TAU", "confidence", "labels"]
 
@@ -98,11 +102,26 @@ def confidence() -> None:
 @click.option("--filters", default=64, show_default=True, type=click.IntRange(min=1), help="Channels of the 3x3 convolutions.")
 @click.option("--fc-filters", default=100, show_default=True, type=click.IntRange(min=1), help="Channels of the 1x1 convolutions.")
 @click.option(
+    "--arch",
+    "architecture",
+    default="ccnn",
+    show_default=True,
+    type=click.Choice(["ccnn", "lfn"]),
+    help="ccnn: the disparity (and measures) only; lfn: late fusion with the left image and the photometric error (reads the pair's images).",
+)
+@click.option(
     "--inputs",
     "inputs_text",
-    default="disparity",
+    default=None,
+    help="Input channels: 'disparity' optionally followed by conventional measures (e.g. disparity,apkr,msm) and, for lfn, "
+    "the image channels image,photometric. [default: disparity for ccnn, disparity,image,photometric for lfn]",
+)
+@click.option(
+    "--calibrate",
+    default="none",
     show_default=True,
-    help="Input channels: 'disparity' (the paper's CCNN) optionally followed by conventional measures, e.g. disparity,apkr,msm.",
+    type=click.Choice(["none", "isotonic", "temperature"]),
+    help="Fit a calibration on the training pairs (needs --gt) and store it in the checkpoint; `confidence calibrate` fits one on other pairs.",
 )
 @click.option(
     "--range-jitter", default=0.0, show_default=True, type=float, help="Augmentation: scale the normalised disparity of each crop by exp(U(-j, j))."
@@ -130,7 +149,9 @@ def train(
     seed: int,
     filters: int,
     fc_filters: int,
-    inputs_text: str,
+    architecture: str,
+    inputs_text: str | None,
+    calibrate: str,
     range_jitter: float,
     wild_fraction: float,
     positive: str,
@@ -163,9 +184,12 @@ def train(
         seed=seed,
         filters=filters,
         fc_filters=fc_filters,
-        inputs=tuple(split_names(inputs_text)),
+        inputs=tuple(
+            split_names(inputs_text if inputs_text is not None else ("disparity,image,photometric" if architecture == "lfn" else "disparity"))
+        ),
         range_jitter=range_jitter,
         device=device,
+        architecture=architecture,
     )
 
     def announce(data: TrainingData) -> None:
@@ -194,9 +218,53 @@ def train(
         on_loaded=announce,
         resume=resume,
         overwrite=overwrite,
+        calibrate=calibrate,
     )
-    click.echo(f"wrote {out} (final loss {result.history[-1]:.4f}, {result.seconds} s)")
+    calibrated = f", calibrated: {calibrate}" if calibrate != "none" else ""
+    click.echo(f"wrote {out} (final loss {result.history[-1]:.4f}, {result.seconds} s{calibrated})")
     click.echo(f"next: pseudolabel confidence score --proxies PROXIES --model {out} writes confidence/{Path(out).stem}")
+
+
+@confidence.command("calibrate")
+@click.option(
+    "--proxies",
+    "proxies_paths",
+    required=True,
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Proxies HDF5 file(s) with ground truth; pairs the network was not trained on give an honest calibration.",
+)
+@click.option(
+    "--gt", "gt_dirs", required=True, multiple=True, type=click.Path(path_type=Path), help="Ground truth: once, or once per --proxies file."
+)
+@click.option("--gt-scale", type=float, default=None, help="Divide stored PNG/PGM ground-truth values by this.")
+@click.option("--model", "model_path", required=True, type=click.Path(path_type=Path), help="Confidence checkpoint to calibrate.")
+@click.option("--method", default="isotonic", show_default=True, type=click.Choice(["isotonic", "temperature"]))
+@click.option("--out", "out", default=None, type=click.Path(path_type=Path), help="Checkpoint to write (default: replace --model).")
+@key_options
+def calibrate_command(
+    proxies_paths: tuple[Path, ...],
+    gt_dirs: tuple[Path, ...],
+    gt_scale: float | None,
+    model_path: Path,
+    method: str,
+    out: Path | None,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+) -> None:
+    """Fit a calibration of a confidence network (so that a share c of the pixels of confidence c is within 3 px).
+
+    \b
+    Example:
+      pseudolabel confidence calibrate --proxies other.h5 --gt data/ --model ccnn.pt --out ccnn_calibrated.pt
+    """
+    from pseudolabel.confidence.training import calibrate_confidence_model
+
+    result = calibrate_confidence_model(model_path, proxies_paths, gt_dirs, method, out, keys=include, exclude=exclude, gt_scale=gt_scale)
+    click.echo(
+        f"wrote {result.out}: {method} calibration fitted on {result.pairs} pairs; "
+        f"ECE {100 * result.ece_raw:.2f}% raw -> {100 * result.ece_calibrated:.2f}% calibrated (on those pairs)"
+    )
 
 
 @confidence.command("score")
@@ -285,7 +353,8 @@ def score(
     "plot_path",
     default=None,
     type=click.Path(path_type=Path),
-    help="Write the mean sparsification curves as a PNG (an SVG when the name ends with .svg).",
+    help="Write the mean sparsification curves as a PNG (an SVG when the name ends with .svg), and the reliability diagram "
+    "next to it (NAME.reliability.png).",
 )
 @click.option("--json", "json_path", default=None, type=click.Path(path_type=Path), help="Write per-pair AUCs and curves as JSON.")
 @click.option("--per-pair", is_flag=True, help="Also print the AUC of every pair.")
@@ -314,18 +383,37 @@ def evaluate(
         click.echo(f"warning: no ground truth for {len(skipped)} pairs (e.g. {skipped[0]}); not evaluated", err=True)
     click.echo(format_auc_table(evaluation.results, per_pair))
     if plot_path is not None:
-        click.echo(f"wrote {plot_path}")
+        click.echo(f"wrote {plot_path} and {reliability_plot_path(plot_path)}")
+
+
+def _share(text: str | None) -> float | None:
+    """A share written as ``1%`` or ``0.01``; None stays None."""
+    if text is None:
+        return None
+    try:
+        value = float(text[:-1]) / 100.0 if text.strip().endswith("%") else float(text)
+    except ValueError:
+        raise InputError(f"--target-error must be a share like 1% or 0.01, got {text!r}") from None
+    return value
 
 
 @click.command("labels")
 @_PROXIES
-@click.option("--tau", default=DEFAULT_TAU, show_default=True, type=float, help="Keep pixels whose confidence is above tau.")
+@click.option("--tau", default=None, type=float, help=f"Keep pixels whose confidence is above tau. [default: {DEFAULT_TAU}]")
+@click.option(
+    "--target-error",
+    "target_error_text",
+    default=None,
+    help="Instead of --tau: per pair, the smallest tau whose labels have an expected error rate (mean of 1 - confidence) "
+    "of at most this, e.g. 1% or 0.01. Meant for a calibrated confidence.",
+)
 @click.option("--measure", default="ccnn", show_default=True, help="Stored confidence to threshold (confidence/<measure>).")
 @gt_options(required=False)
 @key_options
 def labels(
     proxies_path: Path,
-    tau: float,
+    tau: float | None,
+    target_error_text: str | None,
     measure: str,
     gt_dir: Path | None,
     gt_scale: float | None,
@@ -338,6 +426,21 @@ def labels(
     Examples:
       pseudolabel labels --proxies proxies.h5 --tau 0.5
       pseudolabel labels --proxies proxies.h5 --tau 0.5 --measure ccnn --gt data/
+      pseudolabel labels --proxies proxies.h5 --target-error 1%
     """
-    rows = label_proxies(proxies_path, tau, measure, keys=include, exclude=exclude, gt_dir=gt_dir, gt_scale=gt_scale, progress=ClickProgress())
-    click.echo(format_label_table(rows, tau, measure))
+    target_error = _share(target_error_text)
+    if target_error is not None and tau is not None:
+        raise InputError("give --tau or --target-error, not both")
+    tau = DEFAULT_TAU if tau is None else tau
+    rows = label_proxies(
+        proxies_path,
+        tau,
+        measure,
+        keys=include,
+        exclude=exclude,
+        gt_dir=gt_dir,
+        gt_scale=gt_scale,
+        progress=ClickProgress(),
+        target_error=target_error,
+    )
+    click.echo(format_label_table(rows, tau, measure, target_error))

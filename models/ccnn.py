@@ -16,7 +16,7 @@ Importing this module imports torch; the rest of the pipeline only imports it th
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -33,7 +33,26 @@ PATCH_SIZE: int = 9
 PADDING: int = PATCH_SIZE // 2
 
 
-class CCNN(nn.Module):
+class ConfidenceNetwork(nn.Module):
+    """What every registered confidence network has: a fully convolutional map from (B, C, H, W) input
+    channels (:attr:`inputs`, see :func:`build_inputs`) to (B, 1, H - 2p, W - 2p) logits without padding,
+    where ``p`` = :attr:`padding` (the receptive field is ``2p + 1`` pixels square)."""
+
+    architecture: str = ""
+    padding: int = PADDING
+    inputs: tuple[str, ...] = ("disparity",)
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments (stored in checkpoints)."""
+        raise NotImplementedError
+
+    def forward_full(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Logits of every pixel: reflection padding by :attr:`padding`, then ``forward``; (B, 1, H, W)."""
+        padded = F.pad(inputs, (self.padding, self.padding, self.padding, self.padding), mode="reflect")
+        return self(padded)
+
+
+class CCNN(ConfidenceNetwork):
     """Confidence CNN on a normalised disparity map (and optionally conventional measures).
 
     Args:
@@ -84,20 +103,28 @@ class CCNN(nn.Module):
         """
         return self.layers(normalised_disparity)
 
-    def forward_full(self, normalised_disparity: torch.Tensor) -> torch.Tensor:
-        """Logits of every pixel: reflection padding by 4, then :meth:`forward`; (B, 1, H, W)."""
-        padded = F.pad(normalised_disparity, (PADDING, PADDING, PADDING, PADDING), mode="reflect")
-        return self.forward(padded)
+
+#: Confidence networks by architecture name (the name stored in checkpoints); modules of
+#: :data:`CONFIDENCE_NETWORK_MODULES` add theirs when imported.
+CONFIDENCE_NETWORKS: dict[str, type[ConfidenceNetwork]] = {"ccnn": CCNN}
+#: Modules that register further confidence networks (imported by :func:`available_confidence_networks`).
+CONFIDENCE_NETWORK_MODULES: tuple[str, ...] = ("pseudolabel.models.lfn",)
 
 
-#: Confidence networks by architecture name (the name stored in checkpoints).
-CONFIDENCE_NETWORKS: dict[str, type[CCNN]] = {"ccnn": CCNN}
+def available_confidence_networks() -> list[str]:
+    """Names of every registered confidence network (importing the modules that register them)."""
+    import importlib
+
+    for module in CONFIDENCE_NETWORK_MODULES:
+        importlib.import_module(module)
+    return list(CONFIDENCE_NETWORKS)
 
 
-def build_confidence_network(architecture: str, **kwargs: Any) -> CCNN:
+def build_confidence_network(architecture: str, **kwargs: Any) -> ConfidenceNetwork:
     """Build a registered confidence network from its checkpoint name and constructor arguments."""
+    known = available_confidence_networks()
     if architecture not in CONFIDENCE_NETWORKS:
-        raise InputError(f"unknown confidence network {architecture!r}; known: {', '.join(CONFIDENCE_NETWORKS)}")
+        raise InputError(f"unknown confidence network {architecture!r}; known: {', '.join(known)}")
     return CONFIDENCE_NETWORKS[architecture](**kwargs)
 
 
@@ -118,17 +145,22 @@ def build_inputs(
     Args:
         features: the pair's stored arrays (HDF5 names), holding ``disparity`` and what the measures need.
         params: the pair's SGM parameters (``min_disp``, ``max_disp`` used for the normalisation).
-        inputs: channel names (``"disparity"`` then measure names).
+        inputs: channel names (``"disparity"`` then measure names, or the image channels ``image`` and
+            ``photometric`` of :mod:`pseudolabel.confidence.images`, which need the features
+            ``left_gray`` / ``right_gray``).
         measures: already computed measure maps to reuse (by name).
 
     Returns:
         ``float32`` (C, H, W).
     """
+    from pseudolabel.confidence.images import IMAGE_CHANNELS, image_channel
     from pseudolabel.confidence.measures import compute_measure
 
     channels = [normalise_disparity(features["disparity"], params.min_disp, params.max_disp)]
     for name in inputs[1:]:
-        if measures is not None and name in measures:
+        if name in IMAGE_CHANNELS:
+            channels.append(image_channel(name, features))
+        elif measures is not None and name in measures:
             channels.append(np.asarray(measures[name], dtype=np.float32))
         else:
             channels.append(compute_measure(name, features, params))
@@ -145,19 +177,38 @@ class ConfidenceScorer:
             which halves the time; the ranking of pixels barely changes, ``float32`` elsewhere).
         tile_rows: output rows per pass (bounds memory on large images); 0 = automatic: the whole image
             in one pass up to about 2 million pixels (fastest), bands of that size beyond.
+        calibration: applied to the confidence (not to the logits) by :meth:`confidence_from_features` and
+            :meth:`confidence`, e.g. :meth:`pseudolabel.confidence.calibration.Calibration.apply`; None = raw.
+
+    Networks other than :class:`CCNN` run in ``float32`` whatever ``precision`` says.
     """
 
-    def __init__(self, model: CCNN, device: torch.device | str = "cpu", precision: str = "auto", tile_rows: int = 0) -> None:
+    def __init__(
+        self,
+        model: ConfidenceNetwork,
+        device: torch.device | str = "cpu",
+        precision: str = "auto",
+        tile_rows: int = 0,
+        calibration: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
         self.device = torch.device(device)
         if precision == "auto":
             precision = "bfloat16" if (self.device.type == "cpu" and devices.bfloat16_supported()) or self.device.type == "cuda" else "float32"
         if precision not in ("float32", "bfloat16"):
             raise InputError(f"precision must be auto, float32 or bfloat16, not {precision!r}")
+        if not isinstance(model, CCNN):
+            precision = "float32"
         self.precision = precision
         self.dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
         self.tile_rows = int(tile_rows)
         self.inputs = model.inputs
+        self.padding = int(model.padding)
+        self.calibration = calibration
         model = copy.deepcopy(model).to(self.device).eval()
+        if not isinstance(model, CCNN):
+            self.head: nn.Module = nn.Identity()
+            self.tail: nn.Module = model
+            return
         # The first convolution sees the raw normalised disparity: it stays in float32 (bfloat16 would
         # quantise the input to about 1/256 of the range); the rest runs in ``self.dtype``. (torch's stubs
         # lack the ``memory_format`` argument that ``Module.to`` accepts.)
@@ -178,26 +229,30 @@ class ConfidenceScorer:
         self, features: Mapping[str, np.ndarray], params: Any, measures: Mapping[str, np.ndarray] | None = None
     ) -> np.ndarray:
         """Confidence in [0, 1] from a pair's stored arrays; ``float32`` (H, W)."""
-        return _sigmoid(self.logits_from_features(features, params, measures))
+        return self._calibrated(_sigmoid(self.logits_from_features(features, params, measures)))
+
+    def _calibrated(self, confidence: np.ndarray) -> np.ndarray:
+        return confidence if self.calibration is None else np.asarray(self.calibration(confidence), dtype=np.float32)
 
     @torch.inference_mode()
     def logits_from_inputs(self, inputs: np.ndarray) -> np.ndarray:
         """Logits of every pixel for ``float32`` (C, H, W) input channels (see :func:`build_inputs`)."""
         normalised = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))[None]
-        padded = F.pad(normalised, (PADDING, PADDING, PADDING, PADDING), mode="reflect")
+        pad = self.padding
+        padded = F.pad(normalised, (pad, pad, pad, pad), mode="reflect")
         height = normalised.shape[-2]
         step = self.tile_rows if self.tile_rows > 0 else max(1, 2_000_000 // max(1, normalised.shape[-1]))
         outputs = []
         for start in range(0, height, step):
             stop = min(start + step, height)
-            tile = padded[:, :, start : stop + 2 * PADDING].to(self.device)
+            tile = padded[:, :, start : stop + 2 * pad].to(self.device)
             features = self.head(tile.contiguous(memory_format=torch.channels_last))
             outputs.append(self.tail(features.to(self.dtype)).float().cpu())
         return torch.cat(outputs, dim=2)[0, 0].numpy().astype(np.float32)
 
     def confidence(self, disparity: np.ndarray, min_disp: float, max_disp: float) -> np.ndarray:
-        """``sigmoid`` of :meth:`logits`: ``float32`` (H, W) in [0, 1], higher = more trustworthy."""
-        return _sigmoid(self.logits(disparity, min_disp, max_disp))
+        """``sigmoid`` of :meth:`logits` (then the calibration): ``float32`` (H, W) in [0, 1], higher = more trustworthy."""
+        return self._calibrated(_sigmoid(self.logits(disparity, min_disp, max_disp)))
 
 
 def _sigmoid(logits: np.ndarray) -> np.ndarray:

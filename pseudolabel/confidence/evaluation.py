@@ -32,7 +32,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pseudolabel import __version__
-from pseudolabel.confidence.labels import DEFAULT_TAU, label_statistics, threshold_labels
+from pseudolabel.confidence.calibration import ECE_BINS, calibration_samples, ece_from_bins, reliability_bins
+from pseudolabel.confidence.images import IMAGE_CHANNELS, pair_gray_images
+from pseudolabel.confidence.labels import DEFAULT_TAU, expected_error, label_statistics, tau_for_target_error, threshold_labels
 from pseudolabel.confidence.measures import MEASURES, compute_measure
 from pseudolabel.confidence.sparsification import DEFAULT_FRACTIONS, image_evaluation, optimal_curve
 from pseudolabel.datasets import ground_truth_lookup, read_ground_truth
@@ -57,7 +59,8 @@ DEFAULT_MEASURES: str = "none"
 SHIPPED_MODEL: str = "shipped"
 
 #: Per-pair result of :func:`pseudolabel.confidence.sparsification.image_evaluation`: ``error_rate``,
-#: ``optimal_auc``, ``pixels``, ``auc`` (``{measure: float}``) and ``curves`` (``{measure: float64 (F,)}``).
+#: ``optimal_auc``, ``pixels``, ``auc`` (``{measure: float}``) and ``curves`` (``{measure: float64 (F,)}``);
+#: :func:`evaluate_pairs` adds ``reliability`` (``{measure: float64 (bins, 3)}``, :func:`pair_reliability`).
 PairEvaluation = dict[str, Any]
 #: One row of :func:`label_proxies`: the key and its statistics (``density``; with ground truth also
 #: ``gt_coverage``, ``bad1``, ``bad2``, ``bad3``, ``labelled_with_gt``, see
@@ -190,10 +193,12 @@ def _load_network(
                 f"--model {model}: no such confidence model; give a .pt written by `pseudolabel confidence train`{listed} "
                 "(without --model: the shipped ccnn)"
             )
-    scorer, _ = training.make_scorer(path, device=device, precision=precision, threads=threads)
+    scorer, checkpoint = training.make_scorer(path, device=device, precision=precision, threads=threads)
+    calibration = training.checkpoint_calibration(checkpoint)
     network_name = name or ("ccnn" if shipped else path.stem)
     attrs = {
         "measure": network_name,
+        "calibrated": calibration.method if calibration is not None else "none",
         "source": "network",
         "model": str(path),
         "model_sha256": training.file_digest(path),
@@ -229,8 +234,11 @@ def score_proxies(
         path: proxies HDF5 file written by ``pseudolabel sgm``; edited crash-safely.
         measures: conventional measures to store (:func:`parse_measures`: ``"all"``, ``"none"`` (the default:
             only the network, whose input measures are computed in memory), ``"lrc,apkr"`` or names).
-        model: CCNN checkpoint (``.pt``), :data:`SHIPPED_MODEL` (the CCNN shipped with the package, written
-            as ``confidence/ccnn``) or ``None`` (no network, torch is not imported).
+        model: confidence network checkpoint (``.pt``), :data:`SHIPPED_MODEL` (the CCNN shipped with the
+            package, written as ``confidence/ccnn``) or ``None`` (no network, torch is not imported). A
+            checkpoint with a calibration map writes the calibrated confidence (dataset attribute
+            ``calibrated``: the method, ``"none"`` without); a network reading the image (``lfn``) reads
+            the pair's images (pair attributes ``left``/``right``).
         name: dataset name of the network's output (default: the checkpoint's file stem).
         keys, exclude: globs choosing pairs (:func:`pseudolabel.selection.select_keys`).
         device, precision, threads: where and how the network runs
@@ -277,7 +285,7 @@ def score_proxies(
         params = proxies.pair_params(key)
         todo = [m for m in conventional if overwrite or not _up_to_date(proxies, key, f"confidence/{m}", {"measure": m, **conventional_attrs})]
         run_network = scorer is not None and (overwrite or not _up_to_date(proxies, key, f"confidence/{network_name}", network_attrs))
-        network_inputs = list(scorer.inputs[1:]) if scorer is not None and run_network else []
+        network_inputs = [m for m in scorer.inputs[1:] if m not in IMAGE_CHANNELS] if scorer is not None and run_network else []
         needed = sorted({need for m in [*todo, *network_inputs] for need in MEASURES[m].needs} | ({"disparity"} if run_network else set()))
         features = proxies.read(key, needed) if needed else {}
         # an imported disparity is NaN where its matcher gave none: score a filled copy, confidence 0 there
@@ -286,6 +294,8 @@ def score_proxies(
             features["disparity"] = np.where(unknown, 0.0, features["disparity"]).astype(np.float32)
         else:
             unknown = None
+        if run_network and scorer is not None and any(m in IMAGE_CHANNELS for m in scorer.inputs):
+            features.update(pair_gray_images(path, proxies.pair_attrs(key), key))
         computed: dict[str, np.ndarray] = {}
         for measure in todo:
             computed[measure] = compute_measure(measure, features, params)
@@ -334,6 +344,7 @@ def label_proxies(
     gt_dir: str | os.PathLike[str] | None = None,
     gt_scale: float | None = None,
     progress: Progress | None = None,
+    target_error: float | None = None,
 ) -> list[LabelRow]:
     """Write ``labels`` (``float32`` (H, W) proxy disparity in pixels where ``confidence/<measure> > tau``,
     NaN elsewhere; attributes ``tau``, ``measure``) for every selected pair of a proxies file.
@@ -346,56 +357,129 @@ def label_proxies(
         gt_dir, gt_scale: optional ground truth (:func:`pseudolabel.datasets.ground_truth_lookup`) for
             the accuracy of the labels.
         progress: told of each labelled pair (phase ``"labels"``).
+        target_error: instead of ``tau``, choose per pair the smallest tau whose labels have an expected
+            error rate (mean of ``1 - c`` over them, :func:`pseudolabel.confidence.labels.tau_for_target_error`)
+            of at most this, in (0, 1); meant for a calibrated confidence. Every pair is checked before
+            anything is written: a target no tau reaches on some pair leaves the file untouched.
+
+    Every ``labels`` dataset also gets ``expected_error`` (mean ``1 - c`` of its labels, NaN without
+    labels) and ``calibrated`` (the confidence's own attribute, ``"none"`` without), plus
+    ``target_error`` when given. The file's root gets ``labels_measure``, ``labels_target_error``
+    (NaN for a fixed tau) and ``labels_expected_error`` (over every label of the run).
 
     Returns:
-        One :data:`LabelRow` per pair, in the order of the file (print with :func:`format_label_table`).
+        One :data:`LabelRow` per pair, in the order of the file (print with :func:`format_label_table`);
+        its statistics also hold ``tau``, ``expected_error`` and ``calibrated`` (1.0 or 0.0).
     """
-    if not 0.0 <= tau < 1.0:
+    if target_error is None and not 0.0 <= tau < 1.0:
         raise InputError(f"--tau must be in [0, 1), got {tau}")
     check_editable_file(path, "--proxies")
+    if target_error is not None and not 0.0 < target_error < 1.0:
+        raise InputError(f"--target-error must be in (0, 1) (e.g. 1% or 0.01), got {target_error}")
     chosen = selected_keys(path, keys, exclude)
+    dataset = f"confidence/{measure}"
     with open_proxies(path, "r") as proxies:
-        lacking = [key for key in chosen if not proxies.has(key, f"confidence/{measure}")]
-        stored = sorted(set().union(*(proxies.list_confidences(key) for key in chosen))) if lacking else []
-    if lacking:
-        listed = f"; stored measures: {', '.join(stored)}" if stored else ""
-        raise InputError(
-            f"--measure {measure}: {len(lacking)} of {len(chosen)} pairs (e.g. {lacking[0]!r}) have no confidence/{measure}{listed}; "
-            f"choose one of those, or run `pseudolabel confidence score --proxies {path}` first"
-        )
+        lacking = [key for key in chosen if not proxies.has(key, dataset)]
+        if lacking:
+            stored = sorted(set().union(*(proxies.list_confidences(key) for key in chosen)))
+            listed = f"; stored measures: {', '.join(stored)}" if stored else ""
+            raise InputError(
+                f"--measure {measure}: {len(lacking)} of {len(chosen)} pairs (e.g. {lacking[0]!r}) have no {dataset}{listed}; "
+                f"choose one of those, or run `pseudolabel confidence score --proxies {path}` first"
+            )
+        calibration = {key: str(_dataset_attrs(proxies, key, dataset).get("calibrated", "none")) for key in chosen}
+        taus = {key: float(tau) for key in chosen}
+        if target_error is not None:
+            for key in chosen:
+                arrays = proxies.read(key, ["disparity", dataset])
+                try:
+                    taus[key] = tau_for_target_error(arrays[dataset], target_error, np.isfinite(arrays["disparity"]))[0]
+                except InputError as error:
+                    raise InputError(f"pair {key!r}: {error}") from None
     lookup = require_ground_truth(gt_dir, chosen, gt_scale) if gt_dir is not None else {}
     rows: list[LabelRow] = []
-    attrs = {"tau": float(tau), "measure": measure, "created_by": f"pseudolabel {__version__}"}
+    totals = [0.0, 0]  # summed expected error and count of every label of the run
 
     def process(proxies: ProxyFile, key: str) -> None:
-        arrays = proxies.read(key, ["disparity", f"confidence/{measure}"])
-        result = threshold_labels(arrays["disparity"], arrays[f"confidence/{measure}"], tau)
+        arrays = proxies.read(key, ["disparity", dataset])
+        result = threshold_labels(arrays["disparity"], arrays[dataset], taus[key])
+        expected, count = expected_error(arrays[dataset], taus[key], np.isfinite(arrays["disparity"]))
+        attrs: dict[str, Any] = {
+            "tau": taus[key],
+            "measure": measure,
+            "expected_error": expected,
+            "calibrated": calibration[key],
+            "created_by": f"pseudolabel {__version__}",
+        }
+        if target_error is not None:
+            attrs["target_error"] = float(target_error)
         proxies.write(key, "labels", result, attrs=attrs)
+        if count:
+            totals[0] += expected * count
+            totals[1] += count
+        extra = {"tau": taus[key], "expected_error": expected, "calibrated": float(calibration[key] != "none")}
         if key in lookup:
             gt_path, scale = lookup[key]
-            rows.append((key, label_statistics(result, read_ground_truth(gt_path, scale, result.shape, key))))
+            rows.append((key, {**label_statistics(result, read_ground_truth(gt_path, scale, result.shape, key)), **extra}))
         else:
-            rows.append((key, {"density": float(np.isfinite(result).mean())}))
+            rows.append((key, {"density": float(np.isfinite(result).mean()), **extra}))
+        if proxies.shard_size is None:  # a sharded index is not edited: each labels dataset carries the same attributes
+            proxies.h5.attrs["labels_measure"] = measure
+            proxies.h5.attrs["labels_target_error"] = float("nan") if target_error is None else float(target_error)
+            proxies.h5.attrs["labels_expected_error"] = totals[0] / totals[1] if totals[1] else float("nan")
 
     edit_in_batches(path, chosen, process, "labels", progress)
     return rows
 
 
-def format_label_table(rows: Sequence[LabelRow], tau: float, measure: str) -> str:
-    """Per-pair density (and, with ground truth, coverage of the ground truth and bad-1/2/3) in %, and their means."""
+def _dataset_attrs(proxies: ProxyFile, key: str, dataset: str) -> dict[str, Any]:
+    """Attributes of one dataset of a pair, bytes decoded."""
+    stored = proxies.h5["pairs"][key_to_name(key)][dataset].attrs
+    return {name: (value.decode() if isinstance(value, bytes) else value) for name, value in stored.items()}
+
+
+def format_label_table(rows: Sequence[LabelRow], tau: float, measure: str, target_error: float | None = None) -> str:
+    """Per-pair density (and, with ground truth, coverage of the ground truth and bad-1/2/3) in %, and their means.
+
+    Rows holding ``tau`` / ``expected_error`` (:func:`label_proxies`) also show the pair's tau and the
+    expected error rate of its labels (mean ``1 - c``); the header names the ``target_error`` when given.
+    """
     with_gt = any("bad3" in stats for _, stats in rows)
+    with_expected = any("expected_error" in stats for _, stats in rows)
     header = f"{'pair':<40}{'density %':>10}" + (f"{'gt kept %':>10}{'bad1 %':>8}{'bad2 %':>8}{'bad3 %':>8}" if with_gt else "")
-    lines = [f"labels: confidence/{measure} > {tau}", header]
+    if with_expected:
+        header += f"{'tau':>9}{'expected err %':>16}"
+    if target_error is not None:
+        title = f"labels: confidence/{measure}, tau per pair for an expected error <= {100 * target_error:g}%"
+    else:
+        title = f"labels: confidence/{measure} > {tau}"
+    lines = [title]
+    if with_expected and any(stats.get("calibrated", 1.0) == 0.0 for _, stats in rows):
+        lines.append(f"note: confidence/{measure} is not calibrated; the expected error is its raw belief, not a measured rate")
+    lines.append(header)
+
+    def expected_cells(stats: Mapping[str, float]) -> str:
+        if not with_expected:
+            return ""
+        value = stats.get("expected_error", float("nan"))
+        return f"{stats.get('tau', float('nan')):>9.4f}" + (f"{100 * value:>16.2f}" if np.isfinite(value) else f"{'-':>16}")
+
     for key, stats in rows:
         line = f"{key:<40}{100 * stats['density']:>10.2f}"
-        if "bad3" in stats:
-            line += f"{100 * stats['gt_coverage']:>10.2f}{100 * stats['bad1']:>8.2f}{100 * stats['bad2']:>8.2f}{100 * stats['bad3']:>8.2f}"
-        lines.append(line)
+        if with_gt:
+            if "bad3" in stats:
+                line += f"{100 * stats['gt_coverage']:>10.2f}{100 * stats['bad1']:>8.2f}{100 * stats['bad2']:>8.2f}{100 * stats['bad3']:>8.2f}"
+            else:
+                line += f"{'-':>10}{'-':>8}{'-':>8}{'-':>8}"
+        lines.append(line + expected_cells(stats))
     line = f"{'mean':<40}{100 * mean_over_pairs(s['density'] for _, s in rows):>10.2f}"
     if with_gt:
         scored = [s for _, s in rows if "bad3" in s]
         columns = (("gt_coverage", 10), ("bad1", 8), ("bad2", 8), ("bad3", 8))
         line += "".join(f"{100 * mean_over_pairs(s[k] for s in scored):>{w}.2f}" for k, w in columns)
+    if with_expected:
+        line += f"{mean_over_pairs(s.get('tau', float('nan')) for _, s in rows):>9.4f}"
+        line += f"{100 * mean_over_pairs(s.get('expected_error', float('nan')) for _, s in rows):>16.2f}"
     lines.append(line)
     return "\n".join(lines)
 
@@ -446,7 +530,29 @@ def evaluate_pairs(
             gt_path, scale = lookup[key]
             ground_truth = read_ground_truth(gt_path, scale, disparity.shape, key)
             results[key] = image_evaluation(confidences, disparity, ground_truth)
+            results[key]["reliability"] = pair_reliability(confidences, disparity, ground_truth)
     return results
+
+
+def pair_reliability(confidences: Mapping[str, np.ndarray], disparity: np.ndarray, ground_truth: np.ndarray) -> dict[str, np.ndarray]:
+    """``{measure: reliability table}`` of one pair (:func:`pseudolabel.confidence.calibration.reliability_bins`:
+    equal-width bins of confidence, pixel count / summed confidence / correct pixels; tables of several pairs add up)."""
+    result: dict[str, np.ndarray] = {}
+    for name, confidence in confidences.items():
+        values, correct = calibration_samples(confidence, disparity, ground_truth)
+        result[name] = reliability_bins(values, correct)
+    return result
+
+
+def summarise_ece(results: Mapping[str, PairEvaluation]) -> dict[str, float]:
+    """Expected calibration error per measure, in [0, 1], over every pixel with ground truth of every pair
+    (reliability tables summed over the pairs; :data:`pseudolabel.confidence.calibration.ECE_BINS`
+    equal-width bins). Measures without tables are left out."""
+    tables: dict[str, np.ndarray] = {}
+    for value in results.values():
+        for name, table in value.get("reliability", {}).items():
+            tables[name] = tables.get(name, 0) + np.asarray(table, dtype=np.float64)
+    return {name: ece_from_bins(table) for name, table in tables.items()}
 
 
 def evaluate_proxies(
@@ -469,7 +575,8 @@ def evaluate_proxies(
             stored are computed on the fly).
         keys, exclude: globs choosing pairs; selected pairs without ground truth are skipped.
         gt_scale: divisor of stored PNG/PGM ground truth (see :func:`pseudolabel.datasets.ground_truth_lookup`).
-        plot_path: write the mean curves there (:func:`plot_evaluation`: PNG, or SVG for ``.svg``).
+        plot_path: write the mean curves there (:func:`plot_evaluation`: PNG, or SVG for ``.svg``), and the
+            reliability diagram next to it (:func:`reliability_plot_path`).
         json_path: write the per-pair results there (:func:`write_evaluation_json`).
 
     Returns:
@@ -504,12 +611,19 @@ def summarise_aucs(results: Mapping[str, PairEvaluation]) -> tuple[dict[str, flo
 
 
 def format_auc_table(results: Mapping[str, PairEvaluation], per_pair: bool = False) -> str:
-    """Text table: measures sorted by mean AUC (x100), their ratio to the optimal AUC; optionally every pair."""
+    """Text table: measures sorted by mean AUC (x100), their ratio to the optimal AUC and their expected
+    calibration error (ECE %, :func:`summarise_ece`, when the results hold reliability tables); optionally every pair."""
     means, optimal, error = summarise_aucs(results)
+    eces = summarise_ece(results)
     lines = [f"{len(results)} pairs, mean bad-3 {100 * error:.2f}%, mean optimal AUC x100 {100 * optimal:.3f}", ""]
-    lines.append(f"{'measure':<14}{'AUC x100':>10}{'/ optimal':>11}")
+    lines.append(f"{'measure':<14}{'AUC x100':>10}{'/ optimal':>11}" + (f"{'ECE %':>9}" if eces else ""))
     for name, mean in sorted(means.items(), key=lambda item: item[1]):
-        lines.append(f"{name:<14}{100 * mean:>10.3f}{mean / optimal if optimal > 0 else float('nan'):>11.2f}")
+        line = f"{name:<14}{100 * mean:>10.3f}{mean / optimal if optimal > 0 else float('nan'):>11.2f}"
+        if eces:
+            line += f"{100 * eces.get(name, float('nan')):>9.2f}"
+        lines.append(line)
+    if eces:
+        lines += ["", f"ECE: expected calibration error over every pixel with ground truth ({ECE_BINS} equal-width bins; correct = |d - gt| <= 3 px)"]
     if per_pair:
         names = sorted(means, key=lambda name: means[name])
         lines += ["", "per pair (AUC x100): " + "  ".join(["key", "bad3", "optimal", *names])]
@@ -534,11 +648,39 @@ def plot_evaluation(path: str | os.PathLike[str], results: Mapping[str, PairEval
     aucs = {**means, "optimal": optimal_auc}
     title = f"mean of {len(evaluated)} pairs"
     write_sparsification_plot(path, curves, DEFAULT_FRACTIONS, aucs, optimal, title, width=460, height=max(300, 80 + 16 * (len(curves) + 2)))
+    eces = summarise_ece(results)
+    if eces:
+        from pseudolabel.viz.plots import write_reliability_plot
+
+        tables: dict[str, np.ndarray] = {}
+        for value in evaluated:
+            for name, table in value.get("reliability", {}).items():
+                tables[name] = tables.get(name, 0) + np.asarray(table, dtype=np.float64)
+        shown = [name for name in order if name in tables][:RELIABILITY_MEASURES]
+        write_reliability_plot(reliability_plot_path(path), {name: tables[name] for name in shown}, {name: eces[name] for name in shown}, title)
+
+
+#: Measures drawn in the reliability diagram of :func:`plot_evaluation` (the best by AUC).
+RELIABILITY_MEASURES: int = 6
+
+
+def reliability_plot_path(path: str | os.PathLike[str]) -> Path:
+    """Where :func:`plot_evaluation` writes the reliability diagram next to the curves: ``curves.png`` ->
+    ``curves.reliability.png`` (same format)."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.reliability{path.suffix}")
 
 
 def write_evaluation_json(path: str | os.PathLike[str], results: Mapping[str, PairEvaluation]) -> None:
     """Per-pair results as JSON (curves as lists), written atomically."""
     from pseudolabel.io import atomic_write_bytes
 
-    serialisable = {key: {**value, "curves": {m: c.tolist() for m, c in value["curves"].items()}} for key, value in results.items()}
+    serialisable = {
+        key: {
+            **value,
+            "curves": {m: c.tolist() for m, c in value["curves"].items()},
+            **({"reliability": {m: np.asarray(t).tolist() for m, t in value["reliability"].items()}} if "reliability" in value else {}),
+        }
+        for key, value in results.items()
+    }
     atomic_write_bytes(path, json.dumps(serialisable, indent=1).encode())

@@ -63,3 +63,55 @@ def label_statistics(labels: np.ndarray, ground_truth: np.ndarray) -> dict[str, 
     for threshold in (1, 2, 3):
         stats[f"bad{threshold}"] = float((errors > threshold).mean()) if count else float("nan")
     return stats
+
+
+def expected_error(confidence: np.ndarray, tau: float, usable: np.ndarray | None = None) -> tuple[float, int]:
+    """Expected error rate of the labels ``confidence > tau`` for a calibrated confidence: the mean of
+    ``1 - c`` over the selected pixels (of ``usable``, default all), and their count (NaN, 0 when none)."""
+    values = np.asarray(confidence, dtype=np.float64)
+    selected = values > tau if usable is None else (values > tau) & usable
+    count = int(selected.sum())
+    return (float(np.mean(1.0 - values[selected])) if count else float("nan")), count
+
+
+def tau_for_target_error(confidence: np.ndarray, target_error: float, usable: np.ndarray | None = None) -> tuple[float, float, int]:
+    """The smallest tau whose labels ``confidence > tau`` have an expected error rate of at most ``target_error``.
+
+    The expected error of the selected pixels is the mean of ``1 - c`` over them (:func:`expected_error`;
+    it assumes a calibrated confidence). It only grows when tau falls, so the smallest such tau gives
+    the largest labelled set that meets the target. The candidates are 0 and the distinct confidences
+    below 1: the answer is exact, ``confidence > tau`` selects precisely the pixels counted.
+
+    Args:
+        confidence: ``float32`` (H, W) in [0, 1], calibrated.
+        target_error: in (0, 1).
+        usable: ``bool`` (H, W): pixels that can carry a label (a finite disparity); default all.
+
+    Returns:
+        ``(tau, expected_error, labelled pixels)``.
+
+    Raises:
+        InputError: the target is out of (0, 1), or no tau in [0, 1) reaches it (the message gives the
+        best expected error there is).
+    """
+    if not 0.0 < target_error < 1.0:
+        raise InputError(f"--target-error must be in (0, 1) (e.g. 1% or 0.01), got {target_error}")
+    values = np.asarray(confidence, dtype=np.float32)
+    if usable is not None:
+        values = values[np.asarray(usable, dtype=bool)]
+    values = np.sort(values[np.isfinite(values)].ravel())[::-1].astype(np.float64)  # decreasing
+    if values.size == 0:
+        raise InputError("no pixel can be labelled (no finite disparity with a confidence)")
+    # Candidate k (k = 1..N) keeps the k most confident pixels; it is a threshold set only where the k-th
+    # and (k+1)-th values differ (or k = N), with tau = the (k+1)-th value (0 for k = N).
+    mean_error = np.cumsum(1.0 - values) / np.arange(1, values.size + 1)
+    next_value = np.r_[values[1:], -1.0]
+    is_cut = next_value < values
+    taus = np.where(next_value >= 0.0, next_value, 0.0)
+    feasible = is_cut & (mean_error <= target_error) & (taus < 1.0) & ((next_value >= 0.0) | (values[-1] > 0.0))
+    if not feasible.any():
+        cuts = is_cut & (taus < 1.0)
+        best = float(mean_error[cuts].min()) if cuts.any() else float("nan")
+        raise InputError(f"--target-error {100 * target_error:g}%: no tau reaches it; the lowest expected error of any tau is {100 * best:.3g}%")
+    k = int(np.flatnonzero(feasible)[-1])
+    return float(taus[k]), float(mean_error[k]), k + 1

@@ -37,7 +37,9 @@ import torch
 from torch.nn import functional as F
 
 from pseudolabel import __version__
+from pseudolabel.confidence.calibration import METHODS, Calibration, fit_calibration
 from pseudolabel.confidence.evaluation import parse_measures, require_ground_truth, selected_keys, split_names
+from pseudolabel.confidence.images import IMAGE_CHANNELS, pair_gray_images
 from pseudolabel.confidence.measures import MEASURES
 from pseudolabel.confidence.targets import (
     WILD_FRACTION,
@@ -52,8 +54,8 @@ from pseudolabel.errors import InputError
 from pseudolabel.interrupts import Interrupted
 from pseudolabel.io import atomic_write_bytes
 from pseudolabel.models.ccnn import (
-    CCNN,
     PADDING,
+    ConfidenceNetwork,
     ConfidenceScorer,
     build_confidence_network,
     build_inputs,
@@ -106,6 +108,8 @@ class TrainingConfig:
 
     ``range_jitter`` ``j``: the normalised disparity channel of each crop is multiplied by
     ``exp(U(-j, j))`` (robustness to the searched range, which sets the normalisation); 0 = off.
+    ``architecture``: a name of :data:`pseudolabel.models.ccnn.CONFIDENCE_NETWORKS` (``ccnn``, ``lfn``),
+    built with ``filters``, ``fc_filters`` and ``inputs``.
     """
 
     epochs: int = 12
@@ -120,14 +124,16 @@ class TrainingConfig:
     inputs: tuple[str, ...] = ("disparity",)
     range_jitter: float = 0.0
     device: str = "cpu"
+    architecture: str = "ccnn"
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 class _CropSampler:
     """Random crops of padded, normalised disparities with their targets (only crops holding labels)."""
 
-    def __init__(self, pairs: Sequence[TrainingPair], crop: int, rng: np.random.Generator, range_jitter: float = 0.0) -> None:
+    def __init__(self, pairs: Sequence[TrainingPair], crop: int, rng: np.random.Generator, range_jitter: float = 0.0, padding: int = PADDING) -> None:
         self.crop = crop
+        self.padding = int(padding)
         self.range_jitter = float(range_jitter)
         self.rng = rng
         self.inputs: list[np.ndarray] = []
@@ -137,7 +143,8 @@ class _CropSampler:
         for pair in pairs:
             if pair.inputs.shape[0] != self.channels or pair.inputs.shape[1:] != pair.targets.shape:
                 raise InputError(f"pair {pair.key}: inputs {pair.inputs.shape} do not match the others or the targets {pair.targets.shape}")
-            padded = np.pad(pair.inputs, ((0, 0), (PADDING, PADDING), (PADDING, PADDING)), mode="reflect")
+            pad = self.padding
+            padded = np.pad(pair.inputs, ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
             targets = pair.targets
             # Pad small images so that one crop fits.
             extra_rows = max(0, crop - targets.shape[0])
@@ -156,15 +163,16 @@ class _CropSampler:
         self.probabilities = np.asarray(weights, dtype=np.float64) / np.sum(weights)
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, C, crop + 8, crop + 8) inputs and (B, 1, crop, crop) targets (NaN = ignored)."""
-        inputs = np.empty((size, self.channels, self.crop + 2 * PADDING, self.crop + 2 * PADDING), dtype=np.float32)
+        """(B, C, crop + 2p, crop + 2p) inputs (p: the network's padding) and (B, 1, crop, crop) targets (NaN = ignored)."""
+        side = self.crop + 2 * self.padding
+        inputs = np.empty((size, self.channels, side, side), dtype=np.float32)
         targets = np.empty((size, 1, self.crop, self.crop), dtype=np.float32)
         chosen = self.rng.choice(len(self.inputs), size=size, p=self.probabilities)
         for index, image in enumerate(chosen):
             target = self.targets[image]
             top = int(self.rng.integers(0, target.shape[0] - self.crop + 1))
             left = int(self.rng.integers(0, target.shape[1] - self.crop + 1))
-            inputs[index] = self.inputs[image][:, top : top + self.crop + 2 * PADDING, left : left + self.crop + 2 * PADDING]
+            inputs[index] = self.inputs[image][:, top : top + side, left : left + side]
             targets[index, 0] = target[top : top + self.crop, left : left + self.crop]
         if self.range_jitter > 0:
             # Augmentation: as if the pair had been matched with a range (1 / s) times as wide.
@@ -187,8 +195,9 @@ def train_ccnn(
     progress: Progress | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     start: Mapping[str, Any] | None = None,
-) -> tuple[CCNN, list[float]]:
-    """Train a CCNN with binary cross-entropy on the labelled pixels of ``pairs``.
+) -> tuple[ConfidenceNetwork, list[float]]:
+    """Train a confidence network (``config.architecture``, a CCNN by default) with binary cross-entropy
+    on the labelled pixels of ``pairs``.
 
     Args:
         pairs: training data (targets 1 / 0 / NaN).
@@ -206,8 +215,9 @@ def train_ccnn(
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     device = resolve_device(config.device)
-    sampler = _CropSampler(pairs, config.crop, rng, config.range_jitter)
-    model = CCNN(config.filters, config.fc_filters, config.inputs).to(device)
+    model = build_confidence_network(config.architecture, filters=config.filters, fc_filters=config.fc_filters, inputs=config.inputs)
+    sampler = _CropSampler(pairs, config.crop, rng, config.range_jitter, model.padding)
+    model = model.to(device)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     total_steps = config.epochs * config.steps_per_epoch
@@ -274,14 +284,17 @@ def summarise_training_data(pairs: Sequence[TrainingPair]) -> dict[str, Any]:
 
 def save_confidence_checkpoint(
     path: str | os.PathLike[str],
-    model: CCNN,
+    model: ConfidenceNetwork,
     training_args: Mapping[str, Any],
     data_summary: Mapping[str, Any],
     history: Sequence[float] = (),
+    calibration: Calibration | None = None,
 ) -> None:
     """Write a self-contained confidence checkpoint atomically (an existing file is replaced only when complete).
 
-    ``training_args`` and ``data_summary`` are JSON-like dictionaries; ``history`` the mean loss of every epoch.
+    ``training_args`` and ``data_summary`` are JSON-like dictionaries; ``history`` the mean loss of every
+    epoch; ``calibration`` (stored as ``calibration``, :meth:`Calibration.to_dict`; None when absent) is
+    applied by the scorer of :func:`make_scorer`.
     """
     payload = {
         "format": CHECKPOINT_FORMAT,
@@ -291,6 +304,7 @@ def save_confidence_checkpoint(
         "training_args": dict(training_args),
         "data_summary": dict(data_summary),
         "history": [float(value) for value in history],
+        "calibration": calibration.to_dict() if calibration is not None else None,
         "version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -342,7 +356,7 @@ def load_training_state(path: str | os.PathLike[str], config: TrainingConfig, da
     return dict(payload)
 
 
-def load_confidence_checkpoint(path: str | os.PathLike[str]) -> tuple[CCNN, dict[str, Any]]:
+def load_confidence_checkpoint(path: str | os.PathLike[str]) -> tuple[ConfidenceNetwork, dict[str, Any]]:
     """Rebuild a confidence network from a checkpoint.
 
     Returns:
@@ -374,11 +388,20 @@ def file_digest(path: str | os.PathLike[str]) -> str:
 def make_scorer(
     path: str | os.PathLike[str], device: str = "auto", precision: str = "auto", threads: int | None = None
 ) -> tuple[ConfidenceScorer, dict[str, Any]]:
-    """Load a checkpoint into a :class:`ConfidenceScorer` (``threads`` sets torch's CPU threads)."""
+    """Load a checkpoint into a :class:`ConfidenceScorer` (``threads`` sets torch's CPU threads) that applies the
+    checkpoint's calibration (:func:`checkpoint_calibration`), if it has one."""
     if threads is not None and threads > 0:
         torch.set_num_threads(threads)
     model, checkpoint = load_confidence_checkpoint(path)
-    return ConfidenceScorer(model, resolve_device(device), precision=precision), checkpoint
+    calibration = checkpoint_calibration(checkpoint)
+    scorer = ConfidenceScorer(model, resolve_device(device), precision=precision, calibration=calibration.apply if calibration else None)
+    return scorer, checkpoint
+
+
+def checkpoint_calibration(checkpoint: Mapping[str, Any]) -> Calibration | None:
+    """The calibration map stored in a checkpoint dictionary (None when it has none)."""
+    stored = checkpoint.get("calibration")
+    return Calibration.from_dict(stored) if stored else None
 
 
 def training_config_dict(config: TrainingConfig) -> dict[str, Any]:
@@ -464,7 +487,9 @@ def load_training_pairs(
     chosen = selected_keys(proxies_path, keys, exclude)
     lookup = require_ground_truth(gt_dir, chosen, gt_scale) if gt_dir is not None else {}
     wild_names = [*positive, *negative] if labels == "wild" else []
-    needed = sorted({need for name in [*inputs[1:], *wild_names] for need in MEASURES[name].needs} | {"disparity"})
+    measure_inputs = [name for name in inputs[1:] if name not in IMAGE_CHANNELS]
+    reads_images = any(name in IMAGE_CHANNELS for name in inputs)
+    needed = sorted({need for name in [*measure_inputs, *wild_names] for need in MEASURES[name].needs} | {"disparity"})
     pairs: list[TrainingPair] = []
     skipped: list[str] = []
     with open_proxies(proxies_path, "r") as proxies:
@@ -475,6 +500,8 @@ def load_training_pairs(
                 continue
             params = proxies.pair_params(key)
             features = proxies.read(key, needed)
+            if reads_images:
+                features.update(pair_gray_images(proxies_path, proxies.pair_attrs(key), key))
             disparity = features["disparity"]
             measures: dict[str, np.ndarray] = {}
             if labels == "gt":
@@ -523,6 +550,7 @@ def train_confidence_from_proxies(
     on_loaded: Callable[[TrainingData], None] | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    calibrate: str = "none",
 ) -> ConfidenceTraining:
     """Train a CCNN on the proxies of one or more files and write its checkpoint.
 
@@ -543,6 +571,10 @@ def train_confidence_from_proxies(
         resume: continue the training saved in ``OUT.partial.pt`` (:func:`partial_training_path`), which
             every finished epoch updates, instead of refusing to start.
         overwrite: replace an existing ``out`` (and drop an ``OUT.partial.pt``) instead of refusing.
+        calibrate: ``"none"``, ``"isotonic"`` or ``"temperature"``: fit that calibration on the training
+            pairs (``gt`` labels only: the network's confidence against ``|d - gt| <= 3``) and store it in
+            the checkpoint. Fitted on the pixels the network was trained on, it can be optimistic; for an
+            honest one, fit it on other pairs with :func:`calibrate_confidence_model`.
 
     Returns:
         What was written.
@@ -564,7 +596,12 @@ def train_confidence_from_proxies(
     inputs = list(config.inputs)
     if not inputs or inputs[0] != "disparity":
         raise InputError(f"--inputs must start with disparity, got {','.join(inputs)!r}")
-    parse_measures(",".join(inputs[1:]) or "none")
+    parse_measures(",".join(name for name in inputs[1:] if name not in IMAGE_CHANNELS) or "none")
+    build_confidence_network(config.architecture, filters=config.filters, fc_filters=config.fc_filters, inputs=config.inputs)
+    if calibrate not in ("none", *METHODS):
+        raise InputError(f"--calibrate must be none or one of {', '.join(METHODS)}, got {calibrate!r}")
+    if calibrate != "none" and label_source != "gt":
+        raise InputError("--calibrate needs ground truth (--labels gt); calibrate a wild-trained model with `pseudolabel confidence calibrate --gt`")
     if threads is not None:
         torch.set_num_threads(threads)
     data = TrainingData([], {})
@@ -617,6 +654,101 @@ def train_confidence_from_proxies(
         "threads": threads,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    save_confidence_checkpoint(out, model, arguments, data.summary, history)
+    calibration = None
+    if calibrate != "none":
+        calibration = _fit_on_pairs(model, data.pairs, calibrate)
+        arguments["calibrate"] = calibrate
+    save_confidence_checkpoint(out, model, arguments, data.summary, history, calibration)
     partial.unlink(missing_ok=True)
     return ConfidenceTraining(Path(out), arguments, data.summary, history, arguments["seconds"])
+
+
+def _fit_on_pairs(model: ConfidenceNetwork, pairs: Sequence[TrainingPair], method: str) -> Calibration:
+    """A calibration of ``model``'s raw confidence against the targets (1 / 0 / NaN) of ``pairs``."""
+    scorer = ConfidenceScorer(model, "cpu", precision="float32")
+    confidences, correct = [], []
+    for pair in pairs:
+        known = np.isfinite(pair.targets)
+        confidence = 1.0 / (1.0 + np.exp(-np.clip(scorer.logits_from_inputs(pair.inputs), -60, 60)))
+        confidences.append(confidence[known])
+        correct.append(pair.targets[known] > 0.5)
+    return fit_calibration(method, np.concatenate(confidences), np.concatenate(correct))
+
+
+@dataclass
+class CalibrationResult:
+    """What :func:`calibrate_confidence_model` wrote: the checkpoint ``out``, the fitted ``calibration``, the
+    ``pairs`` it was fitted on and the ECE (equal-width bins) of the raw and calibrated confidence there."""
+
+    out: Path
+    calibration: Calibration
+    pairs: int
+    ece_raw: float
+    ece_calibrated: float
+
+
+def calibrate_confidence_model(
+    model: PathLike,
+    proxies: PathLike | Sequence[PathLike],
+    gt: PathLike | Sequence[PathLike],
+    method: str = "isotonic",
+    out: PathLike | None = None,
+    keys: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    gt_scale: float | None = None,
+) -> CalibrationResult:
+    """Fit a calibration of a confidence checkpoint on proxies with ground truth and store it in the checkpoint.
+
+    The network's raw confidence (any calibration already stored is ignored) is compared with
+    ``|d - gt| <= 3`` on every pixel with ground truth of the selected pairs of every file.
+
+    Args:
+        model: confidence checkpoint (``.pt``).
+        proxies: proxies file(s) (read only); pairs the network was *not* trained on give an honest fit.
+        gt: ground truth: one folder for every file, or one per file in order.
+        method: ``"isotonic"`` or ``"temperature"``.
+        out: checkpoint to write (default: replace ``model``, atomically).
+        keys, exclude, gt_scale: as for training.
+
+    Returns:
+        What was written.
+    """
+    from pseudolabel.confidence.calibration import ECE_BINS, expected_calibration_error
+
+    if method not in METHODS:
+        raise InputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    network, checkpoint = load_confidence_checkpoint(model)
+    proxies_paths, gt_dirs = _paths(proxies), _paths(gt)
+    if not gt_dirs:
+        raise InputError("calibration needs ground truth: give --gt GT_DIR")
+    _check_label_source("gt", gt_dirs, len(proxies_paths))
+    pairs: list[TrainingPair] = []
+    for index, proxies_path in enumerate(proxies_paths):
+        file_gt = gt_dirs[index] if len(gt_dirs) > 1 else gt_dirs[0]
+        pairs += load_training_pairs(proxies_path, "gt", file_gt, gt_scale, keys, exclude, network.inputs)[0]
+    if not pairs:
+        raise InputError(f"--gt {', '.join(map(str, gt_dirs))}: none of the selected pairs has ground truth")
+    calibration = _fit_on_pairs(network, pairs, method)
+    scorer = ConfidenceScorer(network, "cpu", precision="float32")
+    raw_parts, correct_parts = [], []
+    for pair in pairs:
+        known = np.isfinite(pair.targets)
+        raw_parts.append(1.0 / (1.0 + np.exp(-np.clip(scorer.logits_from_inputs(pair.inputs)[known], -60, 60))))
+        correct_parts.append(pair.targets[known] > 0.5)
+    raw, correct = np.concatenate(raw_parts), np.concatenate(correct_parts)
+    target = Path(out) if out is not None else Path(model)
+    save_confidence_checkpoint(
+        target,
+        network,
+        {**checkpoint.get("training_args", {}), "calibrated_on": [str(path) for path in proxies_paths]},
+        checkpoint.get("data_summary", {}),
+        checkpoint.get("history", []),
+        calibration,
+    )
+    return CalibrationResult(
+        target,
+        calibration,
+        len(pairs),
+        expected_calibration_error(raw, correct, ECE_BINS),
+        expected_calibration_error(calibration.apply(raw), correct, ECE_BINS),
+    )

@@ -1,6 +1,7 @@
-"""Sparsification curves: one drawing, written as an SVG element (HTML reports) or as a raster image (PNG).
+"""Plots of confidence evaluation, each written as an SVG element (HTML reports) or a raster image (PNG):
+sparsification curves and the reliability diagram.
 
-:func:`sparsification_shapes` lays the plot out once as a list of shapes (lines, polylines, texts,
+:func:`sparsification_shapes` (and :func:`reliability_shapes`) lays the plot out once as a list of shapes (lines, polylines, texts,
 rectangles, in SVG user units = pixels of the ``width`` x ``height`` canvas); :func:`shapes_to_svg` and
 :func:`shapes_to_image` render that same list, so the SVG of ``pseudolabel show`` and the PNG of
 ``pseudolabel confidence eval --plot`` have the same axes, colours and legend.
@@ -369,3 +370,122 @@ def write_sparsification_plot(
         atomic_write_bytes(path, svg.encode())
     else:
         write_image(path, sparsification_image(curves, fractions, aucs, optimal, title, width, height))
+
+
+# ---------------------------------------------------------------------------------------------
+# the reliability diagram
+
+
+def reliability_shapes(
+    tables: Mapping[str, np.ndarray],
+    eces: Mapping[str, float] | None = None,
+    title: str = "",
+    width: int = 460,
+    height: int = 320,
+) -> list[Shape]:
+    """The reliability diagram as shapes on a ``width`` x ``height`` canvas (see :func:`reliability_svg`)."""
+    from pseudolabel.confidence.calibration import reliability_curve
+
+    left, right, upper, lower = 46, 150, 26, 34
+    plot_w, plot_h = width - left - right, height - upper - lower
+
+    def x_of(value: float) -> float:
+        return left + value * plot_w
+
+    def y_of(value: float) -> float:
+        return upper + plot_h - value * plot_h
+
+    shapes: list[Shape] = [Rect(0, 0, width, height, fill="white")]
+    if title:
+        shapes.append(Text(left, 15, title, size=12, bold=True))
+    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
+        shapes.append(Line(left, y_of(tick), left + plot_w, y_of(tick), "#e6e6e6"))
+        shapes.append(Text(left - 4, y_of(tick) + 4, f"{tick:g}", anchor="end"))
+        shapes.append(Line(x_of(tick), upper + plot_h, x_of(tick), upper + plot_h + 4, "black"))
+        shapes.append(Text(x_of(tick), upper + plot_h + 16, f"{tick:g}", anchor="middle"))
+    names = list(tables)
+    if names:
+        # Pixel share per bin of the first measure, as grey bars along the bottom (a quarter of the height at most).
+        first = np.asarray(tables[names[0]], dtype=np.float64)
+        _, _, share = reliability_curve(first)
+        bins = first.shape[0]
+        tallest = float(share.max()) if share.size and share.max() > 0 else 1.0
+        for index, value in enumerate(share):
+            if value > 0:
+                bar = 0.25 * plot_h * value / tallest
+                shapes.append(Rect(x_of(index / bins), upper + plot_h - bar, plot_w / bins, bar, fill="#dddddd"))
+    shapes.append(Polyline(((x_of(0.0), y_of(0.0)), (x_of(1.0), y_of(1.0))), "black", 1.2, dashed=True))
+    shapes.append(Rect(left, upper, plot_w, plot_h, stroke="black"))
+    shapes.append(Text(left + plot_w / 2, height - 4, "confidence (bin mean)", anchor="middle"))
+    shapes.append(Text(12, upper + plot_h / 2, "share within 3 px", anchor="middle", rotated=True))
+    for index, name in enumerate(names):
+        mean_confidence, accuracy, _ = reliability_curve(np.asarray(tables[name], dtype=np.float64))
+        keep = np.isfinite(mean_confidence) & np.isfinite(accuracy)
+        colour = CURVE_COLOURS[index % len(CURVE_COLOURS)]
+        points = tuple((x_of(c), y_of(a)) for c, a in zip(mean_confidence[keep], accuracy[keep]))
+        if len(points) > 1:
+            shapes.append(Polyline(points, colour, 2.5 if index == 0 else 1.3))
+        for x, y in points:
+            shapes.append(Rect(x - 2, y - 2, 4, 4, fill=colour))
+        y = upper + 8 + 16 * index
+        ece = (eces or {}).get(name)
+        label = name if ece is None or not np.isfinite(ece) else f"{name} {100 * ece:.2f}"
+        shapes.append(Line(left + plot_w + 10, y, left + plot_w + 30, y, colour, width=2))
+        shapes.append(Text(left + plot_w + 34, y + 4, label))
+    y = upper + 8 + 16 * len(names)
+    shapes.append(Line(left + plot_w + 10, y, left + plot_w + 30, y, "black", width=1.2, dashed=True))
+    shapes.append(Text(left + plot_w + 34, y + 4, "calibrated"))
+    if names:
+        shapes.append(Rect(left + plot_w + 12, y + 12, 16, 8, fill="#dddddd"))
+        shapes.append(Text(left + plot_w + 34, y + 20, f"pixels of {names[0]}"))
+    if eces:
+        shapes.append(Text(left + plot_w + 10, y + 40, "ECE %", colour="#555"))
+    return shapes
+
+
+def reliability_svg(
+    tables: Mapping[str, np.ndarray], eces: Mapping[str, float] | None = None, title: str = "", width: int = 460, height: int = 320
+) -> str:
+    """Reliability diagram as an inline SVG element: for each measure, the share of correct pixels
+    (``|d - gt| <= 3`` px) against the mean confidence of every non-empty bin, the diagonal of a calibrated
+    confidence (dashed), and the first measure's pixel share per bin as grey bars.
+
+    Args:
+        tables: ``{measure: float64 (bins, 3)}`` reliability tables
+            (:func:`pseudolabel.confidence.calibration.reliability_bins`, possibly summed over images),
+            drawn in order in the colours of :data:`CURVE_COLOURS` (the first one thick).
+        eces: ``{measure: ECE}`` in [0, 1] shown in the legend (%), optional.
+        title: caption above the plot.
+        width, height: canvas size, pixels.
+    """
+    return shapes_to_svg(reliability_shapes(tables, eces, title, width, height), width, height, title or "reliability diagram")
+
+
+def reliability_image(
+    tables: Mapping[str, np.ndarray],
+    eces: Mapping[str, float] | None = None,
+    title: str = "",
+    width: int = 460,
+    height: int = 320,
+    scale: int = RASTER_SCALE,
+) -> np.ndarray:
+    """The plot of :func:`reliability_svg` as ``uint8`` RGB (height * scale, width * scale, 3)."""
+    return shapes_to_image(reliability_shapes(tables, eces, title, width, height), width, height, scale)
+
+
+def write_reliability_plot(
+    path: str | os.PathLike[str],
+    tables: Mapping[str, np.ndarray],
+    eces: Mapping[str, float] | None = None,
+    title: str = "",
+    width: int = 460,
+    height: int = 320,
+) -> None:
+    """Write the reliability diagram atomically: an SVG file when ``path`` ends with ``.svg``, else an image."""
+    from pseudolabel.io import atomic_write_bytes, write_image
+
+    height = max(height, 100 + 16 * (len(tables) + 2))
+    if Path(path).suffix.lower() == ".svg":
+        atomic_write_bytes(path, reliability_svg(tables, eces, title, width, height).encode())
+    else:
+        write_image(path, reliability_image(tables, eces, title, width, height))

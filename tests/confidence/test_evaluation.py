@@ -102,7 +102,8 @@ def test_score_evaluate_and_label_from_python(proxies: Path, tmp_path: Path) -> 
     assert [key for key, _ in rows] == ["tsukuba", "venus"] and all("bad3" in stats for _, stats in rows)
     assert "bad3 %" in format_label_table(rows, 0.4, "pkr")
     rows = label_proxies(proxies, 0.4, "pkr", exclude=["venus"])
-    assert rows == [("tsukuba", {"density": pytest.approx(rows[0][1]["density"])})]
+    assert [key for key, _ in rows] == ["tsukuba"] and set(rows[0][1]) == {"density", "tau", "expected_error", "calibrated"}
+    assert rows[0][1]["tau"] == 0.4 and rows[0][1]["calibrated"] == 0.0 and 0.0 <= rows[0][1]["expected_error"] <= 0.6
 
 
 def test_python_calls_check_their_arguments(proxies: Path) -> None:

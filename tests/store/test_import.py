@@ -130,7 +130,9 @@ def test_command_line_import_then_score_prints_the_note(external: dict[str, Path
     result = runner.invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "wrote 3 pairs" in result.output
-    result = runner.invoke(main, ["confidence", "score", "--proxies", str(external["out"]), "--model", "none", "--measures", "all"], catch_exceptions=False)
+    result = runner.invoke(
+        main, ["confidence", "score", "--proxies", str(external["out"]), "--model", "none", "--measures", "all"], catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     notes = [line for line in result.output.splitlines() if line.startswith("note: not available")]
     assert len(notes) == 1 and all(name in notes[0] for name in COST_MEASURES)

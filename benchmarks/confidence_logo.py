@@ -1,0 +1,369 @@
+"""Leave-one-group-out evaluation of confidence measures and networks (``benchmarks/confidence.py logo``).
+
+For every group of the manifest (and optionally a group of synthetic pairs with exact ground truth):
+train on every other group, evaluate on the group left out. Methods:
+
+* every conventional measure (no training);
+* CCNN and LFN (the network that reads the image), each trained with ground-truth labels (``gt``) and
+  without any ground truth (``wild`` labels of Tosi et al.), short trainings set by ``--epochs`` /
+  ``--steps-per-epoch``.
+
+Every method, measures included, gets an isotonic calibration fitted on the training groups' pixels with
+ground truth (:func:`pseudolabel.confidence.calibration.fit_isotonic`; for the wild networks this is
+the one place where ground truth enters: the calibration a shipped wild model would carry). On the
+group left out, per pair and then averaged over pairs: AUC of the bad-3 sparsification curve (of the
+raw confidence; isotonic calibration keeps the ranking), its ratio to the optimal AUC; pooled over the
+group's pixels: ECE (20 equal-width bins) of the raw and of the calibrated confidence; labels of the
+calibrated confidence at the default tau and at a target expected error (``--target-error``, tau per
+pair): share of the ground-truth pixels labelled, bad-3 of the labels, and the expected error the
+``labels`` command would print (mean ``1 - c`` of the labels).
+
+Ground truth: every pixel with known ground truth (no occlusion mask), as ``confidence eval`` does.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FEATURES = ("disparity", "disparity_right", "valid", "cost_best", "cost_second", "cost_second_local", "cost_mean")
+SYNTHETIC = "synthetic"
+
+
+@dataclass
+class Pair:
+    """Everything one pair contributes, computed once."""
+
+    key: str
+    group: str
+    disparity: np.ndarray
+    ground_truth: np.ndarray
+    measures: dict[str, np.ndarray]
+    images: dict[str, np.ndarray]
+    params: Any
+    correct: np.ndarray = field(init=False)  # bool (N,) over known
+    known: np.ndarray = field(init=False)  # bool (H, W)
+
+    def __post_init__(self) -> None:
+        self.known = np.isfinite(self.ground_truth) & (self.ground_truth > 0)
+        with np.errstate(invalid="ignore"):
+            self.correct = np.abs(self.disparity[self.known] - self.ground_truth[self.known]) <= 3.0
+
+
+def prepare_groups(data: Path, work: Path, groups: Sequence[str], synthetic: int, log: Callable[[str], None] = print) -> dict[str, Path]:
+    """One proxies file per group (``work/<group>.h5``, SGM defaults, ``max_disp`` from the manifest);
+    finished pairs are kept. ``synthetic`` > 0 adds that many synthetic pairs as the group ``synthetic``."""
+    from pseudolabel.io import read_image
+    from pseudolabel.sgm.matcher import match
+    from pseudolabel.sgm.params import SGMParams
+    from pseudolabel.store.journal import create_or_open_proxies
+    from pseudolabel.store.proxies import pair_attributes, result_arrays
+
+    work.mkdir(parents=True, exist_ok=True)
+    scenes = json.loads((data / "manifest.json").read_text())["scenes"]
+    entries = [
+        (
+            scene["group"],
+            scene["id"],
+            data / scene["left"],
+            data / scene["right"],
+            data / scene["gt_left"],
+            float(scene["gt_scale"]),
+            int(scene["max_disp"]),
+        )
+        for scene in scenes
+        if scene["group"] in groups
+    ]
+    if synthetic > 0 and SYNTHETIC in groups:
+        from pseudolabel.synth.config import SynthConfig
+        from pseudolabel.synth.files import write_synth_dataset
+
+        config = SynthConfig(width=384, height=256, max_disp=60.0)
+        folder = work / "synthetic_pairs"
+        write_synth_dataset(folder, config, synthetic, seed=19)
+        for index in range(synthetic):
+            stem = f"{index:06d}"
+            entries.append(
+                (
+                    SYNTHETIC,
+                    f"synth-{stem}",
+                    folder / "left" / f"{stem}.png",
+                    folder / "right" / f"{stem}.png",
+                    folder / "disp_left" / f"{stem}.pfm",
+                    1.0,
+                    64,
+                )
+            )
+    base = SGMParams()
+    files: dict[str, Path] = {}
+    for group in groups:
+        path = work / f"{group}.h5"
+        files[group] = path
+        with create_or_open_proxies(path, base) as proxies:
+            for entry_group, key, left_path, right_path, gt_path, gt_scale, max_disp in entries:
+                if entry_group != group or key in proxies:
+                    continue
+                params = base.replace(max_disp=max_disp)
+                left, right = read_image(left_path), read_image(right_path)
+                started = time.perf_counter()
+                result = match(left, right, params)
+                seconds = time.perf_counter() - started
+                attrs = pair_attributes(
+                    key,
+                    left_path.resolve(),
+                    right_path.resolve(),
+                    params,
+                    result.disparity.shape,
+                    result.valid,
+                    gt_left=gt_path.resolve(),
+                    gt_scale=gt_scale,
+                )
+                proxies.write_pair(key, result_arrays(result), {**attrs, "complete": True, "sgm_seconds": seconds})
+                log(f"  sgm {key:40s} {result.disparity.shape} max_disp {max_disp:4d}  {seconds:.1f} s")
+    return files
+
+
+def load_pairs(files: dict[str, Path], log: Callable[[str], None] = print) -> list[Pair]:
+    """Every pair of every group file, with all conventional measures, ground truth and gray images."""
+    from pseudolabel.confidence.images import pair_gray_images
+    from pseudolabel.confidence.measures import MEASURES, compute_measure
+    from pseudolabel.io import read_disparity
+    from pseudolabel.store.proxies import open_proxies
+
+    pairs: list[Pair] = []
+    for group, path in files.items():
+        with open_proxies(path, "r") as proxies:
+            for key in proxies.keys():
+                attrs = proxies.pair_attrs(key)
+                features = proxies.read(key, list(FEATURES))
+                params = proxies.pair_params(key)
+                measures = {name: compute_measure(name, features, params) for name in MEASURES}
+                ground_truth = read_disparity(attrs["gt_left"], float(attrs.get("gt_scale", 1.0) or 1.0))
+                if ground_truth.shape != features["disparity"].shape:
+                    raise SystemExit(f"{key}: ground truth {ground_truth.shape} differs from the proxies {features['disparity'].shape}")
+                pairs.append(Pair(key, group, features["disparity"], ground_truth, measures, pair_gray_images(path, attrs, key), params))
+        log(f"  loaded {group}: {sum(p.group == group for p in pairs)} pairs")
+    return pairs
+
+
+def network_inputs(pair: Pair, inputs: Sequence[str]) -> np.ndarray:
+    from pseudolabel.models.ccnn import build_inputs
+
+    return build_inputs({"disparity": pair.disparity, **pair.images}, pair.params, inputs, pair.measures)
+
+
+def targets(pair: Pair, labels: str) -> np.ndarray:
+    from pseudolabel.confidence.targets import ground_truth_targets, wild_targets
+
+    if labels == "gt":
+        return ground_truth_targets(pair.disparity, pair.ground_truth)
+    return wild_targets(pair.measures)
+
+
+def train_and_score(
+    train: Sequence[Pair], test: Sequence[Pair], arch: str, labels: str, inputs: Sequence[str], config_kwargs: dict[str, Any]
+) -> tuple[list[np.ndarray], list[np.ndarray], float]:
+    """Train on ``train`` and return the raw confidence of every training and every test pair, and the seconds of training."""
+    import torch
+
+    from pseudolabel.confidence.training import TrainingConfig, TrainingPair, train_ccnn
+    from pseudolabel.models.ccnn import ConfidenceScorer
+
+    config = TrainingConfig(architecture=arch, inputs=tuple(inputs), **config_kwargs)
+    training = [TrainingPair(pair.key, network_inputs(pair, inputs), targets(pair, labels)) for pair in train]
+    started = time.perf_counter()
+    model, _ = train_ccnn(training, config)
+    seconds = time.perf_counter() - started
+    del training
+    scorer = ConfidenceScorer(model, "cpu", precision="float32")
+
+    def score(pair: Pair) -> np.ndarray:
+        logits = scorer.logits_from_inputs(network_inputs(pair, inputs))
+        return (1.0 / (1.0 + np.exp(-np.clip(logits, -60, 60)))).astype(np.float32)
+
+    with torch.inference_mode():
+        return [score(pair) for pair in train], [score(pair) for pair in test], seconds
+
+
+def evaluate_method(
+    train: Sequence[Pair],
+    train_confidence: Sequence[np.ndarray],
+    test: Sequence[Pair],
+    test_confidence: Sequence[np.ndarray],
+    tau: float,
+    target: float,
+) -> dict[str, float]:
+    """Figures of one method on the group left out (see the module docstring)."""
+    from pseudolabel.confidence.calibration import ece_from_bins, fit_isotonic, reliability_bins
+    from pseudolabel.confidence.labels import expected_error, label_statistics, tau_for_target_error, threshold_labels
+    from pseudolabel.confidence.sparsification import error_mask, optimal_auc, sparsification_auc
+    from pseudolabel.errors import InputError
+
+    calibration = fit_isotonic(np.concatenate([c[p.known] for p, c in zip(train, train_confidence)]), np.concatenate([p.correct for p in train]))
+    aucs, optimals = [], []
+    raw_table = np.zeros((20, 3))
+    calibrated_table = np.zeros((20, 3))
+    at_tau: list[dict[str, float]] = []
+    at_target: list[dict[str, float]] = []
+    expected_sum, expected_count, refused = 0.0, 0, 0
+    for pair, confidence in zip(test, test_confidence):
+        bad, known = error_mask(pair.disparity, pair.ground_truth)
+        aucs.append(sparsification_auc(confidence, bad, known))
+        optimals.append(optimal_auc(float(bad.sum() / max(known.sum(), 1))))
+        calibrated = calibration.apply(confidence)
+        raw_table += reliability_bins(confidence[pair.known], pair.correct)
+        calibrated_table += reliability_bins(calibrated[pair.known], pair.correct)
+        at_tau.append(label_statistics(threshold_labels(pair.disparity, calibrated, tau), pair.ground_truth))
+        usable = np.isfinite(pair.disparity)
+        try:
+            chosen, _, _ = tau_for_target_error(calibrated, target, usable)
+        except InputError:
+            refused += 1
+            continue
+        stats = label_statistics(threshold_labels(pair.disparity, calibrated, chosen), pair.ground_truth)
+        expected, count = expected_error(calibrated, chosen, usable)
+        expected_sum += expected * count
+        expected_count += count
+        stats["bad3_count"] = stats["bad3"] * stats["labelled_with_gt"] if np.isfinite(stats["bad3"]) else 0.0
+        at_target.append(stats)
+
+    def mean(rows: list[dict[str, float]], name: str) -> float:
+        values = [row[name] for row in rows if np.isfinite(row[name])]
+        return float(np.mean(values)) if values else float("nan")
+
+    labelled = sum(row["labelled_with_gt"] for row in at_target)
+    return {
+        "auc": float(np.mean(aucs)),
+        "optimal": float(np.mean(optimals)),
+        "ece_raw": ece_from_bins(raw_table),
+        "ece_calibrated": ece_from_bins(calibrated_table),
+        "tau_coverage": mean(at_tau, "gt_coverage"),
+        "tau_bad3": mean(at_tau, "bad3"),
+        "target_coverage": mean(at_target, "gt_coverage"),
+        "target_bad3": mean(at_target, "bad3"),
+        # pooled over the group's labels, comparable with the pooled expected error
+        "target_bad3_pooled": float(sum(row["bad3_count"] for row in at_target) / labelled) if labelled else float("nan"),
+        "target_expected": expected_sum / expected_count if expected_count else float("nan"),
+        "target_refused": float(refused),
+    }
+
+
+def run_logo(
+    data: Path,
+    work: Path,
+    groups: Sequence[str],
+    synthetic: int,
+    epochs: int,
+    steps_per_epoch: int,
+    tau: float,
+    target: float,
+    networks: Sequence[str] = ("ccnn-gt", "ccnn-wild", "lfn-gt", "lfn-wild"),
+    log: Callable[[str], None] = print,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """``{method: {held-out group: figures}}`` (see :func:`evaluate_method`)."""
+    import torch
+
+    from pseudolabel.confidence.measures import MEASURES
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    log(f"proxies of {', '.join(groups)} in {work}")
+    files = prepare_groups(data, work, groups, synthetic, log)
+    pairs = load_pairs(files, log)
+    measures = list(MEASURES)
+    inputs = {"ccnn": ["disparity", *measures], "lfn": ["disparity", *measures, "image", "photometric"]}
+    # The recipe of the shipped CCNN (BENCHMARKS.md ## Confidence, Reproduce), shortened.
+    config_kwargs = {"epochs": epochs, "steps_per_epoch": steps_per_epoch, "crop": 32, "batch_size": 16, "range_jitter": 0.5, "seed": 0}
+    widths = {"ccnn": {"filters": 24, "fc_filters": 48}, "lfn": {"filters": 24, "fc_filters": 48}}
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for group in groups:
+        train = [pair for pair in pairs if pair.group != group]
+        test = [pair for pair in pairs if pair.group == group]
+        if not test or not train:
+            continue
+        log(f"held out: {group} ({len(test)} pairs), training on {len(train)} pairs")
+        for name in measures:
+            figures = evaluate_method(train, [p.measures[name] for p in train], test, [p.measures[name] for p in test], tau, target)
+            results.setdefault(name, {})[group] = figures
+        for network in networks:
+            arch, labels = network.split("-")
+            train_confidence, test_confidence, seconds = train_and_score(train, test, arch, labels, inputs[arch], {**config_kwargs, **widths[arch]})
+            figures = evaluate_method(train, train_confidence, test, test_confidence, tau, target)
+            figures["train_seconds"] = seconds
+            results.setdefault(network, {})[group] = figures
+            log(
+                f"  {network:10s} AUC x100 {100 * figures['auc']:.2f} (/opt {figures['auc'] / figures['optimal']:.2f}), "
+                f"ECE {100 * figures['ece_raw']:.2f}% -> {100 * figures['ece_calibrated']:.2f}%, "
+                f"target {100 * target:g}%: kept {100 * figures['target_coverage']:.1f}% bad-3 {100 * figures['target_bad3']:.2f}% "
+                f"expected {100 * figures['target_expected']:.2f}%  ({seconds:.0f} s training)"
+            )
+    return results
+
+
+def format_logo(results: dict[str, dict[str, dict[str, float]]], tau: float, target: float, networks: Sequence[str]) -> str:
+    """Markdown: the mean over groups per method, then per-group tables."""
+    groups = sorted({group for per_group in results.values() for group in per_group})
+
+    def mean(method: str, name: str) -> float:
+        values = [results[method][g][name] for g in groups if g in results[method] and np.isfinite(results[method][g][name])]
+        return float(np.mean(values)) if values else float("nan")
+
+    def ratio(method: str, group: str) -> float:
+        figures = results[method][group]
+        return figures["auc"] / figures["optimal"] if figures["optimal"] > 0 else float("nan")
+
+    def percent(value: float, digits: int = 2) -> str:
+        return f"{100 * value:.{digits}f}" if np.isfinite(value) else "-"
+
+    order = sorted(results, key=lambda method: mean(method, "auc"))
+    lines = [
+        f"Groups ({len(groups)}): {', '.join(groups)}. Each row: train on every group but one, evaluate on the one left out; "
+        "mean over the groups (every group weighs the same; within a group, AUCs are means over pairs and the rest is pooled "
+        "or averaged over pairs). Every method's confidence is calibrated by isotonic regression on the training groups. "
+        "AUC x100 of the raw confidence; ECE % (20 equal-width bins) raw and calibrated; labels of the calibrated confidence at "
+        f"tau {tau:g} and at a target expected error of {100 * target:g}% (tau per pair): ground-truth pixels kept %, bad-3 % "
+        "of the labels (mean over pairs), and the expected error `labels` prints (pooled). Networks in bold.",
+        "",
+        f"| method | AUC x100 | / optimal | ECE raw | ECE cal. | kept @{tau:g} | bad-3 @{tau:g} | kept @{100 * target:g}% | bad-3 @{100 * target:g}% "
+        "| expected | measured / expected |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for method in order:
+        label = f"**{method}**" if method in networks else method
+        measured = mean(method, "target_bad3_pooled")
+        expected = mean(method, "target_expected")
+        lines.append(
+            f"| {label} | {percent(mean(method, 'auc'))} | {np.mean([ratio(method, g) for g in groups if g in results[method]]):.2f} | "
+            f"{percent(mean(method, 'ece_raw'))} | {percent(mean(method, 'ece_calibrated'))} | {percent(mean(method, 'tau_coverage'), 1)} | "
+            f"{percent(mean(method, 'tau_bad3'))} | {percent(mean(method, 'target_coverage'), 1)} | {percent(mean(method, 'target_bad3'))} | "
+            f"{percent(expected)} | {measured / expected if expected > 0 else float('nan'):.2f} |"
+        )
+    optimal = float(np.mean([np.mean([results[order[0]][g]["optimal"] for g in groups if g in results[order[0]]])]))
+    lines += ["", f"Optimal AUC x100, mean over groups: {100 * optimal:.2f}.", ""]
+    lines += [
+        "Per group: AUC / optimal, and at the target error: kept % / bad-3 % / expected %.",
+        "",
+        "| method | " + " | ".join(groups) + " |",
+        "|---|" + "---:|" * len(groups),
+    ]
+    for method in order:
+        cells = []
+        for group in groups:
+            if group not in results[method]:
+                cells.append("-")
+                continue
+            figures = results[method][group]
+            cells.append(
+                f"{ratio(method, group):.2f}; {percent(figures['target_coverage'], 0)} / {percent(figures['target_bad3'], 1)} / "
+                f"{percent(figures['target_expected'], 1)}"
+            )
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    seconds = [results[m][g].get("train_seconds", 0.0) for m in networks if m in results for g in results[m]]
+    if seconds:
+        lines += ["", f"Training time per network: median {np.median(seconds):.0f} s (2-core CPU)."]
+    return "\n".join(lines)

@@ -1,0 +1,208 @@
+"""``confidence train --arch lfn --calibrate``, ``confidence calibrate``, ECE and the reliability diagram of
+``confidence eval``, and ``labels --target-error``, on the shipped fixtures."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pseudolabel.cli.main import main
+from pseudolabel.confidence.evaluation import label_proxies
+from pseudolabel.confidence.training import checkpoint_calibration, load_confidence_checkpoint
+from pseudolabel.datasets import discover_pairs
+from pseudolabel.errors import InputError
+from pseudolabel.io import read_image
+from pseudolabel.sgm.matcher import match
+from pseudolabel.sgm.params import SGMParams
+from pseudolabel.store.journal import create_or_open_proxies, edit_proxies
+from pseudolabel.store.proxies import open_proxies, pair_attributes, result_arrays
+
+FIXTURES = Path(__file__).parents[1] / "data" / "middlebury"
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def proxies_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Proxies of tsukuba and venus (Middlebury v2 fixtures)."""
+    path = tmp_path_factory.mktemp("proxies") / "proxies.h5"
+    params = SGMParams(max_disp=32)
+    with create_or_open_proxies(path, params) as proxies:
+        for pair in discover_pairs([FIXTURES]):
+            if pair.key not in ("tsukuba", "venus"):
+                continue
+            result = match(read_image(pair.left), read_image(pair.right), params)
+            attrs = pair_attributes(pair.key, pair.left, pair.right, params, result.disparity.shape, result.valid)
+            proxies.write_pair(pair.key, result_arrays(result), {**attrs, "complete": True})
+    return path
+
+
+@pytest.fixture()
+def proxies(proxies_master: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "proxies.h5"
+    shutil.copyfile(proxies_master, copy)
+    return copy
+
+
+def _run(*args: str) -> object:
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _write_confidence(path: Path, name: str, values: dict[str, np.ndarray], calibrated: str = "isotonic") -> None:
+    with edit_proxies(path) as handle:
+        for key, array in values.items():
+            handle.write(key, f"confidence/{name}", array, attrs={"measure": name, "calibrated": calibrated})
+
+
+def test_lfn_train_calibrate_score_eval_and_target_error_labels(proxies: Path, tmp_path: Path) -> None:
+    model = tmp_path / "lfn.pt"
+    small = ["--epochs", "1", "--steps-per-epoch", "3", "--batch-size", "2", "--crop", "16", "--filters", "4", "--fc-filters", "4"]
+    result = _run(
+        "confidence",
+        "train",
+        "--proxies",
+        str(proxies),
+        "--gt",
+        str(FIXTURES),
+        "--out",
+        str(model),
+        "--arch",
+        "lfn",
+        "--calibrate",
+        "isotonic",
+        *small,
+    )
+    assert result.exit_code == 0, result.output
+    assert "calibrated: isotonic" in result.output
+    network, checkpoint = load_confidence_checkpoint(model)
+    assert checkpoint["architecture"] == "lfn" and network.inputs == ("disparity", "image", "photometric")
+    assert checkpoint_calibration(checkpoint) is not None and checkpoint_calibration(checkpoint).method == "isotonic"
+
+    recalibrated = tmp_path / "lfn_t.pt"
+    result = _run(
+        "confidence",
+        "calibrate",
+        "--proxies",
+        str(proxies),
+        "--gt",
+        str(FIXTURES),
+        "--model",
+        str(model),
+        "--method",
+        "temperature",
+        "--out",
+        str(recalibrated),
+        "--keys",
+        "venus",
+    )
+    assert result.exit_code == 0, result.output
+    assert "temperature calibration fitted on 1 pairs" in result.output and "ECE" in result.output
+    assert checkpoint_calibration(load_confidence_checkpoint(recalibrated)[1]).method == "temperature"  # type: ignore[union-attr]
+
+    result = _run("confidence", "score", "--proxies", str(proxies), "--model", str(model), "--measures", "apkr")
+    assert result.exit_code == 0, result.output
+    with h5py.File(proxies, "r") as handle:
+        assert handle["pairs/tsukuba/confidence/lfn"].attrs["calibrated"] == "isotonic"
+        assert handle["pairs/tsukuba/confidence/apkr"].attrs.get("calibrated", "none") == "none"
+
+    plot = tmp_path / "curves.svg"
+    result = _run("confidence", "eval", "--proxies", str(proxies), "--gt", str(FIXTURES), "--plot", str(plot))
+    assert result.exit_code == 0, result.output
+    assert "ECE %" in result.output and "expected calibration error" in result.output
+    reliability = tmp_path / "curves.reliability.svg"
+    assert f"wrote {plot} and {reliability}" in result.output
+    assert reliability.read_text().startswith("<svg") and "lfn" in reliability.read_text()
+
+    result = _run("labels", "--proxies", str(proxies), "--measure", "lfn", "--target-error", "20%", "--gt", str(FIXTURES))
+    assert result.exit_code == 0, result.output
+    assert "tau per pair for an expected error <= 20%" in result.output and "expected err %" in result.output
+    with h5py.File(proxies, "r") as handle:
+        attrs = handle["pairs/venus/labels"].attrs
+        assert attrs["target_error"] == pytest.approx(0.2) and attrs["expected_error"] <= 0.2 and attrs["calibrated"] == "isotonic"
+        assert 0.0 <= attrs["tau"] < 1.0
+        assert handle.attrs["labels_target_error"] == pytest.approx(0.2) and handle.attrs["labels_expected_error"] <= 0.2
+
+
+def test_target_error_picks_the_exact_tau_per_pair(proxies: Path) -> None:
+    with open_proxies(proxies) as handle:
+        shape = {key: (int(handle.pair_attrs(key)["height"]), int(handle.pair_attrs(key)["width"])) for key in ("tsukuba", "venus")}
+        disparity = {key: handle.read(key, ["disparity"])["disparity"] for key in shape}
+    assert all(np.isfinite(d).all() for d in disparity.values())  # dense proxies: every pixel can be labelled
+    values = {}
+    for key, (height, width) in shape.items():
+        array = np.full((height, width), 0.5, np.float32)
+        array.flat[: height * width // 2] = 1.0  # half the pixels certain, half a coin flip
+        values[key] = array
+    values["venus"].flat[:10] = 0.75
+    _write_confidence(proxies, "hand", values)
+    rows = dict(label_proxies(proxies, measure="hand", target_error=0.2))
+    # tsukuba: the certain half (error 0) plus the 0.5 half gives 0.25 > 0.2, so tau = 0.5 (only the certain half)
+    assert rows["tsukuba"]["tau"] == 0.5 and rows["tsukuba"]["expected_error"] == 0.0 and rows["tsukuba"]["density"] == pytest.approx(0.5, abs=1e-3)
+    assert rows["venus"]["tau"] == 0.5 and rows["venus"]["expected_error"] == pytest.approx(0.25 * 10 / (shape["venus"][0] * shape["venus"][1] // 2))
+    rows = dict(label_proxies(proxies, measure="hand", target_error=0.3))
+    assert rows["tsukuba"]["tau"] == 0.0 and rows["tsukuba"]["density"] == 1.0 and rows["tsukuba"]["expected_error"] == pytest.approx(0.25, abs=1e-3)
+    with open_proxies(proxies) as handle:
+        labels = handle.read("tsukuba", ["labels"])["labels"]
+    assert np.isfinite(labels).all()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--measure", "hand", "--target-error", "1%"], "pair 'tsukuba': --target-error 1%: no tau reaches it"),
+        (["--measure", "hand", "--target-error", "1%", "--tau", "0.5"], "give --tau or --target-error, not both"),
+        (["--measure", "hand", "--target-error", "abc"], "--target-error must be a share like 1% or 0.01"),
+        (["--measure", "hand", "--target-error", "150%"], "--target-error must be in (0, 1)"),
+        (["--measure", "missing", "--target-error", "1%"], "have no confidence/missing"),
+    ],
+)
+def test_target_error_refusals_are_one_line_and_leave_the_file_intact(proxies: Path, args: list[str], message: str) -> None:
+    with open_proxies(proxies) as handle:
+        values = {
+            key: np.full((int(handle.pair_attrs(key)["height"]), int(handle.pair_attrs(key)["width"])), 0.5, np.float32) for key in handle.keys()
+        }
+    _write_confidence(proxies, "hand", values)
+    before = _digest(proxies)
+    result = CliRunner().invoke(main, ["labels", "--proxies", str(proxies), *args])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    error_lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(error_lines) == 1 and message in error_lines[0], result.output
+    assert _digest(proxies) == before
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--labels", "wild", "--calibrate", "isotonic", "--out", "x.pt"], "--calibrate needs ground truth"),
+        (["train", "--gt", str(FIXTURES), "--arch", "lfn", "--inputs", "disparity,apkr", "--out", "x.pt"], "LFN reads the image"),
+        (["train", "--gt", str(FIXTURES), "--inputs", "disparity,bogus", "--out", "x.pt"], "unknown measure(s) bogus"),
+        (["calibrate", "--gt", str(FIXTURES), "--model", "missing.pt"], "no such confidence model"),
+    ],
+)
+def test_new_confidence_options_refuse_bad_input(proxies: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    before = _digest(proxies)
+    result = CliRunner().invoke(main, ["confidence", args[0], "--proxies", str(proxies), *args[1:]])
+    assert result.exit_code == 1, result.output
+    error_lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(error_lines) == 1 and message in error_lines[0], result.output
+    assert _digest(proxies) == before and not Path("x.pt").exists()
+
+
+def test_calibration_needs_ground_truth_in_python(proxies: Path, tmp_path: Path) -> None:
+    from pseudolabel.confidence.training import calibrate_confidence_model, shipped_ccnn_path
+
+    with pytest.raises(InputError, match="--method must be one of isotonic, temperature"):
+        calibrate_confidence_model(shipped_ccnn_path(), proxies, FIXTURES, method="platt", out=tmp_path / "x.pt")
+    with pytest.raises(InputError, match="calibration needs ground truth"):
+        calibrate_confidence_model(shipped_ccnn_path(), proxies, [], out=tmp_path / "x.pt")

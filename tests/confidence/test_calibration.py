@@ -1,0 +1,155 @@
+"""Calibration (isotonic, temperature), ECE and reliability tables, and tau by a target expected error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pseudolabel.confidence.calibration import (
+    ECE_BINS,
+    Calibration,
+    calibration_samples,
+    ece_from_bins,
+    expected_calibration_error,
+    fit_calibration,
+    fit_isotonic,
+    fit_temperature,
+    pool_adjacent_violators,
+    reliability_bins,
+    reliability_curve,
+)
+from pseudolabel.confidence.labels import expected_error, tau_for_target_error
+from pseudolabel.errors import InputError
+
+
+def _squared_reliability(seed: int, size: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
+    """Confidences uniform in [0, 1] whose true probability of being correct is c ** 2 (over-confident)."""
+    rng = np.random.default_rng(seed)
+    confidence = rng.uniform(0.0, 1.0, size).astype(np.float32)
+    correct = rng.uniform(0.0, 1.0, size) < confidence.astype(np.float64) ** 2
+    return confidence, correct
+
+
+def test_pool_adjacent_violators_by_hand() -> None:
+    starts, values, weights = pool_adjacent_violators(np.array([1.0, 3.0, 2.0, 4.0, 0.0]), np.array([1.0, 1.0, 1.0, 1.0, 3.0]))
+    # 3, 2 pool to 2.5 (weight 2); 4 and 0 (weight 3) pool to 1 (weight 4), which pulls in 2.5: 9 / 6 = 1.5 > 1
+    np.testing.assert_array_equal(starts, [0, 1])
+    np.testing.assert_allclose(values, [1.0, 1.5])
+    np.testing.assert_allclose(weights, [1.0, 6.0])
+    starts, values, _ = pool_adjacent_violators(np.array([1.0, 3.0, 2.0, 4.0]), np.ones(4))
+    np.testing.assert_array_equal(starts, [0, 1, 3])
+    np.testing.assert_allclose(values, [1.0, 2.5, 4.0])
+
+
+def test_isotonic_recovers_a_known_reliability_and_lowers_the_ece() -> None:
+    confidence, correct = _squared_reliability(0)
+    calibration = fit_isotonic(confidence, correct)
+    grid = np.linspace(0.05, 0.95, 19)
+    np.testing.assert_allclose(calibration.apply(grid), grid**2, atol=0.03)
+    # ranking kept: strictly increasing on any distinct values
+    assert np.all(np.diff(calibration.apply(np.linspace(0, 1, 1001))) > 0)
+    fresh_confidence, fresh_correct = _squared_reliability(1)
+    raw_ece = expected_calibration_error(fresh_confidence, fresh_correct)
+    calibrated_ece = expected_calibration_error(calibration.apply(fresh_confidence), fresh_correct)
+    assert raw_ece == pytest.approx(1.0 / 6.0, abs=0.01)  # E|c - c^2| for uniform c
+    assert calibrated_ece < 0.01 < raw_ece
+    mass_raw = expected_calibration_error(fresh_confidence, fresh_correct, scheme="equal-mass")
+    mass_calibrated = expected_calibration_error(calibration.apply(fresh_confidence), fresh_correct, scheme="equal-mass")
+    assert mass_calibrated < 0.01 < mass_raw
+
+
+def test_temperature_recovers_a_known_temperature() -> None:
+    rng = np.random.default_rng(2)
+    logits = rng.normal(0.0, 3.0, 100_000)
+    correct = rng.uniform(size=logits.size) < 1.0 / (1.0 + np.exp(-logits / 2.0))
+    confidence = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+    calibration = fit_temperature(confidence, correct)
+    assert calibration.temperature == pytest.approx(2.0, rel=0.05)
+    assert expected_calibration_error(calibration.apply(confidence), correct) < 0.5 * expected_calibration_error(confidence, correct)
+    assert fit_calibration("temperature", confidence, correct).temperature == calibration.temperature
+
+
+def test_calibration_round_trip_and_refusals() -> None:
+    confidence, correct = _squared_reliability(3, 5000)
+    for method in ("isotonic", "temperature"):
+        calibration = fit_calibration(method, confidence, correct)
+        again = Calibration.from_dict(calibration.to_dict())
+        np.testing.assert_array_equal(again.apply(confidence), calibration.apply(confidence))
+        assert again.fitted_on["pixels"] == 5000
+    with pytest.raises(InputError, match="unknown calibration method"):
+        fit_calibration("platt", confidence, correct)
+    with pytest.raises(InputError, match="unknown calibration method"):
+        Calibration.from_dict({"method": "platt"})
+    with pytest.raises(InputError, match="not a calibration map"):
+        Calibration.from_dict({"knots": []})
+    with pytest.raises(InputError, match="inconsistent"):
+        Calibration.from_dict({"method": "isotonic", "knots": [0.5, 0.2], "values": [0.1, 0.2]})
+    with pytest.raises(InputError, match="no pixel"):
+        fit_isotonic(np.array([np.nan]), np.array([1.0]))
+
+
+def test_ece_and_reliability_tables_by_hand() -> None:
+    confidence = np.full(10, 0.8, np.float32)
+    correct = np.arange(10) < 5  # half correct at confidence 0.8
+    assert expected_calibration_error(confidence, correct) == pytest.approx(0.3)
+    assert expected_calibration_error(confidence, correct, scheme="equal-mass") == pytest.approx(0.3)
+    table = reliability_bins(confidence, correct)
+    assert table.shape == (ECE_BINS, 3) and table[16].tolist() == pytest.approx([10, 8, 5])
+    # tables of two images add up to the table of both
+    other = reliability_bins(np.array([0.1, 1.0]), np.array([False, True]))
+    both = reliability_bins(np.r_[confidence, [0.1, 1.0]], np.r_[correct, [False, True]])
+    np.testing.assert_allclose(table + other, both)
+    assert ece_from_bins(both) == pytest.approx((3.0 + 0.1 + 0.0) / 12)
+    mean_confidence, accuracy, share = reliability_curve(both)
+    assert accuracy[16] == pytest.approx(0.5) and mean_confidence[2] == pytest.approx(0.1) and share.sum() == pytest.approx(1.0)
+    assert np.isnan(ece_from_bins(np.zeros((4, 3))))
+    with pytest.raises(InputError, match="equal-width or equal-mass"):
+        expected_calibration_error(confidence, correct, scheme="quantile")
+
+
+def test_calibration_samples_use_pixels_with_ground_truth() -> None:
+    confidence = np.array([[0.9, 0.8, 0.7]], np.float32)
+    disparity = np.array([[10.0, 10.0, 10.0]], np.float32)
+    truth = np.array([[12.0, 20.0, np.nan]], np.float32)
+    values, correct = calibration_samples(confidence, disparity, truth)
+    np.testing.assert_array_equal(values, np.array([0.9, 0.8], np.float32))
+    np.testing.assert_array_equal(correct, [True, False])
+
+
+# ---------------------------------------------------------------------------------------------
+# tau by target error
+
+
+@pytest.mark.parametrize(
+    "values, target, tau, expected, count",
+    [
+        ([1.0, 0.75, 0.5, 0.25], 0.25, 0.25, 0.25, 3),  # errors 0, .25, .5, .75: running means 0, .125, .25, .375
+        ([1.0, 0.75, 0.5, 0.25], 0.2, 0.5, 0.125, 2),
+        ([1.0, 0.75, 0.5, 0.25], 0.5, 0.0, 0.375, 4),  # every pixel: tau 0
+        ([1.0, 0.75, 0.75, 0.5], 0.1, 0.75, 0.0, 1),  # a tie group is kept or left whole
+        ([1.0, 0.75, 0.75, 0.5], 0.2, 0.5, 0.5 / 3, 3),
+        ([0.0, 1.0], 0.6, 0.0, 0.0, 1),  # a zero confidence is never above tau >= 0
+    ],
+)
+def test_tau_for_target_error_on_hand_made_confidences(values: list[float], target: float, tau: float, expected: float, count: int) -> None:
+    confidence = np.array(values, np.float32).reshape(2, 2) if len(values) == 4 else np.array([values], np.float32)
+    chosen, error, labelled = tau_for_target_error(confidence, target)
+    assert chosen == tau and error == pytest.approx(expected) and labelled == count
+    # the threshold selects exactly the counted pixels, with that expected error
+    assert int((confidence > chosen).sum()) == count
+    assert expected_error(confidence, chosen) == (pytest.approx(expected), count)
+
+
+def test_tau_for_target_error_skips_unusable_pixels_and_refuses_the_impossible() -> None:
+    confidence = np.array([[0.99, 0.2, 0.9, 0.8]], np.float32)
+    usable = np.array([[True, False, True, True]])
+    tau, error, count = tau_for_target_error(confidence, 0.11, usable)
+    assert count == 3 and tau == 0.0 and error == pytest.approx((0.01 + 0.1 + 0.2) / 3, abs=1e-6)
+    tau, error, count = tau_for_target_error(confidence, 0.1, usable)  # the 0.8 pixel would bring it to 0.103
+    assert count == 2 and tau == np.float32(0.8) and error == pytest.approx(0.055, abs=1e-6)
+    with pytest.raises(InputError, match=r"--target-error 1%: no tau reaches it; the lowest expected error of any tau is 50%"):
+        tau_for_target_error(np.full((3, 3), 0.5, np.float32), 0.01)
+    with pytest.raises(InputError, match=r"--target-error must be in \(0, 1\)"):
+        tau_for_target_error(confidence, 1.5)
+    with pytest.raises(InputError, match="no pixel can be labelled"):
+        tau_for_target_error(confidence, 0.1, np.zeros_like(usable))

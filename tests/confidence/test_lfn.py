@@ -1,0 +1,114 @@
+"""LFN, the confidence network that reads the image: registry, patch / whole-image equivalence, image
+channels, and training that learns from the photometric error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pseudolabel.confidence.images import normalised_image, photometric_error, warp_right
+from pseudolabel.confidence.training import TrainingConfig, TrainingPair, ground_truth_targets, train_ccnn
+from pseudolabel.errors import InputError
+from pseudolabel.models.ccnn import CONFIDENCE_NETWORKS, ConfidenceScorer, available_confidence_networks, build_confidence_network, build_inputs
+from pseudolabel.models.lfn import LateFusionNetwork
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+
+def test_registered_and_built_by_name() -> None:
+    assert "lfn" in available_confidence_networks() and CONFIDENCE_NETWORKS["lfn"] is LateFusionNetwork
+    model = build_confidence_network("lfn", filters=8, fc_filters=8, inputs=["disparity", "apkr", "image", "photometric"])
+    assert isinstance(model, LateFusionNetwork) and model.padding == 8
+    assert model.config() == {"filters": 8, "fc_filters": 8, "inputs": ["disparity", "apkr", "image", "photometric"]}
+    with pytest.raises(InputError, match="reads the image"):
+        LateFusionNetwork(inputs=("disparity", "apkr"))
+    with pytest.raises(InputError, match="must start with 'disparity'"):
+        LateFusionNetwork(inputs=("image", "disparity"))
+    with pytest.raises(InputError, match="unknown confidence network 'nope'; known: ccnn, lfn"):
+        build_confidence_network("nope")
+
+
+def test_whole_image_equals_patchwise_over_the_receptive_field() -> None:
+    torch.manual_seed(0)
+    model = LateFusionNetwork(filters=6, fc_filters=8, inputs=("disparity", "image", "photometric")).eval()
+    side = 2 * model.padding + 1
+    assert model(torch.rand(2, 3, side, side)).shape == (2, 1, 1, 1)
+    rng = np.random.default_rng(0)
+    inputs = rng.normal(size=(3, 13, 19)).astype(np.float32)
+    padded = np.pad(inputs, ((0, 0), (8, 8), (8, 8)), mode="reflect")
+    patches = np.stack([padded[:, y : y + side, x : x + side] for y in range(13) for x in range(19)])
+    with torch.no_grad():
+        patchwise = model(torch.from_numpy(patches)).reshape(13, 19).numpy()
+        whole = model.forward_full(torch.from_numpy(inputs)[None])[0, 0].numpy()
+    np.testing.assert_allclose(whole, patchwise, rtol=1e-4, atol=1e-5)
+    # the scorer pads by the network's own padding, also in bands of 4 rows
+    scorer = ConfidenceScorer(model, "cpu", precision="auto", tile_rows=4)
+    assert scorer.precision == "float32" and scorer.padding == 8
+    np.testing.assert_allclose(scorer.logits_from_inputs(inputs), patchwise, rtol=1e-4, atol=1e-5)
+    # a change outside a pixel's 17x17 patch leaves it alone
+    changed = inputs.copy()
+    changed[:, 0, 0] += 5.0
+    with torch.no_grad():
+        moved = model.forward_full(torch.from_numpy(changed)[None])[0, 0].numpy()
+    assert np.allclose(moved[9:, :], whole[9:, :]) and np.allclose(moved[:, 9:], whole[:, 9:]) and not np.allclose(moved, whole)
+
+
+def _scene(seed: int, shape: tuple[int, int] = (48, 72)) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Textured left/right images of a fronto-parallel plane (d = 6) and a proxy with 20% wrong values."""
+    rng = np.random.default_rng(seed)
+    height, width = shape
+    texture = rng.uniform(0, 1, size=(height, width + 16)).astype(np.float32)
+    left = texture[:, 8 : width + 8].copy()
+    right = texture[:, 14 : width + 14].copy()  # right(x - 6) = texture[x + 8] = left(x)
+    truth = np.full(shape, 6.0, np.float32)
+    proxy = truth.copy()
+    wrong = rng.uniform(size=shape) < 0.2
+    proxy[wrong] = rng.uniform(12, 30, size=int(wrong.sum()))
+    return left, right, proxy, truth
+
+
+def test_image_channels_and_warp() -> None:
+    left, right, proxy, truth = _scene(0)
+    warped, inside = warp_right(right, truth)
+    np.testing.assert_allclose(warped[:, 6:], left[:, 6:], atol=1e-6)
+    assert not inside[:, :6].any() and inside[:, 6:].all()
+    error = photometric_error(left, right, truth)
+    assert np.all(error[:, 6:] < 1e-4) and np.all(error[:, :6] == 4.0)
+    assert abs(float(normalised_image(left).mean())) < 1e-5 and normalised_image(np.zeros((4, 4))).max() == 0.0
+
+    class Params:
+        min_disp, max_disp = 0, 32
+
+    features = {"disparity": proxy, "left_gray": left, "right_gray": right}
+    stacked = build_inputs(features, Params(), ("disparity", "image", "photometric"))
+    assert stacked.shape == (3, *proxy.shape) and stacked.dtype == np.float32
+    with pytest.raises(InputError, match="needs the pair's images"):
+        build_inputs({"disparity": proxy}, Params(), ("disparity", "photometric"))
+
+
+def test_training_learns_from_the_photometric_error() -> None:
+    pairs = []
+    for seed in range(3):
+        left, right, proxy, truth = _scene(seed)
+        features = {"disparity": proxy, "left_gray": left, "right_gray": right}
+
+        class Params:
+            min_disp, max_disp = 0, 32
+
+        pairs.append(
+            TrainingPair(f"p{seed}", build_inputs(features, Params(), ("disparity", "image", "photometric")), ground_truth_targets(proxy, truth))
+        )
+    config = TrainingConfig(
+        epochs=3,
+        steps_per_epoch=25,
+        batch_size=4,
+        crop=16,
+        filters=8,
+        fc_filters=8,
+        learning_rate=1e-2,
+        architecture="lfn",
+        inputs=("disparity", "image", "photometric"),
+    )
+    model, history = train_ccnn(pairs, config)
+    assert isinstance(model, LateFusionNetwork) and history[-1] < 0.7 * history[0]

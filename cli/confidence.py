@@ -1,4 +1,5 @@
-"""``pseudolabel confidence train | calibrate | score | eval`` and ``pseudolabel labels``: options and messages only.
+"""``pseudolabel confidence train | calibrate | score | eval``: options and messages only (``train`` and
+``calibrate`` are in :mod:`pseudolabel.cli.confidence_train`; ``pseudolabel labels`` in :mod:`pseudolabel.cli.labels`).
 
 Each command is one library call (the same a notebook makes):
 
@@ -25,29 +26,21 @@ from pathlib import Path
 
 import click
 
-from pseudolabel.cli.options import ClickProgress, gt_options, key_options
+from pseudolabel.cli.confidence_train import calibrate_command, train
+from pseudolabel.cli.options import ClickProgress, gt_options, key_options, proxies_option
 from pseudolabel.confidence.evaluation import (
     DEFAULT_MEASURES,
     SHIPPED_MODEL,
     evaluate_proxies,
     format_auc_table,
-    format_label_table,
-    label_proxies,
     reliability_plot_path,
     score_proxies,
-    split_names,
     unavailable_note,
 )
 from pseudolabel.confidence.labels import DEFAULT_TAU
 from pseudolabel.confidence.measures import MEASURES
-from pseudolabel.confidence.targets import WILD_FRACTION, WILD_NEGATIVE, WILD_POSITIVE
-from pseudolabel.errors import InputError
 
-__all__ = ["DEFAULT_TAU", "confidence", "labels"]
-
-_PROXIES = click.option(
-    "--proxies", "proxies_path", required=True, type=click.Path(path_type=Path), help="Proxies HDF5 file written by `pseudolabel sgm`."
-)
+__all__ = ["DEFAULT_TAU", "confidence"]
 
 
 @click.group("confidence")
@@ -61,214 +54,8 @@ def confidence() -> None:
     """
 
 
-@confidence.command("train")
-@click.option(
-    "--proxies",
-    "proxies_paths",
-    required=True,
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="Proxies HDF5 file written by `pseudolabel sgm` (repeatable: the pairs of every file are pooled).",
-)
-@click.option(
-    "--gt",
-    "gt_dirs",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="Ground truth: folder of <key>.pfm/.png files, or the dataset root of a native layout. "
-    "Give it once (used for every --proxies file) or once per --proxies file, in the same order.",
-)
-@click.option(
-    "--gt-scale",
-    type=float,
-    default=None,
-    help="Divide stored PNG/PGM ground-truth values by this (default: 256 for 16-bit PNG, 1 for 8-bit; native layouts know theirs).",
-)
-@click.option(
-    "--labels",
-    "label_source",
-    type=click.Choice(["gt", "wild"]),
-    default=None,
-    help="gt: 1 where |d - gt| <= 3 px (needs --gt); wild: agreement of conventional measures, no ground truth. [default: gt with --gt]",
-)
-@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Checkpoint to write (.pt).")
-@key_options
-@click.option("--epochs", default=12, show_default=True, type=click.IntRange(min=1))
-@click.option("--steps-per-epoch", default=40, show_default=True, type=click.IntRange(min=1))
-@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1), help="Crops per step.")
-@click.option("--crop", default=48, show_default=True, type=click.IntRange(min=1), help="Side of the labelled crops, pixels.")
-@click.option("--lr", "learning_rate", default=3e-3, show_default=True, type=float, help="Adam learning rate (cosine decay).")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--filters", default=64, show_default=True, type=click.IntRange(min=1), help="Channels of the 3x3 convolutions.")
-@click.option("--fc-filters", default=100, show_default=True, type=click.IntRange(min=1), help="Channels of the 1x1 convolutions.")
-@click.option(
-    "--arch",
-    "architecture",
-    default="ccnn",
-    show_default=True,
-    type=click.Choice(["ccnn", "lfn"]),
-    help="ccnn: the disparity (and measures) only; lfn: late fusion with the left image and the photometric error (reads the pair's images).",
-)
-@click.option(
-    "--inputs",
-    "inputs_text",
-    default=None,
-    help="Input channels: 'disparity' optionally followed by conventional measures (e.g. disparity,apkr,msm) and, for lfn, "
-    "the image channels image,photometric. [default: disparity for ccnn, disparity,image,photometric for lfn]",
-)
-@click.option(
-    "--calibrate",
-    default="none",
-    show_default=True,
-    type=click.Choice(["none", "isotonic", "temperature"]),
-    help="Fit a calibration on the training pairs (needs --gt) and store it in the checkpoint; `confidence calibrate` fits one on other pairs.",
-)
-@click.option(
-    "--range-jitter", default=0.0, show_default=True, type=float, help="Augmentation: scale the normalised disparity of each crop by exp(U(-j, j))."
-)
-@click.option("--wild-fraction", default=WILD_FRACTION, show_default=True, type=float, help="Wild labels: top/bottom share t of each measure.")
-@click.option("--positive", default=",".join(WILD_POSITIVE), show_default=True, help="Wild labels: positive set of measures.")
-@click.option("--negative", default=",".join(WILD_NEGATIVE), show_default=True, help="Wild labels: negative set of measures.")
-@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1), help="CPU threads of torch.")
-@click.option("--device", default="cpu", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
-@click.option("--resume", is_flag=True, help="continue the unfinished training kept in OUT.partial.pt (updated after every epoch).")
-@click.option("--overwrite", is_flag=True, help="replace an existing OUT (and drop an OUT.partial.pt) instead of refusing.")
-def train(
-    proxies_paths: tuple[Path, ...],
-    gt_dirs: tuple[Path, ...],
-    gt_scale: float | None,
-    label_source: str | None,
-    out: Path,
-    include: tuple[str, ...],
-    exclude: tuple[str, ...],
-    epochs: int,
-    steps_per_epoch: int,
-    batch_size: int,
-    crop: int,
-    learning_rate: float,
-    seed: int,
-    filters: int,
-    fc_filters: int,
-    architecture: str,
-    inputs_text: str | None,
-    calibrate: str,
-    range_jitter: float,
-    wild_fraction: float,
-    positive: str,
-    negative: str,
-    threads: int,
-    device: str,
-    resume: bool,
-    overwrite: bool,
-) -> None:
-    """Train a CCNN on the proxies of one or more files.
-
-    `pseudolabel confidence score --model OUT` then writes its confidence as confidence/<OUT's stem>
-    (ccnn_wild.pt -> confidence/ccnn_wild), the name later commands take as --measure.
-
-    \b
-    Examples:
-      pseudolabel confidence train --proxies train.h5 --gt data/middlebury/2006 --out ccnn.pt
-      pseudolabel confidence train --proxies real.h5 --gt data/ --proxies synth.h5 --gt synth/ --out ccnn.pt
-      pseudolabel confidence train --proxies mine.h5 --labels wild --out ccnn_wild.pt
-    Ctrl-C keeps the finished epochs in OUT.partial.pt; the command it prints (with --resume) continues.
-    """
-    from pseudolabel.confidence.training import TrainingConfig, TrainingData, train_confidence_from_proxies
-
-    config = TrainingConfig(
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
-        batch_size=batch_size,
-        crop=crop,
-        learning_rate=learning_rate,
-        seed=seed,
-        filters=filters,
-        fc_filters=fc_filters,
-        inputs=tuple(
-            split_names(inputs_text if inputs_text is not None else ("disparity,image,photometric" if architecture == "lfn" else "disparity"))
-        ),
-        range_jitter=range_jitter,
-        device=device,
-        architecture=architecture,
-    )
-
-    def announce(data: TrainingData) -> None:
-        for _, key in data.skipped:
-            click.echo(f"warning: no ground truth for {key}; skipped", err=True)
-        summary = data.summary
-        click.echo(
-            f"training on {summary['pairs']} pairs, {summary['labelled_pixels']} labelled pixels "
-            f"({100 * summary['positive_fraction']:.1f}% positive), labels: {summary['labels']}"
-        )
-
-    result = train_confidence_from_proxies(
-        proxies_paths,
-        out,
-        gt=gt_dirs,
-        labels=label_source,
-        keys=include,
-        exclude=exclude,
-        gt_scale=gt_scale,
-        config=config,
-        wild_fraction=wild_fraction,
-        positive=positive,
-        negative=negative,
-        threads=threads,
-        progress=ClickProgress(),
-        on_loaded=announce,
-        resume=resume,
-        overwrite=overwrite,
-        calibrate=calibrate,
-    )
-    calibrated = f", calibrated: {calibrate}" if calibrate != "none" else ""
-    click.echo(f"wrote {out} (final loss {result.history[-1]:.4f}, {result.seconds} s{calibrated})")
-    click.echo(f"next: pseudolabel confidence score --proxies PROXIES --model {out} writes confidence/{Path(out).stem}")
-
-
-@confidence.command("calibrate")
-@click.option(
-    "--proxies",
-    "proxies_paths",
-    required=True,
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="Proxies HDF5 file(s) with ground truth; pairs the network was not trained on give an honest calibration.",
-)
-@click.option(
-    "--gt", "gt_dirs", required=True, multiple=True, type=click.Path(path_type=Path), help="Ground truth: once, or once per --proxies file."
-)
-@click.option("--gt-scale", type=float, default=None, help="Divide stored PNG/PGM ground-truth values by this.")
-@click.option("--model", "model_path", required=True, type=click.Path(path_type=Path), help="Confidence checkpoint to calibrate.")
-@click.option("--method", default="isotonic", show_default=True, type=click.Choice(["isotonic", "temperature"]))
-@click.option("--out", "out", default=None, type=click.Path(path_type=Path), help="Checkpoint to write (default: replace --model).")
-@key_options
-def calibrate_command(
-    proxies_paths: tuple[Path, ...],
-    gt_dirs: tuple[Path, ...],
-    gt_scale: float | None,
-    model_path: Path,
-    method: str,
-    out: Path | None,
-    include: tuple[str, ...],
-    exclude: tuple[str, ...],
-) -> None:
-    """Fit a calibration of a confidence network (so that a share c of the pixels of confidence c is within 3 px).
-
-    \b
-    Example:
-      pseudolabel confidence calibrate --proxies other.h5 --gt data/ --model ccnn.pt --out ccnn_calibrated.pt
-    """
-    from pseudolabel.confidence.training import calibrate_confidence_model
-
-    result = calibrate_confidence_model(model_path, proxies_paths, gt_dirs, method, out, keys=include, exclude=exclude, gt_scale=gt_scale)
-    click.echo(
-        f"wrote {result.out}: {method} calibration fitted on {result.pairs} pairs; "
-        f"ECE {100 * result.ece_raw:.2f}% raw -> {100 * result.ece_calibrated:.2f}% calibrated (on those pairs)"
-    )
-
-
 @confidence.command("score")
-@_PROXIES
+@proxies_option
 @click.option(
     "--model",
     "model_path",
@@ -337,7 +124,7 @@ def score(
 
 
 @confidence.command("eval")
-@_PROXIES
+@proxies_option
 @gt_options(required=True)
 @click.option(
     "--measures",
@@ -386,61 +173,5 @@ def evaluate(
         click.echo(f"wrote {plot_path} and {reliability_plot_path(plot_path)}")
 
 
-def _share(text: str | None) -> float | None:
-    """A share written as ``1%`` or ``0.01``; None stays None."""
-    if text is None:
-        return None
-    try:
-        value = float(text[:-1]) / 100.0 if text.strip().endswith("%") else float(text)
-    except ValueError:
-        raise InputError(f"--target-error must be a share like 1% or 0.01, got {text!r}") from None
-    return value
-
-
-@click.command("labels")
-@_PROXIES
-@click.option("--tau", default=None, type=float, help=f"Keep pixels whose confidence is above tau. [default: {DEFAULT_TAU}]")
-@click.option(
-    "--target-error",
-    "target_error_text",
-    default=None,
-    help="Instead of --tau: per pair, the smallest tau whose labels have an expected error rate (mean of 1 - confidence) "
-    "of at most this, e.g. 1% or 0.01. Meant for a calibrated confidence.",
-)
-@click.option("--measure", default="ccnn", show_default=True, help="Stored confidence to threshold (confidence/<measure>).")
-@gt_options(required=False)
-@key_options
-def labels(
-    proxies_path: Path,
-    tau: float | None,
-    target_error_text: str | None,
-    measure: str,
-    gt_dir: Path | None,
-    gt_scale: float | None,
-    include: tuple[str, ...],
-    exclude: tuple[str, ...],
-) -> None:
-    """Write `labels` (proxy disparity where confidence > tau, NaN elsewhere) for every pair.
-
-    \b
-    Examples:
-      pseudolabel labels --proxies proxies.h5 --tau 0.5
-      pseudolabel labels --proxies proxies.h5 --tau 0.5 --measure ccnn --gt data/
-      pseudolabel labels --proxies proxies.h5 --target-error 1%
-    """
-    target_error = _share(target_error_text)
-    if target_error is not None and tau is not None:
-        raise InputError("give --tau or --target-error, not both")
-    tau = DEFAULT_TAU if tau is None else tau
-    rows = label_proxies(
-        proxies_path,
-        tau,
-        measure,
-        keys=include,
-        exclude=exclude,
-        gt_dir=gt_dir,
-        gt_scale=gt_scale,
-        progress=ClickProgress(),
-        target_error=target_error,
-    )
-    click.echo(format_label_table(rows, tau, measure, target_error))
+confidence.add_command(train)
+confidence.add_command(calibrate_command)

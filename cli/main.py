@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "sgm": ("pseudolabel.cli.sgm", "sgm", "Compute SGM proxy disparities for a dataset into one HDF5 file."),
     "inspect": ("pseudolabel.cli.sgm", "inspect", "Print what a proxies HDF5 file holds."),
     "confidence": ("pseudolabel.cli.confidence", "confidence", "Train, score and evaluate confidence measures."),
-    "labels": ("pseudolabel.cli.confidence", "labels", "Write tau-thresholded sparse labels into a proxies file."),
+    "labels": ("pseudolabel.cli.labels", "labels", "Write tau-thresholded sparse labels into a proxies file."),
     "export": ("pseudolabel.cli.export", "export", "Write the labels in KITTI, PFM or NPZ layouts for other training code."),
     "import": ("pseudolabel.cli.export", "import_command", "Take another matcher's dense disparities into a proxies file."),
     "synth": ("pseudolabel.cli.synth", "synth", "Render synthetic stereo pairs with exact ground truth."),

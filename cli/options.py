@@ -160,3 +160,9 @@ class ClickProgress:
         if self._bar is not None:
             self._bar.__exit__(None, None, None)
             self._bar = None
+
+
+#: ``--proxies FILE`` (required), as ``proxies_path``: the proxies HDF5 file a command reads or edits.
+proxies_option = click.option(
+    "--proxies", "proxies_path", required=True, type=click.Path(path_type=Path), help="Proxies HDF5 file written by `pseudolabel sgm`."
+)

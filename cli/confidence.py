@@ -23,7 +23,7 @@ from pathlib import Path
 
 import click
 
-from pseudolabel.cli.options import ClickProgress, gt_options, key_options
+from pseudolabel.cli.options import ClickProgress, gt_options, key_options, threads_option
 from pseudolabel.confidence.evaluation import (
     SHIPPED_MODEL,
     evaluate_proxies,
@@ -109,7 +109,7 @@ def confidence() -> None:
 @click.option("--wild-fraction", default=WILD_FRACTION, show_default=True, type=float, help="Wild labels: top/bottom share t of each measure.")
 @click.option("--positive", default=",".join(WILD_POSITIVE), show_default=True, help="Wild labels: positive set of measures.")
 @click.option("--negative", default=",".join(WILD_NEGATIVE), show_default=True, help="Wild labels: negative set of measures.")
-@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1), help="CPU threads of torch.")
+@threads_option
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 def train(
     proxies_paths: tuple[Path, ...],
@@ -132,7 +132,7 @@ def train(
     wild_fraction: float,
     positive: str,
     negative: str,
-    threads: int,
+    threads: int | None,
     device: str,
 ) -> None:
     """Train a CCNN on the proxies of one or more files.
@@ -213,7 +213,7 @@ def train(
     type=click.Choice(["auto", "float32", "bfloat16"]),
     help="Network arithmetic; auto = bfloat16 where the CPU has it natively (2x faster), else float32.",
 )
-@click.option("--threads", default=0, type=click.IntRange(min=0), help="CPU threads of torch (0 = torch's default).")
+@threads_option
 @click.option("--overwrite", is_flag=True, help="Recompute datasets that are already stored with the same model / measure.")
 def score(
     proxies_path: Path,
@@ -224,7 +224,7 @@ def score(
     exclude: tuple[str, ...],
     device: str,
     precision: str,
-    threads: int,
+    threads: int | None,
     overwrite: bool,
 ) -> None:
     """Write confidence/<name> for every pair of a proxies file.
@@ -244,7 +244,7 @@ def score(
         exclude=exclude,
         device=device,
         precision=precision,
-        threads=threads or None,
+        threads=threads,
         overwrite=overwrite,
         progress=ClickProgress(),
     )

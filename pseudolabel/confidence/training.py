@@ -298,9 +298,11 @@ def file_digest(path: str | os.PathLike[str]) -> str:
 def make_scorer(
     path: str | os.PathLike[str], device: str = "auto", precision: str = "auto", threads: int | None = None
 ) -> tuple[ConfidenceScorer, dict[str, Any]]:
-    """Load a checkpoint into a :class:`ConfidenceScorer` (``threads`` sets torch's CPU threads)."""
-    if threads is not None and threads > 0:
-        torch.set_num_threads(threads)
+    """Load a checkpoint into a :class:`ConfidenceScorer` (``threads``: torch's CPU threads; ``None``:
+    chosen from the usable cores and the machine's load, :mod:`pseudolabel.threads`)."""
+    from pseudolabel.threads import apply_threads
+
+    apply_threads(threads)
     model, checkpoint = load_confidence_checkpoint(path)
     return ConfidenceScorer(model, resolve_device(device), precision=precision), checkpoint
 
@@ -459,7 +461,7 @@ def train_confidence_from_proxies(
         config: hyper-parameters (``inputs`` must start with ``"disparity"``); default :class:`TrainingConfig`.
         wild_fraction, positive, negative: wild labels: share ``t`` and the two sets of measures (names or
             comma-separated text).
-        threads: CPU threads of torch (None: leave torch's setting).
+        threads: CPU threads of torch (None: chosen from the usable cores and the machine's load).
         progress: told of every training step (:func:`train_ccnn`).
         on_loaded: called once the data is loaded, before the first epoch (to report its size).
 
@@ -475,8 +477,9 @@ def train_confidence_from_proxies(
     if not inputs or inputs[0] != "disparity":
         raise InputError(f"--inputs must start with disparity, got {','.join(inputs)!r}")
     parse_measures(",".join(inputs[1:]) or "none")
-    if threads is not None:
-        torch.set_num_threads(threads)
+    from pseudolabel.threads import apply_threads
+
+    threads = apply_threads(threads).threads
     data = TrainingData([], {})
     sgm_params: list[str] = []
     for index, proxies_path in enumerate(proxies_paths):

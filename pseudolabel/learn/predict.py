@@ -71,7 +71,6 @@ def _load(model: ModelArgument, device: str, threads: int | None, first: PairInf
     from pseudolabel.io import read_image
     from pseudolabel.learn.networks import open_network, probe_network
     from pseudolabel.models.devices import resolve_device
-
     from pseudolabel.threads import apply_threads
 
     apply_threads(threads)

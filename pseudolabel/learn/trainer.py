@@ -214,6 +214,8 @@ class Trainer:
         self.evaluations = max(int(evaluations), 1)
         self._evaluation_s = 0.0  # time of the last evaluation
         self._last_evaluation: dict[str, float] = {}
+        #: values of ``evaluate_fn`` before the first step (``None`` without one).
+        self.initial_evaluation: dict[str, float] | None = None
         #: arithmetic of the training step (``float32``, ``bfloat16`` or ``float16``), set by :meth:`fit`.
         self.precision = "float32"
 
@@ -460,7 +462,7 @@ class Trainer:
         self._evaluation_s += seconds
         values["evaluation_s"] = seconds
         if initial:
-            self._initial_evaluation = dict(values)
+            self.initial_evaluation = dict(values)
             if log_handle is not None:
                 log_handle.write(json.dumps({"step": self.step, **values, "time": time.time()}) + "\n")
                 log_handle.flush()
@@ -474,7 +476,7 @@ class Trainer:
             text += f", eta {format_duration(self.budget.eta_s(self.step))}"
         evaluation = self._last_evaluation
         if "holdout_bad3" in evaluation:
-            first = getattr(self, "_initial_evaluation", {}).get("holdout_bad3")
+            first = (self.initial_evaluation or {}).get("holdout_bad3")
             since = f" (start {first:.1f}%)" if first is not None else ""
             text += f", held-back bad-3 {evaluation['holdout_bad3']:.1f}%{since}"
         return text
@@ -522,7 +524,13 @@ class Trainer:
         decision = self.budget.take_pending() if self.budget is not None and context.is_main else None
         total = self._total_steps()
         if log_handle is not None and (self.step % config.log_every == 0 or self.step >= total or decision is not None or "evaluation_s" in logs):
-            record: dict[str, Any] = {"step": self.step, **logs, "pairs_per_s": pairs_per_second, "elapsed_s": now - window.started, "time": time.time()}
+            record: dict[str, Any] = {
+                "step": self.step,
+                **logs,
+                "pairs_per_s": pairs_per_second,
+                "elapsed_s": now - window.started,
+                "time": time.time(),
+            }
             if decision is not None:
                 record["budget"] = decision
             log_handle.write(json.dumps(record) + "\n")

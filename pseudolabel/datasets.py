@@ -273,9 +273,7 @@ def _left_right_pairs(folder: Path, prefix: str) -> tuple[list[PairInfo], list[s
         gt = next((d / f"{stem}.pfm" for d in disparity_dirs if (d / f"{stem}.pfm").is_file()), None)
         occlusion = next((d / f"{stem}.png" for d in occlusion_dirs if (d / f"{stem}.png").is_file()), None)
         masks = {"occlusion": occlusion} if occlusion is not None else {}
-        pairs.append(
-            PairInfo(key=pair.key, left=pair.left, right=pair.right, gt_left=gt, gt_scale=None, masks=masks, focal_baseline=focal_baseline)
-        )
+        pairs.append(PairInfo(key=pair.key, left=pair.left, right=pair.right, gt_left=gt, gt_scale=None, masks=masks, focal_baseline=focal_baseline))
     return pairs, unpaired
 
 

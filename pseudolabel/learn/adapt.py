@@ -135,6 +135,14 @@ def _check_settings(steps: int, batch_size: int, tau_lr_scale: float, proxies: P
         raise InputError(f"--proxies {proxies}: no such file; create it with `pseudolabel sgm --in ... --out {proxies}`")
 
 
+def _fixed_tau(tau: str | float) -> float | None:
+    """``tau`` as a number when it is one (``0.8``), else ``None`` (``learnable``, ``net``)."""
+    try:
+        return float(tau)
+    except (TypeError, ValueError):
+        return None
+
+
 def _tau_logger(objective: AdaptationObjective) -> tuple[LossFunction, Callable[[], dict[str, Any]]]:
     """The trainer's ``loss_fn`` (the objective, remembering the last tau) and ``extra_state`` (settings and that tau)."""
     last_tau: dict[str, float] = {}
@@ -206,7 +214,8 @@ def adapt_network(
             is fitted to the measured speed (at most ``steps``) and the schedule ends with it
             (:mod:`pseudolabel.learn.budget`); ``None`` = exactly ``steps`` steps.
         holdout_every: hold back every k-th pair (sorted keys) from training and report the network's
-            agreement with their confident labels during the run (:mod:`pseudolabel.learn.holdout`); 0 = none.
+            agreement with their confident labels during the run (:mod:`pseudolabel.learn.holdout`; labels =
+            confidence above a fixed ``tau``, else above ``pseudolabel labels``' default); 0 = none.
         replay: share of the samples replaced by synthetic pairs with exact ground truth
             (:mod:`pseudolabel.learn.replay`); 0 = none.
         run: how the run executes (device, precision, checkpoints, resume, ...).
@@ -259,7 +268,9 @@ def adapt_network(
     if not chosen:
         raise InputError(f"--holdout-every {holdout_every}: no pair is left to adapt on")
     pairs = load_adaptation_pairs(proxies_path, measure, chosen, use_valid=use_valid, with_ground_truth="l1" in names)
-    evaluator = HoldoutEvaluator(load_adaptation_pairs(proxies_path, measure, held_keys)) if held_keys else None
+    # labels of the held-back pairs: the run's own threshold when it is fixed, else that of `pseudolabel labels`
+    fixed_tau = _fixed_tau(tau)
+    evaluator = HoldoutEvaluator(load_adaptation_pairs(proxies_path, measure, held_keys), tau=fixed_tau) if held_keys else None
     if crop is None and len({pair.proxy.shape for pair in pairs}) > 1 and batch_size > int(os.environ.get("WORLD_SIZE", "1")):
         raise InputError(
             "--crop full: the pairs differ in size, so a batch can hold one pair per process; use --batch-size 1 (per process) or a crop size"

@@ -238,7 +238,10 @@ class StepBudget:
         return False
 
     def eta_s(self, step: int) -> float:
-        """Seconds left: remaining steps at the recent step time, plus the reserved time."""
+        """Seconds left: before the decision, what is left of the budget; then the remaining steps at
+        the recent step time, plus the reserved time."""
+        if not self.decided:
+            return max(self.budget_s - self.elapsed(), 0.0)
         recent = (self._after_decision or self._durations[self.warmup_steps :] or self._durations)[-self.refit_window :]
         step_time = statistics.median(recent) if recent else (self.step_time_s or 0.0)
         return max(self.total_steps - step, 0) * step_time + self.reserved_s

@@ -70,6 +70,10 @@ def model_of(module: nn.Module) -> nn.Module:
     return inner if isinstance(module, nn.parallel.DistributedDataParallel) and isinstance(inner, nn.Module) else module
 
 
+#: under a time budget, the evaluations between steps take at most this share of it (the last one is always made).
+EVALUATION_SHARE = 0.1
+
+
 class _ParameterHolder(nn.Module):
     """Wraps a bare ``nn.Parameter`` so that it has a state dict."""
 
@@ -443,8 +447,15 @@ class Trainer:
         every = self._evaluation_every()
         return max(self._total_steps() - self.step, 0) // every + 1
 
+    def _evaluation_count(self) -> int:
+        """``evaluations``, fewer under a budget where they would take more than :data:`EVALUATION_SHARE` of it."""
+        cost = self._last_evaluation.get("evaluation_s", 0.0)
+        if self.budget is None or cost <= 0:
+            return self.evaluations
+        return max(1, min(self.evaluations, int(EVALUATION_SHARE * self.budget.budget_s / cost) - 1))  # the first one included
+
     def _evaluation_every(self) -> int:
-        return max(math.ceil(self._total_steps() / self.evaluations), 1)
+        return max(math.ceil(self._total_steps() / self._evaluation_count()), 1)
 
     def _evaluation_due(self) -> bool:
         if self.evaluate_fn is None or (self.budget is not None and not self.budget.decided and self.step < self._total_steps()):
@@ -473,7 +484,8 @@ class Trainer:
         """The progress status: loss, throughput, the budget's ETA and the last evaluation."""
         text = f"loss {logs.get('loss', float('nan')):.4f}, {pairs_per_second:.2f} pairs/s"
         if self.budget is not None:
-            text += f", eta {format_duration(self.budget.eta_s(self.step))}"
+            fitting = "" if self.budget.decided else " (fitting the steps to the budget)"
+            text += f", eta {format_duration(self.budget.eta_s(self.step))}{fitting}"
         evaluation = self._last_evaluation
         if "holdout_bad3" in evaluation:
             first = (self.initial_evaluation or {}).get("holdout_bad3")

@@ -213,3 +213,25 @@ def test_the_trainer_stops_at_the_fitted_step_with_the_schedule_at_its_end(tmp_p
     assert evaluations[0] == 0 and evaluations[-1] == 15
     payload = load_checkpoint(config.out)
     assert payload["budget"]["steps"] == 15 and payload["budget"]["decided_at_step"] == 3
+
+
+def test_costly_evaluations_are_reserved_and_thinned_to_a_share_of_the_budget(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    config = TrainerConfig(out=tmp_path / "e.pt", steps=1000, batch_size=1, learning_rate=1e-3, device="cpu", checkpoint_every=0, progress=False)
+    trainer: Trainer
+    spent = [0.0]  # fake seconds spent in evaluations
+    budget = StepBudget(60.0, 1000, clock=lambda: 2.0 * trainer.step + spent[0], started=0.0, warmup_steps=0, measure_steps=3)
+    evaluations: list[int] = []
+
+    def evaluate(network: torch.nn.Module) -> dict[str, float]:
+        evaluations.append(trainer.step)
+        spent[0] += 3.0  # each evaluation takes 3 s: 10 of them would be half the budget
+        return {"holdout_bad3": 1.0}
+
+    trainer = Trainer(build_network("tiny"), "tiny", {}, TinySynth(), multiscale_l1_loss, config, budget=budget, evaluate_fn=evaluate, evaluations=10)
+    result = trainer.fit()
+    # 10% of 60 s = 6 s = 2 evaluations: before the first step and at the end
+    assert evaluations == [0, result.step]
+    # decided at step 3 (6 s of steps + 3 s evaluation = 9 s), 3 s reserved for the last evaluation: (60 - 9 - 3) / 2 = 24 more
+    assert budget.decided_at == 3 and result.step == 27
+    assert 2.0 * result.step + spent[0] == pytest.approx(60.0)

@@ -394,6 +394,7 @@ class Trainer:
             if self.evaluate_fn is not None and self.step < self._total_steps():
                 self._evaluate(model_of(train_model), log_handle, context, initial=True)
             if self.budget is not None:
+                self._evaluation_s = 0.0  # the first evaluation is before the steps' clock starts
                 self.budget.begin(self.step)
             train_model.train()
             for batch in loader:
@@ -439,8 +440,8 @@ class Trainer:
             dist.broadcast(decision, src=0)
             budget.adopt(int(decision[0].item()), self.step)
             stop = bool(decision[1].item() > 0)
-        if budget.total_steps != before:
-            progress.start(label, max(budget.total_steps - self.step, 0), done=self.step)
+        if budget.total_steps != before:  # the bar's new length; this step is advanced next
+            progress.start(label, max(budget.total_steps - self.step + 1, 1), done=self.step - 1)
         return stop
 
     def _evaluations_left(self) -> int:

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 import click
 
+from pseudolabel.cli.options import THREADS_HELP, ThreadsType
 from pseudolabel.learn.run import RunOptions
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -34,7 +35,7 @@ def trainer_options(defaults: RunOptions, log_help: str) -> Callable[[F], F]:
             help="mixed precision: float16 on CUDA, bfloat16 on CPUs that have it natively (AVX512-BF16, AMX), else float32.",
         ),
         click.option("--workers", default=defaults.workers, show_default=True, type=int, help="data-loader worker processes per rank."),
-        click.option("--threads", default=defaults.threads, type=int, help="torch CPU threads (default: torch's choice)."),
+        click.option("--threads", default=defaults.threads or "auto", show_default=True, type=ThreadsType(), help=THREADS_HELP),
         click.option("--seed", default=defaults.seed, show_default=True, type=int),
         click.option("--checkpoint-every", default=defaults.checkpoint_every, show_default=True, type=int, help="progress checkpoint every N steps."),
         click.option("--log-every", default=defaults.log_every, show_default=True, type=int, help=log_help),

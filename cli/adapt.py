@@ -18,6 +18,7 @@ from pseudolabel.cli.options import ClickProgress, SizeType, key_options
 from pseudolabel.learn.adapt import (
     ADAPT_RUN,
     DEFAULT_BATCH,
+    DEFAULT_BUDGET,
     DEFAULT_LOSS,
     DEFAULT_LR,
     DEFAULT_SCALE_DECAY,
@@ -96,7 +97,27 @@ CROP = SizeType("HEIGHTxWIDTH", "256x320", allow_full=True)
 @click.option(
     "--tau-lr-scale", default=DEFAULT_TAU_LR_SCALE, show_default=True, type=float, help="learning rate of tau's parameters, as a multiple of --lr."
 )
-@click.option("--steps", default=DEFAULT_STEPS, show_default=True, type=int, help="optimisation steps.")
+@click.option("--steps", default=DEFAULT_STEPS, show_default=True, type=int, help="optimisation steps (with a --budget: the most steps it may fit).")
+@click.option(
+    "--budget",
+    default=DEFAULT_BUDGET,
+    show_default=True,
+    help="time for the whole run (90s, 10m, 1h): the steps are fitted to the measured speed and the schedule ends with it; none = exactly --steps.",
+)
+@click.option(
+    "--holdout-every",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="hold back every k-th pair (sorted keys) from training and report the network's agreement with their confident labels (OUT.jsonl, status); 0 = none.",
+)
+@click.option(
+    "--replay",
+    default=0.0,
+    show_default=True,
+    type=float,
+    help="share of the samples replaced by synthetic pairs with exact ground truth (pseudolabel synth, rendered on the fly); 0 = none.",
+)
 @click.option("--batch-size", default=DEFAULT_BATCH, show_default=True, type=int, help="global batch (split over torchrun processes).")
 @click.option(
     "--crop",
@@ -127,6 +148,9 @@ def adapt(
     tau_penalty: float | None,
     tau_lr_scale: float,
     steps: int,
+    budget: str,
+    holdout_every: int,
+    replay: float,
     batch_size: int,
     crop: str,
     lr: float,
@@ -147,6 +171,7 @@ def adapt(
       pseudolabel confidence score --proxies target.h5
       pseudolabel adapt --proxies target.h5 --model madnet_synth --out adapted.pt --tau learnable
       pseudolabel adapt --proxies target.h5 --model source.pt --out a.pt --tau 0.8 --loss guided=1,reconstruction=0.1
+      pseudolabel adapt --proxies seq.h5 --model madnet_synth --out a.pt --budget 10m --holdout-every 10 --loss guided=1,l2sp=1e-3
       PYTHONPATH=. pseudolabel adapt --proxies target.h5 --model mynet:build --weights mynet.pth --out mine.pt
       pseudolabel eval --model adapted.pt --data data/middlebury/2006
       torchrun --nproc_per_node 2 -m pseudolabel.cli.main adapt --proxies target.h5 --model source.pt --out a.pt --batch-size 2
@@ -190,6 +215,9 @@ def adapt(
         batch_size=batch_size,
         crop=CROP.parse(crop, "--crop"),
         learning_rate=lr,
+        budget=budget,
+        holdout_every=holdout_every,
+        replay=replay,
         run=run_options(**trainer),
         progress=ClickProgress(),
         labels=use_labels,
@@ -199,3 +227,14 @@ def adapt(
         logs = result.last_logs
         shown = ", ".join(f"{name} {logs[name]:.4g}" for name in ("loss", "tau", "selected") if name in logs)
         click.echo(f"adapted {result.arch} on {result.pairs} pair(s) for {result.step} steps in {result.wall_seconds:.0f} s -> {out} ({shown})")
+        if result.budget is not None and result.budget.get("decided"):
+            fitted = result.budget
+            click.echo(
+                f"budget {fitted['budget_s']:.0f} s: {fitted['steps']} steps fitted at {fitted['step_time_s']:.2f} s/step"
+                + (f", refitted at step {int(fitted['refits'][0]['step'])}" if fitted["refits"] else "")
+                + (", stopped over budget" if fitted["stopped_over_budget"] else "")
+                + f"; {result.threads} CPU thread(s)"
+            )
+        if result.held_back and result.holdout_start is not None:
+            first, last = result.holdout_start.get("holdout_bad3", float("nan")), logs.get("holdout_bad3", float("nan"))
+            click.echo(f"held-back pairs ({result.held_back}): bad-3 against their confident labels {first:.2f}% before, {last:.2f}% after")

@@ -27,7 +27,7 @@ from pathlib import Path
 import click
 
 from pseudolabel.cli.confidence_train import calibrate_command, train
-from pseudolabel.cli.options import ClickProgress, gt_options, key_options, proxies_option
+from pseudolabel.cli.options import ClickProgress, gt_options, key_options, proxies_option, threads_option
 from pseudolabel.confidence.evaluation import (
     DEFAULT_MEASURES,
     SHIPPED_MODEL,
@@ -81,7 +81,7 @@ def confidence() -> None:
     type=click.Choice(["auto", "float32", "bfloat16"]),
     help="Network arithmetic; auto = bfloat16 where the CPU has it natively (2x faster), else float32.",
 )
-@click.option("--threads", default=0, type=click.IntRange(min=0), help="CPU threads of torch (0 = torch's default).")
+@threads_option
 @click.option("--overwrite", is_flag=True, help="Recompute datasets that are already stored with the same model / measure.")
 def score(
     proxies_path: Path,
@@ -92,7 +92,7 @@ def score(
     exclude: tuple[str, ...],
     device: str,
     precision: str,
-    threads: int,
+    threads: int | None,
     overwrite: bool,
 ) -> None:
     """Write confidence/<name> for every pair of a proxies file.
@@ -113,7 +113,7 @@ def score(
         exclude=exclude,
         device=device,
         precision=precision,
-        threads=threads or None,
+        threads=threads,
         overwrite=overwrite,
         progress=ClickProgress(),
     )

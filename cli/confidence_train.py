@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from pseudolabel.cli.options import ClickProgress, key_options
+from pseudolabel.cli.options import ClickProgress, key_options, threads_option
 from pseudolabel.confidence.evaluation import (
     split_names,
 )
@@ -91,7 +91,7 @@ __all__ = ["calibrate_command", "train"]
 @click.option("--wild-fraction", default=WILD_FRACTION, show_default=True, type=float, help="Wild labels: top/bottom share t of each measure.")
 @click.option("--positive", default=",".join(WILD_POSITIVE), show_default=True, help="Wild labels: positive set of measures.")
 @click.option("--negative", default=",".join(WILD_NEGATIVE), show_default=True, help="Wild labels: negative set of measures.")
-@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1), help="CPU threads of torch.")
+@threads_option
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--resume", is_flag=True, help="continue the unfinished training kept in OUT.partial.pt (updated after every epoch).")
 @click.option("--overwrite", is_flag=True, help="replace an existing OUT (and drop an OUT.partial.pt) instead of refusing.")
@@ -118,7 +118,7 @@ def train(
     wild_fraction: float,
     positive: str,
     negative: str,
-    threads: int,
+    threads: int | None,
     device: str,
     resume: bool,
     overwrite: bool,

@@ -166,3 +166,25 @@ class ClickProgress:
 proxies_option = click.option(
     "--proxies", "proxies_path", required=True, type=click.Path(path_type=Path), help="Proxies HDF5 file written by `pseudolabel sgm`."
 )
+
+
+class ThreadsType(click.ParamType):
+    """``--threads``: a positive number of CPU threads, or ``auto`` (returned as ``None``): chosen from the
+    cores this process may use and the machine's load (:mod:`pseudolabel.threads`)."""
+
+    name = "threads"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | None:
+        from pseudolabel.threads import parse_threads
+
+        if value is None or isinstance(value, int):
+            return parse_threads(value)
+        return parse_threads(str(value), param.opts[0] if param is not None and param.opts else "--threads")
+
+
+THREADS_HELP = "CPU threads of torch, OpenCV and Numba, or auto: the usable cores less those other processes keep busy (affinity and load)."
+
+
+def threads_option(function: F) -> F:
+    """``--threads N|auto`` (default auto), as ``threads``: ``int`` or ``None`` for auto."""
+    return click.option("--threads", default="auto", show_default=True, type=ThreadsType(), help=THREADS_HELP)(function)

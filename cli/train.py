@@ -15,7 +15,7 @@ import click
 
 from pseudolabel.cli._network import MODEL_HELP, json_object, network_options, network_spec
 from pseudolabel.cli._trainer import run_options, trainer_options
-from pseudolabel.cli.options import ClickProgress, SizeType
+from pseudolabel.cli.options import ClickProgress, SizeType, threads_option
 from pseudolabel.errors import InputError
 from pseudolabel.learn.supervised import TRAIN_RUN
 
@@ -129,7 +129,7 @@ def train(
 @click.argument("more_inputs", nargs=-1, type=click.Path(exists=True))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="output folder.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--threads", default=None, type=int, help="torch CPU threads.")
+@threads_option
 @click.option("--overwrite", is_flag=True, help="recompute pairs whose outputs already exist (default: skip them).")
 @click.option("--force", is_flag=True, hidden=True, help="old name of --overwrite.")
 def predict(
@@ -213,7 +213,7 @@ def _evaluate_prediction_files(pred_dir: str, gt_dir: str, gt_scale: float | Non
     help="evaluate only inside this named mask of each pair; nonocc = non-occluded pixels (Middlebury nonocc.png, synth/SceneFlow occlusion masks).",
 )
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--threads", default=None, type=int, help="torch CPU threads.")
+@threads_option
 @click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="also write per-pair and mean metrics as JSON.")
 @click.argument("more_inputs", nargs=-1, type=click.Path(exists=True))
 def evaluate(

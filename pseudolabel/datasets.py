@@ -9,7 +9,8 @@ Two ways to point at data (see ``data/README.md`` for the full description of ea
 
   - KITTI 2012 / 2015: a folder with ``colored_0``/``colored_1``, ``image_2``/``image_3`` or
     ``image_0``/``image_1`` sub-folders (preferred in that order when several exist); ground truth
-    from ``disp_noc`` (else ``disp_occ``; ``disp_noc_0``/``disp_occ_0`` for 2015), value / 256.
+    from ``disp_noc`` (else ``disp_occ``; ``disp_noc_0``/``disp_occ_0`` for 2015), value / 256;
+    ``calib/<frame>.txt`` (2012) gives :attr:`PairInfo.focal_baseline`.
     Key: the frame name, such as ``000046_10``.
   - Middlebury scene folders, key = the folder name:
     ``im0``/``im1`` (2014/2021 with ``calib.txt`` whose ``ndisp`` sets :attr:`PairInfo.max_disp`,
@@ -20,7 +21,10 @@ Two ways to point at data (see ``data/README.md`` for the full description of ea
     ``nonocc``/``all``/``disc``.png, 255 = evaluate).
   - The synthetic layout written by ``pseudolabel synth``: a folder with ``left/`` and ``right/``
     image folders, ground truth ``disp_left/<key>.pfm`` and occlusion masks ``occ_left/<key>.png``
-    (255 = occluded). The SceneFlow sample layout (``RGB_cleanpass/left``, ``disparity/left/*.pfm``,
+    (255 = occluded). The same layout without ground truth is a *sequence* (a rig's consecutive
+    frames, keys = file names, so sorted keys are frames in time order); an optional ``calib.txt``
+    next to ``left/`` in the KITTI odometry form (rows ``P0``, ``P1`` of 12 numbers, with or without
+    their ``P0:`` names) gives :attr:`PairInfo.focal_baseline` = ``-P1[3]`` (fx times the baseline). The SceneFlow sample layout (``RGB_cleanpass/left``, ``disparity/left/*.pfm``,
     ``occlusion/left/*.png``) is read the same way.
 
   When a layout sits below ``ROOT`` rather than at ``ROOT`` itself, its keys are prefixed with its
@@ -75,6 +79,8 @@ class PairInfo:
             ``calib.txt`` ``ndisp``), or ``None``.
         masks: evaluation masks of the left view by name (``nonocc``, ``all``, ``disc``: 255 = evaluate;
             ``occlusion``: 255 = occluded).
+        focal_baseline: focal length (px) times baseline (m) of the rig, from a sequence's
+            ``calib.txt`` (KITTI ``P0``/``P1``), or ``None``: depth in metres = ``focal_baseline / disparity``.
     """
 
     key: str
@@ -84,6 +90,7 @@ class PairInfo:
     gt_scale: float | None = None
     max_disp: int | None = None
     masks: dict[str, Path] = field(default_factory=dict)
+    focal_baseline: float | None = None
 
 
 def discover_pairs(inputs: Sequence[str | os.PathLike[str]], skip_unpaired: bool = False) -> list[PairInfo]:
@@ -238,6 +245,7 @@ def _kitti_pairs(folder: Path, prefix: str, left_name: str, right_name: str, gt_
         if stem not in right_images:
             continue
         gt = next((g / f"{stem}.png" for g in gt_folders if (g / f"{stem}.png").is_file()), None)
+        calib = next((c for c in (folder / "calib" / f"{stem}.txt", folder / "calib" / f"{stem.split('_')[0]}.txt") if c.is_file()), None)
         pairs.append(
             PairInfo(
                 key=prefix + stem,
@@ -245,6 +253,7 @@ def _kitti_pairs(folder: Path, prefix: str, left_name: str, right_name: str, gt_
                 right=right_images[stem],
                 gt_left=gt,
                 gt_scale=KITTI_GT_SCALE if gt is not None else None,
+                focal_baseline=read_projection_focal_baseline(calib) if calib is not None else None,
             )
         )
     unpaired = [str(path) for stem, path in left_images.items() if stem not in right_images]
@@ -256,13 +265,15 @@ def _left_right_pairs(folder: Path, prefix: str) -> tuple[list[PairInfo], list[s
     found, unpaired = _pair_folders(folder / "left", folder / "right", prefix)
     disparity_dirs = [folder / "disp_left", folder.parent / "disparity" / "left"]
     occlusion_dirs = [folder / "occ_left", folder.parent / "occlusion" / "left"]
+    calib = folder / "calib.txt"
+    focal_baseline = read_projection_focal_baseline(calib) if calib.is_file() else None
     pairs = []
     for pair in found:
         stem = pair.key[len(prefix) :]
         gt = next((d / f"{stem}.pfm" for d in disparity_dirs if (d / f"{stem}.pfm").is_file()), None)
         occlusion = next((d / f"{stem}.png" for d in occlusion_dirs if (d / f"{stem}.png").is_file()), None)
         masks = {"occlusion": occlusion} if occlusion is not None else {}
-        pairs.append(PairInfo(key=pair.key, left=pair.left, right=pair.right, gt_left=gt, gt_scale=None, masks=masks))
+        pairs.append(PairInfo(key=pair.key, left=pair.left, right=pair.right, gt_left=gt, gt_scale=None, masks=masks, focal_baseline=focal_baseline))
     return pairs, unpaired
 
 
@@ -329,6 +340,40 @@ def read_calib_ndisp(path: Path) -> int | None:
     if value <= 0:
         raise InputError(f"{path}: ndisp={found.group(1)!r} is not a positive integer; fix the file or pass --max-disp")
     return value
+
+
+def read_projection_focal_baseline(path: Path) -> float | None:
+    """Focal length (px) times baseline (m) from a KITTI-style ``calib.txt``: rows of 12 numbers, the 3x4
+    projection matrices ``P0`` (left) and ``P1`` (right), named (``P0: ...``) or in that order.
+
+    ``P1[3] = -fx * baseline``, so the result is ``-P1[3]``; ``None`` when the file has no such rows
+    (another calibration format, e.g. Middlebury's, is not an error).
+
+    Raises:
+        InputError: the rows are there but the baseline is not positive.
+    """
+    named: dict[str, list[float]] = {}
+    bare: list[list[float]] = []
+    for line in path.read_text(encoding="latin-1").splitlines():
+        name, colon, rest = line.partition(":")
+        text = rest if colon else line
+        try:
+            values = [float(value) for value in text.split()]
+        except ValueError:
+            continue
+        if len(values) != 12:
+            continue
+        if colon:
+            named[name.strip()] = values
+        else:
+            bare.append(values)
+    right = named.get("P1") or (bare[1] if len(bare) >= 2 else None)
+    if right is None:
+        return None
+    focal_baseline = -right[3]
+    if not focal_baseline > 0:
+        raise InputError(f"{path}: P1[3] = {right[3]} should be -fx * baseline (negative); fix the file or remove it")
+    return focal_baseline
 
 
 def read_info_scale(path: Path) -> float:

@@ -388,10 +388,12 @@ def file_digest(path: str | os.PathLike[str]) -> str:
 def make_scorer(
     path: str | os.PathLike[str], device: str = "auto", precision: str = "auto", threads: int | None = None
 ) -> tuple[ConfidenceScorer, dict[str, Any]]:
-    """Load a checkpoint into a :class:`ConfidenceScorer` (``threads`` sets torch's CPU threads) that applies the
+    """Load a checkpoint into a :class:`ConfidenceScorer` (``threads``: torch's CPU threads; ``None``:
+    chosen from the usable cores and the machine's load, :mod:`pseudolabel.threads`) that applies the
     checkpoint's calibration (:func:`checkpoint_calibration`), if it has one."""
-    if threads is not None and threads > 0:
-        torch.set_num_threads(threads)
+    from pseudolabel.threads import apply_threads
+
+    apply_threads(threads)
     model, checkpoint = load_confidence_checkpoint(path)
     calibration = checkpoint_calibration(checkpoint)
     scorer = ConfidenceScorer(model, resolve_device(device), precision=precision, calibration=calibration.apply if calibration else None)
@@ -565,7 +567,7 @@ def train_confidence_from_proxies(
         config: hyper-parameters (``inputs`` must start with ``"disparity"``); default :class:`TrainingConfig`.
         wild_fraction, positive, negative: wild labels: share ``t`` and the two sets of measures (names or
             comma-separated text).
-        threads: CPU threads of torch (None: leave torch's setting).
+        threads: CPU threads of torch (None: chosen from the usable cores and the machine's load).
         progress: told of every training step (:func:`train_ccnn`).
         on_loaded: called once the data is loaded, before the first epoch (to report its size).
         resume: continue the training saved in ``OUT.partial.pt`` (:func:`partial_training_path`), which
@@ -602,8 +604,9 @@ def train_confidence_from_proxies(
         raise InputError(f"--calibrate must be none or one of {', '.join(METHODS)}, got {calibrate!r}")
     if calibrate != "none" and label_source != "gt":
         raise InputError("--calibrate needs ground truth (--labels gt); calibrate a wild-trained model with `pseudolabel confidence calibrate --gt`")
-    if threads is not None:
-        torch.set_num_threads(threads)
+    from pseudolabel.threads import apply_threads
+
+    threads = apply_threads(threads).threads
     data = TrainingData([], {})
     sgm_params: list[str] = []
     for index, proxies_path in enumerate(proxies_paths):

@@ -15,6 +15,7 @@ line can read the defaults without it.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "ADAPT_RUN",
     "DEFAULT_BATCH",
+    "DEFAULT_BUDGET",
     "DEFAULT_LOSS",
     "DEFAULT_LR",
     "DEFAULT_SCALE_DECAY",
@@ -59,6 +61,13 @@ DEFAULT_WEIGHTING = "confidence"
 #: 2,500 steps took 13.5 minutes on the two threads of a 2-core CPU with native bfloat16 (``--amp``);
 #: in float32 a step costs 1.6-1.8x as much (there ``--steps 1500`` keeps to about 14 minutes).
 DEFAULT_STEPS = 2500
+#: The default run is fitted to this time budget (``--budget``; ``DEFAULT_STEPS`` is then the most it
+#: takes): the issue's requirement is that the default adaptation of 50 KITTI-sized frames ends within
+#: 15 minutes on a 2-core CPU without native bfloat16, where 2,500 float32 steps would take about 50
+#: minutes. The budget counts from the call (loading the pairs and the network included); 13 minutes
+#: leave room for starting Python and torch, the evaluations of held-back frames being reserved
+#: inside it. Pass ``budget=None`` (``--budget none``) for exactly ``steps`` steps.
+DEFAULT_BUDGET = "13m"
 DEFAULT_BATCH = 1
 #: whole images (``pseudolabel adapt --crop full``).
 DEFAULT_CROP: tuple[int, int] | None = None
@@ -76,6 +85,13 @@ class AdaptResult(TrainResult):
 
     arch: str = ""
     pairs: int = 0
+    #: pairs held back from training (``holdout_every``) and their agreement before the first step.
+    held_back: int = 0
+    holdout_start: dict[str, float] | None = None
+    #: the budget's decision (:meth:`pseudolabel.learn.budget.StepBudget.describe`), or ``None``.
+    budget: dict[str, Any] | None = None
+    #: CPU threads used.
+    threads: int = 0
 
 
 class MirroredForward:
@@ -120,6 +136,14 @@ def _check_settings(steps: int, batch_size: int, tau_lr_scale: float, proxies: P
         raise InputError(f"--proxies {proxies}: no such file; create it with `pseudolabel sgm --in ... --out {proxies}`")
 
 
+def _fixed_tau(tau: str | float) -> float | None:
+    """``tau`` as a number when it is one (``0.8``), else ``None`` (``learnable``, ``net``)."""
+    try:
+        return float(tau)
+    except (TypeError, ValueError):
+        return None
+
+
 def _tau_logger(objective: AdaptationObjective) -> tuple[LossFunction, Callable[[], dict[str, Any]]]:
     """The trainer's ``loss_fn`` (the objective, remembering the last tau) and ``extra_state`` (settings and that tau)."""
     last_tau: dict[str, float] = {}
@@ -157,6 +181,9 @@ def adapt_network(
     batch_size: int = DEFAULT_BATCH,
     crop: tuple[int, int] | None = DEFAULT_CROP,
     learning_rate: float = DEFAULT_LR,
+    budget: str | float | None = DEFAULT_BUDGET,
+    holdout_every: int = 0,
+    replay: float = 0.0,
     run: RunOptions = ADAPT_RUN,
     progress: Progress | None = None,
     labels: bool = False,
@@ -186,6 +213,14 @@ def adapt_network(
         tau_lr_scale: learning rate of tau's parameters, as a multiple of ``learning_rate``.
         steps, batch_size, learning_rate: optimisation steps, global batch (pairs), AdamW peak rate.
         crop: ``(height, width)`` random crops, or ``None`` for whole images.
+        budget: time for the whole call, ``"10m"``, ``"90s"``, ``"1h"`` or seconds: the number of steps
+            is fitted to the measured speed (at most ``steps``) and the schedule ends with it
+            (:mod:`pseudolabel.learn.budget`); ``None`` = exactly ``steps`` steps.
+        holdout_every: hold back every k-th pair (sorted keys) from training and report the network's
+            agreement with their confident labels during the run (:mod:`pseudolabel.learn.holdout`; labels =
+            confidence above a fixed ``tau``, else above ``pseudolabel labels``' default); 0 = none.
+        replay: share of the samples replaced by synthetic pairs with exact ground truth
+            (:mod:`pseudolabel.learn.replay`); 0 = none.
         run: how the run executes (device, precision, checkpoints, resume, ...).
         progress: receives the trainer's progress (``None``: nothing shown).
         labels: train on the stored ``labels`` of ``pseudolabel labels`` exactly as written (each labelled
@@ -203,8 +238,15 @@ def adapt_network(
             existing ``out`` without ``run.resume``/``run.overwrite``.
         KeyboardInterrupt: after saving ``OUT.partial.pt`` on Ctrl-C.
     """
+    started = time.perf_counter()
     proxies_path, out_path = Path(proxies), Path(out)
     _check_settings(steps, batch_size, tau_lr_scale, proxies_path)
+    from pseudolabel.learn.budget import StepBudget, parse_duration
+    from pseudolabel.learn.holdout import HoldoutEvaluator, split_holdout
+
+    budget_s = parse_duration(budget)
+    if not 0.0 <= replay < 1.0:
+        raise InputError(f"--replay {replay}: give the share of synthetic samples, in [0, 1)")
     prepare_output(out_path, run.resume, run.overwrite)
     if labels:
         if use_valid:
@@ -231,18 +273,32 @@ def adapt_network(
     torch.manual_seed(run.seed)
     opened = open_network(model)
 
-    set_threads(run.threads)
+    threads = set_threads(run.threads)
     with open_proxies(proxies_path) as store:
         chosen = select_keys(store.keys(), keys, exclude, source=str(proxies_path))
+    chosen, held_keys = split_holdout(chosen, holdout_every)
+    if not chosen:
+        raise InputError(f"--holdout-every {holdout_every}: no pair is left to adapt on")
     if labels:
         measure = labels_measure(proxies_path, chosen)
     pairs = load_adaptation_pairs(proxies_path, measure, chosen, use_valid=use_valid, with_ground_truth="l1" in names)
     labels_info = use_stored_labels(proxies_path, pairs) if labels else ""
+    # labels of the held-back pairs: the run's own threshold when it is fixed, else that of `pseudolabel labels`
+    fixed_tau = _fixed_tau(tau)
+    evaluator = HoldoutEvaluator(load_adaptation_pairs(proxies_path, measure, held_keys), tau=fixed_tau) if held_keys else None
     if crop is None and len({pair.proxy.shape for pair in pairs}) > 1 and batch_size > int(os.environ.get("WORLD_SIZE", "1")):
         raise InputError(
             "--crop full: the pairs differ in size, so a batch can hold one pair per process; use --batch-size 1 (per process) or a crop size"
         )
-    dataset = ProxyAdaptationDataset(pairs, crop=crop, seed=run.seed)
+    dataset: torch.utils.data.Dataset = ProxyAdaptationDataset(pairs, crop=crop, seed=run.seed)
+    if replay > 0:
+        from pseudolabel.learn.replay import ReplayDataset
+
+        dataset = ReplayDataset(dataset, replay, seed=run.seed)  # type: ignore[arg-type]
+    if "l2sp" in names:
+        from pseudolabel.learn.regularisers import L2SP
+
+        objective.set_regulariser("l2sp", L2SP(opened.network))  # the source weights, before any step
 
     # a network of the user's runs once on the first sample: a protocol break stops here, before any output
     first = dataset[0]
@@ -277,6 +333,11 @@ def adapt_network(
         "tau_lr_scale": tau_lr_scale,
         "crop": "full" if crop is None else list(crop),
         "data": describe_pairs(pairs),
+        "budget_s": budget_s,
+        "holdout_every": holdout_every,
+        "held_back": list(held_keys),
+        "replay": replay,
+        "threads": threads,
     }
     loss_fn, extra_state = _tau_logger(objective)
     trainer = Trainer(
@@ -292,6 +353,19 @@ def adapt_network(
         forward_fn=forward_fn,
         extra_lr_scale={"tau": tau_lr_scale},
         progress=progress,
+        budget=StepBudget(budget_s, steps, started=started) if budget_s else None,
+        evaluate_fn=evaluator,
     )
     result = trainer.fit()
-    return AdaptResult(result.step, result.wall_seconds, result.last_logs, result.checkpoint, arch=opened.label, pairs=len(pairs))
+    return AdaptResult(
+        result.step,
+        result.wall_seconds,
+        result.last_logs,
+        result.checkpoint,
+        arch=opened.label,
+        pairs=len(pairs),
+        held_back=len(held_keys),
+        holdout_start=trainer.initial_evaluation,
+        budget=trainer.budget.describe() if trainer.budget is not None else None,
+        threads=threads,
+    )

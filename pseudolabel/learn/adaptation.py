@@ -150,6 +150,7 @@ def adaptation_loss(
     weighting: str = "mask",
     predict: Predict | None = None,
     scale_decay: float = 0.0,
+    regularisers: Mapping[str, Callable[[], Tensor]] | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """The adaptation loss of one batch: ``sum(weight * term) + tau penalty``.
 
@@ -165,6 +166,7 @@ def adaptation_loss(
             (:data:`PER_LEVEL_TERMS`: guided, l1) also score every coarser estimate, level ``k``
             (finest = 0) with weight ``scale_decay ** k``, as MADNet adapts each of its modules with
             a loss of its own; the logged ``loss/<term>`` stays the finest level's value.
+        regularisers: weight-space terms by name (``l2sp``), see :class:`pseudolabel.learn.losses.LossInputs`.
 
     Returns:
         ``(loss, logs)``: the scalar loss to back-propagate, and floats for logging: ``loss``,
@@ -226,6 +228,7 @@ def adaptation_loss(
         target=_optional(batch, "disparity", disparity),
         target_valid=_optional(batch, "valid", disparity),
         right_disparity_fn=right_disparity_fn,
+        regularisers=dict(regularisers or {}),
     )
     if not scale_decay >= 0:
         raise InputError(f"--scale-decay must be >= 0; got {scale_decay}")
@@ -278,13 +281,27 @@ class AdaptationObjective(nn.Module):
         self.weighting = weighting
         self._predict: Predict | None = None
         self.set_predict(predict)
+        self._regularisers: dict[str, Callable[[], Tensor]] = {}
 
     def set_predict(self, predict: Predict | None) -> None:
         """Set the network used by the ``lr`` term (stored without registering it as a sub-module)."""
         object.__setattr__(self, "_predict", predict)
 
+    def set_regulariser(self, name: str, function: Callable[[], Tensor]) -> None:
+        """Give the term ``name`` (``l2sp``) its regulariser (kept outside the module's parameters and state)."""
+        self._regularisers[name] = function
+
     def forward(self, output: DisparityOutput, batch: Mapping[str, Any]) -> tuple[Tensor, dict[str, float]]:
-        return adaptation_loss(output, batch, self.tau, self.terms, weighting=self.weighting, predict=self._predict, scale_decay=self.scale_decay)
+        return adaptation_loss(
+            output,
+            batch,
+            self.tau,
+            self.terms,
+            weighting=self.weighting,
+            predict=self._predict,
+            scale_decay=self.scale_decay,
+            regularisers=self._regularisers,
+        )
 
     def loss_spec(self) -> str:
         """The terms as a ``--loss`` string (``"guided=1,smooth=0.1"``)."""

@@ -32,7 +32,7 @@ re-exported here, so that every loss can be imported from this module.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
@@ -255,6 +255,8 @@ class LossInputs:
         target_valid: optional (B, 1, H, W) mask of usable ground-truth pixels.
         right_disparity_fn: computes the (B, 1, H, W) right-view disparity on demand (it costs a
             second forward pass, so it runs only if a term asks for it; the result is cached).
+        regularisers: terms that depend on the network's weights rather than on the batch, by name
+            (``l2sp``: :class:`pseudolabel.learn.regularisers.L2SP`), each a function returning a scalar.
     """
 
     disparity: Tensor
@@ -269,6 +271,7 @@ class LossInputs:
     target: Tensor | None = None
     target_valid: Tensor | None = None
     right_disparity_fn: Callable[[], Tensor] | None = None
+    regularisers: Mapping[str, Callable[[], Tensor]] = field(default_factory=dict)
     _right_disparity: Tensor | None = field(default=None, init=False, repr=False)
 
     def require(self, name: str, *, loss: str) -> Tensor:
@@ -277,6 +280,13 @@ class LossInputs:
         if value is None:
             raise InputError(f"loss {loss!r} needs '{name}', which this batch does not provide; remove it from --loss")
         return value
+
+    def regulariser(self, name: str, *, loss: str) -> Callable[[], Tensor]:
+        """The regulariser ``name`` (see :attr:`regularisers`), or an :class:`InputError` saying that ``loss`` needs it."""
+        function = self.regularisers.get(name)
+        if function is None:
+            raise InputError(f"loss {loss!r} needs the {name} regulariser of the network, which this objective was not given; remove it from --loss")
+        return function
 
     def right_disparity(self, *, loss: str) -> Tensor:
         """(B, 1, H, W) right-view disparity (computed once, on first use)."""
@@ -395,3 +405,7 @@ def _wlcn_term(inputs: LossInputs) -> Tensor:
 @register_loss("l1")
 def _l1_term(inputs: LossInputs) -> Tensor:
     return l1_loss(inputs.disparity, inputs.require("target", loss="l1"), valid=inputs.target_valid)
+
+
+# Terms defined in other modules register themselves on import.
+from pseudolabel.learn import regularisers as _regularisers  # noqa: E402,F401  (the l2sp term)

@@ -72,9 +72,9 @@ def _load(model: ModelArgument, device: str, threads: int | None, first: PairInf
     from pseudolabel.io import read_image
     from pseudolabel.learn.networks import open_network, probe_network
     from pseudolabel.models.devices import resolve_device
+    from pseudolabel.threads import apply_threads
 
-    if threads:
-        torch.set_num_threads(threads)
+    apply_threads(threads)
     torch_device = resolve_device(device)
     network = model if isinstance(model, StereoNetwork) else open_network(model).network
     network = network.to(torch_device).eval()

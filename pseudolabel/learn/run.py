@@ -31,7 +31,8 @@ class RunOptions:
         device: ``auto``, ``cpu`` or ``cuda``.
         amp: mixed precision (float16 on CUDA, bfloat16 on CPUs that have it natively).
         workers: data-loader worker processes per rank.
-        threads: torch (and OpenCV) CPU threads; ``None`` = their defaults.
+        threads: torch, OpenCV (and Numba) CPU threads; ``None`` = chosen from the usable cores and the
+            machine's load (:mod:`pseudolabel.threads`).
         seed: seed of the data order, crops, augmentation and torch generator.
         checkpoint_every: progress checkpoint every N steps (0 = only at the end and on Ctrl-C).
         log_every: metrics line in ``OUT.jsonl`` every N steps.
@@ -177,16 +178,12 @@ def prepare_output(out_path: Path, resume: bool, overwrite: bool) -> None:
         out_path.with_suffix(".jsonl").unlink(missing_ok=True)
 
 
-def set_threads(threads: int | None) -> None:
-    """Use ``threads`` CPU threads in torch and OpenCV (``None`` or 0: leave their defaults)."""
-    if not threads:
-        return
-    import torch
+def set_threads(threads: int | str | None) -> int:
+    """Use ``threads`` CPU threads in torch, OpenCV and Numba; ``None``, 0 or ``"auto"``: the count that
+    :func:`pseudolabel.threads.resolve_threads` chooses from the usable cores and the machine's load.
+    Returns the count used."""
+    import torch  # noqa: F401  (loaded, so that apply_threads sets it)
 
-    torch.set_num_threads(threads)
-    try:
-        import cv2
+    from pseudolabel.threads import apply_threads
 
-        cv2.setNumThreads(threads)
-    except ImportError:  # pragma: no cover
-        pass
+    return apply_threads(threads).threads

@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader, Dataset
 from pseudolabel import __version__
 from pseudolabel.errors import InputError
 from pseudolabel.interrupts import Interrupted
+from pseudolabel.learn.budget import StepBudget, format_duration
 from pseudolabel.learn.checkpoint import load_checkpoint, save_checkpoint
 from pseudolabel.learn.distributed import (
     DistributedContext,
@@ -59,6 +60,18 @@ __all__ = ["ForwardFunction", "LossFunction", "Trainer", "TrainerConfig", "Train
 LossFunction = Callable[[StereoOutput, Batch], tuple[torch.Tensor, dict[str, float]]]
 #: ``forward_fn(network, batch) -> output``: one call of the network per step (DDP).
 ForwardFunction = Callable[[nn.Module, Batch], StereoOutput]
+#: ``evaluate_fn(network) -> {name: float}``: measurements between steps (held-back frames), logged with the step.
+EvaluateFunction = Callable[[nn.Module], dict[str, float]]
+
+
+def model_of(module: nn.Module) -> nn.Module:
+    """The network inside a DistributedDataParallel wrapper (or the module itself)."""
+    inner = getattr(module, "module", None)
+    return inner if isinstance(module, nn.parallel.DistributedDataParallel) and isinstance(inner, nn.Module) else module
+
+
+#: under a time budget, the evaluations between steps take at most this share of it (the last one is always made).
+EVALUATION_SHARE = 0.1
 
 
 class _ParameterHolder(nn.Module):
@@ -69,11 +82,13 @@ class _ParameterHolder(nn.Module):
         self.value = parameter
 
 
-def lr_factor(step: int, total_steps: int, schedule: str, warmup_steps: int) -> float:
-    """Learning-rate multiplier at ``step`` (0-based)."""
+def lr_factor(step: int, total_steps: int, schedule: str, warmup_steps: int, progress: float | None = None) -> float:
+    """Learning-rate multiplier at ``step`` (0-based); ``progress`` in [0, 1] replaces the schedule's
+    straight ``(step - warmup) / (total - warmup)`` (a :class:`~pseudolabel.learn.budget.SchedulePlan`)."""
     if warmup_steps > 0 and step < warmup_steps:
         return (step + 1) / warmup_steps
-    progress = min(max(step - warmup_steps, 0) / max(total_steps - warmup_steps, 1), 1.0)
+    if progress is None:
+        progress = min(max(step - warmup_steps, 0) / max(total_steps - warmup_steps, 1), 1.0)
     if schedule == "constant":
         return 1.0
     if schedule == "step":
@@ -153,6 +168,13 @@ class Trainer:
         progress: where the progress goes (rank 0, when ``config.progress``): :meth:`fit` calls
             ``start(label, steps left, steps done)`` and, after every step,
             ``advance(1, "loss 0.1234, 3.1 pairs/s")``; ``None`` = nothing shown.
+        budget: a :class:`~pseudolabel.learn.budget.StepBudget`: the run's length is fitted to a time
+            budget (``config.steps`` is then the most steps); the schedule ends at the fitted step, the
+            decision goes to the metrics log and the checkpoint (``budget``), the status shows the ETA.
+        evaluate_fn: ``evaluate_fn(network) -> {name: float}``, run on rank 0 before the first step and
+            ``evaluations`` times over the run (the last at the end); its values join the metrics line
+            of that step and the status (e.g. agreement on held-back frames). Its time is kept out of
+            the budget's step times and reserved from the budget.
     """
 
     def __init__(
@@ -169,6 +191,9 @@ class Trainer:
         forward_fn: ForwardFunction | None = None,
         extra_lr_scale: Mapping[str, float] | None = None,
         progress: Progress | None = None,
+        budget: StepBudget | None = None,
+        evaluate_fn: EvaluateFunction | None = None,
+        evaluations: int = 10,
     ) -> None:
         self.model = model
         self.arch = arch
@@ -188,6 +213,13 @@ class Trainer:
             raise ValueError(f"extra_lr_scale names {unknown} that are not extra modules ({sorted(self.extras)})")
         self.progress = or_silent(progress)
         self.step = 0
+        self.budget = budget
+        self.evaluate_fn = evaluate_fn
+        self.evaluations = max(int(evaluations), 1)
+        self._evaluation_s = 0.0  # time of the last evaluation
+        self._last_evaluation: dict[str, float] = {}
+        #: values of ``evaluate_fn`` before the first step (``None`` without one).
+        self.initial_evaluation: dict[str, float] | None = None
         #: arithmetic of the training step (``float32``, ``bfloat16`` or ``float16``), set by :meth:`fit`.
         self.precision = "float32"
 
@@ -211,6 +243,7 @@ class Trainer:
             "last_logs": {k: float(v) for k, v in logs.items()},
             "rng": {"torch": torch.get_rng_state()},
             "version": __version__,
+            "budget": self.budget.state_dict() if self.budget is not None else None,
         }
 
     def _time_is_up(self, elapsed: float, context: DistributedContext) -> bool:
@@ -279,7 +312,15 @@ class Trainer:
         config = self.config
         parameters = [p for p in list(model.parameters()) + list(self.extras.parameters()) if p.requires_grad]
         optimizer = torch.optim.AdamW(self._parameter_groups(model), lr=config.learning_rate, weight_decay=config.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config.steps, config.schedule, config.warmup_steps))
+        budget = self.budget
+        if budget is not None:
+            budget.set_schedule_start(config.warmup_steps)
+
+        def factor(step: int) -> float:
+            progress = budget.plan.progress(step) if budget is not None else None
+            return lr_factor(step, config.steps, config.schedule, config.warmup_steps, progress)
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         scaler = torch.amp.GradScaler("cuda", enabled=place.scaled)
         return _Optimisation(optimizer, scheduler, scaler, parameters)
 
@@ -304,6 +345,8 @@ class Trainer:
         if "rng" in payload and "torch" in payload["rng"]:
             torch.set_rng_state(payload["rng"]["torch"])
         self.step = int(payload["step"])
+        if self.budget is not None and payload.get("budget") and resume_from == self.config.progress_path:
+            self.budget.load_state_dict(payload["budget"])
 
     def _wrap_for_ddp(self, model: nn.Module, place: _Placement) -> nn.Module:
         """The network as trained: wrapped in DistributedDataParallel under ``torchrun`` (extras synchronised from rank 0)."""
@@ -342,17 +385,27 @@ class Trainer:
         window = _Window(started=now, window_start=now)
         start_step = self.step
         sigint_previous = None
-        progress.start(Path(config.out).name, config.steps - self.step, done=self.step)
+        label = Path(config.out).name
+        progress.start(label, self._total_steps() - self.step, done=self.step)
         try:
             if context.is_main and threading_is_main():
                 # Make SIGINT raise KeyboardInterrupt even if a caller installed another handler.
                 sigint_previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+            if self.evaluate_fn is not None and self.step < self._total_steps():
+                self._evaluate(model_of(train_model), log_handle, context, initial=True)
+            if self.budget is not None:
+                self._evaluation_s = 0.0  # the first evaluation is before the steps' clock starts
+                self.budget.begin(self.step)
             train_model.train()
             for batch in loader:
                 step_logs = self._step(train_model, batch, optimisation, place)
                 logs = {**step_logs, "lr": optimisation.optimizer.param_groups[0]["lr"]}
+                stop = self._after_step(progress, label, context)
+                if self._evaluation_due():
+                    logs.update(self._evaluate(model_of(train_model), None, context))
+                    train_model.train()
                 now = self._log_and_checkpoint(logs, window, progress, log_handle, optimisation, context)
-                if config.time_limit_s is not None and self._time_is_up(now - window.started, context):
+                if stop or (config.time_limit_s is not None and self._time_is_up(now - window.started, context)):
                     break
         except KeyboardInterrupt:
             progress.finish()
@@ -364,6 +417,81 @@ class Trainer:
                 log_handle.close()
         progress.finish()
         return logs, time.perf_counter() - window.started
+
+    def _total_steps(self) -> int:
+        """The step the run ends at: ``config.steps``, or the budget's fitted count."""
+        return self.budget.total_steps if self.budget is not None else self.config.steps
+
+    def _after_step(self, progress: Progress, label: str, context: DistributedContext) -> bool:
+        """The budget's bookkeeping after a step (all ranks agree with rank 0); whether the run stops here."""
+        budget = self.budget
+        if budget is None:
+            return False
+        excluded, self._evaluation_s = self._evaluation_s, 0.0
+        before = budget.total_steps
+        if self.evaluate_fn is not None:
+            # the evaluations still to come, at the last measured cost, are not time for steps
+            budget.reserved_s = self._last_evaluation.get("evaluation_s", 0.0) * self._evaluations_left()
+        budget.step_done(self.step, excluded_s=excluded)
+        stop = budget.should_stop(self.step)
+        if context.world_size > 1:
+            decision = torch.tensor([float(budget.total_steps), 1.0 if stop else 0.0], dtype=torch.float64)
+            dist.broadcast(decision, src=0)
+            budget.adopt(int(decision[0].item()), self.step)
+            stop = bool(decision[1].item() > 0)
+        if budget.total_steps != before:  # the bar's new length; this step is advanced next
+            progress.start(label, max(budget.total_steps - self.step + 1, 1), done=self.step - 1)
+        return stop
+
+    def _evaluations_left(self) -> int:
+        every = self._evaluation_every()
+        return max(self._total_steps() - self.step, 0) // every + 1
+
+    def _evaluation_count(self) -> int:
+        """``evaluations``, fewer under a budget where they would take more than :data:`EVALUATION_SHARE` of it."""
+        cost = self._last_evaluation.get("evaluation_s", 0.0)
+        if self.budget is None or cost <= 0:
+            return self.evaluations
+        return max(1, min(self.evaluations, int(EVALUATION_SHARE * self.budget.budget_s / cost) - 1))  # the first one included
+
+    def _evaluation_every(self) -> int:
+        return max(math.ceil(self._total_steps() / self._evaluation_count()), 1)
+
+    def _evaluation_due(self) -> bool:
+        if self.evaluate_fn is None or (self.budget is not None and not self.budget.decided and self.step < self._total_steps()):
+            return False
+        return self.step % self._evaluation_every() == 0 or self.step >= self._total_steps()
+
+    def _evaluate(self, model: nn.Module, log_handle: TextIO | None, context: DistributedContext, initial: bool = False) -> dict[str, float]:
+        """Run ``evaluate_fn`` on rank 0 (timed); before the first step its values get a metrics line of their own."""
+        if self.evaluate_fn is None or not context.is_main:
+            return {}
+        clock = self.budget.clock if self.budget is not None else time.perf_counter  # the budget's time
+        started = clock()
+        values = dict(self.evaluate_fn(model))
+        seconds = clock() - started
+        self._evaluation_s += seconds
+        values["evaluation_s"] = seconds
+        if initial:
+            self.initial_evaluation = dict(values)
+            if log_handle is not None:
+                log_handle.write(json.dumps({"step": self.step, **values, "time": time.time()}) + "\n")
+                log_handle.flush()
+        self._last_evaluation = values
+        return values
+
+    def _status(self, logs: Mapping[str, float], pairs_per_second: float) -> str:
+        """The progress status: loss, throughput, the budget's ETA and the last evaluation."""
+        text = f"loss {logs.get('loss', float('nan')):.4f}, {pairs_per_second:.2f} pairs/s"
+        if self.budget is not None:
+            fitting = "" if self.budget.decided else " (fitting the steps to the budget)"
+            text += f", eta {format_duration(self.budget.eta_s(self.step))}{fitting}"
+        evaluation = self._last_evaluation
+        if "holdout_bad3" in evaluation:
+            first = (self.initial_evaluation or {}).get("holdout_bad3")
+            since = f" (start {first:.1f}%)" if first is not None else ""
+            text += f", held-back bad-3 {evaluation['holdout_bad3']:.1f}%{since}"
+        return text
 
     def _step(self, train_model: nn.Module, batch: Batch, optimisation: _Optimisation, place: _Placement) -> dict[str, float]:
         """One optimisation step on ``batch`` (forward and loss under autocast, backward, clip, update); returns the loss logs."""
@@ -404,13 +532,23 @@ class Trainer:
         window.window_pairs += config.batch_size
         now = time.perf_counter()
         pairs_per_second = window.pairs_per_second(now)
-        progress.advance(1, f"loss {logs.get('loss', float('nan')):.4f}, {pairs_per_second:.2f} pairs/s")
-        if log_handle is not None and (self.step % config.log_every == 0 or self.step == config.steps):
-            record = {"step": self.step, **logs, "pairs_per_s": pairs_per_second, "elapsed_s": now - window.started, "time": time.time()}
+        progress.advance(1, self._status(logs, pairs_per_second))
+        decision = self.budget.take_pending() if self.budget is not None and context.is_main else None
+        total = self._total_steps()
+        if log_handle is not None and (self.step % config.log_every == 0 or self.step >= total or decision is not None or "evaluation_s" in logs):
+            record: dict[str, Any] = {
+                "step": self.step,
+                **logs,
+                "pairs_per_s": pairs_per_second,
+                "elapsed_s": now - window.started,
+                "time": time.time(),
+            }
+            if decision is not None:
+                record["budget"] = decision
             log_handle.write(json.dumps(record) + "\n")
             log_handle.flush()
             window.window_start, window.window_pairs = now, 0
-        if context.is_main and config.checkpoint_every and self.step % config.checkpoint_every == 0 and self.step < config.steps:
+        if context.is_main and config.checkpoint_every and self.step % config.checkpoint_every == 0 and self.step < total:
             save_checkpoint(config.progress_path, self._payload(optimisation, logs))
         return now
 

@@ -471,7 +471,10 @@ def run_tasks(tasks: Sequence[PairTask], workers: int, on_done: Callable[[PairDo
         return
     import multiprocessing
 
-    threads = max(1, available_cores() // workers)
+    from pseudolabel.threads import choose_threads, measure_other_load
+
+    # the cores other processes leave free, shared among the workers
+    threads = max(1, choose_threads(available_cores(), measure_other_load()) // workers)
     executor = ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pseudolabel.io import read_disparity, read_image, to_gray
+from pseudolabel.datasets import evaluation_mask, occlusion_free
+from pseudolabel.io import read_disparity, read_image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -45,9 +46,9 @@ def load_scene(entry: dict, data_dir: Path = DEFAULT_DATA) -> Scene:
     mask = np.isfinite(gt) & (gt > 0)
     masks = entry.get("masks", {})
     if "nonocc" in masks:
-        mask &= to_gray(read_image(data_dir / masks["nonocc"])) > 127
+        mask &= evaluation_mask(data_dir / masks["nonocc"])
     elif "occlusion" in masks:
-        mask &= to_gray(read_image(data_dir / masks["occlusion"])) < 128
+        mask &= occlusion_free(data_dir / masks["occlusion"])
     elif entry["group"].startswith("middlebury"):
         # Middlebury 2001/2006 ship no occlusion mask: derive it from the ground truth itself.
         mask &= ~occlusion_from_disparity(gt)

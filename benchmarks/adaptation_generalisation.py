@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from pseudolabel.datasets import evaluation_mask
+
 REPO = Path(__file__).resolve().parents[1]
 # ../shared/data next to the checkout (or next to a folder above it, for a worktree)
 DEFAULT_DATA = next((folder / "shared" / "data" for folder in REPO.parents if (folder / "shared" / "data").is_dir()), REPO.parent / "shared" / "data")
@@ -121,7 +123,7 @@ def proxies(inputs: list[Path], out: Path, work: Path, extra: list[str], threads
 
 def load_sets(path: Path, keys: list[str], gt: dict[str, tuple[Path, float | None, Path | None]]) -> list[Any]:
     """Pairs of ``path`` with ground truth and evaluation masks attached (``gt``: key -> (file, scale, mask == 255))."""
-    from pseudolabel.io import read_disparity, read_image, to_gray
+    from pseudolabel.io import read_disparity
     from pseudolabel.learn.adaptation_data import load_adaptation_pairs
 
     pairs = load_adaptation_pairs(path, "ccnn", keys)
@@ -129,7 +131,7 @@ def load_sets(path: Path, keys: list[str], gt: dict[str, tuple[Path, float | Non
         file, scale, mask = gt[pair.key]
         truth = read_disparity(file, scale)
         pair.ground_truth = np.where(np.isfinite(truth) & (truth > 0), truth, np.nan).astype(np.float32)
-        pair.mask = (to_gray(read_image(mask)) == 255) if mask is not None else None
+        pair.mask = evaluation_mask(mask) if mask is not None else None
     return pairs
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import click
 import torch
 
+from pseudolabel.datasets import evaluation_mask, occlusion_free
 from pseudolabel.learn.losses import multiscale_l1_loss
 from pseudolabel.models.devices import bfloat16_supported
 from pseudolabel.models.registry import available_networks, build_network
@@ -146,11 +147,9 @@ def evaluate_model(model_name: str, data_root: Path, synth_count: int, synth_see
         ground_truth = read_disparity(pair.gt_left, pair.gt_scale)
         nonocc = None
         if "nonocc" in pair.masks:
-            mask_image = read_image(pair.masks["nonocc"])
-            nonocc = (mask_image[..., 0] if mask_image.ndim == 3 else mask_image) > 127
+            nonocc = evaluation_mask(pair.masks["nonocc"])
         elif "occlusion" in pair.masks:
-            mask_image = read_image(pair.masks["occlusion"])
-            nonocc = (mask_image[..., 0] if mask_image.ndim == 3 else mask_image) <= 127
+            nonocc = occlusion_free(pair.masks["occlusion"])
         metrics = disparity_metrics(prediction, ground_truth)
         metrics_noc = disparity_metrics(prediction, ground_truth, nonocc) if nonocc is not None else None
         rows.append(

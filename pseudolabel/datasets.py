@@ -448,3 +448,26 @@ def read_ground_truth(path: Path, scale: float | None, shape: tuple[int, int], k
     if ground_truth.shape != shape:
         raise InputError(f"{path}: ground truth of size {ground_truth.shape} for pair {key!r} of size {shape}; check --gt")
     return ground_truth
+
+
+def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
+    """A mask image as (H, W) ``uint8`` gray levels (a colour mask is read as gray)."""
+    from pseudolabel.io import read_image, to_gray
+
+    image = read_image(path)
+    return image if image.ndim == 2 else to_gray(image)
+
+
+def evaluation_mask(path: str | os.PathLike[str]) -> np.ndarray:
+    """The pixels an evaluation mask selects, (H, W) ``bool``: where the mask is white (255).
+
+    Middlebury's ``nonocc.png``/``all.png``/``disc.png`` (v2) and ``mask0nocc.png`` (2014: 255 =
+    non-occluded, 128 = occluded, 0 = unknown) all mark the evaluated pixels 255; a threshold at half
+    would count 2014's occluded pixels as non-occluded.
+    """
+    return read_mask(path) == 255
+
+
+def occlusion_free(path: str | os.PathLike[str]) -> np.ndarray:
+    """The pixels an occlusion mask leaves (``occ_left/*.png``, SceneFlow: 255 = occluded), (H, W) ``bool``."""
+    return read_mask(path) < 128

@@ -196,3 +196,17 @@ def test_left_right_folder_errors(tmp_path: Path) -> None:
         discover_pairs([left / "0.png"])
     with pytest.raises(InputError, match="got 3 paths"):
         discover_pairs([left, right, left])
+
+
+def test_evaluation_masks_select_white_pixels_only(tmp_path: Path) -> None:
+    """Middlebury 2014's mask0nocc marks occluded pixels 128: they are not evaluated as non-occluded."""
+    import cv2
+
+    from pseudolabel.datasets import evaluation_mask, occlusion_free
+
+    mask = np.array([[0, 128, 255], [255, 128, 0]], dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "mask0nocc.png"), mask)
+    np.testing.assert_array_equal(evaluation_mask(tmp_path / "mask0nocc.png"), mask == 255)
+    occlusion = np.array([[255, 0, 0], [0, 255, 0]], dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "occ.png"), np.dstack([occlusion] * 3))  # a colour occlusion mask reads as gray
+    np.testing.assert_array_equal(occlusion_free(tmp_path / "occ.png"), occlusion == 0)

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from pseudolabel.datasets import evaluation_mask as read_evaluation_mask
 from pseudolabel.errors import InputError
 from pseudolabel.learn.samples import epoch_shuffled_index, sample_rng, to_tensor_image
 
@@ -71,12 +72,6 @@ class AdaptationPair:
     valid: np.ndarray | None = None
     ground_truth: np.ndarray | None = None
     mask: np.ndarray | None = None
-
-
-def _gray_mask(path: Path) -> np.ndarray:
-    from pseudolabel.io import read_image, to_gray
-
-    return to_gray(read_image(path)) > 127
 
 
 def load_adaptation_pairs(
@@ -149,7 +144,7 @@ def load_adaptation_pairs(
                 ground_truth = np.where(np.isfinite(ground_truth) & (ground_truth > 0), ground_truth, np.nan).astype(np.float32)
                 masks = attrs.get("masks") or {}
                 if evaluation_mask and evaluation_mask in masks:
-                    mask = _gray_mask(resolve_pair_file(path, str(masks[evaluation_mask]), f"{evaluation_mask} mask", key))
+                    mask = read_evaluation_mask(resolve_pair_file(path, str(masks[evaluation_mask]), f"{evaluation_mask} mask", key))
             pairs.append(
                 AdaptationPair(
                     key=key,

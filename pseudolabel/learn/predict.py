@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import numpy as np
 import torch
 
+from pseudolabel.datasets import evaluation_mask, occlusion_free
 from pseudolabel.errors import InputError
 from pseudolabel.learn.samples import find_pairs, to_tensor_image
 from pseudolabel.models.registry import StereoNetwork
@@ -156,20 +157,15 @@ def pair_mask(pair: PairInfo, name: str | None) -> np.ndarray | None:
     """
     if name is None:
         return None
-    from pseudolabel.io import read_image
 
     masks = getattr(pair, "masks", None) or {}
     if name in ("nonocc", "noc") and "nonocc" not in masks:
         if "occlusion" in masks:  # 255 = occluded
-            image = read_image(masks["occlusion"])
-            return (image[..., 0] if image.ndim == 3 else image) <= 127
+            return occlusion_free(masks["occlusion"])
         return None  # KITTI disp_noc and similar: the ground truth itself is non-occluded only
     if name not in masks:
         raise InputError(f"--mask {name}: pair {pair.key} has no such mask (it has: {', '.join(masks) or 'none'})")
-    image = read_image(masks[name])
-    if image.ndim == 3:
-        image = image[..., 0]
-    return image > 127
+    return evaluation_mask(masks[name])
 
 
 def _stored_prediction(pred_dir: Path, pair: PairInfo) -> np.ndarray:

@@ -114,7 +114,7 @@ def prepare_proxies(data: Path, work: Path, groups: list[str], name: str, max_sc
     from pseudolabel.sgm.matcher import match
     from pseudolabel.sgm.params import SGMParams
     from pseudolabel.store.journal import create_or_open_proxies
-    from pseudolabel.store.proxies import pair_attributes, result_arrays
+    from pseudolabel.store.layout import pair_attributes, result_arrays
 
     scenes = [scene for scene in json.loads((data / "manifest.json").read_text())["scenes"] if scene["group"] in groups]
     if max_scenes:

@@ -64,7 +64,7 @@ def prepare(data: Path, out: Path) -> None:
     from pseudolabel.sgm.matcher import match
     from pseudolabel.sgm.params import SGMParams
     from pseudolabel.store.journal import create_or_open_proxies
-    from pseudolabel.store.proxies import pair_attributes, result_arrays
+    from pseudolabel.store.layout import pair_attributes, result_arrays
 
     by_left = {Path(pair.left).resolve(): pair for pair in discover_pairs([data], skip_unpaired=True)}
     out.mkdir(parents=True, exist_ok=True)
@@ -125,9 +125,9 @@ with held-out AUCs in view; seed 1 of the same command gives 1.92x optimal inste
 
 def _results(path: Path, models: dict[str, Path], data: Path) -> dict[str, dict[str, Any]]:
     """Per-pair evaluation (AUC of every measure and model, confidences of the models) of one proxies file."""
+    from pseudolabel.confidence.checkpoints import make_scorer
     from pseudolabel.confidence.measures import MEASURES, compute_measure
     from pseudolabel.confidence.sparsification import image_evaluation
-    from pseudolabel.confidence.training import make_scorer
     from pseudolabel.datasets import ground_truth_lookup, read_ground_truth
     from pseudolabel.store.proxies import open_proxies
 
@@ -284,8 +284,8 @@ def speed(data: Path, runs: int, write: bool) -> str:
     """Median seconds of SGM vs scoring (CCNN + all measures) on the KITTI pair, same process."""
     import torch
 
+    from pseudolabel.confidence.checkpoints import make_scorer, shipped_ccnn_path
     from pseudolabel.confidence.measures import MEASURES, compute_measure
-    from pseudolabel.confidence.training import make_scorer, shipped_ccnn_path
     from pseudolabel.io import read_image
     from pseudolabel.sgm.matcher import match
     from pseudolabel.sgm.params import SGMParams

@@ -63,7 +63,7 @@ def prepare_groups(data: Path, work: Path, groups: Sequence[str], synthetic: int
     from pseudolabel.sgm.matcher import match
     from pseudolabel.sgm.params import SGMParams
     from pseudolabel.store.journal import create_or_open_proxies
-    from pseudolabel.store.proxies import pair_attributes, result_arrays
+    from pseudolabel.store.layout import pair_attributes, result_arrays
 
     work.mkdir(parents=True, exist_ok=True)
     scenes = json.loads((data / "manifest.json").read_text())["scenes"]

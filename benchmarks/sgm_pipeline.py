@@ -41,7 +41,7 @@ from pseudolabel.sgm.batch import available_cores, init_worker, make_tasks, run_
 from pseudolabel.sgm.matcher import match
 from pseudolabel.sgm.params import SGMParams
 from pseudolabel.store.journal import ProxyRun
-from pseudolabel.store.proxies import run_identity
+from pseudolabel.store.layout import run_identity
 
 KITTI = REPO_ROOT / "tests" / "data" / "kitti2012" / "training"
 CROP = (368, 1232)  # KITTI frames are 1224..1242 x 370..376

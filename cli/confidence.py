@@ -3,16 +3,16 @@
 
 Each command is one library call (the same a notebook makes):
 
-* ``train``: :func:`pseudolabel.confidence.training.train_confidence_from_proxies` -- a CCNN (or, with
+* ``train``: :func:`pseudolabel.confidence.from_proxies.train_confidence_from_proxies` -- a CCNN (or, with
   ``--arch lfn``, a network that also reads the image) from the proxies of one or more files, with
   ground-truth labels (``--gt``) or without any ground truth (``--labels wild``, Tosi et al. BMVC 2017);
-* ``calibrate``: :func:`pseudolabel.confidence.training.calibrate_confidence_model` -- an isotonic or
+* ``calibrate``: :func:`pseudolabel.confidence.from_proxies.calibrate_confidence_model` -- an isotonic or
   temperature calibration of a checkpoint, fitted on proxies with ground truth, stored in it;
-* ``score``: :func:`pseudolabel.confidence.evaluation.score_proxies` -- ``confidence/<name>`` for every
+* ``score``: :func:`pseudolabel.confidence.scoring.score_proxies` -- ``confidence/<name>`` for every
   pair: the CCNN (shipped or ``--model``) and the conventional measures;
 * ``eval``: :func:`pseudolabel.confidence.evaluation.evaluate_proxies` -- area under the sparsification
   curve and expected calibration error of every stored measure against ground truth;
-* ``labels``: :func:`pseudolabel.confidence.evaluation.label_proxies` -- the proxy disparity where a
+* ``labels``: :func:`pseudolabel.confidence.labelling.label_proxies` -- the proxy disparity where a
   confidence exceeds ``tau`` (NaN elsewhere), or a tau per pair for a target expected error.
 
 Ground truth (``--gt GT_DIR``) is matched to pairs by key (:func:`pseudolabel.datasets.ground_truth_lookup`).
@@ -28,17 +28,10 @@ import click
 
 from pseudolabel.cli.confidence_train import calibrate_command, train
 from pseudolabel.cli.options import ClickProgress, gt_options, key_options, proxies_option, threads_option
-from pseudolabel.confidence.evaluation import (
-    DEFAULT_MEASURES,
-    SHIPPED_MODEL,
-    evaluate_proxies,
-    format_auc_table,
-    reliability_plot_path,
-    score_proxies,
-    unavailable_note,
-)
+from pseudolabel.confidence.evaluation import evaluate_proxies, format_auc_table, reliability_plot_path
 from pseudolabel.confidence.labels import DEFAULT_TAU
 from pseudolabel.confidence.measures import MEASURES
+from pseudolabel.confidence.scoring import DEFAULT_MEASURES, SHIPPED_MODEL, score_proxies, unavailable_note
 
 __all__ = ["DEFAULT_TAU", "confidence"]
 

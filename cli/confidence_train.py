@@ -1,9 +1,9 @@
 """``pseudolabel confidence train`` and ``pseudolabel confidence calibrate``: options and messages only.
 
-* ``train``: :func:`pseudolabel.confidence.training.train_confidence_from_proxies` -- a CCNN (or, with
+* ``train``: :func:`pseudolabel.confidence.from_proxies.train_confidence_from_proxies` -- a CCNN (or, with
   ``--arch lfn``, a network that also reads the image) from the proxies of one or more files, with
   ground-truth labels (``--gt``) or without any ground truth (``--labels wild``, Tosi et al. BMVC 2017);
-* ``calibrate``: :func:`pseudolabel.confidence.training.calibrate_confidence_model` -- an isotonic or
+* ``calibrate``: :func:`pseudolabel.confidence.from_proxies.calibrate_confidence_model` -- an isotonic or
   temperature calibration of a checkpoint, fitted on proxies with ground truth, stored in it.
 
 Both belong to the ``pseudolabel confidence`` group (:mod:`pseudolabel.cli.confidence`). Torch is
@@ -15,9 +15,7 @@ from pathlib import Path
 import click
 
 from pseudolabel.cli.options import ClickProgress, key_options, threads_option
-from pseudolabel.confidence.evaluation import (
-    split_names,
-)
+from pseudolabel.confidence.files import split_names
 from pseudolabel.confidence.targets import WILD_FRACTION, WILD_NEGATIVE, WILD_POSITIVE
 
 __all__ = ["calibrate_command", "train"]
@@ -135,7 +133,8 @@ def train(
       pseudolabel confidence train --proxies mine.h5 --labels wild --out ccnn_wild.pt
     Ctrl-C keeps the finished epochs in OUT.partial.pt; the command it prints (with --resume) continues.
     """
-    from pseudolabel.confidence.training import TrainingConfig, TrainingData, train_confidence_from_proxies
+    from pseudolabel.confidence.from_proxies import TrainingData, train_confidence_from_proxies
+    from pseudolabel.confidence.training import TrainingConfig
 
     config = TrainingConfig(
         epochs=epochs,
@@ -220,7 +219,7 @@ def calibrate_command(
     Example:
       pseudolabel confidence calibrate --proxies other.h5 --gt data/ --model ccnn.pt --out ccnn_calibrated.pt
     """
-    from pseudolabel.confidence.training import calibrate_confidence_model
+    from pseudolabel.confidence.from_proxies import calibrate_confidence_model
 
     result = calibrate_confidence_model(model_path, proxies_paths, gt_dirs, method, out, keys=include, exclude=exclude, gt_scale=gt_scale)
     click.echo(

@@ -1,4 +1,4 @@
-"""``pseudolabel labels``: options and messages only; :func:`pseudolabel.confidence.evaluation.label_proxies`
+"""``pseudolabel labels``: options and messages only; :func:`pseudolabel.confidence.labelling.label_proxies`
 writes the proxy disparity where a confidence exceeds ``tau`` (NaN elsewhere), or a tau per pair for a
 target expected error.
 """
@@ -8,10 +8,7 @@ from pathlib import Path
 import click
 
 from pseudolabel.cli.options import ClickProgress, gt_options, key_options, proxies_option
-from pseudolabel.confidence.evaluation import (
-    format_label_table,
-    label_proxies,
-)
+from pseudolabel.confidence.labelling import format_label_table, label_proxies
 from pseudolabel.confidence.labels import DEFAULT_TAU
 from pseudolabel.errors import InputError
 

@@ -198,7 +198,7 @@ def sgm(
     from pseudolabel.outputs import check_output_file
     from pseudolabel.sgm.batch import run_sgm
     from pseudolabel.sgm.tiled import parse_size
-    from pseudolabel.store.proxies import journal_path
+    from pseudolabel.store.names import journal_path
 
     try:
         budget = None if max_memory is None else parse_size(max_memory)

@@ -10,7 +10,7 @@ by 4 pixels by reflection, so that the output has the input's size and each outp
 network applied to that pixel's 9x9 (reflected) patch.
 
 Importing this module imports torch; the rest of the pipeline only imports it through
-:mod:`pseudolabel.confidence.training`.
+:mod:`pseudolabel.confidence.training` and :mod:`pseudolabel.confidence.checkpoints`.
 """
 
 from __future__ import annotations

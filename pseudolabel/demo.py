@@ -5,9 +5,9 @@ line that does the same on a user's data before each step:
 
 1. :func:`pseudolabel.sgm.batch.run_sgm` (``pseudolabel sgm``) on the scenes (by default the
    repository's ``tests/data``: Middlebury tsukuba, venus, Baby1 and one KITTI 2012 frame);
-2. :func:`pseudolabel.confidence.evaluation.score_proxies` (``pseudolabel confidence score``) with the
+2. :func:`pseudolabel.confidence.scoring.score_proxies` (``pseudolabel confidence score``) with the
    shipped CCNN and the conventional measures;
-3. :func:`pseudolabel.confidence.evaluation.label_proxies` (``pseudolabel labels``) at the default tau;
+3. :func:`pseudolabel.confidence.labelling.label_proxies` (``pseudolabel labels``) at the default tau;
 4. the source network (by default the shipped synthetic-trained ``madnet_synth``) predicts every scene;
 5. :func:`pseudolabel.learn.adapt.adapt_network` (``pseudolabel adapt``) fine-tunes it with the
    confident proxies only (no ground truth: the online, unsupervised setting of Tonioni et al.);
@@ -177,8 +177,9 @@ def run_demo(
         say(f"\n{heading}{command}")
 
     say(f"pseudolabel demo: scenes in {display_path(data)}, outputs in {display_path(out)}")
-    from pseudolabel.confidence.evaluation import format_label_table, label_proxies, score_proxies
+    from pseudolabel.confidence.labelling import format_label_table, label_proxies
     from pseudolabel.confidence.labels import DEFAULT_TAU
+    from pseudolabel.confidence.scoring import score_proxies
     from pseudolabel.sgm.batch import run_sgm
 
     step("[1/6] SGM proxy disparities", ["sgm", "--in", display_path(data), "--out", display_path(proxies)])
@@ -359,7 +360,8 @@ def _predict_all(
     from pseudolabel.learn.checkpoint import load_model
     from pseudolabel.learn.predict import predict_disparity
     from pseudolabel.models.devices import resolve_device
-    from pseudolabel.store.proxies import open_proxies, resolve_pair_file
+    from pseudolabel.store.names import resolve_pair_file
+    from pseudolabel.store.proxies import open_proxies
 
     torch_device = resolve_device(device)
     network = load_model(model_path, torch_device)

@@ -4,14 +4,20 @@
   each a function of the SGM cost features;
 - :mod:`pseudolabel.confidence.targets` -- training targets of a network: from ground truth, or "wild"
   (the agreement of conventional measures, no ground truth);
-- :mod:`pseudolabel.confidence.training` -- learning a CCNN from proxies files and scoring with it
-  (imports torch; ``confidence train`` is its :func:`~pseudolabel.confidence.training.train_confidence_from_proxies`);
+- :mod:`pseudolabel.confidence.training` -- training a CCNN (imports torch);
+- :mod:`pseudolabel.confidence.checkpoints` -- its checkpoints and the scorer that runs one (imports torch);
+- :mod:`pseudolabel.confidence.from_proxies` -- training and calibrating on whole proxies files (imports
+  torch; ``confidence train`` is its :func:`~pseudolabel.confidence.from_proxies.train_confidence_from_proxies`);
 - :mod:`pseudolabel.confidence.sparsification` -- sparsification curves and their area (AUC);
 - :mod:`pseudolabel.confidence.labels` -- the proxy disparity where ``confidence > tau``;
-- :mod:`pseudolabel.confidence.evaluation` -- scoring and labelling whole proxies files, and evaluating
-  measures against ground truth (what the ``confidence`` and ``labels`` commands call).
+- :mod:`pseudolabel.confidence.scoring` -- scoring whole proxies files (``confidence score``);
+- :mod:`pseudolabel.confidence.labelling` -- labelling whole proxies files (``labels``);
+- :mod:`pseudolabel.confidence.evaluation` -- evaluating measures of whole proxies files against ground
+  truth (``confidence eval``);
+- :mod:`pseudolabel.confidence.files` -- the steps those whole-file calls share.
 
-Importing this package does not import torch; :mod:`pseudolabel.confidence.training` does.
+Importing this package does not import torch; :mod:`~pseudolabel.confidence.training`,
+:mod:`~pseudolabel.confidence.checkpoints` and :mod:`~pseudolabel.confidence.from_proxies` do.
 """
 
 from pseudolabel.confidence.labels import label_density, label_statistics, threshold_labels

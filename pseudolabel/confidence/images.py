@@ -42,7 +42,7 @@ def pair_gray_images(proxies_path: str | os.PathLike[str], attrs: Mapping[str, A
         InputError: an image is missing (as stored and next to the proxies file) or of another size than
         the proxies.
     """
-    from pseudolabel.store.proxies import resolve_pair_file
+    from pseudolabel.store.names import resolve_pair_file
 
     images = {}
     for side, name in (("left", LEFT_GRAY), ("right", RIGHT_GRAY)):

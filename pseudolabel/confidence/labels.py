@@ -9,7 +9,7 @@ import numpy as np
 
 from pseudolabel.errors import InputError
 
-#: Default tau of ``pseudolabel labels`` / :func:`pseudolabel.confidence.evaluation.label_proxies` for the
+#: Default tau of ``pseudolabel labels`` / :func:`pseudolabel.confidence.labelling.label_proxies` for the
 #: shipped CCNN (chosen on its training scenes, see BENCHMARKS.md ## Confidence and models/weights/ccnn.md).
 DEFAULT_TAU: float = 0.9
 

@@ -124,7 +124,7 @@ def use_stored_labels(proxies: str | os.PathLike[str], pairs: Sequence[_Pair]) -
 
 
 def _group_name(key: str) -> str:
-    from pseudolabel.store.proxies import key_to_name
+    from pseudolabel.store.names import key_to_name
 
     return key_to_name(key)
 

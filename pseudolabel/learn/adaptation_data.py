@@ -99,7 +99,8 @@ def load_adaptation_pairs(
         ``pseudolabel confidence score``), missing images, or ground truth asked for but absent.
     """
     from pseudolabel.io import read_disparity, read_image
-    from pseudolabel.store.proxies import open_proxies, resolve_pair_file
+    from pseudolabel.store.names import resolve_pair_file
+    from pseudolabel.store.proxies import open_proxies
 
     path = Path(proxies)
     if not path.is_file():

@@ -1,7 +1,7 @@
 """The models shipped with the package, by kind, for messages that list what exists.
 
 A stereo network checkpoint (:mod:`pseudolabel.learn.checkpoint`, ``pseudolabel-checkpoint/1``) and a
-confidence network checkpoint (:mod:`pseudolabel.confidence.training`, ``pseudolabel-confidence/1``)
+confidence network checkpoint (:mod:`pseudolabel.confidence.checkpoints`, ``pseudolabel-confidence/1``)
 live side by side in ``pseudolabel/models/weights``; an error about a mistyped ``adapt --model`` must
 list the former, one about ``confidence score --model`` the latter.
 """

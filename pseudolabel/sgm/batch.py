@@ -40,7 +40,7 @@ from pseudolabel.sgm.pair_check import check_pairs
 from pseudolabel.sgm.params import SGMParams
 from pseudolabel.store.datasets_io import COMPRESSIONS, DEFAULT_COMPRESSION
 from pseudolabel.store.journal import ProxyRun, write_journal_entry
-from pseudolabel.store.proxies import STORES, pair_attributes, result_arrays, run_identity, store_arrays
+from pseudolabel.store.layout import STORES, pair_attributes, result_arrays, run_identity, store_arrays
 
 __all__ = ["SLOW_ENV", "SGMRunSummary", "run_sgm"]
 
@@ -105,7 +105,7 @@ def run_sgm(
 
     Finished pairs are kept if the call is interrupted (or fails on a bad pair); a second call with
     the same arguments resumes. The file's layout (per pair: ``disparity`` float32 (H, W) pixels,
-    ``valid`` bool (H, W), cost features, ...) is described in :mod:`pseudolabel.store.proxies`.
+    ``valid`` bool (H, W), cost features, ...) is described in :mod:`pseudolabel.store.layout`.
 
     Args:
         inputs: ``[ROOT]`` (a native KITTI 2012/2015, Middlebury or ``pseudolabel synth`` layout,
@@ -128,7 +128,7 @@ def run_sgm(
         shard_size: write ``out`` as a small index whose pairs are HDF5 external links into
             ``<out>.shards/NNNNN.h5``, at most this many pairs per shard; ``None`` = one file (or the
             layout of an existing ``out``). See ``data/README.md``.
-        store: a key of :data:`pseudolabel.store.proxies.STORES`: ``"full"`` keeps every result
+        store: a key of :data:`pseudolabel.store.layout.STORES`: ``"full"`` keeps every result
             dataset, ``"minimal"`` only ``disparity`` and ``valid``.
         max_memory: peak memory budget in bytes of each matching process; pairs whose cost volume does
             not fit are matched in bands (:mod:`pseudolabel.sgm.tiled`). ``None`` = no limit.
@@ -268,9 +268,9 @@ class PairTask:
         gt_scale: divide stored ground-truth values by it to get pixels, or ``None`` (format default).
         masks: evaluation masks of the left view, name -> path.
         journal: the run's journal folder.
-        identity: the run's :func:`pseudolabel.store.proxies.run_identity`.
+        identity: the run's :func:`pseudolabel.store.layout.run_identity`.
         compression: a key of :data:`pseudolabel.store.datasets_io.COMPRESSIONS`.
-        store: a key of :data:`pseudolabel.store.proxies.STORES`: which datasets are kept.
+        store: a key of :data:`pseudolabel.store.layout.STORES`: which datasets are kept.
         base: the folder that relative image paths are read from (a cluster worker's working folder
             differs from the client's); ``None`` = this process's working folder. The stored paths
             stay as given.

@@ -1,7 +1,10 @@
 """Stage 2: the proxies HDF5 file that every stage reads and adds to.
 
-- :mod:`pseudolabel.store.proxies` -- the file format (:class:`ProxyFile`, :func:`open_proxies`), dataset
-  layout, key names;
+- :mod:`pseudolabel.store.layout` -- the file format: constants, dataset layout, the pieces a pair is
+  written from;
+- :mod:`pseudolabel.store.proxies` -- the file as an object (:class:`ProxyFile`, :func:`open_proxies`);
+- :mod:`pseudolabel.store.names` -- key names (:func:`key_to_name`), the files next to an output, the
+  image files a pair names;
 - :mod:`pseudolabel.store.datasets_io` -- HDF5 plumbing: opening files, attribute values, chunked and
   compressed dataset writing;
 - :mod:`pseudolabel.store.journal` -- crash-safe writing: the output lock, the per-pair journal of a
@@ -17,7 +20,8 @@ The contract is in ``data/README.md``. Only h5py and numpy are imported here: ne
 
 from pseudolabel.store.inspect import describe_proxies
 from pseudolabel.store.journal import ProxyRun, create_or_open_proxies, edit_proxies, output_lock
-from pseudolabel.store.proxies import ProxyFile, key_to_name, name_to_key, open_proxies
+from pseudolabel.store.names import key_to_name, name_to_key
+from pseudolabel.store.proxies import ProxyFile, open_proxies
 
 __all__ = [
     "ProxyFile",

@@ -43,7 +43,9 @@ from pseudolabel.progress import Progress, or_silent
 from pseudolabel.selection import select_keys
 from pseudolabel.store.datasets_io import python_value
 from pseudolabel.store.journal import output_lock
-from pseudolabel.store.proxies import LABELS, PAIRS, ProxyFile, find_pair_file, key_to_name, open_proxies
+from pseudolabel.store.layout import LABELS, PAIRS
+from pseudolabel.store.names import find_pair_file, key_to_name
+from pseudolabel.store.proxies import ProxyFile, open_proxies
 
 #: The layouts of :func:`export_labels`.
 FORMATS: tuple[str, ...] = ("kitti", "pfm", "npz")

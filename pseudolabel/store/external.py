@@ -38,7 +38,8 @@ from pseudolabel.progress import Progress, or_silent
 from pseudolabel.selection import select_keys
 from pseudolabel.sgm.params import SGMParams
 from pseudolabel.store.journal import output_lock
-from pseudolabel.store.proxies import PAIRS, initialise_root, key_to_name, pair_attributes, write_pair_group
+from pseudolabel.store.layout import PAIRS, initialise_root, pair_attributes, write_pair_group
+from pseudolabel.store.names import key_to_name
 
 #: Extensions of ``<key>.<ext>`` disparity files, in the order they are tried.
 DISPARITY_EXTENSIONS: tuple[str, ...] = (".pfm", ".png", ".npy")

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pseudolabel.store.proxies import LABELS, RESULT_DATASETS, STORES, ProxyFile, journal_path, open_proxies
+from pseudolabel.store.layout import LABELS, RESULT_DATASETS, STORES
+from pseudolabel.store.names import journal_path
+from pseudolabel.store.proxies import ProxyFile, open_proxies
 from pseudolabel.store.shards import shards_path
 
 # Pairs listed without ``show_all``.

@@ -10,7 +10,7 @@
 - :func:`create_or_open_proxies` -- the simple, non-journaled writer (tests, benchmarks).
 
 A kill at any moment leaves the previous output intact, and a rerun resumes from the journal. The
-file layout itself is in :mod:`pseudolabel.store.proxies`. Imports h5py and numpy only (never torch).
+file layout itself is in :mod:`pseudolabel.store.layout`. Imports h5py and numpy only (never torch).
 """
 
 from __future__ import annotations
@@ -33,23 +33,19 @@ from pseudolabel.errors import InputError
 from pseudolabel.sgm.params import SGMParams
 from pseudolabel.store import edits
 from pseudolabel.store.datasets_io import DEFAULT_COMPRESSION, open_h5, python_value
-from pseudolabel.store.proxies import (
+from pseudolabel.store.layout import (
     JOURNAL_ENTRY_FORMAT,
     JOURNAL_HEADER,
     PAIRS,
     RESULT_DATASETS,
     STORES,
-    ProxyFile,
     describe_difference,
     initialise_root,
-    journal_path,
-    key_to_name,
-    lock_path,
-    open_proxies,
-    partial_path,
     run_identity,
     write_pair_group,
 )
+from pseudolabel.store.names import journal_path, key_to_name, lock_path, partial_path
+from pseudolabel.store.proxies import ProxyFile, open_proxies
 from pseudolabel.store.shards import ShardEdits, assemble_sharded, remove_shards
 
 
@@ -120,9 +116,9 @@ def write_journal_entry(
         journal: the run's journal folder (:attr:`ProxyRun.journal`).
         key: the pair's key.
         arrays: the pair's datasets, (H, W) each, in their on-disk dtypes (see
-            :func:`pseudolabel.store.proxies.result_arrays`).
-        attrs: the pair's group attributes (see :func:`pseudolabel.store.proxies.pair_attributes`).
-        identity: the run's :func:`pseudolabel.store.proxies.run_identity`.
+            :func:`pseudolabel.store.layout.result_arrays`).
+        attrs: the pair's group attributes (see :func:`pseudolabel.store.layout.pair_attributes`).
+        identity: the run's :func:`pseudolabel.store.layout.run_identity`.
         compression: a key of :data:`pseudolabel.store.datasets_io.COMPRESSIONS`.
 
     Returns:

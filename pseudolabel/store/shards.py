@@ -35,7 +35,8 @@ from pathlib import Path
 import h5py
 
 from pseudolabel.errors import InputError
-from pseudolabel.store.proxies import PAIRS, initialise_root, key_to_name
+from pseudolabel.store.layout import PAIRS, initialise_root
+from pseudolabel.store.names import key_to_name
 
 SHARD_FORMAT = "pseudolabel-proxies-shard"
 
@@ -96,7 +97,7 @@ def assemble_sharded(
         fresh: replace the whole output (``--overwrite``): the existing index and shards are ignored,
             unreferenced shards removed at the end.
         shard_size: at most this many pairs per shard.
-        initialise: keyword arguments of :func:`pseudolabel.store.proxies.initialise_root` (``params``,
+        initialise: keyword arguments of :func:`pseudolabel.store.layout.initialise_root` (``params``,
             ``max_disp_from_calib``, ``store``) for a new index.
     """
     folder = shards_path(out)

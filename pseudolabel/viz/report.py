@@ -40,7 +40,7 @@ from pseudolabel.datasets import read_ground_truth
 from pseudolabel.errors import InputError
 from pseudolabel.io import atomic_write_bytes, read_image
 from pseudolabel.metrics import disparity_metrics
-from pseudolabel.store.proxies import find_pair_file, key_to_name
+from pseudolabel.store.names import find_pair_file, key_to_name
 from pseudolabel.viz.colour import (
     CONFIDENCE_COLORMAP,
     DISPARITY_COLORMAP,
@@ -180,7 +180,7 @@ def metrics_table_rows(metrics: Mapping[str, Mapping[str, float]]) -> list[list[
 def read_pair_ground_truth(attrs: Mapping[str, Any], proxies_path: Path, shape: tuple[int, int]) -> np.ndarray | None:
     """The ground truth named by a pair's ``gt_left`` / ``gt_scale`` attributes, or None.
 
-    The file is looked up as stored or next to the proxies file (:func:`pseudolabel.store.proxies.find_pair_file`)
+    The file is looked up as stored or next to the proxies file (:func:`pseudolabel.store.names.find_pair_file`)
     and read by :func:`pseudolabel.datasets.read_ground_truth`.
 
     Args:

@@ -22,7 +22,8 @@ from pseudolabel.learn.predict import evaluate_network
 from pseudolabel.models.registry import build_network
 from pseudolabel.sgm.params import SGMParams
 from pseudolabel.store.journal import create_or_open_proxies
-from pseudolabel.store.proxies import RESULT_DATASETS, open_proxies, pair_attributes
+from pseudolabel.store.layout import RESULT_DATASETS, pair_attributes
+from pseudolabel.store.proxies import open_proxies
 from pseudolabel.synth.scene import SynthConfig, render_pair
 
 HEIGHT, WIDTH, MAX_DISP = 48, 80, 12.0

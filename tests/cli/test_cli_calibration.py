@@ -13,15 +13,16 @@ import pytest
 from click.testing import CliRunner
 
 from pseudolabel.cli.main import main
-from pseudolabel.confidence.evaluation import label_proxies
-from pseudolabel.confidence.training import checkpoint_calibration, load_confidence_checkpoint
+from pseudolabel.confidence.checkpoints import checkpoint_calibration, load_confidence_checkpoint
+from pseudolabel.confidence.labelling import label_proxies
 from pseudolabel.datasets import discover_pairs
 from pseudolabel.errors import InputError
 from pseudolabel.io import read_image
 from pseudolabel.sgm.matcher import match
 from pseudolabel.sgm.params import SGMParams
 from pseudolabel.store.journal import create_or_open_proxies, edit_proxies
-from pseudolabel.store.proxies import open_proxies, pair_attributes, result_arrays
+from pseudolabel.store.layout import pair_attributes, result_arrays
+from pseudolabel.store.proxies import open_proxies
 
 FIXTURES = Path(__file__).parents[1] / "data" / "middlebury"
 
@@ -200,7 +201,8 @@ def test_new_confidence_options_refuse_bad_input(proxies: Path, tmp_path: Path, 
 
 
 def test_calibration_needs_ground_truth_in_python(proxies: Path, tmp_path: Path) -> None:
-    from pseudolabel.confidence.training import calibrate_confidence_model, shipped_ccnn_path
+    from pseudolabel.confidence.checkpoints import shipped_ccnn_path
+    from pseudolabel.confidence.from_proxies import calibrate_confidence_model
 
     with pytest.raises(InputError, match="--method must be one of isotonic, temperature"):
         calibrate_confidence_model(shipped_ccnn_path(), proxies, FIXTURES, method="platt", out=tmp_path / "x.pt")

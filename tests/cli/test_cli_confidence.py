@@ -12,14 +12,15 @@ import pytest
 from click.testing import CliRunner
 
 from pseudolabel.cli.main import main
+from pseudolabel.confidence.checkpoints import load_confidence_checkpoint, shipped_ccnn_path
 from pseudolabel.confidence.measures import MEASURES
-from pseudolabel.confidence.training import load_confidence_checkpoint, shipped_ccnn_path
 from pseudolabel.datasets import discover_pairs
 from pseudolabel.io import read_disparity, read_image, write_pfm
 from pseudolabel.sgm.matcher import match
 from pseudolabel.sgm.params import SGMParams
 from pseudolabel.store.journal import create_or_open_proxies
-from pseudolabel.store.proxies import open_proxies, pair_attributes, result_arrays
+from pseudolabel.store.layout import pair_attributes, result_arrays
+from pseudolabel.store.proxies import open_proxies
 
 FIXTURES = Path(__file__).parents[1] / "data" / "middlebury"
 

@@ -29,7 +29,7 @@ from pseudolabel.learn.samples import find_pairs
 from pseudolabel.models.external import ExternalNetwork
 from pseudolabel.sgm.params import SGMParams
 from pseudolabel.store.journal import create_or_open_proxies
-from pseudolabel.store.proxies import RESULT_DATASETS, pair_attributes
+from pseudolabel.store.layout import RESULT_DATASETS, pair_attributes
 
 REPO = Path(__file__).resolve().parents[2]
 MIDDLEBURY = REPO / "tests" / "data" / "middlebury"

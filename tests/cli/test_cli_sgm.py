@@ -24,7 +24,8 @@ from pseudolabel.io import read_image, write_image
 from pseudolabel.sgm.batch import SLOW_ENV
 from pseudolabel.sgm.matcher import match
 from pseudolabel.sgm.params import SGMParams
-from pseudolabel.store.proxies import journal_path, open_proxies
+from pseudolabel.store.names import journal_path
+from pseudolabel.store.proxies import open_proxies
 from tests.cli.interrupting import PSEUDOLABEL, printed_command, run_printed
 
 DATA = Path(__file__).parents[1] / "data"

@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from pseudolabel.cli.main import main
-from pseudolabel.confidence.evaluation import SHIPPED_MODEL, _load_network
 from pseudolabel.confidence.labels import DEFAULT_TAU, threshold_labels
 from pseudolabel.confidence.measures import MEASURES, compute_measure
+from pseudolabel.confidence.scoring import SHIPPED_MODEL, _load_network
 from pseudolabel.datasets import ground_truth_lookup
 from pseudolabel.store.proxies import open_proxies
 

@@ -24,7 +24,8 @@ from pseudolabel.io import read_disparity, read_image
 from pseudolabel.sgm.matcher import match
 from pseudolabel.sgm.params import SGMParams
 from pseudolabel.store.journal import create_or_open_proxies
-from pseudolabel.store.proxies import open_proxies, pair_attributes, result_arrays
+from pseudolabel.store.layout import pair_attributes, result_arrays
+from pseudolabel.store.proxies import open_proxies
 from pseudolabel.viz.colour import (
     CONFIDENCE_COLORMAP,
     DISPARITY_COLORMAP,

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from pseudolabel.cli.main import main
-from pseudolabel.confidence.training import load_confidence_checkpoint
+from pseudolabel.confidence.checkpoints import load_confidence_checkpoint
 from pseudolabel.datasets import discover_pairs
 from pseudolabel.io import read_disparity, read_image, write_image, write_pfm
 from pseudolabel.learn.checkpoint import load_checkpoint

@@ -6,20 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from pseudolabel.confidence.checkpoints import load_confidence_checkpoint, save_confidence_checkpoint
 from pseudolabel.confidence.sparsification import (
     error_mask,
     sparsification_auc,
 )
-from pseudolabel.confidence.training import (
-    TrainingConfig,
-    TrainingPair,
-    ground_truth_targets,
-    load_confidence_checkpoint,
-    save_confidence_checkpoint,
-    summarise_training_data,
-    train_ccnn,
-    wild_targets,
-)
+from pseudolabel.confidence.targets import ground_truth_targets, wild_targets
+from pseudolabel.confidence.training import TrainingConfig, TrainingPair, summarise_training_data, train_ccnn
 from pseudolabel.errors import InputError
 from pseudolabel.models.ccnn import CCNN, ConfidenceScorer, normalise_disparity
 from pseudolabel.models.devices import bfloat16_supported

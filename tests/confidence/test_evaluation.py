@@ -12,15 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pseudolabel.confidence.evaluation import (
-    evaluate_proxies,
-    format_auc_table,
-    format_label_table,
-    label_proxies,
-    mean_over_pairs,
-    parse_measures,
-    score_proxies,
-)
+from pseudolabel.confidence.evaluation import evaluate_proxies, format_auc_table
+from pseudolabel.confidence.files import mean_over_pairs
+from pseudolabel.confidence.labelling import format_label_table, label_proxies
+from pseudolabel.confidence.scoring import parse_measures, score_proxies
 from pseudolabel.confidence.sparsification import DEFAULT_FRACTIONS, curve_area, optimal_auc, optimal_curve
 from pseudolabel.datasets import discover_pairs
 from pseudolabel.errors import InputError
@@ -28,7 +23,8 @@ from pseudolabel.io import read_image
 from pseudolabel.sgm.matcher import match
 from pseudolabel.sgm.params import SGMParams
 from pseudolabel.store.journal import create_or_open_proxies
-from pseudolabel.store.proxies import open_proxies, pair_attributes, result_arrays
+from pseudolabel.store.layout import pair_attributes, result_arrays
+from pseudolabel.store.proxies import open_proxies
 from pseudolabel.viz.plots import CURVE_COLOURS, sparsification_image, write_sparsification_plot
 
 FIXTURES = Path(__file__).parents[1] / "data" / "middlebury"
@@ -74,7 +70,8 @@ def proxies(proxies_master: Path, tmp_path: Path) -> Path:
 
 def test_confidence_modules_do_not_import_torch() -> None:
     code = (
-        "import sys, pseudolabel.confidence, pseudolabel.confidence.evaluation, pseudolabel.confidence.targets, "
+        "import sys, pseudolabel.confidence, pseudolabel.confidence.evaluation, pseudolabel.confidence.scoring, "
+        "pseudolabel.confidence.labelling, pseudolabel.confidence.files, pseudolabel.confidence.targets, "
         "pseudolabel.viz.plots; print('torch' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from pseudolabel.confidence.images import normalised_image, photometric_error, warp_right
-from pseudolabel.confidence.training import TrainingConfig, TrainingPair, ground_truth_targets, train_ccnn
+from pseudolabel.confidence.targets import ground_truth_targets
+from pseudolabel.confidence.training import TrainingConfig, TrainingPair, train_ccnn
 from pseudolabel.errors import InputError
 from pseudolabel.models.ccnn import CONFIDENCE_NETWORKS, ConfidenceScorer, available_confidence_networks, build_confidence_network, build_inputs
 from pseudolabel.models.lfn import LateFusionNetwork

@@ -21,7 +21,8 @@ from pseudolabel.errors import InputError
 from pseudolabel.sgm.params import SGMParams
 from pseudolabel.store import edits
 from pseudolabel.store.journal import EditStats, create_or_open_proxies, edit_proxies
-from pseudolabel.store.proxies import FORMAT_VERSION, open_proxies, pair_attributes, result_arrays
+from pseudolabel.store.layout import FORMAT_VERSION, pair_attributes, result_arrays
+from pseudolabel.store.proxies import open_proxies
 
 KEYS = [f"seq/{index:03d}" for index in range(6)]
 SHAPE = (96, 160)
@@ -217,13 +218,13 @@ def test_kill_9_during_labels_then_reader_then_rerun(tmp_path: Path, kill_point:
     script = f"""
 import os, signal
 from pathlib import Path
-from pseudolabel.confidence import evaluation
+from pseudolabel.confidence import files, labelling
 from pseudolabel.store import edits
 from pseudolabel.store.proxies import ProxyFile
 calls = {{"n": 0}}
-evaluation.COMMIT_SECONDS = 0.0   # one commit per pair
+files.COMMIT_SECONDS = 0.0   # one commit per pair
 {KILL_HOOKS[kill_point]}
-evaluation.label_proxies(Path({str(path)!r}), tau=0.5)
+labelling.label_proxies(Path({str(path)!r}), tau=0.5)
 """
     completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert completed.returncode == -9, completed.stderr
@@ -240,7 +241,7 @@ evaluation.label_proxies(Path({str(path)!r}), tau=0.5)
     with h5py.File(path, "r") as h5file:
         h5file.visititems(lambda name, obj: obj[()] if isinstance(obj, h5py.Dataset) else None)
     # a rerun completes it: the same content as an uninterrupted run
-    from pseudolabel.confidence.evaluation import label_proxies
+    from pseudolabel.confidence.labelling import label_proxies
 
     label_proxies(path, tau=0.5)
     reference = make_file(tmp_path / "reference.h5")

@@ -18,7 +18,7 @@ from pseudolabel.io import read_disparity, read_pfm, write_image
 from pseudolabel.sgm.params import SGMParams
 from pseudolabel.store.export import encode_kitti_disparity, export_labels, key_from_kitti_name, kitti_name
 from pseudolabel.store.journal import create_or_open_proxies
-from pseudolabel.store.proxies import RESULT_DATASETS, pair_attributes
+from pseudolabel.store.layout import RESULT_DATASETS, pair_attributes
 
 HEIGHT, WIDTH = 32, 64
 KEYS = ("seq1/000000", "seq1/000001", "seq2/000000")

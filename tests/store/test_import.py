@@ -10,8 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from pseudolabel.cli.main import main
-from pseudolabel.confidence.evaluation import label_proxies, score_proxies, unavailable_note
+from pseudolabel.confidence.labelling import label_proxies
 from pseudolabel.confidence.measures import MEASURES
+from pseudolabel.confidence.scoring import score_proxies, unavailable_note
 from pseudolabel.errors import InputError
 from pseudolabel.io import write_image, write_pfm
 from pseudolabel.store.export import export_labels
@@ -102,7 +103,7 @@ def test_ccnn_on_the_disparity_alone_scores_an_imported_file_and_labels_export(
     external: dict[str, Path], tmp_path: Path, single_torch_thread: None
 ) -> None:
     pytest.importorskip("torch")
-    from pseudolabel.confidence.training import save_confidence_checkpoint
+    from pseudolabel.confidence.checkpoints import save_confidence_checkpoint
     from pseudolabel.models.ccnn import CCNN
 
     path = _import(external)

@@ -23,7 +23,8 @@ from pseudolabel.sgm.params import SGMParams
 from pseudolabel.store import shards as shards_module
 from pseudolabel.store.inspect import describe_proxies
 from pseudolabel.store.journal import edit_proxies
-from pseudolabel.store.proxies import RESULT_DATASETS, ProxyFile, open_proxies
+from pseudolabel.store.layout import RESULT_DATASETS
+from pseudolabel.store.proxies import ProxyFile, open_proxies
 from tests.sgm.test_sgm_batch import make_pairs
 
 PARAMS = SGMParams(max_disp=16)

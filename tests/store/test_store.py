@@ -20,18 +20,9 @@ from pseudolabel.errors import InputError
 from pseudolabel.sgm.params import SGMParams
 from pseudolabel.store.datasets_io import chunk_shape
 from pseudolabel.store.journal import ProxyRun, create_or_open_proxies, edit_proxies, write_journal_entry
-from pseudolabel.store.proxies import (
-    FORMAT,
-    FORMAT_VERSION,
-    RESULT_DATASETS,
-    journal_path,
-    key_to_name,
-    name_to_key,
-    open_proxies,
-    pair_attributes,
-    partial_path,
-    result_arrays,
-)
+from pseudolabel.store.layout import FORMAT, FORMAT_VERSION, RESULT_DATASETS, pair_attributes, result_arrays
+from pseudolabel.store.names import journal_path, key_to_name, name_to_key, partial_path
+from pseudolabel.store.proxies import open_proxies
 
 
 def fake_result(seed: int, shape: tuple[int, int] = (23, 37)) -> dict[str, np.ndarray]:

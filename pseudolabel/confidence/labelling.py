@@ -1,0 +1,181 @@
+"""``pseudolabel labels`` on a whole proxies file: :func:`label_proxies` and its table (:func:`format_label_table`).
+
+The proxy disparity where a stored confidence exceeds ``tau`` (or, with a target error, a tau chosen
+per pair) becomes the pair's ``labels``; the file is edited in place and crash-safely
+(:func:`pseudolabel.confidence.files.edit_in_batches`). Ground truth (``gt_dir``) is matched to pairs by
+key (:func:`pseudolabel.datasets.ground_truth_lookup`) and only measures the labels.
+
+Importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from pseudolabel import __version__
+from pseudolabel.confidence.files import edit_in_batches, mean_over_pairs, require_ground_truth, selected_keys
+from pseudolabel.confidence.labels import DEFAULT_TAU, expected_error, label_statistics, tau_for_target_error, threshold_labels
+from pseudolabel.datasets import read_ground_truth
+from pseudolabel.errors import InputError
+from pseudolabel.outputs import check_editable_file
+from pseudolabel.progress import Progress
+from pseudolabel.store.names import key_to_name
+from pseudolabel.store.proxies import ProxyFile, open_proxies
+
+#: One row of :func:`label_proxies`: the key and its statistics (``density``; with ground truth also
+#: ``gt_coverage``, ``bad1``, ``bad2``, ``bad3``, ``labelled_with_gt``, see
+#: :func:`pseudolabel.confidence.labels.label_statistics`), shares in [0, 1].
+LabelRow = tuple[str, dict[str, float]]
+
+
+def label_proxies(
+    path: str | os.PathLike[str],
+    tau: float = DEFAULT_TAU,
+    measure: str = "ccnn",
+    keys: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    gt_dir: str | os.PathLike[str] | None = None,
+    gt_scale: float | None = None,
+    progress: Progress | None = None,
+    target_error: float | None = None,
+) -> list[LabelRow]:
+    """Write ``labels`` (``float32`` (H, W) proxy disparity in pixels where ``confidence/<measure> > tau``,
+    NaN elsewhere; attributes ``tau``, ``measure``) for every selected pair of a proxies file.
+
+    Args:
+        path: proxies file holding ``confidence/<measure>`` for every selected pair; edited crash-safely.
+        tau: threshold in [0, 1).
+        measure: the stored confidence to threshold.
+        keys, exclude: globs choosing pairs.
+        gt_dir, gt_scale: optional ground truth (:func:`pseudolabel.datasets.ground_truth_lookup`) for
+            the accuracy of the labels.
+        progress: told of each labelled pair (phase ``"labels"``).
+        target_error: instead of ``tau``, choose per pair the smallest tau whose labels have an expected
+            error rate (mean of ``1 - c`` over them, :func:`pseudolabel.confidence.labels.tau_for_target_error`)
+            of at most this, in (0, 1); meant for a calibrated confidence. Every pair is checked before
+            anything is written: a target no tau reaches on some pair leaves the file untouched.
+
+    Every ``labels`` dataset also gets ``expected_error`` (mean ``1 - c`` of its labels, NaN without
+    labels) and ``calibrated`` (the confidence's own attribute, ``"none"`` without), plus
+    ``target_error`` when given. The file's root gets ``labels_measure``, ``labels_target_error``
+    (NaN for a fixed tau) and ``labels_expected_error`` (over every label of the run).
+
+    Returns:
+        One :data:`LabelRow` per pair, in the order of the file (print with :func:`format_label_table`);
+        its statistics also hold ``tau``, ``expected_error`` and ``calibrated`` (1.0 or 0.0).
+    """
+    if target_error is None and not 0.0 <= tau < 1.0:
+        raise InputError(f"--tau must be in [0, 1), got {tau}")
+    check_editable_file(path, "--proxies")
+    if target_error is not None and not 0.0 < target_error < 1.0:
+        raise InputError(f"--target-error must be in (0, 1) (e.g. 1% or 0.01), got {target_error}")
+    chosen = selected_keys(path, keys, exclude)
+    dataset = f"confidence/{measure}"
+    with open_proxies(path, "r") as proxies:
+        lacking = [key for key in chosen if not proxies.has(key, dataset)]
+        if lacking:
+            stored = sorted(set().union(*(proxies.list_confidences(key) for key in chosen)))
+            listed = f"; stored measures: {', '.join(stored)}" if stored else ""
+            raise InputError(
+                f"--measure {measure}: {len(lacking)} of {len(chosen)} pairs (e.g. {lacking[0]!r}) have no {dataset}{listed}; "
+                f"choose one of those, or run `pseudolabel confidence score --proxies {path}` first"
+            )
+        calibration = {key: str(_dataset_attrs(proxies, key, dataset).get("calibrated", "none")) for key in chosen}
+        taus = {key: float(tau) for key in chosen}
+        if target_error is not None:
+            for key in chosen:
+                arrays = proxies.read(key, ["disparity", dataset])
+                try:
+                    taus[key] = tau_for_target_error(arrays[dataset], target_error, np.isfinite(arrays["disparity"]))[0]
+                except InputError as error:
+                    raise InputError(f"pair {key!r}: {error}") from None
+    lookup = require_ground_truth(gt_dir, chosen, gt_scale) if gt_dir is not None else {}
+    rows: list[LabelRow] = []
+    totals = [0.0, 0]  # summed expected error and count of every label of the run
+
+    def process(proxies: ProxyFile, key: str) -> None:
+        arrays = proxies.read(key, ["disparity", dataset])
+        result = threshold_labels(arrays["disparity"], arrays[dataset], taus[key])
+        expected, count = expected_error(arrays[dataset], taus[key], np.isfinite(arrays["disparity"]))
+        attrs: dict[str, Any] = {
+            "tau": taus[key],
+            "measure": measure,
+            "expected_error": expected,
+            "calibrated": calibration[key],
+            "created_by": f"pseudolabel {__version__}",
+        }
+        if target_error is not None:
+            attrs["target_error"] = float(target_error)
+        proxies.write(key, "labels", result, attrs=attrs)
+        if count:
+            totals[0] += expected * count
+            totals[1] += count
+        extra = {"tau": taus[key], "expected_error": expected, "calibrated": float(calibration[key] != "none")}
+        if key in lookup:
+            gt_path, scale = lookup[key]
+            rows.append((key, {**label_statistics(result, read_ground_truth(gt_path, scale, result.shape, key)), **extra}))
+        else:
+            rows.append((key, {"density": float(np.isfinite(result).mean()), **extra}))
+        if proxies.shard_size is None:  # a sharded index is not edited: each labels dataset carries the same attributes
+            proxies.h5.attrs["labels_measure"] = measure
+            proxies.h5.attrs["labels_target_error"] = float("nan") if target_error is None else float(target_error)
+            proxies.h5.attrs["labels_expected_error"] = totals[0] / totals[1] if totals[1] else float("nan")
+
+    edit_in_batches(path, chosen, process, "labels", progress)
+    return rows
+
+
+def _dataset_attrs(proxies: ProxyFile, key: str, dataset: str) -> dict[str, Any]:
+    """Attributes of one dataset of a pair, bytes decoded."""
+    stored = proxies.h5["pairs"][key_to_name(key)][dataset].attrs
+    return {name: (value.decode() if isinstance(value, bytes) else value) for name, value in stored.items()}
+
+
+def format_label_table(rows: Sequence[LabelRow], tau: float, measure: str, target_error: float | None = None) -> str:
+    """Per-pair density (and, with ground truth, coverage of the ground truth and bad-1/2/3) in %, and their means.
+
+    Rows holding ``tau`` / ``expected_error`` (:func:`label_proxies`) also show the pair's tau and the
+    expected error rate of its labels (mean ``1 - c``); the header names the ``target_error`` when given.
+    """
+    with_gt = any("bad3" in stats for _, stats in rows)
+    with_expected = any("expected_error" in stats for _, stats in rows)
+    header = f"{'pair':<40}{'density %':>10}" + (f"{'gt kept %':>10}{'bad1 %':>8}{'bad2 %':>8}{'bad3 %':>8}" if with_gt else "")
+    if with_expected:
+        header += f"{'tau':>9}{'expected err %':>16}"
+    if target_error is not None:
+        title = f"labels: confidence/{measure}, tau per pair for an expected error <= {100 * target_error:g}%"
+    else:
+        title = f"labels: confidence/{measure} > {tau}"
+    lines = [title]
+    if with_expected and any(stats.get("calibrated", 1.0) == 0.0 for _, stats in rows):
+        lines.append(f"note: confidence/{measure} is not calibrated; the expected error is its raw belief, not a measured rate")
+    lines.append(header)
+
+    def expected_cells(stats: Mapping[str, float]) -> str:
+        if not with_expected:
+            return ""
+        value = stats.get("expected_error", float("nan"))
+        return f"{stats.get('tau', float('nan')):>9.4f}" + (f"{100 * value:>16.2f}" if np.isfinite(value) else f"{'-':>16}")
+
+    for key, stats in rows:
+        line = f"{key:<40}{100 * stats['density']:>10.2f}"
+        if with_gt:
+            if "bad3" in stats:
+                line += f"{100 * stats['gt_coverage']:>10.2f}{100 * stats['bad1']:>8.2f}{100 * stats['bad2']:>8.2f}{100 * stats['bad3']:>8.2f}"
+            else:
+                line += f"{'-':>10}{'-':>8}{'-':>8}{'-':>8}"
+        lines.append(line + expected_cells(stats))
+    line = f"{'mean':<40}{100 * mean_over_pairs(s['density'] for _, s in rows):>10.2f}"
+    if with_gt:
+        scored = [s for _, s in rows if "bad3" in s]
+        columns = (("gt_coverage", 10), ("bad1", 8), ("bad2", 8), ("bad3", 8))
+        line += "".join(f"{100 * mean_over_pairs(s[k] for s in scored):>{w}.2f}" for k, w in columns)
+    if with_expected:
+        line += f"{mean_over_pairs(s.get('tau', float('nan')) for _, s in rows):>9.4f}"
+        line += f"{100 * mean_over_pairs(s.get('expected_error', float('nan')) for _, s in rows):>16.2f}"
+    lines.append(line)
+    return "\n".join(lines)

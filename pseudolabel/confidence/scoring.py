@@ -1,0 +1,230 @@
+"""``pseudolabel confidence score`` on a whole proxies file: :func:`score_proxies`.
+
+It writes ``confidence/<name>`` for every selected pair, from the conventional measures of
+:mod:`pseudolabel.confidence.measures` (:func:`parse_measures` reads their names) and a confidence
+network (a checkpoint of :mod:`pseudolabel.confidence.checkpoints`, or :data:`SHIPPED_MODEL`). The file
+is edited in place and crash-safely (:func:`pseudolabel.confidence.files.edit_in_batches`); a rerun
+skips the datasets that are up to date.
+
+Importing this module does not import torch; :func:`score_proxies` imports it when a network runs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pseudolabel import __version__
+from pseudolabel.confidence.files import edit_in_batches, selected_keys, split_names
+from pseudolabel.confidence.images import IMAGE_CHANNELS, pair_gray_images
+from pseudolabel.confidence.measures import MEASURES, compute_measure
+from pseudolabel.errors import InputError
+from pseudolabel.outputs import check_editable_file
+from pseudolabel.progress import Progress
+from pseudolabel.store.names import key_to_name
+from pseudolabel.store.proxies import ProxyFile, open_proxies
+
+if TYPE_CHECKING:
+    from pseudolabel.models.ccnn import ConfidenceScorer
+
+
+#: ``measures`` of :func:`score_proxies` by default: none, because no later stage reads a conventional
+#: measure unless told to (labels, adapt, show and the report read the network's ``confidence/ccnn``).
+DEFAULT_MEASURES: str = "none"
+
+
+#: ``model`` of :func:`score_proxies` that selects the CCNN shipped with the package.
+SHIPPED_MODEL: str = "shipped"
+
+
+def parse_measures(text: str | Sequence[str]) -> list[str]:
+    """Conventional measures by name: ``"all"`` -> every registered one, ``"none"``/``""`` -> none, else a
+    comma-separated list (or a sequence of names), each checked against :data:`MEASURES`."""
+    if isinstance(text, str):
+        if text.strip() == "all":
+            return list(MEASURES)
+        if text.strip() in ("none", ""):
+            return []
+        names = split_names(text)
+    else:
+        names = list(text)
+    unknown = [name for name in names if name not in MEASURES]
+    if unknown:
+        raise InputError(f"--measures: unknown measure(s) {', '.join(unknown)}; choose from {', '.join(MEASURES)} or all/none")
+    return names
+
+
+@dataclass
+class ScoreSummary:
+    """What :func:`score_proxies` did: the scored ``keys``, the ``written`` dataset names (network first) and
+    the requested measures left out as ``unavailable`` (name -> the datasets it needs that some pair lacks,
+    e.g. the SGM costs of a file made by ``pseudolabel import``)."""
+
+    keys: list[str]
+    written: list[str]
+    unavailable: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _load_network(
+    model: str | os.PathLike[str], name: str | None, device: str, precision: str, threads: int | None
+) -> tuple[ConfidenceScorer, str, dict[str, Any]]:
+    """The scorer, output name and dataset attributes of a checkpoint (or of the shipped CCNN)."""
+    from pseudolabel.confidence import checkpoints
+
+    shipped = isinstance(model, str) and model == SHIPPED_MODEL
+    path = checkpoints.shipped_ccnn_path() if shipped else Path(model)
+    if shipped and not path.is_file():
+        raise InputError(f"the shipped CCNN {path} is missing; reinstall pseudolabel or pass --model")
+    if not shipped and not path.is_file():
+        from pseudolabel.learn.shipped import shipped_models, shipped_weights_folder
+
+        names = shipped_models("confidence")
+        if len(path.parts) == 1 and path.stem in names:
+            path = shipped_weights_folder() / f"{path.stem}.pt"
+        else:
+            listed = f"; shipped confidence models: {', '.join(names)}" if names else ""
+            raise InputError(
+                f"--model {model}: no such confidence model; give a .pt written by `pseudolabel confidence train`{listed} "
+                "(without --model: the shipped ccnn)"
+            )
+    scorer, checkpoint = checkpoints.make_scorer(path, device=device, precision=precision, threads=threads)
+    calibration = checkpoints.checkpoint_calibration(checkpoint)
+    network_name = name or ("ccnn" if shipped else path.stem)
+    attrs = {
+        "measure": network_name,
+        "calibrated": calibration.method if calibration is not None else "none",
+        "source": "network",
+        "model": str(path),
+        "model_sha256": checkpoints.file_digest(path),
+        "created_by": f"pseudolabel {__version__}",
+    }
+    return scorer, network_name, attrs
+
+
+def _up_to_date(proxies: ProxyFile, key: str, dataset: str, attrs: Mapping[str, Any]) -> bool:
+    """``dataset`` of ``key`` is stored with every attribute of ``attrs``."""
+    if not proxies.has(key, dataset):
+        return False
+    stored = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in proxies.h5["pairs"][key_to_name(key)][dataset].attrs.items()}
+    return all(stored.get(k) == v for k, v in attrs.items())
+
+
+def score_proxies(
+    path: str | os.PathLike[str],
+    measures: str | Sequence[str] = DEFAULT_MEASURES,
+    model: str | os.PathLike[str] | None = SHIPPED_MODEL,
+    name: str | None = None,
+    keys: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    device: str = "auto",
+    precision: str = "auto",
+    threads: int | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> ScoreSummary:
+    """Write ``confidence/<name>`` ((H, W) in [0, 1], read back as ``float32``) for every selected pair of a proxies file.
+
+    Args:
+        path: proxies HDF5 file written by ``pseudolabel sgm``; edited crash-safely.
+        measures: conventional measures to store (:func:`parse_measures`: ``"all"``, ``"none"`` (the default:
+            only the network, whose input measures are computed in memory), ``"lrc,apkr"`` or names).
+        model: confidence network checkpoint (``.pt``), :data:`SHIPPED_MODEL` (the CCNN shipped with the
+            package, written as ``confidence/ccnn``) or ``None`` (no network, torch is not imported). A
+            checkpoint with a calibration map writes the calibrated confidence (dataset attribute
+            ``calibrated``: the method, ``"none"`` without); a network reading the image (``lfn``) reads
+            the pair's images (pair attributes ``left``/``right``).
+        name: dataset name of the network's output (default: the checkpoint's file stem).
+        keys, exclude: globs choosing pairs (:func:`pseudolabel.selection.select_keys`).
+        device, precision, threads: where and how the network runs
+            (:class:`pseudolabel.models.ccnn.ConfidenceScorer`; ``threads`` sets torch's CPU threads).
+        overwrite: recompute datasets already stored by the same measure / model.
+        progress: told of each scored pair (phase ``"scoring"``).
+
+    Returns:
+        The scored keys, the written dataset names, and the requested measures left out because some
+        selected pair lacks a dataset they need (a file of ``pseudolabel import`` has no SGM costs;
+        :func:`unavailable_note` words them in one line; a network reading such measures is left out the
+        same way, under its name). Where an imported ``disparity`` is NaN the
+        confidences are 0.
+
+    Raises:
+        InputError: unknown measure, missing model, no pair selected, nothing (available) to score, name collision.
+    """
+    check_editable_file(path, "--proxies")
+    conventional = parse_measures(measures)
+    chosen = selected_keys(path, keys, exclude)
+    unavailable = _unavailable_measures(path, chosen, conventional)
+    conventional = [m for m in conventional if m not in unavailable]
+    scorer: ConfidenceScorer | None = None
+    network_name: str | None = None
+    network_attrs: dict[str, Any] = {}
+    if model is not None:
+        scorer, network_name, network_attrs = _load_network(model, name, device, precision, threads)
+    elif name is not None:
+        raise InputError("--name names the network's output; it needs a --model")
+    if scorer is not None and network_name is not None:
+        blocked = _unavailable_measures(path, chosen, [m for m in scorer.inputs[1:] if m in MEASURES])
+        if blocked:  # its input measures cannot be computed: the network is unavailable like them
+            unavailable[network_name] = sorted({need for needs in blocked.values() for need in needs})
+            scorer, network_name = None, None
+    if scorer is None and not conventional:
+        if unavailable:
+            raise InputError(f"{path}: nothing to score: {', '.join(unavailable)} need {_listing(unavailable)}, which the file lacks")
+        raise InputError("nothing to score: --model none stores only the --measures asked for; pass --measures all (or a list)")
+    if network_name is not None and network_name in conventional:
+        raise InputError(f"--name {network_name} collides with the conventional measure of that name; choose another --name")
+    conventional_attrs = {"source": "conventional", "created_by": f"pseudolabel {__version__}"}
+
+    def process(proxies: ProxyFile, key: str) -> None:
+        params = proxies.pair_params(key)
+        todo = [m for m in conventional if overwrite or not _up_to_date(proxies, key, f"confidence/{m}", {"measure": m, **conventional_attrs})]
+        run_network = scorer is not None and (overwrite or not _up_to_date(proxies, key, f"confidence/{network_name}", network_attrs))
+        network_inputs = [m for m in scorer.inputs[1:] if m not in IMAGE_CHANNELS] if scorer is not None and run_network else []
+        needed = sorted({need for m in [*todo, *network_inputs] for need in MEASURES[m].needs} | ({"disparity"} if run_network else set()))
+        features = proxies.read(key, needed) if needed else {}
+        # an imported disparity is NaN where its matcher gave none: score a filled copy, confidence 0 there
+        unknown = ~np.isfinite(features["disparity"]) if "disparity" in features else None
+        if unknown is not None and unknown.any():
+            features["disparity"] = np.where(unknown, 0.0, features["disparity"]).astype(np.float32)
+        else:
+            unknown = None
+        if run_network and scorer is not None and any(m in IMAGE_CHANNELS for m in scorer.inputs):
+            features.update(pair_gray_images(path, proxies.pair_attrs(key), key))
+        computed: dict[str, np.ndarray] = {}
+        for measure in todo:
+            computed[measure] = compute_measure(measure, features, params)
+            if unknown is not None:
+                computed[measure][unknown] = 0.0
+            proxies.write(key, f"confidence/{measure}", computed[measure], attrs={"measure": measure, **conventional_attrs})
+        if scorer is not None and run_network:
+            confidence = scorer.confidence_from_features(features, params, computed)
+            if unknown is not None:
+                confidence[unknown] = 0.0
+            proxies.write(key, f"confidence/{network_name}", confidence, attrs=network_attrs)
+
+    edit_in_batches(path, chosen, process, "scoring", progress)
+    return ScoreSummary(chosen, ([network_name] if network_name else []) + conventional, unavailable)
+
+
+def _unavailable_measures(path: str | os.PathLike[str], keys: Sequence[str], measures: Sequence[str]) -> dict[str, list[str]]:
+    """The ``measures`` some pair of ``keys`` lacks a needed dataset for, with the datasets missing."""
+    with open_proxies(path, "r") as proxies:
+        present = set.intersection(*(set(proxies.datasets(key)) for key in keys)) if keys else set()
+    return {m: [need for need in MEASURES[m].needs if need not in present] for m in measures if not set(MEASURES[m].needs) <= present}
+
+
+def _listing(unavailable: Mapping[str, Sequence[str]]) -> str:
+    """``cost_best, cost_mean`` -- the datasets that the ``unavailable`` measures miss, each once."""
+    return ", ".join(sorted({need for needs in unavailable.values() for need in needs}))
+
+
+def unavailable_note(path: str | os.PathLike[str], summary: ScoreSummary) -> str:
+    """One line naming the measures :func:`score_proxies` left out and the datasets they need ("" when none)."""
+    if not summary.unavailable:
+        return ""
+    return f"note: not available for {path} (it lacks {_listing(summary.unavailable)}, e.g. no SGM costs): {', '.join(summary.unavailable)}"

@@ -19,6 +19,12 @@ Dataset protocol: any ``torch.utils.data.Dataset`` whose ``__getitem__(i)`` acce
 non-negative integer (wrap around or generate on the fly) and returns a dict of tensors. The default
 forward call reads ``batch["left"]`` and ``batch["right"]`` ((B, 3, H, W) float in ``[0, 1]``).
 The settings are a :class:`~pseudolabel.learn.run.TrainerConfig` (:mod:`pseudolabel.learn.run`).
+
+Why this module is a little over 500 lines: it is one class whose short methods (place, build the
+optimiser, restore, wrap for DDP, one step, evaluate between steps, log and checkpoint, save on an
+interrupt, finish) share the state of one run; the time budget (:mod:`pseudolabel.learn.budget`), the
+run settings (:mod:`pseudolabel.learn.run`), DDP (:mod:`pseudolabel.learn.distributed`) and precision
+(:mod:`pseudolabel.learn.precision`) already live apart.
 """
 
 from __future__ import annotations

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from pseudolabel.errors import InputError
+from pseudolabel.store.durability import fsync_directory
 
 PAGE_BYTES = 512
 LOG_MAGIC = b"pseudolabel-edit-log 1\n"
@@ -57,15 +58,6 @@ _RECORD = struct.Struct("<QI")
 def log_path(path: Path) -> Path:
     """The edit log of proxies file ``path``: ``<path>.edit``."""
     return path.with_name(path.name + ".edit")
-
-
-def _fsync_directory(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        descriptor = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
 
 
 def _write_log(path: Path, header: dict[str, Any], records: list[tuple[int, bytes]]) -> int:
@@ -91,7 +83,7 @@ def _write_log(path: Path, header: dict[str, Any], records: list[tuple[int, byte
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, target)
-    _fsync_directory(target.parent)
+    fsync_directory(target.parent)
     return size + digest.digest_size
 
 
@@ -153,7 +145,7 @@ def recover(path: Path) -> str | None:
             outcome = "rolled back"
         os.fsync(handle.fileno())
     target.unlink()
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)
     return outcome
 
 
@@ -327,7 +319,7 @@ class OverlayFile(io.RawIOBase):
         os.ftruncate(self._fd, length)
         os.fsync(self._fd)
         log_path(self.path).unlink()
-        _fsync_directory(self.path.parent)
+        fsync_directory(self.path.parent)
         self._pages.clear()
         self.committed = True
         return logged
@@ -339,7 +331,7 @@ class OverlayFile(io.RawIOBase):
         os.fsync(self._fd)
         with contextlib.suppress(FileNotFoundError):
             log_path(self.path).unlink()
-        _fsync_directory(self.path.parent)
+        fsync_directory(self.path.parent)
 
     def close(self) -> None:
         if not self.closed:

@@ -33,6 +33,7 @@ from pseudolabel.errors import InputError
 from pseudolabel.sgm.params import SGMParams
 from pseudolabel.store import edits
 from pseudolabel.store.datasets_io import DEFAULT_COMPRESSION, open_h5, python_value
+from pseudolabel.store.durability import fsync_directory, fsync_file
 from pseudolabel.store.layout import (
     JOURNAL_ENTRY_FORMAT,
     JOURNAL_HEADER,
@@ -79,20 +80,6 @@ def output_lock(out: Path) -> Iterator[None]:
                 lock.unlink()
     finally:
         handle.close()
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as handle:
-        os.fsync(handle.fileno())
-
-
-def _fsync_directory(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        descriptor = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
 
 
 def journal_entry_path(journal: Path, key: str) -> Path:
@@ -353,9 +340,9 @@ class ProxyRun:
                     source.copy(source["pair"], pairs, name=name)
         finally:
             h5file.close()
-        _fsync_file(partial)
+        fsync_file(partial)
         os.replace(partial, self.out)
-        _fsync_directory(self.out.parent)
+        fsync_directory(self.out.parent)
         if state.fresh:
             remove_shards(self.out)
         shutil.rmtree(self.journal, ignore_errors=True)

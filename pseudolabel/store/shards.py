@@ -35,6 +35,7 @@ from pathlib import Path
 import h5py
 
 from pseudolabel.errors import InputError
+from pseudolabel.store.durability import fsync_directory, fsync_file
 from pseudolabel.store.layout import PAIRS, initialise_root
 from pseudolabel.store.names import key_to_name
 
@@ -66,20 +67,6 @@ def shard_links(index: h5py.File) -> dict[str, str]:
         if isinstance(link, h5py.ExternalLink):
             links[name] = str(link.filename)
     return links
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb+") as handle:
-        os.fsync(handle.fileno())
-
-
-def _fsync_directory(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        descriptor = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
 
 
 def assemble_sharded(
@@ -143,11 +130,11 @@ def assemble_sharded(
                     source.copy(source["pair"], pairs, name=name)
         finally:
             h5file.close()
-        _fsync(partial)
+        fsync_file(partial)
     for shard in sorted(by_shard):
         target = out.parent / shard_link_name(out, shard)
         os.replace(target.with_name(target.name + ".partial"), target)
-    _fsync_directory(folder)
+    fsync_directory(folder)
     partial_index = out.with_name(out.name + ".partial")
     if not fresh and out.exists():
         shutil.copyfile(out, partial_index)
@@ -165,9 +152,9 @@ def assemble_sharded(
         linked = set(shard_links(index).values())
     finally:
         index.close()
-    _fsync(partial_index)
+    fsync_file(partial_index)
     os.replace(partial_index, out)
-    _fsync_directory(out.parent)
+    fsync_directory(out.parent)
     if fresh:
         for stale in folder.glob("*.h5"):
             if f"{folder.name}/{stale.name}" not in linked:
@@ -225,10 +212,10 @@ class ShardEdits:
         shards = self._close()
         for shard in shards:
             editing = shard.with_name(shard.name + ".editing")
-            _fsync(editing)
+            fsync_file(editing)
             os.replace(editing, shard)
         if shards:
-            _fsync_directory(shards[0].parent)
+            fsync_directory(shards[0].parent)
 
     def discard(self) -> None:
         """Drop the editing copies (the shards stay as they were)."""

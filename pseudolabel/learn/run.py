@@ -10,6 +10,7 @@ can read the defaults without it.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,75 +61,33 @@ class RunOptions:
 
     def trainer_config(self, out: str | Path, steps: int, batch_size: int, learning_rate: float) -> TrainerConfig:
         """The :class:`TrainerConfig` of a run of ``steps`` steps of ``batch_size`` pairs into ``out``."""
-        return TrainerConfig(
-            out=Path(out),
-            steps=steps,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            schedule=self.schedule,
-            warmup_steps=self.warmup_steps,
-            weight_decay=self.weight_decay,
-            grad_clip=self.grad_clip or None,
-            device=self.device,
-            amp=self.amp,
-            workers=self.workers,
-            seed=self.seed,
-            checkpoint_every=self.checkpoint_every,
-            log_every=self.log_every,
-            resume=self.resume,
-            threads=self.threads,
-            progress=self.progress,
-            time_limit_s=self.time_limit_s,
-        )
+        settings = {field.name: getattr(self, field.name) for field in dataclasses.fields(RunOptions)}
+        settings["grad_clip"] = self.grad_clip or None
+        return TrainerConfig(out=Path(out), steps=steps, batch_size=batch_size, learning_rate=learning_rate, **settings)
 
 
-@dataclass
-class TrainerConfig:
-    """Settings of a :class:`Trainer` run.
+@dataclass(frozen=True, kw_only=True)
+class TrainerConfig(RunOptions):
+    """Settings of a :class:`~pseudolabel.learn.trainer.Trainer` run: what to optimise for how long, on top
+    of every :class:`RunOptions` field (schedule, device, precision, seed, checkpoints, resume, ...).
 
     Attributes:
         out: final checkpoint path. Progress checkpoints go to :attr:`progress_path`
             (``OUT`` with suffix ``.partial.pt``), the metrics log to :attr:`log_path` (``.jsonl``).
         steps: total optimisation steps (a resumed run continues up to it).
         batch_size: *global* batch (split evenly over the processes).
-        learning_rate: peak Adam learning rate.
-        schedule: ``cosine`` (to 5% of the peak), ``step`` (x0.5 at 60% and 80% of the steps) or ``constant``.
-        warmup_steps: linear warm-up steps.
-        weight_decay: Adam(W) weight decay.
-        grad_clip: gradient norm clip (``None``/0 = off).
-        device: ``auto``, ``cpu`` or ``cuda``.
-        amp: mixed precision (:func:`pseudolabel.learn.precision.autocast_dtype`): float16 autocast with gradient scaling on CUDA,
-            bfloat16 autocast on a CPU that runs bfloat16 natively (AVX512-BF16 or AMX: about 1.7x
-            faster per step), float32 on other CPUs. Parameters and optimiser state stay float32.
-        workers: data-loader worker processes per rank.
-        seed: seed of the data order, augmentation and torch generator.
-        checkpoint_every: save a progress checkpoint every N steps (0 = only at the end / on Ctrl-C).
-        log_every: write a metrics line every N steps.
-        resume: continue from the progress checkpoint (or from ``out``) when there is one.
-        threads: torch CPU threads (``None`` = torch's default).
-        progress: report progress to the :class:`~pseudolabel.progress.Progress` given to the trainer (rank 0 only).
-        time_limit_s: stop after this many seconds of training (the final checkpoint records the step
-            reached; the schedule still assumes ``steps``). ``None`` = no limit.
+        learning_rate: peak Adam learning rate (``schedule``: ``cosine`` to 5% of the peak, ``step``
+            x0.5 at 60% and 80% of the steps, or ``constant``). ``amp`` is
+            :func:`pseudolabel.learn.precision.autocast_dtype`'s choice: float16 with gradient scaling on
+            CUDA, bfloat16 on a CPU that runs it natively (AVX512-BF16 or AMX), float32 elsewhere;
+            parameters and optimiser state stay float32. ``time_limit_s`` stops the run (the final
+            checkpoint records the step reached; the schedule still assumes ``steps``).
     """
 
     out: Path
     steps: int
     batch_size: int = 4
     learning_rate: float = 1e-4
-    schedule: str = "cosine"
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    grad_clip: float | None = 10.0
-    device: str = "auto"
-    amp: bool = True
-    workers: int = 0
-    seed: int = 0
-    checkpoint_every: int = 500
-    log_every: int = 10
-    resume: bool = False
-    threads: int | None = None
-    progress: bool = True
-    time_limit_s: float | None = None
 
     @property
     def progress_path(self) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -209,7 +210,7 @@ def test_interrupt_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run(tm
     assert partial["step"] == 3 and not config.out.exists()
 
     resumed = build_network("tiny")  # fresh weights: everything must come from the checkpoint
-    config.resume = True
+    config = dataclasses.replace(config, resume=True)
     result = Trainer(resumed, "tiny", {}, dataset, multiscale_l1_loss, config).fit()
     assert result.step == 6 and not config.progress_path.exists()
     for key, value in straight.state_dict().items():

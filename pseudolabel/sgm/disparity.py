@@ -39,6 +39,26 @@ class Winners:
     index_right: np.ndarray
 
 
+@numba.njit(cache=True, inline="always")
+def _smallest(values: np.ndarray) -> np.uint16:
+    """Smallest of a ``uint16`` slice, 65535 when it is empty (indices from 0: the loop vectorises)."""
+    best = np.uint16(65535)
+    for k in range(values.shape[0]):
+        best = min(best, values[k])
+    return best
+
+
+@numba.njit(cache=True, inline="always")
+def _smallest_local(before: np.ndarray, values: np.ndarray, after: np.ndarray) -> np.uint16:
+    """Smallest ``values[j]`` with ``values[j] < before[j]`` and ``values[j] <= after[j]`` (65535 if none);
+    the three ``uint16`` slices are the curve shifted by -1, 0 and +1."""
+    best = np.uint16(65535)
+    for j in range(values.shape[0]):
+        value = values[j]
+        best = min(best, value if (value < before[j]) & (value <= after[j]) else np.uint16(65535))
+    return best
+
+
 @numba.njit(cache=True)
 def select_row(
     curves: np.ndarray,
@@ -65,28 +85,27 @@ def select_row(
         best = no_value
         largest = np.uint16(0)
         total = np.uint32(0)
+        # every operand 16 or 32 bits wide (Numba widens mixed integer arithmetic to 64 bits, which
+        # quarters the vector lanes): the casts keep the loops in 16-bit lanes
         for k in range(num_disp):
             value = curve[k]
             best = min(best, value)
             largest = max(largest, value)
-            total += np.uint32(value)
+            total = np.uint32(total + np.uint32(value))
         winner = no_index
         for k in range(num_disp):
             winner = min(winner, ks[k] if curve[k] == best else no_index)
-        # far: smallest value with |k - winner| > 1; local: smallest other local minimum, a local
-        # minimum being S[k] < S[k-1] and S[k] <= S[k+1] (missing neighbours count as larger)
-        far = no_value
-        local = no_value
-        below_winner = winner - np.int16(1)
-        above_winner = winner + np.int16(1)
-        for k in range(1, num_disp - 1):
-            value = curve[k]
-            disparity_index = ks[k]
-            is_far = (disparity_index < below_winner) | (disparity_index > above_winner)
-            far = min(far, value if is_far else no_value)
-            is_local = (value < curve[k - 1]) & (value <= curve[k + 1]) & (disparity_index != winner)
-            local = min(local, value if is_local else no_value)
         k1 = np.int64(winner)
+        # far: smallest value with |k - winner| > 1; local: smallest other local minimum, a local
+        # minimum being S[k] < S[k-1] and S[k] <= S[k+1] (missing neighbours count as larger).
+        # The interior k = 1 .. D - 2 is split around the winner instead of masked per k.
+        far = min(_smallest(curve[1 : max(1, k1 - 1)]), _smallest(curve[max(1, k1 + 2) : max(1, num_disp - 1)]))
+        local = no_value
+        stop = max(1, k1)
+        local = min(local, _smallest_local(curve[0 : stop - 1], curve[1:stop], curve[2 : stop + 1]))
+        start = max(1, k1 + 1)
+        stop = max(start, num_disp - 1)
+        local = min(local, _smallest_local(curve[start - 1 : stop - 1], curve[start:stop], curve[start + 1 : stop + 1]))
         if num_disp > 1:
             if k1 > 1:
                 far = min(far, curve[0])
@@ -121,9 +140,9 @@ def select_row_right(curves: np.ndarray, ks: np.ndarray, min_disp: int, index_ri
         index_right: ``int16`` (W,) output, -1 where no disparity maps inside the image.
     """
     width, num_disp = curves.shape
-    # position j holds right pixel width - 1 - j
-    best = np.full(width, 65535, dtype=np.uint16)
-    winner = np.full(width, -1, dtype=np.int16)
+    # position j holds right pixel width - 1 - j; key = cost << 16 | k, so that the smallest key is
+    # the smallest cost with the smallest k among equals (the first minimum, like an argmin)
+    keys = np.full(width, 0xFFFFFFFF, dtype=np.uint32)
     for x in range(width):
         k_start = max(0, x - min_disp - width + 1)
         k_stop = min(num_disp, x - min_disp + 1)
@@ -132,15 +151,14 @@ def select_row_right(curves: np.ndarray, ks: np.ndarray, min_disp: int, index_ri
         offset = width - 1 - x + min_disp
         values = curves[x, k_start:k_stop]
         indices = ks[k_start:k_stop]
-        best_slice = best[offset + k_start : offset + k_stop]
-        winner_slice = winner[offset + k_start : offset + k_stop]
+        key_slice = keys[offset + k_start : offset + k_stop]
         for j in range(k_stop - k_start):
-            value = values[j]
-            better = value < best_slice[j]
-            best_slice[j] = min(value, best_slice[j])
-            winner_slice[j] = indices[j] if better else winner_slice[j]
+            key = np.uint32((np.uint32(values[j]) << np.uint32(16)) | np.uint32(np.uint16(indices[j])))
+            key_slice[j] = min(key_slice[j], key)
     for x in range(width):
-        index_right[x] = winner[width - 1 - x]
+        key = keys[width - 1 - x]
+        # a cost of 65535 never wins (as with a strict comparison against that initial value)
+        index_right[x] = np.int16(-1) if key >> np.uint32(16) == np.uint32(65535) else np.int16(key & np.uint32(0xFFFF))
 
 
 def allocate_winners(height: int, width: int) -> Winners:

@@ -129,6 +129,9 @@ def pipeline_stages(matcher: Matcher, left: np.ndarray, right: np.ndarray) -> li
     winners = disparity.allocate_winners(height, width)
     saved = out.copy()
     scratch = out.copy()
+    mode = refinement.SUBPIXEL_MODES[params.subpixel]
+    left_disparity = np.empty((height, width), dtype=np.float32)
+    right_disparity = np.empty((height, width), dtype=np.float32)
 
     def last_sweep(target: np.ndarray) -> None:
         aggregation.aggregate_horizontal_and_select(
@@ -144,18 +147,15 @@ def pipeline_stages(matcher: Matcher, left: np.ndarray, right: np.ndarray) -> li
             winners.cost_second_local,
             winners.cost_mean,
             winners.index_right,
+            mode,
+            left_disparity,
+            right_disparity,
         )
 
     # timed on a scratch copy of S that keeps accumulating (wrapping values cost the same time)
-    stages.append(("aggregate paths (1,0) + (-1,0) + winner-takes-all", lambda: last_sweep(scratch), cells * 5 + pixels * 24))
+    stages.append(("aggregate paths (1,0) + (-1,0) + winner-takes-all + sub-pixel", lambda: last_sweep(scratch), cells * 5 + pixels * 32))
     np.copyto(out, saved)
     last_sweep(out)
-    mode = refinement.SUBPIXEL_MODES[params.subpixel]
-    stages.append(("sub-pixel, both views", lambda: (
-        refinement.subpixel_left(out, winners.index, min_disp, mode), refinement.subpixel_right(out, winners.index_right, min_disp, mode)
-    ), pixels * (2 * 2 + 2 * 6 + 2 * 4)))
-    left_disparity = refinement.subpixel_left(out, winners.index, min_disp, mode)
-    right_disparity = refinement.subpixel_right(out, winners.index_right, min_disp, mode)
     stages.append(("median", lambda: refinement.median_filter(left_disparity, params.median), pixels * 8))
     left_disparity = refinement.median_filter(left_disparity, params.median)
     check = (winners.cost_best, winners.cost_second_far, float(params.lr_max_diff), float(params.uniqueness))

@@ -39,6 +39,7 @@ from pseudolabel.sgm.disparity import (
     select_row_right,
 )
 from pseudolabel.sgm.params import SGMParams
+from pseudolabel.sgm.refinement import SUBPIXEL_MODES, subpixel_left_row, subpixel_right_row
 
 _SENTINEL = 16000  # larger than any path cost plus P1, smaller than int16 max
 
@@ -92,36 +93,56 @@ def _path_start(cost_row: np.ndarray, current: np.ndarray) -> int:
     return best
 
 
-@numba.njit(cache=True)
-def _horizontal_row(cost: np.ndarray, image: np.ndarray, p1: int, p2: int, adaptive: bool, gamma: float, out: np.ndarray, accumulate: bool) -> None:
-    """Left-to-right plus right-to-left path costs of one row.
+_ROW_BLOCK = 4  # rows swept together by one thread in the horizontal kernels
 
-    The row of ``out`` (W x D) stays in cache between the two sweeps, so it is updated once per sweep.
+
+@numba.njit(cache=True)
+def _horizontal_rows(
+    cost: np.ndarray,
+    image: np.ndarray,
+    p1: int,
+    p2: int,
+    adaptive: bool,
+    gamma: float,
+    out: np.ndarray,
+    accumulate: bool,
+    previous: np.ndarray,
+    current: np.ndarray,
+    best: np.ndarray,
+) -> None:
+    """Left-to-right plus right-to-left path costs of a block of rows, swept together.
+
+    The rows advance in lock-step, one pixel of each row per step: their recursions are independent,
+    so the out-of-order core overlaps one row's minimum (a reduction on the critical path) with the
+    next row's work, and a path buffer is read back several steps after it was written (no
+    store-forwarding stall). The rows of ``out`` stay in cache between the two sweeps.
 
     Args:
-        cost: ``uint8`` (W, D) costs of the row.
-        image: ``float32`` (W,) gray intensities of the row.
-        out: ``uint16`` (W, D); receives ``L_(1,0) + L_(-1,0)``, added to it when ``accumulate``.
+        cost: ``uint8`` (R, W, D) costs of the rows.
+        image: ``float32`` (R, W) gray intensities of the rows.
+        out: ``uint16`` (R, W, D); receives ``L_(1,0) + L_(-1,0)``, added to it when ``accumulate``.
+        previous, current: ``int16`` (>= R, D + 2) scratch buffers, sentinel-padded at both ends.
+        best: ``int16`` (>= R,) scratch.
     """
-    width, num_disp = cost.shape
-    previous = np.full(num_disp + 2, _SENTINEL, dtype=np.int16)
-    current = np.full(num_disp + 2, _SENTINEL, dtype=np.int16)
+    rows, width, num_disp = cost.shape
     for backward in (False, True):
         for i in range(width):
             x = width - 1 - i if backward else i
-            if i == 0:
-                best = _path_start(cost[x], current)
-            else:
-                x_previous = x + 1 if backward else x - 1
-                penalty = _step_penalty(p1, p2, adaptive, gamma, image[x], image[x_previous])
-                best = _path_step(cost[x], previous, current, best, p1, penalty)
-            total = out[x]
-            if accumulate or backward:
-                for k in range(num_disp):
-                    total[k] = np.uint16(total[k] + np.uint16(current[k + 1]))
-            else:
-                for k in range(num_disp):
-                    total[k] = np.uint16(current[k + 1])
+            x_previous = x + 1 if backward else x - 1
+            for r in range(rows):
+                step = current[r]
+                if i == 0:
+                    best[r] = _path_start(cost[r, x], step)
+                else:
+                    penalty = _step_penalty(p1, p2, adaptive, gamma, image[r, x], image[r, x_previous])
+                    best[r] = _path_step(cost[r, x], previous[r], step, best[r], p1, penalty)
+                total = out[r, x]
+                if accumulate or backward:
+                    for k in range(num_disp):
+                        total[k] = np.uint16(total[k] + np.uint16(step[k + 1]))
+                else:
+                    for k in range(num_disp):
+                        total[k] = np.uint16(step[k + 1])
             previous, current = current, previous
 
 
@@ -129,15 +150,21 @@ def _horizontal_row(cost: np.ndarray, image: np.ndarray, p1: int, p2: int, adapt
 def aggregate_horizontal(
     cost: np.ndarray, image: np.ndarray, p1: int, p2: int, adaptive: bool, gamma: float, out: np.ndarray, accumulate: bool
 ) -> None:
-    """Left-to-right plus right-to-left path costs; one thread owns a row and both directions.
+    """Left-to-right plus right-to-left path costs; one thread owns a block of rows and both directions.
 
     Args:
         cost: ``uint8`` (H, W, D) cost volume.
         image: ``float32`` (H, W) gray left image (for ``adaptive`` penalties).
         out: ``uint16`` (H, W, D); receives ``L_(1,0) + L_(-1,0)``, added to it when ``accumulate``.
     """
-    for y in prange(cost.shape[0]):
-        _horizontal_row(cost[y], image[y], p1, p2, adaptive, gamma, out[y], accumulate)
+    height, width, num_disp = cost.shape
+    for block in prange((height + _ROW_BLOCK - 1) // _ROW_BLOCK):
+        y0 = block * _ROW_BLOCK
+        y1 = min(height, y0 + _ROW_BLOCK)
+        previous = np.full((_ROW_BLOCK, num_disp + 2), _SENTINEL, dtype=np.int16)
+        current = np.full((_ROW_BLOCK, num_disp + 2), _SENTINEL, dtype=np.int16)
+        best = np.zeros(_ROW_BLOCK, dtype=np.int16)
+        _horizontal_rows(cost[y0:y1], image[y0:y1], p1, p2, adaptive, gamma, out[y0:y1], accumulate, previous, current, best)
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
@@ -157,24 +184,40 @@ def aggregate_horizontal_and_select(
     second_local: np.ndarray,
     mean: np.ndarray,
     index_right: np.ndarray,
+    subpixel_mode: int,
+    disparity_left: np.ndarray,
+    disparity_right: np.ndarray,
 ) -> None:
-    """The last aggregation pass fused with winner-takes-all.
+    """The last aggregation pass fused with winner-takes-all and sub-pixel refinement.
 
-    Adds the horizontal path costs to ``out`` row by row (one thread per row); a row is then final, so
-    the same thread selects its winners in both views (:func:`pseudolabel.sgm.disparity.select_row`,
-    :func:`pseudolabel.sgm.disparity.select_row_right`) while the row is still in cache. Results are
-    identical to :func:`aggregate_horizontal` followed by the winner-takes-all kernels.
+    Adds the horizontal path costs to ``out`` for a block of rows (one thread per block); those rows
+    are then final, so the same thread selects their winners in both views
+    (:func:`pseudolabel.sgm.disparity.select_row`, :func:`pseudolabel.sgm.disparity.select_row_right`)
+    and refines them (:func:`pseudolabel.sgm.refinement.subpixel_left_row`,
+    :func:`pseudolabel.sgm.refinement.subpixel_right_row`) while the rows are still in cache.
+    Results are identical to :func:`aggregate_horizontal` followed by the winner-takes-all and
+    sub-pixel kernels.
 
     Args:
         out: ``uint16`` (H, W, D) holding the sum of all other directions; completed in place.
         index ... index_right: (H, W) outputs as in :class:`pseudolabel.sgm.disparity.Winners`.
+        subpixel_mode: :data:`pseudolabel.sgm.refinement.SUBPIXEL_MODES` value.
+        disparity_left, disparity_right: ``float32`` (H, W) sub-pixel disparities (outputs).
     """
-    num_disp = cost.shape[2]
+    height, width, num_disp = cost.shape
     ks = np.arange(num_disp).astype(np.int16)
-    for y in prange(cost.shape[0]):
-        _horizontal_row(cost[y], image[y], p1, p2, adaptive, gamma, out[y], True)
-        select_row(out[y], ks, index[y], best_cost[y], second[y], second_far[y], second_local[y], mean[y])
-        select_row_right(out[y], ks, min_disp, index_right[y])
+    for block in prange((height + _ROW_BLOCK - 1) // _ROW_BLOCK):
+        y0 = block * _ROW_BLOCK
+        y1 = min(height, y0 + _ROW_BLOCK)
+        previous = np.full((_ROW_BLOCK, num_disp + 2), _SENTINEL, dtype=np.int16)
+        current = np.full((_ROW_BLOCK, num_disp + 2), _SENTINEL, dtype=np.int16)
+        best = np.zeros(_ROW_BLOCK, dtype=np.int16)
+        _horizontal_rows(cost[y0:y1], image[y0:y1], p1, p2, adaptive, gamma, out[y0:y1], True, previous, current, best)
+        for y in range(y0, y1):
+            select_row(out[y], ks, index[y], best_cost[y], second[y], second_far[y], second_local[y], mean[y])
+            select_row_right(out[y], ks, min_disp, index_right[y])
+            subpixel_left_row(out[y], index[y], min_disp, subpixel_mode, disparity_left[y])
+            subpixel_right_row(out[y], index_right[y], min_disp, subpixel_mode, disparity_right[y])
 
 
 _LINE_BLOCK = 16  # parallel scanlines swept together (measured fastest on KITTI-sized images: 8-16)
@@ -321,16 +364,20 @@ def aggregate(cost: np.ndarray, image: np.ndarray, params: SGMParams, out: np.nd
 
 
 def aggregate_and_select(cost: np.ndarray, image: np.ndarray, params: SGMParams, out: np.ndarray | None = None) -> tuple[np.ndarray, Winners]:
-    """:func:`aggregate` and :func:`pseudolabel.sgm.disparity.select` in one go, with the winner-takes-all
-    fused into the last aggregation pass (saves a read of ``S``). Same results as the two calls.
+    """:func:`aggregate`, :func:`pseudolabel.sgm.disparity.select` and the sub-pixel refinement of both
+    views in one go, the winner-takes-all and the refinement fused into the last aggregation pass
+    (saves two reads of ``S``). Same results as the separate calls.
 
     Returns:
-        ``(S, winners)``: the ``uint16`` (H, W, D) aggregated volume and the :class:`Winners`.
+        ``(S, winners)``: the ``uint16`` (H, W, D) aggregated volume and the :class:`Winners`, with
+        ``disparity`` and ``disparity_right`` set (``params.subpixel`` refinement).
     """
     out = _check_and_prepare(cost, params, out)
     _aggregate_vertical_pairs(cost, image, params, out)
     height, width = image.shape
     winners = allocate_winners(height, width)
+    winners.disparity = np.empty((height, width), dtype=np.float32)
+    winners.disparity_right = np.empty((height, width), dtype=np.float32)
     aggregate_horizontal_and_select(
         cost,
         image,
@@ -347,5 +394,8 @@ def aggregate_and_select(cost: np.ndarray, image: np.ndarray, params: SGMParams,
         winners.cost_second_local,
         winners.cost_mean,
         winners.index_right,
+        SUBPIXEL_MODES[params.subpixel],
+        winners.disparity,
+        winners.disparity_right,
     )
     return out, winners

@@ -28,6 +28,8 @@ class Winners:
         cost_mean: ``float32`` mean of ``S`` over the D disparities.
         index_right: ``int16`` winning index of the right view, ``-1`` where no disparity of the
             range maps inside the left image.
+        disparity, disparity_right: ``float32`` sub-pixel disparities (pixels) of both views, set by
+            :func:`pseudolabel.sgm.aggregation.aggregate_and_select`; None otherwise.
     """
 
     index: np.ndarray
@@ -37,6 +39,8 @@ class Winners:
     cost_second_local: np.ndarray
     cost_mean: np.ndarray
     index_right: np.ndarray
+    disparity: np.ndarray | None = None
+    disparity_right: np.ndarray | None = None
 
 
 @numba.njit(cache=True, inline="always")

@@ -77,9 +77,9 @@ class Matcher:
         if params.cost == "census":
             self._cost_buffer = cost_volume
         self._aggregated_buffer = aggregated
-        mode = refinement.SUBPIXEL_MODES[params.subpixel]
-        left_disparity = refinement.subpixel_left(aggregated, winners.index, params.min_disp, mode)
-        right_disparity = refinement.subpixel_right(aggregated, winners.index_right, params.min_disp, mode)
+        # sub-pixel refinement of both views, fused into the last aggregation pass
+        left_disparity, right_disparity = winners.disparity, winners.disparity_right
+        assert left_disparity is not None and right_disparity is not None
         left_disparity = refinement.median_filter(left_disparity, params.median)
         valid = disparity.consistency_check(
             left_disparity, right_disparity, winners.cost_best, winners.cost_second_far, float(params.lr_max_diff), float(params.uniqueness)

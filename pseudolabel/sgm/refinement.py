@@ -28,6 +28,36 @@ def _offset(before: float, centre: float, after: float, mode: int) -> float:
     return min(0.5, max(-0.5, offset))
 
 
+@numba.njit(cache=True, nogil=True)
+def subpixel_left_row(curves: np.ndarray, index: np.ndarray, min_disp: int, mode: int, disparity: np.ndarray) -> None:
+    """:func:`subpixel_left` of one row: ``curves`` ``uint16`` (W, D), ``index`` ``int16`` (W,), ``disparity`` ``float32`` (W,) output."""
+    width, num_disp = curves.shape
+    for x in range(width):
+        k = np.int64(index[x])
+        value = float(k)
+        if 0 < k < num_disp - 1:
+            value += _offset(float(curves[x, k - 1]), float(curves[x, k]), float(curves[x, k + 1]), mode)
+        disparity[x] = np.float32(min_disp + value)
+
+
+@numba.njit(cache=True, nogil=True)
+def subpixel_right_row(curves: np.ndarray, index: np.ndarray, min_disp: int, mode: int, disparity: np.ndarray) -> None:
+    """:func:`subpixel_right` of one row: ``curves`` ``uint16`` (W, D) of the left view, ``index`` ``int16`` (W,)
+    right-view winners, ``disparity`` ``float32`` (W,) output."""
+    width, num_disp = curves.shape
+    for x in range(width):
+        k = np.int64(index[x])
+        if k < 0:
+            disparity[x] = np.nan
+            continue
+        value = float(k)
+        x_before = x + min_disp + k - 1
+        x_after = x + min_disp + k + 1
+        if 0 < k < num_disp - 1 and x_before >= 0 and x_after < width:
+            value += _offset(float(curves[x_before, k - 1]), float(curves[x_before + 1, k]), float(curves[x_after, k + 1]), mode)
+        disparity[x] = np.float32(min_disp + value)
+
+
 @numba.njit(cache=True, parallel=True, nogil=True)
 def subpixel_left(aggregated: np.ndarray, index: np.ndarray, min_disp: int, mode: int) -> np.ndarray:
     """Sub-pixel left-view disparity.
@@ -45,12 +75,7 @@ def subpixel_left(aggregated: np.ndarray, index: np.ndarray, min_disp: int, mode
     height, width, num_disp = aggregated.shape
     disparity = np.empty((height, width), dtype=np.float32)
     for y in prange(height):
-        for x in range(width):
-            k = np.int64(index[y, x])
-            value = float(k)
-            if 0 < k < num_disp - 1:
-                value += _offset(float(aggregated[y, x, k - 1]), float(aggregated[y, x, k]), float(aggregated[y, x, k + 1]), mode)
-            disparity[y, x] = np.float32(min_disp + value)
+        subpixel_left_row(aggregated[y], index[y], min_disp, mode, disparity[y])
     return disparity
 
 
@@ -69,19 +94,7 @@ def subpixel_right(aggregated: np.ndarray, index: np.ndarray, min_disp: int, mod
     height, width, num_disp = aggregated.shape
     disparity = np.empty((height, width), dtype=np.float32)
     for y in prange(height):
-        for x in range(width):
-            k = np.int64(index[y, x])
-            if k < 0:
-                disparity[y, x] = np.nan
-                continue
-            value = float(k)
-            x_before = x + min_disp + k - 1
-            x_after = x + min_disp + k + 1
-            if 0 < k < num_disp - 1 and x_before >= 0 and x_after < width:
-                value += _offset(
-                    float(aggregated[y, x_before, k - 1]), float(aggregated[y, x_before + 1, k]), float(aggregated[y, x_after, k + 1]), mode
-                )
-            disparity[y, x] = np.float32(min_disp + value)
+        subpixel_right_row(aggregated[y], index[y], min_disp, mode, disparity[y])
     return disparity
 
 

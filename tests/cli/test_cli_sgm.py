@@ -390,3 +390,15 @@ def test_inspect_reports_unfinished_run(tmp_path: Path) -> None:
     journal_path(out).mkdir()
     (journal_path(out) / "0123.h5").write_bytes(b"")
     assert_user_error(run("inspect", out), r"does not exist yet; .*1 finished pairs .*rerun the same command")
+
+
+def test_preset_fast_with_an_override(tmp_path: Path) -> None:
+    left_dir, right_dir = make_pairs(tmp_path, ["b"])
+    out = tmp_path / "proxies.h5"
+    result = sgm(left_dir, right_dir, out, "--preset", "fast", "--paths", "8")
+    assert result.exit_code == 0, result.output
+    expected_params = SGMParams.preset("fast").replace(max_disp=16, paths=8)
+    with open_proxies(out) as proxies:
+        assert proxies.sgm_params == expected_params
+        np.testing.assert_array_equal(proxies.read("b", ["disparity"])["disparity"], match(*crop_pair(*CROPS["b"]), expected_params).disparity)
+    assert "--preset" in run("sgm", "--help").output

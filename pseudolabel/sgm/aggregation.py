@@ -221,7 +221,7 @@ def aggregate_horizontal_and_select(
 
 
 _LINE_BLOCK = 16  # parallel scanlines swept together (measured fastest on KITTI-sized images: 8-16)
-_JOBS = 64  # groups of blocks handed to the threads (buffers are allocated once per group)
+_JOBS = 64  # default number of jobs of aggregate_direction_pair (buffers are allocated once per job)
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
@@ -237,6 +237,7 @@ def aggregate_direction_pair(
     out: np.ndarray,
     accumulate: bool,
     line_block: int = _LINE_BLOCK,
+    workers: int = _JOBS,
 ) -> None:
     """Add the path costs of the direction ``r = (dx, dy)`` (``dy`` = 1 or 2) and of its opposite ``-r``.
 
@@ -254,6 +255,8 @@ def aggregate_direction_pair(
         dy: vertical step, 1 or 2.
         out: ``uint16`` (H, W, D); receives ``L_r + L_-r``, added to it when ``accumulate``.
         line_block: number of neighbouring lines one thread sweeps together.
+        workers: number of jobs the blocks are dealt to (round robin); pass the thread count
+            (``numba.get_num_threads()``, which a cached kernel cannot call itself).
     """
     height, width, num_disp = cost.shape
     steps_max = (height + dy - 1) // dy
@@ -266,12 +269,19 @@ def aggregate_direction_pair(
     num_lines = c_max - c_min + 1
     blocks_per_phase = (num_lines + line_block - 1) // line_block
     num_blocks = dy * blocks_per_phase
-    for job in prange(_JOBS):
-        down = np.full((steps_max, line_block, num_disp + 2), _SENTINEL, dtype=np.int16)
+    # One job per thread, each sweeping every workers-th block with its own buffers: a buffer is
+    # allocated once per thread and call (not once per block group), and only its sentinel padding
+    # is initialised (every other cell is written before it is read).
+    workers = max(1, min(workers, num_blocks))
+    for job in prange(workers):
+        down = np.empty((steps_max, line_block, num_disp + 2), dtype=np.int16)
+        down[:, :, 0] = _SENTINEL
+        down[:, :, num_disp + 1] = _SENTINEL
         down_min = np.zeros((steps_max, line_block), dtype=np.int16)
+        penalties = np.zeros((steps_max, line_block), dtype=np.int32)
         up = np.full((2, line_block, num_disp + 2), _SENTINEL, dtype=np.int16)
         up_min = np.zeros((2, line_block), dtype=np.int16)
-        for block in range(job, num_blocks, _JOBS):
+        for block in range(job, num_blocks, workers):
             phase = block // blocks_per_phase
             c_first = c_min + (block % blocks_per_phase) * line_block
             lines = min(line_block, c_max + 1 - c_first)
@@ -289,6 +299,7 @@ def aggregate_direction_pair(
                     x_previous = x - dx
                     if t > 0 and 0 <= x_previous < width:
                         penalty = _step_penalty(p1, p2, adaptive, gamma, image[y, x], image[y - dy, x_previous])
+                        penalties[t, j] = penalty
                         best = _path_step(cost_row, down[t - 1, j], current, down_min[t - 1, j], p1, penalty)
                     else:
                         best = _path_start(cost_row, current)
@@ -307,8 +318,8 @@ def aggregate_direction_pair(
                     current = up[now, j]
                     x_next = x + dx
                     if t < steps - 1 and 0 <= x_next < width:
-                        penalty = _step_penalty(p1, p2, adaptive, gamma, image[y, x], image[y + dy, x_next])
-                        best = _path_step(cost_row, up[before, j], current, up_min[before, j], p1, penalty)
+                        # the same intensity pair as the forward step into (t + 1, j)
+                        best = _path_step(cost_row, up[before, j], current, up_min[before, j], p1, penalties[t + 1, j])
                     else:
                         best = _path_start(cost_row, current)
                     up_min[now, j] = best
@@ -340,7 +351,18 @@ def _aggregate_vertical_pairs(cost: np.ndarray, image: np.ndarray, params: SGMPa
     for dx, dy in DIRECTIONS[params.paths]:
         if dy > 0:
             aggregate_direction_pair(
-                cost, image, dx, dy, int(params.p1), int(params.p2), bool(params.p2_adaptive), float(params.p2_gamma), out, accumulate
+                cost,
+                image,
+                dx,
+                dy,
+                int(params.p1),
+                int(params.p2),
+                bool(params.p2_adaptive),
+                float(params.p2_gamma),
+                out,
+                accumulate,
+                _LINE_BLOCK,
+                numba.get_num_threads(),
             )
             accumulate = True
 

@@ -44,23 +44,17 @@ class Winners:
 
 
 @numba.njit(cache=True, inline="always")
-def _smallest(values: np.ndarray) -> np.uint16:
-    """Smallest of a ``uint16`` slice, 65535 when it is empty (indices from 0: the loop vectorises)."""
-    best = np.uint16(65535)
-    for k in range(values.shape[0]):
-        best = min(best, values[k])
-    return best
-
-
-@numba.njit(cache=True, inline="always")
-def _smallest_local(before: np.ndarray, values: np.ndarray, after: np.ndarray) -> np.uint16:
-    """Smallest ``values[j]`` with ``values[j] < before[j]`` and ``values[j] <= after[j]`` (65535 if none);
-    the three ``uint16`` slices are the curve shifted by -1, 0 and +1."""
-    best = np.uint16(65535)
+def _smallest_and_local(before: np.ndarray, values: np.ndarray, after: np.ndarray) -> tuple[np.uint16, np.uint16]:
+    """Smallest of the ``uint16`` slice ``values``, and smallest ``values[j]`` with ``values[j] < before[j]``
+    and ``values[j] <= after[j]`` (a local minimum; ``before``/``after`` are the curve shifted by -1 and
+    +1). 65535 where there is none. Indices from 0 and one pass: the loop vectorises."""
+    smallest = np.uint16(65535)
+    local = np.uint16(65535)
     for j in range(values.shape[0]):
         value = values[j]
-        best = min(best, value if (value < before[j]) & (value <= after[j]) else np.uint16(65535))
-    return best
+        smallest = min(smallest, value)
+        local = min(local, value if (value < before[j]) & (value <= after[j]) else np.uint16(65535))
+    return smallest, local
 
 
 @numba.njit(cache=True)
@@ -103,13 +97,19 @@ def select_row(
         # far: smallest value with |k - winner| > 1; local: smallest other local minimum, a local
         # minimum being S[k] < S[k-1] and S[k] <= S[k+1] (missing neighbours count as larger).
         # The interior k = 1 .. D - 2 is split around the winner instead of masked per k.
-        far = min(_smallest(curve[1 : max(1, k1 - 1)]), _smallest(curve[max(1, k1 + 2) : max(1, num_disp - 1)]))
-        local = no_value
-        stop = max(1, k1)
-        local = min(local, _smallest_local(curve[0 : stop - 1], curve[1:stop], curve[2 : stop + 1]))
-        start = max(1, k1 + 1)
+        stop = max(1, k1 - 1)
+        far, local = _smallest_and_local(curve[0 : stop - 1], curve[1:stop], curve[2 : stop + 1])
+        start = max(1, k1 + 2)
         stop = max(start, num_disp - 1)
-        local = min(local, _smallest_local(curve[start - 1 : stop - 1], curve[start:stop], curve[start + 1 : stop + 1]))
+        far_after, local_after = _smallest_and_local(curve[start - 1 : stop - 1], curve[start:stop], curve[start + 1 : stop + 1])
+        far = min(far, far_after)
+        local = min(local, local_after)
+        # the two neighbours of the winner are not far, but may be local minima
+        for k in (k1 - 1, k1 + 1):
+            if 1 <= k <= num_disp - 2:
+                value = curve[k]
+                if value < curve[k - 1] and value <= curve[k + 1]:
+                    local = min(local, value)
         if num_disp > 1:
             if k1 > 1:
                 far = min(far, curve[0])

@@ -84,6 +84,13 @@ SPEED_PAIRS = (("kitti2012-000070", 192), ("middv2-teddy", 80))
 AVX2_ENV = {
     # Numba compiles for Haswell (AVX2 + FMA, no AVX-512); OpenCV's runtime dispatch skips its AVX-512 paths
     "NUMBA_CPU_NAME": "haswell",
+    "NUMBA_CPU_FEATURES": ",".join(
+        ["+64bit", "+avx", "+avx2", "+bmi", "+bmi2", "+cmov", "+cx16", "+cx8", "+f16c", "+fma", "+fsgsbase", "+fxsr", "+lzcnt", "+mmx"]
+        + ["+movbe", "+pclmul", "+popcnt", "+rdrnd", "+sahf", "+sse", "+sse2", "+sse3", "+sse4.1", "+sse4.2", "+ssse3", "+xsave"]
+        # without these, Numba adds the host's features to the named CPU (AVX-512 included)
+        + ["-avx512f", "-avx512bw", "-avx512vl", "-avx512dq", "-avx512cd", "-avx512vpopcntdq", "-avx512bitalg", "-avx512vbmi"]
+        + ["-avx512vbmi2", "-avx512vnni", "-avx512bf16", "-avx512fp16", "-avx512ifma", "-evex512"]
+    ),
     "NUMBA_CACHE_DIR": os.path.join(tempfile.gettempdir(), "pseudolabel-numba-haswell"),
     "OPENCV_CPU_DISABLE": "AVX512_SKX,AVX512_COMMON,AVX512_KNL,AVX512_KNM,AVX512_CNL,AVX512_CLX,AVX512_ICL,AVX512F",
 }
@@ -262,7 +269,8 @@ def main() -> None:
             "",
             "### Same machine, AVX2-only code (no AVX-512): the figure for a CPU without AVX-512",
             "",
-            "A fresh process with `NUMBA_CPU_NAME=haswell` (Numba emits AVX2 + FMA code, no AVX-512) and OpenCV's "
+            "A fresh process with `NUMBA_CPU_NAME=haswell` and `NUMBA_CPU_FEATURES` = Haswell's list with every AVX-512 feature "
+            "removed (Numba emits AVX2 + FMA code, no zmm register) and OpenCV's "
             "AVX-512 dispatch disabled (`OPENCV_CPU_DISABLE=AVX512_SKX,...`).",
             "",
             *speed_table(avx2),

@@ -43,20 +43,6 @@ class Winners:
     disparity_right: np.ndarray | None = None
 
 
-@numba.njit(cache=True, inline="always")
-def _smallest_and_local(before: np.ndarray, values: np.ndarray, after: np.ndarray) -> tuple[np.uint16, np.uint16]:
-    """Smallest of the ``uint16`` slice ``values``, and smallest ``values[j]`` with ``values[j] < before[j]``
-    and ``values[j] <= after[j]`` (a local minimum; ``before``/``after`` are the curve shifted by -1 and
-    +1). 65535 where there is none. Indices from 0 and one pass: the loop vectorises."""
-    smallest = np.uint16(65535)
-    local = np.uint16(65535)
-    for j in range(values.shape[0]):
-        value = values[j]
-        smallest = min(smallest, value)
-        local = min(local, value if (value < before[j]) & (value <= after[j]) else np.uint16(65535))
-    return smallest, local
-
-
 @numba.njit(cache=True)
 def select_row(
     curves: np.ndarray,
@@ -78,6 +64,10 @@ def select_row(
     width, num_disp = curves.shape
     no_value = np.uint16(65535)
     no_index = np.int16(num_disp)
+    # one curve with a 65535 sentinel at both ends; before/after: the curve shifted by -1 and +1
+    padded = np.full(num_disp + 2, 65535, dtype=np.uint16)
+    before = padded[0:num_disp]
+    after = padded[2 : num_disp + 2]
     for x in range(width):
         curve = curves[x]
         best = no_value
@@ -95,30 +85,21 @@ def select_row(
             winner = min(winner, ks[k] if curve[k] == best else no_index)
         k1 = np.int64(winner)
         # far: smallest value with |k - winner| > 1; local: smallest other local minimum, a local
-        # minimum being S[k] < S[k-1] and S[k] <= S[k+1] (missing neighbours count as larger).
-        # The interior k = 1 .. D - 2 is split around the winner instead of masked per k.
-        stop = max(1, k1 - 1)
-        far, local = _smallest_and_local(curve[0 : stop - 1], curve[1:stop], curve[2 : stop + 1])
-        start = max(1, k1 + 2)
-        stop = max(start, num_disp - 1)
-        far_after, local_after = _smallest_and_local(curve[start - 1 : stop - 1], curve[start:stop], curve[start + 1 : stop + 1])
-        far = min(far, far_after)
-        local = min(local, local_after)
-        # the two neighbours of the winner are not far, but may be local minima
-        for k in (k1 - 1, k1 + 1):
-            if 1 <= k <= num_disp - 2:
-                value = curve[k]
-                if value < curve[k - 1] and value <= curve[k + 1]:
-                    local = min(local, value)
-        if num_disp > 1:
-            if k1 > 1:
-                far = min(far, curve[0])
-            if k1 < num_disp - 2:
-                far = min(far, curve[num_disp - 1])
-            if k1 != 0 and curve[0] <= curve[1]:
-                local = min(local, curve[0])
-            if k1 != num_disp - 1 and curve[num_disp - 1] < curve[num_disp - 2]:
-                local = min(local, curve[num_disp - 1])
+        # minimum being S[k] < S[k-1] and S[k] <= S[k+1] (missing neighbours count as larger: the
+        # padding, 65535, can only hide a local minimum of 65535, which would not lower ``local``).
+        # One masked pass over all D values in 16-bit lanes: no remainder loops around the winner.
+        padded[1 : num_disp + 1] = curve
+        below = np.int16(winner - np.int16(1))
+        above = np.int16(winner + np.int16(1))
+        far = no_value
+        local = no_value
+        for k in range(num_disp):
+            value = curve[k]
+            disparity_index = ks[k]
+            is_far = (disparity_index < below) | (disparity_index > above)
+            far = min(far, value if is_far else no_value)
+            is_local = (value < before[k]) & (value <= after[k]) & (disparity_index != winner)
+            local = min(local, value if is_local else no_value)
         other = far
         if k1 > 0:
             other = min(other, curve[k1 - 1])

@@ -203,6 +203,48 @@ def profile(matcher: Matcher, left: np.ndarray, right: np.ndarray, runs: int) ->
     return rows
 
 
+ASM_SCRIPT = r"""
+import collections, json, re
+import numpy as np
+from pseudolabel.sgm import aggregation, cost, disparity
+from pseudolabel.sgm.matcher import Matcher
+from pseudolabel.sgm.params import SGMParams
+left = (np.arange(40 * 80) % 251).reshape(40, 80).astype(np.uint8)
+Matcher(SGMParams(max_disp=16))(left, np.roll(left, 3, axis=1))
+kernels = {"aggregate_direction_pair": aggregation, "aggregate_horizontal_and_select": aggregation,
+           "census_transform": cost, "census_cost_volume_into": cost, "select_row": disparity, "select_row_right": disparity}
+ops = r"^\s+(vpmin[su]w|vpmax[su]w|vpadd[wd]|vpsubw|vpcmp\w*w|vpblend\w*|vpopcnt\w|vpshufb|vpsadbw)\b"
+rows = {}
+for name, module in kernels.items():
+    asm = "\n".join(getattr(module, name).inspect_asm().values())
+    registers = collections.Counter(re.findall(r"%(xmm|ymm|zmm)\d+", asm))
+    rows[name] = [registers.get("xmm", 0), registers.get("ymm", 0), registers.get("zmm", 0),
+                  ", ".join(f"{op} {count}" for op, count in collections.Counter(re.findall(ops, asm, re.M)).most_common(6))]
+print(json.dumps(rows))
+"""
+
+
+def assembly_table(environment: dict[str, str]) -> list[str]:
+    """Register and instruction counts in the assembly of the hot kernels, compiled afresh in a new process
+    (an empty Numba cache: cached code cannot be inspected) with extra ``environment`` variables."""
+    import json
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as cache:
+        output = subprocess.run(
+            [sys.executable, "-c", ASM_SCRIPT],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=os.environ | environment | {"NUMBA_CACHE_DIR": cache},
+        ).stdout
+    rows = json.loads(output.strip().splitlines()[-1])
+    lines = ["| kernel | xmm | ymm | zmm | packed 16-bit min/add/compare, popcount (count) |", "|---|---:|---:|---:|---|"]
+    lines += [f"| `{name}` | {xmm} | {ymm} | {zmm} | {ops} |" for name, (xmm, ymm, zmm, ops) in rows.items()]
+    return lines
+
+
 def load_pairs(data_dir: Path) -> list[tuple[str, np.ndarray, np.ndarray, int]]:
     entries = {entry["id"]: entry for entry in load_manifest(data_dir)}
     pairs = []
@@ -222,6 +264,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--presets", nargs="+", default=["default"], choices=["default", "fast"])
     parser.add_argument("--write-markdown", action="store_true", help="replace the `## SGM profile` section of BENCHMARKS.md")
+    parser.add_argument(
+        "--asm", action="store_true", help="add register/instruction counts of the hot kernels, native and AVX2-only (slow: compiles twice)"
+    )
     args = parser.parse_args()
 
     pairs = load_pairs(args.data)
@@ -231,7 +276,7 @@ def main() -> None:
         simd_flags() + ".",
         "",
         f"Reproduce: `python benchmarks/sgm_profile.py --runs {args.runs} --threads {' '.join(map(str, args.threads))}"
-        f" --presets {' '.join(args.presets)} --write-markdown`",
+        f" --presets {' '.join(args.presets)}{' --asm' if args.asm else ''} --write-markdown`",
     ]
     bandwidths = {}
     for threads in args.threads:
@@ -272,6 +317,27 @@ def main() -> None:
                 table.append("| " + " | ".join(cells) + " |")
             print("\n".join(table), flush=True)
             lines += table
+    if args.asm:
+        from sgm_vs_opencv import AVX2_ENV
+
+        avx2 = {key: value for key, value in AVX2_ENV.items() if key.startswith("NUMBA_CPU")}
+        table = [
+            "",
+            "### Vector registers and instructions in the assembly of the hot kernels",
+            "",
+            "Operand counts in the whole kernel (every loop version LLVM emitted), compiled for this CPU, then AVX2-only "
+            "(`NUMBA_CPU_NAME=haswell` with AVX-512 removed from `NUMBA_CPU_FEATURES`).",
+            "",
+            "This CPU:",
+            "",
+            *assembly_table({}),
+            "",
+            "AVX2 only:",
+            "",
+            *assembly_table(avx2),
+        ]
+        print("\n".join(table), flush=True)
+        lines += table
     if args.write_markdown:
         replace_section(REPO_ROOT / "BENCHMARKS.md", "SGM profile", "\n".join(lines))
 

@@ -31,6 +31,7 @@ import numpy as np
 from numba import prange
 
 from pseudolabel.errors import InputError
+from pseudolabel.sgm._numba_utils import prefetch
 from pseudolabel.sgm.cost import max_cost
 from pseudolabel.sgm.disparity import (
     Winners,
@@ -224,6 +225,21 @@ _LINE_BLOCK = 16  # parallel scanlines swept together (measured fastest on KITTI
 _JOBS = 64  # default number of jobs of aggregate_direction_pair (buffers are allocated once per job)
 
 
+@numba.njit(cache=True, inline="always")
+def _prefetch_pixels(volume: np.ndarray, y: int, x_first: int, count: int, width: int, num_disp: int) -> None:
+    """Prefetch the cells of pixels ``(y, x_first .. x_first + count - 1)`` (clipped to the row) of a
+    C-contiguous (H, W, D) volume, one hint per 64-byte line."""
+    x_start = max(0, x_first)
+    x_stop = min(width, x_first + count)
+    if x_stop <= x_start:
+        return
+    first = (y * width + x_start) * num_disp
+    last = (y * width + x_stop) * num_disp
+    step = max(1, 64 // volume.itemsize)
+    for index in range(first, last, step):
+        prefetch(volume, index)
+
+
 @numba.njit(cache=True, parallel=True, nogil=True)
 def aggregate_direction_pair(
     cost: np.ndarray,
@@ -292,6 +308,9 @@ def aggregate_direction_pair(
                 x_first = c_first + dx * t
                 j_start = max(0, -x_first)
                 j_stop = min(lines, width - x_first)
+                if t + 1 < steps:
+                    # the next step's costs lie one image row further: ask for them now
+                    _prefetch_pixels(cost, y + dy, x_first + dx, lines, width, num_disp)
                 for j in range(j_start, j_stop):
                     x = x_first + j
                     cost_row = cost[y, x]
@@ -312,6 +331,9 @@ def aggregate_direction_pair(
                 j_stop = min(lines, width - x_first)
                 now = t & 1
                 before = 1 - now
+                if t > 0:
+                    _prefetch_pixels(cost, y - dy, x_first - dx, lines, width, num_disp)
+                    _prefetch_pixels(out, y - dy, x_first - dx, lines, width, num_disp)
                 for j in range(j_start, j_stop):
                     x = x_first + j
                     cost_row = cost[y, x]

@@ -135,7 +135,7 @@ def test_census_step_matches_reference(step: int) -> None:
     np.testing.assert_array_equal(cost.census_transform(image, 5, 3, step), expected)
 
 
-@pytest.mark.parametrize("radius,step", [(2, 1), (6, 3), (4, 2)])
+@pytest.mark.parametrize("radius,step", [(2, 1), (6, 3), (4, 2), (4, 1), (3, 1)])  # 49 and 81 samples: the selection path
 def test_edge_aware_median_matches_reference(radius: int, step: int) -> None:
     rng = np.random.default_rng(3)
     disparity = rng.uniform(0, 20, size=(13, 17)).astype(np.float32)

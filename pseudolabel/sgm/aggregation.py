@@ -15,10 +15,15 @@ Directions ``r = (dx, dy)`` (the path arrives at ``p`` from ``p - r``):
 * 16 paths: the 8 above and (2, 1), (-2, 1), (1, 2), (-1, 2) and their opposites.
 
 Parallelism without races: pairs of opposite directions are aggregated one pair after the other, and
-inside one pair the independent scanlines are split among threads (the horizontal kernel: one thread
-owns a row and both horizontal directions; :func:`aggregate_direction_pair`: one thread owns a block
-of parallel lines and both directions along them).
-Each cell of ``S`` is therefore written by exactly one thread at a time.
+inside one pair the independent scanlines are split among threads (the horizontal kernels: one thread
+owns a block of rows and both horizontal directions; :func:`aggregate_direction_pair`: one thread owns a
+block of parallel lines and both directions along them).
+Each cell of ``S`` is therefore written by exactly one thread at a time, and the results do not depend
+on the thread count.
+
+Speed: every loop over disparities is branch-free with 16-bit operands, so that LLVM vectorises it
+(``vpminsw``/``vpaddw`` on ``ymm`` registers with AVX2 and AVX-512 alike); the path recursions of several
+rows or lines are interleaved so that one's reduction overlaps another's work.
 
 Values: ``C`` is ``uint8``; ``L_r <= max(C) + P2 < 2**15`` fits ``int16``; ``S`` is ``uint16``
 (``paths * (max(C) + P2) < 2**16`` is checked).

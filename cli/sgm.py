@@ -78,7 +78,7 @@ def _sgm_options(function: Callable[..., Any]) -> Callable[..., Any]:
         show_default=True,
         help="Starting parameter set; the SGM options below override single fields. fast: "
         + ", ".join(f"{name}={value}" for name, value in PRESETS["fast"].items())
-        + " (about twice as fast, a little less accurate; see BENCHMARKS.md).",
+        + " (about 1.5x as fast as the defaults, a little less accurate; see BENCHMARKS.md).",
     )(function)
 
 

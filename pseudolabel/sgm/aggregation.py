@@ -242,7 +242,7 @@ def _prefetch_pixels(volume: np.ndarray, y: int, x_first: int, count: int, width
     last = (y * width + x_stop) * num_disp
     step = max(1, 64 // volume.itemsize)
     for index in range(first, last, step):
-        prefetch(volume, index)
+        prefetch(volume, index)  # type: ignore[call-arg]  # a Numba intrinsic: typingctx is implicit
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)

@@ -91,7 +91,7 @@ def pipeline_stages(matcher: Matcher, left: np.ndarray, right: np.ndarray) -> li
     """The stages of ``matcher(left, right)`` as ``(name, call, bytes moved)``, each call runnable alone.
 
     Every call repeats what :meth:`Matcher.__call__` does at that point, on the outputs of the stages
-    before it (computed once here).
+    before it (computed once here and bound to the call).
     """
     params = matcher.params
     height, width = left.shape[:2]
@@ -123,7 +123,9 @@ def pipeline_stages(matcher: Matcher, left: np.ndarray, right: np.ndarray) -> li
             stages.append(
                 (
                     f"aggregate paths ({dx},{dy}) + ({-dx},{-dy})",
-                    lambda dx=dx, dy=dy, acc=accumulate: aggregation.aggregate_direction_pair(volume, left_gray, dx, dy, *penalties, out, acc),
+                    lambda dx=dx, dy=dy, acc=accumulate: aggregation.aggregate_direction_pair(
+                        volume, left_gray, dx, dy, *penalties, out, acc, aggregation._LINE_BLOCK, numba.get_num_threads()
+                    ),
                     moved,
                 )
             )
@@ -158,25 +160,25 @@ def pipeline_stages(matcher: Matcher, left: np.ndarray, right: np.ndarray) -> li
     stages.append(("aggregate paths (1,0) + (-1,0) + winner-takes-all + sub-pixel", lambda: last_sweep(scratch), cells * 5 + pixels * 32))
     np.copyto(out, saved)
     last_sweep(out)
-    stages.append(("median", lambda: refinement.median_filter(left_disparity, params.median), pixels * 8))
+    stages.append(("median", lambda d=left_disparity: refinement.median_filter(d, params.median), pixels * 8))
     left_disparity = refinement.median_filter(left_disparity, params.median)
     check = (winners.cost_best, winners.cost_second_far, float(params.lr_max_diff), float(params.uniqueness))
-    stages.append(("left-right + uniqueness", lambda: disparity.consistency_check(left_disparity, right_disparity, *check), pixels * 17))
+    stages.append(("left-right + uniqueness", lambda d=left_disparity: disparity.consistency_check(d, right_disparity, *check), pixels * 17))
     valid = disparity.consistency_check(left_disparity, right_disparity, *check)
     speckle = (params.speckle_size, params.speckle_range)
-    stages.append(("speckles", lambda: refinement.remove_speckles(left_disparity, valid, *speckle), pixels * 10))
+    stages.append(("speckles", lambda v=valid: refinement.remove_speckles(left_disparity, v, *speckle), pixels * 10))
     valid = refinement.remove_speckles(left_disparity, valid, *speckle)
     dense = left_disparity
     if params.fill_invalid:
         lr = float(max(params.lr_max_diff, 0.0))
-        stages.append(("fill", lambda: refinement.fill_invalid(left_disparity, valid, right_disparity, lr), pixels * (8 * 4 * 2 + 13)))
+        stages.append(("fill", lambda v=valid: refinement.fill_invalid(left_disparity, v, right_disparity, lr), pixels * (8 * 4 * 2 + 13)))
         dense = refinement.fill_invalid(left_disparity, valid, right_disparity, lr)
         if params.fill_median_radius > 0:
             invalid = ~valid
             edge = (params.fill_median_radius, float(params.fill_intensity_range), invalid, params.fill_median_step)
-            stages.append(("edge-aware median", lambda: refinement.edge_aware_median(dense, left_gray, *edge), pixels * 13))
+            stages.append(("edge-aware median", lambda d=dense: refinement.edge_aware_median(d, left_gray, *edge), pixels * 13))
             dense = refinement.edge_aware_median(dense, left_gray, *edge)
-    stages.append(("dense median", lambda: refinement.median_filter(dense, params.dense_median), pixels * 8))
+    stages.append(("dense median", lambda d=dense: refinement.median_filter(d, params.dense_median), pixels * 8))
     return stages
 
 

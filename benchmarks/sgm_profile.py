@@ -130,14 +130,11 @@ def pipeline_stages(matcher: Matcher, left: np.ndarray, right: np.ndarray) -> li
                 )
             )
             accumulate = True
-    winners = disparity.allocate_winners(height, width)
-    saved = out.copy()
-    scratch = out.copy()
+    for _, call, _ in stages[2:]:  # the cost volume, then the direction pairs in the Matcher's order
+        call()
     mode = refinement.SUBPIXEL_MODES[params.subpixel]
-    left_disparity = np.empty((height, width), dtype=np.float32)
-    right_disparity = np.empty((height, width), dtype=np.float32)
 
-    def last_sweep(target: np.ndarray) -> None:
+    def last_sweep(target: np.ndarray, winners: disparity.Winners, left_out: np.ndarray, right_out: np.ndarray) -> None:
         aggregation.aggregate_horizontal_and_select(
             volume,
             left_gray,
@@ -152,14 +149,18 @@ def pipeline_stages(matcher: Matcher, left: np.ndarray, right: np.ndarray) -> li
             winners.cost_mean,
             winners.index_right,
             mode,
-            left_disparity,
-            right_disparity,
+            left_out,
+            right_out,
         )
 
-    # timed on a scratch copy of S that keeps accumulating (wrapping values cost the same time)
-    stages.append(("aggregate paths (1,0) + (-1,0) + winner-takes-all + sub-pixel", lambda: last_sweep(scratch), cells * 5 + pixels * 32))
-    np.copyto(out, saved)
-    last_sweep(out)
+    # timed on scratch copies (S keeps accumulating there: wrapping values cost the same time), so that
+    # the later stages get the true outputs
+    scratch = (out.copy(), disparity.allocate_winners(height, width), np.empty((height, width), np.float32), np.empty((height, width), np.float32))
+    stages.append(("aggregate paths (1,0) + (-1,0) + winner-takes-all + sub-pixel", lambda: last_sweep(*scratch), cells * 5 + pixels * 32))
+    winners = disparity.allocate_winners(height, width)
+    left_disparity = np.empty((height, width), dtype=np.float32)
+    right_disparity = np.empty((height, width), dtype=np.float32)
+    last_sweep(out, winners, left_disparity, right_disparity)
     stages.append(("median", lambda d=left_disparity: refinement.median_filter(d, params.median), pixels * 8))
     left_disparity = refinement.median_filter(left_disparity, params.median)
     check = (winners.cost_best, winners.cost_second_far, float(params.lr_max_diff), float(params.uniqueness))

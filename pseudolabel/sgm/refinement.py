@@ -199,7 +199,15 @@ def _fill_from_neighbours(
                     count += 1
             if count == 0:
                 continue
-            values = np.sort(found[:count])
+            # insertion sort of the (at most 8) values in place: no allocation per pixel
+            for i in range(1, count):
+                value = found[i]
+                j = i - 1
+                while j >= 0 and found[j] > value:
+                    found[j + 1] = found[j]
+                    j -= 1
+                found[j + 1] = value
+            values = found
             d = disparity[y, x]
             x_right = int(np.floor(x - d + 0.5))
             occluded = False

@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,9 +46,10 @@ from _common import (
     machine_description,
     replace_section,
 )
+from sgm_profile import simd_flags
 
-from pseudolabel.sgm.matcher import Matcher, match
-from pseudolabel.sgm.params import SGMParams
+from pseudolabel.sgm.matcher import match, release_buffers
+from pseudolabel.sgm.params import PRESETS, SGMParams
 
 OPENCV_MODES = {"HH": cv2.StereoSGBM_MODE_HH, "SGBM": cv2.StereoSGBM_MODE_SGBM, "3WAY": cv2.StereoSGBM_MODE_SGBM_3WAY}
 
@@ -77,29 +80,83 @@ def opencv_disparity(mode: str, left: np.ndarray, right: np.ndarray, max_disp: i
     return raw
 
 
-def timing(data_dir: Path, threads: int, runs: int) -> dict[str, float]:
+SPEED_PAIRS = (("kitti2012-000070", 192), ("middv2-teddy", 80))
+AVX2_ENV = {
+    # Numba compiles for Haswell (AVX2 + FMA, no AVX-512); OpenCV's runtime dispatch skips its AVX-512 paths
+    "NUMBA_CPU_NAME": "haswell",
+    "NUMBA_CPU_FEATURES": ",".join(
+        ["+64bit", "+avx", "+avx2", "+bmi", "+bmi2", "+cmov", "+cx16", "+cx8", "+f16c", "+fma", "+fsgsbase", "+fxsr", "+lzcnt", "+mmx"]
+        + ["+movbe", "+pclmul", "+popcnt", "+rdrnd", "+sahf", "+sse", "+sse2", "+sse3", "+sse4.1", "+sse4.2", "+ssse3", "+xsave"]
+        # without these, Numba adds the host's features to the named CPU (AVX-512 included)
+        + ["-avx512f", "-avx512bw", "-avx512vl", "-avx512dq", "-avx512cd", "-avx512vpopcntdq", "-avx512bitalg", "-avx512vbmi"]
+        + ["-avx512vbmi2", "-avx512vnni", "-avx512bf16", "-avx512fp16", "-avx512ifma", "-evex512"]
+    ),
+    "NUMBA_CACHE_DIR": os.path.join(tempfile.gettempdir(), "pseudolabel-numba-haswell"),
+    "OPENCV_CPU_DISABLE": "AVX512_SKX,AVX512_COMMON,AVX512_KNL,AVX512_KNM,AVX512_CNL,AVX512_CLX,AVX512_ICL,AVX512F",
+}
+
+
+def timing(data_dir: Path, threads: int, runs: int, scene_id: str, max_disp: int) -> dict[str, float]:
+    """Median wall time (s) of every method on one gray pair, and the median process CPU time of ``match``."""
     numba.set_num_threads(threads)
     cv2.setNumThreads(threads)
-    kitti = next(entry for entry in load_manifest(data_dir) if entry["group"].startswith("kitti"))
-    scene = load_scene(kitti, data_dir)
+    entry = next(entry for entry in load_manifest(data_dir) if entry["id"] == scene_id)
+    scene = load_scene(entry, data_dir)
     left, right = scene.left, scene.right
     if left.ndim == 3:
         left, right = cv2.cvtColor(left, cv2.COLOR_RGB2GRAY), cv2.cvtColor(right, cv2.COLOR_RGB2GRAY)
-    params = SGMParams(max_disp=192)
-    matchers = {name: opencv_matcher(name, 192, 1) for name in OPENCV_MODES}
-    reusable = Matcher(params)
+    matchers = {name: opencv_matcher(name, max_disp, 1) for name in OPENCV_MODES}
+    release_buffers()
     methods = {f"OpenCV {name}": (lambda m=m: m.compute(left, right)) for name, m in matchers.items()}
-    methods["match (8 paths)"] = lambda: match(left, right, params)
-    methods["Matcher (8 paths, buffers reused)"] = lambda: reusable(left, right)
+    for preset in ("default", "fast"):
+        params = SGMParams.preset(preset).replace(max_disp=max_disp)
+        methods[f"match, preset {preset}"] = lambda params=params: match(left, right, params)
     for method in methods.values():  # warm-up (compilation, caches)
         method()
     times: dict[str, list[float]] = {name: [] for name in methods}
+    cpu: dict[str, list[float]] = {name: [] for name in methods}
     for _ in range(runs):
         for name, method in methods.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             method()
             times[name].append(time.perf_counter() - start)
-    return {name: float(np.median(values)) for name, values in times.items()} | {"_shape": left.shape}  # type: ignore[dict-item]
+            cpu[name].append(time.process_time() - start_cpu)
+    result = {name: float(np.median(values)) for name, values in times.items()}
+    result |= {f"{name} (CPU)": float(np.median(values)) for name, values in cpu.items()}
+    result["_width"], result["_height"] = float(left.shape[1]), float(left.shape[0])
+    return result
+
+
+def all_timings(data_dir: Path, threads: list[int], runs: int) -> dict[str, dict[str, float]]:
+    """:func:`timing` of every pair of :data:`SPEED_PAIRS` at every thread count, keyed ``"scene@max_disp/threads"``."""
+    return {
+        f"{scene_id}@{max_disp}/{count}": timing(data_dir, count, runs, scene_id, max_disp) for scene_id, max_disp in SPEED_PAIRS for count in threads
+    }
+
+
+def timings_in_subprocess(data_dir: Path, threads: list[int], runs: int, environment: dict[str, str]) -> dict[str, dict[str, float]]:
+    """:func:`all_timings` in a fresh process with extra environment variables (e.g. :data:`AVX2_ENV`)."""
+    command = [sys.executable, __file__, "--data", str(data_dir), "--runs", str(runs), "--timing-json", "--threads", *map(str, threads)]
+    output = subprocess.run(command, check=True, capture_output=True, text=True, env=os.environ | environment).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def speed_table(timings: dict[str, dict[str, float]]) -> list[str]:
+    """Markdown rows: one line per pair and thread count, times in ms, ``match`` also as a ratio to OpenCV SGBM / 3WAY."""
+    lines = [
+        "| pair | threads | OpenCV HH | OpenCV SGBM | OpenCV 3WAY | `match` default | default / SGBM | `match` fast | fast / 3WAY | default CPU ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key, row in timings.items():
+        pair, count = key.split("/")
+        scene_id, max_disp = pair.split("@")
+        default, fast = row["match, preset default"], row["match, preset fast"]
+        lines.append(
+            f"| {scene_id} ({row['_width']:.0f}x{row['_height']:.0f}) @ {max_disp} | {count} | {1e3 * row['OpenCV HH']:.0f} | "
+            f"{1e3 * row['OpenCV SGBM']:.0f} | {1e3 * row['OpenCV 3WAY']:.0f} | {1e3 * default:.0f} | {default / row['OpenCV SGBM']:.2f}x | "
+            f"{1e3 * fast:.0f} | {fast / row['OpenCV 3WAY']:.2f}x | {1e3 * row['match, preset default (CPU)']:.0f} |"
+        )
+    return lines
 
 
 FRESH_PROCESS = r"""
@@ -109,7 +166,7 @@ import numba
 numba.set_num_threads(int(sys.argv[3]))
 from pseudolabel.io import read_image, to_gray
 from pseudolabel.sgm.matcher import match, release_buffers
-from pseudolabel.sgm.params import SGMParams
+from pseudolabel.sgm.params import PRESETS, SGMParams
 left, right = to_gray(read_image(sys.argv[1])), to_gray(read_image(sys.argv[2]))
 def status(field):
     with open("/proc/self/status") as handle:
@@ -152,15 +209,20 @@ def accuracy(data_dir: Path, params: SGMParams) -> list[dict[str, float | str]]:
     for entry in load_manifest(data_dir):
         scene = load_scene(entry, data_dir)
         result = match(scene.left, scene.right, params.replace(max_disp=scene.max_disp))
+        fast = match(scene.left, scene.right, SGMParams.preset("fast").replace(max_disp=scene.max_disp))
         hh = opencv_disparity("HH", scene.left, scene.right, scene.max_disp)
         hh_valid = np.isfinite(hh)
         mask = scene.mask
         rows.append(
             {
                 "scene": scene.scene_id,
+                "group": scene.group,
                 "dense_bad2": bad_rate(result.disparity, scene.gt, mask, 2.0),
                 "valid_density": float(100.0 * result.valid[mask].mean()),
                 "valid_bad2": bad_rate(result.disparity, scene.gt, mask & result.valid, 2.0),
+                "fast_dense_bad2": bad_rate(fast.disparity, scene.gt, mask, 2.0),
+                "fast_valid_density": float(100.0 * fast.valid[mask].mean()),
+                "fast_valid_bad2": bad_rate(fast.disparity, scene.gt, mask & fast.valid, 2.0),
                 "hh_density": float(100.0 * hh_valid[mask].mean()),
                 "hh_bad2": bad_rate(hh, scene.gt, mask & hh_valid, 2.0),
             }
@@ -171,35 +233,55 @@ def accuracy(data_dir: Path, params: SGMParams) -> list[dict[str, float | str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--write-markdown", action="store_true", help="replace the section in BENCHMARKS.md")
     parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--skip-avx2", action="store_true", help="skip the run with AVX2-only code generation (a fresh process)")
+    parser.add_argument("--timing-json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.timing_json:
+        print(json.dumps(all_timings(args.data, args.threads, args.runs)))
+        return
 
-    times = timing(args.data, args.threads, args.runs)
-    shape = times.pop("_shape")
-    hh = times["OpenCV HH"]
-    fresh = fresh_process(args.data, args.threads, "timing")
-    memory = fresh_process(args.data, args.threads, "memory")
+    timings = all_timings(args.data, args.threads, args.runs)
+    fresh = fresh_process(args.data, args.threads[-1], "timing")
+    memory = fresh_process(args.data, args.threads[-1], "memory")
+    threads = " ".join(map(str, args.threads))
     lines = [
-        f"Machine: {machine_description()}; OpenCV {cv2.__version__}; {args.threads} threads for both libraries.",
+        f"Machine: {machine_description()}; OpenCV {cv2.__version__}; the same thread count for both libraries.",
         "",
-        f"Reproduce: `python benchmarks/sgm_vs_opencv.py --threads {args.threads} --runs {args.runs} --write-markdown`",
+        simd_flags() + ".",
         "",
-        f"### Speed: KITTI 2012 frame 000070 ({shape[1]}x{shape[0]}), 192 disparities, median of {args.runs} interleaved runs after a warm-up",
+        f"Reproduce: `python benchmarks/sgm_vs_opencv.py --threads {threads} --runs {args.runs} --write-markdown`",
         "",
-        "| method | time (s) | vs OpenCV HH |",
-        "|---|---|---|",
+        f"### Speed (ms, median of {args.runs} interleaved runs after a warm-up, gray images)",
+        "",
+        "Presets: `default` (8 paths, 9x7 census, edge-aware fill) and `fast` "
+        f"({', '.join(f'{name}={value}' for name, value in PRESETS['fast'].items())}). "
+        "OpenCV: HH = 8 paths, SGBM = 5 paths, 3WAY = 3-way single pass.",
+        "",
+        *speed_table(timings),
     ]
-    for name, seconds in times.items():
-        lines.append(f"| {name} | {seconds:.3f} | {seconds / hh:.2f}x |")
+    if not args.skip_avx2:
+        avx2 = timings_in_subprocess(args.data, args.threads, args.runs, AVX2_ENV)
+        lines += [
+            "",
+            "### Same machine, AVX2-only code (no AVX-512): the figure for a CPU without AVX-512",
+            "",
+            "A fresh process with `NUMBA_CPU_NAME=haswell` and `NUMBA_CPU_FEATURES` = Haswell's list with every AVX-512 feature "
+            "removed (Numba emits AVX2 + FMA code, no zmm register) and OpenCV's "
+            "AVX-512 dispatch disabled (`OPENCV_CPU_DISABLE=AVX512_SKX,...`).",
+            "",
+            *speed_table(avx2),
+        ]
     cells = memory["cells"]
     growth = memory["peak"] - memory["rss_before"]
+    default_kitti = timings[f"kitti2012-000070@192/{args.threads[-1]}"]["match, preset default"]
     lines += [
         "",
-        f"A fresh process finds the Numba cache: import {fresh['import_s']:.2f} s, first `match` {fresh['first_match_s']:.2f} s "
-        f"(steady state {times['match (8 paths)']:.2f} s).",
+        f"A fresh process finds the Numba cache: import {fresh['import_s']:.2f} s, first `match` on the KITTI pair {fresh['first_match_s']:.2f} s "
+        f"(steady state {default_kitti:.2f} s, {args.threads[-1]} threads).",
         "",
         f"Memory: peak resident memory (VmHWM) grows by {growth / 2**20:.0f} MiB during one `match` (fresh process, images loaded, "
         f"match's buffers freed and the peak reset before the call) "
@@ -212,6 +294,8 @@ def main() -> None:
             "",
             "### Accuracy on every scene of `manifest.json` (bad-2 in %, non-occluded ground-truth pixels)",
             "",
+            f"<details><summary>per scene, defaults ({len(rows)} scenes and the mean)</summary>",
+            "",
             "| scene | dense bad-2 | valid density | valid bad-2 | OpenCV HH density | OpenCV HH bad-2 |",
             "|---|---|---|---|---|---|",
         ]
@@ -219,17 +303,37 @@ def main() -> None:
             lines.append(
                 f"| {row['scene']} | {row['dense_bad2']:.2f} | {row['valid_density']:.1f} | {row['valid_bad2']:.2f} | {row['hh_density']:.1f} | {row['hh_bad2']:.2f} |"
             )
-        mean = {key: float(np.nanmean([row[key] for row in rows])) for key in rows[0] if key != "scene"}
+
+        def means(selected: list[dict[str, float | str]]) -> dict[str, float]:
+            return {key: float(np.nanmean([float(row[key]) for row in selected])) for key in rows[0] if key not in ("scene", "group")}
+
+        mean = means(rows)
         lines.append(
             f"| **mean** | **{mean['dense_bad2']:.2f}** | **{mean['valid_density']:.1f}** | **{mean['valid_bad2']:.2f}** | **{mean['hh_density']:.1f}** | **{mean['hh_bad2']:.2f}** |"
         )
+        lines += ["", "</details>", ""]
+        # the scenes of the manifest before middlebury/2014 was added (older figures cover those only)
+        older = [row for row in rows if row["group"] != "middlebury2014"]
+        lines += [
+            "Means (bad-2 in %):",
+            "",
+            "| scenes | method | dense bad-2 | valid density | valid bad-2 |",
+            "|---|---|---:|---:|---:|",
+        ]
+        for label, selected in ((f"all {len(rows)}", rows), (f"the first {len(older)} (before middlebury/2014)", older)):
+            values = means(selected)
+            lines += [
+                f"| {label} | `match` default | {values['dense_bad2']:.2f} | {values['valid_density']:.1f} | {values['valid_bad2']:.2f} |",
+                f"| {label} | `match` fast | {values['fast_dense_bad2']:.2f} | {values['fast_valid_density']:.1f} | {values['fast_valid_bad2']:.2f} |",
+                f"| {label} | OpenCV HH | | {values['hh_density']:.1f} | {values['hh_bad2']:.2f} |",
+            ]
         lines += [
             "",
-            f"Valid subset: density {mean['valid_density']:.1f}% vs OpenCV HH {mean['hh_density']:.1f}%; "
-            f"bad-2 ratio {mean['valid_bad2'] / mean['hh_bad2']:.2f} (target <= 0.75). "
+            f"Valid subset, all scenes: density {mean['valid_density']:.1f}% vs OpenCV HH {mean['hh_density']:.1f}%; "
+            f"bad-2 ratio {mean['valid_bad2'] / mean['hh_bad2']:.2f} (target <= 0.75; fast preset {mean['fast_valid_bad2'] / mean['hh_bad2']:.2f}). "
             f"Dense bad-2 {mean['dense_bad2']:.2f}% vs OpenCV HH's bad-2 on its own valid pixels {mean['hh_bad2']:.2f}%.",
         ]
-        print("\n".join(lines[-(len(rows) + 8) :]))
+        print("\n".join(lines[-(len(rows) + 20) :]))
     if args.write_markdown:
         replace_section(REPO_ROOT / "BENCHMARKS.md", "SGM vs OpenCV StereoSGBM", "\n".join(lines))
 

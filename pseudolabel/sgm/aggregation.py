@@ -15,10 +15,15 @@ Directions ``r = (dx, dy)`` (the path arrives at ``p`` from ``p - r``):
 * 16 paths: the 8 above and (2, 1), (-2, 1), (1, 2), (-1, 2) and their opposites.
 
 Parallelism without races: pairs of opposite directions are aggregated one pair after the other, and
-inside one pair the independent scanlines are split among threads (the horizontal kernel: one thread
-owns a row and both horizontal directions; :func:`aggregate_direction_pair`: one thread owns a block
-of parallel lines and both directions along them).
-Each cell of ``S`` is therefore written by exactly one thread at a time.
+inside one pair the independent scanlines are split among threads (the horizontal kernels: one thread
+owns a block of rows and both horizontal directions; :func:`aggregate_direction_pair`: one thread owns a
+block of parallel lines and both directions along them).
+Each cell of ``S`` is therefore written by exactly one thread at a time, and the results do not depend
+on the thread count.
+
+Speed: every loop over disparities is branch-free with 16-bit operands, so that LLVM vectorises it
+(``vpminsw``/``vpaddw`` on ``ymm`` registers with AVX2 and AVX-512 alike); the path recursions of several
+rows or lines are interleaved so that one's reduction overlaps another's work.
 
 Values: ``C`` is ``uint8``; ``L_r <= max(C) + P2 < 2**15`` fits ``int16``; ``S`` is ``uint16``
 (``paths * (max(C) + P2) < 2**16`` is checked).
@@ -31,6 +36,7 @@ import numpy as np
 from numba import prange
 
 from pseudolabel.errors import InputError
+from pseudolabel.sgm._numba_utils import prefetch
 from pseudolabel.sgm.cost import max_cost
 from pseudolabel.sgm.disparity import (
     Winners,
@@ -39,6 +45,7 @@ from pseudolabel.sgm.disparity import (
     select_row_right,
 )
 from pseudolabel.sgm.params import SGMParams
+from pseudolabel.sgm.refinement import SUBPIXEL_MODES, subpixel_left_row, subpixel_right_row
 
 _SENTINEL = 16000  # larger than any path cost plus P1, smaller than int16 max
 
@@ -92,36 +99,56 @@ def _path_start(cost_row: np.ndarray, current: np.ndarray) -> int:
     return best
 
 
-@numba.njit(cache=True)
-def _horizontal_row(cost: np.ndarray, image: np.ndarray, p1: int, p2: int, adaptive: bool, gamma: float, out: np.ndarray, accumulate: bool) -> None:
-    """Left-to-right plus right-to-left path costs of one row.
+_ROW_BLOCK = 4  # rows swept together by one thread in the horizontal kernels
 
-    The row of ``out`` (W x D) stays in cache between the two sweeps, so it is updated once per sweep.
+
+@numba.njit(cache=True)
+def _horizontal_rows(
+    cost: np.ndarray,
+    image: np.ndarray,
+    p1: int,
+    p2: int,
+    adaptive: bool,
+    gamma: float,
+    out: np.ndarray,
+    accumulate: bool,
+    previous: np.ndarray,
+    current: np.ndarray,
+    best: np.ndarray,
+) -> None:
+    """Left-to-right plus right-to-left path costs of a block of rows, swept together.
+
+    The rows advance in lock-step, one pixel of each row per step: their recursions are independent,
+    so the out-of-order core overlaps one row's minimum (a reduction on the critical path) with the
+    next row's work, and a path buffer is read back several steps after it was written (no
+    store-forwarding stall). The rows of ``out`` stay in cache between the two sweeps.
 
     Args:
-        cost: ``uint8`` (W, D) costs of the row.
-        image: ``float32`` (W,) gray intensities of the row.
-        out: ``uint16`` (W, D); receives ``L_(1,0) + L_(-1,0)``, added to it when ``accumulate``.
+        cost: ``uint8`` (R, W, D) costs of the rows.
+        image: ``float32`` (R, W) gray intensities of the rows.
+        out: ``uint16`` (R, W, D); receives ``L_(1,0) + L_(-1,0)``, added to it when ``accumulate``.
+        previous, current: ``int16`` (>= R, D + 2) scratch buffers, sentinel-padded at both ends.
+        best: ``int16`` (>= R,) scratch.
     """
-    width, num_disp = cost.shape
-    previous = np.full(num_disp + 2, _SENTINEL, dtype=np.int16)
-    current = np.full(num_disp + 2, _SENTINEL, dtype=np.int16)
+    rows, width, num_disp = cost.shape
     for backward in (False, True):
         for i in range(width):
             x = width - 1 - i if backward else i
-            if i == 0:
-                best = _path_start(cost[x], current)
-            else:
-                x_previous = x + 1 if backward else x - 1
-                penalty = _step_penalty(p1, p2, adaptive, gamma, image[x], image[x_previous])
-                best = _path_step(cost[x], previous, current, best, p1, penalty)
-            total = out[x]
-            if accumulate or backward:
-                for k in range(num_disp):
-                    total[k] = np.uint16(total[k] + np.uint16(current[k + 1]))
-            else:
-                for k in range(num_disp):
-                    total[k] = np.uint16(current[k + 1])
+            x_previous = x + 1 if backward else x - 1
+            for r in range(rows):
+                step = current[r]
+                if i == 0:
+                    best[r] = _path_start(cost[r, x], step)
+                else:
+                    penalty = _step_penalty(p1, p2, adaptive, gamma, image[r, x], image[r, x_previous])
+                    best[r] = _path_step(cost[r, x], previous[r], step, best[r], p1, penalty)
+                total = out[r, x]
+                if accumulate or backward:
+                    for k in range(num_disp):
+                        total[k] = np.uint16(total[k] + np.uint16(step[k + 1]))
+                else:
+                    for k in range(num_disp):
+                        total[k] = np.uint16(step[k + 1])
             previous, current = current, previous
 
 
@@ -129,15 +156,21 @@ def _horizontal_row(cost: np.ndarray, image: np.ndarray, p1: int, p2: int, adapt
 def aggregate_horizontal(
     cost: np.ndarray, image: np.ndarray, p1: int, p2: int, adaptive: bool, gamma: float, out: np.ndarray, accumulate: bool
 ) -> None:
-    """Left-to-right plus right-to-left path costs; one thread owns a row and both directions.
+    """Left-to-right plus right-to-left path costs; one thread owns a block of rows and both directions.
 
     Args:
         cost: ``uint8`` (H, W, D) cost volume.
         image: ``float32`` (H, W) gray left image (for ``adaptive`` penalties).
         out: ``uint16`` (H, W, D); receives ``L_(1,0) + L_(-1,0)``, added to it when ``accumulate``.
     """
-    for y in prange(cost.shape[0]):
-        _horizontal_row(cost[y], image[y], p1, p2, adaptive, gamma, out[y], accumulate)
+    height, width, num_disp = cost.shape
+    for block in prange((height + _ROW_BLOCK - 1) // _ROW_BLOCK):
+        y0 = block * _ROW_BLOCK
+        y1 = min(height, y0 + _ROW_BLOCK)
+        previous = np.full((_ROW_BLOCK, num_disp + 2), _SENTINEL, dtype=np.int16)
+        current = np.full((_ROW_BLOCK, num_disp + 2), _SENTINEL, dtype=np.int16)
+        best = np.zeros(_ROW_BLOCK, dtype=np.int16)
+        _horizontal_rows(cost[y0:y1], image[y0:y1], p1, p2, adaptive, gamma, out[y0:y1], accumulate, previous, current, best)
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
@@ -157,28 +190,59 @@ def aggregate_horizontal_and_select(
     second_local: np.ndarray,
     mean: np.ndarray,
     index_right: np.ndarray,
+    subpixel_mode: int,
+    disparity_left: np.ndarray,
+    disparity_right: np.ndarray,
 ) -> None:
-    """The last aggregation pass fused with winner-takes-all.
+    """The last aggregation pass fused with winner-takes-all and sub-pixel refinement.
 
-    Adds the horizontal path costs to ``out`` row by row (one thread per row); a row is then final, so
-    the same thread selects its winners in both views (:func:`pseudolabel.sgm.disparity.select_row`,
-    :func:`pseudolabel.sgm.disparity.select_row_right`) while the row is still in cache. Results are
-    identical to :func:`aggregate_horizontal` followed by the winner-takes-all kernels.
+    Adds the horizontal path costs to ``out`` for a block of rows (one thread per block); those rows
+    are then final, so the same thread selects their winners in both views
+    (:func:`pseudolabel.sgm.disparity.select_row`, :func:`pseudolabel.sgm.disparity.select_row_right`)
+    and refines them (:func:`pseudolabel.sgm.refinement.subpixel_left_row`,
+    :func:`pseudolabel.sgm.refinement.subpixel_right_row`) while the rows are still in cache.
+    Results are identical to :func:`aggregate_horizontal` followed by the winner-takes-all and
+    sub-pixel kernels.
 
     Args:
         out: ``uint16`` (H, W, D) holding the sum of all other directions; completed in place.
         index ... index_right: (H, W) outputs as in :class:`pseudolabel.sgm.disparity.Winners`.
+        subpixel_mode: :data:`pseudolabel.sgm.refinement.SUBPIXEL_MODES` value.
+        disparity_left, disparity_right: ``float32`` (H, W) sub-pixel disparities (outputs).
     """
-    num_disp = cost.shape[2]
+    height, width, num_disp = cost.shape
     ks = np.arange(num_disp).astype(np.int16)
-    for y in prange(cost.shape[0]):
-        _horizontal_row(cost[y], image[y], p1, p2, adaptive, gamma, out[y], True)
-        select_row(out[y], ks, index[y], best_cost[y], second[y], second_far[y], second_local[y], mean[y])
-        select_row_right(out[y], ks, min_disp, index_right[y])
+    for block in prange((height + _ROW_BLOCK - 1) // _ROW_BLOCK):
+        y0 = block * _ROW_BLOCK
+        y1 = min(height, y0 + _ROW_BLOCK)
+        previous = np.full((_ROW_BLOCK, num_disp + 2), _SENTINEL, dtype=np.int16)
+        current = np.full((_ROW_BLOCK, num_disp + 2), _SENTINEL, dtype=np.int16)
+        best = np.zeros(_ROW_BLOCK, dtype=np.int16)
+        _horizontal_rows(cost[y0:y1], image[y0:y1], p1, p2, adaptive, gamma, out[y0:y1], True, previous, current, best)
+        for y in range(y0, y1):
+            select_row(out[y], ks, index[y], best_cost[y], second[y], second_far[y], second_local[y], mean[y])
+            select_row_right(out[y], ks, min_disp, index_right[y])
+            subpixel_left_row(out[y], index[y], min_disp, subpixel_mode, disparity_left[y])
+            subpixel_right_row(out[y], index_right[y], min_disp, subpixel_mode, disparity_right[y])
 
 
 _LINE_BLOCK = 16  # parallel scanlines swept together (measured fastest on KITTI-sized images: 8-16)
-_JOBS = 64  # groups of blocks handed to the threads (buffers are allocated once per group)
+_JOBS = 64  # default number of jobs of aggregate_direction_pair (buffers are allocated once per job)
+
+
+@numba.njit(cache=True, inline="always")
+def _prefetch_pixels(volume: np.ndarray, y: int, x_first: int, count: int, width: int, num_disp: int) -> None:
+    """Prefetch the cells of pixels ``(y, x_first .. x_first + count - 1)`` (clipped to the row) of a
+    C-contiguous (H, W, D) volume, one hint per 64-byte line."""
+    x_start = max(0, x_first)
+    x_stop = min(width, x_first + count)
+    if x_stop <= x_start:
+        return
+    first = (y * width + x_start) * num_disp
+    last = (y * width + x_stop) * num_disp
+    step = max(1, 64 // volume.itemsize)
+    for index in range(first, last, step):
+        prefetch(volume, index)  # type: ignore[call-arg]  # a Numba intrinsic: typingctx is implicit
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
@@ -194,6 +258,7 @@ def aggregate_direction_pair(
     out: np.ndarray,
     accumulate: bool,
     line_block: int = _LINE_BLOCK,
+    workers: int = _JOBS,
 ) -> None:
     """Add the path costs of the direction ``r = (dx, dy)`` (``dy`` = 1 or 2) and of its opposite ``-r``.
 
@@ -211,6 +276,8 @@ def aggregate_direction_pair(
         dy: vertical step, 1 or 2.
         out: ``uint16`` (H, W, D); receives ``L_r + L_-r``, added to it when ``accumulate``.
         line_block: number of neighbouring lines one thread sweeps together.
+        workers: number of jobs the blocks are dealt to (round robin); pass the thread count
+            (``numba.get_num_threads()``, which a cached kernel cannot call itself).
     """
     height, width, num_disp = cost.shape
     steps_max = (height + dy - 1) // dy
@@ -223,12 +290,19 @@ def aggregate_direction_pair(
     num_lines = c_max - c_min + 1
     blocks_per_phase = (num_lines + line_block - 1) // line_block
     num_blocks = dy * blocks_per_phase
-    for job in prange(_JOBS):
-        down = np.full((steps_max, line_block, num_disp + 2), _SENTINEL, dtype=np.int16)
+    # One job per thread, each sweeping every workers-th block with its own buffers: a buffer is
+    # allocated once per thread and call (not once per block group), and only its sentinel padding
+    # is initialised (every other cell is written before it is read).
+    workers = max(1, min(workers, num_blocks))
+    for job in prange(workers):
+        down = np.empty((steps_max, line_block, num_disp + 2), dtype=np.int16)
+        down[:, :, 0] = _SENTINEL
+        down[:, :, num_disp + 1] = _SENTINEL
         down_min = np.zeros((steps_max, line_block), dtype=np.int16)
+        penalties = np.zeros((steps_max, line_block), dtype=np.int32)
         up = np.full((2, line_block, num_disp + 2), _SENTINEL, dtype=np.int16)
         up_min = np.zeros((2, line_block), dtype=np.int16)
-        for block in range(job, num_blocks, _JOBS):
+        for block in range(job, num_blocks, workers):
             phase = block // blocks_per_phase
             c_first = c_min + (block % blocks_per_phase) * line_block
             lines = min(line_block, c_max + 1 - c_first)
@@ -239,6 +313,9 @@ def aggregate_direction_pair(
                 x_first = c_first + dx * t
                 j_start = max(0, -x_first)
                 j_stop = min(lines, width - x_first)
+                if t + 1 < steps:
+                    # the next step's costs lie one image row further: ask for them now
+                    _prefetch_pixels(cost, y + dy, x_first + dx, lines, width, num_disp)
                 for j in range(j_start, j_stop):
                     x = x_first + j
                     cost_row = cost[y, x]
@@ -246,6 +323,7 @@ def aggregate_direction_pair(
                     x_previous = x - dx
                     if t > 0 and 0 <= x_previous < width:
                         penalty = _step_penalty(p1, p2, adaptive, gamma, image[y, x], image[y - dy, x_previous])
+                        penalties[t, j] = penalty
                         best = _path_step(cost_row, down[t - 1, j], current, down_min[t - 1, j], p1, penalty)
                     else:
                         best = _path_start(cost_row, current)
@@ -258,14 +336,17 @@ def aggregate_direction_pair(
                 j_stop = min(lines, width - x_first)
                 now = t & 1
                 before = 1 - now
+                if t > 0:
+                    _prefetch_pixels(cost, y - dy, x_first - dx, lines, width, num_disp)
+                    _prefetch_pixels(out, y - dy, x_first - dx, lines, width, num_disp)
                 for j in range(j_start, j_stop):
                     x = x_first + j
                     cost_row = cost[y, x]
                     current = up[now, j]
                     x_next = x + dx
                     if t < steps - 1 and 0 <= x_next < width:
-                        penalty = _step_penalty(p1, p2, adaptive, gamma, image[y, x], image[y + dy, x_next])
-                        best = _path_step(cost_row, up[before, j], current, up_min[before, j], p1, penalty)
+                        # the same intensity pair as the forward step into (t + 1, j)
+                        best = _path_step(cost_row, up[before, j], current, up_min[before, j], p1, penalties[t + 1, j])
                     else:
                         best = _path_start(cost_row, current)
                     up_min[now, j] = best
@@ -297,7 +378,18 @@ def _aggregate_vertical_pairs(cost: np.ndarray, image: np.ndarray, params: SGMPa
     for dx, dy in DIRECTIONS[params.paths]:
         if dy > 0:
             aggregate_direction_pair(
-                cost, image, dx, dy, int(params.p1), int(params.p2), bool(params.p2_adaptive), float(params.p2_gamma), out, accumulate
+                cost,
+                image,
+                dx,
+                dy,
+                int(params.p1),
+                int(params.p2),
+                bool(params.p2_adaptive),
+                float(params.p2_gamma),
+                out,
+                accumulate,
+                _LINE_BLOCK,
+                numba.get_num_threads(),
             )
             accumulate = True
 
@@ -321,16 +413,20 @@ def aggregate(cost: np.ndarray, image: np.ndarray, params: SGMParams, out: np.nd
 
 
 def aggregate_and_select(cost: np.ndarray, image: np.ndarray, params: SGMParams, out: np.ndarray | None = None) -> tuple[np.ndarray, Winners]:
-    """:func:`aggregate` and :func:`pseudolabel.sgm.disparity.select` in one go, with the winner-takes-all
-    fused into the last aggregation pass (saves a read of ``S``). Same results as the two calls.
+    """:func:`aggregate`, :func:`pseudolabel.sgm.disparity.select` and the sub-pixel refinement of both
+    views in one go, the winner-takes-all and the refinement fused into the last aggregation pass
+    (saves two reads of ``S``). Same results as the separate calls.
 
     Returns:
-        ``(S, winners)``: the ``uint16`` (H, W, D) aggregated volume and the :class:`Winners`.
+        ``(S, winners)``: the ``uint16`` (H, W, D) aggregated volume and the :class:`Winners`, with
+        ``disparity`` and ``disparity_right`` set (``params.subpixel`` refinement).
     """
     out = _check_and_prepare(cost, params, out)
     _aggregate_vertical_pairs(cost, image, params, out)
     height, width = image.shape
     winners = allocate_winners(height, width)
+    winners.disparity = np.empty((height, width), dtype=np.float32)
+    winners.disparity_right = np.empty((height, width), dtype=np.float32)
     aggregate_horizontal_and_select(
         cost,
         image,
@@ -347,5 +443,8 @@ def aggregate_and_select(cost: np.ndarray, image: np.ndarray, params: SGMParams,
         winners.cost_second_local,
         winners.cost_mean,
         winners.index_right,
+        SUBPIXEL_MODES[params.subpixel],
+        winners.disparity,
+        winners.disparity_right,
     )
     return out, winners

@@ -28,6 +28,8 @@ class Winners:
         cost_mean: ``float32`` mean of ``S`` over the D disparities.
         index_right: ``int16`` winning index of the right view, ``-1`` where no disparity of the
             range maps inside the left image.
+        disparity, disparity_right: ``float32`` sub-pixel disparities (pixels) of both views, set by
+            :func:`pseudolabel.sgm.aggregation.aggregate_and_select`; None otherwise.
     """
 
     index: np.ndarray
@@ -37,6 +39,8 @@ class Winners:
     cost_second_local: np.ndarray
     cost_mean: np.ndarray
     index_right: np.ndarray
+    disparity: np.ndarray | None = None
+    disparity_right: np.ndarray | None = None
 
 
 @numba.njit(cache=True)
@@ -60,42 +64,42 @@ def select_row(
     width, num_disp = curves.shape
     no_value = np.uint16(65535)
     no_index = np.int16(num_disp)
+    # one curve with a 65535 sentinel at both ends; before/after: the curve shifted by -1 and +1
+    padded = np.full(num_disp + 2, 65535, dtype=np.uint16)
+    before = padded[0:num_disp]
+    after = padded[2 : num_disp + 2]
     for x in range(width):
         curve = curves[x]
         best = no_value
         largest = np.uint16(0)
         total = np.uint32(0)
+        # every operand 16 or 32 bits wide (Numba widens mixed integer arithmetic to 64 bits, which
+        # quarters the vector lanes): the casts keep the loops in 16-bit lanes
         for k in range(num_disp):
             value = curve[k]
             best = min(best, value)
             largest = max(largest, value)
-            total += np.uint32(value)
+            total = np.uint32(total + np.uint32(value))
         winner = no_index
         for k in range(num_disp):
             winner = min(winner, ks[k] if curve[k] == best else no_index)
+        k1 = np.int64(winner)
         # far: smallest value with |k - winner| > 1; local: smallest other local minimum, a local
-        # minimum being S[k] < S[k-1] and S[k] <= S[k+1] (missing neighbours count as larger)
+        # minimum being S[k] < S[k-1] and S[k] <= S[k+1] (missing neighbours count as larger: the
+        # padding, 65535, can only hide a local minimum of 65535, which would not lower ``local``).
+        # One masked pass over all D values in 16-bit lanes: no remainder loops around the winner.
+        padded[1 : num_disp + 1] = curve
+        below = np.int16(winner - np.int16(1))
+        above = np.int16(winner + np.int16(1))
         far = no_value
         local = no_value
-        below_winner = winner - np.int16(1)
-        above_winner = winner + np.int16(1)
-        for k in range(1, num_disp - 1):
+        for k in range(num_disp):
             value = curve[k]
             disparity_index = ks[k]
-            is_far = (disparity_index < below_winner) | (disparity_index > above_winner)
+            is_far = (disparity_index < below) | (disparity_index > above)
             far = min(far, value if is_far else no_value)
-            is_local = (value < curve[k - 1]) & (value <= curve[k + 1]) & (disparity_index != winner)
+            is_local = (value < before[k]) & (value <= after[k]) & (disparity_index != winner)
             local = min(local, value if is_local else no_value)
-        k1 = np.int64(winner)
-        if num_disp > 1:
-            if k1 > 1:
-                far = min(far, curve[0])
-            if k1 < num_disp - 2:
-                far = min(far, curve[num_disp - 1])
-            if k1 != 0 and curve[0] <= curve[1]:
-                local = min(local, curve[0])
-            if k1 != num_disp - 1 and curve[num_disp - 1] < curve[num_disp - 2]:
-                local = min(local, curve[num_disp - 1])
         other = far
         if k1 > 0:
             other = min(other, curve[k1 - 1])
@@ -121,9 +125,9 @@ def select_row_right(curves: np.ndarray, ks: np.ndarray, min_disp: int, index_ri
         index_right: ``int16`` (W,) output, -1 where no disparity maps inside the image.
     """
     width, num_disp = curves.shape
-    # position j holds right pixel width - 1 - j
-    best = np.full(width, 65535, dtype=np.uint16)
-    winner = np.full(width, -1, dtype=np.int16)
+    # position j holds right pixel width - 1 - j; key = cost << 16 | k, so that the smallest key is
+    # the smallest cost with the smallest k among equals (the first minimum, like an argmin)
+    keys = np.full(width, 0xFFFFFFFF, dtype=np.uint32)
     for x in range(width):
         k_start = max(0, x - min_disp - width + 1)
         k_stop = min(num_disp, x - min_disp + 1)
@@ -132,15 +136,14 @@ def select_row_right(curves: np.ndarray, ks: np.ndarray, min_disp: int, index_ri
         offset = width - 1 - x + min_disp
         values = curves[x, k_start:k_stop]
         indices = ks[k_start:k_stop]
-        best_slice = best[offset + k_start : offset + k_stop]
-        winner_slice = winner[offset + k_start : offset + k_stop]
+        key_slice = keys[offset + k_start : offset + k_stop]
         for j in range(k_stop - k_start):
-            value = values[j]
-            better = value < best_slice[j]
-            best_slice[j] = min(value, best_slice[j])
-            winner_slice[j] = indices[j] if better else winner_slice[j]
+            key = np.uint32((np.uint32(values[j]) << np.uint32(16)) | np.uint32(np.uint16(indices[j])))
+            key_slice[j] = min(key_slice[j], key)
     for x in range(width):
-        index_right[x] = winner[width - 1 - x]
+        key = keys[width - 1 - x]
+        # a cost of 65535 never wins (as with a strict comparison against that initial value)
+        index_right[x] = np.int16(-1) if key >> np.uint32(16) == np.uint32(65535) else np.int16(key & np.uint32(0xFFFF))
 
 
 def allocate_winners(height: int, width: int) -> Winners:

@@ -8,6 +8,9 @@
    plus the cost features that the confidence stage needs;
 4. :mod:`pseudolabel.sgm.refinement` -- sub-pixel refinement, optional median filter, hole filling.
 
+The winner-takes-all of stage 3 and the sub-pixel refinement of stage 4 run inside the last
+aggregation pass, row block by row block, while the aggregated rows are in cache.
+
 Disparity convention: for a left pixel ``(y, x)`` with disparity ``d`` the matching right pixel is
 ``(y, x - d)``. Searched disparities are ``min_disp <= d < max_disp`` (``max_disp - min_disp`` levels,
 like OpenCV's ``numDisparities``).
@@ -78,9 +81,9 @@ class Matcher:
         if params.cost == "census":
             self._cost_buffer = cost_volume
         self._aggregated_buffer = aggregated
-        mode = refinement.SUBPIXEL_MODES[params.subpixel]
-        left_disparity = refinement.subpixel_left(aggregated, winners.index, params.min_disp, mode)
-        right_disparity = refinement.subpixel_right(aggregated, winners.index_right, params.min_disp, mode)
+        # sub-pixel refinement of both views, fused into the last aggregation pass
+        left_disparity, right_disparity = winners.disparity, winners.disparity_right
+        assert left_disparity is not None and right_disparity is not None
         left_disparity = refinement.median_filter(left_disparity, params.median)
         valid = disparity.consistency_check(
             left_disparity, right_disparity, winners.cost_best, winners.cost_second_far, float(params.lr_max_diff), float(params.uniqueness)

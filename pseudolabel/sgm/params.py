@@ -20,6 +20,13 @@ CostName = Literal["census", "ad", "bt", "ad_census"]
 SubpixelName = Literal["parabola", "equiangular", "none"]
 
 
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    # fewer paths, a smaller census and no edge-aware median after the hole filling
+    "fast": {"paths": 4, "census_width": 7, "census_height": 5, "fill_median_radius": 0, "fill_median_step": 1},
+}
+
+
 @dataclass(frozen=True)
 class SGMParams:
     """Every parameter of :func:`match`. Defaults work on KITTI-like and Middlebury-like images.
@@ -133,6 +140,13 @@ class SGMParams:
     def from_json(cls, text: str) -> SGMParams:
         """Inverse of :meth:`to_json`."""
         return cls(**json.loads(text))
+
+    @classmethod
+    def preset(cls, name: str = "default") -> SGMParams:
+        """Named parameter sets: ``default`` (the dataclass defaults) or ``fast`` (see :data:`PRESETS`)."""
+        if name not in PRESETS:
+            raise InputError(f"unknown preset {name!r}; use {', '.join(PRESETS)}")
+        return cls(**PRESETS[name])
 
     def replace(self, **changes: Any) -> SGMParams:
         """A copy with some fields changed."""

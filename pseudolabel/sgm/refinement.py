@@ -28,6 +28,36 @@ def _offset(before: float, centre: float, after: float, mode: int) -> float:
     return min(0.5, max(-0.5, offset))
 
 
+@numba.njit(cache=True, nogil=True)
+def subpixel_left_row(curves: np.ndarray, index: np.ndarray, min_disp: int, mode: int, disparity: np.ndarray) -> None:
+    """:func:`subpixel_left` of one row: ``curves`` ``uint16`` (W, D), ``index`` ``int16`` (W,), ``disparity`` ``float32`` (W,) output."""
+    width, num_disp = curves.shape
+    for x in range(width):
+        k = np.int64(index[x])
+        value = float(k)
+        if 0 < k < num_disp - 1:
+            value += _offset(float(curves[x, k - 1]), float(curves[x, k]), float(curves[x, k + 1]), mode)
+        disparity[x] = np.float32(min_disp + value)
+
+
+@numba.njit(cache=True, nogil=True)
+def subpixel_right_row(curves: np.ndarray, index: np.ndarray, min_disp: int, mode: int, disparity: np.ndarray) -> None:
+    """:func:`subpixel_right` of one row: ``curves`` ``uint16`` (W, D) of the left view, ``index`` ``int16`` (W,)
+    right-view winners, ``disparity`` ``float32`` (W,) output."""
+    width, num_disp = curves.shape
+    for x in range(width):
+        k = np.int64(index[x])
+        if k < 0:
+            disparity[x] = np.nan
+            continue
+        value = float(k)
+        x_before = x + min_disp + k - 1
+        x_after = x + min_disp + k + 1
+        if 0 < k < num_disp - 1 and x_before >= 0 and x_after < width:
+            value += _offset(float(curves[x_before, k - 1]), float(curves[x_before + 1, k]), float(curves[x_after, k + 1]), mode)
+        disparity[x] = np.float32(min_disp + value)
+
+
 @numba.njit(cache=True, parallel=True, nogil=True)
 def subpixel_left(aggregated: np.ndarray, index: np.ndarray, min_disp: int, mode: int) -> np.ndarray:
     """Sub-pixel left-view disparity.
@@ -45,12 +75,7 @@ def subpixel_left(aggregated: np.ndarray, index: np.ndarray, min_disp: int, mode
     height, width, num_disp = aggregated.shape
     disparity = np.empty((height, width), dtype=np.float32)
     for y in prange(height):
-        for x in range(width):
-            k = np.int64(index[y, x])
-            value = float(k)
-            if 0 < k < num_disp - 1:
-                value += _offset(float(aggregated[y, x, k - 1]), float(aggregated[y, x, k]), float(aggregated[y, x, k + 1]), mode)
-            disparity[y, x] = np.float32(min_disp + value)
+        subpixel_left_row(aggregated[y], index[y], min_disp, mode, disparity[y])
     return disparity
 
 
@@ -69,19 +94,7 @@ def subpixel_right(aggregated: np.ndarray, index: np.ndarray, min_disp: int, mod
     height, width, num_disp = aggregated.shape
     disparity = np.empty((height, width), dtype=np.float32)
     for y in prange(height):
-        for x in range(width):
-            k = np.int64(index[y, x])
-            if k < 0:
-                disparity[y, x] = np.nan
-                continue
-            value = float(k)
-            x_before = x + min_disp + k - 1
-            x_after = x + min_disp + k + 1
-            if 0 < k < num_disp - 1 and x_before >= 0 and x_after < width:
-                value += _offset(
-                    float(aggregated[y, x_before, k - 1]), float(aggregated[y, x_before + 1, k]), float(aggregated[y, x_after, k + 1]), mode
-                )
-            disparity[y, x] = np.float32(min_disp + value)
+        subpixel_right_row(aggregated[y], index[y], min_disp, mode, disparity[y])
     return disparity
 
 
@@ -186,7 +199,15 @@ def _fill_from_neighbours(
                     count += 1
             if count == 0:
                 continue
-            values = np.sort(found[:count])
+            # insertion sort of the (at most 8) values in place: no allocation per pixel
+            for i in range(1, count):
+                value = found[i]
+                j = i - 1
+                while j >= 0 and found[j] > value:
+                    found[j + 1] = found[j]
+                    j -= 1
+                found[j + 1] = value
+            values = found
             d = disparity[y, x]
             x_right = int(np.floor(x - d + 0.5))
             occluded = False
@@ -256,6 +277,32 @@ def _select(values: np.ndarray, count: int, rank: int) -> float:
     return values[rank]
 
 
+_RANK_LIMIT = 32  # up to this many values the median is found by ranking (no data-dependent branches)
+
+
+@numba.njit(cache=True, inline="always")
+def _median_by_rank(values: np.ndarray, count: int) -> float:
+    """Median of ``values[:count]`` (mean of the two middle ones for an even count), by counting for
+    every value how many others sort before it (equal values ordered by position, so that the ranks
+    are 0 .. count - 1 once each). O(count^2) comparisons without unpredictable branches: faster
+    than a selection for the few dozen values of a sparse window; the same values as :func:`_select`."""
+    middle = count // 2
+    upper = np.float32(0.0)
+    lower = np.float32(0.0)
+    for i in range(count):
+        value = values[i]
+        rank = 0
+        for j in range(i):
+            rank += 1 if values[j] <= value else 0
+        for j in range(i + 1, count):
+            rank += 1 if values[j] < value else 0
+        if rank == middle:
+            upper = value
+        if rank == middle - 1:
+            lower = value
+    return upper if count % 2 == 1 else np.float32(0.5) * (lower + upper)
+
+
 @numba.njit(cache=True, parallel=True, nogil=True)
 def edge_aware_median(disparity: np.ndarray, guide: np.ndarray, radius: int, intensity_range: float, where: np.ndarray, step: int = 1) -> np.ndarray:
     """Median of the disparities sampled every ``step`` pixels in a ``(2 radius + 1)^2`` window,
@@ -295,6 +342,9 @@ def edge_aware_median(disparity: np.ndarray, guide: np.ndarray, radius: int, int
                     # branch-free: always store, advance only when the pixel takes part
                     window[count] = disparity[yy, xx]
                     count += 1 if abs(guide[yy, xx] - centre) <= intensity_range else 0
+            if count <= _RANK_LIMIT:
+                filtered[y, x] = _median_by_rank(window, count)
+                continue
             upper = _select(window, count, count // 2)
             if count % 2 == 1:
                 filtered[y, x] = upper

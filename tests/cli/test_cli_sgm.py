@@ -430,3 +430,15 @@ def test_max_memory_errors_are_one_line(dataset: tuple[Path, Path], tmp_path: Pa
     assert_user_error(
         result, r"a.png: max_memory 100M is too small to match a 72x40 pair with 16 disparities: the smallest budget that works is \d+M"
     )
+
+
+def test_preset_fast_with_an_override(tmp_path: Path) -> None:
+    left_dir, right_dir = make_pairs(tmp_path, ["b"])
+    out = tmp_path / "proxies.h5"
+    result = sgm(left_dir, right_dir, out, "--preset", "fast", "--paths", "8")
+    assert result.exit_code == 0, result.output
+    expected_params = SGMParams.preset("fast").replace(max_disp=16, paths=8)
+    with open_proxies(out) as proxies:
+        assert proxies.sgm_params == expected_params
+        np.testing.assert_array_equal(proxies.read("b", ["disparity"])["disparity"], match(*crop_pair(*CROPS["b"]), expected_params).disparity)
+    assert "--preset" in run("sgm", "--help").output

@@ -129,6 +129,9 @@ def test_fused_aggregation_and_selection_equals_the_separate_kernels(paths: int,
     expected = disparity.select(separate, min_disp)
     for name in ("index", "cost_best", "cost_second", "cost_second_far", "cost_second_local", "cost_mean", "index_right"):
         np.testing.assert_array_equal(getattr(winners, name), getattr(expected, name), err_msg=name)
+    mode = refinement.SUBPIXEL_MODES[params.subpixel]
+    np.testing.assert_array_equal(winners.disparity, refinement.subpixel_left(separate, expected.index, min_disp, mode))
+    np.testing.assert_array_equal(winners.disparity_right, refinement.subpixel_right(separate, expected.index_right, min_disp, mode))
 
 
 def test_path_cost_by_hand() -> None:

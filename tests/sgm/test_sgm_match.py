@@ -135,7 +135,7 @@ def test_census_step_matches_reference(step: int) -> None:
     np.testing.assert_array_equal(cost.census_transform(image, 5, 3, step), expected)
 
 
-@pytest.mark.parametrize("radius,step", [(2, 1), (6, 3), (4, 2)])
+@pytest.mark.parametrize("radius,step", [(2, 1), (6, 3), (4, 2), (4, 1), (3, 1)])  # 49 and 81 samples: the selection path
 def test_edge_aware_median_matches_reference(radius: int, step: int) -> None:
     rng = np.random.default_rng(3)
     disparity = rng.uniform(0, 20, size=(13, 17)).astype(np.float32)
@@ -168,3 +168,31 @@ def test_accuracy_on_middlebury_tsukuba() -> None:
     assert dense_bad2 < 0.05
     assert valid_bad2 < 0.03
     assert density > 0.85
+
+
+def test_presets() -> None:
+    assert SGMParams.preset() == SGMParams() == SGMParams.preset("default")
+    fast = SGMParams.preset("fast")
+    fast.validate()
+    assert fast.paths < SGMParams().paths and fast.fill_median_radius == 0
+    with pytest.raises(InputError, match="unknown preset"):
+        SGMParams.preset("slow")
+
+
+@pytest.mark.parametrize("preset", ["default", "fast"])
+def test_results_do_not_depend_on_the_thread_count(preset: str) -> None:
+    """Every parallel kernel splits independent rows or lines among threads: 1 and 2 threads agree bit for bit."""
+    import numba
+
+    left, right = textured_pair(height=45, width=97, disparity=6, seed=4)
+    params = SGMParams.preset(preset).replace(max_disp=24, paths=16 if preset == "default" else 4)
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        single = Matcher(params)(left, right)
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        double = Matcher(params)(left, right)
+    finally:
+        numba.set_num_threads(threads)
+    for name in ("disparity", "valid", "disparity_right", "cost_best", "cost_second", "cost_second_local", "cost_mean", "disparity_wta"):
+        np.testing.assert_array_equal(getattr(single, name), getattr(double, name), err_msg=name)

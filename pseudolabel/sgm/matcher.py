@@ -84,30 +84,7 @@ class Matcher:
         # sub-pixel refinement of both views, fused into the last aggregation pass
         left_disparity, right_disparity = winners.disparity, winners.disparity_right
         assert left_disparity is not None and right_disparity is not None
-        left_disparity = refinement.median_filter(left_disparity, params.median)
-        valid = disparity.consistency_check(
-            left_disparity, right_disparity, winners.cost_best, winners.cost_second_far, float(params.lr_max_diff), float(params.uniqueness)
-        )
-        valid = refinement.remove_speckles(left_disparity, valid, params.speckle_size, params.speckle_range)
-        dense = left_disparity
-        if params.fill_invalid:
-            dense = refinement.fill_invalid(left_disparity, valid, right_disparity, float(max(params.lr_max_diff, 0.0)))
-            if params.fill_median_radius > 0:
-                dense = refinement.edge_aware_median(
-                    dense, left_gray, params.fill_median_radius, float(params.fill_intensity_range), ~valid, params.fill_median_step
-                )
-        dense = refinement.median_filter(dense, params.dense_median)
-        return SGMResult(
-            disparity=dense,
-            valid=valid,
-            disparity_right=right_disparity,
-            cost_best=winners.cost_best,
-            cost_second=winners.cost_second,
-            cost_second_local=winners.cost_second_local,
-            cost_mean=winners.cost_mean,
-            disparity_wta=(winners.index.astype(np.int16) + np.int16(params.min_disp)).astype(np.int16),
-            params=params,
-        )
+        return finish_matching(left_disparity, right_disparity, winners, left_gray, params)
 
     def release(self) -> None:
         """Free the reusable buffers."""
@@ -171,3 +148,43 @@ def match(
             release_buffers()
             return tiled.match_tiled(left, right, chosen, budget)
     return _thread_matcher(chosen)(left, right)
+
+
+def finish_matching(
+    left_disparity: np.ndarray, right_disparity: np.ndarray, winners: disparity.Winners, left_gray: np.ndarray, params: SGMParams
+) -> SGMResult:
+    """The steps after sub-pixel refinement, on full-size maps: median, left-right and uniqueness check,
+    speckle removal, hole filling, edge-aware and dense medians. Shared by :class:`Matcher` and the
+    banded :func:`pseudolabel.sgm.tiled.match_tiled`, so both finish alike.
+
+    Args:
+        left_disparity: ``float32`` (H, W) sub-pixel left-view disparity, pixels.
+        right_disparity: ``float32`` (H, W) sub-pixel right-view disparity, pixels.
+        winners: the winner-takes-all features of the whole image (:class:`pseudolabel.sgm.disparity.Winners`).
+        left_gray: ``uint8`` (H, W) left image as matched.
+        params: the matcher's parameters.
+    """
+    left_disparity = refinement.median_filter(left_disparity, params.median)
+    valid = disparity.consistency_check(
+        left_disparity, right_disparity, winners.cost_best, winners.cost_second_far, float(params.lr_max_diff), float(params.uniqueness)
+    )
+    valid = refinement.remove_speckles(left_disparity, valid, params.speckle_size, params.speckle_range)
+    dense = left_disparity
+    if params.fill_invalid:
+        dense = refinement.fill_invalid(left_disparity, valid, right_disparity, float(max(params.lr_max_diff, 0.0)))
+        if params.fill_median_radius > 0:
+            dense = refinement.edge_aware_median(
+                dense, left_gray, params.fill_median_radius, float(params.fill_intensity_range), ~valid, params.fill_median_step
+            )
+    dense = refinement.median_filter(dense, params.dense_median)
+    return SGMResult(
+        disparity=dense,
+        valid=valid,
+        disparity_right=right_disparity,
+        cost_best=winners.cost_best,
+        cost_second=winners.cost_second,
+        cost_second_local=winners.cost_second_local,
+        cost_mean=winners.cost_mean,
+        disparity_wta=(winners.index.astype(np.int16) + np.int16(params.min_disp)).astype(np.int16),
+        params=params,
+    )

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pseudolabel.errors import InputError
-from pseudolabel.sgm import aggregation, cost, disparity, refinement
+from pseudolabel.sgm import aggregation, cost, disparity
 from pseudolabel.sgm.params import SGMParams, SGMResult
 
 DEFAULT_OVERLAP = 128
@@ -196,7 +196,6 @@ def match_tiled(
     winners = disparity.allocate_winners(height, width)
     left_raw = np.empty((height, width), dtype=np.float32)
     right_disparity = np.empty((height, width), dtype=np.float32)
-    mode = refinement.SUBPIXEL_MODES[params.subpixel]
     # one pair of volume buffers for all bands: row slices of a C-contiguous array are C-contiguous
     most = max(band.rows for band in bands)
     shape = (most, width, params.num_disp)
@@ -215,43 +214,15 @@ def match_tiled(
         core = slice(band.start, band.stop)
         for name in ("index", "cost_best", "cost_second", "cost_second_far", "cost_second_local", "cost_mean", "index_right"):
             getattr(winners, name)[core] = getattr(band_winners, name)[keep]
-        kept = aggregated[keep]
-        left_raw[core] = refinement.subpixel_left(kept, band_winners.index[keep], params.min_disp, mode)
-        right_disparity[core] = refinement.subpixel_right(kept, band_winners.index_right[keep], params.min_disp, mode)
-        del aggregated, kept, band_winners
+        # the sub-pixel disparities of both views, refined inside the last aggregation pass
+        assert band_winners.disparity is not None and band_winners.disparity_right is not None
+        left_raw[core] = band_winners.disparity[keep]
+        right_disparity[core] = band_winners.disparity_right[keep]
+        del aggregated, band_winners
     del cost_buffer, aggregated_buffer
-    return _finish(left_raw, right_disparity, winners, left_gray, params)
+    from pseudolabel.sgm.matcher import finish_matching
 
-
-def _finish(left_raw: np.ndarray, right_disparity: np.ndarray, winners: disparity.Winners, left_gray: np.ndarray, params: SGMParams) -> SGMResult:
-    """The steps after sub-pixel refinement, on full-size maps, in the order of :class:`pseudolabel.sgm.matcher.Matcher`."""
-    left_disparity = refinement.median_filter(left_raw, params.median)
-    del left_raw
-    valid = disparity.consistency_check(
-        left_disparity, right_disparity, winners.cost_best, winners.cost_second_far, float(params.lr_max_diff), float(params.uniqueness)
-    )
-    winners.cost_second_far = np.empty((0, 0), dtype=np.float32)  # not part of the result
-    valid = refinement.remove_speckles(left_disparity, valid, params.speckle_size, params.speckle_range)
-    dense = left_disparity
-    if params.fill_invalid:
-        dense = refinement.fill_invalid(left_disparity, valid, right_disparity, float(max(params.lr_max_diff, 0.0)))
-        del left_disparity
-        if params.fill_median_radius > 0:
-            dense = refinement.edge_aware_median(
-                dense, left_gray, params.fill_median_radius, float(params.fill_intensity_range), ~valid, params.fill_median_step
-            )
-    dense = refinement.median_filter(dense, params.dense_median)
-    return SGMResult(
-        disparity=dense,
-        valid=valid,
-        disparity_right=right_disparity,
-        cost_best=winners.cost_best,
-        cost_second=winners.cost_second,
-        cost_second_local=winners.cost_second_local,
-        cost_mean=winners.cost_mean,
-        disparity_wta=(winners.index.astype(np.int16) + np.int16(params.min_disp)).astype(np.int16),
-        params=params,
-    )
+    return finish_matching(left_raw, right_disparity, winners, left_gray, params)
 
 
 _UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}

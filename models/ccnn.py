@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from torch.nn import functional as F
 
 from pseudolabel.errors import InputError
 from pseudolabel.models import devices
+
+if TYPE_CHECKING:
+    from pseudolabel.confidence.measures import RangeParams
 
 #: Side of the receptive field (the input patch), pixels.
 PATCH_SIZE: int = 9
@@ -138,7 +141,7 @@ def normalise_disparity(disparity: np.ndarray, min_disp: float, max_disp: float)
 
 
 def build_inputs(
-    features: Mapping[str, np.ndarray], params: Any, inputs: Sequence[str], measures: Mapping[str, np.ndarray] | None = None
+    features: Mapping[str, np.ndarray], params: RangeParams, inputs: Sequence[str], measures: Mapping[str, np.ndarray] | None = None
 ) -> np.ndarray:
     """Stack the network's input channels.
 
@@ -221,12 +224,14 @@ class ConfidenceScorer:
             raise InputError(f"this network also needs {', '.join(self.inputs[1:])}; use logits_from_features")
         return self.logits_from_inputs(normalise_disparity(disparity, min_disp, max_disp)[None])
 
-    def logits_from_features(self, features: Mapping[str, np.ndarray], params: Any, measures: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+    def logits_from_features(
+        self, features: Mapping[str, np.ndarray], params: RangeParams, measures: Mapping[str, np.ndarray] | None = None
+    ) -> np.ndarray:
         """Logits from a pair's stored arrays (see :func:`build_inputs`); ``float32`` (H, W)."""
         return self.logits_from_inputs(build_inputs(features, params, self.inputs, measures))
 
     def confidence_from_features(
-        self, features: Mapping[str, np.ndarray], params: Any, measures: Mapping[str, np.ndarray] | None = None
+        self, features: Mapping[str, np.ndarray], params: RangeParams, measures: Mapping[str, np.ndarray] | None = None
     ) -> np.ndarray:
         """Confidence in [0, 1] from a pair's stored arrays; ``float32`` (H, W)."""
         return self._calibrated(_sigmoid(self.logits_from_features(features, params, measures)))

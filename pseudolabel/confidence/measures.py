@@ -54,7 +54,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -72,13 +72,24 @@ MED_WINDOW: int = 11
 class RangeParams(Protocol):
     """What the measures read from the SGM parameters (:class:`pseudolabel.sgm.params.SGMParams` fits)."""
 
-    min_disp: int
-    max_disp: int
-    uniqueness: float
-    lr_max_diff: float
+    @property
+    def min_disp(self) -> int:
+        """Smallest searched disparity, pixels."""
+
+    @property
+    def max_disp(self) -> int:
+        """One past the largest searched disparity, pixels."""
+
+    @property
+    def uniqueness(self) -> float:
+        """The uniqueness ratio of the SGM run."""
+
+    @property
+    def lr_max_diff(self) -> float:
+        """The left-right check's tolerance, pixels."""
 
 
-MeasureFunction = Callable[[Mapping[str, np.ndarray], Any], np.ndarray]
+MeasureFunction = Callable[[Mapping[str, np.ndarray], RangeParams], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -140,7 +151,7 @@ def features_needed(names: Iterable[str]) -> list[str]:
     return sorted(needed)
 
 
-def compute_measure(name: str, features: Mapping[str, np.ndarray], params: Any) -> np.ndarray:
+def compute_measure(name: str, features: Mapping[str, np.ndarray], params: RangeParams) -> np.ndarray:
     """Compute one registered measure.
 
     Args:
@@ -170,7 +181,7 @@ def compute_measure(name: str, features: Mapping[str, np.ndarray], params: Any) 
     return result
 
 
-def compute_measures(names: Iterable[str], features: Mapping[str, np.ndarray], params: Any) -> dict[str, np.ndarray]:
+def compute_measures(names: Iterable[str], features: Mapping[str, np.ndarray], params: RangeParams) -> dict[str, np.ndarray]:
     """:func:`compute_measure` for several names; returns ``{name: float32 (H, W)}``."""
     return {name: compute_measure(name, features, params) for name in names}
 
@@ -195,7 +206,7 @@ def _cost_scale(cost_mean: np.ndarray) -> np.float32:
     return np.float32(scale if scale > 0 else 1.0)
 
 
-def _num_disp(params: Any) -> int:
+def _num_disp(params: RangeParams) -> int:
     return int(params.max_disp) - int(params.min_disp)
 
 
@@ -247,7 +258,7 @@ def _ratio_confidence(numerator: np.ndarray, denominator: np.ndarray) -> np.ndar
     binary=True,
     description="left-right consistency: 1 where |d_L(x) - d_R(x - d_L)| <= lr_max_diff (a parameter of the pair), else 0",
 )
-def left_right_consistency(features: Mapping[str, np.ndarray], params: Any) -> np.ndarray:
+def left_right_consistency(features: Mapping[str, np.ndarray], params: RangeParams) -> np.ndarray:
     """Binary left-right check on the dense disparity, nearest right pixel."""
     disparity, disparity_right = _costs(features, "disparity", "disparity_right")
     threshold = float(getattr(params, "lr_max_diff", 1.0))
@@ -261,7 +272,7 @@ def left_right_consistency(features: Mapping[str, np.ndarray], params: Any) -> n
     needs=("disparity", "disparity_right"),
     description="left-right difference 1 / (1 + |d_L(x) - d_R(x - d_L)|), interpolated right disparity",
 )
-def left_right_difference(features: Mapping[str, np.ndarray], params: Any) -> np.ndarray:
+def left_right_difference(features: Mapping[str, np.ndarray], params: RangeParams) -> np.ndarray:
     """Continuous left-right consistency (0 where the match leaves the image)."""
     disparity, disparity_right = _costs(features, "disparity", "disparity_right")
     matched, inside = right_disparity_at_match(disparity, disparity_right, interpolate=True)
@@ -278,7 +289,7 @@ def left_right_difference(features: Mapping[str, np.ndarray], params: Any) -> np
     needs=("cost_best", "cost_second"),
     description="naive peak ratio (c2 + eps) / (c1 + eps), mapped by 1 - 1/ratio",
 )
-def peak_ratio_naive(features: Mapping[str, np.ndarray], params: Any) -> np.ndarray:
+def peak_ratio_naive(features: Mapping[str, np.ndarray], params: RangeParams) -> np.ndarray:
     """PKRN of Hu and Mordohai with the second smallest cost ``c2``."""
     cost_best, cost_second = _costs(features, "cost_best", "cost_second")
     return _ratio_confidence(cost_second, cost_best)
@@ -289,7 +300,7 @@ def peak_ratio_naive(features: Mapping[str, np.ndarray], params: Any) -> np.ndar
     needs=("cost_best", "cost_second_local"),
     description="peak ratio (c2m + eps) / (c1 + eps) with the best other local minimum, mapped by 1 - 1/ratio",
 )
-def peak_ratio(features: Mapping[str, np.ndarray], params: Any) -> np.ndarray:
+def peak_ratio(features: Mapping[str, np.ndarray], params: RangeParams) -> np.ndarray:
     """PKR of Hu and Mordohai with the second local minimum ``c2m``."""
     cost_best, cost_local = _costs(features, "cost_best", "cost_second_local")
     return _ratio_confidence(cost_local, cost_best)
@@ -300,7 +311,7 @@ def peak_ratio(features: Mapping[str, np.ndarray], params: Any) -> np.ndarray:
     needs=("cost_best", "cost_second_local"),
     description=f"average peak ratio: mapped PKR averaged over {APKR_WINDOW}x{APKR_WINDOW} pixels",
 )
-def average_peak_ratio(features: Mapping[str, np.ndarray], params: Any) -> np.ndarray:
+def average_peak_ratio(features: Mapping[str, np.ndarray], params: RangeParams) -> np.ndarray:
     """APKR (Kim et al., 2017): box mean of :func:`peak_ratio`, reflected borders."""
     return box_mean(peak_ratio(features, params), APKR_WINDOW)
 
@@ -310,7 +321,7 @@ def average_peak_ratio(features: Mapping[str, np.ndarray], params: Any) -> np.nd
     needs=("cost_best", "cost_mean"),
     description="matching score -c1, mapped by s / (s + c1) with s the image's mean cost",
 )
-def matching_score(features: Mapping[str, np.ndarray], params: Any) -> np.ndarray:
+def matching_score(features: Mapping[str, np.ndarray], params: RangeParams) -> np.ndarray:
     """MSM: the lower the winning aggregated cost, the higher the confidence."""
     cost_best, cost_mean = _costs(features, "cost_best", "cost_mean")
     scale = _cost_scale(cost_mean)
@@ -322,7 +333,7 @@ def matching_score(features: Mapping[str, np.ndarray], params: Any) -> np.ndarra
     needs=("cost_best", "cost_second_local", "cost_mean"),
     description="maximum margin c2m - c1, mapped by m / (m + s) with s the image's mean cost",
 )
-def maximum_margin(features: Mapping[str, np.ndarray], params: Any) -> np.ndarray:
+def maximum_margin(features: Mapping[str, np.ndarray], params: RangeParams) -> np.ndarray:
     """MM of Hu and Mordohai (margin to the best other local minimum)."""
     cost_best, cost_local, cost_mean = _costs(features, "cost_best", "cost_second_local", "cost_mean")
     margin = np.maximum(cost_local - cost_best, 0)
@@ -334,7 +345,7 @@ def maximum_margin(features: Mapping[str, np.ndarray], params: Any) -> np.ndarra
     needs=("cost_best", "cost_second", "cost_mean"),
     description="naive maximum margin c2 - c1, mapped by m / (m + s) with s the image's mean cost",
 )
-def maximum_margin_naive(features: Mapping[str, np.ndarray], params: Any) -> np.ndarray:
+def maximum_margin_naive(features: Mapping[str, np.ndarray], params: RangeParams) -> np.ndarray:
     """MMN of Hu and Mordohai (margin to the second smallest cost)."""
     cost_best, cost_second, cost_mean = _costs(features, "cost_best", "cost_second", "cost_mean")
     margin = np.maximum(cost_second - cost_best, 0)
@@ -353,7 +364,7 @@ def _winner_margin(cost_best: np.ndarray, cost_other: np.ndarray, cost_mean: np.
     needs=("cost_best", "cost_second_local", "cost_mean"),
     description="winner margin (c2m - c1) / sum of the curve, x = raw * num_disp mapped by x / (1 + x)",
 )
-def winner_margin(features: Mapping[str, np.ndarray], params: Any) -> np.ndarray:
+def winner_margin(features: Mapping[str, np.ndarray], params: RangeParams) -> np.ndarray:
     """WMN of Hu and Mordohai; the curve's sum is ``cost_mean * num_disp``."""
     cost_best, cost_local, cost_mean = _costs(features, "cost_best", "cost_second_local", "cost_mean")
     return _winner_margin(cost_best, cost_local, cost_mean)
@@ -364,7 +375,7 @@ def winner_margin(features: Mapping[str, np.ndarray], params: Any) -> np.ndarray
     needs=("cost_best", "cost_second", "cost_mean"),
     description="naive winner margin (c2 - c1) / sum of the curve, mapped like wmn",
 )
-def winner_margin_naive(features: Mapping[str, np.ndarray], params: Any) -> np.ndarray:
+def winner_margin_naive(features: Mapping[str, np.ndarray], params: RangeParams) -> np.ndarray:
     """WMNN of Hu and Mordohai (second smallest cost instead of the second local minimum)."""
     cost_best, cost_second, cost_mean = _costs(features, "cost_best", "cost_second", "cost_mean")
     return _winner_margin(cost_best, cost_second, cost_mean)
@@ -376,7 +387,7 @@ def winner_margin_naive(features: Mapping[str, np.ndarray], params: Any) -> np.n
     binary=True,
     description="uniqueness: 1 where c1 < uniqueness * c2m (SGM's ratio, default 0.95), else 0",
 )
-def uniqueness(features: Mapping[str, np.ndarray], params: Any) -> np.ndarray:
+def uniqueness(features: Mapping[str, np.ndarray], params: RangeParams) -> np.ndarray:
     """Binary uniqueness test of the winner against the best other local minimum."""
     cost_best, cost_local = _costs(features, "cost_best", "cost_second_local")
     ratio = np.float32(getattr(params, "uniqueness", 0.95))
@@ -395,7 +406,7 @@ def uniqueness(features: Mapping[str, np.ndarray], params: Any) -> np.ndarray:
     pass_threshold=1.0,
     description="distance to the left border: 1 where the match x - d is inside the right image, else 1 / (1 + d - x)",
 )
-def distance_to_left_border(features: Mapping[str, np.ndarray], params: Any) -> np.ndarray:
+def distance_to_left_border(features: Mapping[str, np.ndarray], params: RangeParams) -> np.ndarray:
     """DBL: pixels whose match falls left of the right image cannot be matched."""
     disparity = np.asarray(features["disparity"], dtype=np.float32)
     column = np.arange(disparity.shape[1], dtype=np.float32)[None, :] - disparity
@@ -408,7 +419,7 @@ def distance_to_left_border(features: Mapping[str, np.ndarray], params: Any) -> 
     pass_threshold=0.5,
     description=f"median deviation |d - median_{MED_WINDOW}x{MED_WINDOW}(d)|, mapped by 1 / (1 + deviation)",
 )
-def median_deviation(features: Mapping[str, np.ndarray], params: Any) -> np.ndarray:
+def median_deviation(features: Mapping[str, np.ndarray], params: RangeParams) -> np.ndarray:
     """MED: disparities that differ from their neighbourhood's median are suspicious.
 
     The median is taken on the disparity quantised to 8 bits over the pair's range

@@ -14,12 +14,15 @@ Two sources, both numpy only (never torch):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pseudolabel.confidence.measures import MEASURES, compute_measure
 from pseudolabel.errors import InputError
+
+if TYPE_CHECKING:
+    from pseudolabel.confidence.measures import RangeParams
 
 #: A proxy disparity is correct when it is within this many pixels of the ground truth.
 GT_THRESHOLD: float = 3.0
@@ -87,7 +90,9 @@ def wild_targets(
     return targets
 
 
-def measures_for_wild(features: Mapping[str, np.ndarray], params: Any, positive: Sequence[str], negative: Sequence[str]) -> dict[str, np.ndarray]:
+def measures_for_wild(
+    features: Mapping[str, np.ndarray], params: RangeParams, positive: Sequence[str], negative: Sequence[str]
+) -> dict[str, np.ndarray]:
     """Every measure of the two wild sets (``{name: float32 (H, W)}``), computed from the pair's stored features.
 
     Args:

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -55,6 +55,9 @@ from pseudolabel.viz.colour import (
     resize_for_display,
 )
 from pseudolabel.viz.plots import sparsification_svg
+
+if TYPE_CHECKING:
+    from pseudolabel.store.proxies import ProxyFile
 
 #: Widest picture stored in a report, pixels (larger ones are shrunk; the page scales them anyway).
 MAX_PICTURE_WIDTH: int = 640
@@ -207,7 +210,7 @@ def read_pair_ground_truth(attrs: Mapping[str, Any], proxies_path: Path, shape: 
 
 
 def proxy_scene(
-    proxies: Any,
+    proxies: ProxyFile,
     key: str,
     measure: str = "ccnn",
     predictions: Mapping[str, np.ndarray] | None = None,

@@ -40,12 +40,13 @@ from pseudolabel.store.layout import (
     PAIRS,
     RESULT_DATASETS,
     STORES,
+    copy_journal_pairs,
     describe_difference,
     initialise_root,
     run_identity,
     write_pair_group,
 )
-from pseudolabel.store.names import journal_path, key_to_name, lock_path, partial_path
+from pseudolabel.store.names import journal_path, lock_path, partial_path
 from pseudolabel.store.proxies import ProxyFile, open_proxies
 from pseudolabel.store.shards import ShardEdits, assemble_sharded, remove_shards
 
@@ -331,13 +332,7 @@ class ProxyRun:
             h5file = h5py.File(partial, "w")
             initialise_root(h5file, self.params, self.max_disp_from_calib, self.store)
         try:
-            pairs = h5file.require_group(PAIRS)
-            for key in sorted(entries):
-                name = key_to_name(key)
-                if name in pairs:
-                    del pairs[name]
-                with h5py.File(entries[key], "r") as source:
-                    source.copy(source["pair"], pairs, name=name)
+            copy_journal_pairs(h5file.require_group(PAIRS), entries, sorted(entries))
         finally:
             h5file.close()
         fsync_file(partial)

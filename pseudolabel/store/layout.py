@@ -43,7 +43,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import h5py
@@ -53,6 +54,7 @@ from pseudolabel import __version__
 from pseudolabel.errors import InputError
 from pseudolabel.sgm.params import SGMParams, SGMResult
 from pseudolabel.store.datasets_io import DEFAULT_COMPRESSION, write_dataset
+from pseudolabel.store.names import key_to_name
 
 FORMAT = "pseudolabel-proxies"
 FORMAT_VERSION = 2
@@ -236,3 +238,14 @@ def initialise_root(h5file: h5py.File, params: SGMParams, max_disp_from_calib: b
     if shard_size is not None:
         h5file.attrs["shard_size"] = int(shard_size)
     h5file.require_group(PAIRS)
+
+
+def copy_journal_pairs(pairs: h5py.Group, entries: Mapping[str, Path], keys: Iterable[str]) -> None:
+    """Copy the pair group of each journal entry (``entries[key]``: an HDF5 file whose ``/pair`` is the
+    pair's group) into ``pairs`` as ``/pairs/<name>``, replacing a group of that name."""
+    for key in keys:
+        name = key_to_name(key)
+        if name in pairs:
+            del pairs[name]
+        with h5py.File(entries[key], "r") as source:
+            source.copy(source["pair"], pairs, name=name)

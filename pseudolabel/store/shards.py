@@ -36,7 +36,7 @@ import h5py
 
 from pseudolabel.errors import InputError
 from pseudolabel.store.durability import fsync_directory, fsync_file
-from pseudolabel.store.layout import PAIRS, initialise_root
+from pseudolabel.store.layout import PAIRS, copy_journal_pairs, initialise_root
 from pseudolabel.store.names import key_to_name
 
 SHARD_FORMAT = "pseudolabel-proxies-shard"
@@ -121,13 +121,7 @@ def assemble_sharded(
             h5file.attrs["format"] = SHARD_FORMAT
             h5file.attrs["index"] = out.name
         try:
-            pairs = h5file.require_group(PAIRS)
-            for key in keys:
-                name = key_to_name(key)
-                if name in pairs:
-                    del pairs[name]
-                with h5py.File(entries[key], "r") as source:
-                    source.copy(source["pair"], pairs, name=name)
+            copy_journal_pairs(h5file.require_group(PAIRS), entries, keys)
         finally:
             h5file.close()
         fsync_file(partial)

@@ -15,14 +15,10 @@ from click.testing import CliRunner
 from pseudolabel.cli.main import main
 from pseudolabel.confidence.checkpoints import checkpoint_calibration, load_confidence_checkpoint
 from pseudolabel.confidence.labelling import label_proxies
-from pseudolabel.datasets import discover_pairs
 from pseudolabel.errors import InputError
-from pseudolabel.io import read_image
-from pseudolabel.sgm.matcher import match
-from pseudolabel.sgm.params import SGMParams
-from pseudolabel.store.journal import create_or_open_proxies, edit_proxies
-from pseudolabel.store.layout import pair_attributes, result_arrays
+from pseudolabel.store.journal import edit_proxies
 from pseudolabel.store.proxies import open_proxies
+from tests.fixture_proxies import middlebury_proxies
 
 FIXTURES = Path(__file__).parents[1] / "data" / "middlebury"
 
@@ -32,16 +28,7 @@ pytestmark = pytest.mark.usefixtures("single_torch_thread")
 @pytest.fixture(scope="module")
 def proxies_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Proxies of tsukuba and venus (Middlebury v2 fixtures)."""
-    path = tmp_path_factory.mktemp("proxies") / "proxies.h5"
-    params = SGMParams(max_disp=32)
-    with create_or_open_proxies(path, params) as proxies:
-        for pair in discover_pairs([FIXTURES]):
-            if pair.key not in ("tsukuba", "venus"):
-                continue
-            result = match(read_image(pair.left), read_image(pair.right), params)
-            attrs = pair_attributes(pair.key, pair.left, pair.right, params, result.disparity.shape, result.valid)
-            proxies.write_pair(pair.key, result_arrays(result), {**attrs, "complete": True})
-    return path
+    return middlebury_proxies(tmp_path_factory.mktemp("proxies") / "proxies.h5", ("tsukuba", "venus"))
 
 
 @pytest.fixture()

@@ -16,11 +16,8 @@ from pseudolabel.confidence.checkpoints import load_confidence_checkpoint, shipp
 from pseudolabel.confidence.measures import MEASURES
 from pseudolabel.datasets import discover_pairs
 from pseudolabel.io import read_disparity, read_image, write_pfm
-from pseudolabel.sgm.matcher import match
-from pseudolabel.sgm.params import SGMParams
-from pseudolabel.store.journal import create_or_open_proxies
-from pseudolabel.store.layout import pair_attributes, result_arrays
 from pseudolabel.store.proxies import open_proxies
+from tests.fixture_proxies import middlebury_proxies
 
 FIXTURES = Path(__file__).parents[1] / "data" / "middlebury"
 
@@ -31,15 +28,7 @@ pytestmark = pytest.mark.usefixtures("single_torch_thread")
 @pytest.fixture(scope="module")
 def proxies_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Proxies of the Middlebury fixtures (tsukuba, venus: v2; Baby1: 2006), left halves to stay fast."""
-    path = tmp_path_factory.mktemp("proxies") / "proxies.h5"
-    params = SGMParams(max_disp=32)
-    with create_or_open_proxies(path, params) as proxies:
-        for pair in discover_pairs([FIXTURES]):
-            left, right = read_image(pair.left), read_image(pair.right)
-            result = match(left, right, params)
-            attrs = pair_attributes(pair.key, pair.left, pair.right, params, result.disparity.shape, result.valid)
-            proxies.write_pair(pair.key, result_arrays(result), {**attrs, "complete": True})
-    return path
+    return middlebury_proxies(tmp_path_factory.mktemp("proxies") / "proxies.h5")
 
 
 @pytest.fixture()

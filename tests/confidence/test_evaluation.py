@@ -17,15 +17,11 @@ from pseudolabel.confidence.files import mean_over_pairs
 from pseudolabel.confidence.labelling import format_label_table, label_proxies
 from pseudolabel.confidence.scoring import parse_measures, score_proxies
 from pseudolabel.confidence.sparsification import DEFAULT_FRACTIONS, curve_area, optimal_auc, optimal_curve
-from pseudolabel.datasets import discover_pairs
 from pseudolabel.errors import InputError
 from pseudolabel.io import read_image
-from pseudolabel.sgm.matcher import match
-from pseudolabel.sgm.params import SGMParams
-from pseudolabel.store.journal import create_or_open_proxies
-from pseudolabel.store.layout import pair_attributes, result_arrays
 from pseudolabel.store.proxies import open_proxies
 from pseudolabel.viz.plots import CURVE_COLOURS, sparsification_image, write_sparsification_plot
+from tests.fixture_proxies import middlebury_proxies
 
 FIXTURES = Path(__file__).parents[1] / "data" / "middlebury"
 
@@ -49,16 +45,7 @@ class Recorder:
 @pytest.fixture(scope="module")
 def proxies_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Proxies of two Middlebury fixtures (tsukuba, venus)."""
-    path = tmp_path_factory.mktemp("proxies") / "proxies.h5"
-    params = SGMParams(max_disp=32)
-    with create_or_open_proxies(path, params) as proxies:
-        for pair in discover_pairs([FIXTURES]):
-            if pair.key not in ("tsukuba", "venus"):
-                continue
-            result = match(read_image(pair.left), read_image(pair.right), params)
-            attrs = pair_attributes(pair.key, pair.left, pair.right, params, result.disparity.shape, result.valid)
-            proxies.write_pair(pair.key, result_arrays(result), {**attrs, "complete": True})
-    return path
+    return middlebury_proxies(tmp_path_factory.mktemp("proxies") / "proxies.h5", ("tsukuba", "venus"))
 
 
 @pytest.fixture()

@@ -61,10 +61,9 @@ def test_a_kitti_pair_takes_at_most_8_mb_with_the_defaults(pipeline: dict) -> No
     assert pipeline["after_labels"] - pipeline["after_sgm"] <= 1_600_000
 
 
-def test_sixteen_bit_confidence_changes_no_label_and_no_auc(pipeline: dict) -> None:
+def test_stored_confidence_is_the_network_output_and_labels_follow_it(pipeline: dict) -> None:
     """The CCNN's float32 output, computed again in memory, against what the file stores: the stored value
-    is its 16-bit rounding, the labels at the default tau are exactly the float32 output's, and every
-    pair's AUC moves by less than 0.01 (x100, the precision BENCHMARKS.md prints)."""
+    is exactly that output (float32), and the labels at the default tau are exactly the ones it selects."""
     scorer, _, _ = _load_network(SHIPPED_MODEL, None, "cpu", "float32", 1)
     path = pipeline["all"]
     with open_proxies(path) as proxies:

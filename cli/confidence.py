@@ -27,7 +27,7 @@ from pathlib import Path
 import click
 
 from pseudolabel.cli.confidence_train import calibrate_command, train
-from pseudolabel.cli.options import ClickProgress, gt_options, key_options, proxies_option, threads_option
+from pseudolabel.cli.options import ClickProgress, gt_options, key_options, proxies_option, scheduler_option, threads_option
 from pseudolabel.confidence.evaluation import evaluate_proxies, format_auc_table, reliability_plot_path
 from pseudolabel.confidence.labels import DEFAULT_TAU
 from pseudolabel.confidence.measures import MEASURES
@@ -76,6 +76,7 @@ def confidence() -> None:
 )
 @threads_option
 @click.option("--overwrite", is_flag=True, help="Recompute datasets that are already stored with the same model / measure.")
+@scheduler_option("the scoring of each pair (the network runs on each worker's --device and --precision)", workers_read_images=False)
 def score(
     proxies_path: Path,
     model_path: Path | None,
@@ -87,6 +88,7 @@ def score(
     precision: str,
     threads: int | None,
     overwrite: bool,
+    scheduler: str | None,
 ) -> None:
     """Write confidence/<name> for every pair of a proxies file.
 
@@ -109,6 +111,7 @@ def score(
         threads=threads,
         overwrite=overwrite,
         progress=ClickProgress(),
+        scheduler=scheduler or None,
     )
     click.echo(f"{len(summary.keys)} pairs scored: {', '.join(summary.written)}")
     note = unavailable_note(proxies_path, summary)

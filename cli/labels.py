@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from pseudolabel.cli.options import ClickProgress, gt_options, key_options, proxies_option
+from pseudolabel.cli.options import ClickProgress, gt_options, key_options, proxies_option, scheduler_option
 from pseudolabel.confidence.labelling import format_label_table, label_proxies
 from pseudolabel.confidence.labels import DEFAULT_TAU
 from pseudolabel.errors import InputError
@@ -39,6 +39,7 @@ def _share(text: str | None) -> float | None:
 @click.option("--measure", default="ccnn", show_default=True, help="Stored confidence to threshold (confidence/<measure>).")
 @gt_options(required=False)
 @key_options
+@scheduler_option("the thresholding of each pair", workers_read_images=False)
 def labels(
     proxies_path: Path,
     tau: float | None,
@@ -48,6 +49,7 @@ def labels(
     gt_scale: float | None,
     include: tuple[str, ...],
     exclude: tuple[str, ...],
+    scheduler: str | None,
 ) -> None:
     """Write `labels` (proxy disparity where confidence > tau, NaN elsewhere) for every pair.
 
@@ -71,5 +73,6 @@ def labels(
         gt_scale=gt_scale,
         progress=ClickProgress(),
         target_error=target_error,
+        scheduler=scheduler or None,
     )
     click.echo(format_label_table(rows, tau, measure, target_error))

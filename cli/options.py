@@ -188,3 +188,25 @@ THREADS_HELP = "CPU threads of torch, OpenCV and Numba, or auto: the usable core
 def threads_option(function: F) -> F:
     """``--threads N|auto`` (default auto), as ``threads``: ``int`` or ``None`` for auto."""
     return click.option("--threads", default="auto", show_default=True, type=ThreadsType(), help=THREADS_HELP)(function)
+
+
+def scheduler_option(what: str, workers_read_images: bool = True) -> Callable[[F], F]:
+    """``--scheduler ADDRESS`` (env ``PSEUDOLABEL_SCHEDULER``): run ``what`` as tasks on a running dask.distributed
+    cluster; ``workers_read_images``: the workers read the input images themselves (else this process sends the arrays)."""
+    files = (
+        "Workers need the input images at the same paths (a shared filesystem); this process writes the output."
+        if workers_read_images
+        else "Workers need no files: this process reads and writes the proxies file and sends each pair's arrays."
+    )
+
+    def decorate(function: F) -> F:
+        return click.option(
+            "--scheduler",
+            default=None,
+            envvar="PSEUDOLABEL_SCHEDULER",
+            metavar="ADDRESS",
+            help=f"Run {what} as tasks on a running dask.distributed cluster (tcp://HOST:8786; env PSEUDOLABEL_SCHEDULER). "
+            f"{files} See the README's 'Large datasets'.",
+        )(function)
+
+    return decorate

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from pseudolabel.cli.options import ClickProgress
+from pseudolabel.cli.options import ClickProgress, scheduler_option
 from pseudolabel.errors import InputError
 from pseudolabel.sgm.params import PRESETS, SGMParams
 from pseudolabel.store.datasets_io import DEFAULT_COMPRESSION
@@ -152,14 +152,7 @@ Examples:
     "larger files, about 10% less CPU), gzip (deflate, readable by every HDF5 library) or none.",
 )
 @click.option("--overwrite", is_flag=True, help="Recompute every pair; the old file is replaced only when the run finishes.")
-@click.option(
-    "--scheduler",
-    default=None,
-    envvar="PSEUDOLABEL_SCHEDULER",
-    metavar="ADDRESS",
-    help="Run the pairs as tasks on a running dask.distributed cluster (tcp://HOST:8786; env PSEUDOLABEL_SCHEDULER). "
-    "Workers need the images at the same paths (a shared filesystem). Default: this machine, --workers processes.",
-)
+@scheduler_option("the pairs (default: this machine, --workers processes)")
 @click.option(
     "--shard-size",
     default=None,

@@ -15,7 +15,7 @@ import click
 
 from pseudolabel.cli._network import MODEL_HELP, json_object, network_options, network_spec
 from pseudolabel.cli._trainer import run_options, trainer_options
-from pseudolabel.cli.options import ClickProgress, SizeType, threads_option
+from pseudolabel.cli.options import ClickProgress, SizeType, scheduler_option, threads_option
 from pseudolabel.errors import InputError
 from pseudolabel.learn.supervised import TRAIN_RUN
 
@@ -132,6 +132,7 @@ def train(
 @threads_option
 @click.option("--overwrite", is_flag=True, help="recompute pairs whose outputs already exist (default: skip them).")
 @click.option("--force", is_flag=True, hidden=True, help="old name of --overwrite.")
+@scheduler_option("the pairs (the network runs on each worker's --device)")
 def predict(
     model_path: str,
     model_kwargs: str | None,
@@ -144,6 +145,7 @@ def predict(
     threads: int | None,
     overwrite: bool,
     force: bool,
+    scheduler: str | None,
 ) -> None:
     """Predict the left disparity of every pair: KEY.pfm, KEY.png (KITTI 16-bit, value/256) and KEY_color.png.
 
@@ -156,7 +158,16 @@ def predict(
     from pseudolabel.learn.predict import predict_pairs
 
     model = network_spec(model_path, model_kwargs, weights, adapter)
-    summary = predict_pairs(model, [*inputs, *more_inputs], out, device=device, threads=threads, force=overwrite or force, progress=ClickProgress())
+    summary = predict_pairs(
+        model,
+        [*inputs, *more_inputs],
+        out,
+        device=device,
+        threads=threads,
+        force=overwrite or force,
+        progress=ClickProgress(),
+        scheduler=scheduler or None,
+    )
     click.echo(f"predicted {summary.predicted} pair(s) ({summary.skipped} already done) -> {summary.out}")
 
 

@@ -17,6 +17,7 @@ import hashlib
 import io
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -107,16 +108,51 @@ def checkpoint_calibration(checkpoint: Mapping[str, Any]) -> Calibration | None:
     return Calibration.from_dict(stored) if stored else None
 
 
+@dataclass
+class NetworkRecipe:
+    """A confidence network as it travels to where it runs (this process or each Dask worker, once):
+    the network on the CPU, its calibration map, and the ``device`` / ``precision`` to run it with,
+    resolved where it runs (a worker with native bfloat16 uses it). :meth:`scorer` builds the
+    :class:`~pseudolabel.models.ccnn.ConfidenceScorer` there on first use and keeps it."""
+
+    network: ConfidenceNetwork
+    calibration: Calibration | None
+    device: str = "auto"
+    precision: str = "auto"
+    _scorer: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The network's input channels (``disparity`` first, then measures and image channels)."""
+        return tuple(self.network.inputs)
+
+    def scorer(self) -> ConfidenceScorer:
+        """The scorer on the resolved device (built on first use in this process)."""
+        if self._scorer is None:
+            apply = self.calibration.apply if self.calibration is not None else None
+            self._scorer = ConfidenceScorer(self.network, resolve_device(self.device), precision=self.precision, calibration=apply)
+        return self._scorer
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_scorer"] = None  # rebuilt where it lands
+        return state
+
+
+def load_recipe(path: str | os.PathLike[str], device: str = "auto", precision: str = "auto") -> tuple[NetworkRecipe, dict[str, Any]]:
+    """A checkpoint as a :class:`NetworkRecipe` (its calibration included) and the checkpoint dictionary."""
+    model, checkpoint = load_confidence_checkpoint(path)
+    return NetworkRecipe(model, checkpoint_calibration(checkpoint), device, precision), checkpoint
+
+
 def make_scorer(
     path: str | os.PathLike[str], device: str = "auto", precision: str = "auto", threads: int | None = None
 ) -> tuple[ConfidenceScorer, dict[str, Any]]:
     """Load a checkpoint into a :class:`ConfidenceScorer` (``threads``: torch's CPU threads; ``None``:
     chosen from the usable cores and the machine's load, :mod:`pseudolabel.threads`) that applies the
-    checkpoint's calibration (:func:`checkpoint_calibration`), if it has one."""
+    checkpoint's calibration (:func:`checkpoint_calibration`), if it has one (:meth:`NetworkRecipe.scorer`)."""
     from pseudolabel.threads import apply_threads
 
     apply_threads(threads)
-    model, checkpoint = load_confidence_checkpoint(path)
-    calibration = checkpoint_calibration(checkpoint)
-    scorer = ConfidenceScorer(model, resolve_device(device), precision=precision, calibration=calibration.apply if calibration else None)
-    return scorer, checkpoint
+    recipe, checkpoint = load_recipe(path, device, precision)
+    return recipe.scorer(), checkpoint

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from pseudolabel import __version__
-from pseudolabel.confidence.files import edit_in_batches, mean_over_pairs, require_ground_truth, selected_keys
+from pseudolabel.cluster import connected
+from pseudolabel.confidence.files import PairEdit, edit_in_batches, mean_over_pairs, require_ground_truth, selected_keys
 from pseudolabel.confidence.labels import DEFAULT_TAU, expected_error, label_statistics, tau_for_target_error, threshold_labels
 from pseudolabel.datasets import read_ground_truth
 from pseudolabel.errors import InputError
@@ -32,6 +34,33 @@ from pseudolabel.store.proxies import ProxyFile, open_proxies
 LabelRow = tuple[str, dict[str, float]]
 
 
+@dataclass
+class LabelPayload:
+    """What :func:`label_pair` needs of one pair: ``disparity`` and ``confidence`` ((H, W) ``float32``;
+    disparity in pixels of the left view, NaN where unknown) and the pair's ``tau``."""
+
+    disparity: np.ndarray
+    confidence: np.ndarray
+    tau: float
+
+
+@dataclass
+class LabelledPair:
+    """:func:`label_pair`'s result: ``labels`` ((H, W) ``float32`` pixels, NaN where not labelled), the
+    ``expected_error`` of the labels (mean ``1 - c``, NaN without labels) and their ``count``."""
+
+    labels: np.ndarray
+    expected_error: float
+    count: int
+
+
+def label_pair(payload: LabelPayload) -> LabelledPair:
+    """Threshold one pair's confidence (in this process or on a Dask worker: the same function)."""
+    labels = threshold_labels(payload.disparity, payload.confidence, payload.tau)
+    expected, count = expected_error(payload.confidence, payload.tau, np.isfinite(payload.disparity))
+    return LabelledPair(labels, float(expected), int(count))
+
+
 def label_proxies(
     path: str | os.PathLike[str],
     tau: float = DEFAULT_TAU,
@@ -42,6 +71,7 @@ def label_proxies(
     gt_scale: float | None = None,
     progress: Progress | None = None,
     target_error: float | None = None,
+    scheduler: str | None = None,
 ) -> list[LabelRow]:
     """Write ``labels`` (``float32`` (H, W) proxy disparity in pixels where ``confidence/<measure> > tau``,
     NaN elsewhere; attributes ``tau``, ``measure``) for every selected pair of a proxies file.
@@ -63,6 +93,10 @@ def label_proxies(
     labels) and ``calibrated`` (the confidence's own attribute, ``"none"`` without), plus
     ``target_error`` when given. The file's root gets ``labels_measure``, ``labels_target_error``
     (NaN for a fixed tau) and ``labels_expected_error`` (over every label of the run).
+
+    ``scheduler``: the address of a running ``dask.distributed`` scheduler: the thresholding runs on its
+    workers while this process reads and writes the file (it is cheap next to the reading and writing,
+    so this only pays when the workers' cores are what this machine lacks); ``None``: in this process.
 
     Returns:
         One :data:`LabelRow` per pair, in the order of the file (print with :func:`format_label_table`);
@@ -94,39 +128,42 @@ def label_proxies(
                 except InputError as error:
                     raise InputError(f"pair {key!r}: {error}") from None
     lookup = require_ground_truth(gt_dir, chosen, gt_scale) if gt_dir is not None else {}
-    rows: list[LabelRow] = []
+    rows: dict[str, LabelRow] = {}
     totals = [0.0, 0]  # summed expected error and count of every label of the run
 
-    def process(proxies: ProxyFile, key: str) -> None:
+    def prepare(proxies: ProxyFile, key: str) -> LabelPayload:
         arrays = proxies.read(key, ["disparity", dataset])
-        result = threshold_labels(arrays["disparity"], arrays[dataset], taus[key])
-        expected, count = expected_error(arrays[dataset], taus[key], np.isfinite(arrays["disparity"]))
+        return LabelPayload(arrays["disparity"], arrays[dataset], taus[key])
+
+    def store(proxies: ProxyFile, key: str, labelled: LabelledPair) -> None:
         attrs: dict[str, Any] = {
             "tau": taus[key],
             "measure": measure,
-            "expected_error": expected,
+            "expected_error": labelled.expected_error,
             "calibrated": calibration[key],
             "created_by": f"pseudolabel {__version__}",
         }
         if target_error is not None:
             attrs["target_error"] = float(target_error)
-        proxies.write(key, "labels", result, attrs=attrs)
-        if count:
-            totals[0] += expected * count
-            totals[1] += count
-        extra = {"tau": taus[key], "expected_error": expected, "calibrated": float(calibration[key] != "none")}
+        proxies.write(key, "labels", labelled.labels, attrs=attrs)
+        if labelled.count:
+            totals[0] += labelled.expected_error * labelled.count
+            totals[1] += labelled.count
+        extra = {"tau": taus[key], "expected_error": labelled.expected_error, "calibrated": float(calibration[key] != "none")}
         if key in lookup:
             gt_path, scale = lookup[key]
-            rows.append((key, {**label_statistics(result, read_ground_truth(gt_path, scale, result.shape, key)), **extra}))
+            ground_truth = read_ground_truth(gt_path, scale, labelled.labels.shape, key)
+            rows[key] = (key, {**label_statistics(labelled.labels, ground_truth), **extra})
         else:
-            rows.append((key, {"density": float(np.isfinite(result).mean()), **extra}))
+            rows[key] = (key, {"density": float(np.isfinite(labelled.labels).mean()), **extra})
         if proxies.shard_size is None:  # a sharded index is not edited: each labels dataset carries the same attributes
             proxies.h5.attrs["labels_measure"] = measure
             proxies.h5.attrs["labels_target_error"] = float("nan") if target_error is None else float(target_error)
             proxies.h5.attrs["labels_expected_error"] = totals[0] / totals[1] if totals[1] else float("nan")
 
-    edit_in_batches(path, chosen, process, "labels", progress)
-    return rows
+    with connected(scheduler) as client:
+        edit_in_batches(path, chosen, PairEdit(prepare, label_pair, store), "labels", progress, client=client)
+    return [rows[key] for key in chosen if key in rows]
 
 
 def _dataset_attrs(proxies: ProxyFile, key: str, dataset: str) -> dict[str, Any]:

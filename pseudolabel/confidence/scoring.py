@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pseudolabel import __version__
-from pseudolabel.confidence.files import edit_in_batches, selected_keys, split_names
+from pseudolabel.cluster import connected
+from pseudolabel.confidence.files import PairEdit, edit_in_batches, selected_keys, split_names
 from pseudolabel.confidence.images import IMAGE_CHANNELS, pair_gray_images
 from pseudolabel.confidence.measures import MEASURES, compute_measure
 from pseudolabel.errors import InputError
@@ -28,10 +29,10 @@ from pseudolabel.outputs import check_editable_file
 from pseudolabel.progress import Progress
 from pseudolabel.store.names import key_to_name
 from pseudolabel.store.proxies import ProxyFile, open_proxies
+from pseudolabel.threads import apply_threads
 
 if TYPE_CHECKING:
-    from pseudolabel.models.ccnn import ConfidenceScorer
-
+    from pseudolabel.confidence.checkpoints import NetworkRecipe
 
 #: ``measures`` of :func:`score_proxies` by default: none, because no later stage reads a conventional
 #: measure unless told to (labels, adapt, show and the report read the network's ``confidence/ccnn``).
@@ -70,10 +71,8 @@ class ScoreSummary:
     unavailable: dict[str, list[str]] = field(default_factory=dict)
 
 
-def _load_network(
-    model: str | os.PathLike[str], name: str | None, device: str, precision: str, threads: int | None
-) -> tuple[ConfidenceScorer, str, dict[str, Any]]:
-    """The scorer, output name and dataset attributes of a checkpoint (or of the shipped CCNN)."""
+def _load_network(model: str | os.PathLike[str], name: str | None, device: str, precision: str) -> tuple[NetworkRecipe, str, dict[str, Any]]:
+    """The network recipe, output name and dataset attributes of a checkpoint (or of the shipped CCNN)."""
     from pseudolabel.confidence import checkpoints
 
     shipped = isinstance(model, str) and model == SHIPPED_MODEL
@@ -92,8 +91,12 @@ def _load_network(
                 f"--model {model}: no such confidence model; give a .pt written by `pseudolabel confidence train`{listed} "
                 "(without --model: the shipped ccnn)"
             )
-    scorer, checkpoint = checkpoints.make_scorer(path, device=device, precision=precision, threads=threads)
-    calibration = checkpoints.checkpoint_calibration(checkpoint)
+    if device != "auto":
+        from pseudolabel.models.devices import resolve_device
+
+        resolve_device(device)  # a one-line error now for a device this machine lacks
+    recipe, _ = checkpoints.load_recipe(path, device, precision)
+    calibration = recipe.calibration
     network_name = name or ("ccnn" if shipped else path.stem)
     attrs = {
         "measure": network_name,
@@ -103,7 +106,42 @@ def _load_network(
         "model_sha256": checkpoints.file_digest(path),
         "created_by": f"pseudolabel {__version__}",
     }
-    return scorer, network_name, attrs
+    return recipe, network_name, attrs
+
+
+@dataclass
+class ScorePayload:
+    """What :func:`score_pair` needs of one pair: its stored arrays (``features``: the disparity, filled
+    with 0 where it is NaN, and the SGM arrays the measures read; the gray images for a network that
+    reads them), its SGM parameters, the conventional measures to compute, whether the network runs,
+    and where the disparity is unknown ((H, W) ``bool``, or ``None``: nowhere)."""
+
+    features: dict[str, np.ndarray]
+    params: Any  # SGMParams (a RangeParams)
+    measures: list[str]
+    run_network: bool
+    unknown: np.ndarray | None
+
+
+def score_pair(recipe: NetworkRecipe | None, payload: ScorePayload) -> dict[str, np.ndarray]:
+    """The confidences of one pair: ``{measure or "network": (H, W) float32 in [0, 1]}``, 0 where the
+    disparity is unknown. Runs in this process or on a Dask worker (the same function)."""
+    computed: dict[str, np.ndarray] = {}
+    for measure in payload.measures:
+        computed[measure] = compute_measure(measure, payload.features, payload.params)
+        if payload.unknown is not None:
+            computed[measure][payload.unknown] = 0.0
+    result = dict(computed)
+    if recipe is not None and payload.run_network:
+        confidence = recipe.scorer().confidence_from_features(payload.features, payload.params, computed)
+        if payload.unknown is not None:
+            confidence[payload.unknown] = 0.0
+        result[NETWORK_RESULT] = confidence
+    return result
+
+
+#: The key of the network's confidence in :func:`score_pair`'s result.
+NETWORK_RESULT = "network"
 
 
 def _up_to_date(proxies: ProxyFile, key: str, dataset: str, attrs: Mapping[str, Any]) -> bool:
@@ -126,6 +164,7 @@ def score_proxies(
     threads: int | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
+    scheduler: str | None = None,
 ) -> ScoreSummary:
     """Write ``confidence/<name>`` ((H, W) in [0, 1], read back as ``float32``) for every selected pair of a proxies file.
 
@@ -144,6 +183,9 @@ def score_proxies(
             (:class:`pseudolabel.models.ccnn.ConfidenceScorer`; ``threads`` sets torch's CPU threads).
         overwrite: recompute datasets already stored by the same measure / model.
         progress: told of each scored pair (phase ``"scoring"``).
+        scheduler: the address of a running ``dask.distributed`` scheduler: the pairs are scored on its
+            workers (the network travels to each worker once; each worker uses its own thread count and
+            ``device``); this process reads and writes the file. ``None``: in this process.
 
     Returns:
         The scored keys, the written dataset names, and the requested measures left out because some
@@ -153,26 +195,27 @@ def score_proxies(
         confidences are 0.
 
     Raises:
-        InputError: unknown measure, missing model, no pair selected, nothing (available) to score, name collision.
+        InputError: unknown measure, missing model, no pair selected, nothing (available) to score, name
+            collision, an unreachable scheduler (before the file is touched).
     """
     check_editable_file(path, "--proxies")
     conventional = parse_measures(measures)
     chosen = selected_keys(path, keys, exclude)
     unavailable = _unavailable_measures(path, chosen, conventional)
     conventional = [m for m in conventional if m not in unavailable]
-    scorer: ConfidenceScorer | None = None
+    recipe: NetworkRecipe | None = None
     network_name: str | None = None
     network_attrs: dict[str, Any] = {}
     if model is not None:
-        scorer, network_name, network_attrs = _load_network(model, name, device, precision, threads)
+        recipe, network_name, network_attrs = _load_network(model, name, device, precision)
     elif name is not None:
         raise InputError("--name names the network's output; it needs a --model")
-    if scorer is not None and network_name is not None:
-        blocked = _unavailable_measures(path, chosen, [m for m in scorer.inputs[1:] if m in MEASURES])
+    if recipe is not None and network_name is not None:
+        blocked = _unavailable_measures(path, chosen, [m for m in recipe.inputs[1:] if m in MEASURES])
         if blocked:  # its input measures cannot be computed: the network is unavailable like them
             unavailable[network_name] = sorted({need for needs in blocked.values() for need in needs})
-            scorer, network_name = None, None
-    if scorer is None and not conventional:
+            recipe, network_name = None, None
+    if recipe is None and not conventional:
         if unavailable:
             raise InputError(f"{path}: nothing to score: {', '.join(unavailable)} need {_listing(unavailable)}, which the file lacks")
         raise InputError("nothing to score: --model none stores only the --measures asked for; pass --measures all (or a list)")
@@ -180,11 +223,12 @@ def score_proxies(
         raise InputError(f"--name {network_name} collides with the conventional measure of that name; choose another --name")
     conventional_attrs = {"source": "conventional", "created_by": f"pseudolabel {__version__}"}
 
-    def process(proxies: ProxyFile, key: str) -> None:
-        params = proxies.pair_params(key)
+    def prepare(proxies: ProxyFile, key: str) -> ScorePayload | None:
         todo = [m for m in conventional if overwrite or not _up_to_date(proxies, key, f"confidence/{m}", {"measure": m, **conventional_attrs})]
-        run_network = scorer is not None and (overwrite or not _up_to_date(proxies, key, f"confidence/{network_name}", network_attrs))
-        network_inputs = [m for m in scorer.inputs[1:] if m not in IMAGE_CHANNELS] if scorer is not None and run_network else []
+        run_network = recipe is not None and (overwrite or not _up_to_date(proxies, key, f"confidence/{network_name}", network_attrs))
+        if not todo and not run_network:
+            return None
+        network_inputs = [m for m in recipe.inputs[1:] if m not in IMAGE_CHANNELS] if recipe is not None and run_network else []
         needed = sorted({need for m in [*todo, *network_inputs] for need in MEASURES[m].needs} | ({"disparity"} if run_network else set()))
         features = proxies.read(key, needed) if needed else {}
         # an imported disparity is NaN where its matcher gave none: score a filled copy, confidence 0 there
@@ -193,21 +237,21 @@ def score_proxies(
             features["disparity"] = np.where(unknown, 0.0, features["disparity"]).astype(np.float32)
         else:
             unknown = None
-        if run_network and scorer is not None and any(m in IMAGE_CHANNELS for m in scorer.inputs):
+        if run_network and recipe is not None and any(m in IMAGE_CHANNELS for m in recipe.inputs):
             features.update(pair_gray_images(path, proxies.pair_attrs(key), key))
-        computed: dict[str, np.ndarray] = {}
-        for measure in todo:
-            computed[measure] = compute_measure(measure, features, params)
-            if unknown is not None:
-                computed[measure][unknown] = 0.0
-            proxies.write(key, f"confidence/{measure}", computed[measure], attrs={"measure": measure, **conventional_attrs})
-        if scorer is not None and run_network:
-            confidence = scorer.confidence_from_features(features, params, computed)
-            if unknown is not None:
-                confidence[unknown] = 0.0
-            proxies.write(key, f"confidence/{network_name}", confidence, attrs=network_attrs)
+        return ScorePayload(features, proxies.pair_params(key), todo, run_network, unknown)
 
-    edit_in_batches(path, chosen, process, "scoring", progress)
+    def store(proxies: ProxyFile, key: str, result: dict[str, np.ndarray]) -> None:
+        for measure in conventional:
+            if measure in result:
+                proxies.write(key, f"confidence/{measure}", result[measure], attrs={"measure": measure, **conventional_attrs})
+        if NETWORK_RESULT in result:
+            proxies.write(key, f"confidence/{network_name}", result[NETWORK_RESULT], attrs=network_attrs)
+
+    with connected(scheduler) as client:
+        if client is None:
+            apply_threads(threads)
+        edit_in_batches(path, chosen, PairEdit(prepare, score_pair, store, (recipe,)), "scoring", progress, client=client)
     return ScoreSummary(chosen, ([network_name] if network_name else []) + conventional, unavailable)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -92,6 +92,39 @@ class PredictSummary:
     out: Path
 
 
+@dataclass
+class PlacedNetwork:
+    """A stereo network as it travels to where it runs (this process, or each Dask worker once): the
+    network and the ``--device`` to run it on, resolved and moved there on first use (:meth:`placed`)."""
+
+    network: StereoNetwork
+    device: str = "auto"
+    _placed: tuple[StereoNetwork, torch.device] | None = field(default=None, repr=False, compare=False)
+
+    def placed(self) -> tuple[StereoNetwork, torch.device]:
+        """The network in eval mode on its resolved device, and that device."""
+        if self._placed is None:
+            from pseudolabel.models.devices import resolve_device
+
+            torch_device = resolve_device(self.device)
+            self._placed = (self.network.to(torch_device).eval(), torch_device)
+        return self._placed
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_placed"] = None  # placed where it lands
+        return state
+
+
+def predict_pair_files(network: PlacedNetwork, left: str, right: str) -> np.ndarray:
+    """The left disparity ((H, W) ``float32``, pixels) of the pair in image files ``left`` and ``right``, in
+    this process or on a Dask worker (the same function; a worker reads the files at these paths)."""
+    from pseudolabel.io import read_image
+
+    model, torch_device = network.placed()
+    return predict_disparity(model, read_image(left), read_image(right), torch_device)
+
+
 def predict_pairs(
     model: ModelArgument,
     inputs: Sequence[str | os.PathLike[str]],
@@ -101,12 +134,13 @@ def predict_pairs(
     threads: int | None = None,
     force: bool = False,
     progress: Progress | None = None,
+    scheduler: str | None = None,
 ) -> PredictSummary:
     """Predict the left disparity of every pair: ``KEY.pfm``, ``KEY.png`` (KITTI 16-bit, value/256) and ``KEY_color.png``.
 
     The colour picture uses the disparity colours of :mod:`pseudolabel.viz.colour` (turbo over
     :func:`~pseudolabel.viz.colour.display_range`), as ``pseudolabel show`` does. Pairs whose three files
-    exist are skipped unless ``force``, so an interrupted run resumes.
+    exist are skipped unless ``force``, so an interrupted run resumes; each file is written atomically.
 
     Args:
         model: checkpoint, shipped model name, ``package.module:factory`` (or a
@@ -116,34 +150,55 @@ def predict_pairs(
         device: ``auto``, ``cpu`` or ``cuda``; ``threads``: torch CPU threads (``None``: torch's choice).
         force: recompute pairs whose outputs exist.
         progress: one unit per pair.
+        scheduler: the address of a running ``dask.distributed`` scheduler: the pairs run on its workers
+            (the network travels to each worker once and runs on its ``device``, with the worker's thread
+            count; the workers read the images at the same paths, a shared filesystem; a network of your
+            own must be importable there); this process writes the files. ``None``: in this process.
 
     Raises:
-        InputError: no pairs, a missing model, images of different sizes.
+        InputError: no pairs, a missing model, images of different sizes, an unreachable scheduler or
+            workers that do not see the images (before anything is written).
     """
-    from pseudolabel.io import read_image, write_disparity_png16, write_image, write_pfm
+    from pseudolabel.cluster import check_files_visible, connected, run_on_cluster, share
+    from pseudolabel.io import write_disparity_png16, write_image, write_pfm
     from pseudolabel.viz.colour import disparity_image, display_range
 
     out_dir = check_output_folder(out, "--out")
     pairs = find_pairs(inputs)
-    network, torch_device = _load(model, device, threads, pairs[0])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    progress = or_silent(progress)
-    progress.start("predict", len(pairs))
-    done = 0
-    try:
+    with connected(scheduler) as client:
+        # on a cluster the network is checked here on the CPU and placed on each worker's device
+        network, _ = _load(model, "cpu" if client is not None else device, threads, pairs[0])
+        recipe = PlacedNetwork(network, device)
+        todo = []
         for pair in pairs:
             key = safe_key(pair.key)
-            targets = [out_dir / f"{key}.pfm", out_dir / f"{key}.png", out_dir / f"{key}_color.png"]
+            targets = (out_dir / f"{key}.pfm", out_dir / f"{key}.png", out_dir / f"{key}_color.png")
             if force or not all(target.exists() for target in targets):
-                disparity = predict_disparity(network, read_image(pair.left), read_image(pair.right), torch_device)
-                write_pfm(targets[0], disparity)
-                write_disparity_png16(targets[1], disparity)
-                write_image(targets[2], disparity_image(disparity, *display_range(disparity)))
-                done += 1
-            progress.advance(1, str(pair.key))
-    finally:
-        progress.finish()
-    return PredictSummary(predicted=done, skipped=len(pairs) - done, out=out_dir)
+                todo.append((str(pair.key), (os.path.abspath(pair.left), os.path.abspath(pair.right)), targets))
+        if client is not None:
+            check_files_visible(client, [path for _, files, _ in todo for path in files])
+        out_dir.mkdir(parents=True, exist_ok=True)
+        progress = or_silent(progress)
+        progress.start("predict", len(pairs), len(pairs) - len(todo))
+        targets_of = {key: targets for key, _, targets in todo}
+
+        def write(key: str, disparity: np.ndarray) -> None:
+            pfm, png, colour = targets_of[key]
+            write_pfm(pfm, disparity)
+            write_disparity_png16(png, disparity)
+            write_image(colour, disparity_image(disparity, *display_range(disparity)))
+            progress.advance(1, key)
+
+        try:
+            if client is None:
+                for key, (left, right), _ in todo:
+                    write(key, predict_pair_files(recipe, left, right))
+            else:
+                jobs = ((key, files) for key, files, _ in todo)
+                run_on_cluster(client, predict_pair_files, jobs, write, "predict", [share(client, recipe)])
+        finally:
+            progress.finish()
+    return PredictSummary(predicted=len(todo), skipped=len(pairs) - len(todo), out=out_dir)
 
 
 def pair_mask(pair: PairInfo, name: str | None) -> np.ndarray | None:

@@ -172,10 +172,10 @@ def run_sgm(
     identity = run_identity(params, use_calib, store)
     client = None
     if scheduler:
-        from pseudolabel.sgm import cluster
+        from pseudolabel.cluster import connect
 
         # before anything on disk is touched: an unreachable scheduler leaves the output as it was
-        client = cluster.connect(scheduler)
+        client = connect(scheduler)
     try:
         with ProxyRun(summary.out, params, use_calib, overwrite, store=store, shard_size=shard_size) as run:
             _run_pairs(run, client, pairs, params, use_calib, identity, compression, store, workers, summary, say, progress, pair_check, max_memory)
@@ -212,9 +212,10 @@ def _run_pairs(
     if pair_check:
         check_pairs(tasks)
     if client is not None:
+        from pseudolabel.cluster import worker_count
         from pseudolabel.sgm import cluster
 
-        summary.workers = cluster.worker_count(client)
+        summary.workers = worker_count(client)
         cluster.check_inputs_visible(client, tasks)
         say(f"{len(pairs)} pairs, {summary.already_done} already done, {len(tasks)} to match on {summary.workers} Dask workers")
     else:

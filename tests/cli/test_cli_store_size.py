@@ -64,7 +64,8 @@ def test_a_kitti_pair_takes_at_most_8_mb_with_the_defaults(pipeline: dict) -> No
 def test_stored_confidence_is_the_network_output_and_labels_follow_it(pipeline: dict) -> None:
     """The CCNN's float32 output, computed again in memory, against what the file stores: the stored value
     is exactly that output (float32), and the labels at the default tau are exactly the ones it selects."""
-    scorer, _, _ = _load_network(SHIPPED_MODEL, None, "cpu", "float32", 1)
+    recipe, _, _ = _load_network(SHIPPED_MODEL, None, "cpu", "float32")
+    scorer = recipe.scorer()
     path = pipeline["all"]
     with open_proxies(path) as proxies:
         keys = proxies.keys()

@@ -9,15 +9,11 @@ workers do not see is named; each worker warms its kernels once.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,62 +28,11 @@ from tests.sgm.test_sgm_batch import make_pairs
 
 distributed = pytest.importorskip("distributed")
 
-DASK = Path(sys.executable).with_name("dask")
-START_TIMEOUT_S = 90
 
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop a process group this fixture started: SIGTERM, then SIGKILL after 10 s."""
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait(timeout=10)
-
-
-def _start(arguments: list[str], log: Path) -> subprocess.Popen[bytes]:
-    command = [str(DASK), *arguments] if DASK.exists() else [sys.executable, "-m", "distributed.cli.dask_" + arguments[0], *arguments[1:]]
-    return subprocess.Popen(command, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Address of a scheduler with two single-thread worker processes (each under its nanny)."""
-    folder = tmp_path_factory.mktemp("cluster")
-    scheduler_file = folder / "scheduler.json"
-    processes = [
-        _start(
-            ["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file", str(scheduler_file)],
-            folder / "scheduler.log",
-        )
-    ]
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not scheduler_file.exists():
-            if time.monotonic() > deadline or processes[0].poll() is not None:
-                pytest.fail(f"dask scheduler did not start: {(folder / 'scheduler.log').read_text()[-2000:]}")
-            time.sleep(0.2)
-        time.sleep(0.2)
-        address = json.loads(scheduler_file.read_text())["address"]
-        for index in range(2):
-            processes.append(
-                _start(
-                    ["worker", address, "--nthreads", "1", "--nworkers", "1", "--host", "127.0.0.1", "--no-dashboard"],
-                    folder / f"worker{index}.log",
-                )
-            )
-        with distributed.Client(address, timeout=30, set_as_default=False) as client:
-            client.wait_for_workers(2, timeout=START_TIMEOUT_S)
-        yield address
-    finally:
-        for process in reversed(processes):
-            _stop(process)
+@pytest.fixture
+def cluster(dask_cluster: str) -> str:
+    """The session's scheduler with two single-thread workers (tests/conftest.py)."""
+    return dask_cluster
 
 
 def contents(path: Path) -> dict[str, Any]:

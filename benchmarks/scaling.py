@@ -46,7 +46,7 @@ from _common import REPO_ROOT, machine_description, replace_section
 from sgm_pipeline import make_dataset
 
 from pseudolabel.datasets import discover_pairs
-from pseudolabel.sgm.batch import available_cores, compute_pair, make_tasks, run_sgm
+from pseudolabel.sgm.batch import available_cores, compute_pair, encode_pair, make_tasks, run_sgm
 from pseudolabel.sgm.params import SGMParams
 
 DASK = Path(sys.executable).with_name("dask")
@@ -172,7 +172,10 @@ def main() -> None:
         batch_s, serial_s = scheduler_overhead(clusters["Dask, 2 workers"][0])
         # bytes per pair: what a Dask task sends back, and the file, for --store full and minimal
         tasks = make_tasks(discover_pairs([left, right])[:1], params, False, root, "{}")
-        sent = {store: len(pickle.dumps(compute_pair(dataclasses.replace(tasks[0], store=store)), protocol=5)) for store in ("full", "minimal")}
+        sent = {}
+        for store in ("full", "minimal"):
+            task = dataclasses.replace(tasks[0], store=store)
+            sent[store] = len(pickle.dumps(encode_pair(task, compute_pair(task)), protocol=5))
         file_bytes = {}
         for store in ("full", "minimal"):
             out = root / f"store-{store}.h5"

@@ -39,7 +39,7 @@ from pseudolabel.sgm.matcher import match
 from pseudolabel.sgm.pair_check import check_pairs
 from pseudolabel.sgm.params import SGMParams
 from pseudolabel.store.datasets_io import COMPRESSIONS, DEFAULT_COMPRESSION
-from pseudolabel.store.journal import ProxyRun, write_journal_entry
+from pseudolabel.store.journal import ProxyRun, encode_journal_entry, write_journal_bytes
 from pseudolabel.store.layout import STORES, pair_attributes, result_arrays, run_identity, store_arrays
 
 __all__ = ["SLOW_ENV", "SGMRunSummary", "run_sgm"]
@@ -236,7 +236,7 @@ def _run_pairs(
     progress.start("sgm", len(tasks), summary.already_done)
     try:
         if client is not None:
-            cluster.run_tasks_on_cluster(client, tasks, lambda task, matched: on_done(journal_pair(task, matched)), run.state.done_in_journal)
+            cluster.run_tasks_on_cluster(client, tasks, lambda task, encoded: on_done(journal_pair(task, encoded)), run.state.done_in_journal)
         else:
             run_tasks(tasks, summary.workers, on_done)
     except InputError as error:
@@ -358,24 +358,44 @@ def compute_pair(task: PairTask) -> MatchedPair:
         task.gt_scale,
         task.masks,
     )
+    if result.bands > 1:  # cut by the memory budget: a few pixels near the cuts differ from whole-image matching
+        attrs["bands"] = int(result.bands)
     return MatchedPair(arrays, attrs, read_done - start, match_done - read_done)
 
 
-def journal_pair(task: PairTask, matched: MatchedPair) -> PairDone:
-    """Write a matched pair into the journal (compression happens here)."""
+@dataclass
+class EncodedPair:
+    """A matched pair as its compressed journal entry (the bytes of an HDF5 file,
+    :func:`pseudolabel.store.journal.encode_journal_entry`), with where the time went (seconds)."""
+
+    entry: bytes
+    read_s: float
+    match_s: float
+    encode_s: float
+
+
+def encode_pair(task: PairTask, matched: MatchedPair) -> EncodedPair:
+    """Compress a matched pair into its journal entry, in memory (on a Dask worker: before it is sent)."""
     start = time.perf_counter()
-    entry = write_journal_entry(Path(task.journal), task.key, matched.arrays, matched.attrs, task.identity, task.compression)
-    return PairDone(task.key, str(entry), matched.read_s, matched.match_s, time.perf_counter() - start)
+    entry = encode_journal_entry(task.key, matched.arrays, matched.attrs, task.identity, task.compression)
+    return EncodedPair(entry, matched.read_s, matched.match_s, time.perf_counter() - start)
+
+
+def journal_pair(task: PairTask, encoded: EncodedPair) -> PairDone:
+    """Write an encoded pair into the journal (atomically, :func:`pseudolabel.store.journal.write_journal_bytes`)."""
+    start = time.perf_counter()
+    entry = write_journal_bytes(Path(task.journal), task.key, encoded.entry)
+    return PairDone(task.key, str(entry), encoded.read_s, encoded.match_s, encoded.encode_s + time.perf_counter() - start)
 
 
 def process_pair(task: PairTask) -> PairDone:
-    """Read, match and journal one pair (what a local worker process does: :func:`compute_pair`, then
-    :func:`journal_pair` in the same process).
+    """Read, match, encode and journal one pair (what a local worker process does: :func:`compute_pair` and
+    :func:`encode_pair`, as on a Dask worker, then :func:`journal_pair` in the same process).
 
     Raises:
         InputError: see :func:`run_sgm`.
     """
-    return journal_pair(task, compute_pair(task))
+    return journal_pair(task, encode_pair(task, compute_pair(task)))
 
 
 def init_worker(threads: int, parent: int) -> None:

@@ -2,7 +2,7 @@
 
 The runner is :mod:`pseudolabel.cluster`'s (the same for every stage). Each task runs
 :func:`pseudolabel.sgm.batch.compute_pair`, the same per-pair function as the local runner, and sends
-the pair's arrays back; the client writes the journal entry. So a task that Dask runs twice (its worker
+the pair's journal entry back, compressed on the worker; the client writes it to the journal. So a task that Dask runs twice (its worker
 was killed and the scheduler retried it elsewhere) is journaled once, the output is bit-identical to a
 one-process run, and only the client writes files (the output folder need not be shared).
 
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from pseudolabel.cluster import check_files_visible, run_on_cluster
-from pseudolabel.sgm.batch import SLOW_ENV, MatchedPair, PairTask, compute_pair
+from pseudolabel.sgm.batch import SLOW_ENV, EncodedPair, PairTask, compute_pair, encode_pair
 
 __all__ = ["check_inputs_visible", "cluster_pair", "run_tasks_on_cluster", "warm_count"]
 
@@ -51,9 +51,10 @@ def _warm_kernels() -> None:
     _WARMED["count"] += 1
 
 
-def cluster_pair(task: PairTask, delay_s: float = 0.0) -> MatchedPair:
-    """The Dask task of one pair: :func:`pseudolabel.sgm.batch.compute_pair` on a worker (run by
-    :func:`pseudolabel.cluster.on_worker`); the kernels are warmed once per worker process.
+def cluster_pair(task: PairTask, delay_s: float = 0.0) -> EncodedPair:
+    """The Dask task of one pair: :func:`pseudolabel.sgm.batch.compute_pair` and
+    :func:`~pseudolabel.sgm.batch.encode_pair` on a worker (run by :func:`pseudolabel.cluster.on_worker`),
+    so the worker compresses and sends the pair's journal entry; the kernels are warmed once per worker process.
     ``delay_s`` (the client's :data:`pseudolabel.sgm.batch.SLOW_ENV`, for tests) holds the pair that
     long after matching.
 
@@ -62,10 +63,10 @@ def cluster_pair(task: PairTask, delay_s: float = 0.0) -> MatchedPair:
     """
     if not _WARMED["count"]:
         _warm_kernels()
-    matched = compute_pair(task)
+    encoded = encode_pair(task, compute_pair(task))
     if delay_s:
         time.sleep(delay_s)
-    return matched
+    return encoded
 
 
 def warm_count() -> int:
@@ -76,7 +77,7 @@ def warm_count() -> int:
 def run_tasks_on_cluster(
     client: Any,
     tasks: Sequence[PairTask],
-    on_result: Callable[[PairTask, MatchedPair], None],
+    on_result: Callable[[PairTask, EncodedPair], None],
     done: Mapping[str, Any],
     base: str | None = None,
 ) -> None:
@@ -99,8 +100,8 @@ def run_tasks_on_cluster(
         for key, task in by_key.items():
             yield key, (task, delay)
 
-    def deliver(key: str, matched: MatchedPair) -> None:
+    def deliver(key: str, encoded: EncodedPair) -> None:
         if key not in done:
-            on_result(by_key[key], matched)
+            on_result(by_key[key], encoded)
 
     run_on_cluster(client, cluster_pair, jobs(), deliver, "sgm")

@@ -170,6 +170,8 @@ class SGMResult:
         cost_mean: ``float32`` mean aggregated cost over the disparity range.
         disparity_wta: ``int16`` integer winner in pixels (``min_disp`` based), before refinement and filling.
         params: the parameters used.
+        bands: horizontal bands the pair was matched in (1: the whole image at once; more when a memory
+            budget made :func:`pseudolabel.sgm.tiled.match_tiled` cut it, which changes a few pixels near the cuts).
     """
 
     disparity: np.ndarray
@@ -181,5 +183,6 @@ class SGMResult:
     cost_mean: np.ndarray
     disparity_wta: np.ndarray
     params: SGMParams = field(default_factory=SGMParams)
+    bands: int = 1
 
     FEATURES = ("cost_best", "cost_second", "cost_second_local", "cost_mean", "disparity_right")

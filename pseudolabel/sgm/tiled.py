@@ -30,6 +30,7 @@ that ``max_memory`` bounds the peak memory of a process that matches one pair.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
@@ -222,7 +223,7 @@ def match_tiled(
     del cost_buffer, aggregated_buffer
     from pseudolabel.sgm.matcher import finish_matching
 
-    return finish_matching(left_raw, right_disparity, winners, left_gray, params)
+    return dataclasses.replace(finish_matching(left_raw, right_disparity, winners, left_gray, params), bands=len(bands))
 
 
 _UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}

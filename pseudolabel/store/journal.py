@@ -21,6 +21,8 @@ import hashlib
 import json
 import os
 import shutil
+import threading
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,30 +98,50 @@ def write_journal_entry(
     identity: str,
     compression: str = DEFAULT_COMPRESSION,
 ) -> Path:
-    """Write one finished pair into the journal atomically (temporary file, then rename).
+    """Write one finished pair into the journal atomically: :func:`encode_journal_entry`, then
+    :func:`write_journal_bytes`. Safe to call from worker processes: each entry is its own file.
 
-    Safe to call from worker processes: each entry is its own file.
+    Returns:
+        The entry's path.
+    """
+    return write_journal_bytes(journal, key, encode_journal_entry(key, arrays, attrs, identity, compression))
+
+
+def encode_journal_entry(
+    key: str,
+    arrays: Mapping[str, np.ndarray],
+    attrs: Mapping[str, Any],
+    identity: str,
+    compression: str = DEFAULT_COMPRESSION,
+) -> bytes:
+    """One pair's journal entry as the bytes of an HDF5 file, built in memory (compression happens here,
+    so a Dask worker can do it and send the compressed entry).
 
     Args:
-        journal: the run's journal folder (:attr:`ProxyRun.journal`).
         key: the pair's key.
         arrays: the pair's datasets, (H, W) each, in their on-disk dtypes (see
             :func:`pseudolabel.store.layout.result_arrays`).
         attrs: the pair's group attributes (see :func:`pseudolabel.store.layout.pair_attributes`).
         identity: the run's :func:`pseudolabel.store.layout.run_identity`.
         compression: a key of :data:`pseudolabel.store.datasets_io.COMPRESSIONS`.
-
-    Returns:
-        The entry's path.
     """
+    with h5py.File(f"journal-entry-{uuid.uuid4().hex}", "w", driver="core", backing_store=False) as h5file:
+        h5file.attrs["format"] = JOURNAL_ENTRY_FORMAT
+        h5file.attrs["key"] = key
+        h5file.attrs["run_identity"] = identity
+        write_pair_group(h5file.create_group("pair"), arrays, {**attrs, "key": key}, compression)
+        h5file.flush()
+        return bytes(h5file.id.get_file_image())
+
+
+def write_journal_bytes(journal: Path, key: str, entry: bytes) -> Path:
+    """Write an entry of :func:`encode_journal_entry` into the journal folder atomically (temporary file,
+    then rename); returns its path."""
     target = journal_entry_path(journal, key)
-    temporary = journal / f".{target.stem}.{os.getpid()}.tmp"
+    temporary = journal / f".{target.stem}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
-        with h5py.File(temporary, "w") as h5file:
-            h5file.attrs["format"] = JOURNAL_ENTRY_FORMAT
-            h5file.attrs["key"] = key
-            h5file.attrs["run_identity"] = identity
-            write_pair_group(h5file.create_group("pair"), arrays, {**attrs, "key": key}, compression)
+        with open(temporary, "wb") as handle:
+            handle.write(entry)
         os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(OSError):

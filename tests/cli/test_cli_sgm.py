@@ -414,7 +414,8 @@ def test_max_memory_that_fits_changes_nothing_and_a_small_one_tiles(dataset: tup
     height, width = left.shape[:2]
     images = left.nbytes + right.nbytes
     budget_mib = (tiled.smallest_budget(height, width, params, image_bytes=images) + tiled.required_memory(height, width, params, images)) // 2**21
-    assert len(tiled.plan_bands(height, width, params, budget_mib * 2**20, image_bytes=images)) > 1
+    bands = len(tiled.plan_bands(height, width, params, budget_mib * 2**20, image_bytes=images))
+    assert bands > 1
     tiled_out = tmp_path / "tiled.h5"
     assert sgm(tmp_path / "left", tmp_path / "right", tiled_out, "--max-memory", f"{budget_mib}M").exit_code == 0
     expected = match(left, right, params, max_memory=budget_mib * 2**20)
@@ -422,6 +423,10 @@ def test_max_memory_that_fits_changes_nothing_and_a_small_one_tiles(dataset: tup
         stored = proxies.read("t")
         for name in stored:
             np.testing.assert_array_equal(stored[name], getattr(expected, name), err_msg=name)
+        # the pair says it was cut; a pair matched whole does not carry the attribute
+        assert expected.bands == bands and proxies.pair_attrs("t")["bands"] == bands
+    with open_proxies(out) as proxies:
+        assert all("bands" not in proxies.pair_attrs(key) for key in proxies.keys())
 
 
 def test_max_memory_errors_are_one_line(dataset: tuple[Path, Path], tmp_path: Path) -> None:

@@ -73,13 +73,13 @@ def test_worker_killed_mid_pair(tmp_path: Path, cluster: str, monkeypatch: pytes
     params = SGMParams(max_disp=16)
     run_sgm([left, right], tmp_path / "local.h5", params)
     journaled: list[str] = []
-    original = batch.write_journal_entry
+    original = batch.write_journal_bytes
 
     def counting(journal: Path, key: str, *args: Any, **kwargs: Any) -> Path:
         journaled.append(key)
         return original(journal, key, *args, **kwargs)
 
-    monkeypatch.setattr(batch, "write_journal_entry", counting)
+    monkeypatch.setattr(batch, "write_journal_bytes", counting)
     monkeypatch.setenv(SLOW_ENV, "1.5")
     outcome: dict[str, Any] = {}
 
@@ -168,5 +168,5 @@ def test_local_and_cluster_share_the_pair_function() -> None:
 
     from pseudolabel.sgm import cluster as cluster_module
 
-    assert "compute_pair(task)" in inspect.getsource(cluster_module.cluster_pair)
-    assert "compute_pair(task)" in inspect.getsource(batch.process_pair)
+    assert "encode_pair(task, compute_pair(task))" in inspect.getsource(cluster_module.cluster_pair)
+    assert "encode_pair(task, compute_pair(task))" in inspect.getsource(batch.process_pair)

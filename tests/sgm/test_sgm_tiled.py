@@ -66,6 +66,7 @@ def test_a_tiny_budget_matches_in_bands_that_cover_the_image_and_agree_with_unti
     result = match(left, right, params, max_memory=budget)
     assert_identical(result, tiled.match_tiled(left, right, params, bands=bands))
     untiled = match(left, right, params)
+    assert (result.bands, untiled.bands) == (4, 1)
     assert np.all(np.isfinite(result.disparity))
     assert np.mean(result.disparity == untiled.disparity) >= 0.985
     assert np.mean(np.abs(result.disparity - untiled.disparity) <= 1.0) >= 0.999

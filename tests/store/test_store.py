@@ -384,14 +384,14 @@ def hooked(*args, **kwargs):
 test_store.write_journal_entry = hooked
 """,
     "inside_journal_entry_write": """
-original = h5py.Group.create_dataset
-def hooked(self, *args, **kwargs):
-    calls["n"] += 1
-    if calls["n"] == 12:   # the 4th dataset of the 2nd entry: a half-written HDF5 file on disk
-        self.file.flush()
-        os.kill(os.getpid(), signal.SIGKILL)
-    return original(self, *args, **kwargs)
-h5py.Group.create_dataset = hooked
+original = store.os.replace
+def hooked(source, target, *args, **kwargs):
+    if str(source).endswith(".tmp") and str(target).endswith(".h5") and Path(target).parent.name.endswith(".journal"):
+        calls["n"] += 1
+        if calls["n"] == 2:   # the 2nd entry's bytes are on disk under its temporary name, not yet renamed
+            os.kill(os.getpid(), signal.SIGKILL)
+    return original(source, target, *args, **kwargs)
+store.os.replace = hooked
 """,
     "inside_assembly": """
 original = h5py.Group.copy

@@ -130,6 +130,43 @@ def scheduler_overhead(address: str, count: int = 300) -> tuple[float, float]:
     return batch, serial
 
 
+def other_stages(root: Path, proxies: Path, left: Path, right: Path, address: str, repeats: int) -> dict[str, dict[str, list[float]]]:
+    """Pairs/s of ``confidence score`` (shipped CCNN), ``labels`` and ``predict`` (shipped MADNet) in this
+    process and through the scheduler at ``address``, interleaved over ``repeats`` rounds after a warm-up."""
+    from pseudolabel.confidence.labelling import label_proxies
+    from pseudolabel.confidence.scoring import score_proxies
+    from pseudolabel.learn.predict import predict_pairs
+    from pseudolabel.store.proxies import open_proxies
+
+    with open_proxies(proxies) as opened:
+        count = len(opened.keys())
+    rates: dict[str, dict[str, list[float]]] = {stage: {"local": [], "Dask": []} for stage in ("confidence score", "labels", "predict")}
+    for round_index in range(repeats + 1):
+        for where, scheduler in (("local", None), ("Dask", address)):
+            scored = root / f"stages-{round_index}-{where}.h5"
+            shutil.copyfile(proxies, scored)
+            start = time.perf_counter()
+            score_proxies(scored, scheduler=scheduler)
+            score_s = time.perf_counter() - start
+            start = time.perf_counter()
+            label_proxies(scored, scheduler=scheduler)
+            labels_s = time.perf_counter() - start
+            start = time.perf_counter()
+            predict_pairs("madnet_synth", [left, right], root / f"pred-{round_index}-{where}", scheduler=scheduler)
+            predict_s = time.perf_counter() - start
+            scored.unlink()
+            shutil.rmtree(root / f"pred-{round_index}-{where}")
+            print(
+                f"round {round_index} {where}: score {count / score_s:.3f}, labels {count / labels_s:.3f}, predict {count / predict_s:.3f} pairs/s",
+                flush=True,
+            )
+            if round_index:
+                rates["confidence score"][where].append(count / score_s)
+                rates["labels"][where].append(count / labels_s)
+                rates["predict"][where].append(count / predict_s)
+    return rates
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=8)
@@ -161,7 +198,10 @@ def main() -> None:
                 elapsed = time.perf_counter() - start
                 if round_index:  # round 0 warms the kernels everywhere
                     rates[name].append(args.pairs / elapsed)
-                out.unlink()
+                if name == "Dask, 1 worker" and not (root / "proxies.h5").exists():
+                    out.rename(root / "proxies.h5")
+                else:
+                    out.unlink()
                 print(f"round {round_index} {name}: {args.pairs / elapsed:.3f} pairs/s", flush=True)
         peaks = {
             "local, 1 worker": [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024],
@@ -170,6 +210,7 @@ def main() -> None:
             "Dask, 2 workers": worker_peaks_mib(clusters["Dask, 2 workers"][0]),
         }
         batch_s, serial_s = scheduler_overhead(clusters["Dask, 2 workers"][0])
+        stages = other_stages(root, root / "proxies.h5", left, right, clusters["Dask, 1 worker"][0], args.repeats)
         # bytes per pair: what a Dask task sends back, and the file, for --store full and minimal
         tasks = make_tasks(discover_pairs([left, right])[:1], params, False, root, "{}")
         sent = {}
@@ -197,6 +238,10 @@ def main() -> None:
             f"| {name} | {value:.3f} | {spread} | {value / median['local, 1 worker'] - 1:+.1%} | {' / '.join(f'{p:.0f}' for p in peaks[name])} |"
         )
     dask_cost = {n: 1 - median[f"Dask, {n}"] / median[f"local, {n}"] for n in ("1 worker", "2 workers")}
+    stage_rows = ["| stage | local pairs/s | Dask, 1 worker pairs/s | throughput lost through the scheduler |", "|---|---|---|---|"]
+    for stage, by_place in stages.items():
+        local_rate, dask_rate = statistics.median(by_place["local"]), statistics.median(by_place["Dask"])
+        stage_rows.append(f"| `{stage}` | {local_rate:.3f} | {dask_rate:.3f} | {1 - dask_rate / local_rate:+.1%} |")
     second = median["Dask, 2 workers"] / median["Dask, 1 worker"]
     # per-core figure: two single-thread workers on two cores -> core-seconds per pair = workers / rate
     core_s = 2 / median["Dask, 2 workers"]
@@ -218,8 +263,14 @@ each time (as the command does); Dask runs include connecting the client. The Da
 
 - Throughput lost on the scheduler path against the local one: {dask_cost["1 worker"]:+.1%} with 1 worker, {dask_cost["2 workers"]:+.1%} with 2 workers
   (target: at most 10%). A second worker process speeds the Dask run up {second:.2f}x.
+- The other dataset stages on the same pairs, in this process against one Dask worker with {cores} threads (medians of
+  {args.repeats} interleaved rounds; `confidence score` with the shipped CCNN, `labels` at the default tau, `predict` with the
+  shipped MADNet):
+
+{chr(10).join(stage_rows)}
+
 - Scheduler cost per task (empty tasks, 2 workers): {batch_s * 1e3:.2f} ms in a batch of 300, {serial_s * 1e3:.2f} ms one at a time (round trip).
-- Bytes sent back to the client per pair (pickled result): {sent["full"] / 2**20:.2f} MiB with `--store full`, {sent["minimal"] / 2**20:.2f} MiB with `--store minimal`.
+- Bytes sent back to the client per pair (the pickled journal entry, compressed on the worker): {sent["full"] / 2**20:.2f} MiB with `--store full`, {sent["minimal"] / 2**20:.2f} MiB with `--store minimal`.
   File bytes per pair (sharded, default compression): {file_bytes["full"] / 2**20:.2f} MiB full, {file_bytes["minimal"] / 2**20:.2f} MiB minimal
   ({1 - file_bytes["minimal"] / file_bytes["full"]:.0%} saved); the index holds {index_bytes:.0f} bytes per pair.
 

@@ -1,5 +1,6 @@
 """Sharded proxies files (``sgm --shard-size``) and ``--store minimal``: every reader sees the same as
-with one file (open_proxies, inspect, confidence score, labels, confidence eval, show), the sharded
+with one file (open_proxies, inspect, confidence score, labels, confidence eval, show, confidence train,
+adapt, export), the sharded
 layout on disk, resume and crash safety per shard, copy-on-write edits."""
 
 from __future__ import annotations
@@ -223,3 +224,89 @@ def test_proxyfile_keys_of_an_index_do_not_open_shards(tmp_path: Path, dataset: 
     shutil.rmtree(tmp_path / "out.h5.shards")
     with ProxyFile(h5py.File(out, "r"), out) as proxies:
         assert proxies.keys() == sorted(KEYS) and proxies.shard_size == 2
+
+
+@pytest.mark.usefixtures("single_torch_thread")
+def test_training_and_export_read_sharded_like_one_file(tmp_path: Path, dataset: tuple[Path, Path]) -> None:
+    """confidence train (wild labels), adapt and export: the same model weights and files from both layouts."""
+    import torch
+
+    from pseudolabel.confidence.checkpoints import load_confidence_checkpoint
+    from pseudolabel.learn.checkpoint import save_checkpoint
+    from pseudolabel.models.registry import build_network
+
+    torch.manual_seed(0)
+    source = tmp_path / "source.pt"
+    save_checkpoint(source, {"arch": "tiny", "arch_kwargs": {}, "model": build_network("tiny").state_dict(), "step": 0})
+    results: dict[str, Any] = {}
+    for name, extra in (("plain", []), ("sharded", ["--shard-size", "2"])):
+        out = tmp_path / f"{name}.h5"
+        runner = CliRunner()
+        steps = [
+            ["sgm", "--in", str(dataset[0]), str(dataset[1]), "--out", str(out), "--max-disp", "16", *extra],
+            ["confidence", "score", "--proxies", str(out), "--precision", "float32", "--threads", "1"],
+            ["labels", "--proxies", str(out), "--tau", "0.5"],
+            ["export", "--proxies", str(out), "--out", str(tmp_path / f"{name}_labels"), "--format", "pfm"],
+            # fmt: off
+            [
+                "confidence",
+                "train",
+                "--proxies",
+                str(out),
+                "--labels",
+                "wild",
+                "--out",
+                str(tmp_path / f"{name}_wild.pt"),
+                "--epochs",
+                "1",
+                "--steps-per-epoch",
+                "2",
+                "--batch-size",
+                "2",
+                "--crop",
+                "16",
+                "--filters",
+                "8",
+                "--fc-filters",
+                "8",
+            ],
+            [
+                "adapt",
+                "--proxies",
+                str(out),
+                "--model",
+                str(source),
+                "--out",
+                str(tmp_path / f"{name}_adapted.pt"),
+                "--steps",
+                "2",
+                "--budget",
+                "none",
+                "--crop",
+                "32x64",
+                "--batch-size",
+                "1",
+                "--threads",
+                "1",
+                "--quiet",
+                "--schedule",
+                "constant",
+                "--device",
+                "cpu",
+            ],
+            # fmt: on
+        ]
+        for step in steps:
+            result = runner.invoke(main, step)
+            assert result.exit_code == 0, (step, result.output)
+        states = {
+            "wild": load_confidence_checkpoint(tmp_path / f"{name}_wild.pt")[0].state_dict(),
+            "adapted": torch.load(tmp_path / f"{name}_adapted.pt", map_location="cpu", weights_only=False)["model"],
+        }
+        weights = {model: {key: value.numpy().tobytes() for key, value in state.items()} for model, state in states.items()}
+        exported = digests(tmp_path / f"{name}_labels")
+        exported.pop("README.txt")  # names the proxies file: compared below without the name
+        readme = (tmp_path / f"{name}_labels" / "README.txt").read_text()
+        results[name] = (weights, exported, readme.replace(str(tmp_path), "TMP").replace(name, "NAME"))
+    assert results["sharded"] == results["plain"]
+    assert len(results["plain"][1]) >= len(KEYS) and len(results["plain"][0]["adapted"]) > 4

@@ -113,3 +113,23 @@ def test_commands_refuse_an_unreachable_scheduler_and_touch_nothing(tmp_path: Pa
         assert result.exit_code == 1 and len(lines) == 1, (name, result.output)
         assert lines[0].startswith(f"Error: --scheduler {address}: no Dask scheduler answered"), (name, lines)
         assert (proxies.read_bytes(), proxies.stat().st_mtime_ns, sorted(p.name for p in tmp_path.iterdir())) == before, name
+
+
+def test_commands_take_the_scheduler_from_the_option_and_the_environment(tmp_path: Path, dask_cluster: str) -> None:
+    proxies = _proxies(tmp_path / "p.h5", None)
+    local = _proxies(tmp_path / "local.h5", None)
+    score = ["confidence", "score", "--model", "none", "--measures", "lrc,apkr"]
+    assert CliRunner().invoke(main, [*score, "--proxies", str(local)]).exit_code == 0
+    result = CliRunner().invoke(main, [*score, "--proxies", str(proxies), "--scheduler", dask_cluster])
+    assert result.exit_code == 0 and "3 pairs scored: lrc, apkr" in result.output, result.output
+    labels = ["labels", "--measure", "apkr", "--tau", "0.4"]
+    assert CliRunner().invoke(main, [*labels, "--proxies", str(local)]).exit_code == 0
+    result = CliRunner().invoke(main, [*labels, "--proxies", str(proxies)], env={"PSEUDOLABEL_SCHEDULER": dask_cluster})
+    assert result.exit_code == 0 and "labels: confidence/apkr > 0.4" in result.output, result.output
+    assert contents(proxies) == contents(local)
+    predicted = tmp_path / "pred"
+    result = CliRunner().invoke(
+        main, ["predict", "--model", "madnet_synth", "--in", str(MIDDLEBURY / "tsukuba"), "--out", str(predicted), "--scheduler", dask_cluster]
+    )
+    assert result.exit_code == 0 and "predicted 1 pair(s)" in result.output, result.output
+    assert sorted(path.name for path in predicted.iterdir()) == ["tsukuba.pfm", "tsukuba.png", "tsukuba_color.png"]

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from pseudolabel.cli.main import main
 from pseudolabel.errors import InputError
+from pseudolabel.io import read_image, write_pfm
 from pseudolabel.sgm.batch import run_sgm
 from pseudolabel.sgm.params import SGMParams
 from pseudolabel.store import shards as shards_module
@@ -26,7 +27,7 @@ from pseudolabel.store.inspect import describe_proxies
 from pseudolabel.store.journal import edit_proxies
 from pseudolabel.store.layout import RESULT_DATASETS
 from pseudolabel.store.proxies import ProxyFile, open_proxies
-from tests.sgm.test_sgm_batch import make_pairs
+from tests.sgm.test_sgm_batch import DATA, make_pairs
 
 PARAMS = SGMParams(max_disp=16)
 KEYS = ["a", "b", "c", "seq/d", "seq/e"]
@@ -228,7 +229,8 @@ def test_proxyfile_keys_of_an_index_do_not_open_shards(tmp_path: Path, dataset: 
 
 @pytest.mark.usefixtures("single_torch_thread")
 def test_training_and_export_read_sharded_like_one_file(tmp_path: Path, dataset: tuple[Path, Path]) -> None:
-    """confidence train (wild labels), adapt and export: the same model weights and files from both layouts."""
+    """confidence train (wild labels), adapt, export and confidence eval: the same model weights, files and
+    figures from both layouts."""
     import torch
 
     from pseudolabel.confidence.checkpoints import load_confidence_checkpoint
@@ -238,6 +240,13 @@ def test_training_and_export_read_sharded_like_one_file(tmp_path: Path, dataset:
     torch.manual_seed(0)
     source = tmp_path / "source.pt"
     save_checkpoint(source, {"arch": "tiny", "arch_kwargs": {}, "model": build_network("tiny").state_dict(), "step": 0})
+    # ground truth of the crops (tsukuba's, stored x16; 0 = unknown)
+    gt_dir = tmp_path / "gt"
+    tsukuba = read_image(DATA / "middlebury" / "tsukuba" / "groundtruth.png")[..., 0].astype(np.float32) / 16.0
+    for index, key in enumerate(KEYS):
+        crop = tsukuba[40 * index : 40 * index + 32, 100:164]
+        (gt_dir / key).parent.mkdir(parents=True, exist_ok=True)
+        write_pfm(gt_dir / f"{key}.pfm", np.where(crop > 0, crop, np.inf).astype(np.float32))
     results: dict[str, Any] = {}
     for name, extra in (("plain", []), ("sharded", ["--shard-size", "2"])):
         out = tmp_path / f"{name}.h5"
@@ -295,10 +304,26 @@ def test_training_and_export_read_sharded_like_one_file(tmp_path: Path, dataset:
                 "cpu",
             ],
             # fmt: on
+            [
+                "confidence",
+                "eval",
+                "--proxies",
+                str(out),
+                "--gt",
+                str(gt_dir),
+                "--measures",
+                "ccnn,apkr,lrc",
+                "--per-pair",
+                "--json",
+                str(tmp_path / f"{name}_eval.json"),
+            ],
         ]
+        printed = []
         for step in steps:
             result = runner.invoke(main, step)
             assert result.exit_code == 0, (step, result.output)
+            printed.append(result.output)
+        evaluation = [line for line in printed[-1].splitlines() if not re.match(r"^[\w ]+: \d+/\d+, ", line)]
         states = {
             "wild": load_confidence_checkpoint(tmp_path / f"{name}_wild.pt")[0].state_dict(),
             "adapted": torch.load(tmp_path / f"{name}_adapted.pt", map_location="cpu", weights_only=False)["model"],
@@ -307,6 +332,8 @@ def test_training_and_export_read_sharded_like_one_file(tmp_path: Path, dataset:
         exported = digests(tmp_path / f"{name}_labels")
         exported.pop("README.txt")  # names the proxies file: compared below without the name
         readme = (tmp_path / f"{name}_labels" / "README.txt").read_text()
-        results[name] = (weights, exported, readme.replace(str(tmp_path), "TMP").replace(name, "NAME"))
+        report = (tmp_path / f"{name}_eval.json").read_text().replace(str(tmp_path), "TMP").replace(name, "NAME")
+        results[name] = (weights, exported, readme.replace(str(tmp_path), "TMP").replace(name, "NAME"), evaluation, report)
     assert results["sharded"] == results["plain"]
     assert len(results["plain"][1]) >= len(KEYS) and len(results["plain"][0]["adapted"]) > 4
+    assert any("apkr" in line for line in results["plain"][3]) and any(line.startswith("seq/e") for line in results["plain"][3])

@@ -113,7 +113,10 @@ def score(
         progress=ClickProgress(),
         scheduler=scheduler or None,
     )
-    click.echo(f"{len(summary.keys)} pairs scored: {', '.join(summary.written)}")
+    if summary.written:
+        click.echo(f"{len(summary.keys)} pairs scored: {', '.join(summary.written)}")
+    for name in summary.kept:
+        click.echo(f"{len(summary.keys)} pairs: confidence/{name} is the one `sgm --store minimal` stored (the file lacks the network's inputs)")
     note = unavailable_note(proxies_path, summary)
     if note:
         click.echo(note)

@@ -166,8 +166,9 @@ Examples:
     type=click.Choice(["full", "minimal"]),
     default="full",
     show_default=True,
-    help="full: every SGM dataset; minimal: only disparity and valid (enough for the CCNN, labels and adapt; "
-    "the conventional confidence measures need full).",
+    help="full: every SGM dataset; minimal: only disparity, valid and the shipped CCNN's confidence/ccnn, computed here "
+    "from the costs, which are then dropped (enough for labels, adapt, show and confidence eval; the conventional "
+    "confidence measures and other confidence networks need full).",
 )
 @click.option(
     "--pair-check/--no-pair-check",

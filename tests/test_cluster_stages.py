@@ -133,3 +133,21 @@ def test_commands_take_the_scheduler_from_the_option_and_the_environment(tmp_pat
     )
     assert result.exit_code == 0 and "predicted 1 pair(s)" in result.output, result.output
     assert sorted(path.name for path in predicted.iterdir()) == ["tsukuba.pfm", "tsukuba.png", "tsukuba_color.png"]
+
+
+def test_sgm_store_minimal_scores_on_the_workers(tmp_path: Path, dask_cluster: str) -> None:
+    """``sgm --store minimal`` through the scheduler: the workers compute the shipped CCNN's confidence too
+    (torch on a worker with its own thread count: equal to this process's up to float rounding)."""
+    local = tmp_path / "local.h5"
+    remote = tmp_path / "remote.h5"
+    run_sgm([MIDDLEBURY], local, SGMParams(max_disp=32), store="minimal")
+    run_sgm([MIDDLEBURY], remote, SGMParams(max_disp=32), store="minimal", scheduler=dask_cluster)
+    with open_proxies(local) as first, open_proxies(remote) as second:
+        assert first.keys() == second.keys() and len(first.keys()) == 3
+        for key in first.keys():
+            a, b = first.read(key), second.read(key)
+            assert sorted(a) == sorted(b) == ["confidence/ccnn", "disparity", "valid"]
+            np.testing.assert_array_equal(a["disparity"], b["disparity"])
+            np.testing.assert_array_equal(a["valid"], b["valid"])
+            np.testing.assert_allclose(a["confidence/ccnn"], b["confidence/ccnn"], atol=0.02)
+            assert np.mean(np.abs(a["confidence/ccnn"] - b["confidence/ccnn"])) < 1e-3

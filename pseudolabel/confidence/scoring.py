@@ -23,7 +23,7 @@ from pseudolabel import __version__
 from pseudolabel.cluster import connected
 from pseudolabel.confidence.files import PairEdit, edit_in_batches, selected_keys, split_names
 from pseudolabel.confidence.images import IMAGE_CHANNELS, pair_gray_images
-from pseudolabel.confidence.measures import MEASURES, compute_measure
+from pseudolabel.confidence.measures import MEASURES, RangeParams, compute_measure
 from pseudolabel.errors import InputError
 from pseudolabel.outputs import check_editable_file
 from pseudolabel.progress import Progress
@@ -64,11 +64,13 @@ def parse_measures(text: str | Sequence[str]) -> list[str]:
 class ScoreSummary:
     """What :func:`score_proxies` did: the scored ``keys``, the ``written`` dataset names (network first) and
     the requested measures left out as ``unavailable`` (name -> the datasets it needs that some pair lacks,
-    e.g. the SGM costs of a file made by ``pseudolabel import``)."""
+    e.g. the SGM costs of a file made by ``pseudolabel import``), and the network whose confidence was
+    ``kept`` as ``sgm --store minimal`` stored it (its inputs are not in the file, its output is)."""
 
     keys: list[str]
     written: list[str]
     unavailable: dict[str, list[str]] = field(default_factory=dict)
+    kept: list[str] = field(default_factory=list)
 
 
 def _load_network(model: str | os.PathLike[str], name: str | None, device: str, precision: str) -> tuple[NetworkRecipe, str, dict[str, Any]]:
@@ -96,17 +98,60 @@ def _load_network(model: str | os.PathLike[str], name: str | None, device: str, 
 
         resolve_device(device)  # a one-line error now for a device this machine lacks
     recipe, _ = checkpoints.load_recipe(path, device, precision)
-    calibration = recipe.calibration
-    network_name = name or ("ccnn" if shipped else path.stem)
-    attrs = {
+    network_name = name or (SHIPPED_NAME if shipped else path.stem)
+    return recipe, network_name, _network_attrs(path, network_name, recipe)
+
+
+def _network_attrs(path: Path, network_name: str, recipe: NetworkRecipe) -> dict[str, Any]:
+    """The attributes of ``confidence/<network_name>`` written by the network of checkpoint ``path``."""
+    from pseudolabel.confidence import checkpoints
+
+    return {
         "measure": network_name,
-        "calibrated": calibration.method if calibration is not None else "none",
+        "calibrated": recipe.calibration.method if recipe.calibration is not None else "none",
         "source": "network",
         "model": str(path),
         "model_sha256": checkpoints.file_digest(path),
         "created_by": f"pseudolabel {__version__}",
     }
-    return recipe, network_name, attrs
+
+
+#: The dataset name of the shipped CCNN's confidence (``confidence/ccnn``).
+SHIPPED_NAME: str = "ccnn"
+# this process's shipped CCNN, loaded once (sgm --store minimal scores every pair it matches)
+_SHIPPED: dict[str, tuple[NetworkRecipe, dict[str, Any]]] = {}
+
+
+def score_matched_pair(arrays: Mapping[str, np.ndarray], params: RangeParams, threads: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """The shipped CCNN's confidence of a pair just matched, and the attributes of ``confidence/ccnn``
+    (those :func:`score_proxies` writes, so it finds the dataset up to date): what ``sgm --store minimal``
+    keeps instead of the cost features the CCNN reads.
+
+    Args:
+        arrays: the pair's datasets as :func:`pseudolabel.store.layout.result_arrays` gives them (on-disk
+            dtypes; read here as :meth:`~pseudolabel.store.proxies.ProxyFile.read` would).
+        params: the SGM parameters of the pair.
+        threads: torch CPU threads (the matcher's).
+
+    Returns:
+        ``float32`` (H, W) confidence in [0, 1] and the dataset's attributes. Imports torch.
+    """
+    import torch
+
+    from pseudolabel.confidence import checkpoints
+    from pseudolabel.store.layout import RESULT_DATASETS
+
+    if SHIPPED_NAME not in _SHIPPED:
+        path = checkpoints.shipped_ccnn_path()
+        recipe, _ = checkpoints.load_recipe(path)
+        _SHIPPED[SHIPPED_NAME] = (recipe, _network_attrs(path, SHIPPED_NAME, recipe))
+    recipe, attrs = _SHIPPED[SHIPPED_NAME]
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    needed = sorted({need for m in recipe.inputs[1:] if m in MEASURES for need in MEASURES[m].needs} | {"disparity"})
+    features = {name: np.asarray(arrays[name]).astype(RESULT_DATASETS[name]) for name in needed}
+    result = score_pair(recipe, ScorePayload(features, params, [], True, None))
+    return result[NETWORK_RESULT], attrs
 
 
 @dataclass
@@ -206,16 +251,22 @@ def score_proxies(
     recipe: NetworkRecipe | None = None
     network_name: str | None = None
     network_attrs: dict[str, Any] = {}
+    kept: str | None = None
     if model is not None:
         recipe, network_name, network_attrs = _load_network(model, name, device, precision)
     elif name is not None:
         raise InputError("--name names the network's output; it needs a --model")
     if recipe is not None and network_name is not None:
         blocked = _unavailable_measures(path, chosen, [m for m in recipe.inputs[1:] if m in MEASURES])
-        if blocked:  # its input measures cannot be computed: the network is unavailable like them
+        if blocked and _stored_by_sgm(path, chosen, network_name, network_attrs):
+            kept = network_name  # `sgm --store minimal` scored every pair with this very network
+            recipe, network_name = None, None
+        elif blocked:  # its input measures cannot be computed: the network is unavailable like them
             unavailable[network_name] = sorted({need for needs in blocked.values() for need in needs})
             recipe, network_name = None, None
     if recipe is None and not conventional:
+        if kept is not None:
+            return ScoreSummary(chosen, [], unavailable, kept=[kept])
         if unavailable:
             raise InputError(f"{path}: nothing to score: {', '.join(unavailable)} need {_listing(unavailable)}, which the file lacks")
         raise InputError("nothing to score: --model none stores only the --measures asked for; pass --measures all (or a list)")
@@ -252,7 +303,15 @@ def score_proxies(
         if client is None:
             apply_threads(threads)
         edit_in_batches(path, chosen, PairEdit(prepare, score_pair, store, (recipe,)), "scoring", progress, client=client)
-    return ScoreSummary(chosen, ([network_name] if network_name else []) + conventional, unavailable)
+    return ScoreSummary(chosen, ([network_name] if network_name else []) + conventional, unavailable, kept=[kept] if kept else [])
+
+
+def _stored_by_sgm(path: str | os.PathLike[str], keys: Sequence[str], network_name: str, attrs: Mapping[str, Any]) -> bool:
+    """Every pair of ``keys`` holds ``confidence/<network_name>`` from the same network file (its digest):
+    what ``sgm --store minimal`` writes, the cost features the network reads being dropped."""
+    wanted = {"source": "network", "model_sha256": attrs["model_sha256"]}
+    with open_proxies(path, "r") as proxies:
+        return all(_up_to_date(proxies, key, f"confidence/{network_name}", wanted) for key in keys)
 
 
 def _unavailable_measures(path: str | os.PathLike[str], keys: Sequence[str], measures: Sequence[str]) -> dict[str, list[str]]:

@@ -40,7 +40,7 @@ from pseudolabel.sgm.pair_check import check_pairs
 from pseudolabel.sgm.params import SGMParams
 from pseudolabel.store.datasets_io import COMPRESSIONS, DEFAULT_COMPRESSION
 from pseudolabel.store.journal import ProxyRun, encode_journal_entry, write_journal_bytes
-from pseudolabel.store.layout import STORES, pair_attributes, result_arrays, run_identity, store_arrays
+from pseudolabel.store.layout import MINIMAL_CONFIDENCE, STORES, pair_attributes, result_arrays, run_identity, store_arrays
 
 __all__ = ["SLOW_ENV", "SGMRunSummary", "run_sgm"]
 
@@ -129,7 +129,9 @@ def run_sgm(
             ``<out>.shards/NNNNN.h5``, at most this many pairs per shard; ``None`` = one file (or the
             layout of an existing ``out``). See ``data/README.md``.
         store: a key of :data:`pseudolabel.store.layout.STORES`: ``"full"`` keeps every result
-            dataset, ``"minimal"`` only ``disparity`` and ``valid``.
+            dataset, ``"minimal"`` only ``disparity``, ``valid`` and the shipped CCNN's ``confidence/ccnn``,
+            computed here from the features it reads (:func:`pseudolabel.confidence.scoring.score_matched_pair`;
+            torch is imported then).
         max_memory: peak memory budget in bytes of each matching process; pairs whose cost volume does
             not fit are matched in bands (:mod:`pseudolabel.sgm.tiled`). ``None`` = no limit.
         progress: told about each finished pair (phase ``"sgm"``, one unit per pair); ``None`` shows nothing.
@@ -306,12 +308,14 @@ class PairDone:
 
 @dataclass
 class MatchedPair:
-    """A pair read and matched, not yet journaled: on-disk arrays ((H, W) each), group attributes, seconds."""
+    """A pair read and matched, not yet journaled: on-disk arrays ((H, W) each), group attributes, seconds
+    (matching includes the confidence of ``--store minimal``), attributes of some datasets by name."""
 
     arrays: dict[str, np.ndarray]
     attrs: dict[str, Any]
     read_s: float
     match_s: float
+    dataset_attrs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def compute_pair(task: PairTask) -> MatchedPair:
@@ -344,8 +348,16 @@ def compute_pair(task: PairTask) -> MatchedPair:
         result = match(left, right, params, max_memory=task.max_memory)
     except InputError as error:
         raise InputError(f"{task.left}: {error}") from None
-    match_done = time.perf_counter()
-    arrays = store_arrays(result_arrays(result), task.store)
+    computed = result_arrays(result)
+    arrays = store_arrays(computed, task.store)
+    dataset_attrs: dict[str, dict[str, Any]] = {}
+    if MINIMAL_CONFIDENCE in STORES[task.store]:  # the shipped CCNN's confidence instead of what it reads
+        import numba
+
+        from pseudolabel.confidence.scoring import score_matched_pair
+
+        threads = int(numba.get_num_threads())  # this process's (or worker's) share of the cores
+        arrays[MINIMAL_CONFIDENCE], dataset_attrs[MINIMAL_CONFIDENCE] = score_matched_pair(computed, params, threads)
     shape = arrays["disparity"].shape
     attrs = pair_attributes(
         task.key,
@@ -360,7 +372,7 @@ def compute_pair(task: PairTask) -> MatchedPair:
     )
     if result.bands > 1:  # cut by the memory budget: a few pixels near the cuts differ from whole-image matching
         attrs["bands"] = int(result.bands)
-    return MatchedPair(arrays, attrs, read_done - start, match_done - read_done)
+    return MatchedPair(arrays, attrs, read_done - start, time.perf_counter() - read_done, dataset_attrs)
 
 
 @dataclass
@@ -377,7 +389,7 @@ class EncodedPair:
 def encode_pair(task: PairTask, matched: MatchedPair) -> EncodedPair:
     """Compress a matched pair into its journal entry, in memory (on a Dask worker: before it is sent)."""
     start = time.perf_counter()
-    entry = encode_journal_entry(task.key, matched.arrays, matched.attrs, task.identity, task.compression)
+    entry = encode_journal_entry(task.key, matched.arrays, matched.attrs, task.identity, task.compression, matched.dataset_attrs)
     return EncodedPair(entry, matched.read_s, matched.match_s, time.perf_counter() - start)
 
 

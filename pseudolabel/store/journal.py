@@ -97,6 +97,7 @@ def write_journal_entry(
     attrs: Mapping[str, Any],
     identity: str,
     compression: str = DEFAULT_COMPRESSION,
+    dataset_attrs: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Path:
     """Write one finished pair into the journal atomically: :func:`encode_journal_entry`, then
     :func:`write_journal_bytes`. Safe to call from worker processes: each entry is its own file.
@@ -104,7 +105,7 @@ def write_journal_entry(
     Returns:
         The entry's path.
     """
-    return write_journal_bytes(journal, key, encode_journal_entry(key, arrays, attrs, identity, compression))
+    return write_journal_bytes(journal, key, encode_journal_entry(key, arrays, attrs, identity, compression, dataset_attrs))
 
 
 def encode_journal_entry(
@@ -113,6 +114,7 @@ def encode_journal_entry(
     attrs: Mapping[str, Any],
     identity: str,
     compression: str = DEFAULT_COMPRESSION,
+    dataset_attrs: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> bytes:
     """One pair's journal entry as the bytes of an HDF5 file, built in memory (compression happens here,
     so a Dask worker can do it and send the compressed entry).
@@ -124,12 +126,13 @@ def encode_journal_entry(
         attrs: the pair's group attributes (see :func:`pseudolabel.store.layout.pair_attributes`).
         identity: the run's :func:`pseudolabel.store.layout.run_identity`.
         compression: a key of :data:`pseudolabel.store.datasets_io.COMPRESSIONS`.
+        dataset_attrs: attributes of some of the datasets, by name.
     """
     with h5py.File(f"journal-entry-{uuid.uuid4().hex}", "w", driver="core", backing_store=False) as h5file:
         h5file.attrs["format"] = JOURNAL_ENTRY_FORMAT
         h5file.attrs["key"] = key
         h5file.attrs["run_identity"] = identity
-        write_pair_group(h5file.create_group("pair"), arrays, {**attrs, "key": key}, compression)
+        write_pair_group(h5file.create_group("pair"), arrays, {**attrs, "key": key}, compression, dataset_attrs)
         h5file.flush()
         return bytes(h5file.id.get_file_image())
 

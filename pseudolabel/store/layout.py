@@ -74,11 +74,14 @@ RESULT_DATASETS: dict[str, np.dtype] = {
     "disparity_wta": np.dtype(np.int16),
 }
 # What `pseudolabel sgm --store` keeps of each pair: "full" every result dataset, "minimal" only what the
-# CCNN pipeline reads later (the disparity for `confidence score` with a network, `labels` and `adapt`,
-# and `valid`); the conventional confidence measures need the cost summaries and `disparity_right`.
+# later stages of the default pipeline read: `disparity` and `valid`, and the shipped CCNN's confidence
+# (`confidence/ccnn`), computed by `sgm` itself from the cost summaries and `disparity_right`, which it
+# then drops (`labels`, `adapt`, `show` and `confidence eval` need nothing else; the conventional measures
+# and other confidence networks need the full store).
+MINIMAL_CONFIDENCE = "confidence/ccnn"
 STORES: dict[str, tuple[str, ...]] = {
     "full": tuple(RESULT_DATASETS),
-    "minimal": ("disparity", "valid"),
+    "minimal": ("disparity", "valid", MINIMAL_CONFIDENCE),
 }
 CONFIDENCE_GROUP = "confidence"
 LABELS = "labels"
@@ -208,11 +211,19 @@ def pair_attributes(
     return attrs
 
 
-def write_pair_group(group: h5py.Group, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any], compression: str = DEFAULT_COMPRESSION) -> None:
-    """Fill an empty pair group: every dataset of ``arrays`` ((H, W) each, see :func:`result_arrays`), the
-    attributes ``attrs`` (see :func:`pair_attributes`), then ``complete = True`` last."""
+def write_pair_group(
+    group: h5py.Group,
+    arrays: Mapping[str, np.ndarray],
+    attrs: Mapping[str, Any],
+    compression: str = DEFAULT_COMPRESSION,
+    dataset_attrs: Mapping[str, Mapping[str, Any]] | None = None,
+) -> None:
+    """Fill an empty pair group: every dataset of ``arrays`` ((H, W) each, see :func:`result_arrays`; with
+    its attributes from ``dataset_attrs``, by name), the attributes ``attrs`` (see :func:`pair_attributes`),
+    then ``complete = True`` last."""
+    dataset_attrs = dataset_attrs or {}
     for name, array in arrays.items():
-        write_dataset(group, name, array, compression=compression)
+        write_dataset(group, name, array, attrs=dataset_attrs.get(name), compression=compression)
     for attribute, value in attrs.items():
         group.attrs[attribute] = value
     group.attrs["complete"] = True

@@ -13,11 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import h5py
+import numba
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from pseudolabel.cli.main import main
+from pseudolabel.confidence.labelling import label_proxies
+from pseudolabel.confidence.scoring import score_proxies
 from pseudolabel.errors import InputError
 from pseudolabel.io import read_image, write_pfm
 from pseudolabel.sgm.batch import run_sgm
@@ -26,6 +29,7 @@ from pseudolabel.store import shards as shards_module
 from pseudolabel.store.inspect import describe_proxies
 from pseudolabel.store.journal import edit_proxies
 from pseudolabel.store.layout import RESULT_DATASETS
+from pseudolabel.store.names import key_to_name
 from pseudolabel.store.proxies import ProxyFile, open_proxies
 from tests.sgm.test_sgm_batch import DATA, make_pairs
 
@@ -205,14 +209,29 @@ def test_store_minimal(tmp_path: Path, dataset: tuple[Path, Path]) -> None:
     run_sgm(dataset, minimal, PARAMS, store="minimal")
     with open_proxies(full) as a, open_proxies(minimal) as b:
         assert b.store == "minimal" and a.store == "full"
-        assert b.datasets("a") == ["disparity", "valid"] and a.datasets("a") == sorted(RESULT_DATASETS)
+        assert b.datasets("a") == ["confidence/ccnn", "disparity", "valid"] and a.datasets("a") == sorted(RESULT_DATASETS)
         for key in a.keys():
             np.testing.assert_array_equal(a.read(key, ["disparity"])["disparity"], b.read(key, ["disparity"])["disparity"])
             assert a.pair_attrs(key) == b.pair_attrs(key)
         assert b.h5.attrs["format_version"] == 2
     assert minimal.stat().st_size < full.stat().st_size / 2
-    assert "store minimal: only disparity, valid kept per pair" in describe_proxies(minimal)
+    assert "store minimal: only disparity, valid, confidence/ccnn kept per pair" in describe_proxies(minimal)
     assert "missing" not in describe_proxies(minimal)
+    # sgm stored the shipped CCNN's confidence: what `confidence score` computes from the full file, with
+    # the same attributes, so that `confidence score` on the minimal file finds it up to date
+    threads = numba.get_num_threads()
+    assert score_proxies(full, threads=threads).written == ["ccnn"]
+    summary = score_proxies(minimal, threads=threads)
+    assert (summary.written, summary.kept, summary.unavailable) == ([], ["ccnn"], {})
+    with open_proxies(full) as a, open_proxies(minimal) as b:
+        for key in a.keys():
+            np.testing.assert_array_equal(a.read(key, ["confidence/ccnn"])["confidence/ccnn"], b.read(key, ["confidence/ccnn"])["confidence/ccnn"])
+            stored = {name: b.h5["pairs"][key_to_name(key)]["confidence/ccnn"].attrs[name] for name in ("measure", "source", "model_sha256")}
+            assert stored == {name: a.h5["pairs"][key_to_name(key)]["confidence/ccnn"].attrs[name] for name in stored}
+    # ... and labels from it are those of the full file
+    assert label_proxies(minimal, tau=0.5) == label_proxies(full, tau=0.5)
+    with pytest.raises(InputError, match="nothing to score: apkr need"):
+        score_proxies(minimal, model=None, measures="apkr")
     with pytest.raises(InputError, match="store 'full' in the file, 'minimal' now"):
         run_sgm(dataset, full, PARAMS, store="minimal")
     with pytest.raises(InputError, match="unknown --store"):

@@ -13,9 +13,10 @@ Sub-commands (run from the repository root with the virtual environment active):
     (``--write``) the AUC table, the label quality at several tau, and the ``## Confidence`` section
     of BENCHMARKS.md. The label tau of the first model is *chosen on the training scenes*
     (``train.h5``, :func:`choose_tau`) and only then reported on the held-out ones.
-``speed --data ../shared/data``
-    Median time of SGM on the KITTI pair and of scoring it (CCNN + every conventional measure), in the
-    same run (ratio).
+``speed --data ../shared/data --runs 9 --threads 2``
+    Scoring time per KITTI pair against SGM's matching time on it (:func:`speed`): the conventional
+    measures, the shipped CCNN and wild CCNN, and an LFN, medians of several runs in one process and the
+    median per-run ratio to SGM, with the load average and the CPU flags.
 ``logo --data ../shared/data --work work/confidence/logo``
     Leave-one-group-out (``confidence_logo.py``): for every group (``--groups``; default every group of
     the manifest plus ``--synthetic`` synthetic pairs), train CCNN and LFN with ground-truth and wild
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import sys
@@ -280,59 +282,116 @@ def auc(work: Path, models: dict[str, Path], data: Path, write: bool) -> str:
     return text
 
 
-def speed(data: Path, runs: int, write: bool) -> str:
-    """Median seconds of SGM vs scoring (CCNN + all measures) on the KITTI pair, same process."""
+#: The networks timed by :func:`speed`: name -> (architecture, checkpoint or None, width). CCNN and wild
+#: CCNN are the shipped checkpoints; LFN has the inputs and width of the leave-one-group-out networks and
+#: random weights (no LFN is shipped; the time of a forward pass does not depend on the weights).
+SPEED_NETWORKS: dict[str, tuple[str, str | None, dict[str, int]]] = {
+    "CCNN (shipped)": ("ccnn", "models/weights/ccnn.pt", {}),
+    "CCNN wild (shipped)": ("ccnn", "models/weights/ccnn_wild.pt", {}),
+    "LFN (LOGO width, image + photometric channels)": ("lfn", None, {"filters": 24, "fc_filters": 48}),
+}
+
+
+def speed(data: Path, runs: int, write: bool, threads: int = 2) -> str:
+    """Scoring time per KITTI pair against SGM's matching time on it, in one process.
+
+    Every run times, one after the other on the same pair: SGM ``match`` (manifest ``max_disp``), the
+    conventional measures (all of them), and each network of :data:`SPEED_NETWORKS` from the stored
+    features (the networks reuse the measures of the run; the LFN also builds its image channels from the
+    gray images). Reported: the median seconds over ``runs`` runs (after one warm-up run) and the median
+    of the per-run ratios step / SGM (both timed within seconds of each other, so a load change on the
+    shared machine moves both). ``threads``: torch, Numba and OpenCV threads. The 1-minute load average
+    before and after, the CPU's SIMD flags and the network arithmetic are printed with the table.
+    """
     import torch
 
-    from pseudolabel.confidence.checkpoints import make_scorer, shipped_ccnn_path
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import machine_description
+    from sgm_profile import simd_flags
+
+    from pseudolabel.confidence.checkpoints import make_scorer
+    from pseudolabel.confidence.images import IMAGE_CHANNELS, LEFT_GRAY, RIGHT_GRAY, gray_float
     from pseudolabel.confidence.measures import MEASURES, compute_measure
     from pseudolabel.io import read_image
+    from pseudolabel.models.ccnn import ConfidenceScorer, build_confidence_network
+    from pseudolabel.models.devices import bfloat16_supported
     from pseudolabel.sgm.matcher import match
     from pseudolabel.sgm.params import SGMParams
+    from pseudolabel.threads import apply_threads
 
     scene = next(s for s in _scenes(data) if s["group"] == "kitti2012")
     left, right = read_image(data / scene["left"]), read_image(data / scene["right"])
-    params = SGMParams(max_disp=128)
-    scorer, checkpoint = make_scorer(shipped_ccnn_path(), device="cpu", precision="auto")
-    threads = torch.get_num_threads()
-    result = match(left, right, params)
-    features = {
-        name: getattr(result, name)
-        for name in ("disparity", "disparity_right", "valid", "cost_best", "cost_second", "cost_second_local", "cost_mean")
-    }
-    scorer.confidence_from_features(features, params)  # warm-up
-    sgm_times, measure_times, ccnn_times = [], [], []
-    for _ in range(runs):
+    params = SGMParams(max_disp=int(scene["max_disp"]))
+    torch.manual_seed(0)
+    scorers: dict[str, ConfidenceScorer] = {}
+    for name, (arch, checkpoint, width) in SPEED_NETWORKS.items():
+        if checkpoint is not None:
+            scorers[name] = make_scorer(REPO / checkpoint, device="cpu", precision="auto", threads=threads)[0]
+        else:
+            inputs = ["disparity", *MEASURES, *IMAGE_CHANNELS]
+            scorers[name] = ConfidenceScorer(build_confidence_network(arch, inputs=inputs, **width), "cpu", precision="auto")
+    apply_threads(threads)
+    load_before = os.getloadavg()[0]
+
+    def one_run() -> dict[str, float]:
+        seconds: dict[str, float] = {}
         started = time.perf_counter()
-        match(left, right, params)
-        sgm_times.append(time.perf_counter() - started)
+        result = match(left, right, params)
+        seconds["SGM `match`"] = time.perf_counter() - started
+        features = {
+            name: getattr(result, name)
+            for name in ("disparity", "disparity_right", "valid", "cost_best", "cost_second", "cost_second_local", "cost_mean")
+        }
         started = time.perf_counter()
-        computed = {name: compute_measure(name, features, params) for name in MEASURES}
-        measure_times.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        scorer.confidence_from_features(features, params, computed)
-        ccnn_times.append(time.perf_counter() - started)
-    sgm_s, measures_s, ccnn_s = (statistics.median(t) for t in (sgm_times, measure_times, ccnn_times))
-    arch = checkpoint["arch_kwargs"]
-    text = "\n".join(
-        [
-            f"KITTI 2012 pair {left.shape[1]}x{left.shape[0]}, max_disp 128, median of {runs} interleaved runs, "
-            f"torch threads {threads}, CCNN {arch} in {scorer.precision}:",
-            "",
-            "| step | seconds | / SGM |",
-            "|---|---:|---:|",
-            f"| SGM `match` | {sgm_s:.3f} | 1.00 |",
-            f"| {len(MEASURES)} conventional measures | {measures_s:.3f} | {measures_s / sgm_s:.2f} |",
-            f"| CCNN | {ccnn_s:.3f} | {ccnn_s / sgm_s:.2f} |",
-            f"| scoring total | {measures_s + ccnn_s:.3f} | {(measures_s + ccnn_s) / sgm_s:.2f} |",
-        ]
-    )
+        measures = {name: compute_measure(name, features, params) for name in MEASURES}
+        seconds[f"{len(MEASURES)} conventional measures"] = time.perf_counter() - started
+        for name, scorer in scorers.items():
+            started = time.perf_counter()
+            if any(channel in IMAGE_CHANNELS for channel in scorer.inputs):
+                features = {**features, LEFT_GRAY: gray_float(left), RIGHT_GRAY: gray_float(right)}
+            scorer.confidence_from_features(features, params, measures)
+            seconds[name] = time.perf_counter() - started
+        return seconds
+
+    one_run()  # warm-up: Numba compilation, oneDNN primitives, buffers
+    timings = [one_run() for _ in range(runs)]
+    load_after = os.getloadavg()[0]
+    steps = list(timings[0])
+    sgm = steps[0]
+    lines = [
+        f"KITTI 2012 pair {scene['id']} ({left.shape[1]}x{left.shape[0]}, max_disp {params.max_disp}), median of {runs} runs after "
+        f"a warm-up, every step timed in each run; {threads} threads (torch, Numba, OpenCV); 1-minute load average "
+        f"{load_before:.2f} before, {load_after:.2f} after (2 logical cores, shared).",
+        f"{machine_description()}. {simd_flags()}; torch {torch.__version__}, native bfloat16: {'yes' if bfloat16_supported() else 'no'}.",
+        "Network arithmetic: " + ", ".join(f"{name} {scorer.precision}" for name, scorer in scorers.items()) + ".",
+        "",
+        "| step | median seconds | median per-run ratio to SGM | ratio range |",
+        "|---|---:|---:|---:|",
+    ]
+    for step in steps:
+        ratios = [run[step] / run[sgm] for run in timings]
+        lines.append(
+            f"| {step} | {statistics.median(run[step] for run in timings):.3f} | {statistics.median(ratios):.2f} | {min(ratios):.2f}-{max(ratios):.2f} |"
+        )
+    measures_step = steps[1]
+    for name in scorers:
+        ratios = [(run[measures_step] + run[name]) / run[sgm] for run in timings]
+        total = statistics.median(run[measures_step] + run[name] for run in timings)
+        lines.append(f"| scoring total: measures + {name} | {total:.3f} | {statistics.median(ratios):.2f} | {min(ratios):.2f}-{max(ratios):.2f} |")
+    text = "\n".join(lines)
     print(text)
     if write:
-        _write_section(
-            "### Scoring speed", f"Command: `python benchmarks/confidence.py speed --data {data} --runs {runs} --write` (2-core CPU)\n\n" + text
-        )
+        command = f"python benchmarks/confidence.py speed --data {_shown(data)} --runs {runs} --threads {threads} --write"
+        _write_section("### Scoring speed", f"Command: `{command}`\n\n" + text)
     return text
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository root where it can be (as the commands in BENCHMARKS.md are written)."""
+    try:
+        return os.path.relpath(path.resolve(), REPO)
+    except ValueError:
+        return str(path)
 
 
 def _write_section(subsection: str, body: str) -> None:
@@ -403,7 +462,8 @@ def main(argv: list[str] | None = None) -> None:
     a.add_argument("--write", action="store_true", help="Write the section of BENCHMARKS.md.")
     s = commands.add_parser("speed")
     s.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    s.add_argument("--runs", type=int, default=5)
+    s.add_argument("--runs", type=int, default=9)
+    s.add_argument("--threads", type=int, default=2, help="torch, Numba and OpenCV threads.")
     s.add_argument("--write", action="store_true")
     g = commands.add_parser("logo")
     g.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -426,7 +486,7 @@ def main(argv: list[str] | None = None) -> None:
         models = dict(item.split("=", 1) for item in args.models)
         auc(args.work, {name: Path(path) for name, path in models.items()}, args.data, args.write)
     else:
-        speed(args.data, args.runs, args.write)
+        speed(args.data, args.runs, args.write, args.threads)
 
 
 if __name__ == "__main__":

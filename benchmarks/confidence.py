@@ -13,9 +13,13 @@ Sub-commands (run from the repository root with the virtual environment active):
     (``--write``) the AUC table, the label quality at several tau, and the ``## Confidence`` section
     of BENCHMARKS.md. The label tau of the first model is *chosen on the training scenes*
     (``train.h5``, :func:`choose_tau`) and only then reported on the held-out ones.
-``speed --data ../shared/data``
-    Median time of SGM on the KITTI pair and of scoring it (CCNN + every conventional measure), in the
-    same run (ratio).
+``speed --data ../shared/data --runs 9 --threads 2``
+    Scoring time per KITTI pair against SGM's matching time on it (:func:`speed`): the conventional
+    measures, the shipped CCNN and wild CCNN, and an LFN, medians of several runs in one process and the
+    median per-run ratio to SGM, with the load average and the CPU flags.
+``wild-drive --data ../shared/data --work work/confidence``
+    A CCNN trained with wild labels on the 51 frames of the KITTI drive, reading the disparity alone or
+    the default inputs (disparity and measures), evaluated on the KITTI 2012 frame (:func:`wild_drive`).
 ``logo --data ../shared/data --work work/confidence/logo``
     Leave-one-group-out (``confidence_logo.py``): for every group (``--groups``; default every group of
     the manifest plus ``--synthetic`` synthetic pairs), train CCNN and LFN with ground-truth and wild
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import sys
@@ -280,59 +285,227 @@ def auc(work: Path, models: dict[str, Path], data: Path, write: bool) -> str:
     return text
 
 
-def speed(data: Path, runs: int, write: bool) -> str:
-    """Median seconds of SGM vs scoring (CCNN + all measures) on the KITTI pair, same process."""
+#: The networks timed by :func:`speed`: name -> (architecture, checkpoint or None, width). CCNN and wild
+#: CCNN are the shipped checkpoints; LFN has the inputs and width of the leave-one-group-out networks and
+#: random weights (no LFN is shipped; the time of a forward pass does not depend on the weights).
+SPEED_NETWORKS: dict[str, tuple[str, str | None, dict[str, int]]] = {
+    "CCNN (shipped)": ("ccnn", "models/weights/ccnn.pt", {}),
+    "CCNN wild (shipped)": ("ccnn", "models/weights/ccnn_wild.pt", {}),
+    "LFN (LOGO width, image + photometric channels)": ("lfn", None, {"filters": 24, "fc_filters": 48}),
+}
+
+
+def speed(data: Path, runs: int, write: bool, threads: int = 2) -> str:
+    """Scoring time per KITTI pair against SGM's matching time on it, in one process.
+
+    Every run times, one after the other on the same pair: SGM ``match`` (manifest ``max_disp``), the
+    conventional measures (all of them), and each network of :data:`SPEED_NETWORKS` from the stored
+    features (the networks reuse the measures of the run; the LFN also builds its image channels from the
+    gray images). Reported: the median seconds over ``runs`` runs (after one warm-up run) and the median
+    of the per-run ratios step / SGM (both timed within seconds of each other, so a load change on the
+    shared machine moves both). ``threads``: torch, Numba and OpenCV threads. The 1-minute load average
+    before and after, the CPU's SIMD flags and the network arithmetic are printed with the table.
+    """
     import torch
 
-    from pseudolabel.confidence.checkpoints import make_scorer, shipped_ccnn_path
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import machine_description
+    from sgm_profile import simd_flags
+
+    from pseudolabel.confidence.checkpoints import make_scorer
+    from pseudolabel.confidence.images import IMAGE_CHANNELS, LEFT_GRAY, RIGHT_GRAY, gray_float
     from pseudolabel.confidence.measures import MEASURES, compute_measure
     from pseudolabel.io import read_image
+    from pseudolabel.models.ccnn import ConfidenceScorer, build_confidence_network
+    from pseudolabel.models.devices import bfloat16_supported
     from pseudolabel.sgm.matcher import match
     from pseudolabel.sgm.params import SGMParams
+    from pseudolabel.threads import apply_threads
 
     scene = next(s for s in _scenes(data) if s["group"] == "kitti2012")
     left, right = read_image(data / scene["left"]), read_image(data / scene["right"])
-    params = SGMParams(max_disp=128)
-    scorer, checkpoint = make_scorer(shipped_ccnn_path(), device="cpu", precision="auto")
-    threads = torch.get_num_threads()
-    result = match(left, right, params)
-    features = {
-        name: getattr(result, name)
-        for name in ("disparity", "disparity_right", "valid", "cost_best", "cost_second", "cost_second_local", "cost_mean")
-    }
-    scorer.confidence_from_features(features, params)  # warm-up
-    sgm_times, measure_times, ccnn_times = [], [], []
-    for _ in range(runs):
+    params = SGMParams(max_disp=int(scene["max_disp"]))
+    torch.manual_seed(0)
+    scorers: dict[str, ConfidenceScorer] = {}
+    for name, (arch, checkpoint, width) in SPEED_NETWORKS.items():
+        if checkpoint is not None:
+            scorers[name] = make_scorer(REPO / checkpoint, device="cpu", precision="auto", threads=threads)[0]
+        else:
+            inputs = ["disparity", *MEASURES, *IMAGE_CHANNELS]
+            scorers[name] = ConfidenceScorer(build_confidence_network(arch, inputs=inputs, **width), "cpu", precision="auto")
+    apply_threads(threads)
+    load_before = os.getloadavg()[0]
+
+    def one_run() -> dict[str, float]:
+        seconds: dict[str, float] = {}
         started = time.perf_counter()
-        match(left, right, params)
-        sgm_times.append(time.perf_counter() - started)
+        result = match(left, right, params)
+        seconds["SGM `match`"] = time.perf_counter() - started
+        features = {
+            name: getattr(result, name)
+            for name in ("disparity", "disparity_right", "valid", "cost_best", "cost_second", "cost_second_local", "cost_mean")
+        }
         started = time.perf_counter()
-        computed = {name: compute_measure(name, features, params) for name in MEASURES}
-        measure_times.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        scorer.confidence_from_features(features, params, computed)
-        ccnn_times.append(time.perf_counter() - started)
-    sgm_s, measures_s, ccnn_s = (statistics.median(t) for t in (sgm_times, measure_times, ccnn_times))
-    arch = checkpoint["arch_kwargs"]
-    text = "\n".join(
-        [
-            f"KITTI 2012 pair {left.shape[1]}x{left.shape[0]}, max_disp 128, median of {runs} interleaved runs, "
-            f"torch threads {threads}, CCNN {arch} in {scorer.precision}:",
-            "",
-            "| step | seconds | / SGM |",
-            "|---|---:|---:|",
-            f"| SGM `match` | {sgm_s:.3f} | 1.00 |",
-            f"| {len(MEASURES)} conventional measures | {measures_s:.3f} | {measures_s / sgm_s:.2f} |",
-            f"| CCNN | {ccnn_s:.3f} | {ccnn_s / sgm_s:.2f} |",
-            f"| scoring total | {measures_s + ccnn_s:.3f} | {(measures_s + ccnn_s) / sgm_s:.2f} |",
-        ]
-    )
+        measures = {name: compute_measure(name, features, params) for name in MEASURES}
+        seconds[f"{len(MEASURES)} conventional measures"] = time.perf_counter() - started
+        for name, scorer in scorers.items():
+            started = time.perf_counter()
+            if any(channel in IMAGE_CHANNELS for channel in scorer.inputs):
+                features = {**features, LEFT_GRAY: gray_float(left), RIGHT_GRAY: gray_float(right)}
+            scorer.confidence_from_features(features, params, measures)
+            seconds[name] = time.perf_counter() - started
+        return seconds
+
+    one_run()  # warm-up: Numba compilation, oneDNN primitives, buffers
+    timings = [one_run() for _ in range(runs)]
+    load_after = os.getloadavg()[0]
+    steps = list(timings[0])
+    sgm = steps[0]
+    lines = [
+        f"KITTI 2012 pair {scene['id']} ({left.shape[1]}x{left.shape[0]}, max_disp {params.max_disp}), median of {runs} runs after "
+        f"a warm-up, every step timed in each run; {threads} threads (torch, Numba, OpenCV); 1-minute load average "
+        f"{load_before:.2f} before, {load_after:.2f} after (2 logical cores, shared).",
+        f"{machine_description()}. {simd_flags()}; torch {torch.__version__}, native bfloat16: {'yes' if bfloat16_supported() else 'no'}.",
+        "Network arithmetic: " + ", ".join(f"{name} {scorer.precision}" for name, scorer in scorers.items()) + ".",
+        "",
+        "| step | median seconds | median per-run ratio to SGM | ratio range |",
+        "|---|---:|---:|---:|",
+    ]
+    for step in steps:
+        ratios = [run[step] / run[sgm] for run in timings]
+        lines.append(
+            f"| {step} | {statistics.median(run[step] for run in timings):.3f} | {statistics.median(ratios):.2f} | {min(ratios):.2f}-{max(ratios):.2f} |"
+        )
+    measures_step = steps[1]
+    for name in scorers:
+        ratios = [(run[measures_step] + run[name]) / run[sgm] for run in timings]
+        total = statistics.median(run[measures_step] + run[name] for run in timings)
+        lines.append(f"| scoring total: measures + {name} | {total:.3f} | {statistics.median(ratios):.2f} | {min(ratios):.2f}-{max(ratios):.2f} |")
+    text = "\n".join(lines)
     print(text)
     if write:
-        _write_section(
-            "### Scoring speed", f"Command: `python benchmarks/confidence.py speed --data {data} --runs {runs} --write` (2-core CPU)\n\n" + text
-        )
+        command = f"python benchmarks/confidence.py speed --data {_shown(data)} --runs {runs} --threads {threads} --write"
+        _write_section("### Scoring speed", f"Command: `{command}`\n\n" + text)
     return text
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository root where it can be (as the commands in BENCHMARKS.md are written)."""
+    try:
+        return os.path.relpath(path.resolve(), REPO)
+    except ValueError:
+        return str(path)
+
+
+#: The unlabeled drive of :func:`wild_drive` (``manifest.json`` ``unlabeled``) and the features the measures need.
+DRIVE = Path("sequences") / "kitti_odometry_b"
+FEATURES = ("disparity", "disparity_right", "valid", "cost_best", "cost_second", "cost_second_local", "cost_mean")
+
+
+def wild_drive(data: Path, work: Path, epochs: int, steps: int, write: bool) -> str:
+    """A CCNN trained with wild labels (no ground truth) on the 51 frames of a KITTI drive, evaluated on
+    the KITTI 2012 frame with ground truth: once reading the disparity alone, once the default inputs
+    (the disparity and the conventional measures). AUC x100 against the optimal and the conventional
+    measures, and the spread of the confidence (percentiles) on the evaluated frame.
+
+    The drive's proxies (SGM defaults, ``max_disp`` 128) are cached in ``work/kitti_drive.h5``. Training:
+    :class:`pseudolabel.confidence.training.TrainingConfig` defaults (the widths of ``confidence train``)
+    but ``epochs`` x ``steps`` steps.
+    """
+    import torch
+
+    from pseudolabel.confidence.measures import CCNN_INPUTS, MEASURES, compute_measure
+    from pseudolabel.confidence.sparsification import error_mask, optimal_auc, sparsification_auc
+    from pseudolabel.confidence.targets import wild_targets
+    from pseudolabel.confidence.training import TrainingConfig, TrainingPair, train_ccnn
+    from pseudolabel.datasets import read_ground_truth
+    from pseudolabel.io import read_image
+    from pseudolabel.models.ccnn import ConfidenceScorer, build_inputs
+    from pseudolabel.sgm.matcher import match
+    from pseudolabel.sgm.params import SGMParams
+    from pseudolabel.store.journal import create_or_open_proxies
+    from pseudolabel.store.layout import pair_attributes, result_arrays
+    from pseudolabel.store.proxies import open_proxies
+
+    params = SGMParams(max_disp=128)
+    path = work / "kitti_drive.h5"
+    work.mkdir(parents=True, exist_ok=True)
+    lefts = sorted((data / DRIVE / "left").glob("*.png"))
+    with create_or_open_proxies(path, params) as proxies:
+        for left_path in lefts:
+            key = left_path.stem
+            if key in proxies:
+                continue
+            right_path = data / DRIVE / "right" / left_path.name
+            result = match(read_image(left_path), read_image(right_path), params)
+            attrs = pair_attributes(key, left_path, right_path, params, result.disparity.shape, result.valid)
+            proxies.write_pair(key, result_arrays(result), {**attrs, "complete": True})
+    measures: list[dict[str, np.ndarray]] = []
+    features: list[dict[str, np.ndarray]] = []
+    with open_proxies(path, "r") as proxies:
+        for key in proxies.keys():
+            features.append(proxies.read(key, list(FEATURES)))
+            measures.append({name: compute_measure(name, features[-1], params) for name in MEASURES})
+    targets = [wild_targets(values) for values in measures]
+    positives = sum(int(np.sum(t == 1)) for t in targets)
+    negatives = sum(int(np.sum(t == 0)) for t in targets)
+    filled = sum(int(np.sum((t == 0) & ~f["valid"])) for t, f in zip(targets, features))
+    scene = next(s for s in _scenes(data) if s["group"] == "kitti2012")
+    result = match(read_image(data / scene["left"]), read_image(data / scene["right"]), params)
+    test = {name: getattr(result, name) for name in FEATURES}
+    test_measures = {name: compute_measure(name, test, params) for name in MEASURES}
+    ground_truth = read_ground_truth(data / scene["gt_left"], float(scene["gt_scale"]), result.disparity.shape, scene["id"])
+    bad, known = error_mask(result.disparity, ground_truth)
+    error_rate = float(bad.sum() / known.sum())
+    optimal = optimal_auc(error_rate)
+    rows: list[tuple[str, float, str]] = []
+    for label, inputs in (
+        ("CCNN wild, disparity only (the old default)", ("disparity",)),
+        ("CCNN wild, disparity + 13 measures (default)", CCNN_INPUTS),
+    ):
+        config = TrainingConfig(epochs=epochs, steps_per_epoch=steps, inputs=inputs)
+        pairs = [TrainingPair(str(i), build_inputs(f, params, inputs, m), t) for i, (f, m, t) in enumerate(zip(features, measures, targets))]
+        started = time.perf_counter()
+        model, history = train_ccnn(pairs, config)
+        seconds = time.perf_counter() - started
+        with torch.inference_mode():
+            confidence = ConfidenceScorer(model, "cpu", precision="float32").confidence_from_features(test, params, test_measures)
+        spread = " / ".join(f"{value:.3f}" for value in np.percentile(confidence, [1, 10, 50, 90, 99]))
+        rows.append(
+            (f"**{label}**", sparsification_auc(confidence, bad, known), f"{spread}; loss {history[0]:.3f} -> {history[-1]:.4f}, {seconds:.0f} s")
+        )
+        print(rows[-1], flush=True)
+    for name in MEASURES:
+        rows.append((name, sparsification_auc(test_measures[name], bad, known), ""))
+    rows.sort(key=lambda row: row[1])
+    lines = [
+        f"Wild labels on the {len(features)} frames of `{DRIVE}` (SGM defaults, max_disp 128, no ground truth): "
+        f"{positives} positive and {negatives} negative pixels ({100 * positives / (positives + negatives):.1f}% positive); "
+        f"{100 * filled / max(negatives, 1):.1f}% of the negatives are pixels SGM invalidated and filled. CCNN width "
+        f"{TrainingConfig.filters} / {TrainingConfig.fc_filters} (the `confidence train` defaults), {epochs} x {steps} steps. "
+        f"Evaluated on {scene['id']} ({scene['gt_left'].split('/')[-2]}; bad-3 of the proxies {100 * error_rate:.2f}%, "
+        f"so a random ranking has AUC x100 about {100 * error_rate:.2f}).",
+        "",
+        "| confidence | AUC x100 | / optimal | confidence percentiles 1 / 10 / 50 / 90 / 99; training |",
+        "|---|---:|---:|---|",
+    ]
+    lines += [f"| {label} | {100 * auc:.3f} | {auc / optimal:.2f} | {note} |" for label, auc, note in rows]
+    lines += ["", f"Optimal AUC x100: {100 * optimal:.3f}."]
+    text = "\n".join(lines)
+    print(text)
+    if write:
+        command = f"python benchmarks/confidence.py wild-drive --data {_shown(data)} --work {_shown(work)} --epochs {epochs} --steps-per-epoch {steps} --write"
+        _write_section("### Wild CCNN on a KITTI drive", f"Command: `{command}` ({machine_line()})\n\n" + text)
+    return text
+
+
+def machine_line() -> str:
+    """The machine, the 1-minute load average now and the CPU flags, for a command line in BENCHMARKS.md."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import machine_description
+    from sgm_profile import simd_flags
+
+    return f"{machine_description()}; 1-minute load average {os.getloadavg()[0]:.2f} at the end; {simd_flags()}"
 
 
 def _write_section(subsection: str, body: str) -> None:
@@ -403,8 +576,15 @@ def main(argv: list[str] | None = None) -> None:
     a.add_argument("--write", action="store_true", help="Write the section of BENCHMARKS.md.")
     s = commands.add_parser("speed")
     s.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    s.add_argument("--runs", type=int, default=5)
+    s.add_argument("--runs", type=int, default=9)
+    s.add_argument("--threads", type=int, default=2, help="torch, Numba and OpenCV threads.")
     s.add_argument("--write", action="store_true")
+    w = commands.add_parser("wild-drive")
+    w.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    w.add_argument("--work", type=Path, default=Path("work/confidence"))
+    w.add_argument("--epochs", type=int, default=4)
+    w.add_argument("--steps-per-epoch", type=int, default=30)
+    w.add_argument("--write", action="store_true", help="Write ### Wild CCNN on a KITTI drive of BENCHMARKS.md.")
     g = commands.add_parser("logo")
     g.add_argument("--data", type=Path, default=DEFAULT_DATA)
     g.add_argument("--work", type=Path, default=Path("work/confidence/logo"))
@@ -422,11 +602,13 @@ def main(argv: list[str] | None = None) -> None:
         prepare(args.data, args.out)
     elif args.command == "logo":
         logo(args)
+    elif args.command == "wild-drive":
+        wild_drive(args.data, args.work, args.epochs, args.steps_per_epoch, args.write)
     elif args.command == "auc":
         models = dict(item.split("=", 1) for item in args.models)
         auc(args.work, {name: Path(path) for name, path in models.items()}, args.data, args.write)
     else:
-        speed(args.data, args.runs, args.write)
+        speed(args.data, args.runs, args.write, args.threads)
 
 
 if __name__ == "__main__":

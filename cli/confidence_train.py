@@ -16,6 +16,7 @@ import click
 
 from pseudolabel.cli.options import ClickProgress, key_options, threads_option
 from pseudolabel.confidence.files import split_names
+from pseudolabel.confidence.measures import CCNN_INPUTS
 from pseudolabel.confidence.targets import WILD_FRACTION, WILD_NEGATIVE, WILD_POSITIVE
 
 __all__ = ["calibrate_command", "train"]
@@ -74,7 +75,8 @@ __all__ = ["calibrate_command", "train"]
     "inputs_text",
     default=None,
     help="Input channels: 'disparity' optionally followed by conventional measures (e.g. disparity,apkr,msm) and, for lfn, "
-    "the image channels image,photometric. [default: disparity for ccnn, disparity,image,photometric for lfn]",
+    f"the image channels image,photometric. [default: {','.join(CCNN_INPUTS)} for ccnn (the disparity alone cannot tell the pixels SGM "
+    "filled: wild labels would teach it nothing), disparity,image,photometric for lfn]",
 )
 @click.option(
     "--calibrate",
@@ -134,7 +136,7 @@ def train(
     Ctrl-C keeps the finished epochs in OUT.partial.pt; the command it prints (with --resume) continues.
     """
     from pseudolabel.confidence.from_proxies import TrainingData, train_confidence_from_proxies
-    from pseudolabel.confidence.training import TrainingConfig
+    from pseudolabel.confidence.training import TrainingConfig, default_inputs
 
     config = TrainingConfig(
         epochs=epochs,
@@ -145,9 +147,7 @@ def train(
         seed=seed,
         filters=filters,
         fc_filters=fc_filters,
-        inputs=tuple(
-            split_names(inputs_text if inputs_text is not None else ("disparity,image,photometric" if architecture == "lfn" else "disparity"))
-        ),
+        inputs=tuple(split_names(inputs_text)) if inputs_text is not None else default_inputs(architecture),
         range_jitter=range_jitter,
         device=device,
         architecture=architecture,

@@ -98,7 +98,8 @@ def demo(out_dir: Path, steps: int, device: str, data_dir: Path | None, model: s
 
 SHOW_HELP = f"""Render pictures of a proxies file: colour-mapped disparity with a colour bar,
 confidence as a heat map, labels over the image (and, when the pairs name
-their ground truth, error maps and sparsification curves).
+their ground truth, error maps, sparsification curves and the reliability
+diagram with each measure's expected calibration error).
 
 \b
 Writes OUT/<pair>_disparity.png, _confidence.png, _labels.png (those the

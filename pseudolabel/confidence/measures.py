@@ -117,6 +117,13 @@ class MeasureSpec:
 #: Every registered measure, by short name, in registration order.
 MEASURES: dict[str, MeasureSpec] = {}
 
+#: Input channels of a CCNN unless told otherwise (``confidence train``, :class:`pseudolabel.confidence.training.TrainingConfig`)
+#: and of the shipped CCNNs: the normalised disparity and the 13 conventional measures of this module. The disparity
+#: alone is not enough: the proxies are dense (SGM fills the pixels that fail its left-right and uniqueness checks
+#: from their neighbours), so a filled, wrong disparity looks as smooth as a matched one; with wild labels, whose
+#: negatives are exactly such filled pixels, a disparity-only CCNN learns nothing but the share of positives.
+CCNN_INPUTS: tuple[str, ...] = ("disparity", "lrc", "lrd", "pkrn", "pkr", "apkr", "msm", "mm", "mmn", "wmn", "wmnn", "uniqueness", "dbl", "med")
+
 
 def register_measure(
     name: str,

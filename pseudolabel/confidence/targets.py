@@ -9,6 +9,11 @@ Two sources, both numpy only (never torch):
   top fraction ``t`` (continuous measures) or passes the test (measures with a pass threshold: LRC,
   uniqueness, DBL, MED); *negative* when, for every measure of a negative set, it is in the bottom
   fraction ``t`` or fails the test; NaN otherwise.
+
+  The negatives fail LRC and uniqueness: they are pixels that SGM invalidated and then filled from
+  their neighbours, so their disparity looks as smooth as a matched one. A network trained on these
+  labels must read the measures (:data:`pseudolabel.confidence.measures.CCNN_INPUTS`), not the
+  disparity alone, or it learns nothing but the share of positives (about 90% on a KITTI drive).
 """
 
 from __future__ import annotations

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from pseudolabel.confidence.images import IMAGE_CHANNELS
+from pseudolabel.confidence.measures import CCNN_INPUTS
 from pseudolabel.errors import InputError
 from pseudolabel.io import atomic_write_bytes
 from pseudolabel.models.ccnn import PADDING, ConfidenceNetwork, build_confidence_network, normalise_disparity
@@ -64,7 +66,8 @@ class TrainingConfig:
     ``range_jitter`` ``j``: the normalised disparity channel of each crop is multiplied by
     ``exp(U(-j, j))`` (robustness to the searched range, which sets the normalisation); 0 = off.
     ``architecture``: a name of :data:`pseudolabel.models.ccnn.CONFIDENCE_NETWORKS` (``ccnn``, ``lfn``),
-    built with ``filters``, ``fc_filters`` and ``inputs``.
+    built with ``filters``, ``fc_filters`` and ``inputs`` (default: :data:`pseudolabel.confidence.measures.CCNN_INPUTS`,
+    the disparity and the conventional measures; :func:`default_inputs` gives each architecture's default).
     """
 
     epochs: int = 12
@@ -76,11 +79,20 @@ class TrainingConfig:
     seed: int = 0
     filters: int = 64
     fc_filters: int = 100
-    inputs: tuple[str, ...] = ("disparity",)
+    inputs: tuple[str, ...] = CCNN_INPUTS
     range_jitter: float = 0.0
     device: str = "cpu"
     architecture: str = "ccnn"
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def default_inputs(architecture: str) -> tuple[str, ...]:
+    """Input channels of a network of ``architecture`` unless told otherwise: a CCNN reads
+    :data:`pseudolabel.confidence.measures.CCNN_INPUTS` (the disparity and the conventional measures; the
+    disparity alone cannot tell the pixels SGM filled), an LFN the disparity and the image channels."""
+    if architecture == "lfn":
+        return ("disparity", *IMAGE_CHANNELS)
+    return CCNN_INPUTS
 
 
 class _CropSampler:

@@ -473,6 +473,12 @@ def reliability_image(
     return shapes_to_image(reliability_shapes(tables, eces, title, width, height), width, height, scale)
 
 
+def reliability_plot_height(measures: int, height: int = 320) -> int:
+    """Canvas height, pixels, of a reliability diagram of ``measures`` curves: at least ``height``, and
+    tall enough for its legend (one line per measure, the diagonal, the pixel bars and the ECE heading)."""
+    return max(height, 100 + 16 * (measures + 2))
+
+
 def write_reliability_plot(
     path: str | os.PathLike[str],
     tables: Mapping[str, np.ndarray],
@@ -484,7 +490,7 @@ def write_reliability_plot(
     """Write the reliability diagram atomically: an SVG file when ``path`` ends with ``.svg``, else an image."""
     from pseudolabel.io import atomic_write_bytes, write_image
 
-    height = max(height, 100 + 16 * (len(tables) + 2))
+    height = reliability_plot_height(len(tables), height)
     if Path(path).suffix.lower() == ".svg":
         atomic_write_bytes(path, reliability_svg(tables, eces, title, width, height).encode())
     else:

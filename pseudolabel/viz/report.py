@@ -10,7 +10,8 @@ Building blocks:
   and metrics of one stereo pair);
 * :func:`proxy_scene`: the section of one pair of a proxies file (left image, SGM proxy disparity,
   confidence heat map, labels over the image, ground truth, optional network disparities, error
-  maps, sparsification curves, metrics), used by :mod:`pseudolabel.viz.show` and ``pseudolabel demo``;
+  maps, sparsification curves and the reliability diagram with each measure's expected calibration
+  error, metrics), used by :mod:`pseudolabel.viz.show` and ``pseudolabel demo``;
 * :func:`render_report` / :func:`write_report`: the HTML page.
 
 numpy, OpenCV and h5py only (never torch).
@@ -31,6 +32,8 @@ import cv2
 import numpy as np
 
 from pseudolabel import __version__
+from pseudolabel.confidence.calibration import ECE_BINS, ece_from_bins
+from pseudolabel.confidence.evaluation import pair_reliability
 from pseudolabel.confidence.labels import label_density
 from pseudolabel.confidence.sparsification import (
     DEFAULT_FRACTIONS,
@@ -54,7 +57,7 @@ from pseudolabel.viz.colour import (
     labels_overlay,
     resize_for_display,
 )
-from pseudolabel.viz.plots import sparsification_svg
+from pseudolabel.viz.plots import reliability_plot_height, reliability_svg, sparsification_svg
 
 if TYPE_CHECKING:
     from pseudolabel.store.proxies import ProxyFile
@@ -94,10 +97,11 @@ class SceneSection:
         key: the pair key (section heading).
         pictures: the pictures, in reading order.
         legends: colour bars and error legend (small pictures shown under the grid).
-        svgs: inline SVG plots (sparsification curves).
+        svgs: inline SVG plots (sparsification curves, then the reliability diagram).
         metrics: ``{row name: {"density", "bad3", "epe", ...}}`` (percent, percent, pixels), shown as a
             table; empty without ground truth.
         notes: plain-text lines shown under the heading.
+        plot_notes: plain-text lines shown under the plots (the expected calibration errors).
     """
 
     key: str
@@ -106,6 +110,7 @@ class SceneSection:
     svgs: list[str] = field(default_factory=list)
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    plot_notes: list[str] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -230,7 +235,8 @@ def proxy_scene(
         ground_truth: an (H, W) ground truth in pixels, ``True`` to read the one the pair's attributes
             name (if found), or ``None``/``False`` for none.
         max_width: pictures wider than this are shrunk for the report (0 = full resolution).
-        curves: draw the sparsification curves (needs ground truth and a confidence).
+        curves: draw the sparsification curves and, next to them, the reliability diagram of the same
+            measures, and note their expected calibration errors (needs ground truth and a confidence).
 
     Returns:
         A :class:`SceneSection`. Metrics rows (with ground truth): ``SGM proxies``, ``labels (...)`` when
@@ -329,7 +335,17 @@ def proxy_scene(
                     title=f"sparsification of the SGM proxies: {key}",
                 )
             )
+            tables = pair_reliability({name: confidences[name] for name in order}, proxy, gt)
+            eces = {name: ece_from_bins(table) for name, table in tables.items()}
+            section.svgs.append(reliability_svg(tables, eces, f"reliability: {key}", height=reliability_plot_height(len(tables))))
+            section.plot_notes.append(ece_note(eces))
     return section
+
+
+def ece_note(eces: Mapping[str, float]) -> str:
+    """The line of a report section giving each measure's expected calibration error (``eces`` in [0, 1], shown in percent)."""
+    values = ", ".join(f"{name} {100 * value:.2f}%" for name, value in eces.items())
+    return f"expected calibration error ({ECE_BINS} equal-width bins; correct = within 3 px of the ground truth): {values}"
 
 
 def _metric_caption(values: Mapping[str, float]) -> str:
@@ -392,6 +408,7 @@ def render_section(section: SceneSection) -> str:
         parts.append(f'<div class="legends">{legends}</div>')
     if section.svgs:
         parts.append('<div class="plots">' + "".join(section.svgs) + "</div>")
+    parts += [f'<p class="note">{escape(note)}</p>' for note in section.plot_notes]
     parts.append("</section>")
     return "".join(parts)
 

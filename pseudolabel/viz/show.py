@@ -9,8 +9,8 @@ For every selected pair, :func:`render_proxies` writes into ``out_dir``:
 
 each at full resolution with its colour bar underneath, where ``<pair>`` is the key made safe for a
 file name (:func:`picture_stem`). ``index.html`` (:mod:`pseudolabel.viz.report`) shows the first
-:data:`SHOW_REPORT_LIMIT` pairs with every picture, the colour bars, metrics and sparsification
-curves. numpy, OpenCV and h5py only (never torch); heavy modules are imported when a call runs.
+:data:`SHOW_REPORT_LIMIT` pairs with every picture, the colour bars, metrics, sparsification
+curves and the reliability diagram with each measure's expected calibration error. numpy, OpenCV and h5py only (never torch); heavy modules are imported when a call runs.
 """
 
 from __future__ import annotations

@@ -238,7 +238,7 @@ def test_proxy_scene_metrics_match_the_stored_arrays(small_proxies: Path) -> Non
     assert labels["bad3"] < section.metrics["SGM proxies"]["bad3"]  # the confident pixels are the better ones
     titles = [picture.title for picture in section.pictures]
     assert titles[:4] == ["left image", "SGM proxy disparity", "confidence (apkr)", "labels over the image"]
-    assert len(section.svgs) == 1 and "apkr" in section.svgs[0] and "lrc" in section.svgs[0]
+    assert len(section.svgs) == 2 and "apkr" in section.svgs[0] and "lrc" in section.svgs[0]  # curves, then reliability
 
 
 # ----------------------------------------------------------------------------------------------
@@ -364,7 +364,8 @@ def test_demo_prints_the_table_and_writes_a_self_contained_report(tiny_demo: tup
     pictures = embedded_images(html)
     # left, proxy, confidence, labels, ground truth, before, after, 4 error maps, 3 legends
     assert len(pictures) == 14
-    assert html.count("<svg") == 1 and "network after (adapted)" in html
+    assert html.count("<svg") == 2 and "network after (adapted)" in html  # sparsification curves and reliability diagram
+    assert "reliability: tsukuba" in html and "expected calibration error" in html
     assert (out / "adapted.pt").is_file()
 
 

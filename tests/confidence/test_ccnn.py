@@ -74,7 +74,7 @@ def test_training_learns_to_spot_wrong_disparities_and_checkpoint_round_trip(tmp
     for seed in range(3):
         proxy, truth = _synthetic_pair(seed)
         pairs.append(TrainingPair.from_disparity(f"pair{seed}", proxy, ground_truth_targets(proxy, truth), 0, 64))
-    config = TrainingConfig(epochs=4, steps_per_epoch=50, batch_size=8, crop=24, filters=16, fc_filters=16, learning_rate=1e-2)
+    config = TrainingConfig(epochs=4, steps_per_epoch=50, batch_size=8, crop=24, filters=16, fc_filters=16, learning_rate=1e-2, inputs=("disparity",))
     model, history = train_ccnn(pairs, config)
     assert len(history) == 4 and history[-1] < history[0]
     proxy, truth = _synthetic_pair(10)
@@ -103,7 +103,7 @@ def test_training_learns_to_spot_wrong_disparities_and_checkpoint_round_trip(tmp
 def test_training_is_deterministic_for_a_seed() -> None:
     proxy, truth = _synthetic_pair(0)
     pairs = [TrainingPair.from_disparity("p", proxy, ground_truth_targets(proxy, truth), 0, 64)]
-    config = TrainingConfig(epochs=1, steps_per_epoch=3, batch_size=4, crop=16, filters=8, fc_filters=8, seed=7)
+    config = TrainingConfig(epochs=1, steps_per_epoch=3, batch_size=4, crop=16, filters=8, fc_filters=8, seed=7, inputs=("disparity",))
     first, _ = train_ccnn(pairs, config)
     second, _ = train_ccnn(pairs, config)
     for a, b in zip(first.state_dict().values(), second.state_dict().values()):
@@ -113,7 +113,7 @@ def test_training_is_deterministic_for_a_seed() -> None:
 def test_training_reports_every_epoch_through_progress() -> None:
     proxy, truth = _synthetic_pair(0)
     pairs = [TrainingPair.from_disparity("p", proxy, ground_truth_targets(proxy, truth), 0, 64)]
-    config = TrainingConfig(epochs=2, steps_per_epoch=3, batch_size=2, crop=16, filters=4, fc_filters=4)
+    config = TrainingConfig(epochs=2, steps_per_epoch=3, batch_size=2, crop=16, filters=4, fc_filters=4, inputs=("disparity",))
     calls: list[tuple[str, object]] = []
 
     class Recorder:

@@ -116,7 +116,8 @@ pseudolabel confidence train --proxies work/confidence/train.h5 --labels wild \\
   --threads 1 --seed 0
 python benchmarks/confidence.py auc --data ../shared/data --work work/confidence \\
   --models ccnn=models/weights/ccnn.pt ccnn_wild=models/weights/ccnn_wild.pt --write
-python benchmarks/confidence.py speed --data ../shared/data --runs 7 --write
+python benchmarks/confidence.py speed --data ../shared/data --runs 9 --threads 2 --write
+python benchmarks/confidence.py wild-drive --data ../shared/data --work work/confidence --write
 ```
 
 `train.h5`: the 21 Middlebury 2006 scenes (the only scenes `ccnn.pt` saw, with ground truth;
@@ -125,7 +126,8 @@ the manifest, used only for the tables of this section. Model cards: `models/wei
 `models/weights/ccnn_wild.md`. Caveat: the recipe of `ccnn.pt` (40 epochs, width 24 / 48) was picked
 with held-out AUCs in view; seed 1 of the same command gives 1.92x optimal instead of 1.82x (card,
 "Variation"). The speed ratio varies with the load of the shared machine: three runs of `speed` on
-2026-11-25 gave scoring / SGM = 0.93, 0.89 and 0.80 (the table shows the first)."""
+2026-11-25 gave scoring / SGM = 0.93, 0.89 and 0.80 (the table showed the first); six runs on 2026-11-30, under
+load, gave measures + CCNN / SGM = 1.05-1.35 (median of per-run ratios; the table shows the run written by `--write`)."""
 
 
 def _results(path: Path, models: dict[str, Path], data: Path) -> dict[str, dict[str, Any]]:

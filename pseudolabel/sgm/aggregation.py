@@ -226,6 +226,284 @@ def aggregate_horizontal_and_select(
             subpixel_right_row(out[y], index_right[y], min_disp, subpixel_mode, disparity_right[y])
 
 
+@numba.njit(cache=True, inline="always")
+def _path_step_into(
+    cost_row: np.ndarray, previous: np.ndarray, current: np.ndarray, previous_min: int, p1: int, p2: int, total: np.ndarray, accumulate: bool
+) -> int:
+    """:func:`_path_step` that also stores (or, with ``accumulate``, adds) the new path costs into ``total``.
+
+    ``total`` is the ``uint16`` (D,) aggregated cost of the pixel. Returns the minimum of ``current``.
+    """
+    num_disp = cost_row.shape[0]
+    jump = np.int16(previous_min + p2)
+    smooth = np.int16(p1)
+    base = np.int16(previous_min)
+    best = np.int16(_SENTINEL)
+    if accumulate:
+        for k in range(num_disp):
+            lower = np.int16(previous[k] + smooth)
+            upper = np.int16(previous[k + 2] + smooth)
+            value = np.int16(np.int16(cost_row[k]) + np.int16(min(min(previous[k + 1], lower), min(upper, jump)) - base))
+            current[k + 1] = value
+            best = min(best, value)
+            total[k] = np.uint16(total[k] + np.uint16(value))
+    else:
+        for k in range(num_disp):
+            lower = np.int16(previous[k] + smooth)
+            upper = np.int16(previous[k + 2] + smooth)
+            value = np.int16(np.int16(cost_row[k]) + np.int16(min(min(previous[k + 1], lower), min(upper, jump)) - base))
+            current[k + 1] = value
+            best = min(best, value)
+            total[k] = np.uint16(value)
+    return best
+
+
+@numba.njit(cache=True, inline="always")
+def _path_start_into(cost_row: np.ndarray, current: np.ndarray, total: np.ndarray, accumulate: bool) -> int:
+    """:func:`_path_start` that also stores (or, with ``accumulate``, adds) ``C`` into the ``uint16`` (D,) ``total``."""
+    best = np.int16(_SENTINEL)
+    if accumulate:
+        for k in range(cost_row.shape[0]):
+            value = np.int16(cost_row[k])
+            current[k + 1] = value
+            best = min(best, value)
+            total[k] = np.uint16(total[k] + np.uint16(value))
+    else:
+        for k in range(cost_row.shape[0]):
+            value = np.int16(cost_row[k])
+            current[k + 1] = value
+            best = min(best, value)
+            total[k] = np.uint16(value)
+    return best
+
+
+_RASTER_CHUNK = 32  # pixels of a row that the raster passes sweep direction by direction
+
+
+@numba.njit(cache=True, nogil=True)
+def _row_penalties(
+    p1: int, p2: int, adaptive: bool, gamma: float, image_row: np.ndarray, image_before: np.ndarray, shift: int, penalties: np.ndarray
+) -> None:
+    """Penalty ``P2`` of the step into every pixel ``x`` of a row from pixel ``x + shift`` of the row before.
+
+    Args:
+        image_row, image_before: ``float32`` (W,) gray intensities of the row and of the row before.
+        penalties: ``int32`` (W,) output; entries whose ``x + shift`` is outside the row are left as they are.
+    """
+    width = image_row.shape[0]
+    for x in range(max(0, -shift), min(width, width - shift)):
+        penalties[x] = _step_penalty(p1, p2, adaptive, gamma, image_row[x], image_before[x + shift])
+
+
+@numba.njit(cache=True, nogil=True)
+def _direction_row(
+    cost_row: np.ndarray,
+    out_row: np.ndarray,
+    previous: np.ndarray,
+    current: np.ndarray,
+    previous_min: np.ndarray,
+    current_min: np.ndarray,
+    penalties: np.ndarray,
+    shift: int,
+    starts: bool,
+    p1: int,
+    add: bool,
+    x_start: int,
+    x_stop: int,
+) -> None:
+    """Path costs of one direction for the pixels ``x_start <= x < x_stop`` of a row, arriving from pixel
+    ``x + shift`` of the row before (a path starts where that pixel is outside the image, or everywhere
+    when ``starts``). Stores the costs into ``out_row`` (adds them when ``add``).
+
+    Args:
+        cost_row: ``uint8`` (W, D) costs of the row.
+        out_row: ``uint16`` (W, D) aggregated costs of the row.
+        previous, current: ``int16`` (W, D + 2) sentinel-padded path costs of the row before and of this row.
+        previous_min, current_min: ``int16`` (W,) their minima.
+        penalties: ``int32`` (W,) ``P2`` of each pixel's step (:func:`_row_penalties`).
+    """
+    width = cost_row.shape[0]
+    low = x_stop if starts else min(x_stop, max(x_start, -shift))
+    high = x_stop if starts else max(low, min(x_stop, width - shift))
+    # every branch below has its own loop with a constant ``add``: the pixel loops stay simple enough
+    # for LLVM to keep the array addresses in registers
+    if add:
+        for x in range(x_start, low):
+            current_min[x] = _path_start_into(cost_row[x], current[x], out_row[x], True)
+        for x in range(low, high):
+            current_min[x] = _path_step_into(
+                cost_row[x], previous[x + shift], current[x], previous_min[x + shift], p1, penalties[x], out_row[x], True
+            )
+        for x in range(high, x_stop):
+            current_min[x] = _path_start_into(cost_row[x], current[x], out_row[x], True)
+    else:
+        for x in range(x_start, low):
+            current_min[x] = _path_start_into(cost_row[x], current[x], out_row[x], False)
+        for x in range(low, high):
+            current_min[x] = _path_step_into(
+                cost_row[x], previous[x + shift], current[x], previous_min[x + shift], p1, penalties[x], out_row[x], False
+            )
+        for x in range(high, x_stop):
+            current_min[x] = _path_start_into(cost_row[x], current[x], out_row[x], False)
+
+
+@numba.njit(cache=True, nogil=True)
+def _raster_rows(
+    cost: np.ndarray,
+    image: np.ndarray,
+    y_first: int,
+    y_stop: int,
+    forward: bool,
+    diagonals: bool,
+    p1: int,
+    p2: int,
+    adaptive: bool,
+    gamma: float,
+    out: np.ndarray,
+    accumulate: bool,
+    state: np.ndarray,
+    state_min: np.ndarray,
+    penalties: np.ndarray,
+) -> None:
+    """One raster pass over rows ``y_first, y_first + s, ...`` (excluding ``y_stop``), ``s = 1`` when ``forward``, else -1.
+
+    The pass computes, row after row, the path costs of every direction arriving from the row before
+    (``r = (dx, s)``, ``dx`` in ``{-1, 0, 1}``, or only ``dx = 0`` without ``diagonals``) and stores
+    their sum into ``out`` (adds it when ``accumulate``). The path costs of the row before live in
+    ``state``, so a pass can stop after any row and continue later from the next one.
+
+    Args:
+        cost: ``uint8`` (H, W, D) cost volume.
+        image: ``float32`` (H, W) gray left image (adaptive penalties).
+        out: ``uint16`` (H, W, D) aggregated volume; only the pass's rows are written.
+        state: ``int16`` (2, 3, W, D + 2) path costs of the last two rows (index ``y & 1``) of the
+            directions ``(0, s)``, ``(s, s)``, ``(-s, s)``, sentinel-padded at both ends of the last axis.
+        state_min: ``int16`` (2, 3, W) minimum of each of those curves.
+        penalties: ``int32`` (3, W) scratch.
+    """
+    height, width, num_disp = cost.shape
+    s = 1 if forward else -1
+    first_row = 0 if forward else height - 1
+    directions = 3 if diagonals else 1
+    for y in range(y_first, y_stop, s):
+        now = y & 1
+        before = 1 - now
+        starts = y == first_row
+        # slot 0: the vertical direction; slot 1: (s, s), arriving from x - s; slot 2: (-s, s), from x + s
+        if not starts:
+            for slot in range(directions):
+                shift = 0 if slot == 0 else (-s if slot == 1 else s)
+                _row_penalties(p1, p2, adaptive, gamma, image[y], image[y - s], shift, penalties[slot])
+        # one direction at a time over a chunk of the row (the chunk's costs and sums stay in L1)
+        for chunk in range(0, width, _RASTER_CHUNK):
+            chunk_stop = min(width, chunk + _RASTER_CHUNK)
+            for slot in range(directions):
+                shift = 0 if slot == 0 else (-s if slot == 1 else s)
+                _direction_row(
+                    cost[y],
+                    out[y],
+                    state[before, slot],
+                    state[now, slot],
+                    state_min[before, slot],
+                    state_min[now, slot],
+                    penalties[slot],
+                    shift,
+                    starts,
+                    p1,
+                    accumulate or slot > 0,
+                    chunk,
+                    chunk_stop,
+                )
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def aggregate_raster_and_select(
+    cost: np.ndarray,
+    image: np.ndarray,
+    diagonals: bool,
+    p1: int,
+    p2: int,
+    adaptive: bool,
+    gamma: float,
+    out: np.ndarray,
+    accumulate: bool,
+    min_disp: int,
+    index: np.ndarray,
+    best_cost: np.ndarray,
+    second: np.ndarray,
+    second_far: np.ndarray,
+    second_local: np.ndarray,
+    mean: np.ndarray,
+    index_right: np.ndarray,
+    subpixel_mode: int,
+    disparity_left: np.ndarray,
+    disparity_right: np.ndarray,
+) -> None:
+    """The 8 (or, without ``diagonals``, 4) directions of ``|dx|, |dy| <= 1`` in two raster passes, fused
+    with winner-takes-all and sub-pixel refinement of both views.
+
+    A forward pass (top to bottom, each row left to right) computes the directions ``(0, 1)``,
+    ``(1, 1)``, ``(-1, 1)``; a backward pass (bottom to top, right to left) their opposites. Each cell
+    of the cost volume is read once per pass and each cell of ``out`` written once per pass, the path
+    costs of the row before kept in a small state (two rows of path costs per pass). The two horizontal
+    directions of a row go with whichever pass reaches the row first, a few rows at a time
+    (:func:`_horizontal_rows`).
+
+    The passes run in two phases, each pass on one thread: first the forward pass over the top half of
+    the rows while the backward pass covers the bottom half; then each pass continues into the other
+    half, where it completes the sums and selects the winners of each row as soon as it is final. The
+    two passes of a phase write disjoint rows, so results do not depend on the thread count (with one
+    thread the four parts run one after the other). Results are identical to :func:`aggregate`
+    followed by the winner-takes-all and sub-pixel kernels.
+
+    Args:
+        cost: ``uint8`` (H, W, D) cost volume.
+        image: ``float32`` (H, W) gray left image in 8-bit units (adaptive penalties).
+        diagonals: include the four diagonal directions (8 paths) or not (4 paths).
+        out: ``uint16`` (H, W, D); receives the sum of the path costs, added to it when ``accumulate``.
+        index ... index_right: (H, W) outputs as in :class:`pseudolabel.sgm.disparity.Winners`.
+        subpixel_mode: :data:`pseudolabel.sgm.refinement.SUBPIXEL_MODES` value.
+        disparity_left, disparity_right: ``float32`` (H, W) sub-pixel disparities (outputs).
+    """
+    height, width, num_disp = cost.shape
+    middle = height // 2
+    states = np.empty((2, 2, 3, width, num_disp + 2), dtype=np.int16)
+    states[:, :, :, :, 0] = _SENTINEL
+    states[:, :, :, :, num_disp + 1] = _SENTINEL
+    state_minima = np.zeros((2, 2, 3, width), dtype=np.int16)
+    ks = np.arange(num_disp).astype(np.int16)
+    for phase in range(2):
+        for task in prange(2):
+            forward = task == 0
+            step = 1 if forward else -1
+            previous = np.full((_ROW_BLOCK, num_disp + 2), _SENTINEL, dtype=np.int16)
+            current = np.full((_ROW_BLOCK, num_disp + 2), _SENTINEL, dtype=np.int16)
+            best = np.zeros(_ROW_BLOCK, dtype=np.int16)
+            penalties = np.zeros((3, width), dtype=np.int32)
+            if phase == 0:
+                y_first, y_stop = (0, middle) if forward else (height - 1, middle - 1)
+            else:
+                y_first, y_stop = (middle, height) if forward else (middle - 1, -1)
+            for y in range(y_first, y_stop, step):
+                if phase == 0 and (y - y_first) % _ROW_BLOCK == 0:
+                    # the horizontal directions of the next rows of the half, a few rows swept together
+                    y0, y1 = (y, min(y + _ROW_BLOCK, y_stop)) if forward else (max(y - _ROW_BLOCK, y_stop) + 1, y + 1)
+                    _horizontal_rows(cost[y0:y1], image[y0:y1], p1, p2, adaptive, gamma, out[y0:y1], accumulate, previous, current, best)
+                # row by row, so that a finished row is still in cache for its winners
+                _raster_rows(
+                    cost, image, y, y + step, forward, diagonals, p1, p2, adaptive, gamma, out, True, states[task], state_minima[task], penalties
+                )
+                if phase == 1:
+                    select_row(out[y], ks, index[y], best_cost[y], second[y], second_far[y], second_local[y], mean[y])
+                    select_row_right(out[y], ks, min_disp, index_right[y])
+                    subpixel_left_row(out[y], index[y], min_disp, subpixel_mode, disparity_left[y])
+                    subpixel_right_row(out[y], index_right[y], min_disp, subpixel_mode, disparity_right[y])
+
+
+RASTER_MAX_THREADS = 2
+"""Thread counts up to this use the two raster passes of :func:`aggregate_raster_and_select` (which use at
+most two threads); more threads aggregate direction pair by direction pair, every pair on all threads."""
+
 _LINE_BLOCK = 16  # parallel scanlines swept together (measured fastest on KITTI-sized images: 8-16)
 _JOBS = 64  # default number of jobs of aggregate_direction_pair (buffers are allocated once per job)
 
@@ -417,25 +695,62 @@ def aggregate_and_select(cost: np.ndarray, image: np.ndarray, params: SGMParams,
     views in one go, the winner-takes-all and the refinement fused into the last aggregation pass
     (saves two reads of ``S``). Same results as the separate calls.
 
+    With at most :data:`RASTER_MAX_THREADS` Numba threads the directions with ``|dx|, |dy| <= 1`` run as
+    two raster passes (:func:`aggregate_raster_and_select`), which use at most two threads; with more
+    threads every direction pair runs on all of them (:func:`aggregate_direction_pair`,
+    :func:`aggregate_horizontal_and_select`). Both give the same results.
+
     Returns:
         ``(S, winners)``: the ``uint16`` (H, W, D) aggregated volume and the :class:`Winners`, with
         ``disparity`` and ``disparity_right`` set (``params.subpixel`` refinement).
     """
     out = _check_and_prepare(cost, params, out)
-    _aggregate_vertical_pairs(cost, image, params, out)
     height, width = image.shape
     winners = allocate_winners(height, width)
     winners.disparity = np.empty((height, width), dtype=np.float32)
     winners.disparity_right = np.empty((height, width), dtype=np.float32)
+    p1, p2, adaptive, gamma = int(params.p1), int(params.p2), bool(params.p2_adaptive), float(params.p2_gamma)
+    min_disp, mode = int(params.min_disp), SUBPIXEL_MODES[params.subpixel]
+    if numba.get_num_threads() <= RASTER_MAX_THREADS:
+        # directions with a step of 2 (16 paths) first, in pairs; then the raster passes
+        accumulate = False
+        for dx, dy in DIRECTIONS[params.paths]:
+            if dy > 0 and (dy > 1 or abs(dx) > 1):
+                aggregate_direction_pair(cost, image, dx, dy, p1, p2, adaptive, gamma, out, accumulate, _LINE_BLOCK, numba.get_num_threads())
+                accumulate = True
+        aggregate_raster_and_select(
+            cost,
+            image,
+            params.paths > 4,
+            p1,
+            p2,
+            adaptive,
+            gamma,
+            out,
+            accumulate,
+            min_disp,
+            winners.index,
+            winners.cost_best,
+            winners.cost_second,
+            winners.cost_second_far,
+            winners.cost_second_local,
+            winners.cost_mean,
+            winners.index_right,
+            mode,
+            winners.disparity,
+            winners.disparity_right,
+        )
+        return out, winners
+    _aggregate_vertical_pairs(cost, image, params, out)
     aggregate_horizontal_and_select(
         cost,
         image,
-        int(params.p1),
-        int(params.p2),
-        bool(params.p2_adaptive),
-        float(params.p2_gamma),
+        p1,
+        p2,
+        adaptive,
+        gamma,
         out,
-        int(params.min_disp),
+        min_disp,
         winners.index,
         winners.cost_best,
         winners.cost_second,
@@ -443,7 +758,7 @@ def aggregate_and_select(cost: np.ndarray, image: np.ndarray, params: SGMParams,
         winners.cost_second_local,
         winners.cost_mean,
         winners.index_right,
-        SUBPIXEL_MODES[params.subpixel],
+        mode,
         winners.disparity,
         winners.disparity_right,
     )

@@ -241,17 +241,17 @@ def _path_step_into(
     best = np.int16(_SENTINEL)
     if accumulate:
         for k in range(num_disp):
-            lower = np.int16(previous[k] + smooth)
-            upper = np.int16(previous[k + 2] + smooth)
-            value = np.int16(np.int16(cost_row[k]) + np.int16(min(min(previous[k + 1], lower), min(upper, jump)) - base))
+            # min(L[k - 1] + P1, L[k + 1] + P1) as min(L[k - 1], L[k + 1]) + P1: one addition less, same value
+            neighbours = np.int16(min(previous[k], previous[k + 2]) + smooth)
+            value = np.int16(np.int16(cost_row[k]) + np.int16(min(min(previous[k + 1], neighbours), jump) - base))
             current[k + 1] = value
             best = min(best, value)
             total[k] = np.uint16(total[k] + np.uint16(value))
     else:
         for k in range(num_disp):
-            lower = np.int16(previous[k] + smooth)
-            upper = np.int16(previous[k + 2] + smooth)
-            value = np.int16(np.int16(cost_row[k]) + np.int16(min(min(previous[k + 1], lower), min(upper, jump)) - base))
+            # min(L[k - 1] + P1, L[k + 1] + P1) as min(L[k - 1], L[k + 1]) + P1: one addition less, same value
+            neighbours = np.int16(min(previous[k], previous[k + 2]) + smooth)
+            value = np.int16(np.int16(cost_row[k]) + np.int16(min(min(previous[k + 1], neighbours), jump) - base))
             current[k + 1] = value
             best = min(best, value)
             total[k] = np.uint16(value)

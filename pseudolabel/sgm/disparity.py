@@ -88,7 +88,8 @@ def select_row(
         # minimum being S[k] < S[k-1] and S[k] <= S[k+1] (missing neighbours count as larger: the
         # padding, 65535, can only hide a local minimum of 65535, which would not lower ``local``).
         # One masked pass over all D values in 16-bit lanes: no remainder loops around the winner.
-        padded[1 : num_disp + 1] = curve
+        for k in range(num_disp):  # a loop: a slice assignment checks for overlap and may copy
+            padded[k + 1] = curve[k]
         below = np.int16(winner - np.int16(1))
         above = np.int16(winner + np.int16(1))
         far = no_value

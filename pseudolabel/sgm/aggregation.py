@@ -280,6 +280,41 @@ def _path_start_into(cost_row: np.ndarray, current: np.ndarray, total: np.ndarra
 _RASTER_CHUNK = 32  # pixels of a row that the raster passes sweep direction by direction
 
 
+@numba.njit(cache=True, inline="always")
+def _path_step_in_place(cost_row: np.ndarray, window: np.ndarray, previous_min: int, p1: int, p2: int, total: np.ndarray, accumulate: bool) -> int:
+    """:func:`_path_step_into` with the new curve written over the old one, shifted down by one place.
+
+    ``window`` is the ``int16`` (D + 2,) padded old curve; the new values go to ``window[0 : D]``
+    (each is written after the last read of that place: value ``k`` reads places ``k .. k + 2``), so
+    the padded new curve starts one place before ``window``; the caller writes its two sentinels.
+    Stores (or, with ``accumulate``, adds) the new values into the ``uint16`` (D,) ``total``; returns
+    their minimum.
+    """
+    num_disp = cost_row.shape[0]
+    jump = np.int16(previous_min + p2)
+    smooth = np.int16(p1)
+    base = np.int16(previous_min)
+    best = np.int16(_SENTINEL)
+    if accumulate:
+        for k in range(num_disp):
+            neighbours = np.int16(min(window[k], window[k + 2]) + smooth)
+            value = np.int16(np.int16(cost_row[k]) + np.int16(min(min(window[k + 1], neighbours), jump) - base))
+            window[k] = value
+            best = min(best, value)
+            total[k] = np.uint16(total[k] + np.uint16(value))
+    else:
+        for k in range(num_disp):
+            neighbours = np.int16(min(window[k], window[k + 2]) + smooth)
+            value = np.int16(np.int16(cost_row[k]) + np.int16(min(min(window[k + 1], neighbours), jump) - base))
+            window[k] = value
+            best = min(best, value)
+            total[k] = np.uint16(value)
+    return best
+
+
+RASTER_SHIFT_ROOM = 16  # spare places per scanline curve: the curves move down one place per row, back up every this many rows
+
+
 @numba.njit(cache=True, nogil=True)
 def _row_penalties(
     p1: int, p2: int, adaptive: bool, gamma: float, image_row: np.ndarray, image_before: np.ndarray, shift: int, penalties: np.ndarray
@@ -299,12 +334,12 @@ def _row_penalties(
 def _direction_row(
     cost_row: np.ndarray,
     out_row: np.ndarray,
-    previous: np.ndarray,
-    current: np.ndarray,
-    previous_min: np.ndarray,
-    current_min: np.ndarray,
+    curves: np.ndarray,
+    minima: np.ndarray,
+    base: int,
     penalties: np.ndarray,
     shift: int,
+    line_offset: int,
     starts: bool,
     p1: int,
     add: bool,
@@ -315,36 +350,52 @@ def _direction_row(
     ``x + shift`` of the row before (a path starts where that pixel is outside the image, or everywhere
     when ``starts``). Stores the costs into ``out_row`` (adds them when ``add``).
 
+    The scanline through pixel ``x`` keeps its last padded curve in ``curves[x + line_offset, base : base + D + 2]``;
+    the new one replaces it at ``base - 1`` (:func:`_path_step_in_place`).
+
     Args:
         cost_row: ``uint8`` (W, D) costs of the row.
         out_row: ``uint16`` (W, D) aggregated costs of the row.
-        previous, current: ``int16`` (W, D + 2) sentinel-padded path costs of the row before and of this row.
-        previous_min, current_min: ``int16`` (W,) their minima.
+        curves: ``int16`` (lines, D + 2 + room) path-cost curves, one per scanline.
+        minima: ``int16`` (lines,) the minimum of each curve.
+        base: place of the old curves' first (sentinel) value, at least 1.
         penalties: ``int32`` (W,) ``P2`` of each pixel's step (:func:`_row_penalties`).
     """
-    width = cost_row.shape[0]
+    width, num_disp = cost_row.shape
     low = x_stop if starts else min(x_stop, max(x_start, -shift))
     high = x_stop if starts else max(low, min(x_stop, width - shift))
+    sentinel = np.int16(_SENTINEL)
     # every branch below has its own loop with a constant ``add``: the pixel loops stay simple enough
     # for LLVM to keep the array addresses in registers
     if add:
         for x in range(x_start, low):
-            current_min[x] = _path_start_into(cost_row[x], current[x], out_row[x], True)
+            minima[x + line_offset] = _path_start_into(cost_row[x], curves[x + line_offset, base - 1 : base + num_disp + 1], out_row[x], True)
         for x in range(low, high):
-            current_min[x] = _path_step_into(
-                cost_row[x], previous[x + shift], current[x], previous_min[x + shift], p1, penalties[x], out_row[x], True
+            line = curves[x + line_offset]
+            minima[x + line_offset] = _path_step_in_place(
+                cost_row[x], line[base : base + num_disp + 2], minima[x + line_offset], p1, penalties[x], out_row[x], True
             )
+            line[base - 1] = sentinel
+            line[base + num_disp] = sentinel
         for x in range(high, x_stop):
-            current_min[x] = _path_start_into(cost_row[x], current[x], out_row[x], True)
+            minima[x + line_offset] = _path_start_into(cost_row[x], curves[x + line_offset, base - 1 : base + num_disp + 1], out_row[x], True)
     else:
         for x in range(x_start, low):
-            current_min[x] = _path_start_into(cost_row[x], current[x], out_row[x], False)
+            minima[x + line_offset] = _path_start_into(cost_row[x], curves[x + line_offset, base - 1 : base + num_disp + 1], out_row[x], False)
         for x in range(low, high):
-            current_min[x] = _path_step_into(
-                cost_row[x], previous[x + shift], current[x], previous_min[x + shift], p1, penalties[x], out_row[x], False
+            line = curves[x + line_offset]
+            minima[x + line_offset] = _path_step_in_place(
+                cost_row[x], line[base : base + num_disp + 2], minima[x + line_offset], p1, penalties[x], out_row[x], False
             )
+            line[base - 1] = sentinel
+            line[base + num_disp] = sentinel
         for x in range(high, x_stop):
-            current_min[x] = _path_start_into(cost_row[x], current[x], out_row[x], False)
+            minima[x + line_offset] = _path_start_into(cost_row[x], curves[x + line_offset, base - 1 : base + num_disp + 1], out_row[x], False)
+    if starts or low > x_start or high < x_stop:
+        for x in range(x_start, x_stop):
+            if starts or x < low or x >= high:
+                curves[x + line_offset, base - 1] = sentinel
+                curves[x + line_offset, base + num_disp] = sentinel
 
 
 @numba.njit(cache=True, nogil=True)
@@ -363,32 +414,42 @@ def _raster_rows(
     accumulate: bool,
     state: np.ndarray,
     state_min: np.ndarray,
+    state_base: np.ndarray,
     penalties: np.ndarray,
 ) -> None:
     """One raster pass over rows ``y_first, y_first + s, ...`` (excluding ``y_stop``), ``s = 1`` when ``forward``, else -1.
 
     The pass computes, row after row, the path costs of every direction arriving from the row before
     (``r = (dx, s)``, ``dx`` in ``{-1, 0, 1}``, or only ``dx = 0`` without ``diagonals``) and stores
-    their sum into ``out`` (adds it when ``accumulate``). The path costs of the row before live in
-    ``state``, so a pass can stop after any row and continue later from the next one.
+    their sum into ``out`` (adds it when ``accumulate``). The last path costs of every scanline live
+    in ``state``, so a pass can stop after any row and continue later from the next one.
+
+    ``state`` holds one curve per scanline, updated in place: the vertical line through ``x`` at
+    index ``x``, the line of ``(s, s)`` through ``(x, y)`` at ``x - y + H - 1`` and that of
+    ``(-s, s)`` at ``x + y`` (each constant along its line). A row reads and writes the same ``W``
+    curves of each direction, about ``3 W (D + 2)`` values, which fit in the L2 cache for KITTI-sized
+    rows (two rows of curves would not, and from L3 this loop runs at about half the speed). A new
+    curve is written one place below the old one (no copy); every :data:`RASTER_SHIFT_ROOM` rows the
+    curves of the row are moved back up.
 
     Args:
         cost: ``uint8`` (H, W, D) cost volume.
         image: ``float32`` (H, W) gray left image (adaptive penalties).
         out: ``uint16`` (H, W, D) aggregated volume; only the pass's rows are written.
-        state: ``int16`` (2, 3, W, D + 2) path costs of the last two rows (index ``y & 1``) of the
-            directions ``(0, s)``, ``(s, s)``, ``(-s, s)``, sentinel-padded at both ends of the last axis.
-        state_min: ``int16`` (2, 3, W) minimum of each of those curves.
+        state: ``int16`` (3, W + H - 1, D + 2 + room) last path costs of each scanline of the directions
+            ``(0, s)``, ``(s, s)``, ``(-s, s)``; the padded curves start at place ``state_base[0]``.
+        state_min: ``int16`` (3, W + H - 1) minimum of each of those curves.
+        state_base: ``int64`` (1,) place of the curves in ``state`` (updated); ``room`` at the start.
         penalties: ``int32`` (3, W) scratch.
     """
     height, width, num_disp = cost.shape
     s = 1 if forward else -1
     first_row = 0 if forward else height - 1
     directions = 3 if diagonals else 1
+    room = state.shape[2] - num_disp - 2
     for y in range(y_first, y_stop, s):
-        now = y & 1
-        before = 1 - now
         starts = y == first_row
+        base = state_base[0]
         # slot 0: the vertical direction; slot 1: (s, s), arriving from x - s; slot 2: (-s, s), from x + s
         if not starts:
             for slot in range(directions):
@@ -399,21 +460,33 @@ def _raster_rows(
             chunk_stop = min(width, chunk + _RASTER_CHUNK)
             for slot in range(directions):
                 shift = 0 if slot == 0 else (-s if slot == 1 else s)
+                line_offset = 0 if slot == 0 else (height - 1 - y if slot == 1 else y)
                 _direction_row(
                     cost[y],
                     out[y],
-                    state[before, slot],
-                    state[now, slot],
-                    state_min[before, slot],
-                    state_min[now, slot],
+                    state[slot],
+                    state_min[slot],
+                    base,
                     penalties[slot],
                     shift,
+                    line_offset,
                     starts,
                     p1,
                     accumulate or slot > 0,
                     chunk,
                     chunk_stop,
                 )
+        base -= 1
+        if base == 0:
+            # move the row's curves back up by ``room`` places (from the top down: the ranges overlap)
+            for slot in range(directions):
+                line_offset = 0 if slot == 0 else (height - 1 - y if slot == 1 else y)
+                for x in range(width):
+                    line = state[slot, x + line_offset]
+                    for k in range(num_disp + 1, -1, -1):
+                        line[k + room] = line[k]
+            base = room
+        state_base[0] = base
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
@@ -467,10 +540,9 @@ def aggregate_raster_and_select(
     """
     height, width, num_disp = cost.shape
     middle = height // 2
-    states = np.empty((2, 2, 3, width, num_disp + 2), dtype=np.int16)
-    states[:, :, :, :, 0] = _SENTINEL
-    states[:, :, :, :, num_disp + 1] = _SENTINEL
-    state_minima = np.zeros((2, 2, 3, width), dtype=np.int16)
+    states = np.empty((2, 3, width + height - 1, num_disp + 2 + RASTER_SHIFT_ROOM), dtype=np.int16)
+    state_minima = np.zeros((2, 3, width + height - 1), dtype=np.int16)
+    state_bases = np.full((2, 1), RASTER_SHIFT_ROOM, dtype=np.int64)
     ks = np.arange(num_disp).astype(np.int16)
     for phase in range(2):
         for task in prange(2):
@@ -491,7 +563,22 @@ def aggregate_raster_and_select(
                     _horizontal_rows(cost[y0:y1], image[y0:y1], p1, p2, adaptive, gamma, out[y0:y1], accumulate, previous, current, best)
                 # row by row, so that a finished row is still in cache for its winners
                 _raster_rows(
-                    cost, image, y, y + step, forward, diagonals, p1, p2, adaptive, gamma, out, True, states[task], state_minima[task], penalties
+                    cost,
+                    image,
+                    y,
+                    y + step,
+                    forward,
+                    diagonals,
+                    p1,
+                    p2,
+                    adaptive,
+                    gamma,
+                    out,
+                    True,
+                    states[task],
+                    state_minima[task],
+                    state_bases[task],
+                    penalties,
                 )
                 if phase == 1:
                     select_row(out[y], ks, index[y], best_cost[y], second[y], second_far[y], second_local[y], mean[y])

@@ -137,7 +137,7 @@ def test_fused_aggregation_and_selection_equals_the_separate_kernels(paths: int,
 RASTER_FORWARD = ((0, 1), (1, 1), (-1, 1))
 
 
-@pytest.mark.parametrize("shape", [(7, 11), (13, 9), (2, 15), (1, 6), (9, 1)])
+@pytest.mark.parametrize("shape", [(7, 11), (13, 9), (2, 15), (1, 6), (9, 1), (41, 5)])
 @pytest.mark.parametrize("forward", [True, False])
 @pytest.mark.parametrize("diagonals", [True, False])
 def test_raster_pass_matches_reference(shape: tuple[int, int], forward: bool, diagonals: bool) -> None:
@@ -148,9 +148,10 @@ def test_raster_pass_matches_reference(shape: tuple[int, int], forward: bool, di
     volume = rng.integers(0, 63, size=shape + (num_disp,)).astype(np.uint8)
     image = rng.integers(0, 256, size=shape).astype(np.float32)
     out = np.full(volume.shape, 999, dtype=np.uint16)  # overwritten by the first direction
-    state = np.empty((2, 3, width, num_disp + 2), dtype=np.int16)
-    state[..., 0] = state[..., -1] = reference.SENTINEL
-    state_min = np.zeros((2, 3, width), dtype=np.int16)
+    room = aggregation.RASTER_SHIFT_ROOM
+    state = rng.integers(-5, 5, size=(3, width + height - 1, num_disp + 2 + room)).astype(np.int16)  # no need to initialise
+    state_min = np.zeros((3, width + height - 1), dtype=np.int16)
+    state_base = np.full(1, room, dtype=np.int64)
     penalties = np.zeros((3, width), dtype=np.int32)
     rows = list(range(height)) if forward else list(range(height - 1, -1, -1))
     cut = len(rows) // 2
@@ -158,7 +159,7 @@ def test_raster_pass_matches_reference(shape: tuple[int, int], forward: bool, di
     for part in (rows[:cut], rows[cut:]):
         if part:
             aggregation._raster_rows(
-                volume, image, part[0], part[-1] + step, forward, diagonals, 6, 45, True, 8.0, out, False, state, state_min, penalties
+                volume, image, part[0], part[-1] + step, forward, diagonals, 6, 45, True, 8.0, out, False, state, state_min, state_base, penalties
             )
     sign = 1 if forward else -1
     directions = RASTER_FORWARD if diagonals else RASTER_FORWARD[:1]

@@ -41,6 +41,9 @@ from pseudolabel.sgm.cost import max_cost
 from pseudolabel.sgm.disparity import (
     Winners,
     allocate_winners,
+    right_keys_finish,
+    right_keys_update,
+    select_pixels,
     select_row,
     select_row_right,
 )
@@ -416,6 +419,21 @@ def _raster_rows(
     state_min: np.ndarray,
     state_base: np.ndarray,
     penalties: np.ndarray,
+    select: bool,
+    ks: np.ndarray,
+    min_disp: int,
+    subpixel_mode: int,
+    index: np.ndarray,
+    best_cost: np.ndarray,
+    second: np.ndarray,
+    second_far: np.ndarray,
+    second_local: np.ndarray,
+    mean: np.ndarray,
+    index_right: np.ndarray,
+    disparity_left: np.ndarray,
+    disparity_right: np.ndarray,
+    keys: np.ndarray,
+    padded: np.ndarray,
 ) -> None:
     """One raster pass over rows ``y_first, y_first + s, ...`` (excluding ``y_stop``), ``s = 1`` when ``forward``, else -1.
 
@@ -441,6 +459,17 @@ def _raster_rows(
         state_min: ``int16`` (3, W + H - 1) minimum of each of those curves.
         state_base: ``int64`` (1,) place of the curves in ``state`` (updated); ``room`` at the start.
         penalties: ``int32`` (3, W) scratch.
+        select: the pass completes the rows: select the winners of both views and refine them
+            (:func:`pseudolabel.sgm.disparity.select_pixels` and :func:`pseudolabel.sgm.refinement.subpixel_left_row`
+            chunk by chunk while the chunk is in L1, the right view's
+            :func:`pseudolabel.sgm.disparity.right_keys_update` too, then per row
+            :func:`pseudolabel.sgm.disparity.right_keys_finish` and :func:`pseudolabel.sgm.refinement.subpixel_right_row`).
+        ks: ``int16`` (D,) table ``0 .. D - 1``.
+        min_disp, subpixel_mode: disparity of index 0 (pixels) and the
+            :data:`pseudolabel.sgm.refinement.SUBPIXEL_MODES` value.
+        index ... disparity_right: (H, W) outputs as in :class:`pseudolabel.sgm.disparity.Winners`
+            (written only when ``select``).
+        keys: ``uint32`` (W,) scratch; padded: ``uint16`` (D + 2,) scratch, 65535 at both ends.
     """
     height, width, num_disp = cost.shape
     s = 1 if forward else -1
@@ -450,6 +479,8 @@ def _raster_rows(
     for y in range(y_first, y_stop, s):
         starts = y == first_row
         base = state_base[0]
+        if select:
+            keys[:] = 0xFFFFFFFF
         # slot 0: the vertical direction; slot 1: (s, s), arriving from x - s; slot 2: (-s, s), from x + s
         if not starts:
             for slot in range(directions):
@@ -476,6 +507,24 @@ def _raster_rows(
                     chunk,
                     chunk_stop,
                 )
+            if select:
+                curves = out[y, chunk:chunk_stop]
+                select_pixels(
+                    curves,
+                    ks,
+                    index[y, chunk:chunk_stop],
+                    best_cost[y, chunk:chunk_stop],
+                    second[y, chunk:chunk_stop],
+                    second_far[y, chunk:chunk_stop],
+                    second_local[y, chunk:chunk_stop],
+                    mean[y, chunk:chunk_stop],
+                    padded,
+                )
+                right_keys_update(out[y], ks, min_disp, keys, chunk, chunk_stop)
+                subpixel_left_row(curves, index[y, chunk:chunk_stop], min_disp, subpixel_mode, disparity_left[y, chunk:chunk_stop])
+        if select:
+            right_keys_finish(keys, index_right[y])
+            subpixel_right_row(out[y], index_right[y], min_disp, subpixel_mode, disparity_right[y])
         base -= 1
         if base == 0:
             # move the row's curves back up by ``room`` places (from the top down: the ranges overlap)
@@ -552,6 +601,8 @@ def aggregate_raster_and_select(
             current = np.full((_ROW_BLOCK, num_disp + 2), _SENTINEL, dtype=np.int16)
             best = np.zeros(_ROW_BLOCK, dtype=np.int16)
             penalties = np.zeros((3, width), dtype=np.int32)
+            keys = np.empty(width, dtype=np.uint32)
+            padded = np.full(num_disp + 2, 65535, dtype=np.uint16)
             if phase == 0:
                 y_first, y_stop = (0, middle) if forward else (height - 1, middle - 1)
             else:
@@ -561,7 +612,6 @@ def aggregate_raster_and_select(
                     # the horizontal directions of the next rows of the half, a few rows swept together
                     y0, y1 = (y, min(y + _ROW_BLOCK, y_stop)) if forward else (max(y - _ROW_BLOCK, y_stop) + 1, y + 1)
                     _horizontal_rows(cost[y0:y1], image[y0:y1], p1, p2, adaptive, gamma, out[y0:y1], accumulate, previous, current, best)
-                # row by row, so that a finished row is still in cache for its winners
                 _raster_rows(
                     cost,
                     image,
@@ -579,12 +629,22 @@ def aggregate_raster_and_select(
                     state_minima[task],
                     state_bases[task],
                     penalties,
+                    phase == 1,
+                    ks,
+                    min_disp,
+                    subpixel_mode,
+                    index,
+                    best_cost,
+                    second,
+                    second_far,
+                    second_local,
+                    mean,
+                    index_right,
+                    disparity_left,
+                    disparity_right,
+                    keys,
+                    padded,
                 )
-                if phase == 1:
-                    select_row(out[y], ks, index[y], best_cost[y], second[y], second_far[y], second_local[y], mean[y])
-                    select_row_right(out[y], ks, min_disp, index_right[y])
-                    subpixel_left_row(out[y], index[y], min_disp, subpixel_mode, disparity_left[y])
-                    subpixel_right_row(out[y], index_right[y], min_disp, subpixel_mode, disparity_right[y])
 
 
 RASTER_MAX_THREADS = 2

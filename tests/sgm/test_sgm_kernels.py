@@ -153,21 +153,27 @@ def test_raster_pass_matches_reference(shape: tuple[int, int], forward: bool, di
     state_min = np.zeros((3, width + height - 1), dtype=np.int16)
     state_base = np.full(1, room, dtype=np.int64)
     penalties = np.zeros((3, width), dtype=np.int32)
+    # the winner-takes-all arguments (not used without ``select``)
+    ks = np.arange(num_disp, dtype=np.int16)
+    unused_maps = [np.zeros(shape, dtype=dtype) for dtype in [np.int16] + [np.float32] * 5 + [np.int16] + [np.float32] * 2]
+    keys = np.zeros(width, dtype=np.uint32)
+    padded = np.full(num_disp + 2, 65535, dtype=np.uint16)
     rows = list(range(height)) if forward else list(range(height - 1, -1, -1))
     cut = len(rows) // 2
     step = 1 if forward else -1
     for part in (rows[:cut], rows[cut:]):
         if part:
             aggregation._raster_rows(
-                volume, image, part[0], part[-1] + step, forward, diagonals, 6, 45, True, 8.0, out, False, state, state_min, state_base, penalties
-            )
+                volume, image, part[0], part[-1] + step, forward, diagonals, 6, 45, True, 8.0, out, False, state, state_min, state_base, penalties,
+                False, ks, 0, 1, *unused_maps, keys, padded,
+            )  # fmt: skip
     sign = 1 if forward else -1
     directions = RASTER_FORWARD if diagonals else RASTER_FORWARD[:1]
     expected = sum(reference.path_cost(volume, image, sign * dx, sign * dy, 6, 45, True, 8.0) for dx, dy in directions)
     np.testing.assert_array_equal(out.astype(np.int64), expected)
 
 
-@pytest.mark.parametrize("shape", [(7, 11), (13, 9), (2, 15), (1, 6), (9, 1), (6, 4)])
+@pytest.mark.parametrize("shape", [(7, 11), (13, 9), (2, 15), (1, 6), (9, 1), (6, 4), (19, 75)])
 @pytest.mark.parametrize("paths", [4, 8])
 @pytest.mark.parametrize("accumulate", [False, True])
 def test_raster_aggregation_and_selection_match_reference(shape: tuple[int, int], paths: int, accumulate: bool) -> None:
@@ -223,6 +229,22 @@ def test_aggregation_paths_agree_and_do_not_depend_on_threads(paths: int, monkey
         for name in ("index", "cost_best", "cost_second", "cost_second_far", "cost_second_local", "cost_mean", "index_right", "disparity"):
             np.testing.assert_array_equal(getattr(other, name), getattr(first, name), err_msg=name)
         np.testing.assert_array_equal(other.disparity_right, first.disparity_right)
+
+
+@pytest.mark.parametrize("min_disp", [0, -3, 4])
+def test_right_view_keys_in_parts_equal_the_whole_row(min_disp: int) -> None:
+    rng = np.random.default_rng(8 + min_disp)
+    curves = rng.integers(0, 60, size=(45, 9)).astype(np.uint16)  # many ties on purpose
+    ks = np.arange(9, dtype=np.int16)
+    whole = np.empty(45, dtype=np.int16)
+    disparity.select_row_right(curves, ks, min_disp, whole)
+    np.testing.assert_array_equal(whole, reference.winner_takes_all_right(curves[None], min_disp)[0])
+    keys = np.full(45, 0xFFFFFFFF, dtype=np.uint32)
+    for start, stop in ((30, 45), (0, 7), (7, 30)):  # any order
+        disparity.right_keys_update(curves, ks, min_disp, keys, start, stop)
+    parts = np.empty(45, dtype=np.int16)
+    disparity.right_keys_finish(keys, parts)
+    np.testing.assert_array_equal(parts, whole)
 
 
 def test_path_cost_by_hand() -> None:

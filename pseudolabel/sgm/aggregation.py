@@ -476,6 +476,7 @@ def _raster_rows(
     first_row = 0 if forward else height - 1
     directions = 3 if diagonals else 1
     room = state.shape[2] - num_disp - 2
+    moving = np.empty(num_disp + 2, dtype=np.int16)
     for y in range(y_first, y_stop, s):
         starts = y == first_row
         base = state_base[0]
@@ -527,13 +528,17 @@ def _raster_rows(
             subpixel_right_row(out[y], index_right[y], min_disp, subpixel_mode, disparity_right[y])
         base -= 1
         if base == 0:
-            # move the row's curves back up by ``room`` places (from the top down: the ranges overlap)
+            # move the row's curves back up by ``room`` places, through a copy (the ranges overlap;
+            # forward loops over distinct arrays vectorise, a backward copy in place does not)
             for slot in range(directions):
                 line_offset = 0 if slot == 0 else (height - 1 - y if slot == 1 else y)
                 for x in range(width):
                     line = state[slot, x + line_offset]
-                    for k in range(num_disp + 1, -1, -1):
-                        line[k + room] = line[k]
+                    for k in range(num_disp + 2):
+                        moving[k] = line[k]
+                    target = line[room : room + num_disp + 2]
+                    for k in range(num_disp + 2):
+                        target[k] = moving[k]
             base = room
         state_base[0] = base
 

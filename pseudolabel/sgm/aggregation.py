@@ -14,16 +14,28 @@ Directions ``r = (dx, dy)`` (the path arrives at ``p`` from ``p - r``):
 * 8 paths: the 4 above and the diagonals (1, 1), (-1, 1), (1, -1), (-1, -1);
 * 16 paths: the 8 above and (2, 1), (-2, 1), (1, 2), (-1, 2) and their opposites.
 
-Parallelism without races: pairs of opposite directions are aggregated one pair after the other, and
-inside one pair the independent scanlines are split among threads (the horizontal kernels: one thread
-owns a block of rows and both horizontal directions; :func:`aggregate_direction_pair`: one thread owns a
-block of parallel lines and both directions along them).
-Each cell of ``S`` is therefore written by exactly one thread at a time, and the results do not depend
-on the thread count.
+Two schedules, with identical results:
+
+* At most :data:`RASTER_MAX_THREADS` (two) threads, the directions with ``|dx|, |dy| <= 1`` run as two
+  raster passes over the volume (:func:`aggregate_raster_and_select`): a forward pass (rows top to
+  bottom) computes ``(0, 1)``, ``(1, 1)``, ``(-1, 1)``, a backward pass their opposites, each keeping
+  only the last path costs of every scanline (a state that fits in L2), so the cost volume is read and
+  ``S`` written once per pass instead of once per direction pair. The horizontal pair of a row goes
+  with the pass that reaches the row first, and the winners of a row are selected by the pass that
+  completes it. The passes run in two phases (forward over the top half while backward covers the
+  bottom half, then each continues into the other half), one thread per pass: the two passes of a
+  phase write disjoint rows.
+* With more threads, pairs of opposite directions are aggregated one pair after the other, and
+  inside one pair the independent scanlines are split among threads (the horizontal kernels: one
+  thread owns a block of rows and both horizontal directions; :func:`aggregate_direction_pair`: one
+  thread owns a block of parallel lines and both directions along them).
+
+Either way each cell of ``S`` is written by exactly one thread at a time, and the results do not
+depend on the thread count. Directions with a step of 2 (16 paths) always run pair by pair.
 
 Speed: every loop over disparities is branch-free with 16-bit operands, so that LLVM vectorises it
-(``vpminsw``/``vpaddw`` on ``ymm`` registers with AVX2 and AVX-512 alike); the path recursions of several
-rows or lines are interleaved so that one's reduction overlaps another's work.
+(``vpminsw``/``vpaddw`` on ``ymm`` registers with AVX2 and AVX-512 alike); independent scanlines are
+swept side by side so that one's reduction overlaps another's work.
 
 Values: ``C`` is ``uint8``; ``L_r <= max(C) + P2 < 2**15`` fits ``int16``; ``S`` is ``uint16``
 (``paths * (max(C) + P2) < 2**16`` is checked).

@@ -384,3 +384,10 @@ def test_fill_invalid_matches_walking_reference(shape: tuple[int, int]) -> None:
     valid = rng.random(shape) < 0.3
     right = rng.uniform(0, 10, size=shape).astype(np.float32)
     np.testing.assert_allclose(refinement.fill_invalid(disparity, valid, right, 1.0), walked_fill(disparity, valid, right, 1.0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("height", [1, 2, 7, 10])
+def test_interleaved_rows_visit_every_row_once(height: int) -> None:
+    rows = [refinement._interleaved_row(i, height) for i in range(height)]
+    assert sorted(rows) == list(range(height))
+    assert rows[: (height + 1) // 2] == list(range(0, height, 2))  # the even rows first

@@ -10,7 +10,9 @@ Run from the repository root (the shared data folder sits next to the repository
 * Each stage is the very kernel call that :class:`pseudolabel.sgm.matcher.Matcher` makes, timed on
   its own (median of ``--runs`` runs after a warm-up, the Matcher's buffers reused), at every thread
   count of ``--threads`` (``numba.set_num_threads``; OpenCV's median filter gets the same count).
-  Wall time and process CPU time are both recorded: the CPU time is less disturbed by other load.
+  The aggregation stage is the raster schedule that the Matcher uses with one or two threads
+  (:func:`pseudolabel.sgm.aggregation.aggregate_raster_and_select`); above two threads it aggregates
+  pair by pair, which this profile does not time. Wall time and process CPU time are both recorded: the CPU time is less disturbed by other load.
 * Bytes moved: a lower bound on the main-memory traffic of each stage (volumes read and written once;
   per-pixel maps counted too). The floor is those bytes over the measured bandwidth of a large
   ``numpy`` copy (read + write counted) at the same thread count, so ``time / floor`` says how far a
@@ -117,8 +119,8 @@ def pipeline_stages(matcher: Matcher, left: np.ndarray, right: np.ndarray) -> li
     out = aggregation._check_and_prepare(volume, params, None)
     accumulate = False
     for dx, dy in aggregation.DIRECTIONS[params.paths]:
-        if dy > 0:
-            # the first pair writes S, the others read and write it; all read C
+        if dy > 0 and (dy > 1 or abs(dx) > 1):
+            # 16 paths only: the directions with a step of 2, pair by pair, before the raster passes
             moved = cells * (1 + 2 + (2 if accumulate else 0))
             stages.append(
                 (
@@ -130,16 +132,18 @@ def pipeline_stages(matcher: Matcher, left: np.ndarray, right: np.ndarray) -> li
                 )
             )
             accumulate = True
-    for _, call, _ in stages[2:]:  # the cost volume, then the direction pairs in the Matcher's order
+    for _, call, _ in stages[2:]:  # the cost volume, then any step-2 direction pairs in the Matcher's order
         call()
     mode = refinement.SUBPIXEL_MODES[params.subpixel]
 
-    def last_sweep(target: np.ndarray, winners: disparity.Winners, left_out: np.ndarray, right_out: np.ndarray) -> None:
-        aggregation.aggregate_horizontal_and_select(
+    def raster(target: np.ndarray, winners: disparity.Winners, left_out: np.ndarray, right_out: np.ndarray) -> None:
+        aggregation.aggregate_raster_and_select(
             volume,
             left_gray,
+            params.paths > 4,
             *penalties,
             target,
+            accumulate,
             min_disp,
             winners.index,
             winners.cost_best,
@@ -153,14 +157,15 @@ def pipeline_stages(matcher: Matcher, left: np.ndarray, right: np.ndarray) -> li
             right_out,
         )
 
-    # timed on scratch copies (S keeps accumulating there: wrapping values cost the same time), so that
-    # the later stages get the true outputs
+    # timed on scratch copies (S keeps accumulating there with 16 paths: wrapping values cost the same
+    # time), so that the later stages get the true outputs. Bytes: C read by both passes and by the
+    # horizontal sweep (3), S written by the first pass over a row and read and written by the second (6).
     scratch = (out.copy(), disparity.allocate_winners(height, width), np.empty((height, width), np.float32), np.empty((height, width), np.float32))
-    stages.append(("aggregate paths (1,0) + (-1,0) + winner-takes-all + sub-pixel", lambda: last_sweep(*scratch), cells * 5 + pixels * 32))
+    stages.append(("aggregate: raster passes + horizontal + winner-takes-all + sub-pixel", lambda: raster(*scratch), cells * 9 + pixels * 32))
     winners = disparity.allocate_winners(height, width)
     left_disparity = np.empty((height, width), dtype=np.float32)
     right_disparity = np.empty((height, width), dtype=np.float32)
-    last_sweep(out, winners, left_disparity, right_disparity)
+    raster(out, winners, left_disparity, right_disparity)
     stages.append(("median", lambda d=left_disparity: refinement.median_filter(d, params.median), pixels * 8))
     left_disparity = refinement.median_filter(left_disparity, params.median)
     check = (winners.cost_best, winners.cost_second_far, float(params.lr_max_diff), float(params.uniqueness))
@@ -214,8 +219,8 @@ from pseudolabel.sgm.matcher import Matcher
 from pseudolabel.sgm.params import SGMParams
 left = (np.arange(40 * 80) % 251).reshape(40, 80).astype(np.uint8)
 Matcher(SGMParams(max_disp=16))(left, np.roll(left, 3, axis=1))
-kernels = {"aggregate_direction_pair": aggregation, "aggregate_horizontal_and_select": aggregation,
-           "census_transform": cost, "census_cost_volume_into": cost, "select_row": disparity, "select_row_right": disparity}
+kernels = {"_direction_row": aggregation, "_horizontal_rows": aggregation, "census_transform": cost,
+           "census_cost_volume_into": cost, "select_pixels": disparity, "right_keys_update": disparity}
 ops = r"^\s+(vpmin[su]w|vpmax[su]w|vpadd[wd]|vpsubw|vpcmp\w*w|vpblend\w*|vpopcnt\w|vpshufb|vpsadbw)\b"
 rows = {}
 for name, module in kernels.items():

@@ -61,11 +61,34 @@ def select_row(
         ks: ``int16`` (D,) table ``0 .. D - 1``.
         index: ``int16`` (W,) output; best_cost, second, second_far, second_local, mean: ``float32`` (W,) outputs.
     """
+    padded = np.full(curves.shape[1] + 2, 65535, dtype=np.uint16)
+    select_pixels(curves, ks, index, best_cost, second, second_far, second_local, mean, padded)
+
+
+@numba.njit(cache=True)
+def select_pixels(
+    curves: np.ndarray,
+    ks: np.ndarray,
+    index: np.ndarray,
+    best_cost: np.ndarray,
+    second: np.ndarray,
+    second_far: np.ndarray,
+    second_local: np.ndarray,
+    mean: np.ndarray,
+    padded: np.ndarray,
+) -> None:
+    """:func:`select_row` of any run of pixels (a whole row or a part of it), with a scratch buffer.
+
+    Args:
+        curves: ``uint16`` (N, D) aggregated costs of the pixels.
+        ks: ``int16`` (D,) table ``0 .. D - 1``.
+        index: ``int16`` (N,) output; best_cost, second, second_far, second_local, mean: ``float32`` (N,) outputs.
+        padded: ``uint16`` (D + 2,) scratch whose first and last values are 65535.
+    """
     width, num_disp = curves.shape
     no_value = np.uint16(65535)
     no_index = np.int16(num_disp)
     # one curve with a 65535 sentinel at both ends; before/after: the curve shifted by -1 and +1
-    padded = np.full(num_disp + 2, 65535, dtype=np.uint16)
     before = padded[0:num_disp]
     after = padded[2 : num_disp + 2]
     for x in range(width):
@@ -88,7 +111,8 @@ def select_row(
         # minimum being S[k] < S[k-1] and S[k] <= S[k+1] (missing neighbours count as larger: the
         # padding, 65535, can only hide a local minimum of 65535, which would not lower ``local``).
         # One masked pass over all D values in 16-bit lanes: no remainder loops around the winner.
-        padded[1 : num_disp + 1] = curve
+        for k in range(num_disp):  # a loop: a slice assignment checks for overlap and may copy
+            padded[k + 1] = curve[k]
         below = np.int16(winner - np.int16(1))
         above = np.int16(winner + np.int16(1))
         far = no_value
@@ -124,11 +148,25 @@ def select_row_right(curves: np.ndarray, ks: np.ndarray, min_disp: int, index_ri
         min_disp: disparity of index 0, pixels.
         index_right: ``int16`` (W,) output, -1 where no disparity maps inside the image.
     """
+    keys = np.full(curves.shape[0], 0xFFFFFFFF, dtype=np.uint32)
+    right_keys_update(curves, ks, min_disp, keys, 0, curves.shape[0])
+    right_keys_finish(keys, index_right)
+
+
+@numba.njit(cache=True)
+def right_keys_update(curves: np.ndarray, ks: np.ndarray, min_disp: int, keys: np.ndarray, x_start: int, x_stop: int) -> None:
+    """The part of :func:`select_row_right` that reads the left pixels ``x_start <= x < x_stop`` of a row.
+
+    Position ``j`` of ``keys`` stands for right pixel ``W - 1 - j`` and keeps the smallest key
+    ``cost << 16 | k`` over the left pixels that see it (the smallest cost, then the smallest ``k``:
+    the first minimum, like an argmin). The order of the updates does not matter.
+
+    Args:
+        curves: ``uint16`` (W, D) aggregated costs of the row (left view).
+        keys: ``uint32`` (W,), ``0xFFFFFFFF`` before the first update of a row.
+    """
     width, num_disp = curves.shape
-    # position j holds right pixel width - 1 - j; key = cost << 16 | k, so that the smallest key is
-    # the smallest cost with the smallest k among equals (the first minimum, like an argmin)
-    keys = np.full(width, 0xFFFFFFFF, dtype=np.uint32)
-    for x in range(width):
+    for x in range(x_start, x_stop):
         k_start = max(0, x - min_disp - width + 1)
         k_stop = min(num_disp, x - min_disp + 1)
         if k_stop <= k_start:
@@ -140,6 +178,12 @@ def select_row_right(curves: np.ndarray, ks: np.ndarray, min_disp: int, index_ri
         for j in range(k_stop - k_start):
             key = np.uint32((np.uint32(values[j]) << np.uint32(16)) | np.uint32(np.uint16(indices[j])))
             key_slice[j] = min(key_slice[j], key)
+
+
+@numba.njit(cache=True)
+def right_keys_finish(keys: np.ndarray, index_right: np.ndarray) -> None:
+    """Right-view winners ``int16`` (W,) from the ``keys`` of :func:`right_keys_update` (all pixels done)."""
+    width = keys.shape[0]
     for x in range(width):
         key = keys[width - 1 - x]
         # a cost of 65535 never wins (as with a strict comparison against that initial value)

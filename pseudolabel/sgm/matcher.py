@@ -9,7 +9,8 @@
 4. :mod:`pseudolabel.sgm.refinement` -- sub-pixel refinement, optional median filter, hole filling.
 
 The winner-takes-all of stage 3 and the sub-pixel refinement of stage 4 run inside the last
-aggregation pass, row block by row block, while the aggregated rows are in cache.
+aggregation pass, row by row (row block by row block above two threads), while the aggregated rows
+are in cache.
 
 Disparity convention: for a left pixel ``(y, x)`` with disparity ``d`` the matching right pixel is
 ``(y, x - d)``. Searched disparities are ``min_disp <= d < max_disp`` (``max_disp - min_disp`` levels,

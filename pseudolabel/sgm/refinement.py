@@ -180,13 +180,23 @@ def _nearest_valid_along(disparity: np.ndarray, valid: np.ndarray, step_x: int, 
     return nearest
 
 
+@numba.njit(cache=True, inline="always")
+def _interleaved_row(i: int, height: int) -> int:
+    """Row of the ``i``-th iteration of a ``prange`` over ``height`` rows: the even rows first, then the odd
+    ones, so that the equal contiguous chunks of iterations that the threads get cover rows spread over
+    the whole image (balanced work when only some pixels, clustered in a few regions, are processed)."""
+    half = (height + 1) // 2
+    return 2 * i if i < half else 2 * (i - half) + 1
+
+
 @numba.njit(cache=True, parallel=True, nogil=True)
 def _fill_from_neighbours(
     disparity: np.ndarray, valid: np.ndarray, neighbours: np.ndarray, disparity_right: np.ndarray, lr_max_diff: float
 ) -> np.ndarray:
     height, width = disparity.shape
     filled = disparity.copy()
-    for y in prange(height):
+    for row_index in prange(height):
+        y = _interleaved_row(row_index, height)
         found = np.empty(8, dtype=np.float32)
         for x in range(width):
             if valid[y, x]:
@@ -326,7 +336,8 @@ def edge_aware_median(disparity: np.ndarray, guide: np.ndarray, radius: int, int
     filtered = disparity.copy()
     reach = radius // step
     size = (2 * reach + 1) * (2 * reach + 1)
-    for y in prange(height):
+    for row_index in prange(height):
+        y = _interleaved_row(row_index, height)
         window = np.empty(size, dtype=np.float32)
         y_first = y - step * min(reach, y // step)
         y_last = y + step * min(reach, (height - 1 - y) // step)

@@ -23,7 +23,7 @@ aggregated volume, 3 bytes per cell ``H * W * D`` (5 for ``ad_census``, which bu
 volumes and combines them), plus per-pixel maps (gray images, winners and cost features, both
 disparities, and the eight directional maps of hole filling: :data:`PIXEL_BYTES` per pixel) and the
 per-thread buffers of the diagonal aggregation (``32 * (D + 2)`` bytes per row and thread, modelled for
-:data:`MODELLED_THREADS` threads). A budget also pays for the two input images and
+:data:`MODELLED_THREADS` threads) and the path-cost state of the raster passes (``12 * (W + H - 1) * (D + 18)`` bytes). A budget also pays for the two input images and
 :data:`RUNTIME_RESERVE` bytes (the interpreter, NumPy, Numba, OpenCV and the compiled kernels), so
 that ``max_memory`` bounds the peak memory of a process that matches one pair.
 """
@@ -70,14 +70,22 @@ def cell_bytes(params: SGMParams) -> int:
     return 5 if params.cost == "ad_census" else 3
 
 
-def _scratch_bytes(rows: int, params: SGMParams) -> int:
-    """Per-thread buffers of :func:`pseudolabel.sgm.aggregation.aggregate_direction_pair` for ``rows`` rows."""
-    return MODELLED_THREADS * 2 * 16 * (params.num_disp + 2) * rows
+def _raster_state_bytes(rows: int, width: int, params: SGMParams) -> int:
+    """Path-cost state of the two raster passes of :func:`pseudolabel.sgm.aggregation.aggregate_raster_and_select`:
+    per pass one ``int16`` curve of ``D + 2 + RASTER_SHIFT_ROOM`` values per scanline of three
+    directions, ``width + rows - 1`` scanlines each (affine in ``rows``)."""
+    return 2 * 3 * (width + rows - 1) * (params.num_disp + 2 + aggregation.RASTER_SHIFT_ROOM) * 2
+
+
+def _scratch_bytes(rows: int, width: int, params: SGMParams) -> int:
+    """Per-thread buffers of :func:`pseudolabel.sgm.aggregation.aggregate_direction_pair` for ``rows`` rows,
+    plus :func:`_raster_state_bytes`."""
+    return MODELLED_THREADS * 2 * 16 * (params.num_disp + 2) * rows + _raster_state_bytes(rows, width, params)
 
 
 def _band_bytes(rows: int, width: int, params: SGMParams) -> int:
     """Bytes of matching a band of ``rows`` rows besides the full-size maps."""
-    return rows * width * (params.num_disp * cell_bytes(params) + BAND_PIXEL_BYTES) + _scratch_bytes(rows, params)
+    return rows * width * (params.num_disp * cell_bytes(params) + BAND_PIXEL_BYTES) + _scratch_bytes(rows, width, params)
 
 
 def estimate_memory(height: int, width: int, params: SGMParams) -> int:
@@ -89,7 +97,7 @@ def estimate_memory(height: int, width: int, params: SGMParams) -> int:
     Not counted: the input images and the interpreter (see :func:`required_memory`).
     """
     pixels = height * width
-    return pixels * params.num_disp * cell_bytes(params) + pixels * PIXEL_BYTES + _scratch_bytes(height, params)
+    return pixels * params.num_disp * cell_bytes(params) + pixels * PIXEL_BYTES + _scratch_bytes(height, width, params)
 
 
 def required_memory(height: int, width: int, params: SGMParams, image_bytes: int = 0) -> int:
@@ -152,8 +160,10 @@ def plan_bands(height: int, width: int, params: SGMParams, max_memory: int, over
     if required_memory(height, width, params, image_bytes) <= max_memory:
         return [Band(0, height, 0, height)]
     pixels = height * width
-    available = max_memory - image_bytes - RUNTIME_RESERVE - pixels * STITCHED_PIXEL_BYTES
-    per_row = _band_bytes(1, width, params)
+    # a band's bytes: a fixed part (of the raster state) plus a part proportional to its rows
+    fixed = _raster_state_bytes(0, width, params)
+    available = max_memory - image_bytes - RUNTIME_RESERVE - pixels * STITCHED_PIXEL_BYTES - fixed
+    per_row = _band_bytes(1, width, params) - fixed
     fitting_rows = available // per_row if available > 0 else 0
     core = min(height, fitting_rows - 2 * overlap)
     if core < 1 or pixels * PIXEL_BYTES + image_bytes + RUNTIME_RESERVE > max_memory:

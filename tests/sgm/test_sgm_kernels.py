@@ -134,6 +134,119 @@ def test_fused_aggregation_and_selection_equals_the_separate_kernels(paths: int,
     np.testing.assert_array_equal(winners.disparity_right, refinement.subpixel_right(separate, expected.index_right, min_disp, mode))
 
 
+RASTER_FORWARD = ((0, 1), (1, 1), (-1, 1))
+
+
+@pytest.mark.parametrize("shape", [(7, 11), (13, 9), (2, 15), (1, 6), (9, 1), (41, 5)])
+@pytest.mark.parametrize("forward", [True, False])
+@pytest.mark.parametrize("diagonals", [True, False])
+def test_raster_pass_matches_reference(shape: tuple[int, int], forward: bool, diagonals: bool) -> None:
+    """One raster pass over all rows, split in two calls (the state carries over), against the reference paths."""
+    rng = np.random.default_rng(abs(hash((shape, forward, diagonals))) % 2**32)
+    height, width = shape
+    num_disp = 7
+    volume = rng.integers(0, 63, size=shape + (num_disp,)).astype(np.uint8)
+    image = rng.integers(0, 256, size=shape).astype(np.float32)
+    out = np.full(volume.shape, 999, dtype=np.uint16)  # overwritten by the first direction
+    room = aggregation.RASTER_SHIFT_ROOM
+    state = rng.integers(-5, 5, size=(3, width + height - 1, num_disp + 2 + room)).astype(np.int16)  # no need to initialise
+    state_min = np.zeros((3, width + height - 1), dtype=np.int16)
+    state_base = np.full(1, room, dtype=np.int64)
+    penalties = np.zeros((3, width), dtype=np.int32)
+    # the winner-takes-all arguments (not used without ``select``)
+    ks = np.arange(num_disp, dtype=np.int16)
+    unused_maps = [np.zeros(shape, dtype=dtype) for dtype in [np.int16] + [np.float32] * 5 + [np.int16] + [np.float32] * 2]
+    keys = np.zeros(width, dtype=np.uint32)
+    padded = np.full(num_disp + 2, 65535, dtype=np.uint16)
+    rows = list(range(height)) if forward else list(range(height - 1, -1, -1))
+    cut = len(rows) // 2
+    step = 1 if forward else -1
+    for part in (rows[:cut], rows[cut:]):
+        if part:
+            aggregation._raster_rows(
+                volume, image, part[0], part[-1] + step, forward, diagonals, 6, 45, True, 8.0, out, False, state, state_min, state_base, penalties,
+                False, ks, 0, 1, *unused_maps, keys, padded,
+            )  # fmt: skip
+    sign = 1 if forward else -1
+    directions = RASTER_FORWARD if diagonals else RASTER_FORWARD[:1]
+    expected = sum(reference.path_cost(volume, image, sign * dx, sign * dy, 6, 45, True, 8.0) for dx, dy in directions)
+    np.testing.assert_array_equal(out.astype(np.int64), expected)
+
+
+@pytest.mark.parametrize("shape", [(7, 11), (13, 9), (2, 15), (1, 6), (9, 1), (6, 4), (19, 75)])
+@pytest.mark.parametrize("paths", [4, 8])
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_raster_aggregation_and_selection_match_reference(shape: tuple[int, int], paths: int, accumulate: bool) -> None:
+    rng = np.random.default_rng(abs(hash((shape, paths, accumulate))) % 2**32)
+    height, width = shape
+    num_disp, min_disp = 6, -1
+    volume = rng.integers(0, 63, size=shape + (num_disp,)).astype(np.uint8)
+    image = rng.integers(0, 256, size=shape).astype(np.float32)
+    out = rng.integers(0, 100, size=volume.shape).astype(np.uint16)
+    start = out.astype(np.int64) if accumulate else 0
+    winners = disparity.allocate_winners(height, width)
+    left = np.empty(shape, dtype=np.float32)
+    right = np.empty(shape, dtype=np.float32)
+    mode = refinement.SUBPIXEL_MODES["parabola"]
+    aggregation.aggregate_raster_and_select(
+        volume, image, paths == 8, 5, 40, True, 8.0, out, accumulate, min_disp, winners.index, winners.cost_best, winners.cost_second,
+        winners.cost_second_far, winners.cost_second_local, winners.cost_mean, winners.index_right, mode, left, right,
+    )  # fmt: skip
+    expected = start + sum(reference.path_cost(volume, image, dx, dy, 5, 40, True, 8.0) for dx, dy in aggregation.DIRECTIONS[paths])
+    np.testing.assert_array_equal(out.astype(np.int64), expected)
+    index, c1, c2, far, local, mean = reference.winner_takes_all(out)
+    np.testing.assert_array_equal(winners.index, index)
+    for got, want in zip((winners.cost_best, winners.cost_second, winners.cost_second_far, winners.cost_second_local), (c1, c2, far, local)):
+        np.testing.assert_array_equal(got, want.astype(np.float32))
+    np.testing.assert_allclose(winners.cost_mean, mean, rtol=1e-6)
+    np.testing.assert_array_equal(winners.index_right, reference.winner_takes_all_right(out, min_disp))
+    np.testing.assert_allclose(left, reference.subpixel_left(out, winners.index, min_disp, "parabola"), atol=1e-5)
+
+
+@pytest.mark.parametrize("paths", [4, 8, 16])
+def test_aggregation_paths_agree_and_do_not_depend_on_threads(paths: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The raster passes (one or two threads) and the pair-by-pair kernels (used above RASTER_MAX_THREADS threads) agree exactly."""
+    import numba
+
+    rng = np.random.default_rng(40 + paths)
+    volume = rng.integers(0, 63, size=(23, 31, 12)).astype(np.uint8)
+    image = rng.integers(0, 256, size=(23, 31)).astype(np.float32)
+    params = SGMParams(paths=paths, max_disp=12)
+    threads = numba.get_num_threads()
+    results = []
+    try:
+        for count in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+            numba.set_num_threads(count)
+            results.append(aggregation.aggregate_and_select(volume, image, params))
+            monkeypatch.setattr(aggregation, "RASTER_MAX_THREADS", 0)
+            results.append(aggregation.aggregate_and_select(volume, image, params))
+            monkeypatch.undo()
+    finally:
+        numba.set_num_threads(threads)
+    first_volume, first = results[0]
+    for other_volume, other in results[1:]:
+        np.testing.assert_array_equal(other_volume, first_volume)
+        for name in ("index", "cost_best", "cost_second", "cost_second_far", "cost_second_local", "cost_mean", "index_right", "disparity"):
+            np.testing.assert_array_equal(getattr(other, name), getattr(first, name), err_msg=name)
+        np.testing.assert_array_equal(other.disparity_right, first.disparity_right)
+
+
+@pytest.mark.parametrize("min_disp", [0, -3, 4])
+def test_right_view_keys_in_parts_equal_the_whole_row(min_disp: int) -> None:
+    rng = np.random.default_rng(8 + min_disp)
+    curves = rng.integers(0, 60, size=(45, 9)).astype(np.uint16)  # many ties on purpose
+    ks = np.arange(9, dtype=np.int16)
+    whole = np.empty(45, dtype=np.int16)
+    disparity.select_row_right(curves, ks, min_disp, whole)
+    np.testing.assert_array_equal(whole, reference.winner_takes_all_right(curves[None], min_disp)[0])
+    keys = np.full(45, 0xFFFFFFFF, dtype=np.uint32)
+    for start, stop in ((30, 45), (0, 7), (7, 30)):  # any order
+        disparity.right_keys_update(curves, ks, min_disp, keys, start, stop)
+    parts = np.empty(45, dtype=np.int16)
+    disparity.right_keys_finish(keys, parts)
+    np.testing.assert_array_equal(parts, whole)
+
+
 def test_path_cost_by_hand() -> None:
     """A 1x3 image, 3 disparities, left-to-right path with P1 = 2, P2 = 5."""
     volume = np.array([[[0, 9, 9], [9, 0, 9], [9, 9, 0]]], dtype=np.uint8)
@@ -271,3 +384,10 @@ def test_fill_invalid_matches_walking_reference(shape: tuple[int, int]) -> None:
     valid = rng.random(shape) < 0.3
     right = rng.uniform(0, 10, size=shape).astype(np.float32)
     np.testing.assert_allclose(refinement.fill_invalid(disparity, valid, right, 1.0), walked_fill(disparity, valid, right, 1.0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("height", [1, 2, 7, 10])
+def test_interleaved_rows_visit_every_row_once(height: int) -> None:
+    rows = [refinement._interleaved_row(i, height) for i in range(height)]
+    assert sorted(rows) == list(range(height))
+    assert rows[: (height + 1) // 2] == list(range(0, height, 2))  # the even rows first

@@ -27,7 +27,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from pseudolabel.errors import InputError
 
@@ -35,6 +36,7 @@ __all__ = [
     "CONNECT_TIMEOUT_S",
     "IN_FLIGHT_PER_WORKER",
     "SCHEDULER_ENV",
+    "Unlocked",
     "check_files_visible",
     "connect",
     "on_worker",
@@ -175,9 +177,20 @@ def _set_worker_threads(threads: int) -> None:
         cv2.setNumThreads(threads)
 
 
-def on_worker(function: Callable[..., Result], *arguments: Any) -> Result:
-    """Run ``function(*arguments)`` on this Dask worker: one task at a time per worker process, with the
-    worker's thread count as Numba, OpenCV and torch threads.
+@dataclass(frozen=True)
+class Unlocked(Generic[Result]):
+    """What a task returns to have ``finish(*arguments)`` run after it releases its worker's exclusive section
+    (:func:`on_worker`), e.g. compressing a pair's result while the next task already matches; the task's
+    result is then what ``finish`` returns."""
+
+    finish: Callable[..., Result]
+    arguments: tuple[Any, ...]
+
+
+def on_worker(function: Callable[..., Result | Unlocked[Result]], *arguments: Any) -> Result:
+    """Run ``function(*arguments)`` on this Dask worker: one task at a time per worker process (an exclusive
+    section), with the worker's thread count as Numba, OpenCV and torch threads. A function that returns
+    :class:`Unlocked` has its last step run after the section, beside the next task's.
 
     Raises:
         InputError: ``function``'s, naming the worker.
@@ -185,12 +198,15 @@ def on_worker(function: Callable[..., Result], *arguments: Any) -> Result:
     from distributed import get_worker
 
     worker = get_worker()
-    with _TASK_LOCK:
-        _set_worker_threads(int(worker.state.nthreads))
-        try:
-            return function(*arguments)
-        except InputError as error:
-            raise InputError(f"on Dask worker {worker.address}: {error}") from None
+    try:
+        with _TASK_LOCK:
+            _set_worker_threads(int(worker.state.nthreads))
+            result = function(*arguments)
+        if isinstance(result, Unlocked):
+            return result.finish(*result.arguments)  # type: ignore[no-any-return]
+        return result
+    except InputError as error:
+        raise InputError(f"on Dask worker {worker.address}: {error}") from None
 
 
 def share(client: Any, value: Any) -> Any:

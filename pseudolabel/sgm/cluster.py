@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from pseudolabel.cluster import check_files_visible, run_on_cluster
+from pseudolabel.cluster import Unlocked, check_files_visible, run_on_cluster
 from pseudolabel.sgm.batch import SLOW_ENV, EncodedPair, PairTask, compute_pair, encode_pair
 
 __all__ = ["check_inputs_visible", "cluster_pair", "run_tasks_on_cluster", "warm_count"]
@@ -51,10 +51,11 @@ def _warm_kernels() -> None:
     _WARMED["count"] += 1
 
 
-def cluster_pair(task: PairTask, delay_s: float = 0.0) -> EncodedPair:
-    """The Dask task of one pair: :func:`pseudolabel.sgm.batch.compute_pair` and
-    :func:`~pseudolabel.sgm.batch.encode_pair` on a worker (run by :func:`pseudolabel.cluster.on_worker`),
-    so the worker compresses and sends the pair's journal entry; the kernels are warmed once per worker process.
+def cluster_pair(task: PairTask, delay_s: float = 0.0) -> Unlocked[EncodedPair]:
+    """The Dask task of one pair: :func:`pseudolabel.sgm.batch.compute_pair` on a worker (run by
+    :func:`pseudolabel.cluster.on_worker`), then :func:`~pseudolabel.sgm.batch.encode_pair` after the
+    worker's exclusive section (beside the next pair's matching), so the worker compresses and sends the
+    pair's journal entry; the kernels are warmed once per worker process.
     ``delay_s`` (the client's :data:`pseudolabel.sgm.batch.SLOW_ENV`, for tests) holds the pair that
     long after matching.
 
@@ -63,10 +64,11 @@ def cluster_pair(task: PairTask, delay_s: float = 0.0) -> EncodedPair:
     """
     if not _WARMED["count"]:
         _warm_kernels()
-    encoded = encode_pair(task, compute_pair(task))
+    matched = compute_pair(task)
     if delay_s:
         time.sleep(delay_s)
-    return encoded
+    # compressed after the worker's exclusive section, while its next pair is matched
+    return Unlocked(encode_pair, (task, matched))
 
 
 def warm_count() -> int:

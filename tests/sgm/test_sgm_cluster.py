@@ -162,11 +162,15 @@ def test_cli_scheduler_from_environment(tmp_path: Path) -> None:
     assert not (tmp_path / "o.h5").exists()
 
 
-def test_local_and_cluster_share_the_pair_function() -> None:
-    """One code path: the Dask task calls batch.compute_pair, which the local runner calls too."""
-    import inspect
-
+def test_local_and_cluster_share_the_pair_function(tmp_path: Path) -> None:
+    """One code path: the Dask task matches with batch.compute_pair and leaves batch.encode_pair to run after
+    the worker's exclusive section; the entry is byte for byte the one a local worker journals."""
+    from pseudolabel.cluster import Unlocked
+    from pseudolabel.datasets import discover_pairs
     from pseudolabel.sgm import cluster as cluster_module
 
-    assert "encode_pair(task, compute_pair(task))" in inspect.getsource(cluster_module.cluster_pair)
-    assert "encode_pair(task, compute_pair(task))" in inspect.getsource(batch.process_pair)
+    left, right = make_pairs(tmp_path / "data", ["a"])
+    (task,) = make_tasks(discover_pairs([left, right]), SGMParams(max_disp=16), False, tmp_path / "j", "{}")
+    deferred = cluster_module.cluster_pair(task)
+    assert isinstance(deferred, Unlocked) and deferred.finish is batch.encode_pair
+    assert deferred.finish(*deferred.arguments).entry == batch.encode_pair(task, batch.compute_pair(task)).entry

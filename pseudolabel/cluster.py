@@ -203,7 +203,7 @@ def on_worker(function: Callable[..., Result | Unlocked[Result]], *arguments: An
             _set_worker_threads(int(worker.state.nthreads))
             result = function(*arguments)
         if isinstance(result, Unlocked):
-            return result.finish(*result.arguments)  # type: ignore[no-any-return]
+            return result.finish(*result.arguments)
         return result
     except InputError as error:
         raise InputError(f"on Dask worker {worker.address}: {error}") from None
@@ -218,14 +218,15 @@ def share(client: Any, value: Any) -> Any:
 
 def run_on_cluster(
     client: Any,
-    function: Callable[..., Result],
+    function: Callable[..., Result | Unlocked[Result]],
     jobs: Iterable[tuple[str, tuple[Any, ...]]],
     on_result: Callable[[str, Result], None],
     name: str,
     shared: Sequence[Any] = (),
 ) -> None:
     """Run ``function(*shared, *arguments)`` on the cluster for every ``(key, arguments)`` of ``jobs``; call
-    ``on_result(key, result)`` in this process once per job, as jobs finish (in any order).
+    ``on_result(key, result)`` in this process once per job, as jobs finish (in any order); a function
+    that returns :class:`Unlocked` delivers what its ``finish`` returns.
 
     ``jobs`` is read lazily, as workers free up: at most :data:`IN_FLIGHT_PER_WORKER` tasks per worker
     are in flight, so an error stops the run quickly and neither arguments nor results pile up in

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from pseudolabel.errors import InputError
+from pseudolabel.threads import tune_allocator
 
 __all__ = [
     "CONNECT_TIMEOUT_S",
@@ -193,36 +194,6 @@ class Unlocked(Generic[Result]):
     arguments: tuple[Any, ...]
 
 
-#: glibc allocator settings of a worker process (:func:`_tune_allocator`), bytes.
-MMAP_THRESHOLD = 32 << 20
-TRIM_THRESHOLD = 128 << 20
-_TUNED = {"allocator": False}
-
-
-def _tune_allocator() -> None:
-    """Let glibc reuse freed memory for arrays of a few MB in this worker process.
-
-    The Dask nanny starts workers with ``MALLOC_TRIM_THRESHOLD_`` set, which turns off glibc's dynamic
-    mmap threshold: every array above 128 KiB is then a fresh ``mmap`` whose pages fault in again,
-    which made the confidence measures of a KITTI pair about 30% slower on a worker than in one process.
-    Arrays up to :data:`MMAP_THRESHOLD` come from the heap again; the cost volumes stay mmapped and are
-    returned at once. Linux with glibc only; elsewhere nothing changes.
-    """
-    if _TUNED["allocator"]:
-        return
-    _TUNED["allocator"] = True
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        libc.mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, TRIM_THRESHOLD)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
-        pass
-
-
 def on_worker(function: Callable[..., Result | Unlocked[Result]], *arguments: Any) -> Result:
     """Run ``function(*arguments)`` on this Dask worker: one task at a time per worker process (an exclusive
     section), with the worker's thread count as Numba, OpenCV and torch threads. A function that returns
@@ -236,7 +207,7 @@ def on_worker(function: Callable[..., Result | Unlocked[Result]], *arguments: An
     worker = get_worker()
     try:
         with _TASK_LOCK:
-            _tune_allocator()
+            tune_allocator()
             _set_worker_threads(int(worker.state.nthreads))
             result = function(*arguments)
         if isinstance(result, Unlocked):

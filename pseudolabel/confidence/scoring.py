@@ -29,7 +29,7 @@ from pseudolabel.outputs import check_editable_file
 from pseudolabel.progress import Progress
 from pseudolabel.store.names import key_to_name
 from pseudolabel.store.proxies import ProxyFile, open_proxies
-from pseudolabel.threads import apply_threads
+from pseudolabel.threads import apply_threads, tune_allocator
 
 if TYPE_CHECKING:
     from pseudolabel.confidence.checkpoints import NetworkRecipe
@@ -302,6 +302,7 @@ def score_proxies(
     with connected(scheduler) as client:
         if client is None:
             apply_threads(threads)
+            tune_allocator()
         edit_in_batches(path, chosen, PairEdit(prepare, score_pair, store, (recipe,)), "scoring", progress, client=client)
     return ScoreSummary(chosen, ([network_name] if network_name else []) + conventional, unavailable, kept=[kept] if kept else [])
 

@@ -161,10 +161,12 @@ def predict_pairs(
     """
     from pseudolabel.cluster import check_files_visible, connected, run_on_cluster, share
     from pseudolabel.io import write_disparity_png16, write_image, write_pfm
+    from pseudolabel.threads import tune_allocator
     from pseudolabel.viz.colour import disparity_image, display_range
 
     out_dir = check_output_folder(out, "--out")
     pairs = find_pairs(inputs)
+    tune_allocator()
     with connected(scheduler) as client:
         # on a cluster the network is checked here on the CPU and placed on each worker's device
         network, _ = _load(model, "cpu" if client is not None else device, threads, pairs[0])

@@ -41,6 +41,7 @@ from pseudolabel.sgm.params import SGMParams
 from pseudolabel.store.datasets_io import COMPRESSIONS, DEFAULT_COMPRESSION
 from pseudolabel.store.journal import ProxyRun, encode_journal_entry, write_journal_bytes
 from pseudolabel.store.layout import MINIMAL_CONFIDENCE, STORES, pair_attributes, result_arrays, run_identity, store_arrays
+from pseudolabel.threads import tune_allocator
 
 __all__ = ["SLOW_ENV", "SGMRunSummary", "run_sgm"]
 
@@ -163,6 +164,7 @@ def run_sgm(
     if shard_size is not None and shard_size < 1:
         raise InputError(f"--shard-size must be at least 1, not {shard_size}")
     pairs = discover_pairs(paths, skip_unpaired=skip_unpaired)
+    tune_allocator()
     summary = SGMRunSummary(out=Path(out), pairs=len(pairs))
     if skip_unpaired:
         summary.skipped_unpaired = find_unpaired(paths)
@@ -416,6 +418,7 @@ def init_worker(threads: int, parent: int) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    tune_allocator()
     set_threads(threads)
 
     def watch_parent() -> None:

@@ -151,3 +151,48 @@ def test_sgm_store_minimal_scores_on_the_workers(tmp_path: Path, dask_cluster: s
             np.testing.assert_array_equal(a["valid"], b["valid"])
             np.testing.assert_allclose(a["confidence/ccnn"], b["confidence/ccnn"], atol=0.02)
             assert np.mean(np.abs(a["confidence/ccnn"] - b["confidence/ccnn"])) < 1e-3
+
+
+def test_runner_resends_large_arguments_lost_with_their_worker(dask_cluster: str) -> None:
+    """Arguments above DIRECT_BYTES live on a worker; killing it mid-task loses them: the runner sends them
+    again and every job still gives its one result."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import distributed
+
+    from pseudolabel import cluster
+
+    def slow_total(values: np.ndarray, delay_s: float) -> float:
+        """Hold the worker ``delay_s``, then sum ``values`` (a local function: it travels by value, the
+        scheduler and workers cannot import the tests)."""
+        time.sleep(delay_s)
+        return float(values.sum())
+
+    jobs = [(f"job{index}", (np.full(cluster.DIRECT_BYTES // 8 + 1000, index, dtype=np.float64), 1.5)) for index in range(6)]
+    results: dict[str, float] = {}
+    outcome: dict[str, BaseException] = {}
+    with distributed.Client(dask_cluster, timeout=30, set_as_default=False) as client:
+        client.wait_for_workers(2, timeout=120)
+
+        def run() -> None:
+            try:
+                cluster.run_on_cluster(client, slow_total, iter(jobs), lambda key, value: results.__setitem__(key, value), "resend")
+            except BaseException as error:  # reported below
+                outcome["error"] = error
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        victim = None
+        deadline = time.monotonic() + 60
+        while victim is None and time.monotonic() < deadline:
+            busy = [worker for worker, keys in client.processing().items() if any(str(key).startswith("pseudolabel-resend-") for key in keys)]
+            victim = busy[0] if busy else None
+            time.sleep(0.05)
+        assert victim is not None, (outcome, results)
+        os.kill(client.run(os.getpid, workers=[victim])[victim], signal.SIGKILL)
+        thread.join(timeout=180)
+    assert not thread.is_alive() and "error" not in outcome, outcome
+    assert results == {f"job{index}": float(index * (cluster.DIRECT_BYTES // 8 + 1000)) for index in range(6)}

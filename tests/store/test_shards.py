@@ -297,6 +297,8 @@ def test_training_and_export_read_sharded_like_one_file(tmp_path: Path, dataset:
                 "8",
                 "--fc-filters",
                 "8",
+                "--threads",
+                "1",
             ],
             [
                 "adapt",

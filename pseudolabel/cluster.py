@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 import threading
 import time
 import uuid
@@ -31,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from pseudolabel.errors import InputError
-from pseudolabel.threads import tune_allocator
+from pseudolabel.threads import apply_threads, tune_allocator
 
 __all__ = [
     "CONNECT_TIMEOUT_S",
@@ -169,21 +168,6 @@ def check_files_visible(client: Any, paths: Sequence[str | os.PathLike[str]], ba
             )
 
 
-def _set_worker_threads(threads: int) -> None:
-    """Use ``threads`` Numba, OpenCV and torch threads in this worker (each only when already imported)."""
-    threads = max(1, threads)
-    numba = sys.modules.get("numba")
-    if numba is not None:
-        limit = int(getattr(numba.config, "NUMBA_NUM_THREADS", threads))
-        numba.set_num_threads(max(1, min(threads, limit)))
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-    cv2 = sys.modules.get("cv2")
-    if cv2 is not None:
-        cv2.setNumThreads(threads)
-
-
 @dataclass(frozen=True)
 class Unlocked(Generic[Result]):
     """What a task returns to have ``finish(*arguments)`` run after it releases its worker's exclusive section
@@ -208,7 +192,7 @@ def on_worker(function: Callable[..., Result | Unlocked[Result]], *arguments: An
     try:
         with _TASK_LOCK:
             tune_allocator()
-            _set_worker_threads(int(worker.state.nthreads))
+            apply_threads(max(1, int(worker.state.nthreads)))
             result = function(*arguments)
         if isinstance(result, Unlocked):
             return result.finish(*result.arguments)
@@ -268,11 +252,13 @@ def run_on_cluster(
     def submit(key: str, arguments: tuple[Any, ...], attempt: int) -> None:
         nonlocal submitted
         # large arguments go straight to a worker (the task then runs there), not through the scheduler
-        scattered = [client.scatter(value, hash=False, direct=True) if sizeof(value) > DIRECT_BYTES else value for value in arguments]
-        future = client.submit(on_worker, function, *shared, *scattered, key=f"pseudolabel-{name}-{run_id}-{submitted}", pure=False)
+        large = [index for index, value in enumerate(arguments) if sizeof(value) > DIRECT_BYTES]
+        scattered = {index: client.scatter(arguments[index], hash=False, direct=True) for index in large}
+        passed = [scattered.get(index, value) for index, value in enumerate(arguments)]
+        future = client.submit(on_worker, function, *shared, *passed, key=f"pseudolabel-{name}-{run_id}-{submitted}", pure=False)
         submitted += 1
         jobs_of[future.key] = (key, arguments, attempt)
-        sent[future.key] = [value for value in scattered if value is not None and hasattr(value, "release") and hasattr(value, "key")]
+        sent[future.key] = list(scattered.values())
         futures[future.key] = future
         completed.add(future)
 

@@ -11,6 +11,7 @@ Importing this module does not import torch; :func:`score_proxies` imports it wh
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -118,8 +119,17 @@ def _network_attrs(path: Path, network_name: str, recipe: NetworkRecipe) -> dict
 
 #: The dataset name of the shipped CCNN's confidence (``confidence/ccnn``).
 SHIPPED_NAME: str = "ccnn"
-# this process's shipped CCNN, loaded once (sgm --store minimal scores every pair it matches)
-_SHIPPED: dict[str, tuple[NetworkRecipe, dict[str, Any]]] = {}
+
+
+@functools.cache
+def _shipped_network() -> tuple[NetworkRecipe, dict[str, Any]]:
+    """This process's shipped CCNN and the attributes of its dataset, loaded once (``sgm --store minimal``
+    scores every pair it matches)."""
+    from pseudolabel.confidence import checkpoints
+
+    path = checkpoints.shipped_ccnn_path()
+    recipe, _ = checkpoints.load_recipe(path)
+    return recipe, _network_attrs(path, SHIPPED_NAME, recipe)
 
 
 def score_matched_pair(arrays: Mapping[str, np.ndarray], params: RangeParams, threads: int) -> tuple[np.ndarray, dict[str, Any]]:
@@ -138,14 +148,9 @@ def score_matched_pair(arrays: Mapping[str, np.ndarray], params: RangeParams, th
     """
     import torch
 
-    from pseudolabel.confidence import checkpoints
     from pseudolabel.store.layout import RESULT_DATASETS
 
-    if SHIPPED_NAME not in _SHIPPED:
-        path = checkpoints.shipped_ccnn_path()
-        recipe, _ = checkpoints.load_recipe(path)
-        _SHIPPED[SHIPPED_NAME] = (recipe, _network_attrs(path, SHIPPED_NAME, recipe))
-    recipe, attrs = _SHIPPED[SHIPPED_NAME]
+    recipe, attrs = _shipped_network()
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     needed = sorted({need for m in recipe.inputs[1:] if m in MEASURES for need in MEASURES[m].needs} | {"disparity"})

@@ -22,6 +22,12 @@ what is missing; ``--fresh`` reruns the adaptations). Example::
 
     python benchmarks/adaptation_generalisation.py --budget 13m            # the defaults (about 1h40 on 2 CPU cores)
     python benchmarks/adaptation_generalisation.py --budget 30s --max-frames 6 --rigs kitti   # a smoke test
+
+A CPU without native bfloat16 (float32 steps, torch and oneDNN kernels limited to AVX2) on a
+machine that has it (adapt runs no Numba code)::
+
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 \\
+        python benchmarks/adaptation_generalisation.py --rigs kitti --variants guided --adapt-args=--no-amp --tag _avx2
 """
 
 from __future__ import annotations
@@ -201,7 +207,7 @@ def rig(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         rows.setdefault("sgm_dense", {"sets": {}, **sgm_cost})["sets"][set_name] = dense
         rows.setdefault("labels", {"sets": {}, **sgm_cost})["sets"][set_name] = labels
     for variant in args.variants:
-        out = work / f"{name}_{variant}_{args.budget}.pt"
+        out = work / f"{name}_{variant}_{args.budget}{args.tag}.pt"
         cost_file = out.with_suffix(".cost.json")
         if args.fresh or not out.exists() or not cost_file.exists():
             command = cli(
@@ -221,6 +227,7 @@ def rig(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
             command += [arg for key in adapt_keys for arg in ("--keys", key)] + variant_args(variant, args)
             if args.holdout_every:
                 command += ["--holdout-every", str(args.holdout_every)]
+            command += args.adapt_args.split()
             cost_file.write_text(json.dumps(run_command(command, work / f"{out.stem}.log")))
             print(f"{name} {variant}: adapted ({out})", flush=True)
         cost = json.loads(cost_file.read_text())
@@ -269,6 +276,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--holdout-every", type=int, default=0, help="forwarded to adapt (agreement on held-back frames in OUT.jsonl).")
     parser.add_argument("--mb-adapt", default=",".join(MB_ADAPT), help="Middlebury 2014 scenes adapted on (the others are unseen).")
     parser.add_argument("--max-frames", type=int, default=None, help="adapt on the first N KITTI frames only (smoke tests).")
+    parser.add_argument("--adapt-args", default="", help="more options of every adapt command, e.g. '--no-amp'.")
+    parser.add_argument(
+        "--tag", default="", help="suffix of the adapted checkpoints' names in --work (runs that differ in --adapt-args or environment)."
+    )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "results" / "generalisation")
     parser.add_argument("--fresh", action="store_true", help="rerun the adaptations even when their checkpoints exist.")

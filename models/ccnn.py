@@ -183,7 +183,10 @@ class ConfidenceScorer:
         calibration: applied to the confidence (not to the logits) by :meth:`confidence_from_features` and
             :meth:`confidence`, e.g. :meth:`pseudolabel.confidence.calibration.Calibration.apply`; None = raw.
 
-    Networks other than :class:`CCNN` run in ``float32`` whatever ``precision`` says.
+    A :class:`CCNN` keeps its first convolution in ``float32`` (it sees the raw disparity) and runs the
+    rest in ``precision``; other networks run in ``channels_last`` under ``torch.autocast`` to
+    ``precision`` (LFN: 2-3x faster in bfloat16 on a CPU with native support, logits within about
+    1e-2 of ``float32``).
     """
 
     def __init__(
@@ -199,8 +202,6 @@ class ConfidenceScorer:
             precision = "bfloat16" if (self.device.type == "cpu" and devices.bfloat16_supported()) or self.device.type == "cuda" else "float32"
         if precision not in ("float32", "bfloat16"):
             raise InputError(f"precision must be auto, float32 or bfloat16, not {precision!r}")
-        if not isinstance(model, CCNN):
-            precision = "float32"
         self.precision = precision
         self.dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
         self.tile_rows = int(tile_rows)
@@ -208,9 +209,10 @@ class ConfidenceScorer:
         self.padding = int(model.padding)
         self.calibration = calibration
         model = copy.deepcopy(model).to(self.device).eval()
+        self.autocast = not isinstance(model, CCNN) and precision != "float32"
         if not isinstance(model, CCNN):
             self.head: nn.Module = nn.Identity()
-            self.tail: nn.Module = model
+            self.tail: nn.Module = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             return
         # The first convolution sees the raw normalised disparity: it stays in float32 (bfloat16 would
         # quantise the input to about 1/256 of the range); the rest runs in ``self.dtype``. (torch's stubs
@@ -252,7 +254,11 @@ class ConfidenceScorer:
             stop = min(start + step, height)
             tile = padded[:, :, start : stop + 2 * pad].to(self.device)
             features = self.head(tile.contiguous(memory_format=torch.channels_last))
-            outputs.append(self.tail(features.to(self.dtype)).float().cpu())
+            if self.autocast:
+                with torch.autocast(self.device.type, dtype=self.dtype):
+                    outputs.append(self.tail(features).float().cpu())
+            else:
+                outputs.append(self.tail(features.to(self.dtype)).float().cpu())
         return torch.cat(outputs, dim=2)[0, 0].numpy().astype(np.float32)
 
     def confidence(self, disparity: np.ndarray, min_disp: float, max_disp: float) -> np.ndarray:

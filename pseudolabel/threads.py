@@ -9,10 +9,12 @@ against 2.5 s with 1). So the choice is ``cores this process may use - cores the
 at least 1:
 
 * the cores: ``os.sched_getaffinity(0)`` (a container or ``taskset`` limit), else ``os.cpu_count()``;
-* the others' load: the larger of the 1-minute load average less this process's own share of it,
-  and the number of runnable tasks right now (``procs_running`` of ``/proc/stat``, sampled a few
-  times) less this one. The load average lags by a minute; the instantaneous count sees a
-  competitor that just started.
+* the others' load: the larger of the cores the machine kept busy during a short window (the busy
+  ticks of those cores in ``/proc/stat``, less this process's own CPU time) and the number of runnable
+  tasks (``procs_running``, sampled through the window) less this one. Both see the machine as it is
+  now. (The 1-minute load average, used before, still counted a run that had just finished: the
+  second of two commands run one after the other then chose 1 thread on an idle machine and ran at
+  half speed for its whole budget.)
 
 :func:`choose_threads` is the pure rule (tested); :func:`measure_other_load` reads the machine;
 :func:`resolve_threads` turns a ``--threads`` value (a number, ``auto`` or ``None``) into a count and
@@ -37,8 +39,9 @@ __all__ = [
     "apply_threads",
     "available_cores",
     "choose_threads",
+    "busy_cores_between",
     "measure_other_load",
-    "own_load_share",
+    "read_cpu_ticks",
     "parse_threads",
     "resolve_threads",
 ]
@@ -65,30 +68,56 @@ def choose_threads(cores: int, other_load: float) -> int:
     return max(1, min(cores, cores - int(math.floor(load + 0.5))))
 
 
-def own_load_share(cpu_seconds: float, wall_seconds: float, window_s: float = 60.0) -> float:
-    """This process's contribution to the 1-minute load average, estimated from its CPU time.
+#: Seconds :func:`measure_other_load` watches the machine for.
+LOAD_WINDOW_S = 0.25
 
-    The load average is an exponentially damped count of runnable tasks (time constant ``window_s``);
-    a process that kept ``p = cpu_seconds / wall_seconds`` threads busy for ``wall_seconds`` adds about
-    ``p * (1 - exp(-wall_seconds / window_s))``.
+#: ``/proc/stat`` tick fields that count as busy: user, nice, system, irq, softirq, steal (idle and
+#: iowait are the rest; guest time is already inside user).
+_BUSY_FIELDS = (0, 1, 2, 5, 6, 7)
+
+
+def read_cpu_ticks(text: str | None = None) -> dict[int, tuple[int, int]]:
+    """Busy and total ticks of every CPU: ``{cpu index: (busy, total)}`` from ``/proc/stat`` (or ``text``).
+
+    Returns an empty dict where the file cannot be read (not Linux).
     """
-    if wall_seconds <= 0 or cpu_seconds <= 0:
-        return 0.0
-    busy = cpu_seconds / wall_seconds
-    return busy * (1.0 - math.exp(-wall_seconds / window_s))
+    if text is None:
+        try:
+            with open("/proc/stat", encoding="ascii") as handle:
+                text = handle.read()
+        except OSError:
+            return {}
+    ticks: dict[int, tuple[int, int]] = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition(" ")
+        if not name.startswith("cpu") or name == "cpu":
+            continue
+        try:
+            index = int(name[3:])
+            values = [int(value) for value in rest.split()[:8]]
+        except ValueError:
+            continue
+        values += [0] * (8 - len(values))
+        busy = sum(values[field] for field in _BUSY_FIELDS)
+        ticks[index] = (busy, busy + values[3] + values[4])
+    return ticks
 
 
-def _process_age_s() -> float | None:
-    """Seconds since this process started (Linux ``/proc``), or ``None``."""
-    try:
-        with open("/proc/self/stat", encoding="ascii") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-        start_ticks = float(fields[19])  # field 22 of stat(5); fields[0] is field 3
-        with open("/proc/uptime", encoding="ascii") as handle:
-            uptime = float(handle.read().split()[0])
-        return max(uptime - start_ticks / os.sysconf("SC_CLK_TCK"), 0.0)
-    except (OSError, ValueError, IndexError):
-        return None
+def busy_cores_between(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]], cpus: set[int] | None = None) -> float:
+    """Cores kept busy between two :func:`read_cpu_ticks` readings, summed over ``cpus`` (default: all).
+
+    Each CPU contributes its busy share of the ticks that passed (0 to 1); a CPU without ticks in between
+    contributes 0.
+    """
+    total = 0.0
+    for index, (busy_after, all_after) in after.items():
+        if (cpus is not None and index not in cpus) or index not in before:
+            continue
+        busy_before, all_before = before[index]
+        elapsed = all_after - all_before
+        if elapsed > 0:
+            total += min(max((busy_after - busy_before) / elapsed, 0.0), 1.0)
+    return total
 
 
 def _procs_running() -> int | None:
@@ -103,26 +132,36 @@ def _procs_running() -> int | None:
     return None
 
 
-def measure_other_load(samples: int = 5, interval_s: float = 0.02) -> float:
-    """Cores kept busy by other processes (see the module docstring); 0 where nothing can be read."""
+def _affinity() -> set[int] | None:
     try:
-        load_1min = os.getloadavg()[0]
-    except (AttributeError, OSError):  # pragma: no cover - non-Unix
-        load_1min = 0.0
-    times = os.times()
-    age = _process_age_s()
-    own = own_load_share(times.user + times.system, age) if age is not None else 0.0
-    from_average = load_1min - own
+        return set(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return None
+
+
+def measure_other_load(window_s: float = LOAD_WINDOW_S, samples: int = 5) -> float:
+    """Cores kept busy by other processes now (see the module docstring); 0 where nothing can be read.
+
+    Watches the machine for ``window_s`` seconds: the busy ticks of the cores this process may use, less
+    this process's own CPU time, and the median of ``samples`` counts of runnable tasks, less this one.
+    """
+    cpus = _affinity()
+    own_before = sum(os.times()[:2])
+    ticks_before = read_cpu_ticks()
+    started = time.perf_counter()
     counts = []
     for index in range(samples):
         running = _procs_running()
-        if running is None:
-            break
-        counts.append(running - 1)  # this process's sampling thread is running
+        if running is not None:
+            counts.append(running - 1)  # this process's sampling thread is running
         if index + 1 < samples:
-            time.sleep(interval_s)
-    from_now = sorted(counts)[len(counts) // 2] if counts else 0.0
-    return max(from_average, float(from_now), 0.0)
+            time.sleep(window_s / max(samples - 1, 1))
+    elapsed = time.perf_counter() - started
+    ticks_after = read_cpu_ticks()
+    own = (sum(os.times()[:2]) - own_before) / elapsed if elapsed > 0 else 0.0
+    from_ticks = busy_cores_between(ticks_before, ticks_after, cpus) - own if ticks_before and ticks_after else 0.0
+    from_count = float(sorted(counts)[len(counts) // 2]) if counts else 0.0
+    return max(from_ticks, from_count, 0.0)
 
 
 def parse_threads(value: int | str | None, option: str = "--threads") -> int | None:

@@ -1,8 +1,11 @@
 """Sequences as input (``left/``, ``right/``, ``calib.txt``), the hold-back split, and the thread choice
-from a given affinity and load (pure functions: nothing is timed here)."""
+from a given affinity and load, and the load read from the machine (nothing is timed here)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +15,7 @@ from pseudolabel.datasets import discover_pairs, read_projection_focal_baseline
 from pseudolabel.errors import InputError
 from pseudolabel.io import write_image
 from pseudolabel.learn.holdout import label_agreement, split_holdout
-from pseudolabel.threads import choose_threads, own_load_share, parse_threads, resolve_threads
+from pseudolabel.threads import busy_cores_between, choose_threads, measure_other_load, parse_threads, read_cpu_ticks, resolve_threads
 
 KITTI_P0 = "7.188560e+02 0 6.071928e+02 0 0 7.188560e+02 1.852157e+02 0 0 0 1 0"
 KITTI_P1 = "7.188560e+02 0 6.071928e+02 -3.861448e+02 0 7.188560e+02 1.852157e+02 0 0 0 1 0"
@@ -102,11 +105,42 @@ def test_threads_are_the_usable_cores_less_the_others_load(cores: int, load: flo
     assert choose_threads(cores, load) == threads
 
 
-def test_own_share_of_the_load_average() -> None:
-    assert own_load_share(0.0, 10.0) == 0.0
-    assert own_load_share(60.0, 60.0) == pytest.approx(1 - np.exp(-1))  # one busy thread for a minute
-    assert own_load_share(600.0, 600.0) == pytest.approx(1.0, abs=1e-4)  # long-running: its whole thread
-    assert own_load_share(1.0, 20.0) == pytest.approx(0.05 * (1 - np.exp(-20 / 60)))
+PROC_STAT_BEFORE = """cpu  300 0 100 1000 10 0 0 0 0 0
+cpu0 100 0 50 500 5 0 0 0 0 0
+cpu1 200 0 50 500 5 0 0 0 0 0
+intr 12345
+procs_running 3
+"""
+# 100 ticks later: cpu0 busy for 25 of them (user 20, system 3, irq 1, softirq 1), cpu1 for all 100
+# (steal 10 counts as busy: another guest holds the core); iowait counts as idle.
+PROC_STAT_AFTER = """cpu  420 0 110 1075 15 1 1 10 0 0
+cpu0 120 0 53 570 10 1 1 0 0 0
+cpu1 290 0 50 500 5 0 0 10 0 0
+intr 12400
+procs_running 2
+"""
+
+
+def test_busy_cores_from_proc_stat_ticks() -> None:
+    before, after = read_cpu_ticks(PROC_STAT_BEFORE), read_cpu_ticks(PROC_STAT_AFTER)
+    assert before == {0: (150, 655), 1: (250, 755)}  # the aggregate "cpu" line is not a core
+    assert after == {0: (175, 755), 1: (350, 855)}
+    assert busy_cores_between(before, after) == pytest.approx(0.25 + 1.0)
+    assert busy_cores_between(before, after, cpus={0}) == pytest.approx(0.25)  # only the cores we may use
+    assert busy_cores_between(before, before) == 0.0  # no ticks passed
+    assert busy_cores_between({}, after) == 0.0
+    assert read_cpu_ticks("not a stat file") == {}
+
+
+def test_a_busy_process_counts_as_load_and_this_process_does_not() -> None:
+    """A competitor that spins is seen at once (the 1-minute load average would take a minute)."""
+    spinner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 30\nwhile time.time() < end: pass"])
+    try:
+        time.sleep(0.3)
+        assert measure_other_load(window_s=0.5) >= 0.5
+    finally:
+        spinner.kill()
+        spinner.wait()
 
 
 def test_a_given_count_wins_and_auto_measures() -> None:

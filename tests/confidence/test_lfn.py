@@ -44,9 +44,14 @@ def test_whole_image_equals_patchwise_over_the_receptive_field() -> None:
         whole = model.forward_full(torch.from_numpy(inputs)[None])[0, 0].numpy()
     np.testing.assert_allclose(whole, patchwise, rtol=1e-4, atol=1e-5)
     # the scorer pads by the network's own padding, also in bands of 4 rows
-    scorer = ConfidenceScorer(model, "cpu", precision="auto", tile_rows=4)
-    assert scorer.precision == "float32" and scorer.padding == 8
+    scorer = ConfidenceScorer(model, "cpu", precision="float32", tile_rows=4)
+    assert scorer.padding == 8
     np.testing.assert_allclose(scorer.logits_from_inputs(inputs), patchwise, rtol=1e-4, atol=1e-5)
+    # in bfloat16 (autocast, channels_last) the logits stay close and the ranking of pixels nearly the same
+    half = ConfidenceScorer(model, "cpu", precision="bfloat16", tile_rows=4).logits_from_inputs(inputs)
+    assert half.dtype == np.float32 and half.shape == patchwise.shape
+    assert np.abs(half - patchwise).max() < 0.02 * max(1.0, float(np.abs(patchwise).max()))
+    assert np.corrcoef(half.ravel(), patchwise.ravel())[0, 1] > 0.98
     # a change outside a pixel's 17x17 patch leaves it alone
     changed = inputs.copy()
     changed[:, 0, 0] += 5.0

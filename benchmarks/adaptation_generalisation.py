@@ -13,7 +13,7 @@ Two rigs of the dev data (``../shared/data``):
 Rows: the source network; SGM dense; the SGM labels (confidence > ``--label-tau``: errors on the
 labelled pixels, and their density); the network adapted by ``pseudolabel adapt --budget BUDGET``
 with each variant of ``--variants`` (``guided``: the defaults; ``l2sp``: ``--loss guided=1,l2sp=W``;
-``replay``: ``--replay R``; ``l2sp_replay``: both). Columns: bad-3 (%), D1 (%), EPE (px), wall time
+``replay``: ``--replay R``; ``l2sp_replay``: both; ``augment``: ``--augment``). Columns: bad-3 (%), D1 (%), EPE (px), wall time
 and peak memory (resident set size) of the command that made the row (SGM and confidence scoring
 for the SGM rows, ``adapt`` for the adapted rows, prediction for the source row).
 
@@ -50,7 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = next((folder / "shared" / "data" for folder in REPO.parents if (folder / "shared" / "data").is_dir()), REPO.parent / "shared" / "data")
 KITTI_EVAL = "000070_10"
 MB_ADAPT = ("Adirondack", "ArtL", "Jadeplant", "Recycle")
-VARIANTS = ("guided", "l2sp", "replay", "l2sp_replay")
+VARIANTS = ("guided", "l2sp", "replay", "l2sp_replay", "augment")
 
 
 def run_command(command: list[str], log: Path) -> dict[str, float]:
@@ -174,6 +174,8 @@ def variant_args(variant: str, args: argparse.Namespace) -> list[str]:
         extra += ["--loss", f"guided=1,l2sp={args.l2sp:g}"]
     if "replay" in variant:
         extra += ["--replay", f"{args.replay:g}"]
+    if "augment" in variant:
+        extra += ["--augment"]
     return extra
 
 

@@ -118,6 +118,12 @@ CROP = SizeType("HEIGHTxWIDTH", "256x320", allow_full=True)
     type=float,
     help="share of the samples replaced by synthetic pairs with exact ground truth (pseudolabel synth, rendered on the fly); 0 = none.",
 )
+@click.option(
+    "--augment/--no-augment",
+    default=False,
+    show_default=True,
+    help="photometric augmentation of the adaptation pairs (brightness, contrast, gamma, colour, noise), drawn per sample.",
+)
 @click.option("--batch-size", default=DEFAULT_BATCH, show_default=True, type=int, help="global batch (split over torchrun processes).")
 @click.option(
     "--crop",
@@ -151,6 +157,7 @@ def adapt(
     budget: str,
     holdout_every: int,
     replay: float,
+    augment: bool,
     batch_size: int,
     crop: str,
     lr: float,
@@ -218,6 +225,7 @@ def adapt(
         budget=budget,
         holdout_every=holdout_every,
         replay=replay,
+        augment=augment,
         run=run_options(**trainer),
         progress=ClickProgress(),
         labels=use_labels,

@@ -184,6 +184,7 @@ def adapt_network(
     budget: str | float | None = DEFAULT_BUDGET,
     holdout_every: int = 0,
     replay: float = 0.0,
+    augment: bool = False,
     run: RunOptions = ADAPT_RUN,
     progress: Progress | None = None,
     labels: bool = False,
@@ -221,6 +222,8 @@ def adapt_network(
             confidence above a fixed ``tau``, else above ``pseudolabel labels``' default); 0 = none.
         replay: share of the samples replaced by synthetic pairs with exact ground truth
             (:mod:`pseudolabel.learn.replay`); 0 = none.
+        augment: photometric augmentation of the adaptation pairs (brightness, contrast, gamma, colour,
+            noise; :class:`pseudolabel.learn.samples.AugmentConfig`), drawn per sample from the seed.
         run: how the run executes (device, precision, checkpoints, resume, ...).
         progress: receives the trainer's progress (``None``: nothing shown).
         labels: train on the stored ``labels`` of ``pseudolabel labels`` exactly as written (each labelled
@@ -290,7 +293,9 @@ def adapt_network(
         raise InputError(
             "--crop full: the pairs differ in size, so a batch can hold one pair per process; use --batch-size 1 (per process) or a crop size"
         )
-    dataset: torch.utils.data.Dataset = ProxyAdaptationDataset(pairs, crop=crop, seed=run.seed)
+    from pseudolabel.learn.samples import AugmentConfig
+
+    dataset: torch.utils.data.Dataset = ProxyAdaptationDataset(pairs, crop=crop, seed=run.seed, augment=AugmentConfig() if augment else None)
     if replay > 0:
         from pseudolabel.learn.replay import ReplayDataset
 
@@ -337,6 +342,7 @@ def adapt_network(
         "holdout_every": holdout_every,
         "held_back": list(held_keys),
         "replay": replay,
+        "augment": augment,
         "threads": threads,
     }
     loss_fn, extra_state = _tau_logger(objective)

@@ -45,7 +45,7 @@ from torch.utils.data import Dataset
 
 from pseudolabel.datasets import evaluation_mask as read_evaluation_mask
 from pseudolabel.errors import InputError
-from pseudolabel.learn.samples import epoch_shuffled_index, sample_rng, to_tensor_image
+from pseudolabel.learn.samples import AugmentConfig, augment_pair, epoch_shuffled_index, sample_rng, to_tensor_image
 
 __all__ = ["AdaptationPair", "ProxyAdaptationDataset", "describe_pairs", "load_adaptation_pairs"]
 
@@ -169,11 +169,20 @@ class ProxyAdaptationDataset(Dataset):
         crop: ``(height, width)`` of the random crops, or ``None`` for whole images (evaluation;
             pairs of different sizes then need a batch size of 1). Images smaller than the crop are
             padded (images and confidence with 0, proxy and ground truth with NaN).
-        seed: seed of the pair order and the crop positions.
+        seed: seed of the pair order, the crop positions and the augmentation.
         shuffle: a fresh permutation of the pairs every epoch (else pairs in order).
+        augment: photometric augmentation of both views (:func:`pseudolabel.learn.samples.augment_pair`,
+            drawn per sample; the proxy and confidence are unchanged), or ``None``.
     """
 
-    def __init__(self, pairs: Sequence[AdaptationPair], crop: tuple[int, int] | None = None, seed: int = 0, shuffle: bool = True) -> None:
+    def __init__(
+        self,
+        pairs: Sequence[AdaptationPair],
+        crop: tuple[int, int] | None = None,
+        seed: int = 0,
+        shuffle: bool = True,
+        augment: AugmentConfig | None = None,
+    ) -> None:
         if not pairs:
             raise InputError("no pairs to adapt on; check --proxies and --keys")
         if crop is not None and (crop[0] < 1 or crop[1] < 2):
@@ -182,6 +191,7 @@ class ProxyAdaptationDataset(Dataset):
         self.crop = crop
         self.seed = int(seed)
         self.shuffle = shuffle
+        self.augment = augment
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -216,9 +226,15 @@ class ProxyAdaptationDataset(Dataset):
                 window = np.pad(window, widths, constant_values=fill)
             return np.ascontiguousarray(window)
 
+        left, right = to_tensor_image(take(pair.left, 0)), to_tensor_image(take(pair.right, 0))
+        if self.augment is not None:
+            rng = sample_rng(self.seed, index, stream=2)
+            left_hwc, right_hwc = augment_pair(left.permute(1, 2, 0).numpy(), right.permute(1, 2, 0).numpy(), rng, self.augment)
+            left = torch.from_numpy(np.ascontiguousarray(left_hwc.transpose(2, 0, 1)))
+            right = torch.from_numpy(np.ascontiguousarray(right_hwc.transpose(2, 0, 1)))
         sample: dict[str, torch.Tensor] = {
-            "left": to_tensor_image(take(pair.left, 0)),
-            "right": to_tensor_image(take(pair.right, 0)),
+            "left": left,
+            "right": right,
             "proxy": torch.from_numpy(take(pair.proxy, np.nan))[None],
             "confidence": torch.from_numpy(take(pair.confidence, 0.0))[None],
             "index": torch.tensor(int(index), dtype=torch.int64),

@@ -19,6 +19,7 @@ from pseudolabel.learn.adaptation_data import (
 )
 from pseudolabel.learn.checkpoint import load_checkpoint, load_model, save_checkpoint
 from pseudolabel.learn.predict import evaluate_network
+from pseudolabel.learn.samples import AugmentConfig
 from pseudolabel.models.registry import build_network
 from pseudolabel.sgm.params import SGMParams
 from pseudolabel.store.journal import create_or_open_proxies
@@ -205,6 +206,27 @@ def test_dataset_crops_pads_and_repeats_deterministically(workspace: dict[str, P
     whole = ProxyAdaptationDataset(pairs, crop=None, shuffle=False)[1]
     assert whole["left"].shape == (3, HEIGHT, WIDTH)
     assert np.allclose(whole["disparity"][0].numpy(), pairs[1].ground_truth)
+
+
+def test_augmentation_changes_the_views_only_and_repeats_with_the_seed(workspace: dict[str, Path], tmp_path: Path) -> None:
+    pairs = load_adaptation_pairs(workspace["proxies"], "ccnn")
+    plain = ProxyAdaptationDataset(pairs, crop=None, shuffle=False)
+    augmented = ProxyAdaptationDataset(pairs, crop=None, shuffle=False, augment=AugmentConfig())
+    for index in range(4):
+        before, after = plain[index], augmented[index]
+        assert after["left"].shape == before["left"].shape and after["left"].dtype == torch.float32
+        assert 0 <= float(after["left"].min()) and float(after["right"].max()) <= 1
+        assert float((after["left"] - before["left"]).abs().mean()) > 1e-3  # the views change ...
+        assert torch.equal(after["confidence"], before["confidence"])  # ... the labels do not
+        assert torch.equal(torch.isnan(after["proxy"]), torch.isnan(before["proxy"]))
+        assert torch.equal(torch.nan_to_num(after["proxy"]), torch.nan_to_num(before["proxy"]))
+    again = ProxyAdaptationDataset(pairs, crop=None, shuffle=False, augment=AugmentConfig())
+    assert torch.equal(again[2]["left"], augmented[2]["left"]) and torch.equal(again[2]["right"], augmented[2]["right"])
+    assert not torch.equal(augmented[2]["left"], augmented[2 + len(pairs)]["left"])  # a fresh draw in the next epoch
+    out = tmp_path / "aug.pt"
+    result = run(*base_args(workspace, out), "--augment", "--steps", "1", *FAST)
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(out)["training_args"]["augment"] is True
 
 
 def test_keys_and_exclude_options_select_pairs(workspace: dict[str, Path], tmp_path: Path) -> None:

@@ -176,3 +176,17 @@ def consistency_check(
         with np.errstate(invalid="ignore"):
             valid &= inside & (np.abs(disparity - other) <= lr_max_diff)
     return valid
+
+
+def edge_aware_median(disparity: np.ndarray, guide: np.ndarray, radius: int, intensity_range: float, where: np.ndarray, step: int) -> np.ndarray:
+    """For every ``where`` pixel, ``np.median`` of the window samples (every ``step`` pixels, at most ``radius``
+    away, inside the image) whose guide intensity is within ``intensity_range`` of the centre's."""
+    height, width = disparity.shape
+    filtered = disparity.copy()
+    reach = radius // step
+    for y, x in zip(*np.nonzero(where)):
+        ys = [y + step * i for i in range(-reach, reach + 1) if 0 <= y + step * i < height]
+        xs = [x + step * i for i in range(-reach, reach + 1) if 0 <= x + step * i < width]
+        samples = [disparity[yy, xx] for yy in ys for xx in xs if abs(guide[yy, xx] - guide[y, x]) <= intensity_range]
+        filtered[y, x] = np.median(np.array(samples, dtype=np.float32))
+    return filtered

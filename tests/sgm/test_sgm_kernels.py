@@ -391,3 +391,25 @@ def test_interleaved_rows_visit_every_row_once(height: int) -> None:
     rows = [refinement._interleaved_row(i, height) for i in range(height)]
     assert sorted(rows) == list(range(height))
     assert rows[: (height + 1) // 2] == list(range(0, height, 2))  # the even rows first
+
+
+@pytest.mark.parametrize("shape", [(9, 14), (1, 11), (13, 1), (17, 23), (31, 45)])
+@pytest.mark.parametrize("radius,step", [(6, 3), (2, 1), (4, 2), (3, 3)])
+def test_edge_aware_median_matches_reference(shape: tuple[int, int], radius: int, step: int) -> None:
+    rng = np.random.default_rng(shape[0] * 1000 + shape[1] * 10 + radius)
+    disparity = rng.integers(0, 12, size=shape).astype(np.float32) / np.float32(2.0)  # many ties
+    disparity[rng.random(shape) < 0.3] += np.float32(0.25)
+    guide = rng.integers(0, 40, size=shape).astype(np.float32)
+    where = rng.random(shape) < 0.5
+    got = refinement.edge_aware_median(disparity, guide, radius, 12.0, where, step)
+    np.testing.assert_array_equal(got, reference.edge_aware_median(disparity, guide, radius, 12.0, where, step))
+
+
+def test_edge_aware_median_of_large_windows_matches_reference() -> None:
+    """Windows of more than _RANK_LIMIT values take the selection path."""
+    rng = np.random.default_rng(5)
+    disparity = rng.uniform(0, 30, size=(21, 27)).astype(np.float32)
+    guide = np.zeros((21, 27), dtype=np.float32)
+    where = rng.random((21, 27)) < 0.4
+    got = refinement.edge_aware_median(disparity, guide, 4, 16.0, where, 1)
+    np.testing.assert_array_equal(got, reference.edge_aware_median(disparity, guide, 4, 16.0, where, 1))

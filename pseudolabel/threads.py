@@ -38,11 +38,11 @@ __all__ = [
     "ThreadChoice",
     "apply_threads",
     "available_cores",
-    "choose_threads",
     "busy_cores_between",
+    "choose_threads",
     "measure_other_load",
-    "read_cpu_ticks",
     "parse_threads",
+    "read_cpu_ticks",
     "resolve_threads",
 ]
 

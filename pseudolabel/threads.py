@@ -44,18 +44,25 @@ __all__ = [
     "parse_threads",
     "read_cpu_ticks",
     "resolve_threads",
+    "usable_cpus",
 ]
 
 #: The ``--threads`` value that asks for the automatic choice.
 AUTO = "auto"
 
 
+def usable_cpus() -> set[int] | None:
+    """Indices of the CPUs this process may use (its affinity mask), or ``None`` where the OS has none."""
+    try:
+        return set(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return None
+
+
 def available_cores() -> int:
     """CPU cores this process may use (its affinity mask where the OS has one)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
+    cpus = usable_cpus()
+    return max(1, len(cpus)) if cpus is not None else max(1, os.cpu_count() or 1)
 
 
 def choose_threads(cores: int, other_load: float) -> int:
@@ -132,20 +139,13 @@ def _procs_running() -> int | None:
     return None
 
 
-def _affinity() -> set[int] | None:
-    try:
-        return set(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return None
-
-
 def measure_other_load(window_s: float = LOAD_WINDOW_S, samples: int = 5) -> float:
     """Cores kept busy by other processes now (see the module docstring); 0 where nothing can be read.
 
     Watches the machine for ``window_s`` seconds: the busy ticks of the cores this process may use, less
     this process's own CPU time, and the median of ``samples`` counts of runnable tasks, less this one.
     """
-    cpus = _affinity()
+    cpus = usable_cpus()
     own_before = sum(os.times()[:2])
     ticks_before = read_cpu_ticks()
     started = time.perf_counter()

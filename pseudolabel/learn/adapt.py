@@ -266,6 +266,7 @@ def adapt_network(
     from pseudolabel.learn.adaptation_data import ProxyAdaptationDataset, describe_pairs, load_adaptation_pairs
     from pseudolabel.learn.losses import build_loss_terms
     from pseudolabel.learn.networks import open_network, probe_network
+    from pseudolabel.learn.samples import AugmentConfig
     from pseudolabel.learn.tau import DEFAULT_PENALTY_WEIGHT, build_tau
     from pseudolabel.learn.trainer import Trainer
     from pseudolabel.models.devices import resolve_device
@@ -297,8 +298,6 @@ def adapt_network(
         raise InputError(
             "--crop full: the pairs differ in size, so a batch can hold one pair per process; use --batch-size 1 (per process) or a crop size"
         )
-    from pseudolabel.learn.samples import AugmentConfig
-
     dataset: torch.utils.data.Dataset = ProxyAdaptationDataset(pairs, crop=crop, seed=run.seed, augment=AugmentConfig() if augment else None)
     if replay > 0:
         from pseudolabel.learn.replay import ReplayDataset

@@ -13,7 +13,8 @@ Two rigs of the dev data (``../shared/data``):
 Rows: the source network; SGM dense; the SGM labels (confidence > ``--label-tau``: errors on the
 labelled pixels, and their density); the network adapted by ``pseudolabel adapt --budget BUDGET``
 with each variant of ``--variants`` (``guided``: the defaults; ``l2sp``: ``--loss guided=1,l2sp=W``;
-``replay``: ``--replay R``; ``l2sp_replay``: both; ``augment``: ``--augment``). Columns: bad-3 (%), D1 (%), EPE (px), wall time
+``replay``: ``--replay R``; ``l2sp_replay``: both; ``augment``: ``--augment``; ``recon``:
+``--loss guided=1,reconstruction=W`` (and ``smooth=S`` with ``--smooth``)). Columns: bad-3 (%), D1 (%), EPE (px), wall time
 and peak memory (resident set size) of the command that made the row (SGM and confidence scoring
 for the SGM rows, ``adapt`` for the adapted rows, prediction for the source row).
 
@@ -50,7 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = next((folder / "shared" / "data" for folder in REPO.parents if (folder / "shared" / "data").is_dir()), REPO.parent / "shared" / "data")
 KITTI_EVAL = "000070_10"
 MB_ADAPT = ("Adirondack", "ArtL", "Jadeplant", "Recycle")
-VARIANTS = ("guided", "l2sp", "replay", "l2sp_replay", "augment")
+VARIANTS = ("guided", "l2sp", "replay", "l2sp_replay", "augment", "recon")
 
 
 def run_command(command: list[str], log: Path) -> dict[str, float]:
@@ -170,8 +171,15 @@ def network_rows(checkpoint: str, sets: dict[str, list[Any]], threads: str) -> d
 
 def variant_args(variant: str, args: argparse.Namespace) -> list[str]:
     extra = []
+    terms = ["guided=1"]
     if "l2sp" in variant:
-        extra += ["--loss", f"guided=1,l2sp={args.l2sp:g}"]
+        terms.append(f"l2sp={args.l2sp:g}")
+    if "recon" in variant:
+        terms.append(f"reconstruction={args.reconstruction:g}")
+        if args.smooth > 0:
+            terms.append(f"smooth={args.smooth:g}")
+    if len(terms) > 1:
+        extra += ["--loss", ",".join(terms)]
     if "replay" in variant:
         extra += ["--replay", f"{args.replay:g}"]
     if "augment" in variant:
@@ -272,6 +280,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"adapted rows among {', '.join(VARIANTS)}.")
     parser.add_argument("--l2sp", type=float, default=1e-3, help="weight of the l2sp term in the l2sp variants.")
     parser.add_argument("--replay", type=float, default=0.25, help="share of synthetic samples in the replay variants.")
+    parser.add_argument("--reconstruction", type=float, default=1.0, help="weight of the reconstruction term in the recon variant.")
+    parser.add_argument("--smooth", type=float, default=0.0, help="weight of the smoothness term in the recon variant (0: none).")
     parser.add_argument("--model", default="madnet_synth", help="source network.")
     parser.add_argument("--threads", default="auto", help="--threads of every command.")
     parser.add_argument("--label-tau", type=float, default=0.9, help="confidence threshold of the labels row.")

@@ -41,7 +41,7 @@ KITTI_EVAL = "000070_10"
 MODES = ("none", "anchor", "modulate")
 
 
-def level_labels(labels: torch.Tensor, level: int, shape: tuple[int, int]) -> torch.Tensor:
+def level_labels(labels: torch.Tensor, level: int, shape: torch.Size) -> torch.Tensor:
     """Confident labels averaged over the cells of ``level``, in that level's pixels.
 
     Args:

@@ -5,8 +5,9 @@ Run from the repository root (the shared data folder sits next to the repository
     python benchmarks/sgm_profile.py --runs 5 --write-markdown
 
 * Two pairs: a Middlebury-sized one (v2 teddy, 450x375, 80 disparities) and the KITTI 2012 frame
-  000070 (1241x376, 192 disparities), gray, default :class:`SGMParams` (and ``--preset fast`` as a
-  second row set with ``--presets default fast``).
+  000070 (1241x376, 192 disparities), gray, default :class:`SGMParams` (and other presets as more
+  row sets with ``--presets default fast``; ``fast`` matches at half resolution, so its stages run
+  on the reduced pair between "reduce the pair" and "enlarge the maps").
 * Each stage is the very kernel call that :class:`pseudolabel.sgm.matcher.Matcher` makes, timed on
   its own (median of ``--runs`` runs after a warm-up, the Matcher's buffers reused), at every thread
   count of ``--threads`` (``numba.set_num_threads``; OpenCV's median filter gets the same count).
@@ -39,8 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DEFAULT_DATA, REPO_ROOT, load_manifest, load_scene, machine_description, replace_section
 
 from pseudolabel.sgm import aggregation, cost, disparity, refinement
+from pseudolabel.sgm.downsampled import DISPARITY_MAPS, OTHER_MAPS, enlarge_map, reduce_image, reduced_params
 from pseudolabel.sgm.matcher import Matcher
-from pseudolabel.sgm.params import SGMParams
+from pseudolabel.sgm.params import PRESETS, SGMParams
 
 SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16")
 
@@ -96,6 +98,19 @@ def pipeline_stages(matcher: Matcher, left: np.ndarray, right: np.ndarray) -> li
     before it (computed once here and bound to the call).
     """
     params = matcher.params
+    stages: list[tuple[str, Callable[[], Any], float]] = []
+    if params.downsample > 1:
+        # the `fast` preset: reduce the pair, run the stages below on it, enlarge the result
+        factor, full_height, full_width = params.downsample, left.shape[0], left.shape[1]
+        full_left, full_right = cost.prepare_image(left), cost.prepare_image(right)
+        reduce_pair = lambda: (reduce_image(full_left, factor), reduce_image(full_right, factor))  # noqa: E731
+        stages.append(("reduce the pair", reduce_pair, 2 * full_left.nbytes))
+        left, right = reduce_pair()
+        params = reduced_params(params)
+        reduced = Matcher(params)(left, right)
+        maps = [getattr(reduced, name) for name in (*DISPARITY_MAPS, *OTHER_MAPS)]
+        enlarged_bytes = sum(values.itemsize for values in maps) * full_height * full_width
+        enlarge = lambda: [enlarge_map(values, factor, full_height, full_width) for values in maps]  # noqa: E731
     height, width = left.shape[:2]
     num_disp = params.num_disp
     cells = height * width * num_disp
@@ -103,7 +118,6 @@ def pipeline_stages(matcher: Matcher, left: np.ndarray, right: np.ndarray) -> li
     left_gray, right_gray = cost.prepare_image(left), cost.prepare_image(right)
     min_disp, census_max = int(params.min_disp), params.census_width * params.census_height - 1
     penalties = (int(params.p1), int(params.p2), bool(params.p2_adaptive), float(params.p2_gamma))
-    stages: list[tuple[str, Callable[[], Any], float]] = []
 
     def census() -> tuple[np.ndarray, np.ndarray]:
         return (
@@ -185,6 +199,8 @@ def pipeline_stages(matcher: Matcher, left: np.ndarray, right: np.ndarray) -> li
             stages.append(("edge-aware median", lambda d=dense: refinement.edge_aware_median(d, left_gray, *edge), pixels * 13))
             dense = refinement.edge_aware_median(dense, left_gray, *edge)
     stages.append(("dense median", lambda d=dense: refinement.median_filter(d, params.dense_median), pixels * 8))
+    if matcher.params.downsample > 1:
+        stages.append(("enlarge the maps", enlarge, enlarged_bytes))
     return stages
 
 
@@ -270,7 +286,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--presets", nargs="+", default=["default"], choices=["default", "fast"])
+    parser.add_argument("--presets", nargs="+", default=["default"], choices=list(PRESETS))
     parser.add_argument("--write-markdown", action="store_true", help="replace the `## SGM profile` section of BENCHMARKS.md")
     parser.add_argument(
         "--asm", action="store_true", help="add register/instruction counts of the hot kernels, native and AVX2-only (slow: compiles twice)"

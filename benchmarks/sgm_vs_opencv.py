@@ -210,8 +210,11 @@ def accuracy(data_dir: Path, params: SGMParams) -> list[dict[str, float | str]]:
         scene = load_scene(entry, data_dir)
         result = match(scene.left, scene.right, params.replace(max_disp=scene.max_disp))
         fast = match(scene.left, scene.right, SGMParams.preset("fast").replace(max_disp=scene.max_disp))
+        balanced = match(scene.left, scene.right, SGMParams.preset("balanced").replace(max_disp=scene.max_disp))
         hh = opencv_disparity("HH", scene.left, scene.right, scene.max_disp)
         hh_valid = np.isfinite(hh)
+        three_way = opencv_disparity("3WAY", scene.left, scene.right, scene.max_disp)
+        three_way_valid = np.isfinite(three_way)
         mask = scene.mask
         rows.append(
             {
@@ -223,8 +226,13 @@ def accuracy(data_dir: Path, params: SGMParams) -> list[dict[str, float | str]]:
                 "fast_dense_bad2": bad_rate(fast.disparity, scene.gt, mask, 2.0),
                 "fast_valid_density": float(100.0 * fast.valid[mask].mean()),
                 "fast_valid_bad2": bad_rate(fast.disparity, scene.gt, mask & fast.valid, 2.0),
+                "balanced_dense_bad2": bad_rate(balanced.disparity, scene.gt, mask, 2.0),
+                "balanced_valid_density": float(100.0 * balanced.valid[mask].mean()),
+                "balanced_valid_bad2": bad_rate(balanced.disparity, scene.gt, mask & balanced.valid, 2.0),
                 "hh_density": float(100.0 * hh_valid[mask].mean()),
                 "hh_bad2": bad_rate(hh, scene.gt, mask & hh_valid, 2.0),
+                "3way_density": float(100.0 * three_way_valid[mask].mean()),
+                "3way_bad2": bad_rate(three_way, scene.gt, mask & three_way_valid, 2.0),
             }
         )
     return rows
@@ -258,7 +266,7 @@ def main() -> None:
         f"### Speed (ms, median of {args.runs} interleaved runs after a warm-up, gray images)",
         "",
         "Presets: `default` (8 paths, 9x7 census, edge-aware fill) and `fast` "
-        f"({', '.join(f'{name}={value}' for name, value in PRESETS['fast'].items())}). "
+        f"({', '.join(f'{name}={value}' for name, value in PRESETS['fast'].items())}: half resolution). "
         "OpenCV: HH = 8 paths, SGBM = 5 paths, 3WAY = 3-way single pass.",
         "",
         *speed_table(timings),
@@ -324,14 +332,19 @@ def main() -> None:
             values = means(selected)
             lines += [
                 f"| {label} | `match` default | {values['dense_bad2']:.2f} | {values['valid_density']:.1f} | {values['valid_bad2']:.2f} |",
+                f"| {label} | `match` balanced | {values['balanced_dense_bad2']:.2f} | {values['balanced_valid_density']:.1f} | "
+                f"{values['balanced_valid_bad2']:.2f} |",
                 f"| {label} | `match` fast | {values['fast_dense_bad2']:.2f} | {values['fast_valid_density']:.1f} | {values['fast_valid_bad2']:.2f} |",
                 f"| {label} | OpenCV HH | | {values['hh_density']:.1f} | {values['hh_bad2']:.2f} |",
+                f"| {label} | OpenCV 3WAY | | {values['3way_density']:.1f} | {values['3way_bad2']:.2f} |",
             ]
         lines += [
             "",
             f"Valid subset, all scenes: density {mean['valid_density']:.1f}% vs OpenCV HH {mean['hh_density']:.1f}%; "
             f"bad-2 ratio {mean['valid_bad2'] / mean['hh_bad2']:.2f} (target <= 0.75; fast preset {mean['fast_valid_bad2'] / mean['hh_bad2']:.2f}). "
-            f"Dense bad-2 {mean['dense_bad2']:.2f}% vs OpenCV HH's bad-2 on its own valid pixels {mean['hh_bad2']:.2f}%.",
+            f"Dense bad-2 {mean['dense_bad2']:.2f}% vs OpenCV HH's bad-2 on its own valid pixels {mean['hh_bad2']:.2f}%. "
+            f"`fast` against OpenCV 3WAY (all scenes): density {mean['fast_valid_density']:.1f}% vs {mean['3way_density']:.1f}%, "
+            f"valid bad-2 {mean['fast_valid_bad2']:.2f}% vs {mean['3way_bad2']:.2f}%.",
         ]
         print("\n".join(lines[-(len(rows) + 20) :]))
     if args.write_markdown:

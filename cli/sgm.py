@@ -77,9 +77,10 @@ def _sgm_options(function: Callable[..., Any]) -> Callable[..., Any]:
         type=click.Choice(list(PRESETS)),
         default="default",
         show_default=True,
-        help="Starting parameter set; the SGM options below override single fields. fast: "
-        + ", ".join(f"{name}={value}" for name, value in PRESETS["fast"].items())
-        + " (about 1.5x as fast as the defaults, a little less accurate; see BENCHMARKS.md).",
+        help="Starting parameter set; the SGM options below override single fields. balanced: "
+        + ", ".join(f"{name}={value}" for name, value in PRESETS["balanced"].items())
+        + " (about 1.5x as fast as the defaults, a little less accurate); fast: the same with downsample=2"
+        + " (half resolution: about 6x as fast as the defaults, about twice their error; see BENCHMARKS.md).",
     )(function)
 
 

@@ -18,7 +18,8 @@ like OpenCV's ``numDisparities``).
 
 Memory: the cost volume is ``uint8`` and the aggregated volume ``uint16`` (3 bytes per cell
 ``H * W * (max_disp - min_disp)``); everything else is per-row or per-image. ``match(..., max_memory=...)``
-bounds it by matching in bands (:mod:`pseudolabel.sgm.tiled`).
+bounds it by matching in bands (:mod:`pseudolabel.sgm.tiled`). ``params.downsample`` (the ``fast``
+preset) matches at a reduced resolution and enlarges the result (:mod:`pseudolabel.sgm.downsampled`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from pseudolabel.errors import InputError
-from pseudolabel.sgm import aggregation, cost, disparity, refinement
+from pseudolabel.sgm import aggregation, cost, disparity, downsampled, refinement
 from pseudolabel.sgm.params import SGMParams, SGMResult
 
 
@@ -70,11 +71,19 @@ class Matcher:
         self.params.validate()
         self._cost_buffer: np.ndarray | None = None
         self._aggregated_buffer: np.ndarray | None = None
+        self._reduced: Matcher | None = None
 
     def __call__(self, left: np.ndarray, right: np.ndarray) -> SGMResult:
         """Match one rectified pair; see :func:`match`."""
         params = self.params
         _check_images(left, right, params)
+        if params.downsample > 1:
+            if self._reduced is None:
+                self._reduced = Matcher(downsampled.reduced_params(params))
+            reduced_matcher = self._reduced
+            return downsampled.match_downsampled(
+                left, right, params, lambda reduced_left, reduced_right, _: reduced_matcher(reduced_left, reduced_right)
+            )
         left_gray = cost.prepare_image(left)
         right_gray = cost.prepare_image(right)
         cost_volume = cost.compute_cost(left_gray, right_gray, params, out=self._cost_buffer)
@@ -91,6 +100,7 @@ class Matcher:
         """Free the reusable buffers."""
         self._cost_buffer = None
         self._aggregated_buffer = None
+        self._reduced = None
 
 
 _thread_local = threading.local()
@@ -138,6 +148,12 @@ def match(
     """
     base = params or SGMParams()
     chosen = base.replace(**overrides) if overrides else base
+    if chosen.downsample > 1:
+        chosen.validate()
+        _check_images(left, right, chosen)
+        return downsampled.match_downsampled(
+            left, right, chosen, lambda reduced_left, reduced_right, reduced: match(reduced_left, reduced_right, reduced, max_memory=max_memory)
+        )
     if max_memory is not None:
         from pseudolabel.sgm import tiled
 

@@ -20,10 +20,13 @@ CostName = Literal["census", "ad", "bt", "ad_census"]
 SubpixelName = Literal["parabola", "equiangular", "none"]
 
 
+_FEWER_PATHS: dict[str, Any] = {"paths": 4, "census_width": 7, "census_height": 5, "fill_median_radius": 0, "fill_median_step": 1}
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     # fewer paths, a smaller census and no edge-aware median after the hole filling
-    "fast": {"paths": 4, "census_width": 7, "census_height": 5, "fill_median_radius": 0, "fill_median_step": 1},
+    "balanced": _FEWER_PATHS,
+    # the same at half resolution (pseudolabel.sgm.downsampled)
+    "fast": {**_FEWER_PATHS, "downsample": 2},
 }
 
 
@@ -68,6 +71,9 @@ class SGMParams:
         dense_median: side of a median filter applied to the whole dense output at the end (0, 1 = off,
             3 or 5); ``valid`` pixels keep this smoothed value too.
         ad_truncation: truncation of the AD/BT cost in 8-bit gray levels (``ad``, ``bt``, ``ad_census``).
+        downsample: match at ``1 / downsample`` of the resolution (1 = full, 2 or 4) and enlarge the result
+            to the input size (:mod:`pseudolabel.sgm.downsampled`); ``min_disp``, ``max_disp`` and
+            ``speckle_size`` stay in input pixels, every other parameter applies at the reduced resolution.
     """
 
     min_disp: int = 0
@@ -93,6 +99,7 @@ class SGMParams:
     fill_intensity_range: float = 16.0
     dense_median: int = 5
     ad_truncation: int = 30
+    downsample: int = 1
 
     @property
     def num_disp(self) -> int:
@@ -131,10 +138,19 @@ class SGMParams:
             raise InputError("speckle_size and speckle_range must be >= 0")
         if not 1 <= self.ad_truncation <= 255:
             raise InputError("ad_truncation must be in [1, 255]")
+        if self.downsample not in (1, 2, 4):
+            raise InputError(f"downsample must be 1, 2 or 4, not {self.downsample}")
 
     def to_json(self) -> str:
-        """The parameters as a JSON object (stored next to every output)."""
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        """The parameters as a JSON object (stored next to every output).
+
+        ``downsample`` is left out when it is 1, so that files written before it existed keep their
+        identity (a rerun resumes them).
+        """
+        values = dataclasses.asdict(self)
+        if values["downsample"] == 1:
+            del values["downsample"]
+        return json.dumps(values, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> SGMParams:
@@ -143,7 +159,8 @@ class SGMParams:
 
     @classmethod
     def preset(cls, name: str = "default") -> SGMParams:
-        """Named parameter sets: ``default`` (the dataclass defaults) or ``fast`` (see :data:`PRESETS`)."""
+        """Named parameter sets (:data:`PRESETS`): ``default`` (the dataclass defaults), ``balanced`` (4 paths,
+        a 7x5 census, no edge-aware median) and ``fast`` (``balanced`` at half resolution)."""
         if name not in PRESETS:
             raise InputError(f"unknown preset {name!r}; use {', '.join(PRESETS)}")
         return cls(**PRESETS[name])

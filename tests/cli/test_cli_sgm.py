@@ -447,3 +447,10 @@ def test_preset_fast_with_an_override(tmp_path: Path) -> None:
         assert proxies.sgm_params == expected_params
         np.testing.assert_array_equal(proxies.read("b", ["disparity"])["disparity"], match(*crop_pair(*CROPS["b"]), expected_params).disparity)
     assert "--preset" in run("sgm", "--help").output
+
+
+def test_a_bad_downsample_factor_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    left_dir, right_dir = make_pairs(tmp_path, ["b"])
+    out = tmp_path / "proxies.h5"
+    assert_user_error(sgm(left_dir, right_dir, out, "--downsample", "3"), r"downsample must be 1, 2 or 4, not 3 \(check the SGM options")
+    assert not out.exists()

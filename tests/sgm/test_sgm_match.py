@@ -174,7 +174,9 @@ def test_presets() -> None:
     assert SGMParams.preset() == SGMParams() == SGMParams.preset("default")
     fast = SGMParams.preset("fast")
     fast.validate()
-    assert fast.paths < SGMParams().paths and fast.fill_median_radius == 0
+    assert fast.paths < SGMParams().paths and fast.fill_median_radius == 0 and fast.downsample == 2
+    balanced = SGMParams.preset("balanced")
+    assert balanced.paths == fast.paths and balanced.downsample == 1
     with pytest.raises(InputError, match="unknown preset"):
         SGMParams.preset("slow")
 

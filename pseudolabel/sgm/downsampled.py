@@ -1,0 +1,112 @@
+"""Matching at a reduced resolution (``SGMParams.downsample``): the ``fast`` preset's speed.
+
+The pair, converted to gray in 8-bit units like every input of the matcher
+(:func:`pseudolabel.sgm.cost.prepare_image`), is reduced by an integer factor ``f`` (each output pixel
+the mean of an ``f x f`` block; the image is first padded by repeating its last row and column to a multiple of ``f``), matched with the
+disparity range divided by ``f``, and every map of the result is brought back to the input size by
+repeating each value over its block (nearest neighbour): disparities are multiplied by ``f``, costs
+and validity are copied. The cost volume and the aggregation shrink by ``f**3`` (``f**2`` pixels,
+``f`` times fewer disparities), so the matcher is 5-7x faster at ``f = 2``; the price is precision
+(a disparity step of ``f`` pixels before sub-pixel refinement) and detail (structures narrower than
+a block), stated in BENCHMARKS.md ``## SGM vs OpenCV StereoSGBM``.
+
+Why this is exact about the geometry: block ``i`` of the reduced left image covers input columns
+``f i .. f i + f - 1`` and its centre is at ``f i + (f - 1) / 2``; the same holds for the right image,
+so a disparity ``d`` between reduced blocks is ``f d`` between input pixels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from pseudolabel.sgm.cost import prepare_image
+from pseudolabel.sgm.params import SGMParams, SGMResult
+
+#: Maps of :class:`SGMResult` that hold disparities (scaled by the factor when enlarged).
+DISPARITY_MAPS = ("disparity", "disparity_right", "disparity_wta")
+#: Maps of :class:`SGMResult` copied as they are when enlarged.
+OTHER_MAPS = ("valid", "cost_best", "cost_second", "cost_second_local", "cost_mean")
+
+
+def reduce_image(image: np.ndarray, factor: int) -> np.ndarray:
+    """Mean of every ``factor x factor`` block.
+
+    Args:
+        image: (H, W) or (H, W, C) image of any numeric dtype.
+        factor: block side in pixels (>= 1).
+
+    Returns:
+        ``float32`` (ceil(H / factor), ceil(W / factor)[, C]) image in the input's intensity units; the
+        last row and column are repeated to fill incomplete blocks.
+    """
+    if factor == 1:
+        return image.astype(np.float32)
+    height, width = image.shape[:2]
+    pad = ((0, -height % factor), (0, -width % factor)) + ((0, 0),) * (image.ndim - 2)
+    padded = np.pad(image.astype(np.float32), pad, mode="edge")
+    rows, cols = padded.shape[0] // factor, padded.shape[1] // factor
+    blocks = padded.reshape(rows, factor, cols, factor, *padded.shape[2:])
+    return blocks.mean(axis=(1, 3), dtype=np.float32)
+
+
+def enlarge_map(values: np.ndarray, factor: int, height: int, width: int) -> np.ndarray:
+    """Each value repeated over its ``factor x factor`` block, cropped to (height, width).
+
+    Args:
+        values: (h, w) map at the reduced resolution, ``h * factor >= height``, ``w * factor >= width``.
+        factor: block side in pixels.
+        height, width: the input's size in pixels.
+
+    Returns:
+        (height, width) map of ``values``' dtype.
+    """
+    return np.repeat(np.repeat(values, factor, axis=0), factor, axis=1)[:height, :width]
+
+
+def reduced_params(params: SGMParams) -> SGMParams:
+    """The parameters of the match at the reduced resolution.
+
+    The disparity range, given at the input resolution, is divided by ``params.downsample`` and
+    rounded outward; ``speckle_size`` (an area in pixels) is divided by its square. Every other
+    parameter applies as it is at the reduced resolution.
+    """
+    factor = params.downsample
+    return params.replace(
+        downsample=1,
+        min_disp=math.floor(params.min_disp / factor),
+        max_disp=math.ceil(params.max_disp / factor),
+        speckle_size=math.ceil(params.speckle_size / factor**2),
+    )
+
+
+def match_downsampled(
+    left: np.ndarray, right: np.ndarray, params: SGMParams, match_reduced: Callable[[np.ndarray, np.ndarray, SGMParams], SGMResult]
+) -> SGMResult:
+    """Match a pair at ``1 / params.downsample`` of its resolution and enlarge the result.
+
+    Args:
+        left, right: (H, W) or (H, W, 3) images of equal size, as :func:`pseudolabel.sgm.matcher.match` takes them.
+        params: parameters at the input resolution, ``params.downsample >= 2``.
+        match_reduced: the matcher run on the reduced pair with :func:`reduced_params`.
+
+    Returns:
+        :class:`SGMResult` of size (H, W): disparities in input pixels (``x_right = x_left - d``),
+        ``params`` as given; disparities outside ``[min_disp, max_disp)`` by less than the factor can
+        occur where the range is not a multiple of it.
+    """
+    factor = params.downsample
+    height, width = left.shape[:2]
+    reduced_left = reduce_image(prepare_image(left), factor)
+    reduced_right = reduce_image(prepare_image(right), factor)
+    reduced = match_reduced(reduced_left, reduced_right, reduced_params(params))
+    enlarged = dataclasses.replace(reduced, params=params)
+    for name in DISPARITY_MAPS:
+        values = getattr(reduced, name)
+        setattr(enlarged, name, enlarge_map(values * values.dtype.type(factor), factor, height, width))
+    for name in OTHER_MAPS:
+        setattr(enlarged, name, enlarge_map(getattr(reduced, name), factor, height, width))
+    return enlarged

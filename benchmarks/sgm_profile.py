@@ -191,7 +191,8 @@ def pipeline_stages(matcher: Matcher, left: np.ndarray, right: np.ndarray) -> li
     dense = left_disparity
     if params.fill_invalid:
         lr = float(max(params.lr_max_diff, 0.0))
-        stages.append(("fill", lambda v=valid: refinement.fill_invalid(left_disparity, v, right_disparity, lr), pixels * (8 * 4 * 2 + 13)))
+        # bytes: disparity and validity read by both sweeps (10), the filled copy read and written (8)
+        stages.append(("fill", lambda v=valid: refinement.fill_invalid(left_disparity, v, right_disparity, lr), pixels * 18))
         dense = refinement.fill_invalid(left_disparity, valid, right_disparity, lr)
         if params.fill_median_radius > 0:
             invalid = ~valid

@@ -120,64 +120,49 @@ def remove_speckles(disparity: np.ndarray, valid: np.ndarray, max_size: int, max
     """
     if max_size <= 0:
         return valid
-    fixed_point = np.round(np.where(valid, disparity, 0.0) * 16.0).astype(np.int32)
-    offset = int(fixed_point.min(initial=0))
-    encoded = (fixed_point - offset + 16).astype(np.int16) if fixed_point.max(initial=0) - offset + 16 < 32767 else None
-    if encoded is None:
+    disparity = np.ascontiguousarray(disparity, dtype=np.float32)
+    valid = np.ascontiguousarray(valid, dtype=np.bool_)
+    encoded = np.empty(disparity.shape, dtype=np.int16)
+    if not speckle_codes(disparity, valid, encoded):
         return valid
-    encoded[~valid] = 0
     cv2.filterSpeckles(encoded, 0, int(max_size), int(round(max_diff * 16.0)))
     return valid & (encoded != 0)
 
 
-_FILL_STEPS = np.array([[0, 1], [0, -1], [1, 0], [-1, 0], [1, 1], [1, -1], [-1, 1], [-1, -1]], dtype=np.int64)
-
-
-@numba.njit(cache=True, parallel=True, nogil=True)
-def _nearest_valid_all(disparity: np.ndarray, valid: np.ndarray, steps: np.ndarray) -> np.ndarray:
-    """:func:`_nearest_valid_along` for every direction of ``steps`` ((N, 2) ``int64``), one thread per direction.
-
-    Returns:
-        ``float32`` (N, H, W).
-    """
-    height, width = disparity.shape
-    neighbours = np.empty((steps.shape[0], height, width), dtype=np.float32)
-    for direction in prange(steps.shape[0]):
-        neighbours[direction] = _nearest_valid_along(disparity, valid, steps[direction, 0], steps[direction, 1])
-    return neighbours
-
-
 @numba.njit(cache=True, nogil=True)
-def _nearest_valid_along(disparity: np.ndarray, valid: np.ndarray, step_x: int, step_y: int) -> np.ndarray:
-    """For every pixel ``p``, the disparity of the first valid pixel ``p + t (step_x, step_y)``, ``t >= 1``.
+def speckle_codes(disparity: np.ndarray, valid: np.ndarray, encoded: np.ndarray) -> bool:
+    """The ``int16`` codes that :func:`remove_speckles` hands to OpenCV's ``filterSpeckles``, in two passes.
 
-    One sweep over the rows against the ray direction, carrying the answer of the previous row
-    (``step_y`` = +-1, ``step_x`` in -1, 0, 1), or along each row when ``step_y`` = 0.
+    With ``f = rint(16 d)`` (``float32``, ties to even) of the valid pixels and 0 elsewhere, and
+    ``offset = min(f, 0)``: ``f - offset + 16`` at valid pixels (always >= 16) and 0 (OpenCV's "no
+    disparity") elsewhere, so that 16 code units are one pixel.
+
+    Args:
+        disparity: ``float32`` (H, W), pixels (finite where valid).
+        valid: ``bool`` (H, W).
+        encoded: ``int16`` (H, W) output; left unspecified when the codes do not fit.
 
     Returns:
-        ``float32`` (H, W), NaN where the ray leaves the image without meeting a valid pixel.
+        False when ``max(f, 0) - offset + 16`` does not fit below 32767 (no codes written).
     """
     height, width = disparity.shape
-    nearest = np.full((height, width), np.nan, dtype=np.float32)
-    if step_y == 0:
-        for y in range(height):
-            carried = np.float32(np.nan)
-            for i in range(width):
-                x = width - 1 - i if step_x > 0 else i
-                nearest[y, x] = carried
-                if valid[y, x]:
-                    carried = disparity[y, x]
-        return nearest
-    # inclusive[x]: the answer for the row below (step_y > 0) or above, counting the pixel itself
-    inclusive = np.full(width, np.nan, dtype=np.float32)
-    for i in range(height):
-        y = height - 1 - i if step_y > 0 else i
-        if i > 0:
-            for x in range(max(0, -step_x), min(width, width - step_x)):
-                nearest[y, x] = inclusive[x + step_x]
+    sixteen = np.float32(16.0)
+    zero = np.float32(0.0)
+    low = zero
+    high = zero
+    for y in range(height):
         for x in range(width):
-            inclusive[x] = disparity[y, x] if valid[y, x] else nearest[y, x]
-    return nearest
+            value = np.rint(disparity[y, x] * sixteen) if valid[y, x] else zero
+            low = min(low, value)
+            high = max(high, value)
+    offset = np.int64(low)
+    if np.int64(high) - offset + 16 >= 32767:
+        return False
+    for y in range(height):
+        for x in range(width):
+            value = np.int64(np.rint(disparity[y, x] * sixteen)) - offset + 16
+            encoded[y, x] = np.int16(value) if valid[y, x] else np.int16(0)
+    return True
 
 
 @numba.njit(cache=True, inline="always")
@@ -189,46 +174,139 @@ def _interleaved_row(i: int, height: int) -> int:
     return 2 * i if i < half else 2 * (i - half) + 1
 
 
+@numba.njit(cache=True, inline="always")
+def _fill_value(found: np.ndarray, count: int, d: float, x: int, right_row: np.ndarray, lr_max_diff: float) -> float:
+    """The fill value of an invalid pixel from the ``count`` (1 .. 8) nearest valid disparities in
+    ``found[:count]`` (sorted in place): the second smallest (the smallest below 3 values) in an
+    occlusion, where ``right_row[x_right] > d + lr_max_diff`` at ``x_right = floor(x - d + 0.5)``,
+    else their median."""
+    # insertion sort of the (at most 8) values in place: no allocation per pixel
+    for i in range(1, count):
+        value = found[i]
+        j = i - 1
+        while j >= 0 and found[j] > value:
+            found[j + 1] = found[j]
+            j -= 1
+        found[j + 1] = value
+    width = right_row.shape[0]
+    x_right = int(np.floor(x - d + 0.5))
+    occluded = False
+    if 0 <= x_right < width:
+        occluded = right_row[x_right] > d + lr_max_diff
+    if occluded:
+        return found[1] if count >= 3 else found[0]
+    if count % 2 == 1:
+        return found[count // 2]
+    return np.float32(0.5) * (found[count // 2 - 1] + found[count // 2])
+
+
+@numba.njit(cache=True, nogil=True)
+def _sweep_row(disparity_row: np.ndarray, valid_row: np.ndarray, before: np.ndarray, after: np.ndarray, shift: int) -> None:
+    """One row of a sweep for the direction ``(shift, -s)`` of a sweep moving ``s`` rows at a time.
+
+    ``before`` and ``after`` are ``float32`` (W + 2,) with NaN at both ends: ``before[x + 1]`` is the
+    disparity of the nearest valid pixel at or beyond ``x`` (the pixel itself counts) of the row before,
+    along the direction; ``after`` receives the same for this row, whose pixel ``x`` sees
+    ``before[x + 1 + shift]``. Branch-free, vectorised."""
+    width = disparity_row.shape[0]
+    source = before[1 + shift : 1 + shift + width]
+    target = after[1 : 1 + width]
+    for x in range(width):
+        target[x] = disparity_row[x] if valid_row[x] else source[x]
+
+
 @numba.njit(cache=True, parallel=True, nogil=True)
-def _fill_from_neighbours(
-    disparity: np.ndarray, valid: np.ndarray, neighbours: np.ndarray, disparity_right: np.ndarray, lr_max_diff: float
-) -> np.ndarray:
+def _fill_sweeps(disparity: np.ndarray, valid: np.ndarray, disparity_right: np.ndarray, lr_max_diff: float) -> np.ndarray:
+    """:func:`fill_invalid` in two sweeps over the rows, fused with the filling.
+
+    A forward sweep (top to bottom) carries for every column the nearest valid disparity looking up along
+    ``(-1, -1)``, ``(0, -1)``, ``(1, -1)`` (one ``float32`` row per direction), a backward sweep the
+    same looking down. The sweeps run in two phases like the raster aggregation: first the forward
+    sweep over the top half while the backward sweep covers the bottom half, each storing its three
+    values of every invalid pixel (compactly, invalid pixel by invalid pixel); then each continues into
+    the other half and fills each invalid pixel from its own three values, the three stored by the other
+    sweep and the two horizontal neighbours (the valid pixels at both ends of the pixel's run of invalid
+    pixels). The two tasks of a phase touch disjoint rows, so the result does not depend on the thread
+    count.
+
+    Args:
+        disparity: ``float32`` (H, W), pixels.
+        valid: ``bool`` (H, W).
+        disparity_right: ``float32`` (H, W) right-view disparity (NaN = none).
+        lr_max_diff: tolerance of the left-right check, pixels.
+
+    Returns:
+        ``float32`` (H, W) filled copy.
+    """
     height, width = disparity.shape
     filled = disparity.copy()
-    for row_index in prange(height):
-        y = _interleaved_row(row_index, height)
-        found = np.empty(8, dtype=np.float32)
+    offsets = np.zeros(height + 1, dtype=np.int64)
+    for y in range(height):
+        invalid = 0
+        row = valid[y]
         for x in range(width):
-            if valid[y, x]:
-                continue
-            count = 0
-            for direction in range(8):
-                value = neighbours[direction, y, x]
-                if not np.isnan(value):
-                    found[count] = value
-                    count += 1
-            if count == 0:
-                continue
-            # insertion sort of the (at most 8) values in place: no allocation per pixel
-            for i in range(1, count):
-                value = found[i]
-                j = i - 1
-                while j >= 0 and found[j] > value:
-                    found[j + 1] = found[j]
-                    j -= 1
-                found[j + 1] = value
-            values = found
-            d = disparity[y, x]
-            x_right = int(np.floor(x - d + 0.5))
-            occluded = False
-            if 0 <= x_right < width:
-                occluded = disparity_right[y, x_right] > d + lr_max_diff
-            if occluded:
-                filled[y, x] = values[1] if count >= 3 else values[0]
-            elif count % 2 == 1:
-                filled[y, x] = values[count // 2]
+            invalid += 0 if row[x] else 1
+        offsets[y + 1] = offsets[y] + invalid
+    stored = np.empty((offsets[height], 3), dtype=np.float32)
+    # task, row parity, direction: the carried rows (NaN at both ends)
+    carried = np.full((2, 2, 3, width + 2), np.nan, dtype=np.float32)
+    middle = height // 2
+    for phase in range(2):
+        for task in prange(2):
+            forward = task == 0
+            s = 1 if forward else -1
+            if phase == 0:
+                y_first, y_stop = (0, middle) if forward else (height - 1, middle - 1)
             else:
-                filled[y, x] = np.float32(0.5) * (values[count // 2 - 1] + values[count // 2])
+                y_first, y_stop = (middle, height) if forward else (middle - 1, -1)
+            found = np.empty(8, dtype=np.float32)
+            for y in range(y_first, y_stop, s):
+                before = carried[task, (y + 1) % 2]
+                after = carried[task, y % 2]
+                for direction in range(3):
+                    _sweep_row(disparity[y], valid[y], before[direction], after[direction], direction - 1)
+                if offsets[y + 1] == offsets[y]:
+                    continue
+                row_valid = valid[y]
+                row = disparity[y]
+                ordinal = offsets[y]
+                if phase == 0:
+                    for x in range(width):
+                        if not row_valid[x]:
+                            for direction in range(3):
+                                stored[ordinal, direction] = before[direction, x + direction]
+                            ordinal += 1
+                    continue
+                left = np.float32(np.nan)
+                right = np.float32(np.nan)
+                run_end = 0
+                for x in range(width):
+                    if row_valid[x]:
+                        left = row[x]
+                        continue
+                    if run_end <= x:
+                        # a new run of invalid pixels: its right neighbour is the first valid pixel after it
+                        run_end = x + 1
+                        while run_end < width and not row_valid[run_end]:
+                            run_end += 1
+                        right = row[run_end] if run_end < width else np.float32(np.nan)
+                    count = 0
+                    for value in (left, right):
+                        if not np.isnan(value):
+                            found[count] = value
+                            count += 1
+                    for direction in range(3):
+                        value = before[direction, x + direction]
+                        if not np.isnan(value):
+                            found[count] = value
+                            count += 1
+                        value = stored[ordinal, direction]
+                        if not np.isnan(value):
+                            found[count] = value
+                            count += 1
+                    ordinal += 1
+                    if count > 0:
+                        filled[y, x] = _fill_value(found, count, row[x], x, disparity_right[y], lr_max_diff)
     return filled
 
 
@@ -240,7 +318,8 @@ def fill_invalid(disparity: np.ndarray, valid: np.ndarray, disparity_right: np.n
     (``d_right(x - d) > d + lr_max_diff``): it takes the second smallest of the collected values (the
     background, robust to one stray value; the smallest when fewer than 3 were found). Otherwise it
     is a *mismatch* and takes their median. Pixels with no valid pixel in any direction stay unchanged.
-    The nearest valid values come from one sweep per direction, not from walking from every pixel.
+    The nearest valid values come from two sweeps over the rows (:func:`_fill_sweeps`), not from
+    walking from every pixel.
 
     Args:
         disparity: ``float32`` (H, W) left disparity, pixels.
@@ -253,8 +332,7 @@ def fill_invalid(disparity: np.ndarray, valid: np.ndarray, disparity_right: np.n
     """
     disparity = np.ascontiguousarray(disparity, dtype=np.float32)
     valid = np.ascontiguousarray(valid, dtype=np.bool_)
-    neighbours = _nearest_valid_all(disparity, valid, _FILL_STEPS)
-    return _fill_from_neighbours(disparity, valid, neighbours, np.ascontiguousarray(disparity_right, dtype=np.float32), float(lr_max_diff))
+    return _fill_sweeps(disparity, valid, np.ascontiguousarray(disparity_right, dtype=np.float32), float(lr_max_diff))
 
 
 @numba.njit(cache=True, inline="always")
@@ -314,8 +392,12 @@ def _median_by_rank(values: np.ndarray, count: int) -> float:
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
-def edge_aware_median(disparity: np.ndarray, guide: np.ndarray, radius: int, intensity_range: float, where: np.ndarray, step: int = 1) -> np.ndarray:
-    """Median of the disparities sampled every ``step`` pixels in a ``(2 radius + 1)^2`` window,
+def _edge_aware_median_select(
+    disparity: np.ndarray, guide: np.ndarray, radius: int, intensity_range: float, where: np.ndarray, step: int = 1
+) -> np.ndarray:
+    """:func:`edge_aware_median` of windows of more than :data:`NETWORK_LIMIT` samples, pixel by pixel.
+
+    Median of the disparities sampled every ``step`` pixels in a ``(2 radius + 1)^2`` window,
     restricted to the samples whose guide intensity is within ``intensity_range`` of the centre's (a
     binary-weight weighted median, so that the filter does not cross object edges).
 
@@ -365,3 +447,178 @@ def edge_aware_median(disparity: np.ndarray, guide: np.ndarray, radius: int, int
                     lower = max(lower, window[i])
                 filtered[y, x] = np.float32(0.5) * (lower + upper)
     return filtered
+
+
+NETWORK_LIMIT = 32
+"""Windows of at most this many samples are filtered by a sorting network over :data:`_LANES` pixels at once."""
+
+_LANES = 16  # pixels whose windows one sorting network sorts side by side (one AVX-512 or two AVX2 registers of float32)
+
+
+def selection_network(size: int, needed: int) -> np.ndarray:
+    """Comparators of a network that sorts ``size`` values far enough to place the ``needed`` smallest.
+
+    Batcher's odd-even merge sort over the next power of two, keeping only the comparators that can
+    change one of the first ``needed`` outputs of ``size`` inputs: a comparator ``(i, j)``, ``i < j``,
+    puts the smaller value at ``i``, so the (virtual) inputs past ``size``, as large as anything, never
+    move and every comparator that touches them is a no-op; walking backwards, a comparator neither of
+    whose outputs feeds one of the first ``needed`` places is dropped.
+
+    Args:
+        size: number of inputs (1 .. :data:`NETWORK_LIMIT`).
+        needed: number of leading sorted outputs that must be exact.
+
+    Returns:
+        ``int64`` (N, 2) comparators ``(i, j)``, ``i < j``, applied in order: ``min`` to ``i``, ``max`` to ``j``.
+    """
+    length = 1
+    while length < size:
+        length *= 2
+    pairs: list[tuple[int, int]] = []
+    p = 1
+    while p < length:
+        k = p
+        while k >= 1:
+            for j in range(k % p, length - k, 2 * k):
+                for i in range(min(k, length - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    kept: list[tuple[int, int]] = []
+    live = set(range(min(needed, size)))
+    for i, j in reversed([pair for pair in pairs if pair[1] < size]):
+        if i in live or j in live:
+            kept.append((i, j))
+            live.update((i, j))
+    return np.array(kept[::-1], dtype=np.int64).reshape(-1, 2)
+
+
+@numba.njit(cache=True, nogil=True)
+def _sort_lanes(lanes: np.ndarray, network: np.ndarray) -> None:
+    """Apply the comparators ``network`` ((N, 2) ``int64``) to every column of ``lanes`` (``float32`` (size, L)),
+    all columns side by side (the loop over columns vectorises: ``vminps``/``vmaxps``)."""
+    count = lanes.shape[1]
+    for c in range(network.shape[0]):
+        low = lanes[network[c, 0]]
+        high = lanes[network[c, 1]]
+        for lane in range(count):
+            a = low[lane]
+            b = high[lane]
+            smaller = a < b
+            low[lane] = a if smaller else b
+            high[lane] = b if smaller else a
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _edge_aware_median_network(
+    disparity: np.ndarray, guide: np.ndarray, reach: int, step: int, intensity_range: float, where: np.ndarray, network: np.ndarray, jobs: int
+) -> np.ndarray:
+    """:func:`edge_aware_median` of windows of at most :data:`NETWORK_LIMIT` samples.
+
+    The samples of :data:`_LANES` pixels to filter are gathered side by side into a ``(size, _LANES)``
+    table, the taking-part samples of each pixel first and ``+inf`` after them, and one sorting network
+    (:func:`selection_network`) sorts all columns at once; the median of a pixel with ``n`` samples is
+    then at place ``n // 2`` (and ``n // 2 - 1``). Job ``j`` of ``jobs`` takes the rows ``y = j (mod jobs)``,
+    so that pixels of consecutive rows fill the lanes; each pixel's value depends only on its own window,
+    so the result does not depend on ``jobs`` or the thread count.
+
+    Args:
+        disparity: ``float32`` (H, W) finite disparities, pixels.
+        guide: ``float32`` (H, W) gray left image, 8-bit units.
+        reach: samples on each side of the centre (``radius // step``).
+        step: sample spacing, pixels.
+        intensity_range: largest guide difference of a sample that takes part, 8-bit gray levels.
+        where: ``bool`` (H, W) pixels to filter.
+        network: ``int64`` (N, 2) comparators sorting at least the first ``size // 2 + 1`` of ``size = (2 reach + 1)^2`` values.
+        jobs: number of row sets (work items of the parallel loop).
+
+    Returns:
+        ``float32`` (H, W) filtered copy of ``disparity``.
+    """
+    height, width = disparity.shape
+    filtered = disparity.copy()
+    side = 2 * reach + 1
+    size = side * side
+    infinity = np.float32(np.inf)
+    for job in prange(jobs):
+        lanes = np.empty((size, _LANES), dtype=np.float32)
+        counts = np.zeros(_LANES, dtype=np.int64)
+        rows = np.zeros(_LANES, dtype=np.int64)
+        columns = np.zeros(_LANES, dtype=np.int64)
+        used = 0
+        for y in range(job, height, jobs):
+            y_first = y - step * min(reach, y // step)
+            y_last = y + step * min(reach, (height - 1 - y) // step)
+            for x in range(width):
+                if where[y, x]:
+                    centre = guide[y, x]
+                    count = 0
+                    x_first = x - step * min(reach, x // step)
+                    x_last = x + step * min(reach, (width - 1 - x) // step)
+                    for yy in range(y_first, y_last + 1, step):
+                        for xx in range(x_first, x_last + 1, step):
+                            # branch-free: always store, advance only when the sample takes part
+                            lanes[count, used] = disparity[yy, xx]
+                            count += 1 if abs(guide[yy, xx] - centre) <= intensity_range else 0
+                    for i in range(count, size):
+                        lanes[i, used] = infinity
+                    counts[used] = count
+                    rows[used] = y
+                    columns[used] = x
+                    used += 1
+                last = y + jobs >= height and x == width - 1
+                if used == _LANES or (last and used > 0):
+                    _sort_lanes(lanes, network)
+                    for lane in range(used):
+                        count = counts[lane]
+                        upper = lanes[count // 2, lane]
+                        if count % 2 == 1:
+                            value = upper
+                        elif count == 0:
+                            value = np.float32(0.0)
+                        else:
+                            value = np.float32(0.5) * (lanes[count // 2 - 1, lane] + upper)
+                        filtered[rows[lane], columns[lane]] = value
+                    used = 0
+    return filtered
+
+
+def edge_aware_median(disparity: np.ndarray, guide: np.ndarray, radius: int, intensity_range: float, where: np.ndarray, step: int = 1) -> np.ndarray:
+    """Median of the disparities sampled every ``step`` pixels in a ``(2 radius + 1)^2`` window,
+    restricted to the samples whose guide intensity is within ``intensity_range`` of the centre's (a
+    binary-weight weighted median, so that the filter does not cross object edges).
+
+    Windows of at most :data:`NETWORK_LIMIT` samples (the default ``radius=6, step=3``: 25) go through
+    a sorting network applied to :data:`_LANES` pixels at once (:func:`_edge_aware_median_network`),
+    larger ones through a selection per pixel; both give exactly the median of the same values.
+
+    Args:
+        disparity: ``float32`` (H, W) dense disparity, pixels (finite).
+        guide: ``float32`` (H, W) gray left image in 8-bit units.
+        radius: window radius in pixels (0 = unchanged copy).
+        intensity_range: largest intensity difference (8-bit gray levels) of a pixel that takes part.
+        where: ``bool`` (H, W): filter these pixels only (the others are copied).
+        step: sample spacing in pixels (a sparse window: ``radius=6, step=3`` takes 5 x 5 samples
+            spread over 13 x 13 pixels).
+
+    Returns:
+        ``float32`` (H, W) filtered disparity; for an even number of values, the mean of the two
+        middle ones. The centre always takes part, so the window is never empty.
+    """
+    reach = radius // step
+    size = (2 * reach + 1) * (2 * reach + 1)
+    if size > NETWORK_LIMIT:
+        return _edge_aware_median_select(disparity, guide, radius, intensity_range, where, step)
+    jobs = 4 * numba.get_num_threads()
+    return _edge_aware_median_network(disparity, guide, reach, step, float(intensity_range), where, _network(size), jobs)
+
+
+_NETWORKS: dict[int, np.ndarray] = {}
+
+
+def _network(size: int) -> np.ndarray:
+    """The cached :func:`selection_network` for the median of up to ``size`` values."""
+    if size not in _NETWORKS:
+        _NETWORKS[size] = selection_network(size, size // 2 + 1)
+    return _NETWORKS[size]

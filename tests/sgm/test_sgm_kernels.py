@@ -413,3 +413,85 @@ def test_edge_aware_median_of_large_windows_matches_reference() -> None:
     where = rng.random((21, 27)) < 0.4
     got = refinement.edge_aware_median(disparity, guide, 4, 16.0, where, 1)
     np.testing.assert_array_equal(got, reference.edge_aware_median(disparity, guide, 4, 16.0, where, 1))
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 8, 9, 12, 14])
+def test_selection_network_sorts_every_zero_one_input(size: int) -> None:
+    """0-1 principle: a comparator network that places the first ``needed`` outputs of every 0/1 input places them for any input."""
+    network = refinement.selection_network(size, size // 2 + 1)
+    inputs = (np.arange(2**size)[:, None] >> np.arange(size)[None, :]) & 1
+    values = inputs.copy()
+    for i, j in network:
+        low, high = np.minimum(values[:, i], values[:, j]), np.maximum(values[:, i], values[:, j])
+        values[:, i], values[:, j] = low, high
+    np.testing.assert_array_equal(values[:, : size // 2 + 1], np.sort(inputs, axis=1)[:, : size // 2 + 1])
+
+
+@pytest.mark.parametrize("size", [17, 25, 31, 32])
+def test_selection_network_places_the_median_of_random_inputs(size: int) -> None:
+    rng = np.random.default_rng(size)
+    network = refinement.selection_network(size, size // 2 + 1)
+    inputs = rng.integers(0, 6, size=(2000, size)).astype(np.float32)
+    inputs[rng.random(inputs.shape) < 0.3] = np.inf  # the padding of samples that do not take part
+    values = inputs.copy()
+    for i, j in network:
+        low, high = np.minimum(values[:, i], values[:, j]), np.maximum(values[:, i], values[:, j])
+        values[:, i], values[:, j] = low, high
+    np.testing.assert_array_equal(values[:, : size // 2 + 1], np.sort(inputs, axis=1)[:, : size // 2 + 1])
+
+
+def test_sorting_lanes_sorts_every_column() -> None:
+    rng = np.random.default_rng(11)
+    lanes = rng.integers(0, 9, size=(25, 16)).astype(np.float32)
+    expected = np.sort(lanes, axis=0)
+    refinement._sort_lanes(lanes, refinement.selection_network(25, 25))
+    np.testing.assert_array_equal(lanes, expected)
+
+
+@pytest.mark.parametrize("jobs", [1, 3, 8])
+def test_edge_aware_median_network_does_not_depend_on_jobs(jobs: int) -> None:
+    rng = np.random.default_rng(jobs)
+    shape = (23, 37)
+    disparity = rng.integers(0, 20, size=shape).astype(np.float32) / np.float32(4.0)
+    guide = rng.integers(0, 30, size=shape).astype(np.float32)
+    where = rng.random(shape) < 0.6
+    got = refinement._edge_aware_median_network(disparity, guide, 2, 3, 10.0, where, refinement.selection_network(25, 13), jobs)
+    np.testing.assert_array_equal(got, reference.edge_aware_median(disparity, guide, 6, 10.0, where, 3))
+
+
+@pytest.mark.parametrize("shape", [(37, 53), (2, 19), (61, 7)])
+def test_fill_invalid_with_bands_and_blobs_matches_walking_reference(shape: tuple[int, int]) -> None:
+    """Long invalid runs (a left band as next to the left border of a pair, blobs) and NaN right-view disparities."""
+    rng = np.random.default_rng(shape[1])
+    disparity = rng.integers(0, 16, size=shape).astype(np.float32) / np.float32(2.0)
+    valid = rng.random(shape) < 0.8
+    valid[:, : shape[1] // 4] = False
+    valid[shape[0] // 3 : shape[0] // 2, shape[1] // 2 :] = False
+    right = rng.uniform(0, 10, size=shape).astype(np.float32)
+    right[rng.random(shape) < 0.2] = np.nan
+    np.testing.assert_array_equal(refinement.fill_invalid(disparity, valid, right, 1.0), walked_fill(disparity, valid, right, 1.0))
+
+
+def numpy_speckle_codes(disparity: np.ndarray, valid: np.ndarray) -> np.ndarray | None:
+    """Reference of speckle_codes (the NumPy expression remove_speckles used before the kernel)."""
+    fixed_point = np.round(np.where(valid, disparity, 0.0) * 16.0).astype(np.int32)
+    offset = int(fixed_point.min(initial=0))
+    if fixed_point.max(initial=0) - offset + 16 >= 32767:
+        return None
+    encoded = (fixed_point - offset + 16).astype(np.int16)
+    encoded[~valid] = 0
+    return encoded
+
+
+@pytest.mark.parametrize("low,high", [(0.0, 40.0), (-20.0, 20.0), (-3000.0, 1.0), (0.0, 2100.0)])
+def test_speckle_codes_match_reference(low: float, high: float) -> None:
+    rng = np.random.default_rng(int(high))
+    shape = (19, 31)
+    disparity = rng.uniform(low, high, size=shape).astype(np.float32)
+    disparity[0, :8] = np.array([0.03125, 0.09375, -0.03125, 2.53125, 1.5, -1.5, 0.5, 2.5], dtype=np.float32)  # ties of rint
+    valid = rng.random(shape) < 0.7
+    encoded = np.empty(shape, dtype=np.int16)
+    expected = numpy_speckle_codes(disparity, valid)
+    assert refinement.speckle_codes(disparity, valid, encoded) == (expected is not None)
+    if expected is not None:
+        np.testing.assert_array_equal(encoded, expected)

@@ -55,7 +55,8 @@ __all__ = ["calibrate_command", "train"]
     help="gt: 1 where |d - gt| <= 3 px (needs --gt); wild: agreement of conventional measures, no ground truth; "
     "wild-agree: positive where the wild labels and every --teachers matcher agree with the proxy (within 1 px), negative where "
     "either says wrong (wild negative, or a matcher more than 3 px away), no ground truth; wild-soft: the share of those votes "
-    "that say right, as a soft target. [default: gt with --gt]",
+    "that say right, as a soft target; wild-confirm: the wild labels, positives kept only where every matcher agrees. "
+    "[default: gt with --gt]",
 )
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Checkpoint to write (.pt).")
 @key_options
@@ -100,7 +101,7 @@ __all__ = ["calibrate_command", "train"]
     "--teachers",
     default=",".join(DEFAULT_TEACHERS),
     show_default=True,
-    help=f"wild-agree / wild-soft: independent matchers run on each pair's images (comma-separated; {', '.join(TEACHERS)}).",
+    help=f"wild-agree / wild-soft / wild-confirm: independent matchers run on each pair's images (comma-separated; {', '.join(TEACHERS)}).",
 )
 @threads_option
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))

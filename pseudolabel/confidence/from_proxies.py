@@ -119,9 +119,9 @@ def load_training_pairs(
     Args:
         proxies_path: proxies file (read only).
         labels: ``"gt"`` (:func:`pseudolabel.confidence.targets.ground_truth_targets`, needs ``gt_dir``),
-            ``"wild"`` (:func:`pseudolabel.confidence.targets.wild_targets`), ``"wild-agree"`` or
-            ``"wild-soft"`` (:func:`pseudolabel.confidence.targets.agreement_targets` of the wild labels and
-            the ``teachers``, rule hard or soft; reads the pair's images).
+            ``"wild"`` (:func:`pseudolabel.confidence.targets.wild_targets`), ``"wild-agree"``, ``"wild-soft"`` or
+            ``"wild-confirm"`` (:func:`pseudolabel.confidence.targets.agreement_targets` of the wild labels and
+            the ``teachers``, rule hard, soft or confirm; reads the pair's images).
         gt_dir, gt_scale: ground truth of the pairs (:func:`pseudolabel.datasets.ground_truth_lookup`).
         keys, exclude: globs choosing pairs.
         inputs: network input channels (:func:`pseudolabel.models.ccnn.build_inputs`).
@@ -214,14 +214,14 @@ def train_confidence_from_proxies(
         out: checkpoint to write (``.pt``, atomically; :func:`load_confidence_checkpoint` reads it).
         gt: ground truth: one folder (for every file) or one per file, in order; none for wild labels.
         labels: ``"gt"`` (1 where ``|d - gt| <= 3`` px), ``"wild"`` (agreement of conventional measures, no
-            ground truth), ``"wild-agree"`` / ``"wild-soft"`` (the wild labels and independent matchers vote, hard
-            or soft targets, no ground truth) or None (``gt`` when ``gt`` is given).
+            ground truth), ``"wild-agree"`` / ``"wild-soft"`` / ``"wild-confirm"`` (the wild labels and independent
+            matchers vote: hard, soft or confirming targets, no ground truth) or None (``gt`` when ``gt`` is given).
         keys, exclude: globs choosing the pairs of every file.
         gt_scale: divisor of stored PNG/PGM ground truth.
         config: hyper-parameters (``inputs`` must start with ``"disparity"``); default :class:`TrainingConfig`.
         wild_fraction, positive, negative: wild labels: share ``t`` and the two sets of measures (names or
             comma-separated text).
-        teachers: the independent matchers of ``wild-agree`` / ``wild-soft`` (names or comma-separated text).
+        teachers: the independent matchers of the ``wild-*`` agreement labels (names or comma-separated text).
         threads: CPU threads of torch (None: chosen from the usable cores and the machine's load).
         progress: told of every training step (:func:`train_ccnn`).
         on_loaded: called once the data is loaded, before the first epoch (to report its size).

@@ -14,13 +14,18 @@ Two sources, both numpy only (never torch):
   their neighbours, so their disparity looks as smooth as a matched one. A network trained on these
   labels must read the measures (:data:`pseudolabel.confidence.measures.CCNN_INPUTS`), not the
   disparity alone, or it learns nothing but the share of positives (about 90% on a KITTI drive).
-* :func:`agreement_targets` (``--labels wild-agree`` / ``wild-soft``) -- no ground truth either: votes of
-  *teachers*, independent matchers run on the same pair (:mod:`pseudolabel.confidence.teachers`), and
-  optionally of the wild labels. A teacher votes *right* where its disparity is within ``agree`` px
-  (1) of the proxy, *wrong* where it is more than ``disagree`` px (3) away, and abstains in between or
-  where it has no disparity. ``rule="hard"``: positive when every voter votes right, negative when any
-  votes wrong, NaN otherwise; ``rule="soft"``: the share of the non-abstaining votes that say right (NaN
-  without a vote), a soft target of the binary cross-entropy.
+* :func:`agreement_targets` (``--labels wild-agree`` / ``wild-soft`` / ``wild-confirm``) -- no ground truth
+  either: votes of *teachers*, independent matchers run on the same pair
+  (:mod:`pseudolabel.confidence.teachers`), and optionally of the wild labels. A teacher votes *right*
+  where its disparity is within ``agree`` px (1) of the proxy, *wrong* where it is more than ``disagree``
+  px (3) away, and abstains in between or where it has no disparity. ``rule="hard"``: positive when every
+  voter votes right, negative when any votes wrong, NaN otherwise; ``rule="soft"``: the share of the
+  non-abstaining votes that say right (NaN without a vote), a soft target of the binary cross-entropy;
+  ``rule="confirm"``: the wild labels with their positives kept only where every teacher agrees.
+
+  Measured leave-one-group-out (BENCHMARKS.md, ``### Leave-one-group-out``), none of them ranks clearly
+  better than the wild labels: the matchers fail where SGM fails. ``wild-soft`` gives a raw confidence
+  that is closer to calibrated.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ AGREE_THRESHOLD: float = 1.0
 #: ... and *wrong* where it is farther than this (it abstains in between).
 DISAGREE_THRESHOLD: float = 3.0
 #: Label sources of ``confidence train --labels`` that need no ground truth, and the rule of the teachers' votes.
-TEACHER_LABELS: dict[str, str] = {"wild-agree": "hard", "wild-soft": "soft"}
+TEACHER_LABELS: dict[str, str] = {"wild-agree": "hard", "wild-soft": "soft", "wild-confirm": "confirm"}
 #: Rules of :func:`agreement_targets`.
 RULES: tuple[str, ...] = ("hard", "soft", "confirm")
 #: Every label source of ``confidence train --labels``.

@@ -10,8 +10,8 @@ name        matcher
 =========== =====================================================================================
 sgbm        OpenCV StereoSGBM, full 8-path mode (``MODE_HH``), 5x5 Birchfield-Tomasi blocks on the
             Sobel-prefiltered image, its own uniqueness (10%), left-right (1 px) and speckle checks
-bm          OpenCV StereoBM: 9x9 SAD blocks on the normalised image, no smoothness term, texture,
-            uniqueness (15%) and left-right (1 px) checks
+bm          OpenCV StereoBM: 9x9 SAD blocks on the x-Sobel-prefiltered image, no smoothness term,
+            texture, uniqueness (15%), left-right (1 px) and speckle checks
 sgm-ad      this package's SGM (:func:`pseudolabel.sgm.matcher.match`) with the pair's parameters but the
             absolute-difference cost instead of census; NaN where it fails its own checks
 =========== =====================================================================================

@@ -169,3 +169,27 @@ def test_train_refusals_are_one_line_and_touch_no_file(fixture_proxies: Path, tm
     error_lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(error_lines) == 1 and message in error_lines[0], result.output
     assert _digest(proxies) == before and sorted(path.name for path in tmp_path.iterdir()) == ["proxies.h5"]
+
+
+def test_training_pairs_of_every_teacher_label_source(fixture_proxies: Path) -> None:
+    """``load_training_pairs`` (what ``confidence train`` reads) against the rule applied by hand on tsukuba."""
+    from pseudolabel.confidence.from_proxies import load_training_pairs
+
+    with open_proxies(fixture_proxies) as proxies:
+        features, params = proxies.read("tsukuba"), proxies.pair_params("tsukuba")
+        images = pair_gray_images(fixture_proxies, proxies.pair_attrs("tsukuba"), "tsukuba")
+    wild = wild_targets({name: compute_measure(name, features, params) for name in MEASURES})
+    sgbm = teacher_disparities(images, params, ["sgbm"])
+    targets = {}
+    for labels, rule in (("wild-agree", "hard"), ("wild-soft", "soft"), ("wild-confirm", "confirm")):
+        pairs, _, skipped = load_training_pairs(fixture_proxies, labels, keys=["tsukuba"], teachers=["sgbm"])
+        assert [pair.key for pair in pairs] == ["tsukuba"] and skipped == []
+        targets[labels] = pairs[0].targets
+        np.testing.assert_array_equal(targets[labels], agreement_targets(features["disparity"], sgbm, wild, rule))
+    # confirm: the wild negatives as they are, fewer positives (those StereoSGBM agrees with)
+    confirm = targets["wild-confirm"]
+    np.testing.assert_array_equal(confirm == 0, wild == 0)
+    assert np.all((confirm == 1) <= (wild == 1)) and 0.5 * np.sum(wild == 1) < np.sum(confirm == 1) < np.sum(wild == 1)
+    # soft: 1 where both vote right, 0.5 where they split, 0 where both vote wrong
+    soft = targets["wild-soft"]
+    assert set(np.unique(soft[np.isfinite(soft)]).tolist()) <= {0.0, 0.5, 1.0} and np.any(soft == 0.5)

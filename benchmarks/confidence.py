@@ -19,11 +19,12 @@ Sub-commands (run from the repository root with the virtual environment active):
     median per-run ratio to SGM, with the load average and the CPU flags.
 ``wild-drive --data ../shared/data --work work/confidence``
     A CCNN trained with wild labels on the 51 frames of the KITTI drive, reading the disparity alone or
-    the default inputs (disparity and measures), evaluated on the KITTI 2012 frame (:func:`wild_drive`).
+    the default inputs (disparity and measures), evaluated on the KITTI 2012 frame (:func:`wild_drive`);
+    ``--labels wild,wild-agree`` adds CCNNs trained on labels that independent matchers (``--teachers``) vote on.
 ``logo --data ../shared/data --work work/confidence/logo``
     Leave-one-group-out (``confidence_logo.py``): for every group (``--groups``; default every group of
-    the manifest plus ``--synthetic`` synthetic pairs), train CCNN and LFN with ground-truth and wild
-    labels on the other groups, calibrate every method on them, and report AUC, AUC / optimal, ECE and
+    the manifest plus ``--synthetic`` synthetic pairs), train CCNN and LFN with ground-truth, wild or
+    agreement labels (``--networks ccnn-wildagree``, matchers ``--teachers``) on the other groups, calibrate every method on them, and report AUC, AUC / optimal, ECE and
     the labels at the default tau and at ``--target-error`` on the group left out; ``--write`` puts the
     table in ``### Leave-one-group-out``. Proxies per group are cached in ``--work``.
 
@@ -39,6 +40,7 @@ import re
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -404,10 +406,22 @@ DRIVE = Path("sequences") / "kitti_odometry_b"
 FEATURES = ("disparity", "disparity_right", "valid", "cost_best", "cost_second", "cost_second_local", "cost_mean")
 
 
-def wild_drive(data: Path, work: Path, epochs: int, steps: int, write: bool) -> str:
+def wild_drive(
+    data: Path,
+    work: Path,
+    epochs: int,
+    steps: int,
+    write: bool,
+    labels: Sequence[str] = ("wild",),
+    teachers: Sequence[str] = ("sgbm",),
+    disparity_only: bool = True,
+    seed: int = 0,
+) -> str:
     """A CCNN trained with wild labels (no ground truth) on the 51 frames of a KITTI drive, evaluated on
-    the KITTI 2012 frame with ground truth: once reading the disparity alone, once the default inputs
-    (the disparity and the conventional measures). AUC x100 against the optimal and the conventional
+    the KITTI 2012 frame with ground truth: once reading the disparity alone (``disparity_only``), once
+    the default inputs (the disparity and the conventional measures), and once more with the default
+    inputs for every other label source of ``labels`` (``wild-agree``, ``wild-soft``: the wild labels
+    and the independent matchers ``teachers`` vote); ``seed``: of every training. AUC x100 against the optimal and the conventional
     measures, and the spread of the confidence (percentiles) on the evaluated frame.
 
     The drive's proxies (SGM defaults, ``max_disp`` 128) are cached in ``work/kitti_drive.h5``. Training:
@@ -416,9 +430,11 @@ def wild_drive(data: Path, work: Path, epochs: int, steps: int, write: bool) -> 
     """
     import torch
 
+    from pseudolabel.confidence.images import pair_gray_images
     from pseudolabel.confidence.measures import CCNN_INPUTS, MEASURES, compute_measure
     from pseudolabel.confidence.sparsification import error_mask, optimal_auc, sparsification_auc
-    from pseudolabel.confidence.targets import wild_targets
+    from pseudolabel.confidence.targets import TEACHER_LABELS, agreement_targets, wild_targets
+    from pseudolabel.confidence.teachers import teacher_disparities
     from pseudolabel.confidence.training import TrainingConfig, TrainingPair, train_ccnn
     from pseudolabel.datasets import read_ground_truth
     from pseudolabel.io import read_image
@@ -444,11 +460,16 @@ def wild_drive(data: Path, work: Path, epochs: int, steps: int, write: bool) -> 
             proxies.write_pair(key, result_arrays(result), {**attrs, "complete": True})
     measures: list[dict[str, np.ndarray]] = []
     features: list[dict[str, np.ndarray]] = []
+    images: list[dict[str, np.ndarray]] = []
+    extra = [name for name in labels if name != "wild"]
     with open_proxies(path, "r") as proxies:
         for key in proxies.keys():
             features.append(proxies.read(key, list(FEATURES)))
             measures.append({name: compute_measure(name, features[-1], params) for name in MEASURES})
+            if extra:
+                images.append(pair_gray_images(path, proxies.pair_attrs(key), key))
     targets = [wild_targets(values) for values in measures]
+    votes = [teacher_disparities(pair_images, params, teachers) for pair_images in images]
     positives = sum(int(np.sum(t == 1)) for t in targets)
     negatives = sum(int(np.sum(t == 0)) for t in targets)
     filled = sum(int(np.sum((t == 0) & ~f["valid"])) for t, f in zip(targets, features))
@@ -461,12 +482,18 @@ def wild_drive(data: Path, work: Path, epochs: int, steps: int, write: bool) -> 
     error_rate = float(bad.sum() / known.sum())
     optimal = optimal_auc(error_rate)
     rows: list[tuple[str, float, str]] = []
-    for label, inputs in (
-        ("CCNN wild, disparity only (the old default)", ("disparity",)),
-        ("CCNN wild, disparity + 13 measures (default)", CCNN_INPUTS),
-    ):
-        config = TrainingConfig(epochs=epochs, steps_per_epoch=steps, inputs=inputs)
-        pairs = [TrainingPair(str(i), build_inputs(f, params, inputs, m), t) for i, (f, m, t) in enumerate(zip(features, measures, targets))]
+    runs: list[tuple[str, tuple[str, ...], list[np.ndarray]]] = []
+    if "wild" in labels:
+        if disparity_only:
+            runs.append(("CCNN wild, disparity only (the old default)", ("disparity",), targets))
+        runs.append(("CCNN wild, disparity + 13 measures (default)", CCNN_INPUTS, targets))
+    for name in extra:
+        agreed = [agreement_targets(f["disparity"], v, t, TEACHER_LABELS[name]) for f, v, t in zip(features, votes, targets)]
+        share = sum(float(np.nansum(a)) for a in agreed) / max(sum(int(np.isfinite(a).sum()) for a in agreed), 1)
+        runs.append((f"CCNN {name} ({'+'.join(teachers)}; mean target {share:.3f}), disparity + 13 measures", CCNN_INPUTS, agreed))
+    for label, inputs, run_targets in runs:
+        config = TrainingConfig(epochs=epochs, steps_per_epoch=steps, inputs=inputs, seed=seed)
+        pairs = [TrainingPair(str(i), build_inputs(f, params, inputs, m), t) for i, (f, m, t) in enumerate(zip(features, measures, run_targets))]
         started = time.perf_counter()
         model, history = train_ccnn(pairs, config)
         seconds = time.perf_counter() - started
@@ -496,7 +523,12 @@ def wild_drive(data: Path, work: Path, epochs: int, steps: int, write: bool) -> 
     text = "\n".join(lines)
     print(text)
     if write:
-        command = f"python benchmarks/confidence.py wild-drive --data {_shown(data)} --work {_shown(work)} --epochs {epochs} --steps-per-epoch {steps} --write"
+        options = f" --labels {','.join(labels)} --teachers {','.join(teachers)}" if extra else ""
+        options += ("" if disparity_only else " --no-disparity-only") + (f" --seed {seed}" if seed else "")
+        command = (
+            f"python benchmarks/confidence.py wild-drive --data {_shown(data)} --work {_shown(work)} --epochs {epochs} "
+            f"--steps-per-epoch {steps}{options} --write"
+        )
         _write_section("### Wild CCNN on a KITTI drive", f"Command: `{command}` ({machine_line()})\n\n" + text)
     return text
 
@@ -544,7 +576,21 @@ def logo(args: argparse.Namespace) -> str:
     groups = [group.strip() for group in args.groups.split(",") if group.strip()]
     networks = [name.strip() for name in args.networks.split(",") if name.strip()]
     started = time.perf_counter()
-    results = run_logo(args.data, args.work, groups, args.synthetic, args.epochs, args.steps_per_epoch, args.tau, args.target_error, networks)
+    teachers = [name.strip() for name in args.teachers.split(",") if name.strip()]
+    results = run_logo(
+        args.data,
+        args.work,
+        groups,
+        args.synthetic,
+        args.epochs,
+        args.steps_per_epoch,
+        args.tau,
+        args.target_error,
+        networks,
+        teachers=teachers,
+        measures_too=not args.networks_only,
+        seed=args.seed,
+    )
     minutes = (time.perf_counter() - started) / 60
     text = format_logo(results, args.tau, args.target_error, networks)
     print(text)
@@ -554,7 +600,7 @@ def logo(args: argparse.Namespace) -> str:
     if args.write:
         command = (
             f"python benchmarks/confidence.py logo --data {args.data} --work {args.work} --groups {args.groups} --synthetic {args.synthetic} "
-            f"--epochs {args.epochs} --steps-per-epoch {args.steps_per_epoch} --networks {args.networks} --write"
+            f"--epochs {args.epochs} --steps-per-epoch {args.steps_per_epoch} --networks {args.networks} --teachers {args.teachers} --seed {args.seed} --write"
         )
         _write_section("### Leave-one-group-out", f"Command: `{command}` ({minutes:.0f} min, 2-core CPU)\n\n" + text)
     return text
@@ -587,12 +633,24 @@ def main(argv: list[str] | None = None) -> None:
     w.add_argument("--epochs", type=int, default=4)
     w.add_argument("--steps-per-epoch", type=int, default=30)
     w.add_argument("--write", action="store_true", help="Write ### Wild CCNN on a KITTI drive of BENCHMARKS.md.")
+    w.add_argument("--labels", default="wild", help="Label sources trained on (wild, wild-agree, wild-soft, wild-confirm), comma-separated.")
+    w.add_argument("--teachers", default="sgbm", help="Independent matchers of the wild-* agreement labels.")
+    w.add_argument("--no-disparity-only", action="store_true", help="Skip the CCNN that reads the disparity alone.")
+    w.add_argument("--seed", type=int, default=0, help="Seed of every training.")
     g = commands.add_parser("logo")
     g.add_argument("--data", type=Path, default=DEFAULT_DATA)
     g.add_argument("--work", type=Path, default=Path("work/confidence/logo"))
     g.add_argument("--groups", default=",".join(LOGO_GROUPS), help="Comma-separated groups (manifest groups and 'synthetic').")
     g.add_argument("--synthetic", type=int, default=8, help="Synthetic pairs of the group 'synthetic'.")
-    g.add_argument("--networks", default="ccnn-gt,ccnn-wild,lfn-gt,lfn-wild", help="ARCH-LABELS items (arch ccnn/lfn, labels gt/wild).")
+    g.add_argument(
+        "--networks",
+        default="ccnn-gt,ccnn-wild,lfn-gt,lfn-wild",
+        help="ARCH-LABELS items (arch ccnn/lfn, labels gt/wild/wildagree/wildsoft/wildconfirm/agree/agreesoft; "
+        "a suffix +test also trains on the held-out group's pairs, @test on them alone, labels without ground truth only).",
+    )
+    g.add_argument("--teachers", default="sgbm", help="Independent matchers of the agreement labels (pseudolabel.confidence.teachers).")
+    g.add_argument("--networks-only", action="store_true", help="Skip the conventional measures (evaluate the networks only).")
+    g.add_argument("--seed", type=int, default=0, help="Seed of every training.")
     g.add_argument("--epochs", type=int, default=8)
     g.add_argument("--steps-per-epoch", type=int, default=30)
     g.add_argument("--tau", type=float, default=0.9, help="The default fixed tau reported.")
@@ -605,7 +663,17 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "logo":
         logo(args)
     elif args.command == "wild-drive":
-        wild_drive(args.data, args.work, args.epochs, args.steps_per_epoch, args.write)
+        wild_drive(
+            args.data,
+            args.work,
+            args.epochs,
+            args.steps_per_epoch,
+            args.write,
+            [name.strip() for name in args.labels.split(",") if name.strip()],
+            [name.strip() for name in args.teachers.split(",") if name.strip()],
+            not args.no_disparity_only,
+            args.seed,
+        )
     elif args.command == "auc":
         models = dict(item.split("=", 1) for item in args.models)
         auc(args.work, {name: Path(path) for name, path in models.items()}, args.data, args.write)

@@ -5,8 +5,13 @@ train on every other group, evaluate on the group left out. Methods:
 
 * every conventional measure (no training);
 * CCNN and LFN (the network that reads the image), each trained with ground-truth labels (``gt``) and
-  without any ground truth (``wild`` labels of Tosi et al.), short trainings set by ``--epochs`` /
-  ``--steps-per-epoch``.
+  without any ground truth: ``wild`` labels of Tosi et al., ``wildagree`` / ``wildsoft`` (the wild labels
+  and independent matchers vote, hard or soft: ``--labels wild-agree`` / ``wild-soft`` of ``confidence
+  train``), ``agree`` / ``agreesoft`` (the matchers alone); the matchers are ``--teachers``. Short
+  trainings set by ``--epochs`` / ``--steps-per-epoch``. A network name ending in ``+test`` (e.g.
+  ``ccnn-wild+test``) trains on the held-out group's pairs too and one ending in ``@test`` on them alone,
+  with labels that need no ground truth: the "user's own footage" case of the labels without ground truth
+  (the calibration still comes from the other groups only).
 
 Every method, measures included, gets an isotonic calibration fitted on the training groups' pixels with
 ground truth (:func:`pseudolabel.confidence.calibration.fit_isotonic`; for the wild networks this is
@@ -47,6 +52,7 @@ class Pair:
     measures: dict[str, np.ndarray]
     images: dict[str, np.ndarray]
     params: Any
+    teachers: dict[str, np.ndarray] = field(default_factory=dict)  # name -> float32 (H, W), filled on demand
     correct: np.ndarray = field(init=False)  # bool (N,) over known
     known: np.ndarray = field(init=False)  # bool (H, W)
 
@@ -158,25 +164,53 @@ def network_inputs(pair: Pair, inputs: Sequence[str]) -> np.ndarray:
     return build_inputs({"disparity": pair.disparity, **pair.images}, pair.params, inputs, pair.measures)
 
 
-def targets(pair: Pair, labels: str) -> np.ndarray:
-    from pseudolabel.confidence.targets import ground_truth_targets, wild_targets
+#: Label tokens of ``--networks`` ARCH-LABELS: (uses the wild labels as a voter, rule of the votes); gt and wild apart.
+TEACHER_TOKENS: dict[str, tuple[bool, str]] = {
+    "wildagree": (True, "hard"),
+    "wildsoft": (True, "soft"),
+    "wildconfirm": (True, "confirm"),
+    "agree": (False, "hard"),
+    "agreesoft": (False, "soft"),
+}
+
+
+def targets(pair: Pair, labels: str, teachers: Sequence[str] = ("sgbm",)) -> np.ndarray:
+    from pseudolabel.confidence.targets import agreement_targets, ground_truth_targets, wild_targets
+    from pseudolabel.confidence.teachers import teacher_disparities
 
     if labels == "gt":
         return ground_truth_targets(pair.disparity, pair.ground_truth)
-    return wild_targets(pair.measures)
+    if labels == "wild":
+        return wild_targets(pair.measures)
+    with_wild, rule = TEACHER_TOKENS[labels]
+    missing = [name for name in teachers if name not in pair.teachers]
+    if missing:
+        pair.teachers.update(teacher_disparities(pair.images, pair.params, missing))
+    votes = {name: pair.teachers[name] for name in teachers}
+    return agreement_targets(pair.disparity, votes, wild_targets(pair.measures) if with_wild else None, rule)
 
 
 def train_and_score(
-    train: Sequence[Pair], test: Sequence[Pair], arch: str, labels: str, inputs: Sequence[str], config_kwargs: dict[str, Any]
+    train: Sequence[Pair],
+    test: Sequence[Pair],
+    arch: str,
+    labels: str,
+    inputs: Sequence[str],
+    config_kwargs: dict[str, Any],
+    teachers: Sequence[str] = ("sgbm",),
+    fit_on: Sequence[Pair] | None = None,
 ) -> tuple[list[np.ndarray], list[np.ndarray], float]:
-    """Train on ``train`` and return the raw confidence of every training and every test pair, and the seconds of training."""
+    """Train on ``fit_on`` (default ``train``) and return the raw confidence of every training and every test
+    pair, and the seconds of training."""
     import torch
 
     from pseudolabel.confidence.training import TrainingConfig, TrainingPair, train_ccnn
     from pseudolabel.models.ccnn import ConfidenceScorer
 
     config = TrainingConfig(architecture=arch, inputs=tuple(inputs), **config_kwargs)
-    training = [TrainingPair(pair.key, network_inputs(pair, inputs), targets(pair, labels)) for pair in train]
+    training = [
+        TrainingPair(pair.key, network_inputs(pair, inputs), targets(pair, labels, teachers)) for pair in (train if fit_on is None else fit_on)
+    ]
     started = time.perf_counter()
     model, _ = train_ccnn(training, config)
     seconds = time.perf_counter() - started
@@ -210,8 +244,10 @@ def evaluate_method(
     raw_table = np.zeros((20, 3))
     calibrated_table = np.zeros((20, 3))
     at_tau: list[dict[str, float]] = []
-    at_target: list[dict[str, float]] = []
-    expected_sum, expected_count, refused = 0.0, 0, 0
+    # labels at the target error, from the calibrated confidence and (as a user without ground truth has it) the raw one
+    at_target: dict[str, list[dict[str, float]]] = {"": [], "raw_": []}
+    expected_sums = {"": [0.0, 0], "raw_": [0.0, 0]}
+    refused = 0
     for pair, confidence in zip(test, test_confidence):
         bad, known = error_mask(pair.disparity, pair.ground_truth)
         aucs.append(sparsification_auc(confidence, bad, known))
@@ -221,35 +257,41 @@ def evaluate_method(
         calibrated_table += reliability_bins(calibrated[pair.known], pair.correct)
         at_tau.append(label_statistics(threshold_labels(pair.disparity, calibrated, tau), pair.ground_truth))
         usable = np.isfinite(pair.disparity)
-        try:
-            chosen, _, _ = tau_for_target_error(calibrated, target, usable)
-        except InputError:
-            refused += 1
-            continue
-        stats = label_statistics(threshold_labels(pair.disparity, calibrated, chosen), pair.ground_truth)
-        expected, count = expected_error(calibrated, chosen, usable)
-        expected_sum += expected * count
-        expected_count += count
-        stats["bad3_count"] = stats["bad3"] * stats["labelled_with_gt"] if np.isfinite(stats["bad3"]) else 0.0
-        at_target.append(stats)
+        for prefix, values in (("", calibrated), ("raw_", confidence)):
+            try:
+                chosen, _, _ = tau_for_target_error(values, target, usable)
+            except InputError:
+                refused += prefix == ""
+                continue
+            stats = label_statistics(threshold_labels(pair.disparity, values, chosen), pair.ground_truth)
+            expected, count = expected_error(values, chosen, usable)
+            expected_sums[prefix][0] += expected * count
+            expected_sums[prefix][1] += count
+            stats["bad3_count"] = stats["bad3"] * stats["labelled_with_gt"] if np.isfinite(stats["bad3"]) else 0.0
+            at_target[prefix].append(stats)
 
     def mean(rows: list[dict[str, float]], name: str) -> float:
         values = [row[name] for row in rows if np.isfinite(row[name])]
         return float(np.mean(values)) if values else float("nan")
 
-    labelled = sum(row["labelled_with_gt"] for row in at_target)
-    return {
+    figures = {
         "auc": float(np.mean(aucs)),
         "optimal": float(np.mean(optimals)),
         "ece_raw": ece_from_bins(raw_table),
         "ece_calibrated": ece_from_bins(calibrated_table),
         "tau_coverage": mean(at_tau, "gt_coverage"),
         "tau_bad3": mean(at_tau, "bad3"),
-        "target_coverage": mean(at_target, "gt_coverage"),
-        "target_bad3": mean(at_target, "bad3"),
+    }
+    for prefix, rows in at_target.items():
+        labelled = sum(row["labelled_with_gt"] for row in rows)
+        total, count = expected_sums[prefix]
+        figures[f"{prefix}target_coverage"] = mean(rows, "gt_coverage")
+        figures[f"{prefix}target_bad3"] = mean(rows, "bad3")
         # pooled over the group's labels, comparable with the pooled expected error
-        "target_bad3_pooled": float(sum(row["bad3_count"] for row in at_target) / labelled) if labelled else float("nan"),
-        "target_expected": expected_sum / expected_count if expected_count else float("nan"),
+        figures[f"{prefix}target_bad3_pooled"] = float(sum(row["bad3_count"] for row in rows) / labelled) if labelled else float("nan")
+        figures[f"{prefix}target_expected"] = total / count if count else float("nan")
+    return {
+        **figures,
         "target_refused": float(refused),
     }
 
@@ -265,20 +307,31 @@ def run_logo(
     target: float,
     networks: Sequence[str] = ("ccnn-gt", "ccnn-wild", "lfn-gt", "lfn-wild"),
     log: Callable[[str], None] = print,
+    teachers: Sequence[str] = ("sgbm",),
+    measures_too: bool = True,
+    seed: int = 0,
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """``{method: {held-out group: figures}}`` (see :func:`evaluate_method`)."""
+    """``{method: {held-out group: figures}}`` (see :func:`evaluate_method`); ``teachers``: the matchers of
+    the agreement labels; ``measures_too``: also evaluate the conventional measures; ``seed``: of every training."""
     import torch
 
     from pseudolabel.confidence.measures import MEASURES
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    measures = list(MEASURES)
+    inputs = {"ccnn": ["disparity", *measures], "lfn": ["disparity", *measures, "image", "photometric"]}
+    for network in networks:
+        arch, _, labels = network.partition("-")
+        labels, _, transductive = labels.replace("@", "+").partition("+")
+        if arch not in inputs or (labels not in ("gt", "wild") and labels not in TEACHER_TOKENS):
+            raise SystemExit(f"{network}: unknown network; ARCH-LABELS with ARCH ccnn or lfn and LABELS gt, wild or {', '.join(TEACHER_TOKENS)}")
+        if transductive and labels == "gt":
+            raise SystemExit(f"{network}: only labels without ground truth may train on the held-out group")
     log(f"proxies of {', '.join(groups)} in {work}")
     files = prepare_groups(data, work, groups, synthetic, log)
     pairs = load_pairs(files, log)
-    measures = list(MEASURES)
-    inputs = {"ccnn": ["disparity", *measures], "lfn": ["disparity", *measures, "image", "photometric"]}
     # The recipe of the shipped CCNN (BENCHMARKS.md ## Confidence, Reproduce), shortened.
-    config_kwargs = {"epochs": epochs, "steps_per_epoch": steps_per_epoch, "crop": 32, "batch_size": 16, "range_jitter": 0.5, "seed": 0}
+    config_kwargs = {"epochs": epochs, "steps_per_epoch": steps_per_epoch, "crop": 32, "batch_size": 16, "range_jitter": 0.5, "seed": seed}
     widths = {"ccnn": {"filters": 24, "fc_filters": 48}, "lfn": {"filters": 24, "fc_filters": 48}}
     results: dict[str, dict[str, dict[str, float]]] = {}
     for group in groups:
@@ -287,12 +340,16 @@ def run_logo(
         if not test or not train:
             continue
         log(f"held out: {group} ({len(test)} pairs), training on {len(train)} pairs")
-        for name in measures:
+        for name in measures if measures_too else []:
             figures = evaluate_method(train, [p.measures[name] for p in train], test, [p.measures[name] for p in test], tau, target)
             results.setdefault(name, {})[group] = figures
         for network in networks:
             arch, labels = network.split("-")
-            train_confidence, test_confidence, seconds = train_and_score(train, test, arch, labels, inputs[arch], {**config_kwargs, **widths[arch]})
+            labels, _, transductive = labels.replace("@", "+@").partition("+")
+            fit_on = {"": train, "test": [*train, *test], "@test": test}[transductive]
+            train_confidence, test_confidence, seconds = train_and_score(
+                train, test, arch, labels, inputs[arch], {**config_kwargs, **widths[arch]}, teachers, fit_on
+            )
             figures = evaluate_method(train, train_confidence, test, test_confidence, tau, target)
             figures["train_seconds"] = seconds
             results.setdefault(network, {})[group] = figures
@@ -363,6 +420,22 @@ def format_logo(results: dict[str, dict[str, dict[str, float]]], tau: float, tar
                 f"{percent(figures['target_expected'], 1)}"
             )
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    raw = [method for method in order if method in networks and all("raw_target_expected" in results[method][g] for g in results[method])]
+    if raw:
+        lines += [
+            "",
+            "The raw confidence of the networks, with no calibration (all a user without any ground truth has): ECE % and the "
+            f"labels at the target expected error of {100 * target:g}% (tau per pair).",
+            "",
+            f"| network | ECE raw | kept @{100 * target:g}% | bad-3 @{100 * target:g}% | expected | measured / expected |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for method in raw:
+            measured, expected = mean(method, "raw_target_bad3_pooled"), mean(method, "raw_target_expected")
+            lines.append(
+                f"| {method} | {percent(mean(method, 'ece_raw'))} | {percent(mean(method, 'raw_target_coverage'), 1)} | "
+                f"{percent(mean(method, 'raw_target_bad3'))} | {percent(expected)} | {measured / expected if expected > 0 else float('nan'):.2f} |"
+            )
     seconds = [results[m][g].get("train_seconds", 0.0) for m in networks if m in results for g in results[m]]
     if seconds:
         lines += ["", f"Training time per network: median {np.median(seconds):.0f} s (2-core CPU)."]

@@ -2,7 +2,8 @@
 
 * ``train``: :func:`pseudolabel.confidence.from_proxies.train_confidence_from_proxies` -- a CCNN (or, with
   ``--arch lfn``, a network that also reads the image) from the proxies of one or more files, with
-  ground-truth labels (``--gt``) or without any ground truth (``--labels wild``, Tosi et al. BMVC 2017);
+  ground-truth labels (``--gt``) or without any ground truth (``--labels wild``, Tosi et al. BMVC 2017;
+  ``--labels wild-agree`` / ``wild-soft``, those labels checked by independent matchers);
 * ``calibrate``: :func:`pseudolabel.confidence.from_proxies.calibrate_confidence_model` -- an isotonic or
   temperature calibration of a checkpoint, fitted on proxies with ground truth, stored in it.
 
@@ -17,7 +18,8 @@ import click
 from pseudolabel.cli.options import ClickProgress, key_options, threads_option
 from pseudolabel.confidence.files import split_names
 from pseudolabel.confidence.measures import CCNN_INPUTS
-from pseudolabel.confidence.targets import WILD_FRACTION, WILD_NEGATIVE, WILD_POSITIVE
+from pseudolabel.confidence.targets import LABEL_SOURCES, WILD_FRACTION, WILD_NEGATIVE, WILD_POSITIVE
+from pseudolabel.confidence.teachers import DEFAULT_TEACHERS, TEACHERS
 
 __all__ = ["calibrate_command", "train"]
 
@@ -48,9 +50,13 @@ __all__ = ["calibrate_command", "train"]
 @click.option(
     "--labels",
     "label_source",
-    type=click.Choice(["gt", "wild"]),
+    type=click.Choice(list(LABEL_SOURCES)),
     default=None,
-    help="gt: 1 where |d - gt| <= 3 px (needs --gt); wild: agreement of conventional measures, no ground truth. [default: gt with --gt]",
+    help="gt: 1 where |d - gt| <= 3 px (needs --gt); wild: agreement of conventional measures, no ground truth; "
+    "wild-agree: positive where the wild labels and every --teachers matcher agree with the proxy (within 1 px), negative where "
+    "either says wrong (wild negative, or a matcher more than 3 px away), no ground truth; wild-soft: the share of those votes "
+    "that say right, as a soft target; wild-confirm: the wild labels, positives kept only where every matcher agrees. "
+    "[default: gt with --gt]",
 )
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Checkpoint to write (.pt).")
 @key_options
@@ -91,6 +97,12 @@ __all__ = ["calibrate_command", "train"]
 @click.option("--wild-fraction", default=WILD_FRACTION, show_default=True, type=float, help="Wild labels: top/bottom share t of each measure.")
 @click.option("--positive", default=",".join(WILD_POSITIVE), show_default=True, help="Wild labels: positive set of measures.")
 @click.option("--negative", default=",".join(WILD_NEGATIVE), show_default=True, help="Wild labels: negative set of measures.")
+@click.option(
+    "--teachers",
+    default=",".join(DEFAULT_TEACHERS),
+    show_default=True,
+    help=f"wild-agree / wild-soft / wild-confirm: independent matchers run on each pair's images (comma-separated; {', '.join(TEACHERS)}).",
+)
 @threads_option
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--resume", is_flag=True, help="continue the unfinished training kept in OUT.partial.pt (updated after every epoch).")
@@ -118,6 +130,7 @@ def train(
     wild_fraction: float,
     positive: str,
     negative: str,
+    teachers: str,
     threads: int | None,
     device: str,
     resume: bool,
@@ -133,6 +146,7 @@ def train(
       pseudolabel confidence train --proxies train.h5 --gt data/middlebury/2006 --out ccnn.pt
       pseudolabel confidence train --proxies real.h5 --gt data/ --proxies synth.h5 --gt synth/ --out ccnn.pt
       pseudolabel confidence train --proxies mine.h5 --labels wild --out ccnn_wild.pt
+      pseudolabel confidence train --proxies mine.h5 --labels wild-agree --teachers sgbm --out ccnn_agree.pt
     Ctrl-C keeps the finished epochs in OUT.partial.pt; the command it prints (with --resume) continues.
     """
     from pseudolabel.confidence.from_proxies import TrainingData, train_confidence_from_proxies
@@ -174,6 +188,7 @@ def train(
         wild_fraction=wild_fraction,
         positive=positive,
         negative=negative,
+        teachers=teachers,
         threads=threads,
         progress=ClickProgress(),
         on_loaded=announce,

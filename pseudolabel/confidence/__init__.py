@@ -2,8 +2,11 @@
 
 - :mod:`pseudolabel.confidence.measures` -- the registry of conventional measures (``lrc``, ``apkr``, ...),
   each a function of the SGM cost features;
-- :mod:`pseudolabel.confidence.targets` -- training targets of a network: from ground truth, or "wild"
-  (the agreement of conventional measures, no ground truth);
+- :mod:`pseudolabel.confidence.targets` -- training targets of a network: from ground truth, "wild"
+  (the agreement of conventional measures, no ground truth), or the votes of independent matchers and the
+  wild labels (``wild-agree`` / ``wild-soft``, no ground truth);
+- :mod:`pseudolabel.confidence.teachers` -- those independent matchers (OpenCV StereoSGBM / StereoBM, SGM
+  with another cost);
 - :mod:`pseudolabel.confidence.training` -- training a CCNN (imports torch);
 - :mod:`pseudolabel.confidence.checkpoints` -- its checkpoints and the scorer that runs one (imports torch);
 - :mod:`pseudolabel.confidence.from_proxies` -- training and calibrating on whole proxies files (imports

@@ -28,13 +28,17 @@ from pseudolabel.confidence.images import IMAGE_CHANNELS, pair_gray_images
 from pseudolabel.confidence.measures import MEASURES
 from pseudolabel.confidence.scoring import parse_measures
 from pseudolabel.confidence.targets import (
+    LABEL_SOURCES,
+    TEACHER_LABELS,
     WILD_FRACTION,
     WILD_NEGATIVE,
     WILD_POSITIVE,
+    agreement_targets,
     ground_truth_targets,
     measures_for_wild,
     wild_targets,
 )
+from pseudolabel.confidence.teachers import DEFAULT_TEACHERS, parse_teachers, teacher_disparities
 from pseudolabel.confidence.training import (
     TrainingConfig,
     TrainingPair,
@@ -62,8 +66,8 @@ class TrainingData:
 
     Attributes:
         pairs: every labelled pair of every file, in file then key order.
-        summary: :func:`summarise_training_data` plus ``proxies`` (file names), ``labels`` (``gt`` or
-            ``wild``), ``sgm_params`` (JSON text of each file's SGM parameters; one text for one file)
+        summary: :func:`summarise_training_data` plus ``proxies`` (file names), ``labels`` (one of
+            :data:`pseudolabel.confidence.targets.LABEL_SOURCES`), ``sgm_params`` (JSON text of each file's SGM parameters; one text for one file)
             and ``gt`` (the ground-truth folders, None without).
         skipped: ``(proxies file, key)`` of the selected pairs without ground truth (not trained on).
     """
@@ -108,28 +112,34 @@ def load_training_pairs(
     wild_fraction: float = WILD_FRACTION,
     positive: Sequence[str] = WILD_POSITIVE,
     negative: Sequence[str] = WILD_NEGATIVE,
+    teachers: Sequence[str] = DEFAULT_TEACHERS,
 ) -> tuple[list[TrainingPair], str, list[str]]:
     """The training pairs of one proxies file.
 
     Args:
         proxies_path: proxies file (read only).
-        labels: ``"gt"`` (:func:`pseudolabel.confidence.targets.ground_truth_targets`, needs ``gt_dir``) or ``"wild"`` (:func:`pseudolabel.confidence.targets.wild_targets`).
+        labels: ``"gt"`` (:func:`pseudolabel.confidence.targets.ground_truth_targets`, needs ``gt_dir``),
+            ``"wild"`` (:func:`pseudolabel.confidence.targets.wild_targets`), ``"wild-agree"``, ``"wild-soft"`` or
+            ``"wild-confirm"`` (:func:`pseudolabel.confidence.targets.agreement_targets` of the wild labels and
+            the ``teachers``, rule hard, soft or confirm; reads the pair's images).
         gt_dir, gt_scale: ground truth of the pairs (:func:`pseudolabel.datasets.ground_truth_lookup`).
         keys, exclude: globs choosing pairs.
         inputs: network input channels (:func:`pseudolabel.models.ccnn.build_inputs`).
         wild_fraction, positive, negative: settings of the wild labels.
+        teachers: independent matchers of the agreement labels (:data:`pseudolabel.confidence.teachers.TEACHERS`).
 
     Returns:
         ``(pairs, sgm_params, skipped)``: the labelled pairs, the file's SGM parameters (JSON text) and the
         selected keys that have no ground truth (``gt`` labels only).
     """
-    if labels not in ("gt", "wild") or (labels == "gt") != (gt_dir is not None):
-        raise InputError(f"labels {labels!r} with gt_dir {gt_dir}: gt labels need a ground-truth folder, wild labels take none")
+    if labels not in LABEL_SOURCES or (labels == "gt") != (gt_dir is not None):
+        raise InputError(f"labels {labels!r} with gt_dir {gt_dir}: gt labels need a ground-truth folder, the others take none")
+    teacher_names = parse_teachers(teachers) if labels in TEACHER_LABELS else []
     chosen = selected_keys(proxies_path, keys, exclude)
     lookup = require_ground_truth(gt_dir, chosen, gt_scale) if gt_dir is not None else {}
-    wild_names = [*positive, *negative] if labels == "wild" else []
+    wild_names = [*positive, *negative] if labels != "gt" else []
     measure_inputs = [name for name in inputs[1:] if name not in IMAGE_CHANNELS]
-    reads_images = any(name in IMAGE_CHANNELS for name in inputs)
+    reads_images = any(name in IMAGE_CHANNELS for name in inputs) or bool(teacher_names)
     needed = sorted({need for name in [*measure_inputs, *wild_names] for need in MEASURES[name].needs} | {"disparity"})
     pairs: list[TrainingPair] = []
     skipped: list[str] = []
@@ -151,6 +161,9 @@ def load_training_pairs(
             else:
                 measures = measures_for_wild(features, params, positive, negative)
                 targets = wild_targets(measures, wild_fraction, positive, negative)
+                if teacher_names:
+                    votes = teacher_disparities(features, params, teacher_names)
+                    targets = agreement_targets(disparity, votes, targets, TEACHER_LABELS[labels])
             pairs.append(TrainingPair(key, build_inputs(features, params, inputs, measures), targets))
     return pairs, sgm_params, skipped
 
@@ -167,10 +180,10 @@ def _check_label_source(labels: str | None, gt_dirs: Sequence[Path], proxies_cou
         return "gt"
     if labels == "gt" and not gt_dirs:
         raise InputError("--labels gt needs --gt GT_DIR; use --labels wild to train without ground truth")
-    if labels == "wild" and gt_dirs:
-        raise InputError("--labels wild uses no ground truth; drop --gt")
-    if labels not in ("gt", "wild"):
-        raise InputError(f"--labels must be gt or wild, got {labels!r}")
+    if labels not in LABEL_SOURCES:
+        raise InputError(f"--labels must be one of {', '.join(LABEL_SOURCES)}, got {labels!r}")
+    if labels != "gt" and gt_dirs:
+        raise InputError(f"--labels {labels} uses no ground truth; drop --gt")
     return labels
 
 
@@ -186,6 +199,7 @@ def train_confidence_from_proxies(
     wild_fraction: float = WILD_FRACTION,
     positive: str | Sequence[str] = WILD_POSITIVE,
     negative: str | Sequence[str] = WILD_NEGATIVE,
+    teachers: str | Sequence[str] = DEFAULT_TEACHERS,
     threads: int | None = None,
     progress: Progress | None = None,
     on_loaded: Callable[[TrainingData], None] | None = None,
@@ -200,12 +214,14 @@ def train_confidence_from_proxies(
         out: checkpoint to write (``.pt``, atomically; :func:`load_confidence_checkpoint` reads it).
         gt: ground truth: one folder (for every file) or one per file, in order; none for wild labels.
         labels: ``"gt"`` (1 where ``|d - gt| <= 3`` px), ``"wild"`` (agreement of conventional measures, no
-            ground truth) or None (``gt`` when ``gt`` is given).
+            ground truth), ``"wild-agree"`` / ``"wild-soft"`` / ``"wild-confirm"`` (the wild labels and independent
+            matchers vote: hard, soft or confirming targets, no ground truth) or None (``gt`` when ``gt`` is given).
         keys, exclude: globs choosing the pairs of every file.
         gt_scale: divisor of stored PNG/PGM ground truth.
         config: hyper-parameters (``inputs`` must start with ``"disparity"``); default :class:`TrainingConfig`.
         wild_fraction, positive, negative: wild labels: share ``t`` and the two sets of measures (names or
             comma-separated text).
+        teachers: the independent matchers of the ``wild-*`` agreement labels (names or comma-separated text).
         threads: CPU threads of torch (None: chosen from the usable cores and the machine's load).
         progress: told of every training step (:func:`train_ccnn`).
         on_loaded: called once the data is loaded, before the first epoch (to report its size).
@@ -234,6 +250,7 @@ def train_confidence_from_proxies(
     label_source = _check_label_source(labels, gt_dirs, len(proxies_paths))
     positive_set, negative_set = _names(positive), _names(negative)
     parse_measures(",".join(positive_set + negative_set))
+    teacher_set = parse_teachers(teachers)
     inputs = list(config.inputs)
     if not inputs or inputs[0] != "disparity":
         raise InputError(f"--inputs must start with disparity, got {','.join(inputs)!r}")
@@ -251,7 +268,7 @@ def train_confidence_from_proxies(
     for index, proxies_path in enumerate(proxies_paths):
         file_gt = (gt_dirs[index] if len(gt_dirs) > 1 else gt_dirs[0]) if gt_dirs else None
         pairs, params, skipped = load_training_pairs(
-            proxies_path, label_source, file_gt, gt_scale, keys, exclude, inputs, wild_fraction, positive_set, negative_set
+            proxies_path, label_source, file_gt, gt_scale, keys, exclude, inputs, wild_fraction, positive_set, negative_set, teacher_set
         )
         data.pairs += pairs
         data.skipped += [(proxies_path, key) for key in skipped]
@@ -293,6 +310,7 @@ def train_confidence_from_proxies(
         "wild_fraction": wild_fraction,
         "positive": positive_set,
         "negative": negative_set,
+        **({"teachers": teacher_set} if label_source in TEACHER_LABELS else {}),
         "threads": threads,
         "seconds": round(time.perf_counter() - started, 1),
     }

@@ -14,6 +14,18 @@ Two sources, both numpy only (never torch):
   their neighbours, so their disparity looks as smooth as a matched one. A network trained on these
   labels must read the measures (:data:`pseudolabel.confidence.measures.CCNN_INPUTS`), not the
   disparity alone, or it learns nothing but the share of positives (about 90% on a KITTI drive).
+* :func:`agreement_targets` (``--labels wild-agree`` / ``wild-soft`` / ``wild-confirm``) -- no ground truth
+  either: votes of *teachers*, independent matchers run on the same pair
+  (:mod:`pseudolabel.confidence.teachers`), and optionally of the wild labels. A teacher votes *right*
+  where its disparity is within ``agree`` px (1) of the proxy, *wrong* where it is more than ``disagree``
+  px (3) away, and abstains in between or where it has no disparity. ``rule="hard"``: positive when every
+  voter votes right, negative when any votes wrong, NaN otherwise; ``rule="soft"``: the share of the
+  non-abstaining votes that say right (NaN without a vote), a soft target of the binary cross-entropy;
+  ``rule="confirm"``: the wild labels with their positives kept only where every teacher agrees.
+
+  Measured leave-one-group-out (BENCHMARKS.md, ``### Leave-one-group-out``), none of them ranks clearly
+  better than the wild labels: the matchers fail where SGM fails. ``wild-soft`` gives a raw confidence
+  that is closer to calibrated.
 """
 
 from __future__ import annotations
@@ -35,6 +47,16 @@ GT_THRESHOLD: float = 3.0
 WILD_FRACTION: float = 0.3
 WILD_POSITIVE: tuple[str, ...] = ("lrc", "uniqueness", "dbl", "apkr", "med", "wmn")
 WILD_NEGATIVE: tuple[str, ...] = ("lrc", "uniqueness", "apkr", "wmn")
+#: A teacher votes *right* where it is within this many pixels of the proxy ...
+AGREE_THRESHOLD: float = 1.0
+#: ... and *wrong* where it is farther than this (it abstains in between).
+DISAGREE_THRESHOLD: float = 3.0
+#: Label sources of ``confidence train --labels`` that need no ground truth, and the rule of the teachers' votes.
+TEACHER_LABELS: dict[str, str] = {"wild-agree": "hard", "wild-soft": "soft", "wild-confirm": "confirm"}
+#: Rules of :func:`agreement_targets`.
+RULES: tuple[str, ...] = ("hard", "soft", "confirm")
+#: Every label source of ``confidence train --labels``.
+LABEL_SOURCES: tuple[str, ...] = ("gt", "wild", *TEACHER_LABELS)
 
 
 def ground_truth_targets(disparity: np.ndarray, ground_truth: np.ndarray, threshold: float = GT_THRESHOLD) -> np.ndarray:
@@ -107,3 +129,66 @@ def measures_for_wild(
     """
     names = list(dict.fromkeys([*positive, *negative]))
     return {name: compute_measure(name, features, params) for name in names}
+
+
+def agreement_targets(
+    disparity: np.ndarray,
+    teachers: Mapping[str, np.ndarray],
+    wild: np.ndarray | None = None,
+    rule: str = "hard",
+    agree: float = AGREE_THRESHOLD,
+    disagree: float = DISAGREE_THRESHOLD,
+) -> np.ndarray:
+    """Training targets from the votes of independent matchers (and of the wild labels), no ground truth.
+
+    Args:
+        disparity: ``float32`` (H, W) proxy disparity, pixels (NaN: no proxy, no target).
+        teachers: ``{name: float32 (H, W)}`` disparities of independent matchers, pixels, NaN where a teacher
+            has none (:func:`pseudolabel.confidence.teachers.teacher_disparities`); at least one.
+        wild: optional ``float32`` (H, W) wild labels (:func:`wild_targets`: 1, 0, NaN), one more voter.
+        rule: ``"hard"`` (1 where every voter votes right, 0 where any votes wrong, else NaN), ``"soft"``
+            (share of the non-abstaining votes that say right, NaN without a vote) or ``"confirm"`` (needs
+            ``wild``: 1 where every voter votes right, 0 where the wild labels say wrong: the teachers only
+            confirm the wild positives).
+        agree: a teacher votes right where ``|d - teacher| <= agree`` pixels.
+        disagree: a teacher votes wrong where ``|d - teacher| > disagree`` pixels (``>= agree``).
+
+    Returns:
+        ``float32`` (H, W): targets in [0, 1] (``hard``: 1 or 0), NaN (no target).
+    """
+    if rule not in RULES:
+        raise InputError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
+    if rule == "confirm" and wild is None:
+        raise InputError("rule confirm needs the wild labels: the teachers only confirm their positives")
+    if not 0.0 <= agree <= disagree:
+        raise InputError(f"the agreement threshold ({agree} px) must be in [0, the disagreement threshold ({disagree} px)]")
+    if not teachers:
+        raise InputError("agreement targets need at least one teacher disparity")
+    disparity = np.asarray(disparity, dtype=np.float32)
+    for name, values in [*teachers.items(), *([("wild labels", wild)] if wild is not None else [])]:
+        if np.shape(values) != disparity.shape:
+            raise InputError(f"{name} of shape {np.shape(values)} does not match the proxy disparity {disparity.shape}")
+    right_votes = np.zeros(disparity.shape, dtype=np.int32)
+    wrong_votes = np.zeros(disparity.shape, dtype=np.int32)
+    voters = len(teachers) + (wild is not None)
+    with np.errstate(invalid="ignore"):
+        for values in teachers.values():
+            difference = np.abs(disparity - np.asarray(values, dtype=np.float32))
+            right_votes += difference <= agree
+            wrong_votes += difference > disagree
+        if wild is not None:
+            right_votes += wild == 1.0
+            wrong_votes += wild == 0.0
+    targets = np.full(disparity.shape, np.nan, dtype=np.float32)
+    if rule == "hard":
+        targets[wrong_votes > 0] = 0.0
+        targets[right_votes == voters] = 1.0
+    elif rule == "confirm":
+        targets[wild == 0.0] = 0.0
+        targets[right_votes == voters] = 1.0
+    else:
+        votes = right_votes + wrong_votes
+        voted = votes > 0
+        targets[voted] = right_votes[voted] / votes[voted]
+    targets[~np.isfinite(disparity)] = np.nan
+    return targets

@@ -1,7 +1,8 @@
 """Training a confidence network (torch): the data, the optimisation and the state of an unfinished training.
 
 Training labels come from :mod:`pseudolabel.confidence.targets` (``gt``: ground truth; ``wild``: the
-agreement of conventional measures, no ground truth). The network is fully convolutional, so training
+agreement of conventional measures, no ground truth; ``wild-agree`` / ``wild-soft``: the votes of
+independent matchers and the wild labels, the soft ones in [0, 1]). The network is fully convolutional, so training
 uses random crops of the reflection-padded, normalised disparity: each output pixel of a crop sees
 exactly the 9x9 patch it sees at inference, and one crop trains thousands of patches at the cost of one
 forward pass.
@@ -46,7 +47,7 @@ class TrainingPair:
         key: the pair's key in the proxies file.
         inputs: ``float32`` (C, H, W) network input channels (:func:`pseudolabel.models.ccnn.build_inputs`;
             channel 0 is the normalised disparity).
-        targets: ``float32`` (H, W): 1, 0 or NaN (ignored).
+        targets: ``float32`` (H, W): 1, 0 (or a soft target in between) or NaN (ignored).
     """
 
     key: str

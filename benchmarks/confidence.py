@@ -553,7 +553,9 @@ def _write_section(subsection: str, body: str) -> None:
     end_match = re.search(r"^## ", text[start + len(SECTION) :], flags=re.MULTILINE)
     end = start + len(SECTION) + end_match.start() if end_match else len(text)
     section = text[start:end]
-    sub_start = section.find(subsection + "\n")
+    # the heading at the start of a line only (the hand-written summary may name it in its text)
+    heading = re.search(rf"^{re.escape(subsection)}\n", section, flags=re.MULTILINE)
+    sub_start = heading.start() if heading else -1
     block = f"{subsection}\n\n{body.strip()}\n\n"
     if sub_start < 0:
         section = section.rstrip("\n") + "\n\n" + block

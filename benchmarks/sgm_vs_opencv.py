@@ -48,7 +48,7 @@ from _common import (
 )
 from sgm_profile import simd_flags
 
-from pseudolabel.sgm.matcher import match, release_buffers
+from pseudolabel.sgm.matcher import Matcher, match, release_buffers
 from pseudolabel.sgm.params import PRESETS, SGMParams
 
 OPENCV_MODES = {"HH": cv2.StereoSGBM_MODE_HH, "SGBM": cv2.StereoSGBM_MODE_SGBM, "3WAY": cv2.StereoSGBM_MODE_SGBM_3WAY}
@@ -109,8 +109,10 @@ def timing(data_dir: Path, threads: int, runs: int, scene_id: str, max_disp: int
     release_buffers()
     methods = {f"OpenCV {name}": (lambda m=m: m.compute(left, right)) for name, m in matchers.items()}
     for preset in ("default", "balanced", "fast"):
-        params = SGMParams.preset(preset).replace(max_disp=max_disp)
-        methods[f"match, preset {preset}"] = lambda params=params: match(left, right, params)
+        # one Matcher per preset, kept like OpenCV's matcher objects above (what a loop over a dataset does;
+        # `match` keeps one per thread, so alternating presets would allocate the volumes on every call)
+        preset_matcher = Matcher(SGMParams.preset(preset).replace(max_disp=max_disp))
+        methods[f"match, preset {preset}"] = lambda preset_matcher=preset_matcher: preset_matcher(left, right)
     for method in methods.values():  # warm-up (compilation, caches)
         method()
     times: dict[str, list[float]] = {name: [] for name in methods}
@@ -240,6 +242,18 @@ def accuracy(data_dir: Path, params: SGMParams) -> list[dict[str, float | str]]:
     return rows
 
 
+def kept_accuracy_tables(markdown_path: Path) -> str:
+    """The ``### Accuracy ...`` part of this benchmark's section in ``markdown_path`` as it stands ("" if none)."""
+    text = markdown_path.read_text() if markdown_path.exists() else ""
+    start = text.find("## SGM vs OpenCV StereoSGBM\n")
+    if start < 0:
+        return ""
+    following = text.find("\n## ", start + 1)
+    section = text[start : following if following >= 0 else len(text)]
+    accuracy_start = section.find("### Accuracy")
+    return section[accuracy_start:].strip() if accuracy_start >= 0 else ""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -350,6 +364,9 @@ def main() -> None:
             f"valid bad-2 {mean['fast_valid_bad2']:.2f}% vs {mean['3way_bad2']:.2f}%.",
         ]
         print("\n".join(lines[-(len(rows) + 20) :]))
+    if args.skip_accuracy:
+        # keep the accuracy tables of the last full run (timing-only reruns must not delete them)
+        lines += ["", kept_accuracy_tables(REPO_ROOT / "BENCHMARKS.md")]
     if args.write_markdown:
         replace_section(REPO_ROOT / "BENCHMARKS.md", "SGM vs OpenCV StereoSGBM", "\n".join(lines))
 

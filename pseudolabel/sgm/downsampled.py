@@ -21,7 +21,9 @@ import dataclasses
 import math
 from collections.abc import Callable
 
+import numba
 import numpy as np
+from numba import prange
 
 from pseudolabel.sgm.cost import prepare_image
 from pseudolabel.sgm.params import SGMParams, SGMResult
@@ -32,25 +34,32 @@ DISPARITY_MAPS = ("disparity", "disparity_right", "disparity_wta")
 OTHER_MAPS = ("valid", "cost_best", "cost_second", "cost_second_local", "cost_mean")
 
 
+@numba.njit(cache=True, parallel=True, nogil=True)
 def reduce_image(image: np.ndarray, factor: int) -> np.ndarray:
-    """Mean of every ``factor x factor`` block.
+    """Mean of every ``factor x factor`` block of a gray image.
 
     Args:
-        image: (H, W) or (H, W, C) image of any numeric dtype.
+        image: ``float32`` (H, W) gray image (8-bit intensity units, as from
+            :func:`pseudolabel.sgm.cost.prepare_image`).
         factor: block side in pixels (>= 1).
 
     Returns:
-        ``float32`` (ceil(H / factor), ceil(W / factor)[, C]) image in the input's intensity units; the
-        last row and column are repeated to fill incomplete blocks.
+        ``float32`` (ceil(H / factor), ceil(W / factor)); the last row and column are repeated to fill
+        incomplete blocks. Each output row is one thread's (rows are independent), summed in float64.
     """
-    if factor == 1:
-        return image.astype(np.float32)
-    height, width = image.shape[:2]
-    pad = ((0, -height % factor), (0, -width % factor)) + ((0, 0),) * (image.ndim - 2)
-    padded = np.pad(image.astype(np.float32), pad, mode="edge")
-    rows, cols = padded.shape[0] // factor, padded.shape[1] // factor
-    blocks = padded.reshape(rows, factor, cols, factor, *padded.shape[2:])
-    return blocks.mean(axis=(1, 3), dtype=np.float32)
+    height, width = image.shape
+    rows, cols = (height + factor - 1) // factor, (width + factor - 1) // factor
+    out = np.empty((rows, cols), np.float32)
+    scale = 1.0 / (factor * factor)
+    for row in prange(rows):
+        for col in range(cols):
+            total = 0.0
+            for dy in range(factor):
+                y = min(row * factor + dy, height - 1)
+                for dx in range(factor):
+                    total += image[y, min(col * factor + dx, width - 1)]
+            out[row, col] = np.float32(total * scale)
+    return out
 
 
 def enlarge_map(values: np.ndarray, factor: int, height: int, width: int) -> np.ndarray:

@@ -42,6 +42,21 @@ def test_reduce_image_matches_the_plain_loop(height: int, width: int, factor: in
     np.testing.assert_allclose(reduced, reduce_reference(image, factor), rtol=0, atol=1e-4)
 
 
+def test_reduce_image_does_not_depend_on_the_thread_count() -> None:
+    import numba
+
+    image = np.random.default_rng(5).uniform(0, 255, size=(77, 131)).astype(np.float32)
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        single = reduce_image(image, 2)
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        double = reduce_image(image, 2)
+    finally:
+        numba.set_num_threads(threads)
+    np.testing.assert_array_equal(single, double)
+
+
 def test_enlarge_map_repeats_each_value_over_its_block() -> None:
     values = np.arange(12, dtype=np.float32).reshape(3, 4)
     enlarged = enlarge_map(values, 2, 5, 7)

@@ -41,6 +41,7 @@ This module imports h5py and numpy only (never torch).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -116,8 +117,10 @@ def run_identity(params: SGMParams, max_disp_from_calib: bool, store: str = "ful
 def describe_difference(stored: str, current: str) -> str:
     """Human-readable list of the fields that differ between two :func:`run_identity` strings."""
     old, new = json.loads(stored), json.loads(current)
-    flat_old = {**old.get("sgm_params", {}), "max_disp_from_calib": old.get("max_disp_from_calib"), "store": old.get("store", "full")}
-    flat_new = {**new.get("sgm_params", {}), "max_disp_from_calib": new.get("max_disp_from_calib"), "store": new.get("store", "full")}
+    # fields that a file's JSON leaves out (`downsample` 1) have their default value
+    defaults = dataclasses.asdict(SGMParams())
+    flat_old = {**defaults, **old.get("sgm_params", {}), "max_disp_from_calib": old.get("max_disp_from_calib"), "store": old.get("store", "full")}
+    flat_new = {**defaults, **new.get("sgm_params", {}), "max_disp_from_calib": new.get("max_disp_from_calib"), "store": new.get("store", "full")}
     changed = [
         f"{name} {flat_old.get(name)!r} in the file, {flat_new.get(name)!r} now"
         for name in sorted(set(flat_old) | set(flat_new))

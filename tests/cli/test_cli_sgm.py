@@ -449,6 +449,15 @@ def test_preset_fast_with_an_override(tmp_path: Path) -> None:
     assert "--preset" in run("sgm", "--help").output
 
 
+def test_a_rerun_with_another_preset_names_the_fields_that_differ(tmp_path: Path) -> None:
+    left_dir, right_dir = make_pairs(tmp_path, ["b"])
+    out = tmp_path / "proxies.h5"
+    assert sgm(left_dir, right_dir, out, "--preset", "fast").exit_code == 0
+    before = out.read_bytes()
+    assert_user_error(sgm(left_dir, right_dir, out), r"proxies.h5: was computed with different SGM parameters \(.*downsample 2 in the file, 1 now")
+    assert out.read_bytes() == before
+
+
 def test_a_bad_downsample_factor_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
     left_dir, right_dir = make_pairs(tmp_path, ["b"])
     out = tmp_path / "proxies.h5"

@@ -15,7 +15,7 @@ reading, matching, journal writing and assembly.
 
 Usage::
 
-    python benchmarks/sgm_pipeline.py [--pairs 8] [--repeats 3] [--max-disp 128] [--write-markdown]
+    python benchmarks/sgm_pipeline.py [--pairs 8] [--repeats 3] [--max-disp 128] [--preset fast] [--write-markdown]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from pseudolabel.datasets import discover_pairs
 from pseudolabel.io import read_image, write_image
 from pseudolabel.sgm.batch import available_cores, init_worker, make_tasks, run_tasks
 from pseudolabel.sgm.matcher import match
-from pseudolabel.sgm.params import SGMParams
+from pseudolabel.sgm.params import PRESETS, SGMParams
 from pseudolabel.store.journal import ProxyRun
 from pseudolabel.store.layout import run_identity
 
@@ -94,8 +94,9 @@ def start_workers(workers: int) -> None:
             future.result()
 
 
-def run_command(left: Path, right: Path, out: Path, max_disp: int, workers: int, compression: str) -> None:
+def run_command(left: Path, right: Path, out: Path, max_disp: int, workers: int, compression: str, preset: str = "default") -> None:
     args = ["--in", str(left), str(right), "--out", str(out), "--max-disp", str(max_disp), "--workers", str(workers), "--compression", compression]
+    args += ["--preset", preset]
     sgm.main(args, standalone_mode=False)
 
 
@@ -123,9 +124,10 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-disp", type=int, default=128)
+    parser.add_argument("--preset", default="default", choices=list(PRESETS), help="SGM preset of every run.")
     parser.add_argument("--write-markdown", action="store_true", help="write the table into BENCHMARKS.md")
     args = parser.parse_args()
-    params = SGMParams(max_disp=args.max_disp)
+    params = SGMParams.preset(args.preset).replace(max_disp=args.max_disp)
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="sgm-pipeline-") as temporary:
         root = Path(temporary)
@@ -153,7 +155,7 @@ def main() -> None:
                 else:
                     workers = 2 if "--workers 2" in mode else 1
                     compression = mode.split("--compression ")[1] if "--compression" in mode else "fast"
-                    seconds = timed(lambda: run_command(left_dir, right_dir, out, args.max_disp, workers, compression))
+                    seconds = timed(lambda: run_command(left_dir, right_dir, out, args.max_disp, workers, compression, args.preset))
                     sizes[mode] = out.stat().st_size
                     out.unlink()
                 wall[mode].append(seconds[0])
@@ -183,12 +185,13 @@ def main() -> None:
     total = sum(phases.values())
     phase_rows = ["| phase (one `--workers 1` run, wall) | s per pair | share |", "|---|---|---|"]
     phase_rows += [f"| {name} | {value / args.pairs:.3f} | {value / total:.1%} |" for name, value in phases.items()]
-    command = f"python benchmarks/sgm_pipeline.py --pairs {args.pairs} --repeats {args.repeats} --max-disp {args.max_disp} --write-markdown"
+    preset = f" --preset {args.preset}" if args.preset != "default" else ""
+    command = f"python benchmarks/sgm_pipeline.py --pairs {args.pairs} --repeats {args.repeats} --max-disp {args.max_disp}{preset} --write-markdown"
     body = f"""Command: `{command}`
 ({machine_description()}; {available_cores()} cores usable; 1-minute load average {load_before:.1f} before,
 {load_after:.1f} after: the machine is shared, so wall-clock figures include waiting for the CPU and
 CPU time is the cost.) {args.pairs} KITTI-sized pairs (gray crops {CROP[1]}x{CROP[0]} of the shipped KITTI
-2012 frame at different offsets), default `SGMParams` with max_disp {args.max_disp}. Medians of
+2012 frame at different offsets), `SGMParams` of the `{args.preset}` preset with max_disp {args.max_disp}. Medians of
 {args.repeats} interleaved rounds. `match alone` has the images in memory and uses all cores; the
 `sgm` runs are the whole command (discovery, PNG reading, matching, journal writes with compression,
 assembly of the HDF5 file) in one process, `--workers 2` includes starting the two worker processes.

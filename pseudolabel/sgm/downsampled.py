@@ -2,8 +2,9 @@
 
 The pair, converted to gray in 8-bit units like every input of the matcher
 (:func:`pseudolabel.sgm.cost.prepare_image`), is reduced by an integer factor ``f`` (each output pixel
-the mean of an ``f x f`` block; the image is first padded by repeating its last row and column to a multiple of ``f``), matched with the
-disparity range divided by ``f``, and every map of the result is brought back to the input size by
+the mean of an ``f x f`` block; incomplete blocks at the right and bottom repeat the last column and
+row), matched with the disparity range divided by ``f``, and every map of the result is brought back
+to the input size by
 repeating each value over its block (nearest neighbour): disparities are multiplied by ``f``, costs
 and validity are copied. The cost volume and the aggregation shrink by ``f**3`` (``f**2`` pixels,
 ``f`` times fewer disparities), so the matcher is 5-7x faster at ``f = 2``; the price is precision

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DEFAULT_DATA, REPO_ROOT, load_manifest, load_scene, machine_description, replace_section
 
 from pseudolabel.sgm import aggregation, cost, disparity, refinement
-from pseudolabel.sgm.downsampled import DISPARITY_MAPS, OTHER_MAPS, enlarge_map, reduce_image, reduced_params
+from pseudolabel.sgm.downsampled import DISPARITY_MAPS, OTHER_MAPS, enlarge_result, reduce_pair, reduced_params
 from pseudolabel.sgm.matcher import Matcher
 from pseudolabel.sgm.params import PRESETS, SGMParams
 
@@ -101,16 +101,13 @@ def pipeline_stages(matcher: Matcher, left: np.ndarray, right: np.ndarray) -> li
     stages: list[tuple[str, Callable[[], Any], float]] = []
     if params.downsample > 1:
         # the `fast` preset: reduce the pair, run the stages below on it, enlarge the result
-        factor, full_height, full_width = params.downsample, left.shape[0], left.shape[1]
-        full_left, full_right = cost.prepare_image(left), cost.prepare_image(right)
-        reduce_pair = lambda: (reduce_image(full_left, factor), reduce_image(full_right, factor))  # noqa: E731
-        stages.append(("reduce the pair", reduce_pair, 2 * full_left.nbytes))
-        left, right = reduce_pair()
-        params = reduced_params(params)
+        full, full_height, full_width = params, left.shape[0], left.shape[1]
+        stages.append(("reduce the pair", lambda: reduce_pair(left, right, full.downsample), 2 * 4 * full_height * full_width))
+        left, right = reduce_pair(left, right, full.downsample)
+        params = reduced_params(full)
         reduced = Matcher(params)(left, right)
-        maps = [getattr(reduced, name) for name in (*DISPARITY_MAPS, *OTHER_MAPS)]
-        enlarged_bytes = sum(values.itemsize for values in maps) * full_height * full_width
-        enlarge = lambda: [enlarge_map(values, factor, full_height, full_width) for values in maps]  # noqa: E731
+        enlarged_bytes = sum(getattr(reduced, name).itemsize for name in (*DISPARITY_MAPS, *OTHER_MAPS)) * full_height * full_width
+        enlarge = lambda: enlarge_result(reduced, full, full_height, full_width)  # noqa: E731
     height, width = left.shape[:2]
     num_disp = params.num_disp
     cells = height * width * num_disp

@@ -208,37 +208,32 @@ def fresh_process(data_dir: Path, threads: int, what: str) -> dict[str, float]:
     return json.loads(output.strip().splitlines()[-1])
 
 
+#: Presets scored besides the defaults in the accuracy tables, with the prefix of their keys.
+ACCURACY_PRESETS = (("fast_", "fast"), ("balanced_", "balanced"))
+#: OpenCV modes scored in the accuracy tables, with the prefix of their keys.
+ACCURACY_OPENCV = (("hh_", "HH"), ("3way_", "3WAY"))
+
+
 def accuracy(data_dir: Path, params: SGMParams) -> list[dict[str, float | str]]:
-    rows = []
+    """Bad-2 (%) of every method on every scene: ``dense_bad2``, ``valid_density`` and ``valid_bad2`` of
+    ``match`` with ``params`` (no prefix) and with each preset of :data:`ACCURACY_PRESETS` (prefixed),
+    ``density`` and ``bad2`` of each OpenCV mode of :data:`ACCURACY_OPENCV` on the pixels it keeps."""
+    rows: list[dict[str, float | str]] = []
     for entry in load_manifest(data_dir):
         scene = load_scene(entry, data_dir)
-        result = match(scene.left, scene.right, params.replace(max_disp=scene.max_disp))
-        fast = match(scene.left, scene.right, SGMParams.preset("fast").replace(max_disp=scene.max_disp))
-        balanced = match(scene.left, scene.right, SGMParams.preset("balanced").replace(max_disp=scene.max_disp))
-        hh = opencv_disparity("HH", scene.left, scene.right, scene.max_disp)
-        hh_valid = np.isfinite(hh)
-        three_way = opencv_disparity("3WAY", scene.left, scene.right, scene.max_disp)
-        three_way_valid = np.isfinite(three_way)
         mask = scene.mask
-        rows.append(
-            {
-                "scene": scene.scene_id,
-                "group": scene.group,
-                "dense_bad2": bad_rate(result.disparity, scene.gt, mask, 2.0),
-                "valid_density": float(100.0 * result.valid[mask].mean()),
-                "valid_bad2": bad_rate(result.disparity, scene.gt, mask & result.valid, 2.0),
-                "fast_dense_bad2": bad_rate(fast.disparity, scene.gt, mask, 2.0),
-                "fast_valid_density": float(100.0 * fast.valid[mask].mean()),
-                "fast_valid_bad2": bad_rate(fast.disparity, scene.gt, mask & fast.valid, 2.0),
-                "balanced_dense_bad2": bad_rate(balanced.disparity, scene.gt, mask, 2.0),
-                "balanced_valid_density": float(100.0 * balanced.valid[mask].mean()),
-                "balanced_valid_bad2": bad_rate(balanced.disparity, scene.gt, mask & balanced.valid, 2.0),
-                "hh_density": float(100.0 * hh_valid[mask].mean()),
-                "hh_bad2": bad_rate(hh, scene.gt, mask & hh_valid, 2.0),
-                "3way_density": float(100.0 * three_way_valid[mask].mean()),
-                "3way_bad2": bad_rate(three_way, scene.gt, mask & three_way_valid, 2.0),
-            }
-        )
+        row: dict[str, float | str] = {"scene": scene.scene_id, "group": scene.group}
+        for prefix, method_params in (("", params), *((prefix, SGMParams.preset(name)) for prefix, name in ACCURACY_PRESETS)):
+            result = match(scene.left, scene.right, method_params.replace(max_disp=scene.max_disp))
+            row[f"{prefix}dense_bad2"] = bad_rate(result.disparity, scene.gt, mask, 2.0)
+            row[f"{prefix}valid_density"] = float(100.0 * result.valid[mask].mean())
+            row[f"{prefix}valid_bad2"] = bad_rate(result.disparity, scene.gt, mask & result.valid, 2.0)
+        for prefix, mode in ACCURACY_OPENCV:
+            disparity = opencv_disparity(mode, scene.left, scene.right, scene.max_disp)
+            valid = np.isfinite(disparity)
+            row[f"{prefix}density"] = float(100.0 * valid[mask].mean())
+            row[f"{prefix}bad2"] = bad_rate(disparity, scene.gt, mask & valid, 2.0)
+        rows.append(row)
     return rows
 
 
@@ -347,13 +342,14 @@ def main() -> None:
         ]
         for label, selected in ((f"all {len(rows)}", rows), (f"the first {len(older)} (before middlebury/2014)", older)):
             values = means(selected)
+            for prefix, name in (("", "default"), ("balanced_", "balanced"), ("fast_", "fast")):
+                lines.append(
+                    f"| {label} | `match` {name} | {values[prefix + 'dense_bad2']:.2f} | {values[prefix + 'valid_density']:.1f} | "
+                    f"{values[prefix + 'valid_bad2']:.2f} |"
+                )
             lines += [
-                f"| {label} | `match` default | {values['dense_bad2']:.2f} | {values['valid_density']:.1f} | {values['valid_bad2']:.2f} |",
-                f"| {label} | `match` balanced | {values['balanced_dense_bad2']:.2f} | {values['balanced_valid_density']:.1f} | "
-                f"{values['balanced_valid_bad2']:.2f} |",
-                f"| {label} | `match` fast | {values['fast_dense_bad2']:.2f} | {values['fast_valid_density']:.1f} | {values['fast_valid_bad2']:.2f} |",
-                f"| {label} | OpenCV HH | | {values['hh_density']:.1f} | {values['hh_bad2']:.2f} |",
-                f"| {label} | OpenCV 3WAY | | {values['3way_density']:.1f} | {values['3way_bad2']:.2f} |",
+                f"| {label} | OpenCV {mode} | | {values[prefix + 'density']:.1f} | {values[prefix + 'bad2']:.2f} |"
+                for prefix, mode in ACCURACY_OPENCV
             ]
         lines += [
             "",

@@ -93,26 +93,31 @@ def reduced_params(params: SGMParams) -> SGMParams:
     )
 
 
-def match_downsampled(
-    left: np.ndarray, right: np.ndarray, params: SGMParams, match_reduced: Callable[[np.ndarray, np.ndarray, SGMParams], SGMResult]
-) -> SGMResult:
-    """Match a pair at ``1 / params.downsample`` of its resolution and enlarge the result.
+def reduce_pair(left: np.ndarray, right: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """Both images as the reduced matcher sees them: gray in 8-bit units (:func:`pseudolabel.sgm.cost.prepare_image`), block means.
 
     Args:
         left, right: (H, W) or (H, W, 3) images of equal size, as :func:`pseudolabel.sgm.matcher.match` takes them.
-        params: parameters at the input resolution, ``params.downsample >= 2``.
-        match_reduced: the matcher run on the reduced pair with :func:`reduced_params`.
+        factor: block side in pixels.
 
     Returns:
-        :class:`SGMResult` of size (H, W): disparities in input pixels (``x_right = x_left - d``),
-        ``params`` as given; disparities outside ``[min_disp, max_disp)`` by less than the factor can
-        occur where the range is not a multiple of it.
+        ``float32`` (ceil(H / factor), ceil(W / factor)) left and right gray images.
+    """
+    return reduce_image(prepare_image(left), factor), reduce_image(prepare_image(right), factor)
+
+
+def enlarge_result(reduced: SGMResult, params: SGMParams, height: int, width: int) -> SGMResult:
+    """A result of the reduced pair at the input size: every map repeated over its block, disparities times the factor.
+
+    Args:
+        reduced: the match of :func:`reduce_pair`'s images with :func:`reduced_params`.
+        params: parameters at the input resolution (``params.downsample`` is the factor); stored in the result.
+        height, width: the input's size in pixels.
+
+    Returns:
+        :class:`SGMResult` of size (height, width), disparities in input pixels (``x_right = x_left - d``).
     """
     factor = params.downsample
-    height, width = left.shape[:2]
-    reduced_left = reduce_image(prepare_image(left), factor)
-    reduced_right = reduce_image(prepare_image(right), factor)
-    reduced = match_reduced(reduced_left, reduced_right, reduced_params(params))
     enlarged = dataclasses.replace(reduced, params=params)
     for name in DISPARITY_MAPS:
         values = getattr(reduced, name)
@@ -120,3 +125,23 @@ def match_downsampled(
     for name in OTHER_MAPS:
         setattr(enlarged, name, enlarge_map(getattr(reduced, name), factor, height, width))
     return enlarged
+
+
+def match_downsampled(
+    left: np.ndarray, right: np.ndarray, params: SGMParams, match_reduced: Callable[[np.ndarray, np.ndarray], SGMResult]
+) -> SGMResult:
+    """Match a pair at ``1 / params.downsample`` of its resolution and enlarge the result.
+
+    Args:
+        left, right: (H, W) or (H, W, 3) images of equal size, as :func:`pseudolabel.sgm.matcher.match` takes them.
+        params: parameters at the input resolution, ``params.downsample >= 2``.
+        match_reduced: the matcher of the reduced pair, set up with :func:`reduced_params` (a
+            :class:`pseudolabel.sgm.matcher.Matcher` of them, or a call of ``match`` with them).
+
+    Returns:
+        :class:`SGMResult` of size (H, W): disparities in input pixels (``x_right = x_left - d``),
+        ``params`` as given; disparities outside ``[min_disp, max_disp)`` by less than the factor can
+        occur where the range is not a multiple of it.
+    """
+    reduced = match_reduced(*reduce_pair(left, right, params.downsample))
+    return enlarge_result(reduced, params, left.shape[0], left.shape[1])

@@ -80,10 +80,7 @@ class Matcher:
         if params.downsample > 1:
             if self._reduced is None:
                 self._reduced = Matcher(downsampled.reduced_params(params))
-            reduced_matcher = self._reduced
-            return downsampled.match_downsampled(
-                left, right, params, lambda reduced_left, reduced_right, _: reduced_matcher(reduced_left, reduced_right)
-            )
+            return downsampled.match_downsampled(left, right, params, self._reduced)
         left_gray = cost.prepare_image(left)
         right_gray = cost.prepare_image(right)
         cost_volume = cost.compute_cost(left_gray, right_gray, params, out=self._cost_buffer)
@@ -151,8 +148,9 @@ def match(
     if chosen.downsample > 1:
         chosen.validate()
         _check_images(left, right, chosen)
+        reduced = downsampled.reduced_params(chosen)
         return downsampled.match_downsampled(
-            left, right, chosen, lambda reduced_left, reduced_right, reduced: match(reduced_left, reduced_right, reduced, max_memory=max_memory)
+            left, right, chosen, lambda reduced_left, reduced_right: match(reduced_left, reduced_right, reduced, max_memory=max_memory)
         )
     if max_memory is not None:
         from pseudolabel.sgm import tiled

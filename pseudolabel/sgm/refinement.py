@@ -397,22 +397,9 @@ def _edge_aware_median_select(
 ) -> np.ndarray:
     """:func:`edge_aware_median` of windows of more than :data:`NETWORK_LIMIT` samples, pixel by pixel.
 
-    Median of the disparities sampled every ``step`` pixels in a ``(2 radius + 1)^2`` window,
-    restricted to the samples whose guide intensity is within ``intensity_range`` of the centre's (a
-    binary-weight weighted median, so that the filter does not cross object edges).
-
-    Args:
-        disparity: ``float32`` (H, W) dense disparity, pixels.
-        guide: ``float32`` (H, W) gray left image in 8-bit units.
-        radius: window radius in pixels (0 = unchanged copy).
-        intensity_range: largest intensity difference (8-bit gray levels) of a pixel that takes part.
-        where: ``bool`` (H, W): filter these pixels only (the others are copied).
-        step: sample spacing in pixels (a sparse window: ``radius=6, step=3`` takes 5 x 5 samples
-            spread over 13 x 13 pixels).
-
-    Returns:
-        ``float32`` (H, W) filtered disparity; for an even number of values, the mean of the two
-        middle ones. The centre always takes part, so the window is never empty.
+    Arguments, result and units as :func:`edge_aware_median`: the median of the disparities sampled
+    every ``step`` pixels in a ``(2 radius + 1)^2`` window, restricted to the samples whose guide
+    intensity is within ``intensity_range`` of the centre's, at the pixels of ``where``.
     """
     height, width = disparity.shape
     filtered = disparity.copy()

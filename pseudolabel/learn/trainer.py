@@ -33,6 +33,7 @@ import json
 import math
 import signal
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -114,6 +115,19 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return repr(value)
+
+
+def advance_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+    """Advance the learning-rate schedule by one optimisation step, also when that step's update was skipped.
+
+    With float16 on CUDA the gradient scaler skips the updates whose gradients overflowed while it
+    calibrates its scale, so the first steps may pass without an ``optimizer.step()``. The schedule
+    still follows the step count; torch's warning that the scheduler stepped before the optimiser
+    says nothing the user could act on, and is silenced here (only that warning).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`")
+        scheduler.step()
 
 
 @dataclass
@@ -519,7 +533,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(optimisation.parameters, config.grad_clip)
         scaler.step(optimizer)
         scaler.update()
-        optimisation.scheduler.step()
+        advance_schedule(optimisation.scheduler)
         self.step += 1
         return step_logs
 

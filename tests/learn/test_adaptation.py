@@ -158,7 +158,8 @@ def test_left_right_term_needs_the_network_and_uses_the_mirrored_pair(device: to
     objective.set_predict(constant_network)
     loss, logs = objective(plane, batch)
     # a fronto-parallel plane is consistent in both views
-    assert loss.item() == 0.0 and logs["loss/lr"] == 0.0
+    # (exactly 0 on the CPU; CUDA's grid_sample leaves ~1e-10)
+    assert loss.item() == pytest.approx(0.0, abs=1e-6) and logs["loss/lr"] == pytest.approx(0.0, abs=1e-6)
     assert len(calls) == 1 and torch.equal(calls[0], torch.flip(batch["right"], dims=[-1]))
     assert list(objective.state_dict()) == []  # the network is not a sub-module of the objective
     # with a real network the term has a finite gradient for its weights

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from pseudolabel.learn.samples import make_sample, sample_rng
 from pseudolabel.learn.trainer import (
     Trainer,
     TrainerConfig,
+    advance_schedule,
     lr_factor,
 )
 from pseudolabel.models.registry import build_network
@@ -412,3 +414,26 @@ def test_rank_slices_of_a_step_cover_the_single_process_batch() -> None:
     assert single[0] == [8, 9, 10, 11]
     for step in range(3):
         assert ranks[0][step] + ranks[1][step] == single[step]
+
+
+def test_a_skipped_update_still_advances_the_schedule_without_a_warning() -> None:
+    # what the float16 gradient scaler does on CUDA while it calibrates: no optimizer.step() this step
+    weight = torch.nn.Parameter(torch.ones(2))
+    optimizer = torch.optim.SGD([weight], lr=1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5**step)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        advance_schedule(scheduler)
+    assert optimizer.param_groups[0]["lr"] == 0.5 and scheduler.last_epoch == 1
+    # any other warning of the scheduler still reaches the user
+    with pytest.warns(UserWarning, match="other"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            original = scheduler.get_lr
+
+            def noisy_get_lr() -> list[float]:
+                warnings.warn("some other scheduler warning", UserWarning, stacklevel=1)
+                return original()
+
+            scheduler.get_lr = noisy_get_lr  # type: ignore[method-assign]
+            advance_schedule(scheduler)

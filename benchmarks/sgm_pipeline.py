@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 from _common import REPO_ROOT, machine_description, replace_section
+from sgm_profile import simd_flags
 
 from pseudolabel.cli.sgm import sgm
 from pseudolabel.datasets import discover_pairs
@@ -101,13 +102,14 @@ def run_command(left: Path, right: Path, out: Path, max_disp: int, workers: int,
 
 
 def breakdown(left: Path, right: Path, out: Path, params: SGMParams) -> dict[str, float]:
-    """Seconds spent per phase in one single-worker run (sum over pairs)."""
+    """Seconds spent per phase in one single-worker run with the ``fast`` compression (sum over pairs)."""
     pairs = discover_pairs([left, right])
     phases = {"read": 0.0, "match": 0.0, "journal write": 0.0, "assembly": 0.0}
     with ProxyRun(out, params) as run:
-        tasks = make_tasks(pairs, params, False, run.journal, run_identity(params, False))
+        tasks = make_tasks(pairs, params, False, run.journal, run_identity(params, False), "fast")
 
         def on_done(done) -> None:  # type: ignore[no-untyped-def]
+            run.record(done.key, Path(done.entry))  # as the command does: else finish() assembles nothing
             phases["read"] += done.read_s
             phases["match"] += done.match_s
             phases["journal write"] += done.write_s
@@ -183,12 +185,12 @@ def main() -> None:
         f"{startup_wall:.2f} s wall, {startup_cpu:.2f} s CPU; the last row subtracts it."
     )
     total = sum(phases.values())
-    phase_rows = ["| phase (one `--workers 1` run, wall) | s per pair | share |", "|---|---|---|"]
+    phase_rows = ["| phase (one `--workers 1` run, `--compression fast`, wall) | s per pair | share |", "|---|---|---|"]
     phase_rows += [f"| {name} | {value / args.pairs:.3f} | {value / total:.1%} |" for name, value in phases.items()]
     preset = f" --preset {args.preset}" if args.preset != "default" else ""
     command = f"python benchmarks/sgm_pipeline.py --pairs {args.pairs} --repeats {args.repeats} --max-disp {args.max_disp}{preset} --write-markdown"
     body = f"""Command: `{command}`
-({machine_description()}; {available_cores()} cores usable; 1-minute load average {load_before:.1f} before,
+({machine_description()}; {simd_flags()}; {available_cores()} cores usable; 1-minute load average {load_before:.1f} before,
 {load_after:.1f} after: the machine is shared, so wall-clock figures include waiting for the CPU and
 CPU time is the cost.) {args.pairs} KITTI-sized pairs (gray crops {CROP[1]}x{CROP[0]} of the shipped KITTI
 2012 frame at different offsets), `SGMParams` of the `{args.preset}` preset with max_disp {args.max_disp}. Medians of

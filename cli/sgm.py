@@ -206,6 +206,7 @@ def sgm(
     from pseudolabel.outputs import check_output_file
     from pseudolabel.sgm.batch import run_sgm
     from pseudolabel.sgm.tiled import parse_size
+    from pseudolabel.store.journal import journal_entries
     from pseudolabel.store.names import journal_path
 
     try:
@@ -233,7 +234,7 @@ def sgm(
         )
     except KeyboardInterrupt:
         journal = journal_path(out)
-        finished = len(list(journal.glob("*.h5"))) if journal.is_dir() else 0
+        finished = len(journal_entries(journal))
         state = "unchanged" if out.exists() else "not written yet"
         raise Interrupted(f"{finished} finished pair(s) in the journal {journal} ({out} is {state}; the rerun adds them)") from None
     click.echo(f"sgm: wrote {summary.out} ({summary.added} pairs added, {summary.pairs} pairs of this input in the file)", err=True)

@@ -35,11 +35,12 @@ from pseudolabel.datasets import PairInfo, discover_pairs, find_unpaired
 from pseudolabel.errors import InputError
 from pseudolabel.io import read_image
 from pseudolabel.progress import Progress, or_silent
-from pseudolabel.sgm.matcher import match
+from pseudolabel.sgm.downsampled import enlarge_map
+from pseudolabel.sgm.matcher import match, match_reduced
 from pseudolabel.sgm.pair_check import check_pairs
 from pseudolabel.sgm.params import SGMParams
 from pseudolabel.store.datasets_io import COMPRESSIONS, DEFAULT_COMPRESSION
-from pseudolabel.store.journal import ProxyRun, encode_journal_entry, write_journal_bytes
+from pseudolabel.store.journal import ProxyRun, encode_journal_entry, write_journal_bytes, write_raw_journal_entry
 from pseudolabel.store.layout import MINIMAL_CONFIDENCE, STORES, pair_attributes, result_arrays, run_identity, store_arrays
 from pseudolabel.threads import tune_allocator
 
@@ -310,20 +311,41 @@ class PairDone:
 
 @dataclass
 class MatchedPair:
-    """A pair read and matched, not yet journaled: on-disk arrays ((H, W) each), group attributes, seconds
-    (matching includes the confidence of ``--store minimal``), attributes of some datasets by name."""
+    """A pair read and matched, not yet journaled: on-disk arrays, group attributes, seconds (matching
+    includes the confidence of ``--store minimal``), attributes of some datasets by name, and the block
+    factor of the datasets kept at a reduced resolution (missing = 1: (H, W); ``f``: (ceil(H / f), ceil(W / f)),
+    see :meth:`full_arrays`)."""
 
     arrays: dict[str, np.ndarray]
     attrs: dict[str, Any]
     read_s: float
     match_s: float
     dataset_attrs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    factors: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(H, W)`` of the pair, pixels (from the ``height`` and ``width`` attributes)."""
+        return int(self.attrs["height"]), int(self.attrs["width"])
+
+    def full_arrays(self) -> dict[str, np.ndarray]:
+        """Every dataset at (H, W): those kept reduced repeated over their blocks (what ``match`` returns)."""
+        height, width = self.size
+        factors = self.factors
+        return {name: enlarge_map(a, factors[name], height, width) if factors.get(name, 1) > 1 else a for name, a in self.arrays.items()}
 
 
-def compute_pair(task: PairTask) -> MatchedPair:
-    """Read and match one pair: the per-pair work, the same in this process, in a local worker process
-    and on a Dask worker (which journal the result differently, see :func:`process_pair` and
-    :mod:`pseudolabel.sgm.cluster`).
+@dataclass
+class ReadPair:
+    """A pair's images as :func:`read_pair` read them: (H, W) or (H, W, 3) ``uint8``/``uint16``, and the seconds it took."""
+
+    left: np.ndarray
+    right: np.ndarray
+    read_s: float
+
+
+def read_pair(task: PairTask) -> ReadPair:
+    """Read a pair's images and check that they can be matched (one size, a range narrower than the width).
 
     Raises:
         InputError: unreadable images, different sizes, or a disparity range wider than the image,
@@ -345,13 +367,39 @@ def compute_pair(task: PairTask) -> MatchedPair:
             f"{task.left}: the disparity range [{params.min_disp}, {params.max_disp}) is wider than the image "
             f"width {width}; lower --max-disp (or raise --min-disp)"
         )
+    return ReadPair(left, right, time.perf_counter() - start)
+
+
+def compute_pair(task: PairTask, reduced: bool = False) -> MatchedPair:
+    """Read and match one pair: the per-pair work, the same in this process, in a local worker process
+    and on a Dask worker (which journal the result differently, see :func:`process_pair`,
+    :func:`process_pair_here` and :mod:`pseudolabel.sgm.cluster`).
+
+    Args:
+        task: the pair.
+        reduced: keep the maps of a reduced-resolution match (``params.downsample > 1``) at that
+            resolution (:func:`pseudolabel.sgm.matcher.match_reduced`; ``MatchedPair.factors`` says which);
+            ``False`` = full size, as :func:`pseudolabel.sgm.matcher.match` returns them. The confidence of
+            ``--store minimal`` is computed at full size either way.
+
+    Raises:
+        InputError: see :func:`read_pair`.
+    """
+    images = read_pair(task)
     read_done = time.perf_counter()
+    left, right, params = images.left, images.right, task.params
+    height, width = left.shape[:2]
+    factor = params.downsample if reduced else 1
     try:
-        result = match(left, right, params, max_memory=task.max_memory)
+        result = (
+            match_reduced(left, right, params, max_memory=task.max_memory) if factor > 1 else match(left, right, params, max_memory=task.max_memory)
+        )
     except InputError as error:
         raise InputError(f"{task.left}: {error}") from None
+    # result_arrays commutes with the block repetition (dtype conversions are per value, the uint16 test sees the same values)
     computed = result_arrays(result)
     arrays = store_arrays(computed, task.store)
+    factors = {name: factor for name in arrays} if factor > 1 else {}
     dataset_attrs: dict[str, dict[str, Any]] = {}
     if MINIMAL_CONFIDENCE in STORES[task.store]:  # the shipped CCNN's confidence instead of what it reads
         import numba
@@ -359,22 +407,24 @@ def compute_pair(task: PairTask) -> MatchedPair:
         from pseudolabel.confidence.scoring import score_matched_pair
 
         threads = int(numba.get_num_threads())  # this process's (or worker's) share of the cores
+        if factor > 1:
+            computed = {name: enlarge_map(array, factor, height, width) for name, array in computed.items()}
         arrays[MINIMAL_CONFIDENCE], dataset_attrs[MINIMAL_CONFIDENCE] = score_matched_pair(computed, params, threads)
-    shape = arrays["disparity"].shape
+    valid = arrays["valid"] if factor == 1 else enlarge_map(arrays["valid"], factor, height, width)
     attrs = pair_attributes(
         task.key,
         task.left,
         task.right,
         params,
-        (shape[0], shape[1]),
-        arrays["valid"],
+        (height, width),
+        valid,
         task.gt_left,
         task.gt_scale,
         task.masks,
     )
     if result.bands > 1:  # cut by the memory budget: a few pixels near the cuts differ from whole-image matching
         attrs["bands"] = int(result.bands)
-    return MatchedPair(arrays, attrs, read_done - start, time.perf_counter() - read_done, dataset_attrs)
+    return MatchedPair(arrays, attrs, images.read_s, time.perf_counter() - read_done, dataset_attrs, factors)
 
 
 @dataclass
@@ -391,7 +441,7 @@ class EncodedPair:
 def encode_pair(task: PairTask, matched: MatchedPair) -> EncodedPair:
     """Compress a matched pair into its journal entry, in memory (on a Dask worker: before it is sent)."""
     start = time.perf_counter()
-    entry = encode_journal_entry(task.key, matched.arrays, matched.attrs, task.identity, task.compression, matched.dataset_attrs)
+    entry = encode_journal_entry(task.key, matched.full_arrays(), matched.attrs, task.identity, task.compression, matched.dataset_attrs)
     return EncodedPair(entry, matched.read_s, matched.match_s, time.perf_counter() - start)
 
 
@@ -410,6 +460,32 @@ def process_pair(task: PairTask) -> PairDone:
         InputError: see :func:`run_sgm`.
     """
     return journal_pair(task, encode_pair(task, compute_pair(task)))
+
+
+def process_pair_here(task: PairTask) -> PairDone:
+    """Read, match and journal one pair in the process that assembles the output (``--workers 1``): maps of a
+    reduced-resolution match kept at that resolution (:func:`compute_pair` with ``reduced=True``) and
+    written as a raw entry (:func:`pseudolabel.store.journal.write_raw_journal_entry`: no compression, no
+    in-memory HDF5 file); the assembly enlarges and compresses them. The output is the same as through
+    :func:`process_pair`.
+
+    Raises:
+        InputError: see :func:`run_sgm`.
+    """
+    matched = compute_pair(task, reduced=True)
+    start = time.perf_counter()
+    entry = write_raw_journal_entry(
+        Path(task.journal),
+        task.key,
+        matched.arrays,
+        matched.attrs,
+        task.identity,
+        task.compression,
+        matched.size,
+        matched.factors,
+        matched.dataset_attrs,
+    )
+    return PairDone(task.key, str(entry), matched.read_s, matched.match_s, time.perf_counter() - start)
 
 
 def init_worker(threads: int, parent: int) -> None:
@@ -492,7 +568,9 @@ def make_tasks(
 
 
 def run_tasks(tasks: Sequence[PairTask], workers: int, on_done: Callable[[PairDone], None]) -> None:
-    """Process ``tasks``: in this process when ``workers == 1``, else in ``workers`` spawned processes.
+    """Process ``tasks``: in this process when ``workers == 1`` (:func:`process_pair_here`: raw journal
+    entries), else in ``workers`` spawned processes (:func:`process_pair`: compressed HDF5 entries, so the
+    compression runs in parallel in the workers).
 
     ``on_done`` is called in this process for each finished pair. The first error stops the run
     (pending pairs are cancelled, finished ones stay in the journal) and is re-raised. The
@@ -501,7 +579,7 @@ def run_tasks(tasks: Sequence[PairTask], workers: int, on_done: Callable[[PairDo
     delay = float(os.environ.get(SLOW_ENV, "0") or 0)
     if workers <= 1 or len(tasks) <= 1:
         for task in tasks:
-            on_done(process_pair(task))
+            on_done(process_pair_here(task))
             if delay:
                 time.sleep(delay)
         return

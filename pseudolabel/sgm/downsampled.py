@@ -106,6 +106,26 @@ def reduce_pair(left: np.ndarray, right: np.ndarray, factor: int) -> tuple[np.nd
     return reduce_image(prepare_image(left), factor), reduce_image(prepare_image(right), factor)
 
 
+def scale_disparities(reduced: SGMResult, params: SGMParams) -> SGMResult:
+    """A result of the reduced pair in input pixels, still at the reduced size: disparity maps times the factor.
+
+    Args:
+        reduced: the match of :func:`reduce_pair`'s images with :func:`reduced_params`; not modified.
+        params: parameters at the input resolution (``params.downsample`` is the factor); stored in the result.
+
+    Returns:
+        :class:`SGMResult` of the reduced size (ceil(H / factor), ceil(W / factor)): the maps of
+        :data:`DISPARITY_MAPS` multiplied by the factor in their own dtype, the others as they are.
+        :func:`enlarge_map` of each map gives :func:`enlarge_result`'s.
+    """
+    factor = params.downsample
+    scaled = dataclasses.replace(reduced, params=params)
+    for name in DISPARITY_MAPS:
+        values = getattr(reduced, name)
+        setattr(scaled, name, values * values.dtype.type(factor))
+    return scaled
+
+
 def enlarge_result(reduced: SGMResult, params: SGMParams, height: int, width: int) -> SGMResult:
     """A result of the reduced pair at the input size: every map repeated over its block, disparities times the factor.
 
@@ -118,12 +138,9 @@ def enlarge_result(reduced: SGMResult, params: SGMParams, height: int, width: in
         :class:`SGMResult` of size (height, width), disparities in input pixels (``x_right = x_left - d``).
     """
     factor = params.downsample
-    enlarged = dataclasses.replace(reduced, params=params)
-    for name in DISPARITY_MAPS:
-        values = getattr(reduced, name)
-        setattr(enlarged, name, enlarge_map(values * values.dtype.type(factor), factor, height, width))
-    for name in OTHER_MAPS:
-        setattr(enlarged, name, enlarge_map(getattr(reduced, name), factor, height, width))
+    enlarged = scale_disparities(reduced, params)
+    for name in DISPARITY_MAPS + OTHER_MAPS:
+        setattr(enlarged, name, enlarge_map(getattr(enlarged, name), factor, height, width))
     return enlarged
 
 

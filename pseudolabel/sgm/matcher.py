@@ -165,6 +165,31 @@ def match(
     return _thread_matcher(chosen)(left, right)
 
 
+def match_reduced(left: np.ndarray, right: np.ndarray, params: SGMParams, *, max_memory: int | str | None = None) -> SGMResult:
+    """:func:`match` without the final enlargement of a reduced-resolution match (``params.downsample > 1``).
+
+    Args:
+        left, right: images as :func:`match` takes them, (H, W) or (H, W, 3).
+        params: parameters at the input resolution.
+        max_memory: as for :func:`match` (applies to the reduced pair).
+
+    Returns:
+        :class:`SGMResult` of size (ceil(H / f), ceil(W / f)), ``f = params.downsample``, disparities in input
+        pixels (:func:`pseudolabel.sgm.downsampled.scale_disparities`); repeating every map over its
+        ``f x f`` block (:func:`pseudolabel.sgm.downsampled.enlarge_map`) gives exactly ``match``'s result.
+        With ``f = 1`` this is ``match``'s result.
+
+    Raises:
+        InputError: as :func:`match`.
+    """
+    if params.downsample <= 1:
+        return match(left, right, params, max_memory=max_memory)
+    params.validate()
+    _check_images(left, right, params)
+    reduced = match(*downsampled.reduce_pair(left, right, params.downsample), downsampled.reduced_params(params), max_memory=max_memory)
+    return downsampled.scale_disparities(reduced, params)
+
+
 def finish_matching(
     left_disparity: np.ndarray, right_disparity: np.ndarray, winners: disparity.Winners, left_gray: np.ndarray, params: SGMParams
 ) -> SGMResult:

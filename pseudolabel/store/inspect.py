@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pseudolabel.store.journal import journal_entries
 from pseudolabel.store.layout import LABELS, RESULT_DATASETS, STORES
 from pseudolabel.store.names import journal_path
 from pseudolabel.store.proxies import ProxyFile, open_proxies
@@ -55,7 +56,7 @@ def describe_proxies(path: str | os.PathLike[str], show_all: bool = False) -> st
             lines.append(f"mean valid density {np.mean(densities):.1%} over {len(keys)} pairs")
     journal = journal_path(path)
     if journal.is_dir():
-        pending = len(list(journal.glob("*.h5")))
+        pending = len(journal_entries(journal))
         if pending:
             lines.append(f"unfinished run: {pending} finished pairs wait in {journal}; rerun the same `pseudolabel sgm` command to finish it")
     return "\n".join(lines)

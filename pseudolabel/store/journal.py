@@ -2,8 +2,9 @@
 
 - :func:`output_lock` -- one writer per output file (``<out>.lock``, an exclusive ``flock``);
 - :class:`ProxyRun` -- one ``pseudolabel sgm`` run: finished pairs go to a journal folder
-  ``<out>.journal/`` (one HDF5 file per pair, :func:`write_journal_entry`, written under a temporary
-  name and renamed), and :meth:`ProxyRun.finish` assembles ``<out>.partial`` (the existing output
+  ``<out>.journal/`` (one file per pair, written under a temporary name and renamed: an HDF5 file,
+  :func:`write_journal_entry`, from worker processes, or a raw entry, :func:`write_raw_journal_entry`,
+  from the process that assembles), and :meth:`ProxyRun.finish` assembles ``<out>.partial`` (the existing output
   plus the journal's pairs) and renames it over ``<out>`` in one atomic step;
 - :func:`edit_proxies` -- in-place edits of a finished file (confidences, labels) that write only what
   they add and commit atomically (:mod:`pseudolabel.store.edits`);
@@ -23,7 +24,7 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from pseudolabel.sgm.params import SGMParams
 from pseudolabel.store import edits
 from pseudolabel.store.datasets_io import DEFAULT_COMPRESSION, open_h5, python_value
 from pseudolabel.store.durability import fsync_directory, fsync_file
+from pseudolabel.store.entries import RAW_SUFFIX, encode_raw_entry, read_raw_entry
 from pseudolabel.store.layout import (
     JOURNAL_ENTRY_FORMAT,
     JOURNAL_HEADER,
@@ -85,9 +87,22 @@ def output_lock(out: Path) -> Iterator[None]:
         handle.close()
 
 
-def journal_entry_path(journal: Path, key: str) -> Path:
-    """File of one pair in the journal (named by a hash of the key, which may contain ``/``)."""
-    return journal / (hashlib.sha1(key.encode("utf-8")).hexdigest()[:24] + ".h5")
+#: File name endings of journal entries: HDF5 entries and raw entries (:mod:`pseudolabel.store.entries`).
+HDF5_SUFFIX = ".h5"
+ENTRY_SUFFIXES = (HDF5_SUFFIX, RAW_SUFFIX)
+
+
+def journal_entry_path(journal: Path, key: str, suffix: str = HDF5_SUFFIX) -> Path:
+    """File of one pair in the journal (named by a hash of the key, which may contain ``/``; ``suffix`` one of
+    :data:`ENTRY_SUFFIXES`)."""
+    return journal / (hashlib.sha1(key.encode("utf-8")).hexdigest()[:24] + suffix)
+
+
+def journal_entries(journal: Path) -> list[Path]:
+    """The entry files in a journal folder (HDF5 and raw, sorted by path); ``[]`` when there is no folder."""
+    if not journal.is_dir():
+        return []
+    return sorted(path for suffix in ENTRY_SUFFIXES for path in journal.glob("*" + suffix))
 
 
 def write_journal_entry(
@@ -137,14 +152,48 @@ def encode_journal_entry(
         return bytes(h5file.id.get_file_image())
 
 
-def write_journal_bytes(journal: Path, key: str, entry: bytes) -> Path:
-    """Write an entry of :func:`encode_journal_entry` into the journal folder atomically (temporary file,
-    then rename); returns its path."""
-    target = journal_entry_path(journal, key)
-    temporary = journal / f".{target.stem}.{os.getpid()}.{threading.get_ident()}.tmp"
+def write_raw_journal_entry(
+    journal: Path,
+    key: str,
+    arrays: Mapping[str, np.ndarray],
+    attrs: Mapping[str, Any],
+    identity: str,
+    compression: str,
+    size: tuple[int, int],
+    factors: Mapping[str, int] | None = None,
+    dataset_attrs: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Path:
+    """Write one finished pair into the journal atomically as a raw entry (:func:`pseudolabel.store.entries.encode_raw_entry`:
+    array bytes, no compression; datasets with a ``factor`` above 1 stored at ``1 / factor`` of ``size`` and
+    enlarged when the output is assembled). Arguments as for ``encode_raw_entry``.
+
+    Returns:
+        The entry's path (``<hash>.raw``).
+
+    Raises:
+        ValueError: see ``encode_raw_entry``.
+    """
+    pieces = encode_raw_entry(key, arrays, attrs, identity, compression, size, factors, dataset_attrs)
+    return write_journal_bytes(journal, key, pieces, RAW_SUFFIX)
+
+
+def write_journal_bytes(journal: Path, key: str, entry: bytes | Sequence[bytes | memoryview], suffix: str = HDF5_SUFFIX) -> Path:
+    """Write an entry into the journal folder atomically (temporary file, then rename); returns its path.
+
+    Args:
+        journal: the journal folder.
+        key: the pair's key (names the file, :func:`journal_entry_path`).
+        entry: the bytes of :func:`encode_journal_entry`, or the pieces of
+            :func:`pseudolabel.store.entries.encode_raw_entry`, written one after the other.
+        suffix: :data:`HDF5_SUFFIX` or :data:`pseudolabel.store.entries.RAW_SUFFIX`, as the entry is.
+    """
+    target = journal_entry_path(journal, key, suffix)
+    temporary = journal / f".{target.stem}{target.suffix}.{os.getpid()}.{threading.get_ident()}.tmp"
+    pieces = [entry] if isinstance(entry, bytes) else entry
     try:
         with open(temporary, "wb") as handle:
-            handle.write(entry)
+            for piece in pieces:
+                handle.write(piece)
         os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -154,7 +203,15 @@ def write_journal_bytes(journal: Path, key: str, entry: bytes) -> Path:
 
 
 def _read_journal_entry(path: Path, identity: str, datasets: tuple[str, ...] = tuple(RESULT_DATASETS)) -> str | None:
-    """The key of a valid journal entry, or ``None`` when it is damaged or from another run."""
+    """The key of a valid journal entry (HDF5 or raw), or ``None`` when it is damaged or from another run."""
+    if path.suffix == RAW_SUFFIX:
+        try:
+            entry = read_raw_entry(path)
+        except (OSError, ValueError):
+            return None
+        if entry.identity != identity or any(name not in entry.arrays for name in datasets):
+            return None
+        return entry.key
     try:
         with h5py.File(path, "r") as h5file:
             if python_value(h5file.attrs.get("format")) != JOURNAL_ENTRY_FORMAT:
@@ -251,7 +308,7 @@ class ProxyRun:
 
     def __exit__(self, exc_type: Any, *exc_info: Any) -> None:
         try:
-            if self.journal.is_dir() and not any(self.journal.glob("*.h5")):
+            if self.journal.is_dir() and not journal_entries(self.journal):
                 shutil.rmtree(self.journal, ignore_errors=True)
         finally:
             if self._lock is not None:
@@ -276,7 +333,7 @@ class ProxyRun:
                 journal_fresh = bool(recorded.get("fresh", False)) and journal_identity == self.identity
             except (OSError, ValueError, KeyError, TypeError):
                 recorded, journal_identity = None, None
-            entries = sorted(self.journal.glob("*.h5"))
+            entries = journal_entries(self.journal)
             reusable = journal_identity == self.identity and (not self.overwrite or journal_fresh)
             if recorded is None and entries:
                 state.notes.append(f"{self.journal}: has no valid {JOURNAL_HEADER}; its {len(entries)} entries are checked one by one")
@@ -294,8 +351,10 @@ class ProxyRun:
             elif entries:
                 for entry in entries:
                     key = _read_journal_entry(entry, self.identity, STORES[self.store])
-                    if key is None or journal_entry_path(self.journal, key) != entry:
+                    if key is None or journal_entry_path(self.journal, key, entry.suffix) != entry:
                         state.notes.append(f"{entry}: damaged journal entry, recomputing that pair")
+                        entry.unlink()
+                    elif key in state.done_in_journal:  # the same pair in both formats: keep one
                         entry.unlink()
                     else:
                         state.done_in_journal[key] = entry

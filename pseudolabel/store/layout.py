@@ -30,10 +30,12 @@ The contract (also in ``data/README.md``):
   log ``<file>.edit`` (:mod:`pseudolabel.store.edits`).
 
 Crash safety of ``pseudolabel sgm`` (see :class:`pseudolabel.store.journal.ProxyRun`): finished pairs go first to a journal
-folder ``<out>.journal/`` (one small HDF5 file per pair, written to a temporary name and renamed, so
-a kill never leaves half an entry). When every pair is done, the final file is assembled in
-``<out>.partial`` (a copy of the existing output plus the journal's pairs, raw compressed chunks
-copied) and renamed over ``<out>`` in one atomic step; only then is the journal removed. A kill at
+folder ``<out>.journal/`` (one file per pair, written to a temporary name and renamed, so a kill never
+leaves half an entry: a small HDF5 file from worker processes, a raw entry of :mod:`pseudolabel.store.entries`
+from a single-process run). When every pair is done, the final file is assembled in ``<out>.partial`` (a
+copy of the existing output plus the journal's pairs, :func:`copy_journal_pairs`: the compressed chunks
+of HDF5 entries copied, raw entries written as :func:`write_pair_group` writes a pair) and renamed over
+``<out>`` in one atomic step; only then is the journal removed. A kill at
 any moment therefore leaves the previous output intact and the journal from which a rerun resumes.
 
 This module imports h5py and numpy only (never torch).
@@ -55,6 +57,7 @@ from pseudolabel import __version__
 from pseudolabel.errors import InputError
 from pseudolabel.sgm.params import SGMParams, SGMResult
 from pseudolabel.store.datasets_io import DEFAULT_COMPRESSION, write_dataset
+from pseudolabel.store.entries import RAW_SUFFIX, read_raw_entry
 from pseudolabel.store.names import key_to_name
 
 FORMAT = "pseudolabel-proxies"
@@ -255,11 +258,25 @@ def initialise_root(h5file: h5py.File, params: SGMParams, max_disp_from_calib: b
 
 
 def copy_journal_pairs(pairs: h5py.Group, entries: Mapping[str, Path], keys: Iterable[str]) -> None:
-    """Copy the pair group of each journal entry (``entries[key]``: an HDF5 file whose ``/pair`` is the
-    pair's group) into ``pairs`` as ``/pairs/<name>``, replacing a group of that name."""
+    """Copy the pair of each journal entry (``entries[key]``) into ``pairs`` as ``/pairs/<name>``, replacing a
+    group of that name.
+
+    An HDF5 entry (``.h5``: a file whose ``/pair`` is the pair's group) is copied as it is (its compressed
+    chunks unchanged); a raw entry (``.raw``, :mod:`pseudolabel.store.entries`) is written as
+    :func:`write_pair_group` writes the pair: datasets enlarged where stored at a reduced resolution and
+    compressed as the entry says, attributes, then ``complete``.
+
+    Raises:
+        ValueError: a raw entry is damaged (checked when the run started, so only if it changed since).
+    """
     for key in keys:
         name = key_to_name(key)
         if name in pairs:
             del pairs[name]
-        with h5py.File(entries[key], "r") as source:
+        path = Path(entries[key])
+        if path.suffix == RAW_SUFFIX:
+            entry = read_raw_entry(path)
+            write_pair_group(pairs.create_group(name), entry.full_arrays(), {**entry.attrs, "key": entry.key}, entry.compression, entry.dataset_attrs)
+            continue
+        with h5py.File(path, "r") as source:
             source.copy(source["pair"], pairs, name=name)

@@ -87,3 +87,78 @@ def test_stage_packages_import_neither_torch_nor_click() -> None:
     code = f"import sys; import {', '.join(modules)}; print(sorted(m for m in ('torch', 'click', 'dask', 'distributed') if m in sys.modules))"
     output = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip()
     assert output == "[]"
+
+
+def read_pairs_exactly(path: Path) -> dict[str, dict]:
+    """Every pair group of a proxies file: attributes, and per dataset its stored values, dtype, chunks, filters, attributes."""
+    import h5py
+
+    def datasets(group: h5py.Group, prefix: str = "") -> dict:
+        found = {}
+        for name, item in group.items():
+            if isinstance(item, h5py.Group):
+                found.update(datasets(item, prefix + name + "/"))
+            else:
+                found[prefix + name] = (item[()], item.dtype, item.chunks, item.compression, item.shuffle, dict(item.attrs))
+        return found
+
+    with h5py.File(path, "r") as h5file:
+        return {name: {"attrs": dict(group.attrs), "datasets": datasets(group)} for name, group in h5file["pairs"].items()}
+
+
+@pytest.mark.parametrize(
+    ("preset", "compression", "store"),
+    [("fast", "fast", "full"), ("fast", "lzf", "full"), ("default", "fast", "full"), ("fast", "fast", "minimal")],
+)
+def test_raw_journal_output_equals_match_and_the_hdf5_journal(tmp_path: Path, preset: str, compression: str, store: str) -> None:
+    """The shipped KITTI pair (1241x376: incomplete blocks at half resolution) through run_sgm with one worker
+    (raw journal entries, fast maps journaled at half resolution and enlarged at assembly) gives, bit for bit,
+    the datasets of ``result_arrays(match(...))``, and the same file content as the HDF5 journal entries of
+    the worker processes (the only journal before raw entries): values, dtypes, chunks, filters, attributes."""
+    from pseudolabel.sgm.batch import make_tasks, process_pair
+    from pseudolabel.store.journal import ProxyRun
+    from pseudolabel.store.layout import STORES, result_arrays, run_identity
+
+    folder = DATA / "kitti2012" / "training"
+    inputs = [folder / "image_0", folder / "image_1"]
+    params = SGMParams.preset(preset).replace(max_disp=64)
+    out = tmp_path / "raw.h5"
+    run_sgm(inputs, out, params, compression=compression, store=store, pair_check=False)
+    reference = tmp_path / "hdf5.h5"
+    from pseudolabel.datasets import discover_pairs
+
+    with ProxyRun(reference, params, False, store=store) as run:
+        for task in make_tasks(discover_pairs(inputs), params, False, run.journal, run_identity(params, False, store), compression, store):
+            done = process_pair(task)
+            assert done.entry.endswith(".h5")
+            run.record(done.key, Path(done.entry))
+        run.finish()
+    got, expected = read_pairs_exactly(out), read_pairs_exactly(reference)
+    assert list(got) == list(expected) == ["000070_10"]
+    pair, reference_pair = got["000070_10"], expected["000070_10"]
+    assert pair["attrs"] == reference_pair["attrs"]
+    assert list(pair["datasets"]) == list(reference_pair["datasets"])
+    for name, (values, *layout) in pair["datasets"].items():
+        reference_values, *reference_layout = reference_pair["datasets"][name]
+        assert layout == reference_layout, name
+        assert values.tobytes() == reference_values.tobytes(), name
+    matched = result_arrays(match(read_image(inputs[0] / "000070_10.png"), read_image(inputs[1] / "000070_10.png"), params))
+    for name in STORES[store]:
+        if name in matched:
+            assert pair["datasets"][name][0].dtype == matched[name].dtype
+            assert pair["datasets"][name][0].tobytes() == matched[name].tobytes(), name
+
+
+def test_compute_pair_reduced_keeps_half_resolution_maps_that_enlarge_to_the_full_ones(tmp_path: Path) -> None:
+    from pseudolabel.datasets import discover_pairs
+    from pseudolabel.sgm.batch import compute_pair, make_tasks
+
+    left_dir, right_dir = make_pairs(tmp_path / "data", ["a"])  # 64x32 crops of Tsukuba
+    params = SGMParams.preset("fast").replace(max_disp=16)
+    (task,) = make_tasks(discover_pairs([left_dir, right_dir]), params, False, tmp_path, "ID")
+    full, reduced = compute_pair(task), compute_pair(task, reduced=True)
+    assert full.factors == {} and reduced.factors == dict.fromkeys(full.arrays, 2)
+    assert reduced.arrays["disparity"].shape == (16, 32) and full.arrays["disparity"].shape == (32, 64)
+    assert reduced.size == full.size == (32, 64) and reduced.attrs == full.attrs
+    for name, array in reduced.full_arrays().items():
+        assert array.dtype == full.arrays[name].dtype and array.tobytes() == full.arrays[name].tobytes(), name

@@ -149,3 +149,44 @@ def test_bad_factor_is_refused_and_the_identity_of_full_resolution_runs_is_uncha
     assert json.loads(fast.to_json())["downsample"] == 2
     assert SGMParams.from_json(fast.to_json()) == fast
     assert SGMParams.preset("balanced").replace(downsample=2) == fast
+
+
+def test_scale_disparities_multiplies_only_the_disparity_maps_at_the_reduced_size() -> None:
+    from pseudolabel.sgm.downsampled import scale_disparities
+    from pseudolabel.sgm.params import SGMResult
+
+    maps = {
+        name: np.full((2, 3), 1.5, np.float32)
+        for name in ("disparity", "disparity_right", "cost_best", "cost_second", "cost_second_local", "cost_mean")
+    }
+    reduced = SGMResult(valid=np.ones((2, 3), bool), disparity_wta=np.array([[3, -2, 0], [1, 1, 1]], np.int16), params=SGMParams(), **maps)
+    params = SGMParams.preset("fast")
+    scaled = scale_disparities(reduced, params)
+    np.testing.assert_array_equal(scaled.disparity, np.full((2, 3), 3.0, np.float32))
+    np.testing.assert_array_equal(scaled.disparity_right, np.full((2, 3), 3.0, np.float32))
+    np.testing.assert_array_equal(scaled.disparity_wta, np.array([[6, -4, 0], [2, 2, 2]], np.int16))
+    assert scaled.disparity_wta.dtype == np.int16 and scaled.disparity.dtype == np.float32
+    assert scaled.cost_best is reduced.cost_best and scaled.valid is reduced.valid
+    assert scaled.params == params and reduced.disparity[0, 0] == 1.5  # the input is not modified
+
+
+@pytest.mark.parametrize("max_memory", [None, "1G"])
+def test_match_reduced_enlarged_is_match(max_memory: str | None) -> None:
+    """On the shipped KITTI pair (1241 wide: the last block is incomplete), every map of match_reduced repeated over
+    its 2x2 block is match's map, bit for bit; at full resolution match_reduced is match."""
+    from pseudolabel.sgm.matcher import match_reduced
+
+    folder = DATA / "kitti2012" / "training"
+    left, right = read_image(folder / "image_0" / "000070_10.png"), read_image(folder / "image_1" / "000070_10.png")
+    params = SGMParams.preset("fast").replace(max_disp=64)
+    full = match(left, right, params, max_memory=max_memory)
+    reduced = match_reduced(left, right, params, max_memory=max_memory)
+    height, width = left.shape
+    assert reduced.disparity.shape == (188, 621) and reduced.params == params
+    for name in ("disparity", "disparity_right", "disparity_wta", "valid", "cost_best", "cost_second", "cost_second_local", "cost_mean"):
+        enlarged = enlarge_map(getattr(reduced, name), 2, height, width)
+        assert enlarged.dtype == getattr(full, name).dtype
+        np.testing.assert_array_equal(enlarged, getattr(full, name), err_msg=name)
+    small_left, small_right = textured_pair(height=21, width=45, disparity=4, seed=2)
+    plain = SGMParams(max_disp=12)
+    np.testing.assert_array_equal(match_reduced(small_left, small_right, plain).disparity, match(small_left, small_right, plain).disparity)

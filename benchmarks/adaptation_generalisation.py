@@ -12,7 +12,8 @@ Two rigs of the dev data (``../shared/data``):
 
 Rows: the source network; SGM dense; the SGM labels (confidence > ``--label-tau``: errors on the
 labelled pixels, and their density); the network adapted by ``pseudolabel adapt --budget BUDGET``
-with each variant of ``--variants`` (``guided``: the defaults; ``l2sp``: ``--loss guided=1,l2sp=W``;
+with each variant of ``--variants`` (``default``: no options, whatever ``adapt`` does by default; ``guided``: ``--loss
+guided=1 --replay 0``, the default before 2026-11-30; ``l2sp``: ``--loss guided=1,l2sp=W``;
 ``replay``: ``--replay R``; ``l2sp_replay``: both; ``augment``: ``--augment``; ``recon``:
 ``--loss guided=1,reconstruction=W`` (and ``smooth=S`` with ``--smooth``)). Columns: bad-3 (%), D1 (%), EPE (px), wall time
 and peak memory (resident set size) of the command that made the row (SGM and confidence scoring
@@ -51,7 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = next((folder / "shared" / "data" for folder in REPO.parents if (folder / "shared" / "data").is_dir()), REPO.parent / "shared" / "data")
 KITTI_EVAL = "000070_10"
 MB_ADAPT = ("Adirondack", "ArtL", "Jadeplant", "Recycle")
-VARIANTS = ("guided", "l2sp", "replay", "l2sp_replay", "augment", "recon")
+VARIANTS = ("default", "guided", "l2sp", "replay", "l2sp_replay", "augment", "recon")
 
 
 def run_command(command: list[str], log: Path) -> dict[str, float]:
@@ -170,6 +171,8 @@ def network_rows(checkpoint: str, sets: dict[str, list[Any]], threads: str) -> d
 
 
 def variant_args(variant: str, args: argparse.Namespace) -> list[str]:
+    if variant == "default":
+        return []  # whatever pseudolabel adapt does by default
     extra = []
     terms = ["guided=1"]
     if "l2sp" in variant:
@@ -178,10 +181,8 @@ def variant_args(variant: str, args: argparse.Namespace) -> list[str]:
         terms.append(f"reconstruction={args.reconstruction:g}")
         if args.smooth > 0:
             terms.append(f"smooth={args.smooth:g}")
-    if len(terms) > 1:
-        extra += ["--loss", ",".join(terms)]
-    if "replay" in variant:
-        extra += ["--replay", f"{args.replay:g}"]
+    # explicit, so that a variant keeps its meaning when the defaults change
+    extra += ["--loss", ",".join(terms), "--replay", f"{args.replay:g}" if "replay" in variant else "0"]
     if "augment" in variant:
         extra += ["--augment"]
     return extra

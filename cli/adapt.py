@@ -21,6 +21,7 @@ from pseudolabel.learn.adapt import (
     DEFAULT_BUDGET,
     DEFAULT_LOSS,
     DEFAULT_LR,
+    DEFAULT_REPLAY,
     DEFAULT_SCALE_DECAY,
     DEFAULT_STEPS,
     DEFAULT_TAU,
@@ -113,7 +114,7 @@ CROP = SizeType("HEIGHTxWIDTH", "256x320", allow_full=True)
 )
 @click.option(
     "--replay",
-    default=0.0,
+    default=DEFAULT_REPLAY,
     show_default=True,
     type=float,
     help="share of the samples replaced by synthetic pairs with exact ground truth (pseudolabel synth, rendered on the fly); 0 = none.",

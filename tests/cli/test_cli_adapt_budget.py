@@ -46,9 +46,14 @@ def test_a_budget_is_recorded_and_none_gives_exactly_the_steps(workspace: dict[s
     assert payload["training_args"]["budget_s"] == 90
     assert any("budget" in line for line in log_lines(out))
     assert "budget 90 s: 4 steps fitted" in result.output
+    # the defaults keep the network near its source: L2-SP in the loss, half the samples synthetic
+    assert payload["training_args"]["loss"] == "guided=1,l2sp=0.01" and payload["training_args"]["replay"] == 0.5
+    assert "loss/l2sp" in log_lines(out)[-1]
     fixed = tmp_path / "fixed.pt"
-    assert run(*base_args(workspace, fixed), "--steps", "2", "--budget", "none", *FAST).exit_code == 0
+    former = ["--loss", "guided=1", "--replay", "0"]  # the default before the source network was trained further
+    assert run(*base_args(workspace, fixed), "--steps", "2", "--budget", "none", *former, *FAST).exit_code == 0
     assert load_checkpoint(fixed)["budget"] is None and load_checkpoint(fixed)["step"] == 2
+    assert load_checkpoint(fixed)["training_args"]["replay"] == 0.0 and "loss/l2sp" not in log_lines(fixed)[-1]
 
 
 def test_a_budget_without_a_unit_is_one_line(workspace: dict[str, Path], tmp_path: Path) -> None:

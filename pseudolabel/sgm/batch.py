@@ -35,7 +35,7 @@ from pseudolabel.datasets import PairInfo, discover_pairs, find_unpaired
 from pseudolabel.errors import InputError
 from pseudolabel.io import read_image
 from pseudolabel.progress import Progress, or_silent
-from pseudolabel.sgm.downsampled import enlarge_map
+from pseudolabel.sgm.downsampled import enlarge_map, enlarge_maps
 from pseudolabel.sgm.matcher import match, match_reduced
 from pseudolabel.sgm.pair_check import check_pairs
 from pseudolabel.sgm.params import SGMParams
@@ -330,9 +330,7 @@ class MatchedPair:
 
     def full_arrays(self) -> dict[str, np.ndarray]:
         """Every dataset at (H, W): those kept reduced repeated over their blocks (what ``match`` returns)."""
-        height, width = self.size
-        factors = self.factors
-        return {name: enlarge_map(a, factors[name], height, width) if factors.get(name, 1) > 1 else a for name, a in self.arrays.items()}
+        return enlarge_maps(self.arrays, self.factors, *self.size)
 
 
 @dataclass
@@ -408,7 +406,7 @@ def compute_pair(task: PairTask, reduced: bool = False) -> MatchedPair:
 
         threads = int(numba.get_num_threads())  # this process's (or worker's) share of the cores
         if factor > 1:
-            computed = {name: enlarge_map(array, factor, height, width) for name, array in computed.items()}
+            computed = enlarge_maps(computed, dict.fromkeys(computed, factor), height, width)
         arrays[MINIMAL_CONFIDENCE], dataset_attrs[MINIMAL_CONFIDENCE] = score_matched_pair(computed, params, threads)
     valid = arrays["valid"] if factor == 1 else enlarge_map(arrays["valid"], factor, height, width)
     attrs = pair_attributes(

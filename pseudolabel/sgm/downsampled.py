@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numba
 import numpy as np
@@ -126,6 +126,36 @@ def scale_disparities(reduced: SGMResult, params: SGMParams) -> SGMResult:
     return scaled
 
 
+def enlarge_maps(maps: Mapping[str, np.ndarray], factors: Mapping[str, int], height: int, width: int) -> dict[str, np.ndarray]:
+    """Every map at (height, width): those with a block factor above 1 repeated over their blocks (:func:`enlarge_map`).
+
+    Args:
+        maps: maps by name; one with factor ``f`` is (ceil(height / f), ceil(width / f)), the others (height, width).
+        factors: block factor by name (missing = 1).
+        height, width: the input's size in pixels.
+
+    Returns:
+        The maps in the same order, each (height, width) of its own dtype (full-size ones as given, not copied).
+    """
+    return {name: enlarge_map(values, factors[name], height, width) if factors.get(name, 1) > 1 else values for name, values in maps.items()}
+
+
+def enlarge_scaled(scaled: SGMResult, height: int, width: int) -> SGMResult:
+    """A result of :func:`scale_disparities` at the input size: every map repeated over its ``scaled.params.downsample`` block.
+
+    Args:
+        scaled: a reduced-size result whose disparities are already in input pixels (``scaled.params`` at the input resolution).
+        height, width: the input's size in pixels.
+
+    Returns:
+        :class:`SGMResult` of size (height, width); ``scaled`` itself, its maps replaced.
+    """
+    factor = scaled.params.downsample
+    for name in DISPARITY_MAPS + OTHER_MAPS:
+        setattr(scaled, name, enlarge_map(getattr(scaled, name), factor, height, width))
+    return scaled
+
+
 def enlarge_result(reduced: SGMResult, params: SGMParams, height: int, width: int) -> SGMResult:
     """A result of the reduced pair at the input size: every map repeated over its block, disparities times the factor.
 
@@ -137,11 +167,7 @@ def enlarge_result(reduced: SGMResult, params: SGMParams, height: int, width: in
     Returns:
         :class:`SGMResult` of size (height, width), disparities in input pixels (``x_right = x_left - d``).
     """
-    factor = params.downsample
-    enlarged = scale_disparities(reduced, params)
-    for name in DISPARITY_MAPS + OTHER_MAPS:
-        setattr(enlarged, name, enlarge_map(getattr(enlarged, name), factor, height, width))
-    return enlarged
+    return enlarge_scaled(scale_disparities(reduced, params), height, width)
 
 
 def match_downsampled(
@@ -153,7 +179,7 @@ def match_downsampled(
         left, right: (H, W) or (H, W, 3) images of equal size, as :func:`pseudolabel.sgm.matcher.match` takes them.
         params: parameters at the input resolution, ``params.downsample >= 2``.
         match_reduced: the matcher of the reduced pair, set up with :func:`reduced_params` (a
-            :class:`pseudolabel.sgm.matcher.Matcher` of them, or a call of ``match`` with them).
+            :class:`pseudolabel.sgm.matcher.Matcher` of them; ``match`` goes through :func:`pseudolabel.sgm.matcher.match_reduced`).
 
     Returns:
         :class:`SGMResult` of size (H, W): disparities in input pixels (``x_right = x_left - d``),

@@ -146,12 +146,8 @@ def match(
     base = params or SGMParams()
     chosen = base.replace(**overrides) if overrides else base
     if chosen.downsample > 1:
-        chosen.validate()
-        _check_images(left, right, chosen)
-        reduced = downsampled.reduced_params(chosen)
-        return downsampled.match_downsampled(
-            left, right, chosen, lambda reduced_left, reduced_right: match(reduced_left, reduced_right, reduced, max_memory=max_memory)
-        )
+        scaled = match_reduced(left, right, chosen, max_memory=max_memory)
+        return downsampled.enlarge_scaled(scaled, left.shape[0], left.shape[1])
     if max_memory is not None:
         from pseudolabel.sgm import tiled
 

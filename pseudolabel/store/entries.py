@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from pseudolabel.sgm.downsampled import enlarge_map
+from pseudolabel.sgm.downsampled import enlarge_maps
 
 #: The header's ``format``.
 RAW_ENTRY_FORMAT = "pseudolabel-proxies-journal-raw"
@@ -81,10 +81,7 @@ class RawEntry:
 
     def full_arrays(self) -> dict[str, np.ndarray]:
         """Every dataset at the pair's size ``(H, W)``: reduced ones enlarged (block repetition), in writing order."""
-        height, width = self.size
-        return {
-            name: array if self.factors[name] == 1 else enlarge_map(array, self.factors[name], height, width) for name, array in self.arrays.items()
-        }
+        return enlarge_maps(self.arrays, self.factors, *self.size)
 
 
 def raw_entry_supported(attrs: Mapping[str, Any], dataset_attrs: Mapping[str, Mapping[str, Any]] | None = None) -> bool:

@@ -64,14 +64,13 @@ def _scenes(data: Path) -> list[dict[str, Any]]:
     return manifest["scenes"]
 
 
-def prepare(data: Path, out: Path) -> None:
-    """Proxies of every manifest scene into ``out/train.h5`` and ``out/heldout.h5``."""
+def prepare(data: Path, out: Path, synthetic: int = 0) -> None:
+    """Proxies of every manifest scene into ``out/train.h5`` (group :data:`TRAIN_GROUP`) and ``out/heldout.h5``
+    (the others); ``synthetic`` > 0 also renders that many synthetic pairs into ``out/synthetic_pairs/`` and
+    their proxies into ``out/synthetic.h5``. Keys are those ``--gt`` folders resolve (``discover_pairs``)."""
     from pseudolabel.datasets import discover_pairs
-    from pseudolabel.io import read_image
-    from pseudolabel.sgm.matcher import match
     from pseudolabel.sgm.params import SGMParams
     from pseudolabel.store.journal import create_or_open_proxies
-    from pseudolabel.store.layout import pair_attributes, result_arrays
 
     by_left = {Path(pair.left).resolve(): pair for pair in discover_pairs([data], skip_unpaired=True)}
     out.mkdir(parents=True, exist_ok=True)
@@ -80,25 +79,47 @@ def prepare(data: Path, out: Path) -> None:
     try:
         for scene in _scenes(data):
             left_path = (data / scene["left"]).resolve()
-            right_path = (data / scene["right"]).resolve()
             pair = by_left.get(left_path)
             key = pair.key if pair is not None else scene["id"]
             target = files["train" if scene["group"] == TRAIN_GROUP else "heldout"]
-            if key in target:
-                continue
-            params = base.replace(max_disp=int(scene["max_disp"]))
-            left, right = read_image(left_path), read_image(right_path)
-            started = time.perf_counter()
-            result = match(left, right, params)
-            seconds = time.perf_counter() - started
-            attrs = pair_attributes(
-                key, left_path, right_path, params, result.disparity.shape, result.valid, gt_left=data / scene["gt_left"], gt_scale=scene["gt_scale"]
-            )
-            target.write_pair(key, result_arrays(result), {**attrs, "complete": True, "sgm_seconds": seconds})
-            print(f"{key:45s} {result.disparity.shape} max_disp {params.max_disp:4d}  {seconds:.2f} s", flush=True)
+            gt = (data / scene["gt_left"], float(scene["gt_scale"]))
+            _match_into(target, key, left_path, (data / scene["right"]).resolve(), gt, base.replace(max_disp=int(scene["max_disp"])))
     finally:
         for handle in files.values():
             handle.close()
+    if synthetic > 0:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from confidence_logo import SYNTHETIC_MAX_DISP, SYNTHETIC_SEED, SYNTHETIC_SIZE
+
+        from pseudolabel.synth.config import SynthConfig
+        from pseudolabel.synth.files import write_synth_dataset
+
+        folder = out / "synthetic_pairs"
+        width, height = SYNTHETIC_SIZE
+        write_synth_dataset(folder, SynthConfig(width=width, height=height, max_disp=SYNTHETIC_MAX_DISP), synthetic, seed=SYNTHETIC_SEED)
+        params = base.replace(max_disp=int(np.ceil(SYNTHETIC_MAX_DISP / 16) * 16))
+        with create_or_open_proxies(out / "synthetic.h5", base) as target:
+            for pair in discover_pairs([folder], skip_unpaired=True)[:synthetic]:
+                assert pair.gt_left is not None
+                _match_into(target, pair.key, Path(pair.left), Path(pair.right), (Path(pair.gt_left), 1.0), params)
+
+
+def _match_into(target: Any, key: str, left_path: Path, right_path: Path, gt: tuple[Path, float], params: Any) -> None:
+    """Match one pair with ``params`` and write it (with its ground-truth path) to the open proxies file ``target``
+    unless it is there."""
+    from pseudolabel.io import read_image
+    from pseudolabel.sgm.matcher import match
+    from pseudolabel.store.layout import pair_attributes, result_arrays
+
+    if key in target:
+        return
+    left, right = read_image(left_path), read_image(right_path)
+    started = time.perf_counter()
+    result = match(left, right, params)
+    seconds = time.perf_counter() - started
+    attrs = pair_attributes(key, left_path, right_path, params, result.disparity.shape, result.valid, gt_left=gt[0], gt_scale=gt[1])
+    target.write_pair(key, result_arrays(result), {**attrs, "complete": True, "sgm_seconds": seconds})
+    print(f"{key:45s} {result.disparity.shape} max_disp {params.max_disp:4d}  {seconds:.2f} s", flush=True)
 
 
 #: How the shipped models and the figures of the section are produced (written by ``auc --write``).
@@ -570,6 +591,18 @@ def _write_section(subsection: str, body: str) -> None:
 LOGO_GROUPS = ("middlebury2006", "middlebury2001", "middlebury-v2", "middlebury2014", "kitti2012", "sceneflow", "synthetic")
 
 
+def _checkpoint_items(text: str) -> list[tuple[str, str, list[str]]]:
+    """``NAME=PATH:GROUP+GROUP,...`` -> ``[(name, path, groups)]``."""
+    items = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, rest = item.partition("=")
+        path, _, groups = rest.partition(":")
+        if not name or not path:
+            raise SystemExit(f"--checkpoints {item}: expected NAME=PATH:GROUP+GROUP")
+        items.append((name, path, [group for group in groups.split("+") if group]))
+    return items
+
+
 def logo(args: argparse.Namespace) -> str:
     """Run the leave-one-group-out evaluation and print (and optionally write) its table."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -592,6 +625,7 @@ def logo(args: argparse.Namespace) -> str:
         teachers=teachers,
         measures_too=not args.networks_only,
         seed=args.seed,
+        checkpoints={name: (Path(path), trained_on) for name, path, trained_on in _checkpoint_items(args.checkpoints)},
     )
     minutes = (time.perf_counter() - started) / 60
     text = format_logo(results, args.tau, args.target_error, networks)
@@ -602,7 +636,10 @@ def logo(args: argparse.Namespace) -> str:
     if args.write:
         command = (
             f"python benchmarks/confidence.py logo --data {args.data} --work {args.work} --groups {args.groups} --synthetic {args.synthetic} "
-            f"--epochs {args.epochs} --steps-per-epoch {args.steps_per_epoch} --networks {args.networks} --teachers {args.teachers} --seed {args.seed} --write"
+            f"--epochs {args.epochs} --steps-per-epoch {args.steps_per_epoch} --networks {args.networks} --teachers {args.teachers} --seed {args.seed}"
+            + (f" --checkpoints {args.checkpoints}" if args.checkpoints else "")
+            + (" --networks-only" if args.networks_only else "")
+            + " --write"
         )
         _write_section("### Leave-one-group-out", f"Command: `{command}` ({minutes:.0f} min, 2-core CPU)\n\n" + text)
     return text
@@ -614,6 +651,7 @@ def main(argv: list[str] | None = None) -> None:
     p = commands.add_parser("prepare")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--out", type=Path, default=Path("work/confidence"))
+    p.add_argument("--synthetic", type=int, default=0, help="Also render this many synthetic pairs (out/synthetic_pairs, out/synthetic.h5).")
     a = commands.add_parser("auc")
     a.add_argument("--data", type=Path, default=DEFAULT_DATA)
     a.add_argument("--work", type=Path, default=Path("work/confidence"))
@@ -652,6 +690,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     g.add_argument("--teachers", default="sgbm", help="Independent matchers of the agreement labels (pseudolabel.confidence.teachers).")
     g.add_argument("--networks-only", action="store_true", help="Skip the conventional measures (evaluate the networks only).")
+    g.add_argument(
+        "--checkpoints",
+        default="",
+        help="Trained networks evaluated as they are, NAME=PATH:GROUP+GROUP (the groups it was trained on never calibrate it), comma-separated.",
+    )
     g.add_argument("--seed", type=int, default=0, help="Seed of every training.")
     g.add_argument("--epochs", type=int, default=8)
     g.add_argument("--steps-per-epoch", type=int, default=30)
@@ -661,7 +704,7 @@ def main(argv: list[str] | None = None) -> None:
     g.add_argument("--write", action="store_true", help="Write ### Leave-one-group-out of BENCHMARKS.md.")
     args = parser.parse_args(argv)
     if args.command == "prepare":
-        prepare(args.data, args.out)
+        prepare(args.data, args.out, args.synthetic)
     elif args.command == "logo":
         logo(args)
     elif args.command == "wild-drive":

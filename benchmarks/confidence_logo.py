@@ -39,6 +39,10 @@ import numpy as np
 
 FEATURES = ("disparity", "disparity_right", "valid", "cost_best", "cost_second", "cost_second_local", "cost_mean")
 SYNTHETIC = "synthetic"
+#: The synthetic pairs of the group ``synthetic`` (and of ``confidence.py prepare --synthetic``): size, range, seed.
+SYNTHETIC_SIZE = (384, 256)
+SYNTHETIC_MAX_DISP = 60.0
+SYNTHETIC_SEED = 19
 
 
 @dataclass
@@ -53,6 +57,7 @@ class Pair:
     images: dict[str, np.ndarray]
     params: Any
     teachers: dict[str, np.ndarray] = field(default_factory=dict)  # name -> float32 (H, W), filled on demand
+    invalid_share: float = 0.0  # share of the pixels SGM's checks rejected: a difficulty known without ground truth
     correct: np.ndarray = field(init=False)  # bool (N,) over known
     known: np.ndarray = field(init=False)  # bool (H, W)
 
@@ -90,9 +95,9 @@ def prepare_groups(data: Path, work: Path, groups: Sequence[str], synthetic: int
         from pseudolabel.synth.config import SynthConfig
         from pseudolabel.synth.files import write_synth_dataset
 
-        config = SynthConfig(width=384, height=256, max_disp=60.0)
+        config = SynthConfig(width=SYNTHETIC_SIZE[0], height=SYNTHETIC_SIZE[1], max_disp=SYNTHETIC_MAX_DISP)
         folder = work / "synthetic_pairs"
-        write_synth_dataset(folder, config, synthetic, seed=19)
+        write_synth_dataset(folder, config, synthetic, seed=SYNTHETIC_SEED)
         for index in range(synthetic):
             stem = f"{index:06d}"
             entries.append(
@@ -153,7 +158,18 @@ def load_pairs(files: dict[str, Path], log: Callable[[str], None] = print) -> li
                 ground_truth = read_disparity(attrs["gt_left"], float(attrs.get("gt_scale", 1.0) or 1.0))
                 if ground_truth.shape != features["disparity"].shape:
                     raise SystemExit(f"{key}: ground truth {ground_truth.shape} differs from the proxies {features['disparity'].shape}")
-                pairs.append(Pair(key, group, features["disparity"], ground_truth, measures, pair_gray_images(path, attrs, key), params))
+                pairs.append(
+                    Pair(
+                        key,
+                        group,
+                        features["disparity"],
+                        ground_truth,
+                        measures,
+                        pair_gray_images(path, attrs, key),
+                        params,
+                        invalid_share=float(1.0 - np.mean(features["valid"])),
+                    )
+                )
         log(f"  loaded {group}: {sum(p.group == group for p in pairs)} pairs")
     return pairs
 
@@ -225,6 +241,22 @@ def train_and_score(
         return [score(pair) for pair in train], [score(pair) for pair in test], seconds
 
 
+def checkpoint_confidences(path: Path, pairs: Sequence[Pair]) -> list[np.ndarray]:
+    """The raw confidence (float32 arithmetic, no calibration) of a trained checkpoint on every pair."""
+    import torch
+
+    from pseudolabel.confidence.checkpoints import load_confidence_checkpoint
+    from pseudolabel.models.ccnn import ConfidenceScorer
+
+    network, _ = load_confidence_checkpoint(path)
+    scorer = ConfidenceScorer(network, "cpu", precision="float32")
+    with torch.inference_mode():
+        return [
+            (1.0 / (1.0 + np.exp(-np.clip(scorer.logits_from_inputs(network_inputs(pair, network.inputs)), -60, 60)))).astype(np.float32)
+            for pair in pairs
+        ]
+
+
 def evaluate_method(
     train: Sequence[Pair],
     train_confidence: Sequence[np.ndarray],
@@ -234,19 +266,26 @@ def evaluate_method(
     target: float,
 ) -> dict[str, float]:
     """Figures of one method on the group left out (see the module docstring)."""
-    from pseudolabel.confidence.calibration import ece_from_bins, fit_isotonic, reliability_bins
+    from pseudolabel.confidence.calibration import ece_from_bins, fit_isotonic, fit_pair_calibration, reliability_bins
     from pseudolabel.confidence.labels import expected_error, label_statistics, tau_for_target_error, threshold_labels
     from pseudolabel.confidence.sparsification import error_mask, optimal_auc, sparsification_auc
     from pseudolabel.errors import InputError
 
     calibration = fit_isotonic(np.concatenate([c[p.known] for p, c in zip(train, train_confidence)]), np.concatenate([p.correct for p in train]))
+    pair_calibration = fit_pair_calibration(
+        [c[p.known] for p, c in zip(train, train_confidence)], [p.correct for p in train], [p.invalid_share for p in train]
+    )
     aucs, optimals = [], []
     raw_table = np.zeros((20, 3))
     calibrated_table = np.zeros((20, 3))
     at_tau: list[dict[str, float]] = []
     # labels at the target error, from the calibrated confidence and (as a user without ground truth has it) the raw one
-    at_target: dict[str, list[dict[str, float]]] = {"": [], "raw_": []}
-    expected_sums = {"": [0.0, 0], "raw_": [0.0, 0]}
+    at_target: dict[str, list[dict[str, float]]] = {"": [], "raw_": [], "pair_": []}
+    expected_sums = {"": [0.0, 0], "raw_": [0.0, 0], "pair_": [0.0, 0]}
+    expected_gt_sums = {"": [0.0, 0], "raw_": [0.0, 0], "pair_": [0.0, 0]}  # over the labels with ground truth only
+    pair_table = np.zeros((20, 3))
+    pair_at_tau: list[dict[str, float]] = []
+    raw_at_tau: list[dict[str, float]] = []
     refused = 0
     for pair, confidence in zip(test, test_confidence):
         bad, known = error_mask(pair.disparity, pair.ground_truth)
@@ -257,7 +296,11 @@ def evaluate_method(
         calibrated_table += reliability_bins(calibrated[pair.known], pair.correct)
         at_tau.append(label_statistics(threshold_labels(pair.disparity, calibrated, tau), pair.ground_truth))
         usable = np.isfinite(pair.disparity)
-        for prefix, values in (("", calibrated), ("raw_", confidence)):
+        adjusted = pair_calibration.apply(confidence, pair.invalid_share)
+        pair_table += reliability_bins(adjusted[pair.known], pair.correct)
+        pair_at_tau.append(label_statistics(threshold_labels(pair.disparity, adjusted, tau), pair.ground_truth))
+        raw_at_tau.append(label_statistics(threshold_labels(pair.disparity, confidence, tau), pair.ground_truth))
+        for prefix, values in (("", calibrated), ("raw_", confidence), ("pair_", adjusted)):
             try:
                 chosen, _, _ = tau_for_target_error(values, target, usable)
             except InputError:
@@ -267,6 +310,9 @@ def evaluate_method(
             expected, count = expected_error(values, chosen, usable)
             expected_sums[prefix][0] += expected * count
             expected_sums[prefix][1] += count
+            expected_gt, count_gt = expected_error(values, chosen, usable & pair.known)
+            expected_gt_sums[prefix][0] += expected_gt * count_gt if count_gt else 0.0
+            expected_gt_sums[prefix][1] += count_gt
             stats["bad3_count"] = stats["bad3"] * stats["labelled_with_gt"] if np.isfinite(stats["bad3"]) else 0.0
             at_target[prefix].append(stats)
 
@@ -279,8 +325,13 @@ def evaluate_method(
         "optimal": float(np.mean(optimals)),
         "ece_raw": ece_from_bins(raw_table),
         "ece_calibrated": ece_from_bins(calibrated_table),
+        "ece_pair": ece_from_bins(pair_table),
         "tau_coverage": mean(at_tau, "gt_coverage"),
         "tau_bad3": mean(at_tau, "bad3"),
+        "pair_tau_coverage": mean(pair_at_tau, "gt_coverage"),
+        "pair_tau_bad3": mean(pair_at_tau, "bad3"),
+        "raw_tau_coverage": mean(raw_at_tau, "gt_coverage"),
+        "raw_tau_bad3": mean(raw_at_tau, "bad3"),
     }
     for prefix, rows in at_target.items():
         labelled = sum(row["labelled_with_gt"] for row in rows)
@@ -290,6 +341,8 @@ def evaluate_method(
         # pooled over the group's labels, comparable with the pooled expected error
         figures[f"{prefix}target_bad3_pooled"] = float(sum(row["bad3_count"] for row in rows) / labelled) if labelled else float("nan")
         figures[f"{prefix}target_expected"] = total / count if count else float("nan")
+        total_gt, count_gt = expected_gt_sums[prefix]
+        figures[f"{prefix}target_expected_gt"] = total_gt / count_gt if count_gt else float("nan")
     return {
         **figures,
         "target_refused": float(refused),
@@ -310,21 +363,32 @@ def run_logo(
     teachers: Sequence[str] = ("sgbm",),
     measures_too: bool = True,
     seed: int = 0,
+    checkpoints: dict[str, tuple[Path, Sequence[str]]] | None = None,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """``{method: {held-out group: figures}}`` (see :func:`evaluate_method`); ``teachers``: the matchers of
-    the agreement labels; ``measures_too``: also evaluate the conventional measures; ``seed``: of every training."""
+    the agreement labels; ``measures_too``: also evaluate the conventional measures; ``seed``: of every training;
+    ``checkpoints``: trained networks evaluated as they are (name -> (checkpoint, the groups it was trained on,
+    which never enter its calibration)), e.g. the shipped ones."""
     import torch
 
     from pseudolabel.confidence.measures import MEASURES
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     measures = list(MEASURES)
-    inputs = {"ccnn": ["disparity", *measures], "lfn": ["disparity", *measures, "image", "photometric"]}
+    inputs = {
+        "ccnn": ["disparity", *measures],
+        "lfn": ["disparity", *measures, "image", "photometric"],
+        "ccnnt": ["disparity", *measures, "texture"],
+        "lfnt": ["disparity", *measures, "image", "photometric", "texture"],
+    }
+    architecture = {"ccnn": "ccnn", "lfn": "lfn", "ccnnt": "ccnn", "lfnt": "lfn"}
     for network in networks:
         arch, _, labels = network.partition("-")
         labels, _, transductive = labels.replace("@", "+").partition("+")
         if arch not in inputs or (labels not in ("gt", "wild") and labels not in TEACHER_TOKENS):
-            raise SystemExit(f"{network}: unknown network; ARCH-LABELS with ARCH ccnn or lfn and LABELS gt, wild or {', '.join(TEACHER_TOKENS)}")
+            raise SystemExit(
+                f"{network}: unknown network; ARCH-LABELS with ARCH ccnn, lfn, ccnnt or lfnt (t: with the texture channel) and LABELS gt, wild or {', '.join(TEACHER_TOKENS)}"
+            )
         if transductive and labels == "gt":
             raise SystemExit(f"{network}: only labels without ground truth may train on the held-out group")
     log(f"proxies of {', '.join(groups)} in {work}")
@@ -332,14 +396,21 @@ def run_logo(
     pairs = load_pairs(files, log)
     # The recipe of the shipped CCNN (BENCHMARKS.md ## Confidence, Reproduce), shortened.
     config_kwargs = {"epochs": epochs, "steps_per_epoch": steps_per_epoch, "crop": 32, "batch_size": 16, "range_jitter": 0.5, "seed": seed}
-    widths = {"ccnn": {"filters": 24, "fc_filters": 48}, "lfn": {"filters": 24, "fc_filters": 48}}
+    width = {"filters": 24, "fc_filters": 48}
     results: dict[str, dict[str, dict[str, float]]] = {}
+    fixed = {name: (checkpoint_confidences(path, pairs), list(trained_on)) for name, (path, trained_on) in (checkpoints or {}).items()}
     for group in groups:
         train = [pair for pair in pairs if pair.group != group]
         test = [pair for pair in pairs if pair.group == group]
         if not test or not train:
             continue
         log(f"held out: {group} ({len(test)} pairs), training on {len(train)} pairs")
+        for name, (scores, trained_on) in fixed.items():
+            fit = [index for index, pair in enumerate(pairs) if pair.group != group and pair.group not in trained_on]
+            held = [index for index, pair in enumerate(pairs) if pair.group == group]
+            figures = evaluate_method([pairs[i] for i in fit], [scores[i] for i in fit], test, [scores[i] for i in held], tau, target)
+            results.setdefault(name, {})[group] = figures
+            log(f"  {name:10s} AUC x100 {100 * figures['auc']:.2f} (/opt {figures['auc'] / figures['optimal']:.2f}), calibrated on {len(fit)} pairs")
         for name in measures if measures_too else []:
             figures = evaluate_method(train, [p.measures[name] for p in train], test, [p.measures[name] for p in test], tau, target)
             results.setdefault(name, {})[group] = figures
@@ -348,7 +419,7 @@ def run_logo(
             labels, _, transductive = labels.replace("@", "+@").partition("+")
             fit_on = {"": train, "test": [*train, *test], "@test": test}[transductive]
             train_confidence, test_confidence, seconds = train_and_score(
-                train, test, arch, labels, inputs[arch], {**config_kwargs, **widths[arch]}, teachers, fit_on
+                train, test, architecture[arch], labels, inputs[arch], {**config_kwargs, **width}, teachers, fit_on
             )
             figures = evaluate_method(train, train_confidence, test, test_confidence, tau, target)
             figures["train_seconds"] = seconds
@@ -420,6 +491,41 @@ def format_logo(results: dict[str, dict[str, dict[str, float]]], tau: float, tar
                 f"{percent(figures['target_expected'], 1)}"
             )
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    paired = [method for method in order if all("pair_target_expected_gt" in results[method][g] for g in results[method])]
+    if paired:
+
+        def spread(method: str, prefix: str) -> str:
+            ratios = []
+            for group in groups:
+                figures = results[method].get(group, {})
+                measured, expected = (
+                    figures.get(f"{prefix}target_bad3_pooled", float("nan")),
+                    figures.get(f"{prefix}target_expected_gt", float("nan")),
+                )
+                ratios.append(measured / expected if expected > 0 else float("nan"))
+            cells = " / ".join(f"{value:.1f}" if np.isfinite(value) else "-" for value in ratios)
+            inside = sum(bool(np.isfinite(value) and 1 / 1.5 <= value <= 1.5) for value in ratios)
+            return f"{cells} ({inside} of {len(ratios)})"
+
+        lines += [
+            "",
+            "Calibrated with `isotonic-pair` (the isotonic map, then pair terms that read how hard each pair is from the share "
+            "of its pixels SGM's checks rejected; fitted on the training groups like the isotonic map), against the isotonic "
+            f"map alone. Labels at tau {tau:g} and at the {100 * target:g}% target; *measured / expected*: bad-3 of the labels "
+            "with ground truth against the expected error of the same labels (mean 1 - c over them), pooled per group, one "
+            f"figure per group in the order {', '.join(groups)} (and how many are within a factor of 1.5).",
+            "",
+            f"| method | calibration | ECE | kept @{tau:g} | bad-3 @{tau:g} | kept @{100 * target:g}% | bad-3 @{100 * target:g}% | measured / expected per group |",
+            "|---|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for method in paired:
+            label = f"**{method}**" if method in networks else method
+            for name, prefix, ece, tau_prefix in (("isotonic", "", "ece_calibrated", ""), ("isotonic-pair", "pair_", "ece_pair", "pair_")):
+                lines.append(
+                    f"| {label} | {name} | {percent(mean(method, ece))} | {percent(mean(method, f'{tau_prefix}tau_coverage'), 1)} | "
+                    f"{percent(mean(method, f'{tau_prefix}tau_bad3'))} | {percent(mean(method, f'{prefix}target_coverage'), 1)} | "
+                    f"{percent(mean(method, f'{prefix}target_bad3'))} | {spread(method, prefix)} |"
+                )
     raw = [method for method in order if method in networks and all("raw_target_expected" in results[method][g] for g in results[method])]
     if raw:
         lines += [

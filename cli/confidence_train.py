@@ -4,8 +4,8 @@
   ``--arch lfn``, a network that also reads the image) from the proxies of one or more files, with
   ground-truth labels (``--gt``) or without any ground truth (``--labels wild``, Tosi et al. BMVC 2017;
   ``--labels wild-agree`` / ``wild-soft``, those labels checked by independent matchers);
-* ``calibrate``: :func:`pseudolabel.confidence.from_proxies.calibrate_confidence_model` -- an isotonic or
-  temperature calibration of a checkpoint, fitted on proxies with ground truth, stored in it.
+* ``calibrate``: :func:`pseudolabel.confidence.from_proxies.calibrate_confidence_model` -- an isotonic,
+  temperature or isotonic-pair calibration of a checkpoint, fitted on proxies with ground truth, stored in it.
 
 Both belong to the ``pseudolabel confidence`` group (:mod:`pseudolabel.cli.confidence`). Torch is
 imported inside the commands only.
@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from pseudolabel.cli.options import ClickProgress, key_options, threads_option
+from pseudolabel.confidence.calibration import METHODS as CALIBRATION_METHODS
 from pseudolabel.confidence.files import split_names
 from pseudolabel.confidence.measures import CCNN_INPUTS
 from pseudolabel.confidence.targets import LABEL_SOURCES, WILD_FRACTION, WILD_NEGATIVE, WILD_POSITIVE
@@ -88,7 +89,7 @@ __all__ = ["calibrate_command", "train"]
     "--calibrate",
     default="none",
     show_default=True,
-    type=click.Choice(["none", "isotonic", "temperature"]),
+    type=click.Choice(["none", *CALIBRATION_METHODS]),
     help="Fit a calibration on the training pairs (needs --gt) and store it in the checkpoint; `confidence calibrate` fits one on other pairs.",
 )
 @click.option(
@@ -215,7 +216,13 @@ def train(
 )
 @click.option("--gt-scale", type=float, default=None, help="Divide stored PNG/PGM ground-truth values by this.")
 @click.option("--model", "model_path", required=True, type=click.Path(path_type=Path), help="Confidence checkpoint to calibrate.")
-@click.option("--method", default="isotonic", show_default=True, type=click.Choice(["isotonic", "temperature"]))
+@click.option(
+    "--method",
+    default="isotonic",
+    show_default=True,
+    type=click.Choice(list(CALIBRATION_METHODS)),
+    help="isotonic-pair: isotonic, then moved by how hard each pair is (its share of pixels SGM's checks rejected).",
+)
 @click.option("--out", "out", default=None, type=click.Path(path_type=Path), help="Checkpoint to write (default: replace --model).")
 @key_options
 def calibrate_command(

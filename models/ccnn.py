@@ -16,7 +16,7 @@ Importing this module imports torch; the rest of the pipeline only imports it th
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,6 +28,7 @@ from pseudolabel.errors import InputError
 from pseudolabel.models import devices
 
 if TYPE_CHECKING:
+    from pseudolabel.confidence.calibration import Calibration
     from pseudolabel.confidence.measures import RangeParams
 
 #: Side of the receptive field (the input patch), pixels.
@@ -181,7 +182,8 @@ class ConfidenceScorer:
         tile_rows: output rows per pass (bounds memory on large images); 0 = automatic: the whole image
             in one pass up to about 2 million pixels (fastest), bands of that size beyond.
         calibration: applied to the confidence (not to the logits) by :meth:`confidence_from_features` and
-            :meth:`confidence`, e.g. :meth:`pseudolabel.confidence.calibration.Calibration.apply`; None = raw.
+            :meth:`confidence` (a :class:`pseudolabel.confidence.calibration.Calibration`; one that reads the
+            pair, ``isotonic-pair``, takes the pair's invalid share from the feature ``valid``); None = raw.
 
     A :class:`CCNN` keeps its first convolution in ``float32`` (it sees the raw disparity) and runs the
     rest in ``precision``; other networks run in ``channels_last`` under ``torch.autocast`` to
@@ -195,7 +197,7 @@ class ConfidenceScorer:
         device: torch.device | str = "cpu",
         precision: str = "auto",
         tile_rows: int = 0,
-        calibration: Callable[[np.ndarray], np.ndarray] | None = None,
+        calibration: Calibration | None = None,
     ) -> None:
         self.device = torch.device(device)
         if precision == "auto":
@@ -235,11 +237,17 @@ class ConfidenceScorer:
     def confidence_from_features(
         self, features: Mapping[str, np.ndarray], params: RangeParams, measures: Mapping[str, np.ndarray] | None = None
     ) -> np.ndarray:
-        """Confidence in [0, 1] from a pair's stored arrays; ``float32`` (H, W)."""
-        return self._calibrated(_sigmoid(self.logits_from_features(features, params, measures)))
+        """Confidence in [0, 1] from a pair's stored arrays; ``float32`` (H, W). A calibration that reads
+        the pair needs ``features["valid"]`` (``bool`` (H, W), SGM's checks)."""
+        invalid_share = None
+        if self.calibration is not None and self.calibration.reads_pair:
+            if "valid" not in features:
+                raise InputError("this network's calibration (isotonic-pair) needs the pair's SGM validity mask 'valid'")
+            invalid_share = float(1.0 - np.mean(features["valid"]))
+        return self._calibrated(_sigmoid(self.logits_from_features(features, params, measures)), invalid_share)
 
-    def _calibrated(self, confidence: np.ndarray) -> np.ndarray:
-        return confidence if self.calibration is None else np.asarray(self.calibration(confidence), dtype=np.float32)
+    def _calibrated(self, confidence: np.ndarray, invalid_share: float | None = None) -> np.ndarray:
+        return confidence if self.calibration is None else self.calibration.apply(confidence, invalid_share)
 
     @torch.inference_mode()
     def logits_from_inputs(self, inputs: np.ndarray) -> np.ndarray:
@@ -261,9 +269,10 @@ class ConfidenceScorer:
                 outputs.append(self.tail(features.to(self.dtype)).float().cpu())
         return torch.cat(outputs, dim=2)[0, 0].numpy().astype(np.float32)
 
-    def confidence(self, disparity: np.ndarray, min_disp: float, max_disp: float) -> np.ndarray:
-        """``sigmoid`` of :meth:`logits` (then the calibration): ``float32`` (H, W) in [0, 1], higher = more trustworthy."""
-        return self._calibrated(_sigmoid(self.logits(disparity, min_disp, max_disp)))
+    def confidence(self, disparity: np.ndarray, min_disp: float, max_disp: float, invalid_share: float | None = None) -> np.ndarray:
+        """``sigmoid`` of :meth:`logits` (then the calibration; ``invalid_share``: the pair's share of pixels SGM's
+        checks rejected, for a calibration that reads the pair): ``float32`` (H, W) in [0, 1], higher = more trustworthy."""
+        return self._calibrated(_sigmoid(self.logits(disparity, min_disp, max_disp)), invalid_share)
 
 
 def _sigmoid(logits: np.ndarray) -> np.ndarray:

@@ -129,8 +129,7 @@ class NetworkRecipe:
     def scorer(self) -> ConfidenceScorer:
         """The scorer on the resolved device (built on first use in this process)."""
         if self._scorer is None:
-            apply = self.calibration.apply if self.calibration is not None else None
-            self._scorer = ConfidenceScorer(self.network, resolve_device(self.device), precision=self.precision, calibration=apply)
+            self._scorer = ConfidenceScorer(self.network, resolve_device(self.device), precision=self.precision, calibration=self.calibration)
         return self._scorer
 
     def __getstate__(self) -> dict[str, Any]:

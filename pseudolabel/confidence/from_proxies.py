@@ -140,7 +140,7 @@ def load_training_pairs(
     wild_names = [*positive, *negative] if labels != "gt" else []
     measure_inputs = [name for name in inputs[1:] if name not in IMAGE_CHANNELS]
     reads_images = any(name in IMAGE_CHANNELS for name in inputs) or bool(teacher_names)
-    needed = sorted({need for name in [*measure_inputs, *wild_names] for need in MEASURES[name].needs} | {"disparity"})
+    needed = sorted({need for name in [*measure_inputs, *wild_names] for need in MEASURES[name].needs} | {"disparity", "valid"})
     pairs: list[TrainingPair] = []
     skipped: list[str] = []
     with open_proxies(proxies_path, "r") as proxies:
@@ -164,7 +164,8 @@ def load_training_pairs(
                 if teacher_names:
                     votes = teacher_disparities(features, params, teacher_names)
                     targets = agreement_targets(disparity, votes, targets, TEACHER_LABELS[labels])
-            pairs.append(TrainingPair(key, build_inputs(features, params, inputs, measures), targets))
+            invalid_share = float(1.0 - np.mean(features["valid"]))
+            pairs.append(TrainingPair(key, build_inputs(features, params, inputs, measures), targets, invalid_share))
     return pairs, sgm_params, skipped
 
 
@@ -332,7 +333,7 @@ def _fit_on_pairs(model: ConfidenceNetwork, pairs: Sequence[TrainingPair], metho
         confidence = 1.0 / (1.0 + np.exp(-np.clip(scorer.logits_from_inputs(pair.inputs), -60, 60)))
         confidences.append(confidence[known])
         correct.append(pair.targets[known] > 0.5)
-    return fit_calibration(method, np.concatenate(confidences), np.concatenate(correct))
+    return fit_calibration(method, confidences, correct, [pair.invalid_share for pair in pairs])
 
 
 @dataclass
@@ -396,6 +397,7 @@ def calibrate_confidence_model(
         raw_parts.append(1.0 / (1.0 + np.exp(-np.clip(scorer.logits_from_inputs(pair.inputs)[known], -60, 60))))
         correct_parts.append(pair.targets[known] > 0.5)
     raw, correct = np.concatenate(raw_parts), np.concatenate(correct_parts)
+    calibrated = np.concatenate([calibration.apply(part, pair.invalid_share) for part, pair in zip(raw_parts, pairs)])
     target = Path(out) if out is not None else Path(model)
     save_confidence_checkpoint(
         target,
@@ -410,5 +412,5 @@ def calibrate_confidence_model(
         calibration,
         len(pairs),
         expected_calibration_error(raw, correct, ECE_BINS),
-        expected_calibration_error(calibration.apply(raw), correct, ECE_BINS),
+        expected_calibration_error(calibrated, correct, ECE_BINS),
     )

@@ -8,7 +8,11 @@ A proxies file holds no image, only the paths of the pair's images (pair attribu
 * ``image`` (:func:`normalised_image`): the left image, zero mean and unit standard deviation over the image;
 * ``photometric`` (:func:`photometric_error`): ``|left(x) - right(x - d)|`` with the right image sampled
   at the proxy disparity by linear interpolation (1 where ``x - d`` falls outside the right image),
-  divided by the image's intensity spread so that it does not depend on exposure.
+  divided by the image's intensity spread so that it does not depend on exposure;
+* ``texture`` (:func:`epipolar_texture`): how much the left image varies *along its rows* around the
+  pixel (mean absolute horizontal gradient over a :data:`TEXTURE_WINDOW` square, in 8-bit levels, on a
+  log scale). Matching is blind where it is near 0: texture-less surfaces and stripes parallel to the
+  epipolar lines, where SGM propagates a neighbour's disparity and the cost curve alone cannot tell.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from pseudolabel.io import read_image, to_gray
 LEFT_GRAY: str = "left_gray"
 RIGHT_GRAY: str = "right_gray"
 #: Input channels built from the images (names accepted by ``--inputs``).
-IMAGE_CHANNELS: tuple[str, ...] = ("image", "photometric")
+IMAGE_CHANNELS: tuple[str, ...] = ("image", "photometric", "texture")
+#: Window side of :func:`epipolar_texture`, pixels.
+TEXTURE_WINDOW: int = 9
 
 
 def gray_float(image: np.ndarray) -> np.ndarray:
@@ -91,12 +97,31 @@ def photometric_error(left: np.ndarray, right: np.ndarray, disparity: np.ndarray
     return np.where(inside, np.minimum(error, 4.0), 4.0).astype(np.float32)
 
 
+def epipolar_texture(gray: np.ndarray, window: int = TEXTURE_WINDOW) -> np.ndarray:
+    """Texture along the epipolar lines: ``log2(1 + g) / 4`` with ``g`` the mean over a ``window`` x ``window``
+    square (reflected borders) of ``|I(x + 1) - I(x - 1)| / 2`` in 8-bit levels (``I`` in [0, 1]; the
+    first and last columns use one-sided differences). ``float32`` (H, W), 0 on a flat image, 2 at a
+    mean gradient of 255 levels per pixel."""
+    import cv2
+
+    gray = np.asarray(gray, dtype=np.float32)
+    gradient = np.zeros_like(gray)
+    if gray.shape[1] > 1:
+        gradient[:, 1:-1] = np.abs(gray[:, 2:] - gray[:, :-2]) * np.float32(0.5)
+        gradient[:, 0] = np.abs(gray[:, 1] - gray[:, 0])
+        gradient[:, -1] = np.abs(gray[:, -1] - gray[:, -2])
+    local = cv2.blur(gradient * np.float32(255.0), (window, window), borderType=cv2.BORDER_REFLECT_101)
+    return (np.log2(np.float32(1.0) + np.maximum(local, 0.0)) / np.float32(4.0)).astype(np.float32)
+
+
 def image_channel(name: str, features: Mapping[str, np.ndarray]) -> np.ndarray:
-    """Input channel ``image`` or ``photometric`` from the features (which must hold the gray images)."""
+    """Input channel ``image``, ``photometric`` or ``texture`` from the features (which must hold the gray images)."""
     if LEFT_GRAY not in features or RIGHT_GRAY not in features:
         raise InputError(f"input channel {name!r} needs the pair's images; read them with pair_gray_images")
     if name == "image":
         return normalised_image(features[LEFT_GRAY])
     if name == "photometric":
         return photometric_error(features[LEFT_GRAY], features[RIGHT_GRAY], features["disparity"])
+    if name == "texture":
+        return epipolar_texture(features[LEFT_GRAY])
     raise InputError(f"unknown image channel {name!r}; choose from {', '.join(IMAGE_CHANNELS)}")

@@ -153,10 +153,18 @@ def score_matched_pair(arrays: Mapping[str, np.ndarray], params: RangeParams, th
     recipe, attrs = _shipped_network()
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
-    needed = sorted({need for m in recipe.inputs[1:] if m in MEASURES for need in MEASURES[m].needs} | {"disparity"})
-    features = {name: np.asarray(arrays[name]).astype(RESULT_DATASETS[name]) for name in needed}
+    features = {name: np.asarray(arrays[name]).astype(RESULT_DATASETS[name]) for name in sorted(network_needs(recipe))}
     result = score_pair(recipe, ScorePayload(features, params, [], True, None))
     return result[NETWORK_RESULT], attrs
+
+
+def network_needs(recipe: NetworkRecipe) -> set[str]:
+    """The stored datasets a network reads: the disparity, what its input measures need, and ``valid``
+    when its calibration reads the pair (``isotonic-pair``)."""
+    needs = {"disparity"} | {need for m in recipe.inputs[1:] if m in MEASURES for need in MEASURES[m].needs}
+    if recipe.calibration is not None and recipe.calibration.reads_pair:
+        needs.add("valid")
+    return needs
 
 
 @dataclass
@@ -284,8 +292,7 @@ def score_proxies(
         run_network = recipe is not None and (overwrite or not _up_to_date(proxies, key, f"confidence/{network_name}", network_attrs))
         if not todo and not run_network:
             return None
-        network_inputs = [m for m in recipe.inputs[1:] if m not in IMAGE_CHANNELS] if recipe is not None and run_network else []
-        needed = sorted({need for m in [*todo, *network_inputs] for need in MEASURES[m].needs} | ({"disparity"} if run_network else set()))
+        needed = sorted({need for m in todo for need in MEASURES[m].needs} | (network_needs(recipe) if recipe is not None and run_network else set()))
         features = proxies.read(key, needed) if needed else {}
         # an imported disparity is NaN where its matcher gave none: score a filled copy, confidence 0 there
         unknown = ~np.isfinite(features["disparity"]) if "disparity" in features else None

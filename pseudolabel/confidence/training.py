@@ -30,7 +30,6 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from pseudolabel.confidence.images import IMAGE_CHANNELS
 from pseudolabel.confidence.measures import CCNN_INPUTS
 from pseudolabel.errors import InputError
 from pseudolabel.io import atomic_write_bytes
@@ -48,11 +47,14 @@ class TrainingPair:
         inputs: ``float32`` (C, H, W) network input channels (:func:`pseudolabel.models.ccnn.build_inputs`;
             channel 0 is the normalised disparity).
         targets: ``float32`` (H, W): 1, 0 (or a soft target in between) or NaN (ignored).
+        invalid_share: the share of the pair's pixels that SGM's checks rejected (``1 - mean(valid)``),
+            read by an ``isotonic-pair`` calibration; 0 when unknown.
     """
 
     key: str
     inputs: np.ndarray
     targets: np.ndarray
+    invalid_share: float = 0.0
 
     @classmethod
     def from_disparity(cls, key: str, disparity: np.ndarray, targets: np.ndarray, min_disp: float, max_disp: float) -> TrainingPair:
@@ -92,7 +94,9 @@ def default_inputs(architecture: str) -> tuple[str, ...]:
     :data:`pseudolabel.confidence.measures.CCNN_INPUTS` (the disparity and the conventional measures; the
     disparity alone cannot tell the pixels SGM filled), an LFN the disparity and the image channels."""
     if architecture == "lfn":
-        return ("disparity", *IMAGE_CHANNELS)
+        from pseudolabel.models.lfn import DEFAULT_INPUTS as LFN_INPUTS
+
+        return LFN_INPUTS
     return CCNN_INPUTS
 
 

@@ -15,6 +15,13 @@ from collections.abc import Callable, Sequence
 PSEUDOLABEL = [sys.executable, "-m", "pseudolabel.cli.main"]
 
 
+def default_sigint() -> None:
+    """``preexec_fn`` of the interrupted commands: Ctrl-C as a terminal delivers it. A test run started in the
+    background of a non-interactive shell (``pytest ... &``) inherits SIGINT *ignored*, and Python then installs
+    no KeyboardInterrupt handler, so the command would run to its end."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt_when(
     arguments: Sequence[str], ready: Callable[[str], bool], timeout: float = 300.0, env: dict[str, str] | None = None
 ) -> tuple[int, str]:
@@ -23,7 +30,13 @@ def interrupt_when(
     Output is stdout and stderr together; a command that ends before being ready fails the test.
     """
     process = subprocess.Popen(
-        [*PSEUDOLABEL, *arguments], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env or dict(os.environ), text=True, bufsize=1
+        [*PSEUDOLABEL, *arguments],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env or dict(os.environ),
+        text=True,
+        bufsize=1,
+        preexec_fn=default_sigint,
     )
     assert process.stdout is not None
     lines: list[str] = []

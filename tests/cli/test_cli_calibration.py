@@ -195,3 +195,42 @@ def test_calibration_needs_ground_truth_in_python(proxies: Path, tmp_path: Path)
         calibrate_confidence_model(shipped_ccnn_path(), proxies, FIXTURES, method="platt", out=tmp_path / "x.pt")
     with pytest.raises(InputError, match="calibration needs ground truth"):
         calibrate_confidence_model(shipped_ccnn_path(), proxies, [], out=tmp_path / "x.pt")
+
+
+def test_isotonic_pair_calibration_is_applied_with_each_pairs_invalid_share(proxies: Path, tmp_path: Path) -> None:
+    from pseudolabel.confidence.checkpoints import shipped_ccnn_path
+    from pseudolabel.confidence.measures import compute_measure
+    from pseudolabel.models.ccnn import ConfidenceScorer
+
+    model = tmp_path / "ccnn_pair.pt"
+    result = _run(
+        "confidence", "calibrate", "--proxies", str(proxies), "--gt", str(FIXTURES), "--model", str(shipped_ccnn_path()),
+        "--method", "isotonic-pair", "--out", str(model),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "isotonic-pair calibration fitted on 2 pairs" in result.output
+    network, checkpoint = load_confidence_checkpoint(model)
+    calibration = checkpoint_calibration(checkpoint)
+    assert calibration is not None and calibration.method == "isotonic-pair" and calibration.pair_terms.shape == (4,)
+    result = _run("confidence", "score", "--proxies", str(proxies), "--model", str(model))
+    assert result.exit_code == 0, result.output
+    raw_scorer = ConfidenceScorer(network, "cpu", precision="float32")
+    shares = {}
+    with open_proxies(proxies, "r") as handle:
+        for key in ("tsukuba", "venus"):
+            stored = handle.read(key, ["confidence/ccnn_pair"])["confidence/ccnn_pair"]
+            features = handle.read(key, ["disparity", "disparity_right", "valid", "cost_best", "cost_second", "cost_second_local", "cost_mean"])
+            params = handle.pair_params(key)
+            measures = {name: compute_measure(name, features, params) for name in network.inputs[1:]}
+            logits = raw_scorer.logits_from_features(features, params, measures)
+            shares[key] = float(1.0 - features["valid"].mean())
+            raw = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+            by_hand = calibration.apply(raw, shares[key])
+            # the scorer runs in bfloat16 where the CPU has it: close to the hand-made map with this pair's share,
+            # and closer than with a share of 0 or 0.6
+            error = np.mean(np.abs(stored - by_hand))
+            assert error < 0.02
+            assert all(error < np.mean(np.abs(stored - calibration.apply(raw, other))) for other in (0.0, 0.6))
+    assert shares["tsukuba"] != shares["venus"]
+    with pytest.raises(InputError, match="invalid share"):
+        calibration.apply(np.array([0.5]))

@@ -27,7 +27,7 @@ from pseudolabel.sgm.params import SGMParams
 from pseudolabel.store.journal import journal_entries
 from pseudolabel.store.names import journal_path
 from pseudolabel.store.proxies import open_proxies
-from tests.cli.interrupting import PSEUDOLABEL, printed_command, run_printed
+from tests.cli.interrupting import PSEUDOLABEL, default_sigint, printed_command, run_printed
 
 DATA = Path(__file__).parents[1] / "data"
 REPO = Path(__file__).parents[2]
@@ -166,7 +166,7 @@ def test_kill_mid_run_then_resume(dataset: tuple[Path, Path], reference: Path, t
     make_pairs(tmp_path / "data", ["c", "seq/d", "seq/e"])
     env = dict(os.environ, **{SLOW_ENV: "3"})
     command = [sys.executable, "-m", "pseudolabel.cli.main", "sgm", "--in", str(left_dir), str(right_dir), "--out", str(out), "--max-disp", MAX_DISP]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=default_sigint)
     journal = journal_path(out)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None and not journal_entries(journal):

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 
 from pseudolabel.cli.main import main
 from pseudolabel.confidence.labels import DEFAULT_TAU, threshold_labels
-from pseudolabel.confidence.measures import MEASURES, compute_measure
-from pseudolabel.confidence.scoring import SHIPPED_MODEL, _load_network
+from pseudolabel.confidence.measures import compute_measure
+from pseudolabel.confidence.scoring import SHIPPED_MODEL, _load_network, network_needs
 from pseudolabel.datasets import ground_truth_lookup
 from pseudolabel.store.proxies import open_proxies
 
@@ -74,8 +74,7 @@ def test_stored_confidence_is_the_network_output_and_labels_follow_it(pipeline: 
         labelled = 0
         for key in keys:
             params = proxies.pair_params(key)
-            needed = sorted({need for name in scorer.inputs[1:] for need in MEASURES[name].needs} | {"disparity"})
-            features = proxies.read(key, needed)
+            features = proxies.read(key, sorted(network_needs(recipe)))  # the calibration reads "valid" too
             extra = {name: compute_measure(name, features, params) for name in scorer.inputs[1:]}
             exact = scorer.confidence_from_features(features, params, extra).astype(np.float32)
             stored = proxies.read(key, ["confidence/ccnn", "labels"])

@@ -1,4 +1,4 @@
-"""Calibration (isotonic, temperature), ECE and reliability tables, and tau by a target expected error."""
+"""Calibration (isotonic, temperature, isotonic-pair), ECE and reliability tables, and tau by a target expected error."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import pytest
 
 from pseudolabel.confidence.calibration import (
     ECE_BINS,
+    PAIR_MIN_SLOPE,
     Calibration,
+    apply_pair_terms,
     calibration_samples,
     ece_from_bins,
     expected_calibration_error,
@@ -153,3 +155,59 @@ def test_tau_for_target_error_skips_unusable_pixels_and_refuses_the_impossible()
         tau_for_target_error(confidence, 1.5)
     with pytest.raises(InputError, match="no pixel can be labelled"):
         tau_for_target_error(confidence, 0.1, np.zeros_like(usable))
+
+
+def _pairs_of_known_difficulty(seed: int, shares: tuple[float, ...], size: int = 60_000) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per pair: confidences uniform in [0, 1] whose true probability of being correct is
+    ``sigmoid(logit(c) + 1 - 6 s)``: the same confidence is right less often on a harder pair (larger ``s``)."""
+    rng = np.random.default_rng(seed)
+    confidences, correct = [], []
+    for share in shares:
+        confidence = rng.uniform(0.01, 0.99, size)
+        truth = 1.0 / (1.0 + np.exp(-(np.log(confidence / (1 - confidence)) + 1.0 - 6.0 * share)))
+        confidences.append(confidence.astype(np.float32))
+        correct.append(rng.uniform(size=size) < truth)
+    return confidences, correct
+
+
+def test_pair_terms_by_hand() -> None:
+    terms = np.array([2.0, 0.5, -1.0, 1.0])
+    # slope 2 + 1 * 0.25 = 2.25, offset 0.5 - 1 * 0.25 = 0.25, logit(0.8) = ln 4
+    expected = 1.0 / (1.0 + np.exp(-(2.25 * np.log(4.0) + 0.25)))
+    assert apply_pair_terms(terms, np.array([0.8]), 0.25)[0] == pytest.approx(expected, rel=1e-12)
+    # the slope never falls below PAIR_MIN_SLOPE: a = 0.1, h = -1, s = 0.5 would give -0.4
+    flat = apply_pair_terms(np.array([0.1, 0.0, 0.0, -1.0]), np.array([0.2, 0.8]), 0.5)
+    assert flat[1] > flat[0] and flat[1] == pytest.approx(1.0 / (1.0 + np.exp(-PAIR_MIN_SLOPE * np.log(4.0))), rel=1e-12)
+
+
+def test_isotonic_pair_follows_the_difficulty_of_each_pair() -> None:
+    shares = (0.05, 0.2, 0.35, 0.5)
+    confidences, correct = _pairs_of_known_difficulty(0, shares)
+    calibration = fit_calibration("isotonic-pair", confidences, correct, list(shares))
+    assert calibration.method == "isotonic-pair" and calibration.reads_pair and calibration.fitted_on["pairs"] == 4
+    plain = fit_calibration("isotonic", confidences, correct)
+    # on fresh pairs of the easiest and the hardest kind, one pooled map is off, the pair terms are not
+    for share in (0.05, 0.5):
+        fresh, hits = _pairs_of_known_difficulty(1, (share,))
+        paired_ece = expected_calibration_error(calibration.apply(fresh[0], share), hits[0])
+        plain_ece = expected_calibration_error(plain.apply(fresh[0]), hits[0])
+        assert paired_ece < 0.015 and plain_ece > 0.06, (share, paired_ece, plain_ece)
+    # within a pair the map keeps the ranking (strictly inside the fitted range); harder pairs get less confidence
+    grid = np.linspace(0.0, 1.0, 2001)
+    assert np.all(np.diff(calibration.apply(grid, 0.3).astype(np.float64)) >= 0)
+    inside = np.linspace(0.02, 0.98, 2001)
+    assert np.all(np.diff(calibration.apply(inside, 0.3).astype(np.float64)) > 0)
+    # the fitted difficulty term is the one the pairs were drawn with (-6 per unit of invalid share)
+    assert calibration.pair_terms[2] == pytest.approx(-6.0, abs=0.5)
+    assert np.all(calibration.apply(grid[1:-1], 0.5) < calibration.apply(grid[1:-1], 0.05))
+    # stored and read back, it gives the same values; without the pair's share it refuses
+    again = Calibration.from_dict(calibration.to_dict())
+    np.testing.assert_array_equal(again.apply(grid, 0.3), calibration.apply(grid, 0.3))
+    with pytest.raises(InputError, match="invalid share"):
+        calibration.apply(grid)
+    with pytest.raises(InputError, match="invalid share"):
+        fit_calibration("isotonic-pair", confidences, correct)
+    with pytest.raises(InputError, match="4 pair terms"):
+        Calibration.from_dict({**calibration.to_dict(), "pair_terms": [1.0, 0.0]})
+    with pytest.raises(InputError, match="4 pair terms"):
+        Calibration.from_dict({**plain.to_dict(), "pair_terms": [1.0, 0.0, 0.0, 0.0]})

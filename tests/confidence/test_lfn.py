@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from pseudolabel.confidence.images import normalised_image, photometric_error, warp_right
+from pseudolabel.confidence.images import epipolar_texture, normalised_image, photometric_error, warp_right
 from pseudolabel.confidence.targets import ground_truth_targets
 from pseudolabel.confidence.training import TrainingConfig, TrainingPair, train_ccnn
 from pseudolabel.errors import InputError
@@ -91,6 +91,44 @@ def test_image_channels_and_warp() -> None:
     assert stacked.shape == (3, *proxy.shape) and stacked.dtype == np.float32
     with pytest.raises(InputError, match="needs the pair's images"):
         build_inputs({"disparity": proxy}, Params(), ("disparity", "photometric"))
+
+
+def _texture_reference(gray: np.ndarray, window: int) -> np.ndarray:
+    """Plain loops: the mean of |I(x+1) - I(x-1)| / 2 (one-sided at the ends) over a reflected window, log2(1 + levels) / 4."""
+    height, width = gray.shape
+    gradient = np.zeros((height, width))
+    for x in range(width):
+        left, right = max(x - 1, 0), min(x + 1, width - 1)
+        gradient[:, x] = np.abs(gray[:, right].astype(np.float64) - gray[:, left]) / (right - left)
+    radius = window // 2
+    rows = [abs(y) if y < 0 else (2 * (height - 1) - y if y >= height else y) for y in range(-radius, height + radius)]
+    cols = [abs(x) if x < 0 else (2 * (width - 1) - x if x >= width else x) for x in range(-radius, width + radius)]
+    padded = gradient[np.ix_(rows, cols)]
+    out = np.zeros((height, width))
+    for y in range(height):
+        for x in range(width):
+            out[y, x] = padded[y : y + window, x : x + window].mean()
+    return np.log2(1.0 + 255.0 * out) / 4.0
+
+
+def test_epipolar_texture_against_loops_and_on_stripes() -> None:
+    rng = np.random.default_rng(3)
+    gray = rng.uniform(0, 1, size=(23, 37)).astype(np.float32)
+    for window in (3, 9):
+        np.testing.assert_allclose(epipolar_texture(gray, window), _texture_reference(gray, window), rtol=1e-5, atol=1e-5)
+    assert np.all(epipolar_texture(np.full((11, 13), 0.4, np.float32)) == 0.0)
+    # horizontal stripes (constant along the rows) are blind to matching, vertical ones are not
+    rows = np.indices((32, 40))[0]
+    horizontal = ((rows // 3) % 2).astype(np.float32)
+    vertical = np.ascontiguousarray(horizontal[:32, :32].T)
+    assert np.all(epipolar_texture(horizontal) == 0.0)
+    assert epipolar_texture(vertical).min() > 1.0  # a mean gradient above 15 levels per pixel
+    features = {"disparity": np.zeros((32, 40), np.float32), "left_gray": horizontal, "right_gray": horizontal}
+
+    class Params:
+        min_disp, max_disp = 0, 32
+
+    assert build_inputs(features, Params(), ("disparity", "texture")).shape == (2, 32, 40)
 
 
 def test_training_learns_from_the_photometric_error() -> None:

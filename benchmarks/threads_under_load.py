@@ -7,7 +7,8 @@ same load: 2.5 s). ``--threads auto`` (:mod:`pseudolabel.threads`) should lose a
 For every thread setting, a fresh Python process (so that torch and the automatic choice start as a
 user's command would) runs ``--steps`` adaptation steps of ``--model`` (MADNet by default, random
 weights: the speed does not depend on them) on one Middlebury-sized synthetic pair (375 x 450) with
-the guided loss and a learnable tau, through the same :class:`~pseudolabel.learn.trainer.Trainer`
+``adapt``'s default objective (``--objective default``: its loss with L2-SP and its synthetic replay;
+``guided``: the guided loss alone, the default before 2026-11-30) and a learnable tau, through the same :class:`~pseudolabel.learn.trainer.Trainer`
 and :func:`~pseudolabel.learn.run.set_threads` as ``pseudolabel adapt``. The first ``--warmup`` steps
 are not timed; the figure is the median step time. Then the same with a busy-loop process running
 (started ``--settle`` seconds before, so the instantaneous load sees it).
@@ -36,8 +37,12 @@ REPO = Path(__file__).resolve().parents[1]
 SETTINGS = ("auto", "2", "1")
 
 
-def child(model: str, steps: int, warmup: int, threads: str, height: int, width: int) -> dict[str, Any]:
-    """Run in the child process: the steps, timed; returns the step times and the thread choice."""
+def child(model: str, steps: int, warmup: int, threads: str, height: int, width: int, objective_kind: str = "default") -> dict[str, Any]:
+    """Run in the child process: the steps, timed; returns the step times and the thread choice.
+
+    ``objective_kind``: ``default`` = what ``pseudolabel adapt`` does by default (its ``DEFAULT_LOSS``, with
+    the L2-SP term toward the starting weights, and ``DEFAULT_REPLAY`` of the samples rendered as synthetic
+    pairs in the step's process); ``guided`` = the guided loss alone, no replay (the default before 2026-11-30)."""
     import numpy as np
     import torch
 
@@ -56,10 +61,19 @@ def child(model: str, steps: int, warmup: int, threads: str, height: int, width:
     synth = render_pair(replay_config(height, width), 7)
     confidence = np.full((height, width), 0.9, dtype=np.float32)
     pair = AdaptationPair("synth", synth.left, synth.right, synth.disp_left.astype(np.float32), confidence)
-    dataset = ProxyAdaptationDataset([pair], crop=None)
+    dataset: torch.utils.data.Dataset = ProxyAdaptationDataset([pair], crop=None)
     torch.manual_seed(0)
     network = build_network(model)
-    objective = AdaptationObjective("learnable", "guided=1")
+    if objective_kind == "default":
+        from pseudolabel.learn.adapt import DEFAULT_LOSS, DEFAULT_REPLAY
+        from pseudolabel.learn.regularisers import L2SP
+        from pseudolabel.learn.replay import ReplayDataset
+
+        objective = AdaptationObjective("learnable", DEFAULT_LOSS)
+        objective.set_regulariser("l2sp", L2SP(network))
+        dataset = ReplayDataset(dataset, DEFAULT_REPLAY, seed=0)  # type: ignore[arg-type]
+    else:
+        objective = AdaptationObjective("learnable", "guided=1")
     times: list[float] = []
 
     class Clock:
@@ -115,6 +129,8 @@ def run_setting(args: argparse.Namespace, threads: str) -> dict[str, Any]:
         str(args.warmup),
         "--size",
         f"{args.height}x{args.width}",
+        "--objective",
+        args.objective,
     ]
     env = {key: value for key, value in os.environ.items() if key not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
@@ -133,11 +149,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--settings", default=",".join(SETTINGS), help="--threads values to compare.")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds between starting the competitor and the first run.")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here.")
+    parser.add_argument(
+        "--objective",
+        default="default",
+        choices=("default", "guided"),
+        help="default: adapt's default loss (L2-SP included) and synthetic replay; guided: the guided loss alone (before 2026-11-30).",
+    )
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.height, args.width = (int(value) for value in args.size.lower().split("x"))
     if args.child is not None:
-        print(json.dumps(child(args.model, args.steps, args.warmup, args.child, args.height, args.width)))
+        print(json.dumps(child(args.model, args.steps, args.warmup, args.child, args.height, args.width, args.objective)))
         return
 
     from pseudolabel.threads import available_cores, measure_other_load

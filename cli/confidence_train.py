@@ -82,7 +82,7 @@ __all__ = ["calibrate_command", "train"]
     "inputs_text",
     default=None,
     help="Input channels: 'disparity' optionally followed by conventional measures (e.g. disparity,apkr,msm) and, for lfn, "
-    f"the image channels image,photometric. [default: {','.join(CCNN_INPUTS)} for ccnn (the disparity alone cannot tell the pixels SGM "
+    f"the image channels image,photometric,texture. [default: {','.join(CCNN_INPUTS)} for ccnn (the disparity alone cannot tell the pixels SGM "
     "filled: wild labels would teach it nothing), disparity,image,photometric for lfn]",
 )
 @click.option(

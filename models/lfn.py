@@ -60,7 +60,7 @@ class LateFusionNetwork(ConfidenceNetwork):
         self.image_channels = [index for index, name in enumerate(self.inputs) if name in IMAGE_CHANNELS]
         self.disparity_channels = [index for index, name in enumerate(self.inputs) if name not in IMAGE_CHANNELS]
         if not self.image_channels:
-            raise InputError(f"LFN reads the image: add image and/or photometric to the inputs (got {','.join(self.inputs)})")
+            raise InputError(f"LFN reads the image: add image, photometric and/or texture to the inputs (got {','.join(self.inputs)})")
         disparity_layers: list[nn.Module] = []
         channels = len(self.disparity_channels)
         for _ in range(4):

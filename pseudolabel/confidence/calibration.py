@@ -281,7 +281,8 @@ def fit_pair_terms(
 ) -> np.ndarray:
     """The pair terms ``(a, b, g, h)`` of ``isotonic-pair``: logistic regression of correctness on
     ``[logit(m), 1, s, s logit(m)]`` over up to :data:`PAIR_SAMPLES` pixels per pair (drawn with ``seed``),
-    every pair weighing the same, by Newton's method.
+    every pair weighing the same, by Newton's method (with a ridge of 1e-6, so that pairs of one difficulty
+    alone, where the share is collinear with the constant, still give a finite answer).
 
     Args:
         calibrated: per pair, ``float`` (N_i,) confidences already mapped by the isotonic part.
@@ -293,20 +294,26 @@ def fit_pair_terms(
     rng = np.random.default_rng(seed)
     rows, targets, weights = [], [], []
     for values, hits, share in zip(calibrated, correct, invalid_shares):
-        values, hits = _check_sample(values, hits)
+        values, hits = np.asarray(values, dtype=np.float64).ravel(), np.asarray(hits, dtype=np.float64).ravel()
+        keep = np.isfinite(values) & np.isfinite(hits)
+        if not keep.any():
+            continue  # a pair without ground truth where the confidence is defined adds nothing
+        values, hits = _check_sample(values[keep], hits[keep])
         take = rng.choice(values.size, size=min(PAIR_SAMPLES, values.size), replace=False)
         logits = _logit_clipped(values[take])
         shares = np.full_like(logits, float(share))
         rows.append(np.stack([logits, np.ones_like(logits), shares, shares * logits], axis=1))
         targets.append(hits[take])
         weights.append(np.full(take.size, 1.0 / take.size))
+    if not rows:
+        raise InputError("no pixel to fit the pair terms on (no ground truth where the confidence is defined)")
     features, target, weight = np.concatenate(rows), np.concatenate(targets), np.concatenate(weights)
     weight /= weight.sum()
     terms = np.array([1.0, 0.0, 0.0, 0.0])
     for _ in range(iterations):
         probability = _sigmoid(features @ terms)
         gradient = features.T @ (weight * (probability - target))
-        hessian = (features * (weight * probability * (1.0 - probability))[:, None]).T @ features + 1e-9 * np.eye(4)
+        hessian = (features * (weight * probability * (1.0 - probability))[:, None]).T @ features + 1e-6 * np.eye(4)
         step = np.linalg.solve(hessian, gradient)
         terms = terms - step
         if np.abs(step).max() < 1e-9:

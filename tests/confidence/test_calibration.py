@@ -211,3 +211,15 @@ def test_isotonic_pair_follows_the_difficulty_of_each_pair() -> None:
         Calibration.from_dict({**calibration.to_dict(), "pair_terms": [1.0, 0.0]})
     with pytest.raises(InputError, match="4 pair terms"):
         Calibration.from_dict({**plain.to_dict(), "pair_terms": [1.0, 0.0, 0.0, 0.0]})
+
+
+def test_isotonic_pair_on_pairs_of_one_difficulty_stays_finite() -> None:
+    # one share for every pair: the pair terms cannot be told from the constant; the ridge keeps them near 0,
+    # so other shares change little, and a pair without any usable pixel is skipped
+    confidences, correct = _pairs_of_known_difficulty(2, (0.2, 0.2), size=5000)
+    calibration = fit_calibration("isotonic-pair", [*confidences, np.array([np.nan])], [*correct, np.array([1.0])], [0.2, 0.2, 0.7])
+    assert np.all(np.isfinite(calibration.pair_terms)) and abs(calibration.pair_terms[2]) < 0.1 and abs(calibration.pair_terms[3]) < 0.1
+    grid = np.linspace(0.05, 0.95, 19)
+    assert np.abs(calibration.apply(grid, 0.6) - calibration.apply(grid, 0.2)).max() < 0.03
+    with pytest.raises(InputError, match="no pixel"):
+        fit_calibration("isotonic-pair", [np.array([np.nan])], [np.array([1.0])], [0.3])

@@ -6,8 +6,8 @@ Each command is one library call (the same a notebook makes):
 * ``train``: :func:`pseudolabel.confidence.from_proxies.train_confidence_from_proxies` -- a CCNN (or, with
   ``--arch lfn``, a network that also reads the image) from the proxies of one or more files, with
   ground-truth labels (``--gt``) or without any ground truth (``--labels wild``, Tosi et al. BMVC 2017);
-* ``calibrate``: :func:`pseudolabel.confidence.from_proxies.calibrate_confidence_model` -- an isotonic or
-  temperature calibration of a checkpoint, fitted on proxies with ground truth, stored in it;
+* ``calibrate``: :func:`pseudolabel.confidence.from_proxies.calibrate_confidence_model` -- an isotonic,
+  temperature or isotonic-pair calibration of a checkpoint, fitted on proxies with ground truth, stored in it;
 * ``score``: :func:`pseudolabel.confidence.scoring.score_proxies` -- ``confidence/<name>`` for every
   pair: the CCNN (shipped or ``--model``) and the conventional measures;
 * ``eval``: :func:`pseudolabel.confidence.evaluation.evaluate_proxies` -- area under the sparsification

@@ -11,6 +11,10 @@
 - :mod:`pseudolabel.confidence.checkpoints` -- its checkpoints and the scorer that runs one (imports torch);
 - :mod:`pseudolabel.confidence.from_proxies` -- training and calibrating on whole proxies files (imports
   torch; ``confidence train`` is its :func:`~pseudolabel.confidence.from_proxies.train_confidence_from_proxies`);
+- :mod:`pseudolabel.confidence.calibration` -- calibration maps (isotonic, temperature, isotonic-pair: the
+  isotonic map moved by how hard each pair is) and the expected calibration error;
+- :mod:`pseudolabel.confidence.images` -- the image channels of networks that read the image (image,
+  photometric error, texture along the rows);
 - :mod:`pseudolabel.confidence.sparsification` -- sparsification curves and their area (AUC);
 - :mod:`pseudolabel.confidence.labels` -- the proxy disparity where ``confidence > tau``;
 - :mod:`pseudolabel.confidence.scoring` -- scoring whole proxies files (``confidence score``);

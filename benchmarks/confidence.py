@@ -361,7 +361,7 @@ def speed(data: Path, runs: int, write: bool, threads: int = 2) -> str:
         if checkpoint is not None:
             scorers[name] = make_scorer(REPO / checkpoint, device="cpu", precision="auto", threads=threads)[0]
         else:
-            inputs = ["disparity", *MEASURES, *IMAGE_CHANNELS]
+            inputs = ["disparity", *MEASURES, "image", "photometric"]
             scorers[name] = ConfidenceScorer(build_confidence_network(arch, inputs=inputs, **width), "cpu", precision="auto")
     apply_threads(threads)
     load_before = os.getloadavg()[0]

@@ -223,3 +223,28 @@ def test_isotonic_pair_on_pairs_of_one_difficulty_stays_finite() -> None:
     assert np.abs(calibration.apply(grid, 0.6) - calibration.apply(grid, 0.2)).max() < 0.03
     with pytest.raises(InputError, match="no pixel"):
         fit_calibration("isotonic-pair", [np.array([np.nan])], [np.array([1.0])], [0.3])
+
+
+def test_a_whole_image_reads_the_map_from_a_table_within_its_bound() -> None:
+    import torch
+
+    from pseudolabel.confidence.calibration import APPLY_GRID
+    from pseudolabel.confidence.checkpoints import checkpoint_calibration, shipped_ccnn_path
+
+    shipped = checkpoint_calibration(torch.load(shipped_ccnn_path(), map_location="cpu", weights_only=False))
+    assert shipped is not None and shipped.method == "isotonic-pair"
+    rng = np.random.default_rng(5)
+    image = rng.uniform(size=(300, 301)).astype(np.float32)  # more values than APPLY_GRID: the table
+    image[:, :40] = 1.0 - rng.uniform(0, 1e-3, size=(300, 40))  # the steep end near 1
+    image[0, 0] = np.nan
+    assert image.size > APPLY_GRID
+    for share in (0.02, 0.17, 0.6):
+        tabulated = shipped.apply(image, share)
+        exact = shipped.apply_exactly(image, share)
+        assert tabulated.dtype == np.float32 and tabulated.shape == image.shape and np.isnan(tabulated[0, 0]) and np.isnan(exact[0, 0])
+        assert np.nanmax(np.abs(tabulated.astype(np.float64) - exact)) < 3e-4
+        # the order of the pixels is kept
+        order = np.argsort(image[1:].ravel(), kind="stable")
+        assert np.all(np.diff(tabulated[1:].ravel()[order].astype(np.float64)) >= 0)
+    # a small input is the exact map itself
+    np.testing.assert_array_equal(shipped.apply(image[:10, :10], 0.17), shipped.apply_exactly(image[:10, :10], 0.17))

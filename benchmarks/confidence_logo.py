@@ -142,6 +142,7 @@ def prepare_groups(data: Path, work: Path, groups: Sequence[str], synthetic: int
 
 def load_pairs(files: dict[str, Path], log: Callable[[str], None] = print) -> list[Pair]:
     """Every pair of every group file, with all conventional measures, ground truth and gray images."""
+    from pseudolabel.confidence.calibration import invalid_share
     from pseudolabel.confidence.images import pair_gray_images
     from pseudolabel.confidence.measures import MEASURES, compute_measure
     from pseudolabel.io import read_disparity
@@ -167,7 +168,7 @@ def load_pairs(files: dict[str, Path], log: Callable[[str], None] = print) -> li
                         measures,
                         pair_gray_images(path, attrs, key),
                         params,
-                        invalid_share=float(1.0 - np.mean(features["valid"])),
+                        invalid_share=invalid_share(features["valid"]),
                     )
                 )
         log(f"  loaded {group}: {sum(p.group == group for p in pairs)} pairs")
@@ -218,10 +219,7 @@ def train_and_score(
 ) -> tuple[list[np.ndarray], list[np.ndarray], float]:
     """Train on ``fit_on`` (default ``train``) and return the raw confidence of every training and every test
     pair, and the seconds of training."""
-    import torch
-
     from pseudolabel.confidence.training import TrainingConfig, TrainingPair, train_ccnn
-    from pseudolabel.models.ccnn import ConfidenceScorer
 
     config = TrainingConfig(architecture=arch, inputs=tuple(inputs), **config_kwargs)
     training = [
@@ -231,30 +229,28 @@ def train_and_score(
     model, _ = train_ccnn(training, config)
     seconds = time.perf_counter() - started
     del training
-    scorer = ConfidenceScorer(model, "cpu", precision="float32")
-
-    def score(pair: Pair) -> np.ndarray:
-        logits = scorer.logits_from_inputs(network_inputs(pair, inputs))
-        return (1.0 / (1.0 + np.exp(-np.clip(logits, -60, 60)))).astype(np.float32)
-
-    with torch.inference_mode():
-        return [score(pair) for pair in train], [score(pair) for pair in test], seconds
+    return raw_confidences(model, train), raw_confidences(model, test), seconds
 
 
-def checkpoint_confidences(path: Path, pairs: Sequence[Pair]) -> list[np.ndarray]:
-    """The raw confidence (float32 arithmetic, no calibration) of a trained checkpoint on every pair."""
+def raw_confidences(network: Any, pairs: Sequence[Pair]) -> list[np.ndarray]:
+    """The raw confidence (float32 arithmetic, no calibration) of a confidence network on every pair."""
     import torch
 
-    from pseudolabel.confidence.checkpoints import load_confidence_checkpoint
     from pseudolabel.models.ccnn import ConfidenceScorer
 
-    network, _ = load_confidence_checkpoint(path)
     scorer = ConfidenceScorer(network, "cpu", precision="float32")
     with torch.inference_mode():
         return [
             (1.0 / (1.0 + np.exp(-np.clip(scorer.logits_from_inputs(network_inputs(pair, network.inputs)), -60, 60)))).astype(np.float32)
             for pair in pairs
         ]
+
+
+def checkpoint_confidences(path: Path, pairs: Sequence[Pair]) -> list[np.ndarray]:
+    """:func:`raw_confidences` of a trained checkpoint."""
+    from pseudolabel.confidence.checkpoints import load_confidence_checkpoint
+
+    return raw_confidences(load_confidence_checkpoint(path)[0], pairs)
 
 
 def evaluate_method(
@@ -266,15 +262,16 @@ def evaluate_method(
     target: float,
 ) -> dict[str, float]:
     """Figures of one method on the group left out (see the module docstring)."""
-    from pseudolabel.confidence.calibration import ece_from_bins, fit_isotonic, fit_pair_calibration, reliability_bins
+    from pseudolabel.confidence.calibration import Calibration, ece_from_bins, fit_pair_calibration, reliability_bins
     from pseudolabel.confidence.labels import expected_error, label_statistics, tau_for_target_error, threshold_labels
     from pseudolabel.confidence.sparsification import error_mask, optimal_auc, sparsification_auc
     from pseudolabel.errors import InputError
 
-    calibration = fit_isotonic(np.concatenate([c[p.known] for p, c in zip(train, train_confidence)]), np.concatenate([p.correct for p in train]))
     pair_calibration = fit_pair_calibration(
         [c[p.known] for p, c in zip(train, train_confidence)], [p.correct for p in train], [p.invalid_share for p in train]
     )
+    # its isotonic part is the isotonic map of the same pooled pixels (fit_isotonic), without the pair terms
+    calibration = Calibration("isotonic", pair_calibration.knots, pair_calibration.values)
     aucs, optimals = [], []
     raw_table = np.zeros((20, 3))
     calibrated_table = np.zeros((20, 3))

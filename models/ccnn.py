@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pseudolabel.confidence.calibration import invalid_share as pair_invalid_share
 from pseudolabel.errors import InputError
 from pseudolabel.models import devices
 
@@ -243,7 +244,7 @@ class ConfidenceScorer:
         if self.calibration is not None and self.calibration.reads_pair:
             if "valid" not in features:
                 raise InputError("this network's calibration (isotonic-pair) needs the pair's SGM validity mask 'valid'")
-            invalid_share = float(1.0 - np.mean(features["valid"]))
+            invalid_share = pair_invalid_share(features["valid"])
         return self._calibrated(_sigmoid(self.logits_from_features(features, params, measures)), invalid_share)
 
     def _calibrated(self, confidence: np.ndarray, invalid_share: float | None = None) -> np.ndarray:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from pseudolabel.confidence.calibration import METHODS, Calibration, fit_calibration
+from pseudolabel.confidence.calibration import METHODS, Calibration, fit_calibration, invalid_share
 from pseudolabel.confidence.checkpoints import load_confidence_checkpoint, save_confidence_checkpoint
 from pseudolabel.confidence.files import require_ground_truth, selected_keys, split_names
 from pseudolabel.confidence.images import IMAGE_CHANNELS, pair_gray_images
@@ -164,8 +164,7 @@ def load_training_pairs(
                 if teacher_names:
                     votes = teacher_disparities(features, params, teacher_names)
                     targets = agreement_targets(disparity, votes, targets, TEACHER_LABELS[labels])
-            invalid_share = float(1.0 - np.mean(features["valid"]))
-            pairs.append(TrainingPair(key, build_inputs(features, params, inputs, measures), targets, invalid_share))
+            pairs.append(TrainingPair(key, build_inputs(features, params, inputs, measures), targets, invalid_share(features["valid"])))
     return pairs, sgm_params, skipped
 
 
@@ -324,16 +323,21 @@ def train_confidence_from_proxies(
     return ConfidenceTraining(Path(out), arguments, data.summary, history, arguments["seconds"])
 
 
-def _fit_on_pairs(model: ConfidenceNetwork, pairs: Sequence[TrainingPair], method: str) -> Calibration:
-    """A calibration of ``model``'s raw confidence against the targets (1 / 0 / NaN) of ``pairs``."""
+def _raw_samples(model: ConfidenceNetwork, pairs: Sequence[TrainingPair]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per pair, ``model``'s raw confidence (``float32`` arithmetic, no calibration) and ``target > 0.5`` at
+    the pixels whose target is known."""
     scorer = ConfidenceScorer(model, "cpu", precision="float32")
     confidences, correct = [], []
     for pair in pairs:
         known = np.isfinite(pair.targets)
-        confidence = 1.0 / (1.0 + np.exp(-np.clip(scorer.logits_from_inputs(pair.inputs), -60, 60)))
-        confidences.append(confidence[known])
+        confidences.append(1.0 / (1.0 + np.exp(-np.clip(scorer.logits_from_inputs(pair.inputs)[known], -60, 60))))
         correct.append(pair.targets[known] > 0.5)
-    return fit_calibration(method, confidences, correct, [pair.invalid_share for pair in pairs])
+    return confidences, correct
+
+
+def _fit_on_pairs(model: ConfidenceNetwork, pairs: Sequence[TrainingPair], method: str) -> Calibration:
+    """A calibration of ``model``'s raw confidence against the targets (1 / 0 / NaN) of ``pairs``."""
+    return fit_calibration(method, *_raw_samples(model, pairs), [pair.invalid_share for pair in pairs])
 
 
 @dataclass
@@ -389,13 +393,8 @@ def calibrate_confidence_model(
         pairs += load_training_pairs(proxies_path, "gt", file_gt, gt_scale, keys, exclude, network.inputs)[0]
     if not pairs:
         raise InputError(f"--gt {', '.join(map(str, gt_dirs))}: none of the selected pairs has ground truth")
-    calibration = _fit_on_pairs(network, pairs, method)
-    scorer = ConfidenceScorer(network, "cpu", precision="float32")
-    raw_parts, correct_parts = [], []
-    for pair in pairs:
-        known = np.isfinite(pair.targets)
-        raw_parts.append(1.0 / (1.0 + np.exp(-np.clip(scorer.logits_from_inputs(pair.inputs)[known], -60, 60))))
-        correct_parts.append(pair.targets[known] > 0.5)
+    raw_parts, correct_parts = _raw_samples(network, pairs)  # the network runs once: for the fit and the ECE
+    calibration = fit_calibration(method, raw_parts, correct_parts, [pair.invalid_share for pair in pairs])
     raw, correct = np.concatenate(raw_parts), np.concatenate(correct_parts)
     calibrated = np.concatenate([calibration.apply(part, pair.invalid_share) for part, pair in zip(raw_parts, pairs)])
     target = Path(out) if out is not None else Path(model)

@@ -7,6 +7,7 @@ import pytest
 
 from pseudolabel.confidence.calibration import (
     ECE_BINS,
+    ISOTONIC_RAW_WEIGHT,
     PAIR_MIN_SLOPE,
     Calibration,
     apply_pair_terms,
@@ -225,26 +226,26 @@ def test_isotonic_pair_on_pairs_of_one_difficulty_stays_finite() -> None:
         fit_calibration("isotonic-pair", [np.array([np.nan])], [np.array([1.0])], [0.3])
 
 
-def test_a_whole_image_reads_the_map_from_a_table_within_its_bound() -> None:
+def test_shipped_maps_on_a_whole_image_are_the_exact_maps() -> None:
+    """Both shipped calibrations on an image: the isotonic map and the pair terms computed by hand, NaN kept,
+    the order of the pixels kept (the wild CCNN's map is steep next to 1, where its confidences crowd)."""
     import torch
 
-    from pseudolabel.confidence.calibration import APPLY_GRID
-    from pseudolabel.confidence.checkpoints import checkpoint_calibration, shipped_ccnn_path
+    from pseudolabel.confidence.checkpoints import shipped_ccnn_path
 
-    shipped = checkpoint_calibration(torch.load(shipped_ccnn_path(), map_location="cpu", weights_only=False))
-    assert shipped is not None and shipped.method == "isotonic-pair"
     rng = np.random.default_rng(5)
-    image = rng.uniform(size=(300, 301)).astype(np.float32)  # more values than APPLY_GRID: the table
+    image = rng.uniform(size=(300, 301)).astype(np.float32)
     image[:, :40] = 1.0 - rng.uniform(0, 1e-3, size=(300, 40))  # the steep end near 1
     image[0, 0] = np.nan
-    assert image.size > APPLY_GRID
-    for share in (0.02, 0.17, 0.6):
-        tabulated = shipped.apply(image, share)
-        exact = shipped.apply_exactly(image, share)
-        assert tabulated.dtype == np.float32 and tabulated.shape == image.shape and np.isnan(tabulated[0, 0]) and np.isnan(exact[0, 0])
-        assert np.nanmax(np.abs(tabulated.astype(np.float64) - exact)) < 3e-4
-        # the order of the pixels is kept
-        order = np.argsort(image[1:].ravel(), kind="stable")
-        assert np.all(np.diff(tabulated[1:].ravel()[order].astype(np.float64)) >= 0)
-    # a small input is the exact map itself
-    np.testing.assert_array_equal(shipped.apply(image[:10, :10], 0.17), shipped.apply_exactly(image[:10, :10], 0.17))
+    for path in (shipped_ccnn_path(), shipped_ccnn_path().with_name("ccnn_wild.pt")):
+        shipped = Calibration.from_dict(torch.load(path, map_location="cpu", weights_only=False)["calibration"])
+        assert shipped.method == "isotonic-pair"
+        for share in (0.02, 0.17, 0.6):
+            calibrated = shipped.apply(image, share)
+            raw = np.clip(image.astype(np.float64), 0.0, 1.0)
+            mapped = (1.0 - ISOTONIC_RAW_WEIGHT) * np.interp(raw, shipped.knots, shipped.values) + ISOTONIC_RAW_WEIGHT * raw
+            by_hand = np.clip(apply_pair_terms(shipped.pair_terms, mapped, share), 0.0, 1.0).astype(np.float32)
+            assert calibrated.dtype == np.float32 and calibrated.shape == image.shape and np.isnan(calibrated[0, 0])
+            np.testing.assert_array_equal(calibrated, by_hand)
+            order = np.argsort(image[1:].ravel(), kind="stable")
+            assert np.all(np.diff(calibrated[1:].ravel()[order].astype(np.float64)) >= 0)

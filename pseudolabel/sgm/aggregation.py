@@ -48,7 +48,7 @@ import numpy as np
 from numba import prange
 
 from pseudolabel.errors import InputError
-from pseudolabel.sgm._numba_utils import prefetch
+from pseudolabel.sgm._numba_utils import NO_REFCOUNT, prefetch
 from pseudolabel.sgm.cost import max_cost
 from pseudolabel.sgm.disparity import (
     Winners,
@@ -117,7 +117,7 @@ def _path_start(cost_row: np.ndarray, current: np.ndarray) -> int:
 _ROW_BLOCK = 4  # rows swept together by one thread in the horizontal kernels
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True, **NO_REFCOUNT)
 def _horizontal_rows(
     cost: np.ndarray,
     image: np.ndarray,
@@ -330,7 +330,7 @@ def _path_step_in_place(cost_row: np.ndarray, window: np.ndarray, previous_min: 
 RASTER_SHIFT_ROOM = 16  # spare places per scanline curve: the curves move down one place per row, back up every this many rows
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, **NO_REFCOUNT)
 def _row_penalties(
     p1: int, p2: int, adaptive: bool, gamma: float, image_row: np.ndarray, image_before: np.ndarray, shift: int, penalties: np.ndarray
 ) -> None:
@@ -345,7 +345,7 @@ def _row_penalties(
         penalties[x] = _step_penalty(p1, p2, adaptive, gamma, image_row[x], image_before[x + shift])
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, **NO_REFCOUNT)
 def _direction_row(
     cost_row: np.ndarray,
     out_row: np.ndarray,
@@ -413,7 +413,7 @@ def _direction_row(
                 curves[x + line_offset, base + num_disp] = sentinel
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, **NO_REFCOUNT)
 def _raster_rows(
     cost: np.ndarray,
     image: np.ndarray,
@@ -446,6 +446,7 @@ def _raster_rows(
     disparity_right: np.ndarray,
     keys: np.ndarray,
     padded: np.ndarray,
+    moving: np.ndarray,
 ) -> None:
     """One raster pass over rows ``y_first, y_first + s, ...`` (excluding ``y_stop``), ``s = 1`` when ``forward``, else -1.
 
@@ -481,14 +482,14 @@ def _raster_rows(
             :data:`pseudolabel.sgm.refinement.SUBPIXEL_MODES` value.
         index ... disparity_right: (H, W) outputs as in :class:`pseudolabel.sgm.disparity.Winners`
             (written only when ``select``).
-        keys: ``uint32`` (W,) scratch; padded: ``uint16`` (D + 2,) scratch, 65535 at both ends.
+        keys: ``uint32`` (W,) scratch; padded: ``uint16`` (D + 2,) scratch, 65535 at both ends;
+            moving: ``int16`` (D + 2,) scratch.
     """
     height, width, num_disp = cost.shape
     s = 1 if forward else -1
     first_row = 0 if forward else height - 1
     directions = 3 if diagonals else 1
     room = state.shape[2] - num_disp - 2
-    moving = np.empty(num_disp + 2, dtype=np.int16)
     for y in range(y_first, y_stop, s):
         starts = y == first_row
         base = state_base[0]
@@ -620,6 +621,7 @@ def aggregate_raster_and_select(
             penalties = np.zeros((3, width), dtype=np.int32)
             keys = np.empty(width, dtype=np.uint32)
             padded = np.full(num_disp + 2, 65535, dtype=np.uint16)
+            moving = np.empty(num_disp + 2, dtype=np.int16)
             if phase == 0:
                 y_first, y_stop = (0, middle) if forward else (height - 1, middle - 1)
             else:
@@ -661,6 +663,7 @@ def aggregate_raster_and_select(
                     disparity_right,
                     keys,
                     padded,
+                    moving,
                 )
 
 

@@ -158,6 +158,7 @@ def test_raster_pass_matches_reference(shape: tuple[int, int], forward: bool, di
     unused_maps = [np.zeros(shape, dtype=dtype) for dtype in [np.int16] + [np.float32] * 5 + [np.int16] + [np.float32] * 2]
     keys = np.zeros(width, dtype=np.uint32)
     padded = np.full(num_disp + 2, 65535, dtype=np.uint16)
+    moving = np.empty(num_disp + 2, dtype=np.int16)
     rows = list(range(height)) if forward else list(range(height - 1, -1, -1))
     cut = len(rows) // 2
     step = 1 if forward else -1
@@ -165,7 +166,7 @@ def test_raster_pass_matches_reference(shape: tuple[int, int], forward: bool, di
         if part:
             aggregation._raster_rows(
                 volume, image, part[0], part[-1] + step, forward, diagonals, 6, 45, True, 8.0, out, False, state, state_min, state_base, penalties,
-                False, ks, 0, 1, *unused_maps, keys, padded,
+                False, ks, 0, 1, *unused_maps, keys, padded, moving,
             )  # fmt: skip
     sign = 1 if forward else -1
     directions = RASTER_FORWARD if diagonals else RASTER_FORWARD[:1]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from llvmlite import ir  # llvmlite ships with numba
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-NO_REFCOUNT: dict[str, bool] = {"_nrt": False}
+NO_REFCOUNT: dict[str, Any] = {"_nrt": False}  # Any: numba.njit's type stubs do not list this option
 """Numba option for the allocation-free kernels that the aggregation calls for every row or chunk of a row.
 
 Without it every array view such a kernel takes (``cost[y, x]``, ``curves[x, a:b]``: several per pixel

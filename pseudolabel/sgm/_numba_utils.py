@@ -9,14 +9,18 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-NO_REFCOUNT: dict[str, Any] = {"_nrt": False}  # Any: numba.njit's type stubs do not list this option
-"""Numba option for the allocation-free kernels that the aggregation calls for every row or chunk of a row.
+ROW_KERNEL: dict[str, Any] = {"cache": True, "nogil": True, "_nrt": False, "error_model": "numpy"}  # Any: numba's stubs omit _nrt
+"""Numba options of the allocation-free kernels that the aggregation calls for every row or chunk of a row.
 
-Without it every array view such a kernel takes (``cost[y, x]``, ``curves[x, a:b]``: several per pixel
-and direction) increments and decrements its buffer's reference count with a locked instruction in a
-call to ``nrt_atomic_add``: on a Middlebury-sized pair about a fifth of the aggregation's time. The
-kernels allocate nothing, and their callers hold the references, so nothing needs counting there.
-Results are unchanged (bit for bit); a kernel compiled with it may not allocate arrays.
+* ``_nrt=False``: without it every array view such a kernel takes (``cost[y, x]``, ``curves[x, a:b]``:
+  several per pixel and direction) increments and decrements its buffer's reference count with a
+  locked instruction in a call to ``nrt_atomic_add``: on a Middlebury-sized pair about a fifth of the
+  aggregation's time. The kernels allocate nothing and their callers hold the references, so nothing
+  needs counting there; a kernel compiled with it may not allocate arrays.
+* ``error_model="numpy"``: no test for a zero divisor before each division, a test whose branch keeps
+  LLVM from vectorising the loop of adaptive penalties (``P2 / (1 + |dI| / gamma)``, a divisor of at
+  least 1; ``gamma > 0`` is checked by :class:`pseudolabel.sgm.params.SGMParams`). Every division in
+  these kernels has a divisor that cannot be zero, so results are unchanged.
 """
 
 

@@ -48,7 +48,7 @@ import numpy as np
 from numba import prange
 
 from pseudolabel.errors import InputError
-from pseudolabel.sgm._numba_utils import NO_REFCOUNT, prefetch
+from pseudolabel.sgm._numba_utils import ROW_KERNEL, prefetch
 from pseudolabel.sgm.cost import max_cost
 from pseudolabel.sgm.disparity import (
     Winners,
@@ -117,7 +117,7 @@ def _path_start(cost_row: np.ndarray, current: np.ndarray) -> int:
 _ROW_BLOCK = 4  # rows swept together by one thread in the horizontal kernels
 
 
-@numba.njit(cache=True, nogil=True, **NO_REFCOUNT)
+@numba.njit(**ROW_KERNEL)
 def _horizontal_rows(
     cost: np.ndarray,
     image: np.ndarray,
@@ -330,7 +330,7 @@ def _path_step_in_place(cost_row: np.ndarray, window: np.ndarray, previous_min: 
 RASTER_SHIFT_ROOM = 16  # spare places per scanline curve: the curves move down one place per row, back up every this many rows
 
 
-@numba.njit(cache=True, nogil=True, **NO_REFCOUNT)
+@numba.njit(**ROW_KERNEL)
 def _row_penalties(
     p1: int, p2: int, adaptive: bool, gamma: float, image_row: np.ndarray, image_before: np.ndarray, shift: int, penalties: np.ndarray
 ) -> None:
@@ -345,7 +345,7 @@ def _row_penalties(
         penalties[x] = _step_penalty(p1, p2, adaptive, gamma, image_row[x], image_before[x + shift])
 
 
-@numba.njit(cache=True, nogil=True, **NO_REFCOUNT)
+@numba.njit(**ROW_KERNEL)
 def _direction_row(
     cost_row: np.ndarray,
     out_row: np.ndarray,
@@ -413,7 +413,7 @@ def _direction_row(
                 curves[x + line_offset, base + num_disp] = sentinel
 
 
-@numba.njit(cache=True, nogil=True, **NO_REFCOUNT)
+@numba.njit(**ROW_KERNEL)
 def _raster_rows(
     cost: np.ndarray,
     image: np.ndarray,

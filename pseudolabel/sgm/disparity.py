@@ -12,7 +12,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from pseudolabel.sgm._numba_utils import NO_REFCOUNT
+from pseudolabel.sgm._numba_utils import ROW_KERNEL
 
 
 @dataclass
@@ -67,7 +67,7 @@ def select_row(
     select_pixels(curves, ks, index, best_cost, second, second_far, second_local, mean, padded)
 
 
-@numba.njit(cache=True, nogil=True, **NO_REFCOUNT)
+@numba.njit(**ROW_KERNEL)
 def select_pixels(
     curves: np.ndarray,
     ks: np.ndarray,
@@ -155,7 +155,7 @@ def select_row_right(curves: np.ndarray, ks: np.ndarray, min_disp: int, index_ri
     right_keys_finish(keys, index_right)
 
 
-@numba.njit(cache=True, nogil=True, **NO_REFCOUNT)
+@numba.njit(**ROW_KERNEL)
 def right_keys_update(curves: np.ndarray, ks: np.ndarray, min_disp: int, keys: np.ndarray, x_start: int, x_stop: int) -> None:
     """The part of :func:`select_row_right` that reads the left pixels ``x_start <= x < x_stop`` of a row.
 
@@ -182,7 +182,7 @@ def right_keys_update(curves: np.ndarray, ks: np.ndarray, min_disp: int, keys: n
             key_slice[j] = min(key_slice[j], key)
 
 
-@numba.njit(cache=True, nogil=True, **NO_REFCOUNT)
+@numba.njit(**ROW_KERNEL)
 def right_keys_finish(keys: np.ndarray, index_right: np.ndarray) -> None:
     """Right-view winners ``int16`` (W,) from the ``keys`` of :func:`right_keys_update` (all pixels done)."""
     width = keys.shape[0]

@@ -124,6 +124,8 @@ class SGMParams:
             raise InputError(f"paths must be 4, 8 or 16, not {self.paths}")
         if not 0 <= self.p1 < self.p2 <= 1000:
             raise InputError(f"penalties must satisfy 0 <= p1 < p2 <= 1000 (got p1={self.p1}, p2={self.p2})")
+        if not 0.0 < self.p2_gamma < float("inf"):
+            raise InputError(f"p2_gamma must be a positive number of gray levels, not {self.p2_gamma}")
         if self.subpixel not in ("parabola", "equiangular", "none"):
             raise InputError(f"unknown subpixel {self.subpixel!r}; use parabola, equiangular or none")
         if not 0.0 < self.uniqueness <= 1.0:

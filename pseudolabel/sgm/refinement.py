@@ -7,7 +7,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from pseudolabel.sgm._numba_utils import NO_REFCOUNT
+from pseudolabel.sgm._numba_utils import ROW_KERNEL
 
 SUBPIXEL_MODES = {"none": 0, "parabola": 1, "equiangular": 2}
 
@@ -30,7 +30,7 @@ def _offset(before: float, centre: float, after: float, mode: int) -> float:
     return min(0.5, max(-0.5, offset))
 
 
-@numba.njit(cache=True, nogil=True, **NO_REFCOUNT)
+@numba.njit(**ROW_KERNEL)
 def subpixel_left_row(curves: np.ndarray, index: np.ndarray, min_disp: int, mode: int, disparity: np.ndarray) -> None:
     """:func:`subpixel_left` of one row: ``curves`` ``uint16`` (W, D), ``index`` ``int16`` (W,), ``disparity`` ``float32`` (W,) output."""
     width, num_disp = curves.shape
@@ -42,7 +42,7 @@ def subpixel_left_row(curves: np.ndarray, index: np.ndarray, min_disp: int, mode
         disparity[x] = np.float32(min_disp + value)
 
 
-@numba.njit(cache=True, nogil=True, **NO_REFCOUNT)
+@numba.njit(**ROW_KERNEL)
 def subpixel_right_row(curves: np.ndarray, index: np.ndarray, min_disp: int, mode: int, disparity: np.ndarray) -> None:
     """:func:`subpixel_right` of one row: ``curves`` ``uint16`` (W, D) of the left view, ``index`` ``int16`` (W,)
     right-view winners, ``disparity`` ``float32`` (W,) output."""

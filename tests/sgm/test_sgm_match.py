@@ -102,6 +102,8 @@ def test_matcher_reuses_buffers_and_matches_the_function() -> None:
         ((10, 20), (10, 20), {"paths": 6}, "paths must be"),
         ((10, 20), (10, 20), {"p1": 50, "p2": 10}, "penalties"),
         ((10, 20), (10, 20), {"cost": "sad"}, "unknown cost"),
+        ((10, 20), (10, 20), {"p2_gamma": 0.0}, "p2_gamma must be a positive"),
+        ((10, 20), (10, 20), {"p2_gamma": float("nan")}, "p2_gamma must be a positive"),
     ],
 )
 def test_bad_input_raises_a_clear_value_error(left_shape: tuple, right_shape: tuple, kwargs: dict, message: str) -> None:

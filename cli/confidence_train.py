@@ -81,8 +81,8 @@ __all__ = ["calibrate_command", "train"]
     "--inputs",
     "inputs_text",
     default=None,
-    help="Input channels: 'disparity' optionally followed by conventional measures (e.g. disparity,apkr,msm) and, for lfn, "
-    f"the image channels image,photometric,texture. [default: {','.join(CCNN_INPUTS)} for ccnn (the disparity alone cannot tell the pixels SGM "
+    help="Input channels: 'disparity' optionally followed by conventional measures (e.g. disparity,apkr,msm) and the image "
+    f"channels image,photometric,texture (any network; lfn reads image and photometric by default). [default: {','.join(CCNN_INPUTS)} for ccnn (the disparity alone cannot tell the pixels SGM "
     "filled: wild labels would teach it nothing), disparity,image,photometric for lfn]",
 )
 @click.option(

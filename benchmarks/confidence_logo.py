@@ -240,10 +240,7 @@ def raw_confidences(network: Any, pairs: Sequence[Pair]) -> list[np.ndarray]:
 
     scorer = ConfidenceScorer(network, "cpu", precision="float32")
     with torch.inference_mode():
-        return [
-            (1.0 / (1.0 + np.exp(-np.clip(scorer.logits_from_inputs(network_inputs(pair, network.inputs)), -60, 60)))).astype(np.float32)
-            for pair in pairs
-        ]
+        return [scorer.raw_confidence_from_inputs(network_inputs(pair, network.inputs)) for pair in pairs]
 
 
 def checkpoint_confidences(path: Path, pairs: Sequence[Pair]) -> list[np.ndarray]:

@@ -250,6 +250,10 @@ class ConfidenceScorer:
     def _calibrated(self, confidence: np.ndarray, invalid_share: float | None = None) -> np.ndarray:
         return confidence if self.calibration is None else self.calibration.apply(confidence, invalid_share)
 
+    def raw_confidence_from_inputs(self, inputs: np.ndarray) -> np.ndarray:
+        """``sigmoid`` of :meth:`logits_from_inputs`, never calibrated: ``float32`` (H, W) in [0, 1]."""
+        return _sigmoid(self.logits_from_inputs(inputs))
+
     @torch.inference_mode()
     def logits_from_inputs(self, inputs: np.ndarray) -> np.ndarray:
         """Logits of every pixel for ``float32`` (C, H, W) input channels (see :func:`build_inputs`)."""

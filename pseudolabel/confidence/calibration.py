@@ -142,8 +142,8 @@ class Calibration:
         return cls(method, knots, values, temperature, dict(data.get("fitted_on", {})), pair_terms)
 
 
-def _logit(probability: np.ndarray) -> np.ndarray:
-    clipped = np.clip(probability, EPSILON, 1.0 - EPSILON)
+def _logit(probability: np.ndarray, epsilon: float = EPSILON) -> np.ndarray:
+    clipped = np.clip(probability, epsilon, 1.0 - epsilon)
     return np.log(clipped) - np.log1p(-clipped)
 
 
@@ -273,13 +273,8 @@ def apply_pair_terms(pair_terms: np.ndarray, calibrated: np.ndarray, invalid_sha
     (``float64``, same shape); the slope is at least :data:`PAIR_MIN_SLOPE`."""
     a, b, g, h = (float(value) for value in pair_terms)
     share = float(invalid_share)
-    logits = _logit_clipped(np.asarray(calibrated, dtype=np.float64))
+    logits = _logit(np.asarray(calibrated, dtype=np.float64), PAIR_EPSILON)
     return _sigmoid(max(a + h * share, PAIR_MIN_SLOPE) * logits + b + g * share)
-
-
-def _logit_clipped(probability: np.ndarray) -> np.ndarray:
-    clipped = np.clip(probability, PAIR_EPSILON, 1.0 - PAIR_EPSILON)
-    return np.log(clipped) - np.log1p(-clipped)
 
 
 def fit_pair_terms(
@@ -306,7 +301,7 @@ def fit_pair_terms(
             continue  # a pair without ground truth where the confidence is defined adds nothing
         values, hits = _check_sample(values[keep], hits[keep])
         take = rng.choice(values.size, size=min(PAIR_SAMPLES, values.size), replace=False)
-        logits = _logit_clipped(values[take])
+        logits = _logit(values[take], PAIR_EPSILON)
         shares = np.full_like(logits, float(share))
         rows.append(np.stack([logits, np.ones_like(logits), shares, shares * logits], axis=1))
         targets.append(hits[take])
@@ -327,6 +322,11 @@ def fit_pair_terms(
     return terms
 
 
+def _pooled(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """The per-pair arrays flattened into one sample (an empty one for no pair)."""
+    return np.concatenate([np.ravel(part) for part in parts]) if len(parts) else np.zeros(0)
+
+
 def fit_pair_calibration(confidence: Sequence[np.ndarray], correct: Sequence[np.ndarray], invalid_shares: Sequence[float]) -> Calibration:
     """``isotonic-pair``: :func:`fit_isotonic` on every pair's pixels pooled, then :func:`fit_pair_terms`.
 
@@ -337,7 +337,7 @@ def fit_pair_calibration(confidence: Sequence[np.ndarray], correct: Sequence[np.
     """
     if not len(confidence) == len(correct) == len(invalid_shares) or not confidence:
         raise InputError("an isotonic-pair calibration needs, for at least one pair, its confidences, correctness and invalid share")
-    isotonic = fit_isotonic(np.concatenate([np.ravel(c) for c in confidence]), np.concatenate([np.ravel(k) for k in correct]))
+    isotonic = fit_isotonic(_pooled(confidence), _pooled(correct))
     terms = fit_pair_terms([isotonic.apply(c) for c in confidence], correct, invalid_shares)
     fitted_on = {**isotonic.fitted_on, "pairs": len(confidence), "invalid_share_range": [float(min(invalid_shares)), float(max(invalid_shares))]}
     return Calibration("isotonic-pair", isotonic.knots, isotonic.values, fitted_on=fitted_on, pair_terms=terms)
@@ -360,12 +360,10 @@ def fit_calibration(
         if invalid_shares is None:
             raise InputError("an isotonic-pair calibration needs every pair's invalid share (its SGM validity mask)")
         return fit_pair_calibration(confidence, correct, invalid_shares)
-    pooled = np.concatenate([np.ravel(c) for c in confidence]) if len(confidence) else np.zeros(0)
-    hits = np.concatenate([np.ravel(k) for k in correct]) if len(correct) else np.zeros(0)
     if method == "isotonic":
-        return fit_isotonic(pooled, hits)
+        return fit_isotonic(_pooled(confidence), _pooled(correct))
     if method == "temperature":
-        return fit_temperature(pooled, hits)
+        return fit_temperature(_pooled(confidence), _pooled(correct))
     raise InputError(f"unknown calibration method {method!r}; choose from {', '.join(METHODS)}")
 
 

@@ -330,7 +330,7 @@ def _raw_samples(model: ConfidenceNetwork, pairs: Sequence[TrainingPair]) -> tup
     confidences, correct = [], []
     for pair in pairs:
         known = np.isfinite(pair.targets)
-        confidences.append(1.0 / (1.0 + np.exp(-np.clip(scorer.logits_from_inputs(pair.inputs)[known], -60, 60))))
+        confidences.append(scorer.raw_confidence_from_inputs(pair.inputs)[known])
         correct.append(pair.targets[known] > 0.5)
     return confidences, correct
 

@@ -276,7 +276,7 @@ def table(name: str, rows: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget", default="4m", help="pseudolabel adapt --budget of every adapted row.")
+    parser.add_argument("--budget", default="12m", help="pseudolabel adapt --budget of every adapted row.")
     parser.add_argument("--rigs", default="kitti,middlebury", help="kitti, middlebury or both.")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"adapted rows among {', '.join(VARIANTS)}.")
     parser.add_argument("--l2sp", type=float, default=1e-3, help="weight of the l2sp term in the l2sp variants.")

@@ -240,7 +240,7 @@ def adapt(
             fitted = result.budget
             click.echo(
                 f"budget {fitted['budget_s']:.0f} s: {fitted['steps']} steps fitted at {fitted['step_time_s']:.2f} s/step"
-                + (f", refitted at step {int(fitted['refits'][0]['step'])}" if fitted["refits"] else "")
+                + (f", refitted {len(fitted['refits'])} time(s), last at step {int(fitted['refits'][-1]['step'])}" if fitted["refits"] else "")
                 + (", stopped over budget" if fitted["stopped_over_budget"] else "")
                 + f"; {result.threads} CPU thread(s)"
             )

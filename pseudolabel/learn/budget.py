@@ -10,10 +10,11 @@ budget does:
    comes first) the step time is the *median* of the measured ones, and the total is
    ``step + (time left - reserved time) / step time``, at most ``max_steps``; from then on the run
    has a fixed length;
-3. once, if most (:data:`REFIT_SHARE`) of a later window of steps are slower (or faster) than the
-   fitted step time by more than ``refit_tolerance`` (another process started, the machine
-   throttles), the total is fitted again from their median (the ``refits`` entry of
-   :meth:`StepBudget.describe`);
+3. every ``refit_window`` steps at the earliest, the run's end is projected from the median of the
+   last ``refit_window`` step times; if it misses the budget by more than ``refit_tolerance`` of
+   it (the first steps after the warm-up were still slower than the rest, another process started
+   or ended, the machine throttles), the total is fitted again from that median (the ``refits``
+   entry of :meth:`StepBudget.describe`);
 4. a run that still overruns stops at ``hard_stop`` times the budget.
 
 The schedule follows :class:`SchedulePlan`: a piecewise-linear map from step to schedule progress in
@@ -40,9 +41,6 @@ from typing import Any
 from pseudolabel.errors import InputError
 
 __all__ = ["SchedulePlan", "StepBudget", "format_duration", "parse_duration"]
-
-#: share of the refit window whose steps must all be slower (or all faster) than the fit, beyond the tolerance.
-REFIT_SHARE = 0.7
 
 _UNITS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 
@@ -142,8 +140,11 @@ class StepBudget:
         warmup_steps: first step times discarded.
         measure_steps: step times measured before the decision.
         decide_fraction: decide anyway once this share of the budget is spent.
-        refit_tolerance: relative change of the step time that triggers the one refit.
-        refit_window: steps whose median is compared (default: ``max(2 * measure_steps, 10)``).
+        refit_tolerance: share of the budget by which the projected end may miss it before the
+            steps are fitted again.
+        refit_window: steps whose median step time projects the end, and the fewest steps between
+            two fits (default: ``max(6 * measure_steps, 30)``: step times vary by several per cent from
+            one batch to the next, and a shorter window refits on that noise).
         hard_stop: stop at ``hard_stop * budget_s`` whatever the plan.
     """
 
@@ -157,7 +158,7 @@ class StepBudget:
         warmup_steps: int = 2,
         measure_steps: int = 5,
         decide_fraction: float = 0.2,
-        refit_tolerance: float = 0.3,
+        refit_tolerance: float = 0.05,
         refit_window: int | None = None,
         hard_stop: float = 1.25,
     ) -> None:
@@ -173,7 +174,7 @@ class StepBudget:
         self.measure_steps = max(int(measure_steps), 1)
         self.decide_fraction = float(decide_fraction)
         self.refit_tolerance = float(refit_tolerance)
-        self.refit_window = int(refit_window) if refit_window else max(2 * self.measure_steps, 10)
+        self.refit_window = int(refit_window) if refit_window else max(6 * self.measure_steps, 30)
         self.hard_stop = float(hard_stop)
         #: seconds the caller expects to spend outside the steps before the end (evaluations, saving).
         self.reserved_s = 0.0
@@ -185,6 +186,7 @@ class StepBudget:
         self.stopped_over_budget = False
         self._durations: list[float] = []  # step times seen in this process, warm-up included
         self._after_decision: list[float] = []
+        self._since_fit = 0  # steps since the last (re)fit, or since a resumed run began
         self._last: float | None = None
         self._began: float | None = None
         self._pending: dict[str, Any] | None = None
@@ -220,6 +222,7 @@ class StepBudget:
         self._durations.append(duration)
         if self.decided:
             self._after_decision.append(duration)
+            self._since_fit += 1
             return self._maybe_refit(step)
         measured = self._durations[self.warmup_steps :]
         spent = now - (self._began if self._began is not None else self.started)  # in the loop
@@ -268,23 +271,32 @@ class StepBudget:
         total = self._fit(step, step_time)
         self.plan.refit(step, total)
         self.decided, self.step_time_s, self.decided_at = True, float(step_time), int(step)
+        self._since_fit = 0
         self._pending = {"event": "fitted", "reason": reason, **self.describe()}
         return self._pending
 
+    def projected_end_s(self, step: int) -> float | None:
+        """Seconds from the budget's start at which the run will end after ``step`` steps, at the median
+        of the last ``refit_window`` step times plus the reserved time (``None`` before the decision)."""
+        if not self.decided or not self._after_decision:
+            return None
+        recent = statistics.median(self._after_decision[-self.refit_window :])
+        return self.elapsed() + max(self.total_steps - step, 0) * recent + self.reserved_s
+
     def _maybe_refit(self, step: int) -> dict[str, Any] | None:
-        if self.refits or self.step_time_s is None or len(self._after_decision) < self.refit_window:
+        if self.step_time_s is None or self._since_fit < self.refit_window or len(self._after_decision) < self.refit_window:
             return None
         if self.total_steps - step < self.refit_window:
             return None
-        window = self._after_decision[-self.refit_window :]
-        slower = [d for d in window if d > self.step_time_s * (1.0 + self.refit_tolerance)]
-        faster = [d for d in window if d < self.step_time_s * (1.0 - self.refit_tolerance)]
-        changed = max(slower, faster, key=len)
-        if len(changed) < REFIT_SHARE * len(window):  # a few outliers are no change of speed
+        projected = self.projected_end_s(step)
+        if projected is None or abs(projected - self.budget_s) <= self.refit_tolerance * self.budget_s:
             return None
-        recent = statistics.median(changed)
+        recent = statistics.median(self._after_decision[-self.refit_window :])
         before = self.total_steps
         total = self._fit(step, recent)
+        self._since_fit = 0
+        if total == before:
+            return None
         self.plan.refit(step, total)
         self.refits.append({"step": float(step), "step_time_s": recent, "steps_before": float(before), "steps": float(total)})
         self.step_time_s = recent

@@ -275,21 +275,12 @@ class StepBudget:
         self._pending = {"event": "fitted", "reason": reason, **self.describe()}
         return self._pending
 
-    def projected_end_s(self, step: int) -> float | None:
-        """Seconds from the budget's start at which the run will end after ``step`` steps, at the median
-        of the last ``refit_window`` step times plus the reserved time (``None`` before the decision)."""
-        if not self.decided or not self._after_decision:
-            return None
-        recent = statistics.median(self._after_decision[-self.refit_window :])
-        return self.elapsed() + max(self.total_steps - step, 0) * recent + self.reserved_s
-
     def _maybe_refit(self, step: int) -> dict[str, Any] | None:
-        if self.step_time_s is None or self._since_fit < self.refit_window or len(self._after_decision) < self.refit_window:
+        # at least ``refit_window`` steps since the last fit: the window of step times holds only steps after it
+        if self.step_time_s is None or self._since_fit < self.refit_window or self.total_steps - step < self.refit_window:
             return None
-        if self.total_steps - step < self.refit_window:
-            return None
-        projected = self.projected_end_s(step)
-        if projected is None or abs(projected - self.budget_s) <= self.refit_tolerance * self.budget_s:
+        projected_end = self.elapsed() + self.eta_s(step)  # at the median of the last ``refit_window`` steps
+        if abs(projected_end - self.budget_s) <= self.refit_tolerance * self.budget_s:
             return None
         recent = statistics.median(self._after_decision[-self.refit_window :])
         before = self.total_steps

@@ -55,8 +55,8 @@ def labels(
 
     \b
     Examples:
-      pseudolabel labels --proxies proxies.h5 --tau 0.5
-      pseudolabel labels --proxies proxies.h5 --tau 0.5 --measure ccnn --gt data/
+      pseudolabel labels --proxies proxies.h5
+      pseudolabel labels --proxies proxies.h5 --tau 0.95 --measure ccnn --gt data/
       pseudolabel labels --proxies proxies.h5 --target-error 1%
     """
     target_error = _share(target_error_text)

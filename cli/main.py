@@ -97,7 +97,7 @@ def main() -> None:
     Typical pipeline:
       pseudolabel sgm --in left/ right/ --out proxies.h5
       pseudolabel confidence score --proxies proxies.h5
-      pseudolabel labels --proxies proxies.h5 --tau 0.5
+      pseudolabel labels --proxies proxies.h5
       pseudolabel adapt --proxies proxies.h5 --model source.pt --out adapted.pt --tau learnable
     """
 

@@ -19,6 +19,10 @@ guided=1 --replay 0``, the default before 2026-11-30; ``l2sp``: ``--loss guided=
 and peak memory (resident set size) of the command that made the row (SGM and confidence scoring
 for the SGM rows, ``adapt`` for the adapted rows, prediction for the source row).
 
+``--gt-labels`` (Middlebury only) is the ceiling of better labels: ``adapt`` reads a copy of the
+proxies file whose disparity is the ground truth and whose confidence is 1 where it is known and 0
+elsewhere, so the adapted row is trained on perfect dense labels with everything else unchanged.
+
 Each step is a ``pseudolabel`` command in a subprocess, cached in ``--work`` (a rerun only runs
 what is missing; ``--fresh`` reruns the adaptations). Example::
 
@@ -170,6 +174,30 @@ def network_rows(checkpoint: str, sets: dict[str, list[Any]], threads: str) -> d
     return results
 
 
+def ground_truth_labels(proxies_file: Path, gt: dict[str, tuple[Path, float | None, Path | None]], out: Path) -> Path:
+    """A copy of ``proxies_file`` at ``out`` whose left disparity (pixels) is each pair's ground truth (0 where
+    unknown) and whose ``confidence/ccnn`` is 1 where the ground truth is known, 0 elsewhere (cached)."""
+    import shutil
+
+    import h5py
+
+    from pseudolabel.io import read_disparity
+
+    if out.exists():
+        return out
+    partial = out.with_suffix(".partial.h5")
+    shutil.copyfile(proxies_file, partial)
+    with h5py.File(partial, "r+") as handle:
+        for key, group in handle["pairs"].items():
+            file, scale, _ = gt[key]
+            truth = read_disparity(file, scale)
+            known = np.isfinite(truth) & (truth > 0)
+            group["disparity"][...] = np.where(known, truth, 0.0).astype(np.float32)
+            group["confidence/ccnn"][...] = known.astype(np.float32)
+    partial.replace(out)
+    return out
+
+
 def variant_args(variant: str, args: argparse.Namespace) -> list[str]:
     if variant == "default":
         return []  # whatever pseudolabel adapt does by default
@@ -210,6 +238,8 @@ def rig(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         adapt_keys = [key for key in sorted(found) if key in args.mb_adapt]
         unseen = [key for key in sorted(found) if key not in args.mb_adapt]
         sets = {"adapted": load_sets(adapt_file, adapt_keys, gt), "unseen": load_sets(adapt_file, unseen, gt)}  # type: ignore[arg-type]
+        if args.gt_labels:
+            adapt_file = ground_truth_labels(adapt_file, gt, work / "mb2014_gt_labels.h5")
     rows: dict[str, Any] = {}
     started = time.perf_counter()
     rows["source"] = {"sets": network_rows(args.model, sets, threads), "wall_s": time.perf_counter() - started, "peak_mib": float("nan")}
@@ -287,6 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", default="auto", help="--threads of every command.")
     parser.add_argument("--label-tau", type=float, default=0.9, help="confidence threshold of the labels row.")
     parser.add_argument("--holdout-every", type=int, default=0, help="forwarded to adapt (agreement on held-back frames in OUT.jsonl).")
+    parser.add_argument("--gt-labels", action="store_true", help="Middlebury: adapt on the ground truth as labels (the ceiling of better labels).")
     parser.add_argument("--mb-adapt", default=",".join(MB_ADAPT), help="Middlebury 2014 scenes adapted on (the others are unseen).")
     parser.add_argument("--max-frames", type=int, default=None, help="adapt on the first N KITTI frames only (smoke tests).")
     parser.add_argument("--adapt-args", default="", help="more options of every adapt command, e.g. '--no-amp'.")

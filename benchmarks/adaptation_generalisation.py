@@ -222,6 +222,8 @@ def rig(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     threads = args.threads
     if name == "kitti":
+        if args.gt_labels:
+            raise SystemExit("--gt-labels: the KITTI sequence has no ground truth; use it with --rigs middlebury")
         sequence, frame = kitti_inputs(args.data, work, args.max_frames)
         adapt_file, eval_file = work / f"kitti_seq{args.max_frames or ''}.h5", work / "kitti_eval.h5"
         sgm_cost = proxies([sequence], adapt_file, work, ["--max-disp", "192"], threads)

@@ -42,9 +42,9 @@ def score(params: SGMParams, scenes: list) -> list[dict[str, float | str]]:
             {
                 "scene": scene.scene_id,
                 "group": scene.group,
-                "dense_bad2": bad_rate(result.disparity, scene.gt, scene.mask, 2.0),
-                "valid_density": float(100.0 * result.valid[scene.mask].mean()),
-                "valid_bad2": bad_rate(result.disparity, scene.gt, scene.mask & result.valid, 2.0),
+                "dense_bad2": round(bad_rate(result.disparity, scene.gt, scene.mask, 2.0), 4),
+                "valid_density": round(float(100.0 * result.valid[scene.mask].mean()), 4),
+                "valid_bad2": round(bad_rate(result.disparity, scene.gt, scene.mask & result.valid, 2.0), 4),
             }
         )
     return rows
@@ -105,7 +105,7 @@ def main() -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {"machine": machine_description(), "tune": args.tune, "density_slack": args.density_slack, "results": results}
         payload["chosen"] = {key: chosen[key] for key in ("p1", "p2", "p2_gamma")}
-        args.json.write_text(json.dumps(payload, indent=1))
+        args.json.write_text(json.dumps(payload, separators=(",", ":")))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DEFAULT_DATA, bad_rate, load_manifest, load_scene, machine_description
+from _common import DEFAULT_DATA, Scene, bad_rate, load_manifest, load_scene, machine_description
 
 from pseudolabel.sgm.matcher import match
 from pseudolabel.sgm.params import SGMParams
@@ -33,7 +33,7 @@ from pseudolabel.sgm.params import SGMParams
 METRICS = ("dense_bad2", "valid_density", "valid_bad2")
 
 
-def score(params: SGMParams, scenes: list) -> list[dict[str, float | str]]:
+def score(params: SGMParams, scenes: list[Scene]) -> list[dict[str, float | str]]:
     """The three figures of ``params`` on every scene (one row per scene)."""
     rows: list[dict[str, float | str]] = []
     for scene in scenes:
@@ -82,14 +82,14 @@ def main() -> None:
             f"{tuned['valid_bad2']:.2f}   others: {other['dense_bad2']:.2f} {other['valid_density']:.1f} {other['valid_bad2']:.2f}",
             flush=True,
         )
-    reference = means(results[0]["rows"], True, args.tune)
+    on_tune = [means(result["rows"], True, args.tune) for result in results]
+    reference = on_tune[0]  # the defaults
     admissible = [
-        result
-        for result in results
-        if means(result["rows"], True, args.tune)["valid_bad2"] <= reference["valid_bad2"]
-        and means(result["rows"], True, args.tune)["valid_density"] >= reference["valid_density"] - args.density_slack
+        index
+        for index, figures in enumerate(on_tune)
+        if figures["valid_bad2"] <= reference["valid_bad2"] and figures["valid_density"] >= reference["valid_density"] - args.density_slack
     ]
-    chosen = min(admissible, key=lambda result: means(result["rows"], True, args.tune)["dense_bad2"])
+    chosen = results[min(admissible, key=lambda index: on_tune[index]["dense_bad2"])]
     print(f"\n{machine_description()}; {len(grid)} combinations x {len(scenes)} scenes in {time.perf_counter() - started:.0f} s")
     print(f"chosen on {args.tune}: p1={chosen['p1']} p2={chosen['p2']} p2_gamma={chosen['p2_gamma']}\n")
     print(f"| penalties | {args.tune}: dense bad-2 | valid density | valid bad-2 | other scenes: dense bad-2 | valid density | valid bad-2 |")

@@ -174,25 +174,23 @@ def network_rows(checkpoint: str, sets: dict[str, list[Any]], threads: str) -> d
     return results
 
 
-def ground_truth_labels(proxies_file: Path, gt: dict[str, tuple[Path, float | None, Path | None]], out: Path) -> Path:
-    """A copy of ``proxies_file`` at ``out`` whose left disparity (pixels) is each pair's ground truth (0 where
-    unknown) and whose ``confidence/ccnn`` is 1 where the ground truth is known, 0 elsewhere (cached)."""
+def ground_truth_labels(proxies_file: Path, pairs: list[Any], out: Path) -> Path:
+    """A copy of ``proxies_file`` at ``out`` whose left disparity (pixels) is the ground truth that
+    :func:`load_sets` attached to ``pairs`` (0 where unknown) and whose ``confidence/ccnn`` is 1 where
+    it is known, 0 elsewhere (cached)."""
     import shutil
 
     import h5py
 
-    from pseudolabel.io import read_disparity
-
     if out.exists():
         return out
+    truths = {pair.key: pair.ground_truth for pair in pairs}
     partial = out.with_suffix(".partial.h5")
     shutil.copyfile(proxies_file, partial)
     with h5py.File(partial, "r+") as handle:
         for key, group in handle["pairs"].items():
-            file, scale, _ = gt[key]
-            truth = read_disparity(file, scale)
-            known = np.isfinite(truth) & (truth > 0)
-            group["disparity"][...] = np.where(known, truth, 0.0).astype(np.float32)
+            known = np.isfinite(truths[key])
+            group["disparity"][...] = np.where(known, truths[key], 0.0).astype(np.float32)
             group["confidence/ccnn"][...] = known.astype(np.float32)
     partial.replace(out)
     return out
@@ -241,7 +239,7 @@ def rig(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         unseen = [key for key in sorted(found) if key not in args.mb_adapt]
         sets = {"adapted": load_sets(adapt_file, adapt_keys, gt), "unseen": load_sets(adapt_file, unseen, gt)}  # type: ignore[arg-type]
         if args.gt_labels:
-            adapt_file = ground_truth_labels(adapt_file, gt, work / "mb2014_gt_labels.h5")
+            adapt_file = ground_truth_labels(adapt_file, sets["adapted"] + sets["unseen"], work / "mb2014_gt_labels.h5")
     rows: dict[str, Any] = {}
     started = time.perf_counter()
     rows["source"] = {"sets": network_rows(args.model, sets, threads), "wall_s": time.perf_counter() - started, "peak_mib": float("nan")}

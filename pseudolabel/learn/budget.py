@@ -245,9 +245,12 @@ class StepBudget:
         the recent step time, plus the reserved time."""
         if not self.decided:
             return max(self.budget_s - self.elapsed(), 0.0)
+        return max(self.total_steps - step, 0) * self._recent_step_time() + self.reserved_s
+
+    def _recent_step_time(self) -> float:
+        """Median of the last ``refit_window`` step times in seconds (those after the decision once there are any)."""
         recent = (self._after_decision or self._durations[self.warmup_steps :] or self._durations)[-self.refit_window :]
-        step_time = statistics.median(recent) if recent else (self.step_time_s or 0.0)
-        return max(self.total_steps - step, 0) * step_time + self.reserved_s
+        return statistics.median(recent) if recent else (self.step_time_s or 0.0)
 
     def adopt(self, total: int, step: int) -> None:
         """Take ``total`` decided elsewhere (rank 0 of a distributed run) at ``step``."""
@@ -282,7 +285,7 @@ class StepBudget:
         projected_end = self.elapsed() + self.eta_s(step)  # at the median of the last ``refit_window`` steps
         if abs(projected_end - self.budget_s) <= self.refit_tolerance * self.budget_s:
             return None
-        recent = statistics.median(self._after_decision[-self.refit_window :])
+        recent = self._recent_step_time()
         before = self.total_steps
         total = self._fit(step, recent)
         self._since_fit = 0

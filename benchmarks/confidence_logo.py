@@ -21,7 +21,9 @@ raw confidence; isotonic calibration keeps the ranking), its ratio to the optima
 group's pixels: ECE (20 equal-width bins) of the raw and of the calibrated confidence; labels of the
 calibrated confidence at the default tau and at a target expected error (``--target-error``, tau per
 pair): share of the ground-truth pixels labelled, bad-3 of the labels, and the expected error the
-``labels`` command would print (mean ``1 - c`` of the labels).
+``labels`` command would print (mean ``1 - c`` of the labels). A pair on which no tau reaches the target
+gets no labels, as from ``labels``: it counts as 0% kept (``*target_refused``: how many; until
+2026-12-01 such pairs were left out of the means).
 
 Ground truth: every pixel with known ground truth (no occlusion mask), as ``confidence eval`` does.
 """
@@ -280,7 +282,7 @@ def evaluate_method(
     pair_table = np.zeros((20, 3))
     pair_at_tau: list[dict[str, float]] = []
     raw_at_tau: list[dict[str, float]] = []
-    refused = 0
+    refused = {"": 0, "raw_": 0, "pair_": 0}  # pairs on which no tau reaches the target
     for pair, confidence in zip(test, test_confidence):
         bad, known = error_mask(pair.disparity, pair.ground_truth)
         aucs.append(sparsification_auc(confidence, bad, known))
@@ -301,7 +303,9 @@ def evaluate_method(
             try:
                 chosen, _, _ = tau_for_target_error(values, target, usable)
             except InputError:
-                refused += prefix == ""
+                # no tau reaches the target on this pair: `labels` gives it no labels, so it keeps 0% (no bad-3)
+                refused[prefix] += 1
+                at_target[prefix].append({"gt_coverage": 0.0, "bad3": float("nan"), "labelled_with_gt": 0.0, "bad3_count": 0.0})
                 continue
             stats = label_statistics(threshold_labels(pair.disparity, values, chosen), pair.ground_truth)
             expected, count = expected_error(values, chosen, usable)
@@ -341,10 +345,7 @@ def evaluate_method(
         figures[f"{prefix}target_expected"] = total / count if count else float("nan")
         total_gt, count_gt = expected_gt_sums[prefix]
         figures[f"{prefix}target_expected_gt"] = total_gt / count_gt if count_gt else float("nan")
-    return {
-        **figures,
-        "target_refused": float(refused),
-    }
+    return {**figures, **{f"{prefix}target_refused": float(count) for prefix, count in refused.items()}}
 
 
 def run_logo(

@@ -34,7 +34,7 @@ def _share(text: str | None) -> float | None:
     "target_error_text",
     default=None,
     help="Instead of --tau: per pair, the smallest tau whose labels have an expected error rate (mean of 1 - confidence) "
-    "of at most this, e.g. 1% or 0.01. Meant for a calibrated confidence.",
+    "of at most this, e.g. 1% or 0.01. Meant for a calibrated confidence. A pair on which no tau reaches it gets no labels.",
 )
 @click.option("--measure", default="ccnn", show_default=True, help="Stored confidence to threshold (confidence/<measure>).")
 @gt_options(required=False)

@@ -55,7 +55,10 @@ class LabelledPair:
 
 
 def label_pair(payload: LabelPayload) -> LabelledPair:
-    """Threshold one pair's confidence (in this process or on a Dask worker: the same function)."""
+    """Threshold one pair's confidence (in this process or on a Dask worker: the same function); a NaN
+    ``tau`` (a pair on which no tau reaches the target error) labels nothing."""
+    if not np.isfinite(payload.tau):
+        return LabelledPair(np.full(payload.disparity.shape, np.nan, np.float32), float("nan"), 0)
     labels = threshold_labels(payload.disparity, payload.confidence, payload.tau)
     expected, count = expected_error(payload.confidence, payload.tau, np.isfinite(payload.disparity))
     return LabelledPair(labels, float(expected), int(count))
@@ -86,8 +89,11 @@ def label_proxies(
         progress: told of each labelled pair (phase ``"labels"``).
         target_error: instead of ``tau``, choose per pair the smallest tau whose labels have an expected
             error rate (mean of ``1 - c`` over them, :func:`pseudolabel.confidence.labels.tau_for_target_error`)
-            of at most this, in (0, 1); meant for a calibrated confidence. Every pair is checked before
-            anything is written: a target no tau reaches on some pair leaves the file untouched.
+            of at most this, in (0, 1); meant for a calibrated confidence. A pair on which no tau reaches
+            the target (even its most confident pixels are expected to be wrong more often) gets no
+            labels: its ``labels`` are all NaN, with ``tau`` NaN and ``target_reached`` 0 (1 on the
+            others); its row's ``tau`` is NaN. Every pair is checked before anything is written: a
+            target that no pair reaches leaves the file untouched.
 
     Every ``labels`` dataset also gets ``expected_error`` (mean ``1 - c`` of its labels, NaN without
     labels) and ``calibrated`` (the confidence's own attribute, ``"none"`` without), plus
@@ -121,12 +127,19 @@ def label_proxies(
         calibration = {key: str(_dataset_attrs(proxies, key, dataset).get("calibrated", "none")) for key in chosen}
         taus = {key: float(tau) for key in chosen}
         if target_error is not None:
+            unreached: dict[str, str] = {}
             for key in chosen:
                 arrays = proxies.read(key, ["disparity", dataset])
                 try:
                     taus[key] = tau_for_target_error(arrays[dataset], target_error, np.isfinite(arrays["disparity"]))[0]
                 except InputError as error:
-                    raise InputError(f"pair {key!r}: {error}") from None
+                    taus[key] = float("nan")
+                    unreached[key] = str(error)
+            if chosen and len(unreached) == len(chosen):
+                first = chosen[0]
+                raise InputError(
+                    f"pair {first!r}: {unreached[first]}, and no other pair reaches it either: choose a larger --target-error or a --tau"
+                )
     lookup = require_ground_truth(gt_dir, chosen, gt_scale) if gt_dir is not None else {}
     rows: dict[str, LabelRow] = {}
     totals = [0.0, 0]  # summed expected error and count of every label of the run
@@ -145,6 +158,7 @@ def label_proxies(
         }
         if target_error is not None:
             attrs["target_error"] = float(target_error)
+            attrs["target_reached"] = int(np.isfinite(taus[key]))
         proxies.write(key, "labels", labelled.labels, attrs=attrs)
         if labelled.count:
             totals[0] += labelled.expected_error * labelled.count
@@ -190,13 +204,17 @@ def format_label_table(rows: Sequence[LabelRow], tau: float, measure: str, targe
     lines = [title]
     if with_expected and any(stats.get("calibrated", 1.0) == 0.0 for _, stats in rows):
         lines.append(f"note: confidence/{measure} is not calibrated; the expected error is its raw belief, not a measured rate")
+    unreached = [key for key, stats in rows if target_error is not None and not np.isfinite(stats.get("tau", 0.0))]
+    if unreached:
+        lines.append(f"note: on {len(unreached)} of {len(rows)} pairs (e.g. {unreached[0]!r}) no tau reaches the target: they got no labels (tau -)")
     lines.append(header)
 
     def expected_cells(stats: Mapping[str, float]) -> str:
         if not with_expected:
             return ""
         value = stats.get("expected_error", float("nan"))
-        return f"{stats.get('tau', float('nan')):>9.4f}" + (f"{100 * value:>16.2f}" if np.isfinite(value) else f"{'-':>16}")
+        tau_value = stats.get("tau", float("nan"))
+        return (f"{tau_value:>9.4f}" if np.isfinite(tau_value) else f"{'-':>9}") + (f"{100 * value:>16.2f}" if np.isfinite(value) else f"{'-':>16}")
 
     for key, stats in rows:
         line = f"{key:<40}{100 * stats['density']:>10.2f}"

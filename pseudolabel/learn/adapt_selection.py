@@ -116,7 +116,11 @@ def use_stored_labels(proxies: str | os.PathLike[str], pairs: Sequence[_Pair]) -
                     f"{path}: pair {pair.key!r}: labels are {labels.shape} but the proxy is {pair.proxy.shape}; rerun `pseudolabel labels`"
                 )
             attrs = store.h5["pairs"][_group_name(pair.key)]["labels"].attrs
-            made.add(f"tau {float(attrs.get('tau', float('nan'))):g} on confidence/{_text(attrs.get('measure', '?'))}")
+            measure = _text(attrs.get("measure", "?"))
+            if "target_error" in attrs:  # a tau per pair: name the target, not thousands of taus
+                made.add(f"tau per pair for an expected error <= {100 * float(attrs['target_error']):g}% on confidence/{measure}")
+            else:
+                made.add(f"tau {float(attrs.get('tau', float('nan'))):g} on confidence/{measure}")
             pair.proxy = labels
             pair.confidence = np.isfinite(labels).astype(np.float32)
             pair.valid = None

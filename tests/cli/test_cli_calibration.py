@@ -144,6 +144,35 @@ def test_target_error_picks_the_exact_tau_per_pair(proxies: Path) -> None:
     assert np.isfinite(labels).all()
 
 
+def test_a_pair_no_tau_brings_to_the_target_gets_no_labels_and_the_others_are_labelled(proxies: Path) -> None:
+    from types import SimpleNamespace
+
+    from pseudolabel.learn.adapt_selection import use_stored_labels
+
+    with open_proxies(proxies) as handle:
+        shape = {key: (int(handle.pair_attrs(key)["height"]), int(handle.pair_attrs(key)["width"])) for key in ("tsukuba", "venus")}
+    values = {key: np.full(size, 0.5, np.float32) for key, size in shape.items()}  # venus: every pixel a coin flip
+    values["tsukuba"].flat[: values["tsukuba"].size // 2] = 1.0  # tsukuba: half the pixels certain
+    _write_confidence(proxies, "hand", values)
+    result = _run("labels", "--proxies", str(proxies), "--measure", "hand", "--target-error", "20%")
+    assert result.exit_code == 0, result.output
+    assert "note: on 1 of 2 pairs (e.g. 'venus') no tau reaches the target: they got no labels (tau -)" in result.output
+    venus_row = next(line for line in result.output.splitlines() if line.startswith("venus"))
+    assert venus_row.split()[1:] == ["0.00", "-", "-"]  # density 0, no tau, no expected error
+    with open_proxies(proxies) as store:
+        labels = {key: store.read(key, ["labels"])["labels"] for key in shape}
+    assert np.isnan(labels["venus"]).all() and int(np.isfinite(labels["tsukuba"]).sum()) == values["tsukuba"].size // 2
+    with h5py.File(proxies, "r") as handle:
+        venus, tsukuba = handle["pairs/venus/labels"].attrs, handle["pairs/tsukuba/labels"].attrs
+        assert np.isnan(venus["tau"]) and venus["target_reached"] == 0
+        assert tsukuba["tau"] == 0.5 and tsukuba["target_reached"] == 1 and tsukuba["expected_error"] == 0.0
+        assert handle.attrs["labels_expected_error"] == 0.0  # over every label of the run: tsukuba's certain half
+    # adaptation on these labels names the target, not one tau per pair
+    pairs = [SimpleNamespace(key=key, proxy=np.zeros(size, np.float32), confidence=None, valid=None) for key, size in shape.items()]
+    assert use_stored_labels(proxies, pairs) == "tau per pair for an expected error <= 20% on confidence/hand"  # type: ignore[arg-type]
+    assert pairs[1].confidence.sum() == 0 and pairs[0].confidence.sum() == values["tsukuba"].size // 2
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

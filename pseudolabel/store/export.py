@@ -377,6 +377,23 @@ def _describe_values(attrs: dict[str, dict[str, Any]], name: str) -> str:
     return "varies: " + ", ".join(f"{value} ({count} pairs)" for value, count in sorted(counts.items()))
 
 
+def _describe_tau(attrs: dict[str, dict[str, Any]]) -> str:
+    """The labels' tau for the README: the value(s) of a fixed tau, or, for labels made with
+    ``labels --target-error`` (one tau per pair), the target, the range of the taus and how many pairs
+    no tau brought to the target (they have no labels)."""
+    targets = {float(values["target_error"]) for values in attrs.values() if "target_error" in values}
+    if not targets:
+        return _describe_values(attrs, "tau")
+    taus = np.array([float(values.get("tau", float("nan"))) for values in attrs.values()], dtype=np.float64)
+    reached = taus[np.isfinite(taus)]
+    text = "per pair for an expected error <= " + ", ".join(f"{100 * target:g}%" for target in sorted(targets))
+    if reached.size:
+        text += f" (from {reached.min():.4g} to {reached.max():.4g})"
+    if reached.size < taus.size:
+        text += f", {taus.size - reached.size} pair(s) reach no tau and have no labels"
+    return text
+
+
 def _readme(
     proxy_file: ProxyFile,
     source: Path,
@@ -402,7 +419,7 @@ def _readme(
         "",
         f"source: {source.resolve()}",
         f"pairs: {len(keys)}, labelled pixels: {summary.labelled}",
-        f"labels: the proxy disparity where confidence/<measure> > tau; tau: {_describe_values(labels_attrs, 'tau')}; "
+        f"labels: the proxy disparity where confidence/<measure> > tau; tau: {_describe_tau(labels_attrs)}; "
         f"measure: {_describe_values(labels_attrs, 'measure')}",
         f"SGM parameters: {sgm}",
         f"command: {command or 'pseudolabel.store.export.export_labels (a Python call)'}",

@@ -126,6 +126,17 @@ def test_kitti_layout_exact_files(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("kitti.*"))  # no .partial, .lock or .old left
 
 
+def test_readme_names_the_target_error_of_labels_with_a_tau_per_pair(tmp_path: Path) -> None:
+    proxies = make_proxies(tmp_path)
+    with create_or_open_proxies(proxies, PARAMS) as handle:
+        for key, tau in zip(KEYS, (0.91, float("nan"), 0.875)):  # the second pair reached no tau: no labels
+            labels = np.full((HEIGHT, WIDTH), np.nan, np.float32) if np.isnan(tau) else hand_labels(0)
+            handle.write(key, "labels", labels, attrs={"tau": tau, "measure": "ccnn", "target_error": 0.01, "target_reached": int(tau == tau)})
+    export_labels(proxies, tmp_path / "out", format="pfm")
+    readme = (tmp_path / "out" / "README.txt").read_text()
+    assert "tau: per pair for an expected error <= 1% (from 0.875 to 0.91), 1 pair(s) reach no tau and have no labels; measure: ccnn" in readme
+
+
 def test_pfm_layout_exact_files_and_copies(tmp_path: Path) -> None:
     proxies = make_proxies(tmp_path)
     out = tmp_path / "pfm"

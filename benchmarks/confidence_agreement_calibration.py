@@ -72,7 +72,8 @@ def pair_shares(pair: Pair, teacher: np.ndarray) -> dict[str, float]:
 
 def evaluate(pairs: list[Pair], test: list[int], calibrated: Callable[[int], np.ndarray], target: float, tau: float) -> dict[str, float]:
     """Labels of one held-out group (module docstring)."""
-    rows, measured, expected = [], [0.0, 0.0], [0.0, 0.0]
+    rows: list[dict[str, float]] = []
+    measured, expected = [0.0, 0.0], [0.0, 0.0]
     for index in test:
         pair, values = pairs[index], calibrated(index)
         usable = np.isfinite(pair.disparity)
@@ -171,12 +172,14 @@ def main() -> None:
             + " |",
             flush=True,
         )
-    print("groups: " + ", ".join(GROUPS))
+    group_shares: dict[str, dict[str, float]] = {}
     for group in GROUPS:
         members = [shares[i] for i, pair in enumerate(pairs) if pair.group == group]
-        print(f"  {group}: " + ", ".join(f"{key} {np.mean([m[key] for m in members]):.3f}" for key in members[0]))
+        group_shares[group] = {key: float(np.mean([member[key] for member in members])) for key in members[0]}
+        print(f"  {group}: " + ", ".join(f"{key} {value:.3f}" for key, value in group_shares[group].items()))
     if args.json:
-        args.json.write_text(json.dumps({"teacher": args.teacher, "target": args.target, "tau": args.tau, "results": results}, indent=1))
+        payload = {"teacher": args.teacher, "target": args.target, "tau": args.tau, "results": results, "mean_pair_shares": group_shares}
+        args.json.write_text(json.dumps(payload, indent=1))
 
 
 if __name__ == "__main__":

@@ -108,7 +108,11 @@ def main() -> None:
             chosen = [row[name] for row in rows if (row["group"] == args.group) == inside]
             means = {metric: float(np.mean([values.get(metric, 100.0) for values in chosen])) for metric in METRICS[:4]}  # type: ignore[attr-defined]
             cells += [f"{means['dense_bad2']:.2f}", f"{means['valid_density']:.1f}", f"{means['valid_bad2']:.2f}", f"{means['kept_cells']:.0f}"]
-        label = "defaults (every disparity)" if name == "defaults" else f"window {name[1:].split('m')[0]}, margin {name.split('m')[1]}"
+        if name == "defaults":
+            label = "defaults (every disparity)"
+        else:
+            side = 2 * int(name[1:].split("m")[0]) + 1
+            label = f"window {side}x{side}, margin {name.split('m')[1]}"
         print(f"| {label} | " + " | ".join(cells) + " |")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,15 @@ import numpy as np
 from pseudolabel import __version__
 from pseudolabel.cluster import connected
 from pseudolabel.confidence.files import PairEdit, edit_in_batches, mean_over_pairs, require_ground_truth, selected_keys
-from pseudolabel.confidence.labels import DEFAULT_TAU, expected_error, label_statistics, tau_for_target_error, threshold_labels
+from pseudolabel.confidence.labels import (
+    DEFAULT_TAU,
+    TargetUnreachable,
+    describe_target,
+    expected_error,
+    label_statistics,
+    tau_for_target_error,
+    threshold_labels,
+)
 from pseudolabel.datasets import read_ground_truth
 from pseudolabel.errors import InputError
 from pseudolabel.outputs import check_editable_file
@@ -127,18 +135,22 @@ def label_proxies(
         calibration = {key: str(_dataset_attrs(proxies, key, dataset).get("calibrated", "none")) for key in chosen}
         taus = {key: float(tau) for key in chosen}
         if target_error is not None:
-            unreached: dict[str, str] = {}
+            lowest: dict[str, float] = {}  # the pairs no tau brings to the target: the lowest expected error there
             for key in chosen:
                 arrays = proxies.read(key, ["disparity", dataset])
                 try:
                     taus[key] = tau_for_target_error(arrays[dataset], target_error, np.isfinite(arrays["disparity"]))[0]
-                except InputError as error:
+                except TargetUnreachable as error:
                     taus[key] = float("nan")
-                    unreached[key] = str(error)
-            if chosen and len(unreached) == len(chosen):
-                first = chosen[0]
+                    lowest[key] = error.lowest_expected_error
+            if chosen and len(lowest) == len(chosen):
+                reachable = {key: value for key, value in lowest.items() if np.isfinite(value)}
+                if not reachable:
+                    raise InputError(f"--target-error {100 * target_error:g}%: no pixel of any pair can be labelled (no finite disparity)")
+                best = min(reachable, key=reachable.__getitem__)
                 raise InputError(
-                    f"pair {first!r}: {unreached[first]}, and no other pair reaches it either: choose a larger --target-error or a --tau"
+                    f"--target-error {100 * target_error:g}%: no tau reaches it on any pair; the lowest expected error of any tau is "
+                    f"{100 * reachable[best]:.3g}% (pair {best!r}): choose a larger --target-error or a --tau"
                 )
     lookup = require_ground_truth(gt_dir, chosen, gt_scale) if gt_dir is not None else {}
     rows: dict[str, LabelRow] = {}
@@ -198,7 +210,7 @@ def format_label_table(rows: Sequence[LabelRow], tau: float, measure: str, targe
     if with_expected:
         header += f"{'tau':>9}{'expected err %':>16}"
     if target_error is not None:
-        title = f"labels: confidence/{measure}, tau per pair for an expected error <= {100 * target_error:g}%"
+        title = f"labels: confidence/{measure}, tau {describe_target(target_error)}"
     else:
         title = f"labels: confidence/{measure} > {tau}"
     lines = [title]
@@ -220,7 +232,9 @@ def format_label_table(rows: Sequence[LabelRow], tau: float, measure: str, targe
         line = f"{key:<40}{100 * stats['density']:>10.2f}"
         if with_gt:
             if "bad3" in stats:
-                line += f"{100 * stats['gt_coverage']:>10.2f}{100 * stats['bad1']:>8.2f}{100 * stats['bad2']:>8.2f}{100 * stats['bad3']:>8.2f}"
+                line += f"{100 * stats['gt_coverage']:>10.2f}" + "".join(
+                    f"{100 * stats[name]:>8.2f}" if np.isfinite(stats[name]) else f"{'-':>8}" for name in ("bad1", "bad2", "bad3")
+                )
             else:
                 line += f"{'-':>10}{'-':>8}{'-':>8}{'-':>8}"
         lines.append(line + expected_cells(stats))

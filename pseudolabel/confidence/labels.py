@@ -9,6 +9,21 @@ import numpy as np
 
 from pseudolabel.errors import InputError
 
+
+class TargetUnreachable(InputError):
+    """No tau gives a pair's labels an expected error within the target; ``lowest_expected_error`` is the
+    lowest expected error any tau gives there (NaN when no pixel can be labelled)."""
+
+    def __init__(self, message: str, lowest_expected_error: float) -> None:
+        super().__init__(message)
+        self.lowest_expected_error = lowest_expected_error
+
+
+def describe_target(target_error: float) -> str:
+    """How tables, reports and READMEs name labels made with a target error (``tau <this>``)."""
+    return f"per pair for an expected error <= {100 * target_error:g}%"
+
+
 #: Default tau of ``pseudolabel labels`` / :func:`pseudolabel.confidence.labelling.label_proxies` for the
 #: shipped CCNN (chosen on its training scenes, see BENCHMARKS.md ## Confidence and models/weights/ccnn.md).
 DEFAULT_TAU: float = 0.9
@@ -91,8 +106,8 @@ def tau_for_target_error(confidence: np.ndarray, target_error: float, usable: np
         ``(tau, expected_error, labelled pixels)``.
 
     Raises:
-        InputError: the target is out of (0, 1), or no tau in [0, 1) reaches it (the message gives the
-        best expected error there is).
+        InputError: the target is out of (0, 1); :class:`TargetUnreachable` (an ``InputError``) when no tau
+        in [0, 1) reaches it (the message and the exception give the best expected error there is).
     """
     if not 0.0 < target_error < 1.0:
         raise InputError(f"--target-error must be in (0, 1) (e.g. 1% or 0.01), got {target_error}")
@@ -101,7 +116,7 @@ def tau_for_target_error(confidence: np.ndarray, target_error: float, usable: np
         values = values[np.asarray(usable, dtype=bool)]
     values = np.sort(values[np.isfinite(values)].ravel())[::-1].astype(np.float64)  # decreasing
     if values.size == 0:
-        raise InputError("no pixel can be labelled (no finite disparity with a confidence)")
+        raise TargetUnreachable("no pixel can be labelled (no finite disparity with a confidence)", float("nan"))
     # Candidate k (k = 1..N) keeps the k most confident pixels; it is a threshold set only where the k-th
     # and (k+1)-th values differ (or k = N), with tau = the (k+1)-th value (0 for k = N).
     mean_error = np.cumsum(1.0 - values) / np.arange(1, values.size + 1)
@@ -112,6 +127,8 @@ def tau_for_target_error(confidence: np.ndarray, target_error: float, usable: np
     if not feasible.any():
         cuts = is_cut & (taus < 1.0)
         best = float(mean_error[cuts].min()) if cuts.any() else float("nan")
-        raise InputError(f"--target-error {100 * target_error:g}%: no tau reaches it; the lowest expected error of any tau is {100 * best:.3g}%")
+        raise TargetUnreachable(
+            f"--target-error {100 * target_error:g}%: no tau reaches it; the lowest expected error of any tau is {100 * best:.3g}%", best
+        )
     k = int(np.flatnonzero(feasible)[-1])
     return float(taus[k]), float(mean_error[k]), k + 1

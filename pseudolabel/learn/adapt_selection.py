@@ -98,6 +98,7 @@ def use_stored_labels(proxies: str | os.PathLike[str], pairs: Sequence[_Pair]) -
     Raises:
         InputError: a pair without ``labels`` (run ``pseudolabel labels`` first), or labels of another size.
     """
+    from pseudolabel.confidence.labels import describe_target
     from pseudolabel.store.proxies import open_proxies
 
     path = Path(proxies)
@@ -118,7 +119,7 @@ def use_stored_labels(proxies: str | os.PathLike[str], pairs: Sequence[_Pair]) -
             attrs = store.h5["pairs"][_group_name(pair.key)]["labels"].attrs
             measure = _text(attrs.get("measure", "?"))
             if "target_error" in attrs:  # a tau per pair: name the target, not thousands of taus
-                made.add(f"tau per pair for an expected error <= {100 * float(attrs['target_error']):g}% on confidence/{measure}")
+                made.add(f"tau {describe_target(float(attrs['target_error']))} on confidence/{measure}")
             else:
                 made.add(f"tau {float(attrs.get('tau', float('nan'))):g} on confidence/{measure}")
             pair.proxy = labels

@@ -378,20 +378,32 @@ def _describe_values(attrs: dict[str, dict[str, Any]], name: str) -> str:
 
 
 def _describe_tau(attrs: dict[str, dict[str, Any]]) -> str:
-    """The labels' tau for the README: the value(s) of a fixed tau, or, for labels made with
-    ``labels --target-error`` (one tau per pair), the target, the range of the taus and how many pairs
-    no tau brought to the target (they have no labels)."""
-    targets = {float(values["target_error"]) for values in attrs.values() if "target_error" in values}
-    if not targets:
-        return _describe_values(attrs, "tau")
-    taus = np.array([float(values.get("tau", float("nan"))) for values in attrs.values()], dtype=np.float64)
-    reached = taus[np.isfinite(taus)]
-    text = "per pair for an expected error <= " + ", ".join(f"{100 * target:g}%" for target in sorted(targets))
-    if reached.size:
-        text += f" (from {reached.min():.4g} to {reached.max():.4g})"
-    if reached.size < taus.size:
-        text += f", {taus.size - reached.size} pair(s) reach no tau and have no labels"
-    return text
+    """The labels' tau for the README: the value(s) of a fixed tau and, for pairs labelled with
+    ``labels --target-error`` (one tau per pair), the target, the range of their taus and how many of
+    them no tau brought to the target (they have no labels)."""
+    from pseudolabel.confidence.labels import describe_target
+
+    per_target: dict[float, list[float]] = {}
+    fixed: dict[str, dict[str, Any]] = {}
+    for key, values in attrs.items():
+        if "target_error" in values:
+            per_target.setdefault(float(values["target_error"]), []).append(float(values.get("tau", float("nan"))))
+        else:
+            fixed[key] = values
+    parts = []
+    for target, tau_list in sorted(per_target.items()):
+        taus = np.array(tau_list, dtype=np.float64)
+        reached = taus[np.isfinite(taus)]
+        text = describe_target(target)
+        if reached.size:
+            text += f" (from {reached.min():.4g} to {reached.max():.4g})"
+        if reached.size < taus.size:
+            text += f", {taus.size - reached.size} pair(s) reach no tau and have no labels"
+        parts.append(text if not fixed and len(per_target) == 1 else f"{text} on {taus.size} pair(s)")
+    if fixed:
+        described = _describe_values(fixed, "tau")
+        parts.append(described if not per_target else f"{described} on {len(fixed)} pair(s)")
+    return "; ".join(parts)
 
 
 def _readme(

@@ -34,7 +34,7 @@ import numpy as np
 from pseudolabel import __version__
 from pseudolabel.confidence.calibration import ECE_BINS, ece_from_bins
 from pseudolabel.confidence.evaluation import pair_reliability
-from pseudolabel.confidence.labels import label_density
+from pseudolabel.confidence.labels import describe_target, label_density
 from pseudolabel.confidence.sparsification import (
     DEFAULT_FRACTIONS,
     image_evaluation,
@@ -214,6 +214,17 @@ def read_pair_ground_truth(attrs: Mapping[str, Any], proxies_path: Path, shape: 
     return np.where(np.isfinite(ground_truth) & (ground_truth > 0), ground_truth, np.nan).astype(np.float32)
 
 
+def _labels_caption(attrs: Mapping[str, Any]) -> str:
+    """How a pair's ``labels`` were made, from their attributes (``tau``, ``measure``, ``target_error``)."""
+    if "tau" not in attrs:
+        return ""
+    measure, tau = attrs.get("measure", "?"), float(attrs["tau"])
+    target = f" (tau {describe_target(float(attrs['target_error']))})" if "target_error" in attrs else ""
+    if not np.isfinite(tau):
+        return f"no labels: no tau on confidence/{measure} reaches the target{target}"
+    return f"confidence/{measure} > {tau:.4g}{target}"
+
+
 def proxy_scene(
     proxies: ProxyFile,
     key: str,
@@ -285,8 +296,7 @@ def proxy_scene(
     if confidence is not None:
         add(f"confidence ({shown_measure})", confidence_image(confidence), "bright = trustworthy", "confidence")
     if labels is not None:
-        tau = label_attrs.get("tau")
-        caption = f"confidence/{label_attrs.get('measure', '?')} > {tau}" if tau is not None else ""
+        caption = _labels_caption(label_attrs)
         add(
             "labels over the image",
             labels_overlay(image, labels, low, high),
@@ -303,7 +313,8 @@ def proxy_scene(
         section.metrics["SGM proxies"] = dense_metrics(proxy, gt)
         add("error: SGM proxies", error_image(proxy, gt), _metric_caption(section.metrics["SGM proxies"]), "error", nearest=True)
         if labels is not None:
-            name = f"labels (tau {label_attrs.get('tau', '?')})"
+            tau = float(label_attrs.get("tau", float("nan")))
+            name = f"labels (tau {tau:.4g})" if np.isfinite(tau) else "labels"
             section.metrics[name] = dense_metrics(labels, gt)
             add("error: labels", error_image(labels, gt), _metric_caption(section.metrics[name]), "error", nearest=True)
         for name, prediction in predictions.items():

@@ -154,11 +154,12 @@ def test_a_pair_no_tau_brings_to_the_target_gets_no_labels_and_the_others_are_la
     values = {key: np.full(size, 0.5, np.float32) for key, size in shape.items()}  # venus: every pixel a coin flip
     values["tsukuba"].flat[: values["tsukuba"].size // 2] = 1.0  # tsukuba: half the pixels certain
     _write_confidence(proxies, "hand", values)
-    result = _run("labels", "--proxies", str(proxies), "--measure", "hand", "--target-error", "20%")
+    result = _run("labels", "--proxies", str(proxies), "--measure", "hand", "--target-error", "20%", "--gt", str(FIXTURES))
     assert result.exit_code == 0, result.output
     assert "note: on 1 of 2 pairs (e.g. 'venus') no tau reaches the target: they got no labels (tau -)" in result.output
     venus_row = next(line for line in result.output.splitlines() if line.startswith("venus"))
-    assert venus_row.split()[1:] == ["0.00", "-", "-"]  # density 0, no tau, no expected error
+    # density and ground truth kept 0, no bad-1/2/3 (no labels), no tau, no expected error
+    assert venus_row.split()[1:] == ["0.00", "0.00", "-", "-", "-", "-", "-"]
     with open_proxies(proxies) as store:
         labels = {key: store.read(key, ["labels"])["labels"] for key in shape}
     assert np.isnan(labels["venus"]).all() and int(np.isfinite(labels["tsukuba"]).sum()) == values["tsukuba"].size // 2
@@ -176,7 +177,10 @@ def test_a_pair_no_tau_brings_to_the_target_gets_no_labels_and_the_others_are_la
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--measure", "hand", "--target-error", "1%"], "pair 'tsukuba': --target-error 1%: no tau reaches it"),
+        (
+            ["--measure", "hand", "--target-error", "1%"],
+            "--target-error 1%: no tau reaches it on any pair; the lowest expected error of any tau is 50% (pair 'tsukuba')",
+        ),
         (["--measure", "hand", "--target-error", "1%", "--tau", "0.5"], "give --tau or --target-error, not both"),
         (["--measure", "hand", "--target-error", "abc"], "--target-error must be a share like 1% or 0.01"),
         (["--measure", "hand", "--target-error", "150%"], "--target-error must be in (0, 1)"),

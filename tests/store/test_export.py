@@ -135,6 +135,12 @@ def test_readme_names_the_target_error_of_labels_with_a_tau_per_pair(tmp_path: P
     export_labels(proxies, tmp_path / "out", format="pfm")
     readme = (tmp_path / "out" / "README.txt").read_text()
     assert "tau: per pair for an expected error <= 1% (from 0.875 to 0.91), 1 pair(s) reach no tau and have no labels; measure: ccnn" in readme
+    # one pair labelled again with a fixed tau: both kinds are named, each with its pairs
+    with create_or_open_proxies(proxies, PARAMS) as handle:
+        handle.write(KEYS[1], "labels", hand_labels(1), attrs={"tau": 0.5, "measure": "ccnn"})
+    export_labels(proxies, tmp_path / "mixed", format="pfm")
+    readme = (tmp_path / "mixed" / "README.txt").read_text()
+    assert "tau: per pair for an expected error <= 1% (from 0.875 to 0.91) on 2 pair(s); 0.5 on 1 pair(s); measure: ccnn" in readme
 
 
 def test_pfm_layout_exact_files_and_copies(tmp_path: Path) -> None:

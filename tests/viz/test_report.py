@@ -55,3 +55,21 @@ def test_report_has_no_reliability_diagram_without_ground_truth(scored: Path) ->
         section = proxy_scene(proxies, "tsukuba", measure="apkr", ground_truth=None)
     assert section.svgs == [] and section.plot_notes == []
     assert "calibration" not in render_report("r", [section])
+
+
+@pytest.mark.parametrize(
+    "attrs, caption",
+    [
+        ({"tau": 0.9, "measure": "ccnn"}, "confidence/ccnn > 0.9"),
+        ({"tau": 0.912345, "measure": "ccnn", "target_error": 0.01}, "confidence/ccnn > 0.9123 (tau per pair for an expected error <= 1%)"),
+        (
+            {"tau": float("nan"), "measure": "ccnn", "target_error": 0.01},
+            "no labels: no tau on confidence/ccnn reaches the target (tau per pair for an expected error <= 1%)",
+        ),
+        ({"measure": "ccnn"}, ""),
+    ],
+)
+def test_labels_caption_names_a_fixed_tau_a_target_and_a_pair_without_labels(attrs: dict[str, object], caption: str) -> None:
+    from pseudolabel.viz.report import _labels_caption
+
+    assert _labels_caption(attrs) == caption

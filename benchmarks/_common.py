@@ -82,6 +82,16 @@ def bad_rate(disparity: np.ndarray, gt: np.ndarray, mask: np.ndarray, threshold:
     return float(100.0 * np.mean(~(error <= threshold)))
 
 
+def sgm_figures(disparity: np.ndarray, valid: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    """The three accuracy figures of a ``match`` result (%): ``dense_bad2`` of the dense ``disparity``,
+    ``valid_density`` (share of ``mask`` that is ``valid``) and ``valid_bad2`` (bad-2 of the valid subset)."""
+    return {
+        "dense_bad2": bad_rate(disparity, gt, mask, 2.0),
+        "valid_density": float(100.0 * valid[mask].mean()),
+        "valid_bad2": bad_rate(disparity, gt, mask & valid, 2.0),
+    }
+
+
 def machine_description(date: str | None = None) -> str:
     """CPU, core count, Python/numpy/numba versions and ``date`` (ISO; default today)."""
     import numba

@@ -34,12 +34,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from confidence_logo import Pair, checkpoint_confidences, load_pairs
+from confidence_logo import Pair, checkpoint_confidences, labels_at_target, load_pairs
 
 from pseudolabel.confidence.calibration import Calibration, fit_isotonic, fit_pair_calibration
-from pseudolabel.confidence.labels import expected_error, label_statistics, tau_for_target_error, threshold_labels
+from pseudolabel.confidence.labels import label_statistics, threshold_labels
 from pseudolabel.confidence.teachers import teacher_disparities
-from pseudolabel.errors import InputError
 
 GROUPS = ("middlebury2006", "middlebury2001", "middlebury-v2", "middlebury2014", "kitti2012", "sceneflow", "synthetic")
 TRAINED_ON = "middlebury2006"
@@ -76,23 +75,21 @@ def evaluate(pairs: list[Pair], test: list[int], calibrated: Callable[[int], np.
     measured, expected = [0.0, 0.0], [0.0, 0.0]
     for index in test:
         pair, values = pairs[index], calibrated(index)
-        usable = np.isfinite(pair.disparity)
         at_tau = label_statistics(threshold_labels(pair.disparity, values, tau), pair.ground_truth)
-        row = {"tau_coverage": at_tau["gt_coverage"], "tau_bad3": at_tau["bad3"], "target_coverage": 0.0, "target_bad3": float("nan")}
-        try:
-            chosen, _, _ = tau_for_target_error(values, target, usable)
-        except InputError:
-            rows.append(row)
-            continue
-        at_target = label_statistics(threshold_labels(pair.disparity, values, chosen), pair.ground_truth)
-        row.update(target_coverage=at_target["gt_coverage"], target_bad3=at_target["bad3"])
-        mean_expected, count = expected_error(values, chosen, usable & pair.known)
-        if count and at_target["labelled_with_gt"]:
-            expected[0] += mean_expected * count
-            expected[1] += count
-            measured[0] += at_target["bad3"] * at_target["labelled_with_gt"]
+        at_target = labels_at_target(pair, values, target)
+        rows.append(
+            {
+                "tau_coverage": at_tau["gt_coverage"],
+                "tau_bad3": at_tau["bad3"],
+                "target_coverage": at_target["gt_coverage"],
+                "target_bad3": at_target["bad3"],
+            }
+        )
+        if at_target["count_gt"]:  # the labels with ground truth: their expected and their measured errors
+            expected[0] += at_target["expected_gt"] * at_target["count_gt"]
+            expected[1] += at_target["count_gt"]
+            measured[0] += at_target["bad3_count"]
             measured[1] += at_target["labelled_with_gt"]
-        rows.append(row)
     figures = {name: float(np.nanmean([row[name] for row in rows])) for name in rows[0]}
     figures["measured_over_expected"] = (measured[0] / measured[1]) / (expected[0] / expected[1]) if expected[1] and measured[1] else float("nan")
     return figures

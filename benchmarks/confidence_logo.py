@@ -252,6 +252,27 @@ def checkpoint_confidences(path: Path, pairs: Sequence[Pair]) -> list[np.ndarray
     return raw_confidences(load_confidence_checkpoint(path)[0], pairs)
 
 
+def labels_at_target(pair: Pair, values: np.ndarray, target: float) -> dict[str, float]:
+    """One pair's labels at a target expected error (tau per pair), as ``labels --target-error`` makes them
+    from the confidence ``values`` (``float32`` (H, W)): :func:`~pseudolabel.confidence.labels.label_statistics`
+    of the labels plus ``bad3_count`` (wrong labels with ground truth), ``expected`` / ``count`` (their
+    expected error and number) and ``expected_gt`` / ``count_gt`` (the same over the labels with ground
+    truth), and ``reached`` (0 on a pair no tau brings to the target: it gets no labels, 0% kept)."""
+    from pseudolabel.confidence.labels import TargetUnreachable, expected_error, label_statistics, tau_for_target_error, threshold_labels
+
+    usable = np.isfinite(pair.disparity)
+    try:
+        chosen, _, _ = tau_for_target_error(values, target, usable)
+    except TargetUnreachable:
+        empty = {"gt_coverage": 0.0, "bad3": float("nan"), "labelled_with_gt": 0.0, "bad3_count": 0.0}
+        return {**empty, "expected": float("nan"), "count": 0.0, "expected_gt": float("nan"), "count_gt": 0.0, "reached": 0.0}
+    stats = label_statistics(threshold_labels(pair.disparity, values, chosen), pair.ground_truth)
+    expected, count = expected_error(values, chosen, usable)
+    expected_gt, count_gt = expected_error(values, chosen, usable & pair.known)
+    bad3_count = stats["bad3"] * stats["labelled_with_gt"] if np.isfinite(stats["bad3"]) else 0.0
+    return {**stats, "bad3_count": bad3_count, "expected": expected, "count": count, "expected_gt": expected_gt, "count_gt": count_gt, "reached": 1.0}
+
+
 def evaluate_method(
     train: Sequence[Pair],
     train_confidence: Sequence[np.ndarray],
@@ -262,9 +283,8 @@ def evaluate_method(
 ) -> dict[str, float]:
     """Figures of one method on the group left out (see the module docstring)."""
     from pseudolabel.confidence.calibration import Calibration, ece_from_bins, fit_pair_calibration, reliability_bins
-    from pseudolabel.confidence.labels import expected_error, label_statistics, tau_for_target_error, threshold_labels
+    from pseudolabel.confidence.labels import label_statistics, threshold_labels
     from pseudolabel.confidence.sparsification import error_mask, optimal_auc, sparsification_auc
-    from pseudolabel.errors import InputError
 
     pair_calibration = fit_pair_calibration(
         [c[p.known] for p, c in zip(train, train_confidence)], [p.correct for p in train], [p.invalid_share for p in train]
@@ -294,28 +314,20 @@ def evaluate_method(
         raw_table += reliability_bins(confidence[pair.known], pair.correct)
         calibrated_table += reliability_bins(calibrated[pair.known], pair.correct)
         at_tau.append(label_statistics(threshold_labels(pair.disparity, calibrated, tau), pair.ground_truth))
-        usable = np.isfinite(pair.disparity)
         adjusted = pair_calibration.apply(confidence, pair.invalid_share)
         pair_table += reliability_bins(adjusted[pair.known], pair.correct)
         pair_at_tau.append(label_statistics(threshold_labels(pair.disparity, adjusted, tau), pair.ground_truth))
         raw_at_tau.append(label_statistics(threshold_labels(pair.disparity, confidence, tau), pair.ground_truth))
         for prefix, values in (("", calibrated), ("raw_", confidence), ("pair_", adjusted)):
-            try:
-                chosen, _, _ = tau_for_target_error(values, target, usable)
-            except InputError:
-                # no tau reaches the target on this pair: `labels` gives it no labels, so it keeps 0% (no bad-3)
-                refused[prefix] += 1
-                at_target[prefix].append({"gt_coverage": 0.0, "bad3": float("nan"), "labelled_with_gt": 0.0, "bad3_count": 0.0})
-                continue
-            stats = label_statistics(threshold_labels(pair.disparity, values, chosen), pair.ground_truth)
-            expected, count = expected_error(values, chosen, usable)
-            expected_sums[prefix][0] += expected * count
-            expected_sums[prefix][1] += count
-            expected_gt, count_gt = expected_error(values, chosen, usable & pair.known)
-            expected_gt_sums[prefix][0] += expected_gt * count_gt if count_gt else 0.0
-            expected_gt_sums[prefix][1] += count_gt
-            stats["bad3_count"] = stats["bad3"] * stats["labelled_with_gt"] if np.isfinite(stats["bad3"]) else 0.0
+            stats = labels_at_target(pair, values, target)
             at_target[prefix].append(stats)
+            if not stats["reached"]:
+                refused[prefix] += 1
+                continue
+            expected_sums[prefix][0] += stats["expected"] * stats["count"]
+            expected_sums[prefix][1] += stats["count"]
+            expected_gt_sums[prefix][0] += stats["expected_gt"] * stats["count_gt"] if stats["count_gt"] else 0.0
+            expected_gt_sums[prefix][1] += stats["count_gt"]
 
     def mean(rows: list[dict[str, float]], name: str) -> float:
         values = [row[name] for row in rows if np.isfinite(row[name])]

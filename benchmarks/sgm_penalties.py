@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DEFAULT_DATA, Scene, bad_rate, load_manifest, load_scene, machine_description
+from _common import DEFAULT_DATA, Scene, load_manifest, load_scene, machine_description, sgm_figures
 
 from pseudolabel.sgm.matcher import match
 from pseudolabel.sgm.params import SGMParams
@@ -38,15 +38,8 @@ def score(params: SGMParams, scenes: list[Scene]) -> list[dict[str, float | str]
     rows: list[dict[str, float | str]] = []
     for scene in scenes:
         result = match(scene.left, scene.right, params.replace(max_disp=scene.max_disp))
-        rows.append(
-            {
-                "scene": scene.scene_id,
-                "group": scene.group,
-                "dense_bad2": round(bad_rate(result.disparity, scene.gt, scene.mask, 2.0), 4),
-                "valid_density": round(float(100.0 * result.valid[scene.mask].mean()), 4),
-                "valid_bad2": round(bad_rate(result.disparity, scene.gt, scene.mask & result.valid, 2.0), 4),
-            }
-        )
+        figures = sgm_figures(result.disparity, result.valid, scene.gt, scene.mask)
+        rows.append({"scene": scene.scene_id, "group": scene.group, **{name: round(value, 4) for name, value in figures.items()}})
     return rows
 
 

@@ -32,7 +32,7 @@ import numpy as np
 from scipy.ndimage import maximum_filter, minimum_filter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DEFAULT_DATA, Scene, bad_rate, load_manifest, load_scene, machine_description
+from _common import DEFAULT_DATA, load_manifest, load_scene, machine_description, sgm_figures
 
 from pseudolabel.sgm import aggregation, cost
 from pseudolabel.sgm.matcher import finish_matching, match
@@ -64,15 +64,6 @@ def match_in_range(left: np.ndarray, right: np.ndarray, params: SGMParams, low: 
     return finish_matching(winners.disparity, winners.disparity_right, winners, left_gray, params), float(1.0 - outside.mean())
 
 
-def figures(result: SGMResult, scene: Scene) -> dict[str, float]:
-    """Dense bad-2, valid density and valid bad-2 (%) of one result."""
-    return {
-        "dense_bad2": bad_rate(result.disparity, scene.gt, scene.mask, 2.0),
-        "valid_density": float(100.0 * result.valid[scene.mask].mean()),
-        "valid_bad2": bad_rate(result.disparity, scene.gt, scene.mask & result.valid, 2.0),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -87,13 +78,19 @@ def main() -> None:
     for entry in load_manifest(args.data):
         scene = load_scene(entry, args.data)
         params = SGMParams().replace(max_disp=scene.max_disp)
-        row: dict[str, object] = {"scene": scene.scene_id, "group": scene.group, "defaults": figures(match(scene.left, scene.right, params), scene)}
+        reference = match(scene.left, scene.right, params)
+        defaults = sgm_figures(reference.disparity, reference.valid, scene.gt, scene.mask)
+        row: dict[str, object] = {"scene": scene.scene_id, "group": scene.group, "defaults": defaults}
         coarse = match(scene.left, scene.right, SGMParams.preset("fast").replace(max_disp=scene.max_disp)).disparity
         for radius, margin in ranges:
             low, high = search_range(coarse, radius, margin)
             result, kept = match_in_range(scene.left, scene.right, params, low, high)
             outside = np.isfinite(result.disparity) & ((result.disparity < low - 1) | (result.disparity > high + 1))
-            row[f"r{radius}m{margin}"] = {**figures(result, scene), "kept_cells": 100.0 * kept, "winner_outside": float(100.0 * outside.mean())}
+            row[f"r{radius}m{margin}"] = {
+                **sgm_figures(result.disparity, result.valid, scene.gt, scene.mask),
+                "kept_cells": 100.0 * kept,
+                "winner_outside": float(100.0 * outside.mean()),
+            }
         rows.append(row)
         print(scene.scene_id, json.dumps({key: value for key, value in row.items() if key not in ("scene", "group")}), flush=True)
 

@@ -45,6 +45,7 @@ from _common import (
     load_scene,
     machine_description,
     replace_section,
+    sgm_figures,
 )
 from sgm_profile import simd_flags
 
@@ -225,9 +226,7 @@ def accuracy(data_dir: Path, params: SGMParams) -> list[dict[str, float | str]]:
         row: dict[str, float | str] = {"scene": scene.scene_id, "group": scene.group}
         for prefix, method_params in (("", params), *((prefix, SGMParams.preset(name)) for prefix, name in ACCURACY_PRESETS)):
             result = match(scene.left, scene.right, method_params.replace(max_disp=scene.max_disp))
-            row[f"{prefix}dense_bad2"] = bad_rate(result.disparity, scene.gt, mask, 2.0)
-            row[f"{prefix}valid_density"] = float(100.0 * result.valid[mask].mean())
-            row[f"{prefix}valid_bad2"] = bad_rate(result.disparity, scene.gt, mask & result.valid, 2.0)
+            row.update({prefix + name: value for name, value in sgm_figures(result.disparity, result.valid, scene.gt, mask).items()})
         for prefix, mode in ACCURACY_OPENCV:
             disparity = opencv_disparity(mode, scene.left, scene.right, scene.max_disp)
             valid = np.isfinite(disparity)

@@ -221,20 +221,20 @@ def format_label_table(rows: Sequence[LabelRow], tau: float, measure: str, targe
         lines.append(f"note: on {len(unreached)} of {len(rows)} pairs (e.g. {unreached[0]!r}) no tau reaches the target: they got no labels (tau -)")
     lines.append(header)
 
+    def number(value: float, width: int, digits: int = 2, scale: float = 100.0) -> str:
+        """``scale * value`` right-aligned in ``width`` columns, ``-`` where it is not finite (no labels, no tau)."""
+        return f"{scale * value:>{width}.{digits}f}" if np.isfinite(value) else f"{'-':>{width}}"
+
     def expected_cells(stats: Mapping[str, float]) -> str:
         if not with_expected:
             return ""
-        value = stats.get("expected_error", float("nan"))
-        tau_value = stats.get("tau", float("nan"))
-        return (f"{tau_value:>9.4f}" if np.isfinite(tau_value) else f"{'-':>9}") + (f"{100 * value:>16.2f}" if np.isfinite(value) else f"{'-':>16}")
+        return number(stats.get("tau", float("nan")), 9, 4, 1.0) + number(stats.get("expected_error", float("nan")), 16)
 
     for key, stats in rows:
         line = f"{key:<40}{100 * stats['density']:>10.2f}"
         if with_gt:
             if "bad3" in stats:
-                line += f"{100 * stats['gt_coverage']:>10.2f}" + "".join(
-                    f"{100 * stats[name]:>8.2f}" if np.isfinite(stats[name]) else f"{'-':>8}" for name in ("bad1", "bad2", "bad3")
-                )
+                line += number(stats["gt_coverage"], 10) + "".join(number(stats[name], 8) for name in ("bad1", "bad2", "bad3"))
             else:
                 line += f"{'-':>10}{'-':>8}{'-':>8}{'-':>8}"
         lines.append(line + expected_cells(stats))

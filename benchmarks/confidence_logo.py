@@ -41,6 +41,8 @@ import numpy as np
 
 FEATURES = ("disparity", "disparity_right", "valid", "cost_best", "cost_second", "cost_second_local", "cost_mean")
 SYNTHETIC = "synthetic"
+#: The measures of the wider left-right context (``ccnnl``, ``lfnl``): averaged left-right consistency and distance to a failure.
+LR_CONTEXT = ("alrc15", "alrc41", "alrc101", "dlrc")
 #: The synthetic pairs of the group ``synthetic`` (and of ``confidence.py prepare --synthetic``): size, range, seed.
 SYNTHETIC_SIZE = (384, 256)
 SYNTHETIC_MAX_DISP = 60.0
@@ -284,14 +286,14 @@ def evaluate_method(
     """Figures of one method on the group left out (see the module docstring)."""
     from pseudolabel.confidence.calibration import Calibration, ece_from_bins, fit_pair_calibration, reliability_bins
     from pseudolabel.confidence.labels import label_statistics, threshold_labels
-    from pseudolabel.confidence.sparsification import error_mask, optimal_auc, sparsification_auc
+    from pseudolabel.confidence.sparsification import coverage_at_error, error_mask, optimal_auc, sparsification_auc
 
     pair_calibration = fit_pair_calibration(
         [c[p.known] for p, c in zip(train, train_confidence)], [p.correct for p in train], [p.invalid_share for p in train]
     )
     # its isotonic part is the isotonic map of the same pooled pixels (fit_isotonic), without the pair terms
     calibration = Calibration("isotonic", pair_calibration.knots, pair_calibration.values)
-    aucs, optimals, oracle_coverages = [], [], []
+    aucs, optimals, oracle_coverages, ranking_coverages = [], [], [], []
     raw_table = np.zeros((20, 3))
     calibrated_table = np.zeros((20, 3))
     at_tau: list[dict[str, float]] = []
@@ -310,6 +312,8 @@ def evaluate_method(
         # a perfect confidence keeps every right pixel and as many wrong ones as the target error allows
         right = float(known.sum() - bad.sum())
         oracle_coverages.append(min(1.0, right / ((1.0 - target) * max(float(known.sum()), 1.0))))
+        # this ranking with the best tau per pair (chosen with the ground truth): what any calibration could reach
+        ranking_coverages.append(coverage_at_error(np.where(np.isfinite(pair.disparity), confidence, -np.inf), bad, known, target))
         calibrated = calibration.apply(confidence)
         raw_table += reliability_bins(confidence[pair.known], pair.correct)
         calibrated_table += reliability_bins(calibrated[pair.known], pair.correct)
@@ -337,6 +341,7 @@ def evaluate_method(
         "auc": float(np.mean(aucs)),
         "optimal": float(np.mean(optimals)),
         "oracle_target_coverage": float(np.mean(oracle_coverages)),
+        "ranking_target_coverage": float(np.mean(ranking_coverages)),
         "ece_raw": ece_from_bins(raw_table),
         "ece_calibrated": ece_from_bins(calibrated_table),
         "ece_pair": ece_from_bins(pair_table),
@@ -382,23 +387,26 @@ def run_logo(
     which never enter its calibration)), e.g. the shipped ones."""
     import torch
 
-    from pseudolabel.confidence.measures import MEASURES
+    from pseudolabel.confidence.measures import CCNN_INPUTS, MEASURES
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     measures = list(MEASURES)
+    base = [name for name in CCNN_INPUTS[1:] if name not in LR_CONTEXT]  # the 13 measures of the CCNNs before 2026-12
     inputs = {
-        "ccnn": ["disparity", *measures],
-        "lfn": ["disparity", *measures, "image", "photometric"],
-        "ccnnt": ["disparity", *measures, "texture"],
-        "lfnt": ["disparity", *measures, "image", "photometric", "texture"],
+        "ccnn": ["disparity", *base],
+        "lfn": ["disparity", *base, "image", "photometric"],
+        "ccnnt": ["disparity", *base, "texture"],
+        "lfnt": ["disparity", *base, "image", "photometric", "texture"],
+        "ccnnl": ["disparity", *base, *LR_CONTEXT],
+        "lfnl": ["disparity", *base, *LR_CONTEXT, "image", "photometric"],
     }
-    architecture = {"ccnn": "ccnn", "lfn": "lfn", "ccnnt": "ccnn", "lfnt": "lfn"}
+    architecture = {"ccnn": "ccnn", "lfn": "lfn", "ccnnt": "ccnn", "lfnt": "lfn", "ccnnl": "ccnn", "lfnl": "lfn"}
     for network in networks:
         arch, _, labels = network.partition("-")
         labels, _, transductive = labels.replace("@", "+").partition("+")
         if arch not in inputs or (labels not in ("gt", "wild") and labels not in TEACHER_TOKENS):
             raise SystemExit(
-                f"{network}: unknown network; ARCH-LABELS with ARCH ccnn, lfn, ccnnt or lfnt (t: with the texture channel) and LABELS gt, wild or {', '.join(TEACHER_TOKENS)}"
+                f"{network}: unknown network; ARCH-LABELS with ARCH ccnn, lfn, ccnnt, lfnt (t: with the texture channel), ccnnl or lfnl (l: with the averaged left-right consistency) and LABELS gt, wild or {', '.join(TEACHER_TOKENS)}"
             )
         if transductive and labels == "gt":
             raise SystemExit(f"{network}: only labels without ground truth may train on the held-out group")

@@ -122,7 +122,7 @@ def available_confidence_networks() -> list[str]:
 
     for module in CONFIDENCE_NETWORK_MODULES:
         importlib.import_module(module)
-    return list(CONFIDENCE_NETWORKS)
+    return sorted(CONFIDENCE_NETWORKS)
 
 
 def build_confidence_network(architecture: str, **kwargs: Any) -> ConfidenceNetwork:

@@ -129,6 +129,41 @@ def sparsification_auc(
     return curve_area(curve, fractions)
 
 
+def coverage_at_error(confidence: np.ndarray, bad: np.ndarray, known: np.ndarray | None = None, target: float = 0.01) -> float:
+    """Largest share of the evaluated pixels that a threshold on ``confidence`` keeps with an error rate of at
+    most ``target``: the coverage of the best tau chosen *with* the ground truth, the ceiling that any
+    calibration of this ranking (any way of picking tau without the ground truth) can reach.
+
+    Args:
+        confidence: (H, W) or flat confidence, higher = more trustworthy; a threshold keeps pixels of
+            equal confidence together (``-inf`` where a pixel can never be kept).
+        bad: ``bool``, same shape: the pixel's estimate is wrong.
+        known: ``bool``, same shape: pixels with ground truth (default: all).
+        target: largest error rate of the kept pixels, a fraction (0.01 = 1%).
+
+    Returns:
+        The kept share of the evaluated pixels, in [0, 1] (0 when even the most confident group exceeds
+        ``target``); ``NaN`` without evaluated pixels.
+    """
+    confidence = np.asarray(confidence, dtype=np.float64).ravel()
+    bad = np.asarray(bad, dtype=bool).ravel()
+    mask = np.ones_like(bad) if known is None else np.asarray(known, dtype=bool).ravel()
+    values, wrong = confidence[mask], bad[mask]
+    if values.size == 0:
+        return float("nan")
+    order = np.argsort(-values, kind="stable")
+    values, wrong = values[order], wrong[order]
+    keepable = np.isfinite(values) | (values > 0)  # -inf never kept
+    # a threshold keeps whole groups of tied pixels: the candidate cuts are the ends of the groups
+    ends = np.flatnonzero(np.append(values[1:] != values[:-1], True)) + 1
+    ends = ends[keepable[ends - 1]]
+    if ends.size == 0:
+        return 0.0
+    errors = np.cumsum(wrong)[ends - 1]
+    allowed = ends[errors <= float(target) * ends]
+    return float(allowed.max() / values.size) if allowed.size else 0.0
+
+
 def image_evaluation(
     confidences: dict[str, np.ndarray],
     disparity: np.ndarray,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -145,6 +146,62 @@ def test_apkr_is_box_mean_of_pkr_against_reference() -> None:
         for x in range(pkr.shape[1]):
             expected[y, x] = padded[y : y + 25, x : x + 25].mean()
     np.testing.assert_allclose(compute_measure("apkr", features, PARAMS), expected, rtol=1e-4, atol=1e-6)
+
+
+def _random_left_right(seed: int, shape: tuple[int, int] = (29, 43)) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """A random left/right disparity pair of odd size and its lrc map (1 / 0), by the rule of lrc."""
+    rng = np.random.default_rng(seed)
+    disparity = rng.integers(0, 6, size=shape).astype(np.float32)
+    disparity_right = np.where(rng.random(shape) < 0.7, disparity, disparity + 3).astype(np.float32)
+    features = {"disparity": disparity, "disparity_right": disparity_right}
+    return features, compute_measure("lrc", features, LR_PARAMS)
+
+
+@pytest.mark.parametrize("window", [15, 41, 101])
+def test_alrc_is_the_share_of_lrc_passes_in_its_window(window: int) -> None:
+    features, lrc = _random_left_right(window, (window + 2, window + 6))
+    padded = np.pad(lrc, window // 2, mode="reflect")  # numpy "reflect" == OpenCV BORDER_REFLECT_101
+    expected = np.zeros_like(lrc)
+    for y in range(lrc.shape[0]):
+        for x in range(lrc.shape[1]):
+            expected[y, x] = padded[y : y + window, x : x + window].mean()
+    np.testing.assert_allclose(compute_measure(f"alrc{window}", features, LR_PARAMS), expected, rtol=1e-5, atol=1e-6)
+    assert MEASURES[f"alrc{window}"].needs == ("disparity", "disparity_right")
+
+
+def test_dlrc_is_the_distance_to_the_nearest_lrc_failure() -> None:
+    features, lrc = _random_left_right(7)
+    failing = np.argwhere(lrc < 0.5)
+    assert len(failing) > 0
+    expected = np.zeros_like(lrc)
+    for y in range(lrc.shape[0]):
+        for x in range(lrc.shape[1]):
+            distance = np.sqrt(((failing - (y, x)) ** 2).sum(axis=1)).min()
+            expected[y, x] = distance / (distance + 10.0)
+    np.testing.assert_allclose(compute_measure("dlrc", features, LR_PARAMS), expected, rtol=1e-6, atol=1e-7)
+
+
+def test_dlrc_does_not_depend_on_opencv_threads() -> None:
+    rng = np.random.default_rng(11)
+    disparity_right = np.where(rng.random((301, 415)) < 0.001, 5.0, 0.0).astype(np.float32)  # a few failures, far apart
+    features = {"disparity": np.zeros((301, 415), np.float32), "disparity_right": disparity_right}
+    threads = cv2.getNumThreads()
+    try:
+        results = []
+        for count in (1, 2, 4):
+            cv2.setNumThreads(count)
+            results.append(compute_measure("dlrc", features, LR_PARAMS))
+    finally:
+        cv2.setNumThreads(threads)
+    np.testing.assert_array_equal(results[1], results[0])
+    np.testing.assert_array_equal(results[2], results[0])
+
+
+def test_dlrc_hand_computed_and_without_failures() -> None:
+    # lrc of LR is 1, 1, 0, 1, 0, 0: distances 2, 1, 0, 1, 0, 0
+    _check("dlrc", [2 / 12, 1 / 11, 0, 1 / 11, 0, 0], LR, LR_PARAMS)
+    consistent = {"disparity": np.zeros((3, 5), np.float32), "disparity_right": np.zeros((3, 5), np.float32)}
+    np.testing.assert_array_equal(compute_measure("dlrc", consistent, LR_PARAMS), np.ones((3, 5), np.float32))
 
 
 def test_every_measure_is_in_unit_range_and_registered_needs_suffice() -> None:

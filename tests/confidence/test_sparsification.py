@@ -10,6 +10,7 @@ import pytest
 from pseudolabel.confidence.labels import label_statistics, threshold_labels
 from pseudolabel.confidence.sparsification import (
     DEFAULT_FRACTIONS,
+    coverage_at_error,
     curve_area,
     error_mask,
     image_evaluation,
@@ -109,3 +110,40 @@ def test_labels_threshold_and_statistics() -> None:
     assert stats["bad1"] == pytest.approx(1.0) and stats["bad2"] == pytest.approx(0.5) and stats["bad3"] == pytest.approx(0.5)
     with pytest.raises(InputError, match="--tau"):
         threshold_labels(disparity, confidence, tau=1.5)
+
+
+def test_coverage_at_error_hand_computed() -> None:
+    confidence = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    bad = np.array([False, False, True, False, False])
+    assert coverage_at_error(confidence, bad, target=0.0) == pytest.approx(0.4)
+    assert coverage_at_error(confidence, bad, target=0.19) == pytest.approx(0.4)  # 1/4 and 1/5 are too many, 1/3 too
+    assert coverage_at_error(confidence, bad, target=0.2) == pytest.approx(1.0)
+    # the pixel without ground truth is left out of the share and of the ranking
+    known = np.array([True, True, True, True, False])
+    assert coverage_at_error(confidence, bad, known, target=0.25) == pytest.approx(1.0)
+    assert coverage_at_error(confidence, bad, known, target=0.24) == pytest.approx(0.5)
+
+
+def test_coverage_at_error_keeps_ties_together_and_never_keeps_minus_infinity() -> None:
+    confidence = np.array([1.0, 1.0, 0.5])
+    bad = np.array([False, True, False])
+    assert coverage_at_error(confidence, bad, target=0.4) == pytest.approx(1.0)  # the tied pair alone is 1/2
+    assert coverage_at_error(confidence, bad, target=0.3) == 0.0
+    never = np.array([0.9, 0.8, -np.inf])
+    assert coverage_at_error(never, np.zeros(3, dtype=bool), target=0.0) == pytest.approx(2 / 3)
+    assert np.isnan(coverage_at_error(confidence, bad, np.zeros(3, dtype=bool)))
+
+
+def test_coverage_at_error_matches_every_threshold_tried() -> None:
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        confidence = np.round(rng.random((13, 7)), 1)  # many ties
+        bad = rng.random((13, 7)) < rng.uniform(0.0, 0.3)
+        known = rng.random((13, 7)) < 0.8
+        target = float(rng.choice([0.0, 0.05, 0.1, 0.2]))
+        best = 0.0
+        for tau in np.unique(confidence[known]):
+            kept = known & (confidence >= tau)
+            if bad[kept].sum() <= target * kept.sum():
+                best = max(best, kept.sum() / known.sum())
+        assert coverage_at_error(confidence, bad, known, target) == pytest.approx(best)

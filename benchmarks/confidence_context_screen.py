@@ -1,0 +1,190 @@
+"""Screening of wide-context features for the confidence, leave one group out (issue 19, 2026-12-01).
+
+Which features, besides the 13 conventional measures, help rank SGM's errors on a group never trained on? A
+per-pixel MLP (two hidden layers of 64, inputs standardised on the training pixels, 1500 Adam steps of 4096
+pixels drawn from up to 20 000 pixels with ground truth per training pair, seed 0) is trained on every group
+of ``confidence_logo.py``'s work folder but one and evaluated on the one left out, with each feature family
+added to the measures:
+
+* ``inv``: share of the pixels failing the left-right check in 15, 41 and 101-pixel windows, and the log
+  distance to the nearest one (what became the measures ``alrc15``, ``alrc41``, ``alrc101`` and ``dlrc``);
+* ``tex``: log mean absolute horizontal and vertical gradients of the left image over 5, 15 and 41 pixels,
+  and the log distance to the nearest textured pixel (horizontal gradient above 0.5 standard deviations);
+* ``dsp``: log standard deviation of the disparity over 15x15 (over the range) and log deviation from its 5x5 median;
+* ``edge``: log height of the pixel above the minimum and below the maximum disparity of 5, 9 and 15-pixel windows.
+
+Per group and in the mean over groups: AUC / optimal, and the coverage at a 1% bad-3 target of the labels of the
+isotonic-pair calibration (fitted on the training groups) and of the best tau per pair chosen with the ground
+truth (the ranking's ceiling). Run after ``confidence.py logo`` has written the group files::
+
+    python benchmarks/confidence_context_screen.py --work work/confidence/logo --json benchmarks/results/confidence_context_screen.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import confidence_logo
+
+#: The conventional measures of the CCNNs before 2026-12 (the base of every variant).
+BASE = ("lrc", "lrd", "pkrn", "pkr", "apkr", "msm", "mm", "mmn", "wmn", "wmnn", "uniqueness", "dbl", "med")
+GROUPS = ("kitti2012", "middlebury-v2", "middlebury2001", "middlebury2006", "middlebury2014", "sceneflow", "synthetic")
+FAMILIES = ("inv", "tex", "dsp", "edge")
+
+
+def _box(values: np.ndarray, window: int) -> np.ndarray:
+    return cv2.blur(values.astype(np.float32), (window, window), borderType=cv2.BORDER_REFLECT)
+
+
+def context_features(pair: confidence_logo.Pair, family: str) -> list[np.ndarray]:
+    """The ``float32`` (H, W) maps of one feature family (see the module docstring)."""
+    disparity = np.nan_to_num(pair.disparity.astype(np.float32))
+    if family == "inv":
+        failing = (pair.measures["lrc"] < 0.5).astype(np.float32)
+        distance = cv2.distanceTransform((1 - failing).astype(np.uint8), cv2.DIST_L2, 5)
+        return [_box(failing, window) for window in (15, 41, 101)] + [np.log1p(distance)]
+    if family == "tex":
+        gray = pair.images["left_gray"].astype(np.float32)
+        gray = (gray - gray.mean()) / (gray.std() + 1e-6)
+        gx = np.abs(cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3))
+        gy = np.abs(cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3))
+        maps = [np.log(_box(g, window) + 1e-3) for window in (5, 15, 41) for g in (gx, gy)]
+        textured = (_box(gx, 3) > 0.5).astype(np.uint8)
+        return [*maps, np.log1p(cv2.distanceTransform(1 - textured, cv2.DIST_L2, 5))]
+    if family == "dsp":
+        span = float(pair.params.max_disp - pair.params.min_disp)
+        mean, square = _box(disparity, 15), _box(disparity * disparity, 15)
+        deviation = np.sqrt(np.maximum(square - mean * mean, 0)) / span
+        return [np.log(deviation + 1e-4), np.log1p(np.abs(disparity - cv2.medianBlur(disparity, 5)))]
+    if family == "edge":
+        maps = []
+        for window in (5, 9, 15):
+            kernel = np.ones((window, window), np.uint8)
+            low = cv2.erode(disparity, kernel, borderType=cv2.BORDER_REFLECT)
+            high = cv2.dilate(disparity, kernel, borderType=cv2.BORDER_REFLECT)
+            maps += [np.log1p(disparity - low), np.log1p(high - disparity)]
+        return maps
+    raise SystemExit(f"unknown feature family {family!r}; choose from {', '.join(FAMILIES)}")
+
+
+def features(pair: confidence_logo.Pair, families: tuple[str, ...]) -> np.ndarray:
+    """(H, W, F) ``float32``: the base measures, then each family's maps."""
+    maps = [np.asarray(pair.measures[name], np.float32) for name in BASE]
+    for family in families:
+        maps += context_features(pair, family)
+    return np.stack(maps, -1).astype(np.float32)
+
+
+def screen(pairs: list[confidence_logo.Pair], families: tuple[str, ...], seed: int = 0, steps: int = 1500) -> dict[str, dict[str, float]]:
+    """Leave-one-group-out figures of the MLP over the base measures and ``families``."""
+    import torch
+
+    from pseudolabel.confidence.calibration import fit_pair_calibration
+    from pseudolabel.confidence.sparsification import coverage_at_error, error_mask, optimal_auc, sparsification_auc
+
+    inputs = [features(pair, families) for pair in pairs]
+    results: dict[str, dict[str, float]] = {}
+    for held in sorted({pair.group for pair in pairs}):
+        rng = np.random.default_rng(seed)
+        training = [index for index, pair in enumerate(pairs) if pair.group != held]
+        samples, labels = [], []
+        for index in training:
+            pair = pairs[index]
+            known_inputs = inputs[index][pair.known]
+            drawn = rng.choice(len(pair.correct), min(len(pair.correct), 20000), replace=False)
+            samples.append(known_inputs[drawn])
+            labels.append(pair.correct[drawn])
+        x = torch.tensor(np.concatenate(samples))
+        y = torch.tensor(np.concatenate(labels).astype(np.float32))
+        mean, std = x.mean(0), x.std(0) + 1e-6
+        x = (x - mean) / std
+        torch.manual_seed(seed)
+        network = torch.nn.Sequential(
+            torch.nn.Linear(x.shape[1], 64), torch.nn.ReLU(), torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 1)
+        )
+        optimiser = torch.optim.Adam(network.parameters(), 3e-3)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
+        for _ in range(steps):
+            batch = torch.randint(0, len(y), (4096,))
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(network(x[batch])[:, 0], y[batch])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+
+        def predict(index: int) -> np.ndarray:
+            with torch.no_grad():
+                flat = torch.tensor(inputs[index].reshape(-1, inputs[index].shape[-1]))
+                return torch.sigmoid(network((flat - mean) / std)[:, 0]).numpy().reshape(inputs[index].shape[:2])
+
+        training_confidence = [predict(index) for index in training]
+        calibration = fit_pair_calibration(
+            [c[pairs[i].known] for i, c in zip(training, training_confidence)],
+            [pairs[i].correct for i in training],
+            [pairs[i].invalid_share for i in training],
+        )
+        rows = []
+        for index, pair in enumerate(pairs):
+            if pair.group != held:
+                continue
+            confidence = predict(index)
+            bad, known = error_mask(pair.disparity, pair.ground_truth)
+            labels_at_target = confidence_logo.labels_at_target(pair, calibration.apply(confidence, pair.invalid_share), 0.01)
+            rows.append(
+                (
+                    sparsification_auc(confidence, bad, known),
+                    optimal_auc(float(bad.sum() / max(known.sum(), 1))),
+                    labels_at_target["gt_coverage"],
+                    coverage_at_error(np.where(np.isfinite(pair.disparity), confidence, -np.inf), bad, known, 0.01),
+                )
+            )
+        table = np.array(rows, dtype=float)
+        results[held] = {
+            "auc": float(table[:, 0].mean()),
+            "ratio": float(table[:, 0].mean() / table[:, 1].mean()),
+            "target_coverage": float(table[:, 2].mean()),
+            "ranking_target_coverage": float(table[:, 3].mean()),
+        }
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("work/confidence/logo"), help="confidence_logo.py's work folder (its group files)")
+    parser.add_argument("--variants", default="none,inv,tex,dsp,edge", help="comma-separated: none (the measures alone) or FAMILY[+FAMILY]")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    files = {group: args.work / f"{group}.h5" for group in GROUPS}
+    missing = [str(path) for path in files.values() if not path.exists()]
+    if missing:
+        raise SystemExit(f"{', '.join(missing)} missing: run `python benchmarks/confidence.py logo --data ../shared/data --work {args.work}` first")
+    pairs = confidence_logo.load_pairs(files)
+    report: dict[str, dict[str, dict[str, float]]] = {}
+    for variant in args.variants.split(","):
+        families = () if variant == "none" else tuple(variant.split("+"))
+        started = time.perf_counter()
+        results = screen(pairs, families)
+        report[variant] = results
+        mean = {name: float(np.mean([r[name] for r in results.values()])) for name in ("auc", "ratio", "target_coverage", "ranking_target_coverage")}
+        per_group = " ".join(f"{group}:{r['ratio']:.2f}/{100 * r['ranking_target_coverage']:.0f}" for group, r in results.items())
+        print(
+            f"measures{'' if variant == 'none' else ' + ' + variant}: AUC x100 {100 * mean['auc']:.2f}, / optimal {mean['ratio']:.2f}, "
+            f"kept at 1% {100 * mean['target_coverage']:.1f}%, ranking ceiling {100 * mean['ranking_target_coverage']:.1f}% "
+            f"({time.perf_counter() - started:.0f} s) | {per_group}",
+            flush=True,
+        )
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

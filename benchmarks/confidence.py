@@ -152,7 +152,7 @@ python benchmarks/confidence.py wild-drive --data ../shared/data --work work/con
 manifest (12 before Middlebury 2014 joined it, 19 since), used for the tables of this section and, with
 `synthetic.h5`, to fit the calibration the two models ship with. Model cards: `models/weights/ccnn.md`,
 `models/weights/ccnn_wild.md`. Caveat: the recipe of `ccnn.pt` (40 epochs, width 24 / 48) was picked
-with held-out AUCs in view; seed 1 of the same command gives 1.92x optimal instead of 1.82x (card,
+with held-out AUCs in view; seed 1 of the same command gave 1.92x optimal instead of 1.82x (13-input network, 12 held-out scenes; card,
 "Variation"). The speed ratio varies with the load of the shared machine: three runs of `speed` on
 2026-11-25 gave scoring / SGM = 0.93, 0.89 and 0.80 (the table showed the first); six runs on 2026-11-30, under
 load, gave measures + CCNN / SGM = 1.05-1.35 (median of per-run ratios; the table shows the run written by `--write`)."""
@@ -350,7 +350,7 @@ SPEED_NETWORKS: dict[str, tuple[str, str | None, dict[str, int]]] = {
 }
 
 
-def speed(data: Path, runs: int, write: bool, threads: int = 2) -> str:
+def speed(data: Path, runs: int, write: bool, threads: int = 2, checkpoints: dict[str, str] | None = None) -> str:
     """Scoring time per KITTI pair against SGM's matching time on it, in one process.
 
     Every run times, one after the other on the same pair: SGM ``match`` (manifest ``max_disp``), the
@@ -360,6 +360,8 @@ def speed(data: Path, runs: int, write: bool, threads: int = 2) -> str:
     of the per-run ratios step / SGM (both timed within seconds of each other, so a load change on the
     shared machine moves both). ``threads``: torch, Numba and OpenCV threads. The 1-minute load average
     before and after, the CPU's SIMD flags and the network arithmetic are printed with the table.
+    ``checkpoints``: name -> confidence checkpoint to time instead of :data:`SPEED_NETWORKS` (e.g. two releases
+    side by side; ``--write`` keeps to the default set).
     """
     import torch
 
@@ -382,7 +384,8 @@ def speed(data: Path, runs: int, write: bool, threads: int = 2) -> str:
     params = SGMParams(max_disp=int(scene["max_disp"]))
     torch.manual_seed(0)
     scorers: dict[str, ConfidenceScorer] = {}
-    for name, (arch, checkpoint, width) in SPEED_NETWORKS.items():
+    networks = {name: ("ccnn", path, {}) for name, path in checkpoints.items()} if checkpoints else SPEED_NETWORKS
+    for name, (arch, checkpoint, width) in networks.items():
         if checkpoint is not None:
             scorers[name] = make_scorer(REPO / checkpoint, device="cpu", precision="auto", threads=threads)[0]
         else:
@@ -699,6 +702,9 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--runs", type=int, default=9)
     s.add_argument("--threads", type=int, default=2, help="torch, Numba and OpenCV threads.")
     s.add_argument("--write", action="store_true")
+    s.add_argument(
+        "--checkpoints", default="", help="NAME=PATH,... confidence checkpoints to time instead of the shipped CCNNs and the LFN (not with --write)."
+    )
     w = commands.add_parser("wild-drive")
     w.add_argument("--data", type=Path, default=DEFAULT_DATA)
     w.add_argument("--work", type=Path, default=Path("work/confidence"))
@@ -755,7 +761,10 @@ def main(argv: list[str] | None = None) -> None:
         models = dict(item.split("=", 1) for item in args.models)
         auc(args.work, {name: Path(path) for name, path in models.items()}, args.data, args.write)
     else:
-        speed(args.data, args.runs, args.write, args.threads)
+        if args.checkpoints and args.write:
+            raise SystemExit("speed: --checkpoints times other networks than the section's; drop --write")
+        chosen = dict(item.split("=", 1) for item in args.checkpoints.split(",") if item) if args.checkpoints else None
+        speed(args.data, args.runs, args.write, args.threads, chosen)
 
 
 if __name__ == "__main__":

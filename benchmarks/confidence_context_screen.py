@@ -7,11 +7,16 @@ of ``confidence_logo.py``'s work folder but one and evaluated on the one left ou
 added to the measures:
 
 * ``inv``: share of the pixels failing the left-right check in 15, 41 and 101-pixel windows, and the log
-  distance to the nearest one (what became the measures ``alrc15``, ``alrc41``, ``alrc101`` and ``dlrc``);
+  distance to the nearest one (OpenCV's 5x5 approximation). The measures ``alrc15``, ``alrc41``, ``alrc101`` and
+  ``dlrc`` came from it: the same information as registered measures (shares of passes, the exact distance mapped
+  by ``r / (r + 10)``, reflected borders without the edge pixel repeated);
 * ``tex``: log mean absolute horizontal and vertical gradients of the left image over 5, 15 and 41 pixels,
   and the log distance to the nearest textured pixel (horizontal gradient above 0.5 standard deviations);
 * ``dsp``: log standard deviation of the disparity over 15x15 (over the range) and log deviation from its 5x5 median;
-* ``edge``: log height of the pixel above the minimum and below the maximum disparity of 5, 9 and 15-pixel windows.
+* ``edge``: log height of the pixel above the minimum and below the maximum disparity of 5, 9 and 15-pixel windows;
+* ``dir``: share of the pixels failing the left-right check in bands 7 rows high reaching 15 and 41 pixels to the
+  left of the pixel, and as far to its right (occlusions lie on one side of a foreground object);
+* ``uniq``: share of the pixels failing the uniqueness test in 15, 41 and 101-pixel windows.
 
 Per group and in the mean over groups: AUC / optimal, and the coverage at a 1% bad-3 target of the labels of the
 isotonic-pair calibration (fitted on the training groups) and of the best tau per pair chosen with the ground
@@ -35,10 +40,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import confidence_logo
 
+from pseudolabel.confidence.measures import LITERATURE_MEASURES
+
 #: The conventional measures of the CCNNs before 2026-12 (the base of every variant).
-BASE = ("lrc", "lrd", "pkrn", "pkr", "apkr", "msm", "mm", "mmn", "wmn", "wmnn", "uniqueness", "dbl", "med")
+BASE = LITERATURE_MEASURES
 GROUPS = ("kitti2012", "middlebury-v2", "middlebury2001", "middlebury2006", "middlebury2014", "sceneflow", "synthetic")
-FAMILIES = ("inv", "tex", "dsp", "edge")
+FAMILIES = ("inv", "tex", "dsp", "edge", "dir", "uniq")
 
 
 def _box(values: np.ndarray, window: int) -> np.ndarray:
@@ -73,6 +80,17 @@ def context_features(pair: confidence_logo.Pair, family: str) -> list[np.ndarray
             high = cv2.dilate(disparity, kernel, borderType=cv2.BORDER_REFLECT)
             maps += [np.log1p(disparity - low), np.log1p(high - disparity)]
         return maps
+    if family == "dir":
+        failing = (pair.measures["lrc"] < 0.5).astype(np.float32)
+        maps = []
+        for reach in (15, 41):
+            size = (reach, 7)  # (width, height) of the band
+            maps.append(cv2.boxFilter(failing, -1, size, anchor=(reach - 1, 3), borderType=cv2.BORDER_REFLECT))  # to the left
+            maps.append(cv2.boxFilter(failing, -1, size, anchor=(0, 3), borderType=cv2.BORDER_REFLECT))  # to the right
+        return maps
+    if family == "uniq":
+        failing = (pair.measures["uniqueness"] < 0.5).astype(np.float32)
+        return [_box(failing, window) for window in (15, 41, 101)]
     raise SystemExit(f"unknown feature family {family!r}; choose from {', '.join(FAMILIES)}")
 
 

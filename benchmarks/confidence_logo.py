@@ -41,8 +41,6 @@ import numpy as np
 
 FEATURES = ("disparity", "disparity_right", "valid", "cost_best", "cost_second", "cost_second_local", "cost_mean")
 SYNTHETIC = "synthetic"
-#: The measures of the wider left-right context (``ccnnl``, ``lfnl``): averaged left-right consistency and distance to a failure.
-LR_CONTEXT = ("alrc15", "alrc41", "alrc101", "dlrc")
 #: The synthetic pairs of the group ``synthetic`` (and of ``confidence.py prepare --synthetic``): size, range, seed.
 SYNTHETIC_SIZE = (384, 256)
 SYNTHETIC_MAX_DISP = 60.0
@@ -387,18 +385,18 @@ def run_logo(
     which never enter its calibration)), e.g. the shipped ones."""
     import torch
 
-    from pseudolabel.confidence.measures import CCNN_INPUTS, MEASURES
+    from pseudolabel.confidence.measures import LITERATURE_MEASURES, LR_CONTEXT_MEASURES, MEASURES
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     measures = list(MEASURES)
-    base = [name for name in CCNN_INPUTS[1:] if name not in LR_CONTEXT]  # the 13 measures of the CCNNs before 2026-12
+    base = list(LITERATURE_MEASURES)  # the inputs of the CCNNs before 2026-12
     inputs = {
         "ccnn": ["disparity", *base],
         "lfn": ["disparity", *base, "image", "photometric"],
         "ccnnt": ["disparity", *base, "texture"],
         "lfnt": ["disparity", *base, "image", "photometric", "texture"],
-        "ccnnl": ["disparity", *base, *LR_CONTEXT],
-        "lfnl": ["disparity", *base, *LR_CONTEXT, "image", "photometric"],
+        "ccnnl": ["disparity", *base, *LR_CONTEXT_MEASURES],
+        "lfnl": ["disparity", *base, *LR_CONTEXT_MEASURES, "image", "photometric"],
     }
     architecture = {"ccnn": "ccnn", "lfn": "lfn", "ccnnt": "ccnn", "lfnt": "lfn", "ccnnl": "ccnn", "lfnl": "lfn"}
     for network in networks:

@@ -74,6 +74,8 @@ MED_WINDOW: int = 11
 ALRC_WINDOWS: tuple[int, ...] = (15, 41, 101)
 #: Distance (pixels) at which ``dlrc`` reaches 0.5.
 DLRC_SCALE: float = 10.0
+#: Distances beyond this (pixels) count as this in ``dlrc`` (0.98): there the rounding that makes it exact stops working.
+DLRC_CAP: float = 512.0
 
 
 class RangeParams(Protocol):
@@ -124,6 +126,11 @@ class MeasureSpec:
 #: Every registered measure, by short name, in registration order.
 MEASURES: dict[str, MeasureSpec] = {}
 
+#: The conventional measures of the literature (Hu and Mordohai, TPAMI 2012; Kim et al. 2017), the CCNN inputs until 2026-12.
+LITERATURE_MEASURES: tuple[str, ...] = ("lrc", "lrd", "pkrn", "pkr", "apkr", "msm", "mm", "mmn", "wmn", "wmnn", "uniqueness", "dbl", "med")
+#: The measures of the wider left-right context (registered last, after :data:`LITERATURE_MEASURES`).
+LR_CONTEXT_MEASURES: tuple[str, ...] = (*(f"alrc{window}" for window in ALRC_WINDOWS), "dlrc")
+
 #: Input channels of a CCNN unless told otherwise (``confidence train``, :class:`pseudolabel.confidence.training.TrainingConfig`)
 #: and of the shipped CCNNs: the normalised disparity and every conventional measure of this module. The disparity
 #: alone is not enough: the proxies are dense (SGM fills the pixels that fail its left-right and uniqueness checks
@@ -132,26 +139,7 @@ MEASURES: dict[str, MeasureSpec] = {}
 #: The averaged left-right consistency and the distance to a failure (``alrc15``, ``alrc41``, ``alrc101``, ``dlrc``) came
 #: last (2026-12): they give a 9x9 network what lies up to 50 pixels away, where SGM's propagation went astray (leave one
 #: group out, a CCNN trained with ground truth goes from 3.10x to 2.56x the optimal AUC; BENCHMARKS.md).
-CCNN_INPUTS: tuple[str, ...] = (
-    "disparity",
-    "lrc",
-    "lrd",
-    "pkrn",
-    "pkr",
-    "apkr",
-    "msm",
-    "mm",
-    "mmn",
-    "wmn",
-    "wmnn",
-    "uniqueness",
-    "dbl",
-    "med",
-    "alrc15",
-    "alrc41",
-    "alrc101",
-    "dlrc",
-)
+CCNN_INPUTS: tuple[str, ...] = ("disparity", *LITERATURE_MEASURES, *LR_CONTEXT_MEASURES)
 
 
 def register_measure(
@@ -515,13 +503,15 @@ for _window in ALRC_WINDOWS:
     description=f"distance r (pixels) to the nearest pixel that fails lrc, mapped by r / (r + {DLRC_SCALE:g})",
 )
 def distance_to_left_right_inconsistency(features: Mapping[str, np.ndarray], params: RangeParams) -> np.ndarray:
-    """Euclidean distance to the nearest pixel failing :func:`left_right_consistency` (0 on those pixels;
-    1 everywhere when no pixel fails), mapped to [0, 1)."""
+    """Euclidean distance ``r`` (pixels) to the nearest pixel failing :func:`left_right_consistency`, capped at
+    :data:`DLRC_CAP`, mapped by ``r / (r + DLRC_SCALE)``: ``float32`` (H, W) in [0, 1], 0 on the failing pixels, 1
+    everywhere when no pixel fails."""
     consistent = left_right_consistency(features, params) > 0.5
     if consistent.all():
         return np.ones(consistent.shape, dtype=np.float32)
     distance = cv2.distanceTransform(consistent.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     # OpenCV's float32 result moves in the last bits with its thread count; the squared distance is an integer
-    # (dx^2 + dy^2), so rounding it gives the exact distance whatever the threads
-    distance = np.sqrt(np.rint(distance.astype(np.float64) ** 2))
+    # (dx^2 + dy^2), so rounding it gives the exact distance whatever the threads, as long as the float32 error
+    # stays below half a unit of the square: true up to about 800 pixels, hence the cap
+    distance = np.sqrt(np.rint(np.minimum(distance.astype(np.float64), DLRC_CAP) ** 2))
     return (distance / (distance + DLRC_SCALE)).astype(np.float32)

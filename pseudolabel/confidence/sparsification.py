@@ -136,7 +136,8 @@ def coverage_at_error(confidence: np.ndarray, bad: np.ndarray, known: np.ndarray
 
     Args:
         confidence: (H, W) or flat confidence, higher = more trustworthy; a threshold keeps pixels of
-            equal confidence together (``-inf`` where a pixel can never be kept).
+            equal confidence together (``-inf`` or ``NaN`` where a pixel can never be kept; such pixels still
+            count among the evaluated ones).
         bad: ``bool``, same shape: the pixel's estimate is wrong.
         known: ``bool``, same shape: pixels with ground truth (default: all).
         target: largest error rate of the kept pixels, a fraction (0.01 = 1%).
@@ -153,14 +154,14 @@ def coverage_at_error(confidence: np.ndarray, bad: np.ndarray, known: np.ndarray
         return float("nan")
     order = np.argsort(-values, kind="stable")
     values, wrong = values[order], wrong[order]
-    keepable = np.isfinite(values) | (values > 0)  # -inf never kept
+    keepable = values > -np.inf  # -inf and NaN (sorted last) are never kept
     # a threshold keeps whole groups of tied pixels: the candidate cuts are the ends of the groups
     ends = np.flatnonzero(np.append(values[1:] != values[:-1], True)) + 1
     ends = ends[keepable[ends - 1]]
     if ends.size == 0:
         return 0.0
     errors = np.cumsum(wrong)[ends - 1]
-    allowed = ends[errors <= float(target) * ends]
+    allowed = ends[errors / ends <= float(target)]  # a rate, not errors <= target * n (0.29 * 100 < 29)
     return float(allowed.max() / values.size) if allowed.size else 0.0
 
 

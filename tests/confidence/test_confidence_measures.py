@@ -169,6 +169,14 @@ def test_alrc_is_the_share_of_lrc_passes_in_its_window(window: int) -> None:
     assert MEASURES[f"alrc{window}"].needs == ("disparity", "disparity_right")
 
 
+@pytest.mark.parametrize("shape", [(5, 7), (1, 9), (3, 60)])
+def test_alrc101_on_images_smaller_than_its_window(shape: tuple[int, int]) -> None:
+    features, lrc = _random_left_right(3, shape)
+    padded = np.pad(lrc, 50, mode="reflect")  # repeated reflection, as OpenCV's BORDER_REFLECT_101
+    expected = np.array([[padded[y : y + 101, x : x + 101].mean() for x in range(shape[1])] for y in range(shape[0])], np.float32)
+    np.testing.assert_allclose(compute_measure("alrc101", features, LR_PARAMS), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_dlrc_is_the_distance_to_the_nearest_lrc_failure() -> None:
     features, lrc = _random_left_right(7)
     failing = np.argwhere(lrc < 0.5)
@@ -195,6 +203,25 @@ def test_dlrc_does_not_depend_on_opencv_threads() -> None:
         cv2.setNumThreads(threads)
     np.testing.assert_array_equal(results[1], results[0])
     np.testing.assert_array_equal(results[2], results[0])
+
+
+def test_dlrc_is_exact_and_capped_far_from_any_failure() -> None:
+    # one failing pixel at the left end of a 1400-pixel band: distances up to 1399 px, capped at 512
+    disparity_right = np.zeros((3, 1400), np.float32)
+    disparity_right[1, 0] = 5.0
+    features = {"disparity": np.zeros((3, 1400), np.float32), "disparity_right": disparity_right}
+    threads = cv2.getNumThreads()
+    try:
+        results = []
+        for count in (1, 2):
+            cv2.setNumThreads(count)
+            results.append(compute_measure("dlrc", features, LR_PARAMS))
+    finally:
+        cv2.setNumThreads(threads)
+    np.testing.assert_array_equal(results[1], results[0])
+    rows, cols = np.indices((3, 1400))
+    distance = np.minimum(np.sqrt((rows - 1.0) ** 2 + cols.astype(np.float64) ** 2), 512.0)
+    np.testing.assert_allclose(results[0], distance / (distance + 10.0), rtol=1e-6, atol=1e-7)
 
 
 def test_dlrc_hand_computed_and_without_failures() -> None:

@@ -124,6 +124,13 @@ def test_coverage_at_error_hand_computed() -> None:
     assert coverage_at_error(confidence, bad, known, target=0.24) == pytest.approx(0.5)
 
 
+def test_coverage_at_error_compares_rates_not_rounded_products() -> None:
+    # 29 wrong of 100 at a target of 0.29: 0.29 * 100 is 28.999... in floating point, the rate is exactly 0.29
+    bad = np.zeros(100, dtype=bool)
+    bad[-29:] = True
+    assert coverage_at_error(np.linspace(1.0, 0.0, 100), bad, target=0.29) == pytest.approx(1.0)
+
+
 def test_coverage_at_error_keeps_ties_together_and_never_keeps_minus_infinity() -> None:
     confidence = np.array([1.0, 1.0, 0.5])
     bad = np.array([False, True, False])
@@ -131,6 +138,7 @@ def test_coverage_at_error_keeps_ties_together_and_never_keeps_minus_infinity() 
     assert coverage_at_error(confidence, bad, target=0.3) == 0.0
     never = np.array([0.9, 0.8, -np.inf])
     assert coverage_at_error(never, np.zeros(3, dtype=bool), target=0.0) == pytest.approx(2 / 3)
+    assert coverage_at_error(np.array([0.9, np.nan, 0.8]), np.zeros(3, dtype=bool), target=0.0) == pytest.approx(2 / 3)
     assert np.isnan(coverage_at_error(confidence, bad, np.zeros(3, dtype=bool)))
 
 

@@ -703,7 +703,9 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--threads", type=int, default=2, help="torch, Numba and OpenCV threads.")
     s.add_argument("--write", action="store_true")
     s.add_argument(
-        "--checkpoints", default="", help="NAME=PATH,... confidence checkpoints to time instead of the shipped CCNNs and the LFN (not with --write)."
+        "--checkpoints",
+        default="",
+        help="NAME=PATH;NAME=PATH... confidence checkpoints (paths from the current folder) to time instead of the shipped CCNNs and the LFN (not with --write).",
     )
     w = commands.add_parser("wild-drive")
     w.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -763,7 +765,10 @@ def main(argv: list[str] | None = None) -> None:
     else:
         if args.checkpoints and args.write:
             raise SystemExit("speed: --checkpoints times other networks than the section's; drop --write")
-        chosen = dict(item.split("=", 1) for item in args.checkpoints.split(",") if item) if args.checkpoints else None
+        items = [item for item in args.checkpoints.split(";") if item.strip()]
+        if any("=" not in item for item in items):
+            raise SystemExit(f"speed: --checkpoints {args.checkpoints!r}: expected NAME=PATH;NAME=PATH...")
+        chosen = {name.strip(): str(Path(path.strip()).resolve()) for name, path in (item.split("=", 1) for item in items)} or None
         speed(args.data, args.runs, args.write, args.threads, chosen)
 
 

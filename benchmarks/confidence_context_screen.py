@@ -179,7 +179,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("work/confidence/logo"), help="confidence_logo.py's work folder (its group files)")
     parser.add_argument("--variants", default="none,inv,tex,dsp,edge", help="comma-separated: none (the measures alone) or FAMILY[+FAMILY]")
-    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="JSON file the figures are merged into (by variant)")
     args = parser.parse_args()
     files = {group: args.work / f"{group}.h5" for group in GROUPS}
     missing = [str(path) for path in files.values() if not path.exists()]
@@ -200,8 +200,9 @@ def main() -> None:
             f"({time.perf_counter() - started:.0f} s) | {per_group}",
             flush=True,
         )
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    if args.json:  # merged into what the file holds: a run of other variants adds to it
+        merged = json.loads(args.json.read_text()) if args.json.exists() else {}
+        args.json.write_text(json.dumps({**merged, **report}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ dbl        ``m = x - d`` (matching column in the right image) 1 where ``m >= 0``
 med        ``|d - median_11x11(d)|`` (median deviation)      ``1 / (1 + deviation)``
 alrc<k>    share of ``lrc`` passes in a k x k window          the share itself (k = 15, 41, 101)
            (averaged left-right consistency)
-dlrc       distance ``r`` to the nearest ``lrc`` failure      ``r / (r + 10)`` (1 when none fails)
+dlrc       distance ``r`` to the nearest ``lrc`` failure      ``r / (r + 10)``, ``r`` capped at 512 (1 when none fails)
 ========== ================================================ =============================================
 
 ``binary`` measures (and the pass thresholds used by the wild labels of Tosi et al.) are declared in
@@ -74,7 +74,8 @@ MED_WINDOW: int = 11
 ALRC_WINDOWS: tuple[int, ...] = (15, 41, 101)
 #: Distance (pixels) at which ``dlrc`` reaches 0.5.
 DLRC_SCALE: float = 10.0
-#: Distances beyond this (pixels) count as this in ``dlrc`` (0.98): there the rounding that makes it exact stops working.
+#: Distances beyond this (pixels) count as this in ``dlrc`` (0.98): a margin below the ~880 px where the rounding that
+#: makes it exact stops working.
 DLRC_CAP: float = 512.0
 
 
@@ -500,7 +501,7 @@ for _window in ALRC_WINDOWS:
 @register_measure(
     "dlrc",
     needs=("disparity", "disparity_right"),
-    description=f"distance r (pixels) to the nearest pixel that fails lrc, mapped by r / (r + {DLRC_SCALE:g})",
+    description=f"distance r (pixels, capped at {DLRC_CAP:g}) to the nearest pixel that fails lrc, mapped by r / (r + {DLRC_SCALE:g})",
 )
 def distance_to_left_right_inconsistency(features: Mapping[str, np.ndarray], params: RangeParams) -> np.ndarray:
     """Euclidean distance ``r`` (pixels) to the nearest pixel failing :func:`left_right_consistency`, capped at

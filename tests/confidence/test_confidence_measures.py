@@ -205,6 +205,23 @@ def test_dlrc_does_not_depend_on_opencv_threads() -> None:
     np.testing.assert_array_equal(results[2], results[0])
 
 
+def test_dlrc_far_from_any_failure_does_not_depend_on_opencv_threads() -> None:
+    # one failing corner pixel of a 951x951 image: uncapped, OpenCV's distances past ~880 px round differently
+    # with 1 and 2 threads; the cap keeps every value exact
+    disparity_right = np.zeros((951, 951), np.float32)
+    disparity_right[0, 0] = 5.0
+    features = {"disparity": np.zeros((951, 951), np.float32), "disparity_right": disparity_right}
+    threads = cv2.getNumThreads()
+    try:
+        results = []
+        for count in (1, 2):
+            cv2.setNumThreads(count)
+            results.append(compute_measure("dlrc", features, LR_PARAMS))
+    finally:
+        cv2.setNumThreads(threads)
+    np.testing.assert_array_equal(results[1], results[0])
+
+
 def test_dlrc_is_exact_and_capped_far_from_any_failure() -> None:
     # one failing pixel at the left end of a 1400-pixel band: distances up to 1399 px, capped at 512
     disparity_right = np.zeros((3, 1400), np.float32)

@@ -194,13 +194,15 @@ TEACHER_TOKENS: dict[str, tuple[bool, str]] = {
 
 
 def targets(pair: Pair, labels: str, teachers: Sequence[str] = ("sgbm",)) -> np.ndarray:
-    from pseudolabel.confidence.targets import agreement_targets, ground_truth_targets, wild_targets
+    from pseudolabel.confidence.targets import WILD_NEGATIVE, WILD_POSITIVE, agreement_targets, ground_truth_targets, wild_targets
     from pseudolabel.confidence.teachers import teacher_disparities
 
     if labels == "gt":
         return ground_truth_targets(pair.disparity, pair.ground_truth)
     if labels == "wild":
         return wild_targets(pair.measures)
+    if labels == "wildl":  # the wild label sets with the averaged left-right consistency alrc15 in both
+        return wild_targets(pair.measures, positive=(*WILD_POSITIVE, "alrc15"), negative=(*WILD_NEGATIVE, "alrc15"))
     with_wild, rule = TEACHER_TOKENS[labels]
     missing = [name for name in teachers if name not in pair.teachers]
     if missing:
@@ -402,9 +404,9 @@ def run_logo(
     for network in networks:
         arch, _, labels = network.partition("-")
         labels, _, transductive = labels.replace("@", "+").partition("+")
-        if arch not in inputs or (labels not in ("gt", "wild") and labels not in TEACHER_TOKENS):
+        if arch not in inputs or (labels not in ("gt", "wild", "wildl") and labels not in TEACHER_TOKENS):
             raise SystemExit(
-                f"{network}: unknown network; ARCH-LABELS with ARCH ccnn, lfn, ccnnt, lfnt (t: with the texture channel), ccnnl or lfnl (l: with the averaged left-right consistency) and LABELS gt, wild or {', '.join(TEACHER_TOKENS)}"
+                f"{network}: unknown network; ARCH-LABELS with ARCH ccnn, lfn, ccnnt, lfnt (t: with the texture channel), ccnnl or lfnl (l: with the averaged left-right consistency) and LABELS gt, wild, wildl (wild with alrc15 in both sets) or {', '.join(TEACHER_TOKENS)}"
             )
         if transductive and labels == "gt":
             raise SystemExit(f"{network}: only labels without ground truth may train on the held-out group")

@@ -266,7 +266,6 @@ def auc(work: Path, models: dict[str, Path], data: Path, write: bool) -> str:
             f"{name}: {100 * means[name]:.2f} = {means[name] / optimal:.2f} x optimal; "
             f"beats {sum(means[name] < means[c] for c in conventional)}/{len(conventional)} conventional measures."
         )
-    first = next(iter(models))
     calibrated = [name for name, path in models.items() if _has_calibration(path)]
     if calibrated:
         # a calibration fitted on these held-out scenes makes the tables by tau in-sample: no tau is chosen or judged here
@@ -277,14 +276,30 @@ def auc(work: Path, models: dict[str, Path], data: Path, write: bool) -> str:
             f"No tau is chosen or judged here: the labels at the default tau {DEFAULT_TAU:g} and at a target error are reported "
             "leave one group out (`### Leave-one-group-out`).",
         ]
-        text = "\n".join(lines)
-        print(text)
-        if write:
-            _write_auc(text, data, work, models)
-        return text
+    else:
+        lines += _tau_lines(results, work, models, data)
+    text = "\n".join(lines)
+    print(text)
+    if write:
+        command = (
+            f"python benchmarks/confidence.py auc --data {data} --work {work} --models "
+            + " ".join(f"{n}={p}" for n, p in models.items())
+            + " --write"
+        )
+        _write_section("### Reproduce", REPRODUCE)
+        _write_section("### AUC on held-out scenes", f"Command: `{command}`\n\n" + text)
+    return text
+
+
+def _tau_lines(results: dict[str, dict[str, Any]], work: Path, models: dict[str, Path], data: Path) -> list[str]:
+    """Markdown of :func:`auc` for uncalibrated models: the label tau of the first model chosen on its training
+    scenes, and every model's labels on the held-out scenes by tau."""
+    from pseudolabel.confidence.labels import DEFAULT_TAU
+
+    first = next(iter(models))
     training_rows = _label_rows(_results(work / "train.h5", {first: models[first]}, data), first, TAU_GRID)
     chosen = choose_tau(training_rows)
-    lines += [
+    lines = [
         "",
         f"Choice of the label tau of `{first}` on its **training** scenes (`train.h5`, Middlebury 2006, "
         f"mean over images): the smallest tau whose labels have bad-3 <= {100 * TAU_SELECTION_BAD3:g}% "
@@ -317,11 +332,7 @@ def auc(work: Path, models: dict[str, Path], data: Path, write: bool) -> str:
                 f"bad-3 {100 * row[2]:.2f}% (target >= {100 * TAU_MIN_COVERAGE:g}% with <= {100 * TAU_MAX_BAD3:g}%: "
                 f"{'met' if met else 'NOT met'}).",
             ]
-    text = "\n".join(lines)
-    print(text)
-    if write:
-        _write_auc(text, data, work, models)
-    return text
+    return lines
 
 
 def _has_calibration(path: Path) -> bool:
@@ -329,15 +340,6 @@ def _has_calibration(path: Path) -> bool:
     from pseudolabel.confidence.checkpoints import load_confidence_checkpoint
 
     return bool(load_confidence_checkpoint(path)[1].get("calibration"))
-
-
-def _write_auc(text: str, data: Path, work: Path, models: dict[str, Path]) -> None:
-    """Write the tables of :func:`auc` (and the reproduce block) into BENCHMARKS.md."""
-    command = (
-        f"python benchmarks/confidence.py auc --data {data} --work {work} --models " + " ".join(f"{n}={p}" for n, p in models.items()) + " --write"
-    )
-    _write_section("### Reproduce", REPRODUCE)
-    _write_section("### AUC on held-out scenes", f"Command: `{command}`\n\n" + text)
 
 
 #: The networks timed by :func:`speed`: name -> (architecture, checkpoint or None, width). CCNN and wild

@@ -189,18 +189,24 @@ def test_dlrc_is_the_distance_to_the_nearest_lrc_failure() -> None:
     np.testing.assert_allclose(compute_measure("dlrc", features, LR_PARAMS), expected, rtol=1e-6, atol=1e-7)
 
 
-def test_dlrc_does_not_depend_on_opencv_threads() -> None:
-    rng = np.random.default_rng(11)
-    disparity_right = np.where(rng.random((301, 415)) < 0.001, 5.0, 0.0).astype(np.float32)  # a few failures, far apart
-    features = {"disparity": np.zeros((301, 415), np.float32), "disparity_right": disparity_right}
+def _dlrc_with_opencv_threads(features: dict[str, np.ndarray], counts: tuple[int, ...]) -> list[np.ndarray]:
+    """``dlrc`` computed once with each of OpenCV's thread ``counts`` (its setting restored afterwards)."""
     threads = cv2.getNumThreads()
     try:
         results = []
-        for count in (1, 2, 4):
+        for count in counts:
             cv2.setNumThreads(count)
             results.append(compute_measure("dlrc", features, LR_PARAMS))
     finally:
         cv2.setNumThreads(threads)
+    return results
+
+
+def test_dlrc_does_not_depend_on_opencv_threads() -> None:
+    rng = np.random.default_rng(11)
+    disparity_right = np.where(rng.random((301, 415)) < 0.001, 5.0, 0.0).astype(np.float32)  # a few failures, far apart
+    features = {"disparity": np.zeros((301, 415), np.float32), "disparity_right": disparity_right}
+    results = _dlrc_with_opencv_threads(features, (1, 2, 4))
     np.testing.assert_array_equal(results[1], results[0])
     np.testing.assert_array_equal(results[2], results[0])
 
@@ -211,14 +217,7 @@ def test_dlrc_far_from_any_failure_does_not_depend_on_opencv_threads() -> None:
     disparity_right = np.zeros((951, 951), np.float32)
     disparity_right[0, 0] = 5.0
     features = {"disparity": np.zeros((951, 951), np.float32), "disparity_right": disparity_right}
-    threads = cv2.getNumThreads()
-    try:
-        results = []
-        for count in (1, 2):
-            cv2.setNumThreads(count)
-            results.append(compute_measure("dlrc", features, LR_PARAMS))
-    finally:
-        cv2.setNumThreads(threads)
+    results = _dlrc_with_opencv_threads(features, (1, 2))
     np.testing.assert_array_equal(results[1], results[0])
 
 
@@ -227,14 +226,7 @@ def test_dlrc_is_exact_and_capped_far_from_any_failure() -> None:
     disparity_right = np.zeros((3, 1400), np.float32)
     disparity_right[1, 0] = 5.0
     features = {"disparity": np.zeros((3, 1400), np.float32), "disparity_right": disparity_right}
-    threads = cv2.getNumThreads()
-    try:
-        results = []
-        for count in (1, 2):
-            cv2.setNumThreads(count)
-            results.append(compute_measure("dlrc", features, LR_PARAMS))
-    finally:
-        cv2.setNumThreads(threads)
+    results = _dlrc_with_opencv_threads(features, (1, 2))
     np.testing.assert_array_equal(results[1], results[0])
     rows, cols = np.indices((3, 1400))
     distance = np.minimum(np.sqrt((rows - 1.0) ** 2 + cols.astype(np.float64) ** 2), 512.0)

@@ -161,7 +161,7 @@ load, gave measures + CCNN / SGM = 1.05-1.35 (median of per-run ratios; the tabl
 def _results(path: Path, models: dict[str, Path], data: Path) -> dict[str, dict[str, Any]]:
     """Per-pair evaluation (AUC of every measure and model, confidences of the models) of one proxies file."""
     from pseudolabel.confidence.checkpoints import make_scorer
-    from pseudolabel.confidence.measures import MEASURES, compute_measure
+    from pseudolabel.confidence.measures import MEASURES, compute_measures
     from pseudolabel.confidence.sparsification import image_evaluation
     from pseudolabel.datasets import ground_truth_lookup, read_ground_truth
     from pseudolabel.store.proxies import open_proxies
@@ -176,7 +176,7 @@ def _results(path: Path, models: dict[str, Path], data: Path) -> dict[str, dict[
                 continue
             features = proxies.read(key, ["disparity", "disparity_right", "valid", "cost_best", "cost_second", "cost_second_local", "cost_mean"])
             params = proxies.pair_params(key)
-            confidences = {name: compute_measure(name, features, params) for name in MEASURES}
+            confidences = compute_measures(MEASURES, features, params)
             for name, scorer in scorers.items():
                 confidences[name] = scorer.confidence_from_features(features, params, confidences)
             gt_path, scale = lookup[key]
@@ -373,7 +373,7 @@ def speed(data: Path, runs: int, write: bool, threads: int = 2, checkpoints: dic
 
     from pseudolabel.confidence.checkpoints import make_scorer
     from pseudolabel.confidence.images import IMAGE_CHANNELS, LEFT_GRAY, RIGHT_GRAY, gray_float
-    from pseudolabel.confidence.measures import MEASURES, compute_measure
+    from pseudolabel.confidence.measures import MEASURES, compute_measures
     from pseudolabel.io import read_image
     from pseudolabel.models.ccnn import ConfidenceScorer, build_confidence_network
     from pseudolabel.models.devices import bfloat16_supported
@@ -406,7 +406,7 @@ def speed(data: Path, runs: int, write: bool, threads: int = 2, checkpoints: dic
             for name in ("disparity", "disparity_right", "valid", "cost_best", "cost_second", "cost_second_local", "cost_mean")
         }
         started = time.perf_counter()
-        measures = {name: compute_measure(name, features, params) for name in MEASURES}
+        measures = compute_measures(MEASURES, features, params)
         seconds[f"{len(MEASURES)} conventional measures"] = time.perf_counter() - started
         for name, scorer in scorers.items():
             started = time.perf_counter()
@@ -487,7 +487,7 @@ def wild_drive(
     import torch
 
     from pseudolabel.confidence.images import pair_gray_images
-    from pseudolabel.confidence.measures import CCNN_INPUTS, MEASURES, compute_measure
+    from pseudolabel.confidence.measures import CCNN_INPUTS, MEASURES, compute_measures
     from pseudolabel.confidence.sparsification import error_mask, optimal_auc, sparsification_auc
     from pseudolabel.confidence.targets import TEACHER_LABELS, agreement_targets, wild_targets
     from pseudolabel.confidence.teachers import teacher_disparities
@@ -521,7 +521,7 @@ def wild_drive(
     with open_proxies(path, "r") as proxies:
         for key in proxies.keys():
             features.append(proxies.read(key, list(FEATURES)))
-            measures.append({name: compute_measure(name, features[-1], params) for name in MEASURES})
+            measures.append(compute_measures(MEASURES, features[-1], params))
             if extra:
                 images.append(pair_gray_images(path, proxies.pair_attrs(key), key))
     targets = [wild_targets(values) for values in measures]
@@ -532,7 +532,7 @@ def wild_drive(
     scene = next(s for s in _scenes(data) if s["group"] == "kitti2012")
     result = match(read_image(data / scene["left"]), read_image(data / scene["right"]), params)
     test = {name: getattr(result, name) for name in FEATURES}
-    test_measures = {name: compute_measure(name, test, params) for name in MEASURES}
+    test_measures = compute_measures(MEASURES, test, params)
     ground_truth = read_ground_truth(data / scene["gt_left"], float(scene["gt_scale"]), result.disparity.shape, scene["id"])
     bad, known = error_mask(result.disparity, ground_truth)
     error_rate = float(bad.sum() / known.sum())

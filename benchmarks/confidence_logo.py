@@ -146,7 +146,7 @@ def load_pairs(files: dict[str, Path], log: Callable[[str], None] = print) -> li
     """Every pair of every group file, with all conventional measures, ground truth and gray images."""
     from pseudolabel.confidence.calibration import invalid_share
     from pseudolabel.confidence.images import pair_gray_images
-    from pseudolabel.confidence.measures import MEASURES, compute_measure
+    from pseudolabel.confidence.measures import MEASURES, compute_measures
     from pseudolabel.io import read_disparity
     from pseudolabel.store.proxies import open_proxies
 
@@ -157,7 +157,7 @@ def load_pairs(files: dict[str, Path], log: Callable[[str], None] = print) -> li
                 attrs = proxies.pair_attrs(key)
                 features = proxies.read(key, list(FEATURES))
                 params = proxies.pair_params(key)
-                measures = {name: compute_measure(name, features, params) for name in MEASURES}
+                measures = compute_measures(MEASURES, features, params)
                 ground_truth = read_disparity(attrs["gt_left"], float(attrs.get("gt_scale", 1.0) or 1.0))
                 if ground_truth.shape != features["disparity"].shape:
                     raise SystemExit(f"{key}: ground truth {ground_truth.shape} differs from the proxies {features['disparity'].shape}")

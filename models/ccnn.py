@@ -153,22 +153,23 @@ def build_inputs(
         inputs: channel names (``"disparity"`` then measure names, or the image channels ``image`` and
             ``photometric`` of :mod:`pseudolabel.confidence.images`, which need the features
             ``left_gray`` / ``right_gray``).
-        measures: already computed measure maps to reuse (by name).
+        measures: measure maps of this pair already computed (by name, as
+            :func:`pseudolabel.confidence.measures.compute_measures` returns them): reused, also by the measures
+            that read them (``dlrc`` reads ``lrc``).
 
     Returns:
         ``float32`` (C, H, W).
     """
     from pseudolabel.confidence.images import IMAGE_CHANNELS, image_channel
-    from pseudolabel.confidence.measures import compute_measure
+    from pseudolabel.confidence.measures import compute_measures
 
+    computed = dict(measures or {})
     channels = [normalise_disparity(features["disparity"], params.min_disp, params.max_disp)]
     for name in inputs[1:]:
         if name in IMAGE_CHANNELS:
             channels.append(image_channel(name, features))
-        elif measures is not None and name in measures:
-            channels.append(np.asarray(measures[name], dtype=np.float32))
         else:
-            channels.append(compute_measure(name, features, params))
+            channels.append(compute_measures([name], features, params, computed)[name])
     return np.stack(channels).astype(np.float32)
 
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from pseudolabel.confidence.calibration import ECE_BINS, calibration_samples, ece_from_bins, reliability_bins
 from pseudolabel.confidence.files import mean_over_pairs, require_ground_truth, selected_keys, split_names
-from pseudolabel.confidence.measures import MEASURES, compute_measure
+from pseudolabel.confidence.measures import MEASURES, compute_measures
 from pseudolabel.confidence.sparsification import DEFAULT_FRACTIONS, image_evaluation, optimal_curve
 from pseudolabel.datasets import read_ground_truth
 from pseudolabel.errors import InputError
@@ -55,6 +55,7 @@ def _pair_confidences(proxies: ProxyFile, key: str, measures: Sequence[str] | No
         raise InputError(f"{proxies.path}: pair {key!r} has no confidence; run `pseudolabel confidence score` first")
     confidences: dict[str, np.ndarray] = {}
     features: dict[str, np.ndarray] = {}
+    computed: dict[str, np.ndarray] = {}
     params = proxies.pair_params(key)
     for name in names:
         if name in stored:
@@ -62,7 +63,7 @@ def _pair_confidences(proxies: ProxyFile, key: str, measures: Sequence[str] | No
         elif name in MEASURES:
             missing = [need for need in MEASURES[name].needs if need not in features]
             features.update(proxies.read(key, missing))
-            confidences[name] = compute_measure(name, features, params)
+            confidences[name] = compute_measures([name], features, params, computed)[name]
         else:
             raise InputError(f"pair {key!r} has no confidence/{name}; score it first or choose from {', '.join(stored)}")
     return confidences

@@ -8,6 +8,9 @@ measure is one function and one name::
     def mine(features, params):
         return ...
 
+A measure that reads another one names it in ``uses`` and finds it in ``features`` under its name, computed once per
+pair however many measures read it (``alrc15``, ``alrc41``, ``alrc101`` and ``dlrc`` all read ``lrc``).
+
 Inputs (the HDF5 dataset names of issue 3, all (H, W), left view):
 
 * ``disparity`` -- ``float32`` dense disparity in pixels (the proxy that the measures judge);
@@ -55,7 +58,7 @@ This module imports numpy, OpenCV and Numba only (never torch).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -109,11 +112,13 @@ class MeasureSpec:
     Attributes:
         name: short name, also the HDF5 dataset name ``confidence/<name>``.
         function: ``function(features, params) -> float32 (H, W)`` in [0, 1].
-        needs: feature names the function reads (HDF5 dataset names).
+        needs: feature names (HDF5 dataset names) the measure reads, directly or through ``uses``.
         binary: the measure only takes the values 0 and 1.
         pass_threshold: a pixel *passes* the measure when its value is ``>= pass_threshold``
             (used for the binary tests of the wild labels); ``None`` for measures ranked by quantiles.
         description: one line for ``--help`` and the docs.
+        uses: other measures the function reads: :func:`compute_measures` computes each of them once per pair and
+            hands them to the function in ``features`` under their names.
     """
 
     name: str
@@ -122,6 +127,7 @@ class MeasureSpec:
     binary: bool
     pass_threshold: float | None
     description: str
+    uses: tuple[str, ...] = ()
 
 
 #: Every registered measure, by short name, in registration order.
@@ -150,14 +156,21 @@ def register_measure(
     description: str,
     binary: bool = False,
     pass_threshold: float | None = None,
+    uses: Sequence[str] = (),
 ) -> Callable[[MeasureFunction], MeasureFunction]:
-    """Decorator: register ``function(features, params) -> float32 (H, W) in [0, 1]`` under ``name``."""
+    """Decorator: register ``function(features, params) -> float32 (H, W) in [0, 1]`` under ``name``.
+
+    ``uses`` names measures registered earlier that the function reads from ``features`` (their ``needs`` must be
+    among ``needs``); :func:`compute_measures` computes each once per pair, however many measures read it."""
 
     def decorator(function: MeasureFunction) -> MeasureFunction:
         if name in MEASURES and MEASURES[name].function is not function:
             raise ValueError(f"confidence measure {name!r} is already registered")
+        for used in uses:
+            if used not in MEASURES or not set(MEASURES[used].needs) <= set(needs):
+                raise ValueError(f"measure {name!r} uses {used!r}, which must be registered before it and need only features among {tuple(needs)}")
         threshold = 0.5 if binary and pass_threshold is None else pass_threshold
-        MEASURES[name] = MeasureSpec(name, function, tuple(needs), binary, threshold, description)
+        MEASURES[name] = MeasureSpec(name, function, tuple(needs), binary, threshold, description, tuple(uses))
         return function
 
     return decorator
@@ -177,21 +190,44 @@ def features_needed(names: Iterable[str]) -> list[str]:
 
 
 def compute_measure(name: str, features: Mapping[str, np.ndarray], params: RangeParams) -> np.ndarray:
-    """Compute one registered measure.
+    """Compute one registered measure (:func:`compute_measures` for one name)."""
+    return compute_measures([name], features, params)[name]
+
+
+def compute_measures(
+    names: Iterable[str],
+    features: Mapping[str, np.ndarray],
+    params: RangeParams,
+    computed: MutableMapping[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """Compute registered measures, each once, the measures they use included.
 
     Args:
-        name: a key of :data:`MEASURES`.
-        features: (H, W) arrays by HDF5 dataset name (see the module docstring); must hold
-            ``MEASURES[name].needs``.
+        names: keys of :data:`MEASURES`.
+        features: (H, W) arrays by HDF5 dataset name (see the module docstring); must hold the ``needs`` of every
+            measure of ``names``.
         params: the pair's SGM parameters (``min_disp``, ``max_disp`` of the pair, ``uniqueness``,
             ``lr_max_diff``), e.g. :class:`pseudolabel.sgm.params.SGMParams`.
+        computed: measures of this pair computed before, as this function returns them (never altered); reused,
+            and given every measure computed here (those of ``uses`` too). ``None``: start afresh.
 
     Returns:
-        ``float32`` (H, W) confidence in [0, 1], higher = more trustworthy.
+        ``{name: float32 (H, W)}`` in [0, 1], higher = more trustworthy, for every name of ``names``. The arrays
+        are shared with ``computed``: copy one before changing it.
 
     Raises:
         InputError: unknown measure name or a missing feature.
     """
+    memo: MutableMapping[str, np.ndarray] = {} if computed is None else computed
+    wanted = list(names)
+    for name in wanted:
+        _compute_into(name, features, params, memo)
+    return {name: memo[name] for name in wanted}
+
+
+def _compute_into(name: str, features: Mapping[str, np.ndarray], params: RangeParams, memo: MutableMapping[str, np.ndarray]) -> None:
+    if name in memo:
+        return
     spec = _spec(name)
     missing = [need for need in spec.needs if need not in features]
     if missing:
@@ -199,16 +235,14 @@ def compute_measure(name: str, features: Mapping[str, np.ndarray], params: Range
             f"confidence measure {name!r} needs {', '.join(missing)}, which the proxies file does not hold; "
             "recompute the proxies with `pseudolabel sgm`"
         )
-    result = np.asarray(spec.function(features, params), dtype=np.float32)
+    for used in spec.uses:
+        _compute_into(used, features, params, memo)
+    inputs = {**features, **{used: memo[used] for used in spec.uses}} if spec.uses else features
+    result = np.asarray(spec.function(inputs, params), dtype=np.float32)
     shape = features[spec.needs[0]].shape
     if result.shape != shape:
         raise AssertionError(f"measure {name} returned shape {result.shape}, expected {shape}")
-    return result
-
-
-def compute_measures(names: Iterable[str], features: Mapping[str, np.ndarray], params: RangeParams) -> dict[str, np.ndarray]:
-    """:func:`compute_measure` for several names; returns ``{name: float32 (H, W)}``."""
-    return {name: compute_measure(name, features, params) for name in names}
+    memo[name] = result
 
 
 def _spec(name: str) -> MeasureSpec:
@@ -486,12 +520,13 @@ def _register_average_lrc(window: int) -> None:
     @register_measure(
         f"alrc{window}",
         needs=("disparity", "disparity_right"),
+        uses=("lrc",),
         description=f"averaged left-right consistency: share of the pixels of a {window}x{window} window that pass lrc",
     )
     def average_left_right_consistency(features: Mapping[str, np.ndarray], params: RangeParams) -> np.ndarray:
-        """Box mean of :func:`left_right_consistency` (reflected borders): a wrong disparity that passes the check
-        usually lies among pixels that fail it, where SGM's propagation went astray."""
-        return box_mean(left_right_consistency(features, params), window)
+        """Box mean of :func:`left_right_consistency` (``features["lrc"]``; reflected borders): a wrong disparity that
+        passes the check usually lies among pixels that fail it, where SGM's propagation went astray."""
+        return box_mean(features["lrc"], window)
 
 
 for _window in ALRC_WINDOWS:
@@ -501,13 +536,14 @@ for _window in ALRC_WINDOWS:
 @register_measure(
     "dlrc",
     needs=("disparity", "disparity_right"),
+    uses=("lrc",),
     description=f"distance r (pixels, capped at {DLRC_CAP:g}) to the nearest pixel that fails lrc, mapped by r / (r + {DLRC_SCALE:g})",
 )
 def distance_to_left_right_inconsistency(features: Mapping[str, np.ndarray], params: RangeParams) -> np.ndarray:
     """Euclidean distance ``r`` (pixels) to the nearest pixel failing :func:`left_right_consistency`, capped at
     :data:`DLRC_CAP`, mapped by ``r / (r + DLRC_SCALE)``: ``float32`` (H, W) in [0, 1], 0 on the failing pixels, 1
-    everywhere when no pixel fails."""
-    consistent = left_right_consistency(features, params) > 0.5
+    everywhere when no pixel fails. Reads ``features["lrc"]``."""
+    consistent = features["lrc"] > 0.5
     if consistent.all():
         return np.ones(consistent.shape, dtype=np.float32)
     distance = cv2.distanceTransform(consistent.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)

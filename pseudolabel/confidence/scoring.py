@@ -24,7 +24,7 @@ from pseudolabel import __version__
 from pseudolabel.cluster import connected
 from pseudolabel.confidence.files import PairEdit, edit_in_batches, selected_keys, split_names
 from pseudolabel.confidence.images import IMAGE_CHANNELS, pair_gray_images
-from pseudolabel.confidence.measures import MEASURES, RangeParams, compute_measure
+from pseudolabel.confidence.measures import MEASURES, RangeParams, compute_measures
 from pseudolabel.errors import InputError
 from pseudolabel.outputs import check_editable_file
 from pseudolabel.progress import Progress
@@ -184,12 +184,12 @@ class ScorePayload:
 def score_pair(recipe: NetworkRecipe | None, payload: ScorePayload) -> dict[str, np.ndarray]:
     """The confidences of one pair: ``{measure or "network": (H, W) float32 in [0, 1]}``, 0 where the
     disparity is unknown. Runs in this process or on a Dask worker (the same function)."""
+    # the measures as computed (never zeroed) are shared by the stored measures and the network's inputs, so the
+    # network's output does not depend on which measures are stored
     computed: dict[str, np.ndarray] = {}
-    for measure in payload.measures:
-        computed[measure] = compute_measure(measure, payload.features, payload.params)
-        if payload.unknown is not None:
-            computed[measure][payload.unknown] = 0.0
-    result = dict(computed)
+    result = compute_measures(payload.measures, payload.features, payload.params, computed)
+    if payload.unknown is not None:
+        result = {name: np.where(payload.unknown, np.float32(0), confidence) for name, confidence in result.items()}
     if recipe is not None and payload.run_network:
         confidence = recipe.scorer().confidence_from_features(payload.features, payload.params, computed)
         if payload.unknown is not None:

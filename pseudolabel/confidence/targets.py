@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pseudolabel.confidence.measures import MEASURES, compute_measure
+from pseudolabel.confidence.measures import MEASURES, compute_measures
 from pseudolabel.errors import InputError
 
 if TYPE_CHECKING:
@@ -127,8 +127,7 @@ def measures_for_wild(
         params: the pair's :class:`pseudolabel.sgm.params.SGMParams`.
         positive, negative: measure names of the two sets.
     """
-    names = list(dict.fromkeys([*positive, *negative]))
-    return {name: compute_measure(name, features, params) for name in names}
+    return compute_measures(dict.fromkeys([*positive, *negative]), features, params)
 
 
 def agreement_targets(

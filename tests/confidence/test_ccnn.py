@@ -162,3 +162,35 @@ def test_wild_targets_agreement_of_measures() -> None:
     np.testing.assert_array_equal(targets[0], expected)
     with pytest.raises(InputError, match="wild-fraction"):
         wild_targets(measures, fraction=1.5)
+
+
+def test_scoring_a_pair_with_unknown_disparities_gives_the_network_the_same_inputs_whatever_is_stored() -> None:
+    """An imported disparity is NaN where its matcher gave none: the stored measures are 0 there, while the network
+    reads the measures as computed, so its confidence does not change with the measures stored beside it."""
+    from pseudolabel.confidence.checkpoints import NetworkRecipe
+    from pseudolabel.confidence.measures import compute_measures
+    from pseudolabel.confidence.scoring import NETWORK_RESULT, ScorePayload, score_pair
+    from pseudolabel.sgm.params import SGMParams
+
+    rng = np.random.default_rng(5)
+    shape = (23, 41)
+    disparity = rng.integers(0, 8, size=shape).astype(np.float32)
+    disparity_right = np.where(rng.random(shape) < 0.8, disparity, disparity + 3).astype(np.float32)
+    unknown = np.zeros(shape, bool)
+    unknown[5:11, 7:19] = True
+    features = {"disparity": np.where(unknown, 0, disparity).astype(np.float32), "disparity_right": disparity_right}
+    params = SGMParams(min_disp=0, max_disp=16)
+    torch.manual_seed(0)
+    recipe = NetworkRecipe(CCNN(filters=8, fc_filters=8, inputs=("disparity", "lrc", "alrc15", "dlrc")).eval(), None, "cpu", "float32")
+    confidences = {
+        stored: score_pair(recipe, ScorePayload(features, params, list(stored), True, unknown)) for stored in [(), ("lrc",), ("lrc", "dlrc")]
+    }
+    expected = recipe.scorer().confidence_from_features(features, params)
+    expected[unknown] = 0
+    for stored, result in confidences.items():
+        np.testing.assert_array_equal(result[NETWORK_RESULT], expected, err_msg=str(stored))
+        assert set(result) == {NETWORK_RESULT, *stored}
+        for name in stored:
+            computed = compute_measures([name], features, params)[name]
+            np.testing.assert_array_equal(result[name], np.where(unknown, 0, computed), err_msg=name)
+    assert confidences[("lrc",)]["lrc"][~unknown].min() == 0  # some known pixels fail the check, so zeroing matters

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
+from collections.abc import Mapping
 
 import cv2
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 from scipy import ndimage
 
 from pseudolabel.confidence.measures import (
+    LR_CONTEXT_MEASURES,
     MEASURES,
     compute_measure,
     compute_measures,
@@ -293,6 +296,42 @@ def test_a_new_measure_is_one_function_and_one_name() -> None:
         assert MEASURES["test_only_valid"].pass_threshold == 0.5
     finally:
         del MEASURES["test_only_valid"]
+
+
+def test_a_measure_read_by_others_is_computed_once_per_pair(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``alrc15``, ``alrc41``, ``alrc101`` and ``dlrc`` read ``lrc``: computing them all calls ``lrc`` once, gives what
+    each gives alone, and reuses a map the caller computed before (without changing it)."""
+    features, lrc = _random_left_right(12, (37, 53))
+    names = ["lrc", *LR_CONTEXT_MEASURES]
+    alone = {name: compute_measure(name, features, LR_PARAMS) for name in names}
+    calls: list[int] = []
+    spec = MEASURES["lrc"]
+
+    def counting(features: Mapping[str, np.ndarray], params: SGMParams) -> np.ndarray:
+        calls.append(1)
+        return spec.function(features, params)
+
+    monkeypatch.setitem(MEASURES, "lrc", dataclasses.replace(spec, function=counting))
+    together = compute_measures(list(reversed(names)), features, LR_PARAMS)
+    assert len(calls) == 1
+    for name in names:
+        np.testing.assert_array_equal(together[name], alone[name], err_msg=name)
+    computed = {"lrc": lrc.copy()}
+    assert set(compute_measures(["dlrc"], features, LR_PARAMS, computed)) == {"dlrc"}
+    assert len(calls) == 1 and set(computed) == {"lrc", "dlrc"}
+    np.testing.assert_array_equal(computed["lrc"], lrc)
+    np.testing.assert_array_equal(computed["dlrc"], alone["dlrc"])
+
+
+def test_a_measure_may_only_use_measures_registered_before_it_on_its_features() -> None:
+    def ones(features: Mapping[str, np.ndarray], params: SGMParams) -> np.ndarray:
+        return np.ones(features["disparity"].shape, np.float32)
+
+    with pytest.raises(ValueError, match="uses 'test_later'"):
+        register_measure("test_uses", needs=("disparity",), uses=("test_later",), description="x")(ones)
+    with pytest.raises(ValueError, match="uses 'lrc'"):
+        register_measure("test_uses", needs=("disparity",), uses=("lrc",), description="x")(ones)
+    assert "test_uses" not in MEASURES
 
 
 def test_importing_measures_does_not_import_torch() -> None:

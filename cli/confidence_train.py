@@ -95,6 +95,20 @@ __all__ = ["calibrate_command", "train"]
 @click.option(
     "--range-jitter", default=0.0, show_default=True, type=float, help="Augmentation: scale the normalised disparity of each crop by exp(U(-j, j))."
 )
+@click.option(
+    "--standardise/--no-standardise",
+    "standardise_inputs",
+    default=None,
+    help="Train on input channels of mean 0 and deviation 1 over the training pixels (the map is folded into the saved network). "
+    "[default: on with --labels gt, off with labels without ground truth, which a network on standardised inputs learns too exactly]",
+)
+@click.option(
+    "--pair-weighting",
+    default="pairs",
+    show_default=True,
+    type=click.Choice(["pairs", "pixels"]),  # pseudolabel.confidence.training.PAIR_WEIGHTINGS (which imports torch)
+    help="How each crop picks its pair: pairs (every pair alike) or pixels (in proportion to its labelled pixels; before 2026-12-02).",
+)
 @click.option("--wild-fraction", default=WILD_FRACTION, show_default=True, type=float, help="Wild labels: top/bottom share t of each measure.")
 @click.option("--positive", default=",".join(WILD_POSITIVE), show_default=True, help="Wild labels: positive set of measures.")
 @click.option("--negative", default=",".join(WILD_NEGATIVE), show_default=True, help="Wild labels: negative set of measures.")
@@ -128,6 +142,8 @@ def train(
     inputs_text: str | None,
     calibrate: str,
     range_jitter: float,
+    standardise_inputs: bool | None,
+    pair_weighting: str,
     wild_fraction: float,
     positive: str,
     negative: str,
@@ -166,6 +182,8 @@ def train(
         range_jitter=range_jitter,
         device=device,
         architecture=architecture,
+        standardise_inputs=standardise_inputs,
+        pair_weighting=pair_weighting,
     )
 
     def announce(data: TrainingData) -> None:

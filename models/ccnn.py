@@ -56,6 +56,32 @@ class ConfidenceNetwork(nn.Module):
         padded = F.pad(inputs, (self.padding, self.padding, self.padding, self.padding), mode="reflect")
         return self(padded)
 
+    def input_convolutions(self) -> list[tuple[nn.Conv2d, list[int]]]:
+        """The convolutions that read the input channels, each with the indices of the channels it reads, in order."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def fold_input_affine(self, shift: np.ndarray, scale: np.ndarray) -> None:
+        """Change the weights so that the network on inputs ``x`` gives what it gave on ``(x - shift) * scale``.
+
+        Exact (up to float rounding): the convolutions that read the inputs have no padding, so every input pixel
+        they read went through the same per-channel map. Training on standardised inputs, then folding the
+        standardisation in, leaves a network of the same architecture that reads the raw inputs.
+
+        Args:
+            shift, scale: (C,) per input channel (C = ``len(self.inputs)``).
+        """
+        shift64, scale64 = np.asarray(shift, np.float64), np.asarray(scale, np.float64)
+        for convolution, channels in self.input_convolutions():
+            if tuple(convolution.padding) != (0, 0) or convolution.bias is None:
+                raise ValueError("only an unpadded input convolution with a bias can absorb the input map")
+            weight = convolution.weight.double()
+            channel_scale = torch.from_numpy(scale64[channels]).to(weight)
+            channel_shift = torch.from_numpy(shift64[channels]).to(weight)
+            scaled = weight * channel_scale[None, :, None, None]
+            convolution.bias.copy_(convolution.bias.double() - (scaled * channel_shift[None, :, None, None]).sum(dim=(1, 2, 3)))
+            convolution.weight.copy_(scaled)
+
 
 class CCNN(ConfidenceNetwork):
     """Confidence CNN on a normalised disparity map (and optionally conventional measures).
@@ -95,6 +121,12 @@ class CCNN(ConfidenceNetwork):
     def config(self) -> dict[str, Any]:
         """Constructor arguments (stored in checkpoints)."""
         return {"filters": self.filters, "fc_filters": self.fc_filters, "inputs": list(self.inputs)}
+
+    def input_convolutions(self) -> list[tuple[nn.Conv2d, list[int]]]:
+        """The first convolution reads every input channel."""
+        first = self.layers[0]
+        assert isinstance(first, nn.Conv2d)
+        return [(first, list(range(len(self.inputs))))]
 
     def forward(self, normalised_disparity: torch.Tensor) -> torch.Tensor:
         """Logits without padding.

@@ -87,6 +87,15 @@ class LateFusionNetwork(ConfidenceNetwork):
         """Constructor arguments (stored in checkpoints)."""
         return {"filters": self.filters, "fc_filters": self.fc_filters, "inputs": list(self.inputs)}
 
+    def input_convolutions(self) -> list[tuple[nn.Conv2d, list[int]]]:
+        """Each branch's first convolution reads that branch's channels."""
+        convolutions = []
+        for branch, channels in ((self.disparity_branch, self.disparity_channels), (self.image_branch, self.image_channels)):
+            first = branch[0]
+            assert isinstance(first, nn.Conv2d)
+            convolutions.append((first, list(channels)))
+        return convolutions
+
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Logits without padding: (B, C, H, W) -> (B, 1, H - 16, W - 16)."""
         disparity = self.disparity_branch(inputs.index_select(1, self._disparity_index))

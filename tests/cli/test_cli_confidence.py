@@ -121,6 +121,7 @@ def test_train_then_score_with_the_model_and_labels(proxies: Path, tmp_path: Pat
     assert checkpoint["data_summary"]["keys"] == ["Baby1", "tsukuba"]
     assert checkpoint["training_args"]["epochs"] == 2 and checkpoint["training_args"]["labels"] == "gt"
     assert checkpoint["version"] and checkpoint["architecture"] == "ccnn"
+    assert checkpoint["training_args"]["standardise_inputs"] is True and checkpoint["training_args"]["pair_weighting"] == "pairs"
 
     result = _run("confidence", "score", "--proxies", str(proxies), "--model", str(model), "--measures", "pkr", "--device", "cpu")
     assert result.exit_code == 0, result.output
@@ -139,6 +140,23 @@ def test_train_then_score_with_the_model_and_labels(proxies: Path, tmp_path: Pat
         np.testing.assert_array_equal(arrays["labels"][kept], arrays["disparity"][kept])
         attrs = handle.h5["pairs/venus/labels"].attrs
         assert float(attrs["tau"]) == 0.4 and attrs["measure"] == "pkr"
+
+
+def test_train_recipe_options_are_stored_and_their_choices_are_the_library_s(proxies: Path, tmp_path: Path) -> None:
+    from pseudolabel.cli.confidence_train import train
+    from pseudolabel.confidence.training import PAIR_WEIGHTINGS
+
+    choices = next(option.type.choices for option in train.params if option.name == "pair_weighting")  # type: ignore[attr-defined]
+    assert tuple(choices) == PAIR_WEIGHTINGS
+    model = tmp_path / "raw.pt"
+    small = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "2", "--crop", "16", "--filters", "4", "--fc-filters", "4"]
+    common = ["confidence", "train", "--proxies", str(proxies), "--gt", str(FIXTURES), "--keys", "tsukuba", *small]
+    result = _run(*common, "--out", str(model), "--no-standardise", "--pair-weighting", "pixels")
+    assert result.exit_code == 0, result.output
+    args = load_confidence_checkpoint(model)[1]["training_args"]
+    assert args["standardise_inputs"] is False and args["pair_weighting"] == "pixels"
+    result = _run(*common, "--out", str(tmp_path / "bad.pt"), "--pair-weighting", "rows")
+    assert result.exit_code != 0 and "rows" in result.output and not (tmp_path / "bad.pt").exists()
 
 
 def test_wild_training_uses_no_ground_truth(proxies: Path, tmp_path: Path) -> None:
@@ -168,6 +186,7 @@ def test_wild_training_uses_no_ground_truth(proxies: Path, tmp_path: Path) -> No
     assert result.exit_code == 0, result.output
     _, checkpoint = load_confidence_checkpoint(model)
     assert checkpoint["training_args"]["labels"] == "wild" and checkpoint["data_summary"]["gt"] is None
+    assert checkpoint["training_args"]["standardise_inputs"] is False  # wild labels: raw inputs unless --standardise
     assert 0 < checkpoint["data_summary"]["positive_fraction"] < 1
 
 

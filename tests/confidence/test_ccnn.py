@@ -194,3 +194,71 @@ def test_scoring_a_pair_with_unknown_disparities_gives_the_network_the_same_inpu
             computed = compute_measures([name], features, params)[name]
             np.testing.assert_array_equal(result[name], np.where(unknown, 0, computed), err_msg=name)
     assert confidences[("lrc",)]["lrc"][~unknown].min() == 0  # some known pixels fail the check, so zeroing matters
+
+
+@pytest.mark.parametrize("architecture", ["ccnn", "lfn"])
+def test_folding_an_input_map_into_the_network_gives_the_network_on_mapped_inputs(architecture: str) -> None:
+    """Every registered architecture absorbs a per-channel ``(x - shift) * scale`` exactly (float64 folding, checked
+    in float64 on a random odd-sized image, reflection padding included)."""
+    from pseudolabel.models.ccnn import build_confidence_network
+
+    inputs = ("disparity", "apkr", "image", "photometric") if architecture == "lfn" else ("disparity", "apkr", "lrc")
+    torch.manual_seed(3)
+    model = build_confidence_network(architecture, filters=6, fc_filters=8, inputs=inputs).double().eval()
+    rng = np.random.default_rng(3)
+    image = torch.from_numpy(rng.uniform(size=(1, len(inputs), 23, 31)))
+    shift, scale = rng.normal(size=len(inputs)), rng.uniform(0.5, 20, size=len(inputs))
+    with torch.no_grad():
+        expected = model.forward_full((image - torch.from_numpy(shift)[None, :, None, None]) * torch.from_numpy(scale)[None, :, None, None])
+        model.fold_input_affine(shift, scale)
+        folded = model.forward_full(image)
+    np.testing.assert_allclose(folded.numpy(), expected.numpy(), rtol=1e-10, atol=1e-10)
+
+
+def test_input_standardisation_and_pair_weighting() -> None:
+    """Shift and scale give each measure channel mean 0 and deviation 1 over all pixels (the disparity channel
+    untouched, a nearly constant channel divided by the floor); crops draw every pair alike unless weighted by pixels."""
+    from pseudolabel.confidence.training import STANDARDISATION_FLOOR, _CropSampler, input_standardisation
+
+    rng = np.random.default_rng(4)
+    small = np.stack([rng.uniform(size=(9, 11)), rng.normal(3, 2, size=(9, 11)), np.full((9, 11), 0.5)]).astype(np.float32)
+    large = np.stack([rng.uniform(size=(31, 37)), rng.normal(3, 2, size=(31, 37)), np.full((31, 37), 0.5)]).astype(np.float32)
+    large[2, 0, 0] = 0.51
+    pairs = [TrainingPair("small", small, np.ones((9, 11), np.float32)), TrainingPair("large", large, np.ones((31, 37), np.float32))]
+    shift, scale = input_standardisation(pairs)
+    pixels = np.concatenate([small.reshape(3, -1), large.reshape(3, -1)], axis=1).astype(np.float64)
+    assert shift[0] == 0 and scale[0] == 1
+    np.testing.assert_allclose(shift[1:], pixels[1:].mean(axis=1), rtol=1e-9)
+    np.testing.assert_allclose(scale[1], 1 / pixels[1].std(), rtol=1e-9)
+    assert scale[2] == 1 / STANDARDISATION_FLOOR
+    by_pairs = _CropSampler(pairs, 8, np.random.default_rng(0), shift=shift, scale=scale)
+    np.testing.assert_allclose(by_pairs.probabilities, [0.5, 0.5])
+    by_pixels = _CropSampler(pairs, 8, np.random.default_rng(0), weighting="pixels")
+    np.testing.assert_allclose(by_pixels.probabilities, [99 / (99 + 31 * 37), 31 * 37 / (99 + 31 * 37)])
+    inputs, _ = by_pairs.batch(200)
+    assert abs(float(inputs[:, 1].mean())) < 0.3 and 0.7 < float(inputs[:, 1].std()) < 1.3  # standardised crops
+    np.testing.assert_array_equal(pairs[0].inputs, small)  # the pairs' arrays are not changed
+    with pytest.raises(InputError, match="pair weighting"):
+        _CropSampler(pairs, 8, np.random.default_rng(0), weighting="rows")
+
+
+def test_a_network_trained_on_standardised_inputs_reads_raw_inputs() -> None:
+    """The network returned after training on standardised inputs scores the raw inputs as the unfolded network
+    scored the standardised ones: the folding is the only difference between the two."""
+    from pseudolabel.confidence.training import input_standardisation
+
+    rng = np.random.default_rng(8)
+    proxy, truth = _synthetic_pair(1)
+    extra = rng.normal(5, 3, size=proxy.shape).astype(np.float32)
+    inputs = np.stack([normalise_disparity(proxy, 0, 64), extra])
+    pairs = [TrainingPair("p", inputs, ground_truth_targets(proxy, truth))]
+    config = TrainingConfig(epochs=1, steps_per_epoch=4, batch_size=4, crop=16, filters=8, fc_filters=8, seed=2, inputs=("disparity", "apkr"))
+    states: list[dict] = []
+    model, _ = train_ccnn(pairs, config, on_epoch=states.append)
+    unfolded = CCNN(filters=8, fc_filters=8, inputs=("disparity", "apkr")).eval()
+    unfolded.load_state_dict(states[-1]["model"])
+    shift, scale = input_standardisation(pairs)
+    standardised = ((inputs - shift[:, None, None]) * scale[:, None, None]).astype(np.float32)
+    assert not np.allclose(model.state_dict()["layers.0.weight"], unfolded.state_dict()["layers.0.weight"])
+    raw = ConfidenceScorer(model, "cpu", precision="float32").logits_from_inputs(inputs)
+    np.testing.assert_allclose(raw, ConfidenceScorer(unfolded, "cpu", precision="float32").logits_from_inputs(standardised), rtol=1e-4, atol=1e-4)

@@ -26,8 +26,9 @@ from tests.fixture_proxies import MIDDLEBURY, middlebury_proxies
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
-#: A small, quick training (a few seconds on one thread).
-SMALL = {"epochs": 3, "steps_per_epoch": 20, "batch_size": 8, "crop": 24, "filters": 8, "fc_filters": 16, "seed": 0}
+#: A small, quick training (a few seconds on one thread; 100 steps: with 60, one seed in four of the wild CCNN below
+#: stayed at 10x its AUC, every one of seeds 0-3 ranks within 1.1x of the others at 100).
+SMALL = {"epochs": 5, "steps_per_epoch": 20, "batch_size": 8, "crop": 24, "filters": 8, "fc_filters": 16, "seed": 0}
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +71,9 @@ def test_wild_ccnn_reads_the_measures_by_default_and_ranks_an_unseen_pair(fixtur
     with open_proxies(fixture_proxies) as handle:
         apkr = compute_measure("apkr", handle.read("tsukuba"), handle.pair_params("tsukuba"))
     auc = sparsification_auc(confidence, bad, known)
-    # Default inputs: ranks the unseen pair better than the best conventional measure (7x better than chance; seeds 0-2: 6.9-7.8x).
+    # Default inputs: ranks the unseen pair better than the best conventional measure (10x better than chance; seeds 0-3: AUC 0.0023-0.0024).
     assert auc < sparsification_auc(apkr, bad, known) and auc < 0.25 * error_rate
-    # The disparity alone: nearly one value everywhere, ranking worse than chance (AUC above the error rate; seeds 0-2: 1.9x).
+    # The disparity alone: nearly one value everywhere (10-90% spread 0.015-0.051 for seeds 0-3), ranking far behind the
+    # measures (2.4-19x the AUC of the default inputs for seeds 0-3; before 2026-12-01, with 60 steps, worse than chance).
     assert np.subtract(*np.percentile(only_disparity, [90, 10])) < 0.1
-    assert sparsification_auc(only_disparity, bad, known) > error_rate > 50 * optimal
+    assert sparsification_auc(only_disparity, bad, known) > 2 * auc and error_rate > 50 * optimal

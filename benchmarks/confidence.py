@@ -491,7 +491,7 @@ def wild_drive(
     from pseudolabel.confidence.sparsification import error_mask, optimal_auc, sparsification_auc
     from pseudolabel.confidence.targets import TEACHER_LABELS, agreement_targets, wild_targets
     from pseudolabel.confidence.teachers import teacher_disparities
-    from pseudolabel.confidence.training import TrainingConfig, TrainingPair, standardisation_for, train_ccnn
+    from pseudolabel.confidence.training import TrainingConfig, TrainingPair, train_ccnn
     from pseudolabel.datasets import read_ground_truth
     from pseudolabel.io import read_image
     from pseudolabel.models.ccnn import ConfidenceScorer, build_inputs
@@ -550,7 +550,7 @@ def wild_drive(
             (f"CCNN {name} ({'+'.join(teachers)}; mean target {share:.3f}), disparity + {len(CCNN_INPUTS) - 1} measures", CCNN_INPUTS, agreed)
         )
     for label, inputs, run_targets in runs:
-        config = TrainingConfig(epochs=epochs, steps_per_epoch=steps, inputs=inputs, seed=seed, standardise_inputs=standardisation_for("wild"))
+        config = TrainingConfig(epochs=epochs, steps_per_epoch=steps, inputs=inputs, seed=seed)
         pairs = [TrainingPair(str(i), build_inputs(f, params, inputs, m), t) for i, (f, m, t) in enumerate(zip(features, measures, run_targets))]
         started = time.perf_counter()
         model, history = train_ccnn(pairs, config)

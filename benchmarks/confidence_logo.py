@@ -223,9 +223,9 @@ def train_and_score(
 ) -> tuple[list[np.ndarray], list[np.ndarray], float]:
     """Train on ``fit_on`` (default ``train``) and return the raw confidence of every training and every test
     pair, and the seconds of training."""
-    from pseudolabel.confidence.training import TrainingConfig, TrainingPair, standardisation_for, train_ccnn
+    from pseudolabel.confidence.training import TrainingConfig, TrainingPair, train_ccnn
 
-    config = TrainingConfig(architecture=arch, inputs=tuple(inputs), standardise_inputs=standardisation_for(labels), **config_kwargs)
+    config = TrainingConfig(architecture=arch, inputs=tuple(inputs), **config_kwargs)
     training = [
         TrainingPair(pair.key, network_inputs(pair, inputs), targets(pair, labels, teachers)) for pair in (train if fit_on is None else fit_on)
     ]

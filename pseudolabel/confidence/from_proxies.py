@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,6 @@ from pseudolabel.confidence.training import (
     load_training_state,
     partial_training_path,
     save_training_state,
-    standardisation_for,
     summarise_training_data,
     train_ccnn,
     training_config_dict,
@@ -249,8 +248,6 @@ def train_confidence_from_proxies(
     check_output_file(out, "--out", overwrite=overwrite, what="confidence model")
     proxies_paths, gt_dirs = _paths(proxies), _paths(gt)
     label_source = _check_label_source(labels, gt_dirs, len(proxies_paths))
-    if config.standardise_inputs is None:
-        config = replace(config, standardise_inputs=standardisation_for(label_source))
     positive_set, negative_set = _names(positive), _names(negative)
     parse_measures(",".join(positive_set + negative_set))
     teacher_set = parse_teachers(teachers)

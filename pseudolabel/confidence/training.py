@@ -73,11 +73,12 @@ class TrainingConfig:
     the disparity and the conventional measures; :func:`default_inputs` gives each architecture's default).
     ``standardise_inputs``: train on input channels of mean 0 and standard deviation 1 over the training pixels
     (:func:`input_standardisation`), then fold that map into the network's first convolutions, so the network
-    saved reads the raw channels like any other. ``None``: as :func:`standardisation_for` the labels says (on for
-    ground truth, off for labels without it); :func:`train_ccnn`, which does not know where its targets came from,
-    reads ``None`` as on. ``pair_weighting``: how each crop picks its pair: ``"pairs"`` (every pair alike) or
-    ``"pixels"`` (in proportion to its labelled pixels, the only choice before 2026-12-01). Both defaults came from
-    leave-one-group-out runs (BENCHMARKS.md, "Training recipe").
+    saved reads the raw channels like any other. Off by default: leave one group out (BENCHMARKS.md, "Training
+    recipe") it ranks better with ground-truth labels (2.49x -> 2.33x the optimal AUC) but its labels at a 1% target
+    error are further off (2.40% -> 2.92% bad-3), and with wild labels it ruins the ranking (2.70x -> 3.87x).
+    ``pair_weighting``: how each crop picks its pair: ``"pairs"`` (every pair alike, the default since 2026-12-01:
+    2.56x -> 2.49x optimal with ground truth, the labels at 1% 56.5% kept at 2.79% -> 57.3% at 2.40%) or ``"pixels"``
+    (in proportion to its labelled pixels, the only choice before).
     """
 
     epochs: int = 12
@@ -93,7 +94,7 @@ class TrainingConfig:
     range_jitter: float = 0.0
     device: str = "cpu"
     architecture: str = "ccnn"
-    standardise_inputs: bool | None = None
+    standardise_inputs: bool = False
     pair_weighting: str = "pairs"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -139,15 +140,6 @@ def input_standardisation(pairs: Sequence[TrainingPair]) -> tuple[np.ndarray, np
     shift, scale = mean, 1.0 / np.maximum(std, STANDARDISATION_FLOOR)
     shift[0], scale[0] = 0.0, 1.0
     return shift, scale
-
-
-def standardisation_for(labels: str) -> bool:
-    """Whether a network trained on the labels ``labels`` (a :data:`pseudolabel.confidence.targets.LABEL_SOURCES`
-    name) trains on standardised inputs by default: with ground truth (``gt``) yes; without it no. Leave one group
-    out (2026-12-01), standardising took the CCNN trained with ground truth from 2.49x to 2.33x the optimal AUC,
-    and the one trained on wild labels from 2.70x to 3.87x: on inputs of one scale it learns the rule that made its
-    labels, thresholds on a few measures, so exactly that most confidences tie at 0 or 1."""
-    return labels == "gt"
 
 
 class _CropSampler:
@@ -256,7 +248,7 @@ def train_ccnn(
     rng = np.random.default_rng(config.seed)
     device = resolve_device(config.device)
     model = build_confidence_network(config.architecture, filters=config.filters, fc_filters=config.fc_filters, inputs=config.inputs)
-    shift, scale = input_standardisation(pairs) if config.standardise_inputs is not False and pairs else (None, None)
+    shift, scale = input_standardisation(pairs) if config.standardise_inputs and pairs else (None, None)
     sampler = _CropSampler(pairs, config.crop, rng, config.range_jitter, model.padding, shift, scale, config.pair_weighting)
     model = model.to(device)
     model.train()

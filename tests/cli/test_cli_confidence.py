@@ -121,7 +121,7 @@ def test_train_then_score_with_the_model_and_labels(proxies: Path, tmp_path: Pat
     assert checkpoint["data_summary"]["keys"] == ["Baby1", "tsukuba"]
     assert checkpoint["training_args"]["epochs"] == 2 and checkpoint["training_args"]["labels"] == "gt"
     assert checkpoint["version"] and checkpoint["architecture"] == "ccnn"
-    assert checkpoint["training_args"]["standardise_inputs"] is True and checkpoint["training_args"]["pair_weighting"] == "pairs"
+    assert checkpoint["training_args"]["standardise_inputs"] is False and checkpoint["training_args"]["pair_weighting"] == "pairs"
 
     result = _run("confidence", "score", "--proxies", str(proxies), "--model", str(model), "--measures", "pkr", "--device", "cpu")
     assert result.exit_code == 0, result.output
@@ -151,10 +151,10 @@ def test_train_recipe_options_are_stored_and_their_choices_are_the_library_s(pro
     model = tmp_path / "raw.pt"
     small = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "2", "--crop", "16", "--filters", "4", "--fc-filters", "4"]
     common = ["confidence", "train", "--proxies", str(proxies), "--gt", str(FIXTURES), "--keys", "tsukuba", *small]
-    result = _run(*common, "--out", str(model), "--no-standardise", "--pair-weighting", "pixels")
+    result = _run(*common, "--out", str(model), "--standardise", "--pair-weighting", "pixels")
     assert result.exit_code == 0, result.output
     args = load_confidence_checkpoint(model)[1]["training_args"]
-    assert args["standardise_inputs"] is False and args["pair_weighting"] == "pixels"
+    assert args["standardise_inputs"] is True and args["pair_weighting"] == "pixels"
     result = _run(*common, "--out", str(tmp_path / "bad.pt"), "--pair-weighting", "rows")
     assert result.exit_code != 0 and "rows" in result.output and not (tmp_path / "bad.pt").exists()
 
@@ -186,7 +186,6 @@ def test_wild_training_uses_no_ground_truth(proxies: Path, tmp_path: Path) -> No
     assert result.exit_code == 0, result.output
     _, checkpoint = load_confidence_checkpoint(model)
     assert checkpoint["training_args"]["labels"] == "wild" and checkpoint["data_summary"]["gt"] is None
-    assert checkpoint["training_args"]["standardise_inputs"] is False  # wild labels: raw inputs unless --standardise
     assert 0 < checkpoint["data_summary"]["positive_fraction"] < 1
 
 

@@ -252,7 +252,9 @@ def test_a_network_trained_on_standardised_inputs_reads_raw_inputs() -> None:
     extra = rng.normal(5, 3, size=proxy.shape).astype(np.float32)
     inputs = np.stack([normalise_disparity(proxy, 0, 64), extra])
     pairs = [TrainingPair("p", inputs, ground_truth_targets(proxy, truth))]
-    config = TrainingConfig(epochs=1, steps_per_epoch=4, batch_size=4, crop=16, filters=8, fc_filters=8, seed=2, inputs=("disparity", "apkr"))
+    config = TrainingConfig(
+        epochs=1, steps_per_epoch=4, batch_size=4, crop=16, filters=8, fc_filters=8, seed=2, inputs=("disparity", "apkr"), standardise_inputs=True
+    )
     states: list[dict] = []
     model, _ = train_ccnn(pairs, config, on_epoch=states.append)
     unfolded = CCNN(filters=8, fc_filters=8, inputs=("disparity", "apkr")).eval()

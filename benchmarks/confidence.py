@@ -414,6 +414,10 @@ def speed(data: Path, runs: int, write: bool, threads: int = 2, checkpoints: dic
                 features = {**features, LEFT_GRAY: gray_float(left), RIGHT_GRAY: gray_float(right)}
             scorer.confidence_from_features(features, params, measures)
             seconds[name] = time.perf_counter() - started
+        started = time.perf_counter()
+        for name in MEASURES:  # each from scratch, as scoring computed them before they shared what they read (lrc)
+            compute_measures([name], features, params)
+        seconds[f"{len(MEASURES)} measures, each computed alone (before 2026-12-01)"] = time.perf_counter() - started
         return seconds
 
     one_run()  # warm-up: Numba compilation, oneDNN primitives, buffers

@@ -554,7 +554,7 @@ def wild_drive(
             (f"CCNN {name} ({'+'.join(teachers)}; mean target {share:.3f}), disparity + {len(CCNN_INPUTS) - 1} measures", CCNN_INPUTS, agreed)
         )
     for label, inputs, run_targets in runs:
-        config = TrainingConfig(epochs=epochs, steps_per_epoch=steps, inputs=inputs, seed=seed)
+        config = TrainingConfig(epochs=epochs, steps_per_epoch=steps, inputs=inputs, seed=seed, pair_weighting="pixels")  # as its tables were made
         pairs = [TrainingPair(str(i), build_inputs(f, params, inputs, m), t) for i, (f, m, t) in enumerate(zip(features, measures, run_targets))]
         started = time.perf_counter()
         model, history = train_ccnn(pairs, config)

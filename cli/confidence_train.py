@@ -108,7 +108,7 @@ __all__ = ["calibrate_command", "train"]
     default="pairs",
     show_default=True,
     type=click.Choice(["pairs", "pixels"]),  # pseudolabel.confidence.training.PAIR_WEIGHTINGS (which imports torch)
-    help="How each crop picks its pair: pairs (every pair alike) or pixels (in proportion to its labelled pixels; before 2026-12-02).",
+    help="How each crop picks its pair: pairs (every pair alike) or pixels (in proportion to its labelled pixels; before 2026-12-01).",
 )
 @click.option("--wild-fraction", default=WILD_FRACTION, show_default=True, type=float, help="Wild labels: top/bottom share t of each measure.")
 @click.option("--positive", default=",".join(WILD_POSITIVE), show_default=True, help="Wild labels: positive set of measures.")

@@ -60,6 +60,22 @@ class ConfidenceNetwork(nn.Module):
         """The convolutions that read the input channels, each with the indices of the channels it reads, in order."""
         raise NotImplementedError
 
+    def foldable_input_convolutions(self) -> list[tuple[nn.Conv2d, list[int]]]:
+        """:meth:`input_convolutions`, checked to absorb a per-channel map (unpadded, with a bias).
+
+        Raises:
+            InputError: the architecture cannot (checked before a training on standardised inputs starts).
+        """
+        try:
+            convolutions = self.input_convolutions()
+        except NotImplementedError:
+            convolutions = []
+        if not convolutions or any(tuple(conv.padding) != (0, 0) or conv.bias is None for conv, _ in convolutions):
+            raise InputError(
+                f"{self.architecture or type(self).__name__}: its input convolutions cannot absorb standardised inputs; train without --standardise"
+            )
+        return convolutions
+
     @torch.no_grad()
     def fold_input_affine(self, shift: np.ndarray, scale: np.ndarray) -> None:
         """Change the weights so that the network on inputs ``x`` gives what it gave on ``(x - shift) * scale``.
@@ -72,14 +88,14 @@ class ConfidenceNetwork(nn.Module):
             shift, scale: (C,) per input channel (C = ``len(self.inputs)``).
         """
         shift64, scale64 = np.asarray(shift, np.float64), np.asarray(scale, np.float64)
-        for convolution, channels in self.input_convolutions():
-            if tuple(convolution.padding) != (0, 0) or convolution.bias is None:
-                raise ValueError("only an unpadded input convolution with a bias can absorb the input map")
+        for convolution, channels in self.foldable_input_convolutions():
             weight = convolution.weight.double()
             channel_scale = torch.from_numpy(scale64[channels]).to(weight)
             channel_shift = torch.from_numpy(shift64[channels]).to(weight)
             scaled = weight * channel_scale[None, :, None, None]
-            convolution.bias.copy_(convolution.bias.double() - (scaled * channel_shift[None, :, None, None]).sum(dim=(1, 2, 3)))
+            bias = convolution.bias
+            assert bias is not None  # checked by foldable_input_convolutions
+            bias.copy_(bias.double() - (scaled * channel_shift[None, :, None, None]).sum(dim=(1, 2, 3)))
             convolution.weight.copy_(scaled)
 
 

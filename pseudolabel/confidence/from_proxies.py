@@ -40,6 +40,7 @@ from pseudolabel.confidence.targets import (
 )
 from pseudolabel.confidence.teachers import DEFAULT_TEACHERS, parse_teachers, teacher_disparities
 from pseudolabel.confidence.training import (
+    PAIR_WEIGHTINGS,
     TrainingConfig,
     TrainingPair,
     load_training_state,
@@ -154,13 +155,12 @@ def load_training_pairs(
             if reads_images:
                 features.update(pair_gray_images(proxies_path, proxies.pair_attrs(key), key))
             disparity = features["disparity"]
-            measures: dict[str, np.ndarray] = {}
+            measures: dict[str, np.ndarray] = {}  # every measure computed for this pair, shared by the labels and the inputs
             if labels == "gt":
                 gt_path, scale = lookup[key]
                 targets = ground_truth_targets(disparity, read_ground_truth(gt_path, scale, disparity.shape, key))
             else:
-                measures = measures_for_wild(features, params, positive, negative)
-                targets = wild_targets(measures, wild_fraction, positive, negative)
+                targets = wild_targets(measures_for_wild(features, params, positive, negative, measures), wild_fraction, positive, negative)
                 if teacher_names:
                     votes = teacher_disparities(features, params, teacher_names)
                     targets = agreement_targets(disparity, votes, targets, TEACHER_LABELS[labels])
@@ -248,6 +248,8 @@ def train_confidence_from_proxies(
     check_output_file(out, "--out", overwrite=overwrite, what="confidence model")
     proxies_paths, gt_dirs = _paths(proxies), _paths(gt)
     label_source = _check_label_source(labels, gt_dirs, len(proxies_paths))
+    if config.pair_weighting not in PAIR_WEIGHTINGS:
+        raise InputError(f"--pair-weighting must be one of {', '.join(PAIR_WEIGHTINGS)}, got {config.pair_weighting!r}")
     positive_set, negative_set = _names(positive), _names(negative)
     parse_measures(",".join(positive_set + negative_set))
     teacher_set = parse_teachers(teachers)

@@ -30,7 +30,7 @@ Two sources, both numpy only (never torch):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -118,7 +118,11 @@ def wild_targets(
 
 
 def measures_for_wild(
-    features: Mapping[str, np.ndarray], params: RangeParams, positive: Sequence[str], negative: Sequence[str]
+    features: Mapping[str, np.ndarray],
+    params: RangeParams,
+    positive: Sequence[str],
+    negative: Sequence[str],
+    computed: MutableMapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Every measure of the two wild sets (``{name: float32 (H, W)}``), computed from the pair's stored features.
 
@@ -126,8 +130,10 @@ def measures_for_wild(
         features: the pair's stored arrays by HDF5 name (what the measures need).
         params: the pair's :class:`pseudolabel.sgm.params.SGMParams`.
         positive, negative: measure names of the two sets.
+        computed: the pair's measures computed before (:func:`~pseudolabel.confidence.measures.compute_measures`),
+            reused and given every measure computed here.
     """
-    return compute_measures(dict.fromkeys([*positive, *negative]), features, params)
+    return compute_measures(dict.fromkeys([*positive, *negative]), features, params, computed)
 
 
 def agreement_targets(

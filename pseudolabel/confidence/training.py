@@ -74,10 +74,10 @@ class TrainingConfig:
     ``standardise_inputs``: train on input channels of mean 0 and standard deviation 1 over the training pixels
     (:func:`input_standardisation`), then fold that map into the network's first convolutions, so the network
     saved reads the raw channels like any other. Off by default: leave one group out (BENCHMARKS.md, "Training
-    recipe") it ranks better with ground-truth labels (2.49x -> 2.33x the optimal AUC) but its labels at a 1% target
-    error are further off (2.40% -> 2.92% bad-3), and with wild labels it ruins the ranking (2.70x -> 3.87x).
+    recipe") it ranks better with ground-truth labels (2.49x -> 2.33x the optimal AUC) but its isotonic-calibrated
+    labels at a 1% target error are further off (2.40% -> 2.92% bad-3), and with wild labels it ruins the ranking (2.70x -> 3.87x).
     ``pair_weighting``: how each crop picks its pair: ``"pairs"`` (every pair alike, the default since 2026-12-01:
-    2.56x -> 2.49x optimal with ground truth, the labels at 1% 56.5% kept at 2.79% -> 57.3% at 2.40%) or ``"pixels"``
+    2.56x -> 2.49x optimal with ground truth, the isotonic labels at 1% 56.5% kept at 2.79% -> 57.3% at 2.40%) or ``"pixels"``
     (in proportion to its labelled pixels, the only choice before).
     """
 
@@ -110,8 +110,8 @@ def default_inputs(architecture: str) -> tuple[str, ...]:
     return CCNN_INPUTS
 
 
-#: Smallest standard deviation :func:`input_standardisation` divides by: a channel (values in [0, 1]) that hardly
-#: varies on the training pixels is not blown up where it varies more (on real proxies the smallest deviation, of
+#: Smallest standard deviation :func:`input_standardisation` divides by: a channel that hardly varies on the training
+#: pixels is not blown up where it varies more (on real proxies the smallest deviation, of
 #: dbl, is 0.03).
 STANDARDISATION_FLOOR: float = 0.02
 #: Choices of :attr:`TrainingConfig.pair_weighting`.
@@ -131,10 +131,10 @@ def input_standardisation(pairs: Sequence[TrainingPair]) -> tuple[np.ndarray, np
     total = np.zeros(channels)
     squares = np.zeros(channels)
     for pair in pairs:
-        flat = pair.inputs.reshape(channels, -1).astype(np.float64)
+        flat = pair.inputs.reshape(channels, -1)
         count += flat.shape[1]
-        total += flat.sum(axis=1)
-        squares += np.square(flat).sum(axis=1)
+        total += flat.sum(axis=1, dtype=np.float64)
+        squares += np.square(flat, dtype=np.float64).sum(axis=1)
     mean = total / max(count, 1)
     std = np.sqrt(np.maximum(squares / max(count, 1) - mean * mean, 0.0))
     shift, scale = mean, 1.0 / np.maximum(std, STANDARDISATION_FLOOR)
@@ -229,7 +229,8 @@ def train_ccnn(
 ) -> tuple[ConfidenceNetwork, list[float]]:
     """Train a confidence network (``config.architecture``, a CCNN by default) with binary cross-entropy
     on the labelled pixels of ``pairs`` (on standardised inputs, folded into the returned network, when
-    ``config.standardise_inputs``; the states given to ``on_epoch`` are those of the network before the folding).
+    ``config.standardise_inputs``; the states given to ``on_epoch`` hold copies of the network's weights before the
+    folding, and the optimiser's state as ``state_dict`` gives it, shared with the live optimiser: save it at once).
 
     Args:
         pairs: training data (targets 1 / 0 / NaN).
@@ -248,6 +249,8 @@ def train_ccnn(
     rng = np.random.default_rng(config.seed)
     device = resolve_device(config.device)
     model = build_confidence_network(config.architecture, filters=config.filters, fc_filters=config.fc_filters, inputs=config.inputs)
+    if config.standardise_inputs:
+        model.foldable_input_convolutions()  # refuse now, not after the last epoch
     shift, scale = input_standardisation(pairs) if config.standardise_inputs and pairs else (None, None)
     sampler = _CropSampler(pairs, config.crop, rng, config.range_jitter, model.padding, shift, scale, config.pair_weighting)
     model = model.to(device)

@@ -224,6 +224,7 @@ def test_input_standardisation_and_pair_weighting() -> None:
     small = np.stack([rng.uniform(size=(9, 11)), rng.normal(3, 2, size=(9, 11)), np.full((9, 11), 0.5)]).astype(np.float32)
     large = np.stack([rng.uniform(size=(31, 37)), rng.normal(3, 2, size=(31, 37)), np.full((31, 37), 0.5)]).astype(np.float32)
     large[2, 0, 0] = 0.51
+    small_before = small.copy()
     pairs = [TrainingPair("small", small, np.ones((9, 11), np.float32)), TrainingPair("large", large, np.ones((31, 37), np.float32))]
     shift, scale = input_standardisation(pairs)
     pixels = np.concatenate([small.reshape(3, -1), large.reshape(3, -1)], axis=1).astype(np.float64)
@@ -237,7 +238,17 @@ def test_input_standardisation_and_pair_weighting() -> None:
     np.testing.assert_allclose(by_pixels.probabilities, [99 / (99 + 31 * 37), 31 * 37 / (99 + 31 * 37)])
     inputs, _ = by_pairs.batch(200)
     assert abs(float(inputs[:, 1].mean())) < 0.3 and 0.7 < float(inputs[:, 1].std()) < 1.3  # standardised crops
-    np.testing.assert_array_equal(pairs[0].inputs, small)  # the pairs' arrays are not changed
+    np.testing.assert_array_equal(pairs[0].inputs, small_before)  # the pairs' arrays are not changed
+    # a crop larger than the small pair: its edge padding repeats standardised values, the padded targets are unknown
+    padded = _CropSampler(pairs[:1], 14, np.random.default_rng(0), shift=shift, scale=scale)
+    inputs, targets = padded.batch(3)
+    pad = padded.padding
+    expected = (np.pad(small, ((0, 0), (pad, pad), (pad, pad)), mode="reflect") - shift[:, None, None]) * scale[:, None, None]
+    np.testing.assert_allclose(inputs[0, :, : expected.shape[1], : expected.shape[2]].numpy(), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        inputs[0, :, expected.shape[1] :, : expected.shape[2]].numpy(), np.repeat(expected[:, -1:], 14 - 9, axis=1), rtol=1e-5, atol=1e-5
+    )
+    assert np.isnan(targets[0, 0, 9:]).all() and np.isfinite(targets[0, 0, :9, :11]).all()
     with pytest.raises(InputError, match="pair weighting"):
         _CropSampler(pairs, 8, np.random.default_rng(0), weighting="rows")
 
@@ -264,3 +275,26 @@ def test_a_network_trained_on_standardised_inputs_reads_raw_inputs() -> None:
     assert not np.allclose(model.state_dict()["layers.0.weight"], unfolded.state_dict()["layers.0.weight"])
     raw = ConfidenceScorer(model, "cpu", precision="float32").logits_from_inputs(inputs)
     np.testing.assert_allclose(raw, ConfidenceScorer(unfolded, "cpu", precision="float32").logits_from_inputs(standardised), rtol=1e-4, atol=1e-4)
+
+
+def test_a_network_that_cannot_absorb_the_input_map_is_refused_before_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = CCNN(filters=4, fc_filters=4, inputs=("disparity", "apkr"))
+    assert [channels for _, channels in model.foldable_input_convolutions()] == [[0, 1]]
+    model.layers[0].padding = (1, 1)
+    with pytest.raises(InputError, match="cannot absorb standardised inputs"):
+        model.foldable_input_convolutions()
+
+    class Bare(CCNN):
+        def input_convolutions(self) -> list:  # type: ignore[type-arg]
+            raise NotImplementedError
+
+    import pseudolabel.confidence.training as training
+
+    proxy, truth = _synthetic_pair(0)
+    pairs = [TrainingPair.from_disparity("p", proxy, ground_truth_targets(proxy, truth), 0, 64)]
+    config = TrainingConfig(
+        epochs=1, steps_per_epoch=1, batch_size=2, crop=16, filters=4, fc_filters=4, inputs=("disparity",), standardise_inputs=True
+    )
+    monkeypatch.setattr(training, "build_confidence_network", lambda *args, **kwargs: Bare(filters=4, fc_filters=4))
+    with pytest.raises(InputError, match="cannot absorb"):
+        train_ccnn(pairs, config)

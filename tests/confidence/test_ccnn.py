@@ -248,7 +248,7 @@ def test_input_standardisation_and_pair_weighting() -> None:
     np.testing.assert_allclose(
         inputs[0, :, expected.shape[1] :, : expected.shape[2]].numpy(), np.repeat(expected[:, -1:], 14 - 9, axis=1), rtol=1e-5, atol=1e-5
     )
-    assert np.isnan(targets[0, 0, 9:]).all() and np.isfinite(targets[0, 0, :9, :11]).all()
+    assert torch.isnan(targets[0, 0, 9:]).all() and torch.isfinite(targets[0, 0, :9, :11]).all()
     with pytest.raises(InputError, match="pair weighting"):
         _CropSampler(pairs, 8, np.random.default_rng(0), weighting="rows")
 

@@ -46,6 +46,9 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from confidence_logo import LOGO_GROUPS
+
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "## Confidence"
 TRAIN_GROUP = "middlebury2006"
@@ -626,10 +629,6 @@ def _write_section(subsection: str, body: str) -> None:
         sub_end = sub_start + len(subsection) + sub_end_match.start() if sub_end_match else len(section)
         section = section[:sub_start] + block + section[sub_end:]
     path.write_text(text[:start] + section.rstrip("\n") + "\n\n" + text[end:].lstrip("\n"))
-
-
-#: Groups of the leave-one-group-out evaluation (manifest groups, then the synthetic pairs).
-LOGO_GROUPS = ("middlebury2006", "middlebury2001", "middlebury-v2", "middlebury2014", "kitti2012", "sceneflow", "synthetic")
 
 
 def _checkpoint_items(text: str) -> list[tuple[str, str, list[str]]]:

@@ -34,13 +34,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from confidence_logo import Pair, checkpoint_confidences, labels_at_target, load_pairs
+from confidence_logo import LOGO_GROUPS, Pair, checkpoint_confidences, labels_at_target, load_pairs
 
 from pseudolabel.confidence.calibration import Calibration, fit_isotonic, fit_pair_calibration
 from pseudolabel.confidence.labels import label_statistics, threshold_labels
 from pseudolabel.confidence.teachers import teacher_disparities
 
-GROUPS = ("middlebury2006", "middlebury2001", "middlebury-v2", "middlebury2014", "kitti2012", "sceneflow", "synthetic")
+GROUPS = LOGO_GROUPS
 TRAINED_ON = "middlebury2006"
 AGREE, DISAGREE, NO_ANSWER = 0, 1, 2
 

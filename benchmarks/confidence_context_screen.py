@@ -44,7 +44,7 @@ from pseudolabel.confidence.measures import LITERATURE_MEASURES
 
 #: The conventional measures of the CCNNs before 2026-12 (the base of every variant).
 BASE = LITERATURE_MEASURES
-GROUPS = ("kitti2012", "middlebury-v2", "middlebury2001", "middlebury2006", "middlebury2014", "sceneflow", "synthetic")
+GROUPS = tuple(sorted(confidence_logo.LOGO_GROUPS))  # the order the pairs are loaded and trained in
 FAMILIES = ("inv", "tex", "dsp", "edge", "dir", "uniq")
 
 

@@ -40,6 +40,8 @@ from typing import Any
 import numpy as np
 
 FEATURES = ("disparity", "disparity_right", "valid", "cost_best", "cost_second", "cost_second_local", "cost_mean")
+#: Groups of the leave-one-group-out evaluation (manifest groups, then the synthetic pairs).
+LOGO_GROUPS = ("middlebury2006", "middlebury2001", "middlebury-v2", "middlebury2014", "kitti2012", "sceneflow", "synthetic")
 SYNTHETIC = "synthetic"
 #: The synthetic pairs of the group ``synthetic`` (and of ``confidence.py prepare --synthetic``): size, range, seed.
 SYNTHETIC_SIZE = (384, 256)

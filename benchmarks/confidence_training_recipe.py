@@ -39,7 +39,7 @@ import confidence_logo
 
 from pseudolabel.confidence.measures import CCNN_INPUTS
 
-GROUPS = ("kitti2012", "middlebury-v2", "middlebury2001", "middlebury2006", "middlebury2014", "sceneflow", "synthetic")
+GROUPS = tuple(sorted(confidence_logo.LOGO_GROUPS))  # the order the pairs are loaded and trained in
 TOKENS = ("pixels", "pairs", "std", "ep20", "b64", "wild")
 DEFAULT_VARIANTS = "pixels,pairs,pairs+std,pairs+ep20,pairs+std+ep20,wild+pixels,wild+pairs,wild+pairs+std"
 

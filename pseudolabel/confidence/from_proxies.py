@@ -40,9 +40,9 @@ from pseudolabel.confidence.targets import (
 )
 from pseudolabel.confidence.teachers import DEFAULT_TEACHERS, parse_teachers, teacher_disparities
 from pseudolabel.confidence.training import (
-    PAIR_WEIGHTINGS,
     TrainingConfig,
     TrainingPair,
+    check_pair_weighting,
     load_training_state,
     partial_training_path,
     save_training_state,
@@ -248,8 +248,7 @@ def train_confidence_from_proxies(
     check_output_file(out, "--out", overwrite=overwrite, what="confidence model")
     proxies_paths, gt_dirs = _paths(proxies), _paths(gt)
     label_source = _check_label_source(labels, gt_dirs, len(proxies_paths))
-    if config.pair_weighting not in PAIR_WEIGHTINGS:
-        raise InputError(f"--pair-weighting must be one of {', '.join(PAIR_WEIGHTINGS)}, got {config.pair_weighting!r}")
+    check_pair_weighting(config.pair_weighting)  # before the pairs are loaded
     positive_set, negative_set = _names(positive), _names(negative)
     parse_measures(",".join(positive_set + negative_set))
     teacher_set = parse_teachers(teachers)

@@ -118,6 +118,12 @@ STANDARDISATION_FLOOR: float = 0.02
 PAIR_WEIGHTINGS: tuple[str, ...] = ("pairs", "pixels")
 
 
+def check_pair_weighting(weighting: str) -> None:
+    """Raise :class:`~pseudolabel.errors.InputError` unless ``weighting`` is one of :data:`PAIR_WEIGHTINGS`."""
+    if weighting not in PAIR_WEIGHTINGS:
+        raise InputError(f"pair weighting (--pair-weighting) must be one of {', '.join(PAIR_WEIGHTINGS)}, got {weighting!r}")
+
+
 def input_standardisation(pairs: Sequence[TrainingPair]) -> tuple[np.ndarray, np.ndarray]:
     """Per input channel, the ``shift`` and ``scale`` that give ``(x - shift) * scale`` mean 0 and standard deviation 1
     over every pixel of ``pairs`` (``scale = 1 / max(std, STANDARDISATION_FLOOR)``). Channel 0, the normalised
@@ -158,8 +164,7 @@ class _CropSampler:
         scale: np.ndarray | None = None,
         weighting: str = "pairs",
     ) -> None:
-        if weighting not in PAIR_WEIGHTINGS:
-            raise InputError(f"pair weighting must be one of {', '.join(PAIR_WEIGHTINGS)}, got {weighting!r}")
+        check_pair_weighting(weighting)
         self.crop = crop
         self.padding = int(padding)
         self.range_jitter = float(range_jitter)
@@ -249,9 +254,11 @@ def train_ccnn(
     rng = np.random.default_rng(config.seed)
     device = resolve_device(config.device)
     model = build_confidence_network(config.architecture, filters=config.filters, fc_filters=config.fc_filters, inputs=config.inputs)
+    shift = scale = None
     if config.standardise_inputs:
         model.foldable_input_convolutions()  # refuse now, not after the last epoch
-    shift, scale = input_standardisation(pairs) if config.standardise_inputs and pairs else (None, None)
+        if pairs:
+            shift, scale = input_standardisation(pairs)
     sampler = _CropSampler(pairs, config.crop, rng, config.range_jitter, model.padding, shift, scale, config.pair_weighting)
     model = model.to(device)
     model.train()

@@ -214,22 +214,23 @@ def test_dlrc_does_not_depend_on_opencv_threads() -> None:
     np.testing.assert_array_equal(results[2], results[0])
 
 
+def _one_lrc_failure(shape: tuple[int, int], row: int, col: int) -> dict[str, np.ndarray]:
+    """Zero disparities of ``shape`` whose only pixel failing lrc is (``row``, ``col``)."""
+    disparity_right = np.zeros(shape, np.float32)
+    disparity_right[row, col] = 5.0
+    return {"disparity": np.zeros(shape, np.float32), "disparity_right": disparity_right}
+
+
 def test_dlrc_far_from_any_failure_does_not_depend_on_opencv_threads() -> None:
     # one failing corner pixel of a 951x951 image: uncapped, OpenCV's distances past ~880 px round differently
     # with 1 and 2 threads; the cap keeps every value exact
-    disparity_right = np.zeros((951, 951), np.float32)
-    disparity_right[0, 0] = 5.0
-    features = {"disparity": np.zeros((951, 951), np.float32), "disparity_right": disparity_right}
-    results = _dlrc_with_opencv_threads(features, (1, 2))
+    results = _dlrc_with_opencv_threads(_one_lrc_failure((951, 951), 0, 0), (1, 2))
     np.testing.assert_array_equal(results[1], results[0])
 
 
 def test_dlrc_is_exact_and_capped_far_from_any_failure() -> None:
     # one failing pixel at the left end of a 1400-pixel band: distances up to 1399 px, capped at 512
-    disparity_right = np.zeros((3, 1400), np.float32)
-    disparity_right[1, 0] = 5.0
-    features = {"disparity": np.zeros((3, 1400), np.float32), "disparity_right": disparity_right}
-    results = _dlrc_with_opencv_threads(features, (1, 2))
+    results = _dlrc_with_opencv_threads(_one_lrc_failure((3, 1400), 1, 0), (1, 2))
     np.testing.assert_array_equal(results[1], results[0])
     rows, cols = np.indices((3, 1400))
     distance = np.minimum(np.sqrt((rows - 1.0) ** 2 + cols.astype(np.float64) ** 2), 512.0)

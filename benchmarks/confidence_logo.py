@@ -389,7 +389,7 @@ def run_logo(
     which never enter its calibration)), e.g. the shipped ones."""
     import torch
 
-    from pseudolabel.confidence.measures import LITERATURE_MEASURES, LR_CONTEXT_MEASURES, MEASURES, SIDE_LRC_MEASURES
+    from pseudolabel.confidence.measures import LITERATURE_MEASURES, LR_CONTEXT_MEASURES, MEASURES
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     measures = list(MEASURES)
@@ -401,15 +401,14 @@ def run_logo(
         "lfnt": ["disparity", *base, "image", "photometric", "texture"],
         "ccnnl": ["disparity", *base, *LR_CONTEXT_MEASURES],
         "lfnl": ["disparity", *base, *LR_CONTEXT_MEASURES, "image", "photometric"],
-        "ccnnd": ["disparity", *base, *LR_CONTEXT_MEASURES, *SIDE_LRC_MEASURES],
     }
-    architecture = {"ccnn": "ccnn", "lfn": "lfn", "ccnnt": "ccnn", "lfnt": "lfn", "ccnnl": "ccnn", "lfnl": "lfn", "ccnnd": "ccnn"}
+    architecture = {"ccnn": "ccnn", "lfn": "lfn", "ccnnt": "ccnn", "lfnt": "lfn", "ccnnl": "ccnn", "lfnl": "lfn"}
     for network in networks:
         arch, _, labels = network.partition("-")
         labels, _, transductive = labels.replace("@", "+").partition("+")
         if arch not in inputs or (labels not in ("gt", "wild", "wildl") and labels not in TEACHER_TOKENS):
             raise SystemExit(
-                f"{network}: unknown network; ARCH-LABELS with ARCH ccnn, lfn, ccnnt, lfnt (t: with the texture channel), ccnnl or lfnl (l: with the averaged left-right consistency), ccnnd (d: also the one-sided left-right consistency) and LABELS gt, wild, wildl (wild with alrc15 in both sets) or {', '.join(TEACHER_TOKENS)}"
+                f"{network}: unknown network; ARCH-LABELS with ARCH ccnn, lfn, ccnnt, lfnt (t: with the texture channel), ccnnl or lfnl (l: with the averaged left-right consistency) and LABELS gt, wild, wildl (wild with alrc15 in both sets) or {', '.join(TEACHER_TOKENS)}"
             )
         if transductive and labels == "gt":
             raise SystemExit(f"{network}: only labels without ground truth may train on the held-out group")

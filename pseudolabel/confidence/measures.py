@@ -9,7 +9,7 @@ measure is one function and one name::
         return ...
 
 A measure that reads another one names it in ``uses`` and finds it in ``features`` under its name, computed once per
-pair however many measures read it (``alrc15``, ``alrc41``, ``alrc101``, ``dlrc``, ``lrcleft15`` ... all read ``lrc``).
+pair however many measures read it (``alrc15``, ``alrc41``, ``alrc101`` and ``dlrc`` all read ``lrc``).
 
 Inputs (the HDF5 dataset names of issue 3, all (H, W), left view):
 
@@ -48,9 +48,6 @@ med        ``|d - median_11x11(d)|`` (median deviation)      ``1 / (1 + deviatio
 alrc<k>    share of ``lrc`` passes in a k x k window          the share itself (k = 15, 41, 101)
            (averaged left-right consistency)
 dlrc       distance ``r`` to the nearest ``lrc`` failure      ``r / (r + 10)``, ``r`` capped at 512 (1 when none fails)
-lrcleftk   share of ``lrc`` passes in a band 7 rows high      the share itself (k = 15, 41)
-           reaching k pixels to the left (the pixel included)
-lrcrightk  the same band reaching k pixels to the right       the share itself (k = 15, 41)
 ========== ================================================ =============================================
 
 ``binary`` measures (and the pass thresholds used by the wild labels of Tosi et al.) are declared in
@@ -78,10 +75,6 @@ APKR_WINDOW: int = 25
 MED_WINDOW: int = 11
 #: Window sides of the averaged left-right consistency measures ``alrc<side>``, pixels.
 ALRC_WINDOWS: tuple[int, ...] = (15, 41, 101)
-#: Reaches (pixels, the pixel included) of the one-sided left-right consistency measures ``lrcleft<k>``, ``lrcright<k>``.
-SIDE_LRC_REACHES: tuple[int, ...] = (15, 41)
-#: Height (rows, centred on the pixel) of the bands of ``lrcleft<k>`` and ``lrcright<k>``.
-SIDE_LRC_HEIGHT: int = 7
 #: Distance (pixels) at which ``dlrc`` reaches 0.5.
 DLRC_SCALE: float = 10.0
 #: Distances beyond this (pixels) count as this in ``dlrc`` (0.98): a margin below the ~880 px where the rounding that
@@ -144,9 +137,6 @@ MEASURES: dict[str, MeasureSpec] = {}
 LITERATURE_MEASURES: tuple[str, ...] = ("lrc", "lrd", "pkrn", "pkr", "apkr", "msm", "mm", "mmn", "wmn", "wmnn", "uniqueness", "dbl", "med")
 #: The measures of the wider left-right context (registered last, after :data:`LITERATURE_MEASURES`).
 LR_CONTEXT_MEASURES: tuple[str, ...] = (*(f"alrc{window}" for window in ALRC_WINDOWS), "dlrc")
-#: The one-sided left-right consistency measures (registered after :data:`LR_CONTEXT_MEASURES`): an occlusion lies on
-#: one side of a foreground object, and SGM carries the foreground's disparity into it from that side.
-SIDE_LRC_MEASURES: tuple[str, ...] = tuple(f"lrc{side}{reach}" for reach in SIDE_LRC_REACHES for side in ("left", "right"))
 
 #: Input channels of a CCNN unless told otherwise (``confidence train``, :class:`pseudolabel.confidence.training.TrainingConfig`)
 #: and of the shipped CCNNs: the normalised disparity and every conventional measure of this module. The disparity
@@ -562,31 +552,3 @@ def distance_to_left_right_inconsistency(features: Mapping[str, np.ndarray], par
     # stays below half a unit of the square: true up to about 800 pixels, hence the cap
     distance = np.sqrt(np.rint(np.minimum(distance.astype(np.float64), DLRC_CAP) ** 2))
     return (distance / (distance + DLRC_SCALE)).astype(np.float32)
-
-
-def side_box_mean(values: np.ndarray, reach: int, height: int, side: str) -> np.ndarray:
-    """Mean over a band ``height`` rows high (centred on the pixel) and ``reach`` columns wide that ends at the pixel
-    (``side="left"``: columns ``x - reach + 1 .. x``) or starts at it (``side="right"``: ``x .. x + reach - 1``);
-    reflected borders without the edge pixel repeated, like :func:`box_mean`. ``float32`` (H, W) in and out."""
-    if side not in ("left", "right"):
-        raise ValueError(f"side must be 'left' or 'right', not {side!r}")
-    anchor = (reach - 1 if side == "left" else 0, height // 2)
-    return cv2.boxFilter(np.asarray(values, dtype=np.float32), -1, (reach, height), anchor=anchor, normalize=True, borderType=cv2.BORDER_REFLECT_101)
-
-
-def _register_side_lrc(reach: int, side: str) -> None:
-    @register_measure(
-        f"lrc{side}{reach}",
-        needs=("disparity", "disparity_right"),
-        uses=("lrc",),
-        description=f"one-sided left-right consistency: share of the pixels passing lrc in a band {SIDE_LRC_HEIGHT} rows high reaching {reach} pixels to the {side}",
-    )
-    def one_sided_left_right_consistency(features: Mapping[str, np.ndarray], params: RangeParams) -> np.ndarray:
-        """:func:`side_box_mean` of :func:`left_right_consistency` (``features["lrc"]``): where SGM carried a foreground
-        disparity into an occlusion, the failures lie on the occlusion's side of the pixel only."""
-        return side_box_mean(features["lrc"], reach, SIDE_LRC_HEIGHT, side)
-
-
-for _reach in SIDE_LRC_REACHES:
-    for _side in ("left", "right"):
-        _register_side_lrc(_reach, _side)

@@ -15,7 +15,6 @@ from scipy import ndimage
 from pseudolabel.confidence.measures import (
     LR_CONTEXT_MEASURES,
     MEASURES,
-    SIDE_LRC_MEASURES,
     compute_measure,
     compute_measures,
     features_needed,
@@ -181,38 +180,6 @@ def test_alrc101_on_images_smaller_than_its_window(shape: tuple[int, int]) -> No
     np.testing.assert_allclose(compute_measure("alrc101", features, LR_PARAMS), expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize(
-    ("reach", "side", "shape"), [(15, "left", (23, 37)), (15, "right", (9, 61)), (41, "left", (13, 29)), (41, "right", (31, 47))]
-)
-def test_one_sided_lrc_is_the_share_of_passes_in_a_band_on_one_side(reach: int, side: str, shape: tuple[int, int]) -> None:
-    """``lrcleft<k>`` / ``lrcright<k>`` against a loop over a reflected pad (numpy "reflect" is OpenCV's
-    BORDER_REFLECT_101); some shapes are narrower than the reach, so the pad reflects more than once."""
-    features, lrc = _random_left_right(reach + len(side), shape)
-    padded = np.pad(lrc, ((3, 3), (reach, reach)), mode="reflect")
-    expected = np.zeros_like(lrc)
-    for y in range(shape[0]):
-        for x in range(shape[1]):
-            first = x - reach + 1 if side == "left" else x
-            expected[y, x] = padded[y : y + 7, reach + first : reach + first + reach].mean()
-    name = f"lrc{side}{reach}"
-    np.testing.assert_allclose(compute_measure(name, features, LR_PARAMS), expected, rtol=1e-5, atol=1e-6)
-    assert name in SIDE_LRC_MEASURES and MEASURES[name].uses == ("lrc",)
-
-
-def test_one_sided_lrc_hand_computed() -> None:
-    """One failure in a 1x5 row at x = 2: to its left (x = 0, 1) a 3-pixel band to the right sees it, a band to the left
-    does not; to its right the other way round."""
-    from pseudolabel.confidence.measures import side_box_mean
-
-    lrc = np.array([[1, 1, 0, 1, 1]], np.float32)
-    # a left band of 3 covers columns x - 2 .. x: at x = 0 columns -2, -1, 0, reflected to 2, 1, 0
-    np.testing.assert_allclose(side_box_mean(lrc, 3, 1, "left")[0], [2 / 3, 1, 2 / 3, 2 / 3, 2 / 3], rtol=1e-6)
-    np.testing.assert_allclose(side_box_mean(lrc, 2, 1, "left")[0], [1, 1, 0.5, 0.5, 1], rtol=1e-6)
-    np.testing.assert_allclose(side_box_mean(lrc, 2, 1, "right")[0], [1, 0.5, 0.5, 1, 1], rtol=1e-6)
-    with pytest.raises(ValueError, match="side"):
-        side_box_mean(lrc, 2, 1, "up")
-
-
 def test_dlrc_is_the_distance_to_the_nearest_lrc_failure() -> None:
     features, lrc = _random_left_right(7)
     failing = np.argwhere(lrc < 0.5)
@@ -336,7 +303,7 @@ def test_a_measure_read_by_others_is_computed_once_per_pair(monkeypatch: pytest.
     """``alrc15``, ``alrc41``, ``alrc101`` and ``dlrc`` read ``lrc``: computing them all calls ``lrc`` once, gives what
     each gives alone, and reuses a map the caller computed before (without changing it)."""
     features, lrc = _random_left_right(12, (37, 53))
-    names = ["lrc", *LR_CONTEXT_MEASURES, *SIDE_LRC_MEASURES]
+    names = ["lrc", *LR_CONTEXT_MEASURES]
     alone = {name: compute_measure(name, features, LR_PARAMS) for name in names}
     calls: list[int] = []
     spec = MEASURES["lrc"]

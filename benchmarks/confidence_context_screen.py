@@ -16,7 +16,13 @@ added to the measures:
 * ``edge``: log height of the pixel above the minimum and below the maximum disparity of 5, 9 and 15-pixel windows;
 * ``dir``: share of the pixels failing the left-right check in bands 7 rows high reaching 15 and 41 pixels to the
   left of the pixel, and as far to its right (occlusions lie on one side of a foreground object);
-* ``uniq``: share of the pixels failing the uniqueness test in 15, 41 and 101-pixel windows.
+* ``uniq``: share of the pixels failing the uniqueness test in 15, 41 and 101-pixel windows;
+* ``curve`` (2026-12-01, evening): read from SGM's whole aggregated cost curve, which ``pseudolabel sgm`` does not
+  store (the pair is matched again from its gray images), at the proxy's disparity rounded to the searched grid,
+  ``s`` the image's mean cost: the rise of the curve one disparity below and above it over ``s``; its cost above the
+  curve's minimum over ``s``; the share of a softmax of ``-cost / t`` within one disparity of it for ``t = s / 8`` and
+  ``s / 32``; the log number of local minima within ``s / 10`` of the minimum; the distance in disparities from it to
+  the lowest other local minimum, over the range.
 
 Per group and in the mean over groups: AUC / optimal, and the coverage at a 1% bad-3 target of the labels of the
 isotonic-pair calibration (fitted on the training groups) and of the best tau per pair chosen with the ground
@@ -45,11 +51,51 @@ from pseudolabel.confidence.measures import LITERATURE_MEASURES
 #: The conventional measures of the CCNNs before 2026-12 (the base of every variant).
 BASE = LITERATURE_MEASURES
 GROUPS = tuple(sorted(confidence_logo.LOGO_GROUPS))  # the order the pairs are loaded and trained in
-FAMILIES = ("inv", "tex", "dsp", "edge", "dir", "uniq")
+FAMILIES = ("inv", "tex", "dsp", "edge", "dir", "uniq", "curve")
 
 
 def _box(values: np.ndarray, window: int) -> np.ndarray:
     return cv2.blur(values.astype(np.float32), (window, window), borderType=cv2.BORDER_REFLECT)
+
+
+def curve_features(pair: confidence_logo.Pair) -> list[np.ndarray]:
+    """The ``curve`` family (see the module docstring): ``float32`` (H, W) maps from the aggregated cost volume."""
+    from pseudolabel.sgm import aggregation, cost
+
+    params = pair.params
+    left = cost.prepare_image(pair.images["left_gray"] * np.float32(255))
+    right = cost.prepare_image(pair.images["right_gray"] * np.float32(255))
+    volume = aggregation.aggregate_and_select(cost.compute_cost(left, right, params), left, params)[0].astype(np.float32)
+    height, width, count = volume.shape
+    disparity = np.nan_to_num(pair.disparity.astype(np.float32), nan=float(params.min_disp))
+    index = np.clip(np.rint(disparity - params.min_disp).astype(np.int64), 0, count - 1)
+    rows, columns = np.indices((height, width))
+    scale = float(volume.mean()) + 1e-6
+    at = volume[rows, columns, index]
+    below = volume[rows, columns, np.maximum(index - 1, 0)]
+    above = volume[rows, columns, np.minimum(index + 1, count - 1)]
+    best = volume.min(axis=2)
+    maps = [(below - at) / scale, (above - at) / scale, (at - best) / scale]
+    for temperature in (scale / 8, scale / 32):
+        weights = np.exp(-(volume - best[..., None]) / temperature)
+        near = np.zeros((height, width), np.float32)
+        for offset in (-1, 0, 1):
+            near += weights[rows, columns, np.clip(index + offset, 0, count - 1)] * ((index + offset >= 0) & (index + offset < count))
+        maps.append(near / weights.sum(axis=2))
+        del weights
+    interior = volume[..., 1:-1]
+    minima = np.zeros(volume.shape, bool)
+    minima[..., 1:-1] = (interior <= volume[..., :-2]) & (interior <= volume[..., 2:])
+    minima[..., 0] = volume[..., 0] <= volume[..., 1]
+    minima[..., -1] = volume[..., -1] <= volume[..., -2]
+    competitive = minima & (volume <= best[..., None] + scale / 10)
+    maps.append(np.log(competitive.sum(axis=2).astype(np.float32)))
+    winner = volume.argmin(axis=2)
+    others = np.where(minima & (np.abs(np.arange(count)[None, None, :] - winner[..., None]) > 1), volume, np.inf)
+    second = others.argmin(axis=2)
+    has_second = np.isfinite(others.min(axis=2))
+    maps.append(np.where(has_second, np.abs(second - index) / count, 0).astype(np.float32))
+    return [np.asarray(values, np.float32) for values in maps]
 
 
 def context_features(pair: confidence_logo.Pair, family: str) -> list[np.ndarray]:
@@ -88,6 +134,8 @@ def context_features(pair: confidence_logo.Pair, family: str) -> list[np.ndarray
             maps.append(cv2.boxFilter(failing, -1, size, anchor=(reach - 1, 3), borderType=cv2.BORDER_REFLECT))  # to the left
             maps.append(cv2.boxFilter(failing, -1, size, anchor=(0, 3), borderType=cv2.BORDER_REFLECT))  # to the right
         return maps
+    if family == "curve":
+        return curve_features(pair)
     if family == "uniq":
         failing = (pair.measures["uniqueness"] < 0.5).astype(np.float32)
         return [_box(failing, window) for window in (15, 41, 101)]

@@ -22,7 +22,8 @@ added to the measures:
   ``s`` the image's mean cost: the rise of the curve one disparity below and above it over ``s``; its cost above the
   curve's minimum over ``s``; the share of a softmax of ``-cost / t`` within one disparity of it for ``t = s / 8`` and
   ``s / 32``; the log number of local minima within ``s / 10`` of the minimum; the distance in disparities from it to
-  the lowest other local minimum, over the range.
+  the lowest other local minimum, over the range. Its parts: ``rise`` (the first three maps), ``soft`` (the two
+  softmax shares) and ``minima`` (the last two).
 
 Per group and in the mean over groups: AUC / optimal, and the coverage at a 1% bad-3 target of the labels of the
 isotonic-pair calibration (fitted on the training groups) and of the best tau per pair chosen with the ground
@@ -51,7 +52,10 @@ from pseudolabel.confidence.measures import LITERATURE_MEASURES
 #: The conventional measures of the CCNNs before 2026-12 (the base of every variant).
 BASE = LITERATURE_MEASURES
 GROUPS = tuple(sorted(confidence_logo.LOGO_GROUPS))  # the order the pairs are loaded and trained in
-FAMILIES = ("inv", "tex", "dsp", "edge", "dir", "uniq", "curve")
+FAMILIES = ("inv", "tex", "dsp", "edge", "dir", "uniq", "curve", "rise", "soft", "minima")
+#: The parts of the ``curve`` family: which of its maps each takes.
+CURVE_PARTS = {"curve": slice(0, 7), "rise": slice(0, 3), "soft": slice(3, 5), "minima": slice(5, 7)}
+_curve_cache: dict[str, list[np.ndarray]] = {}
 
 
 def _box(values: np.ndarray, window: int) -> np.ndarray:
@@ -134,8 +138,10 @@ def context_features(pair: confidence_logo.Pair, family: str) -> list[np.ndarray
             maps.append(cv2.boxFilter(failing, -1, size, anchor=(reach - 1, 3), borderType=cv2.BORDER_REFLECT))  # to the left
             maps.append(cv2.boxFilter(failing, -1, size, anchor=(0, 3), borderType=cv2.BORDER_REFLECT))  # to the right
         return maps
-    if family == "curve":
-        return curve_features(pair)
+    if family in CURVE_PARTS:
+        if pair.key not in _curve_cache:
+            _curve_cache[pair.key] = curve_features(pair)
+        return _curve_cache[pair.key][CURVE_PARTS[family]]
     if family == "uniq":
         failing = (pair.measures["uniqueness"] < 0.5).astype(np.float32)
         return [_box(failing, window) for window in (15, 41, 101)]

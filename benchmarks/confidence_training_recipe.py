@@ -11,7 +11,9 @@ left out, and varies one thing of :class:`pseudolabel.confidence.training.Traini
 * ``std``: input channels standardised on the training pixels, folded into the network after training
   (``standardise_inputs``);
 * ``ep20``: 20 epochs of 30 steps instead of 6; ``b64``: 64 crops per step instead of 16;
-* ``wild``: the wild labels (no ground truth) instead of the ground truth.
+* ``wild``: the wild labels (no ground truth) instead of the ground truth;
+* ``curve``: seven more input channels read from SGM's whole aggregated cost curve (the ``curve`` family of
+  ``confidence_context_screen.py``; the pair is matched again, as ``pseudolabel sgm`` does not store the curve).
 
 A variant is ``+``-joined tokens, e.g. ``wild+pairs+std``. Means over the held-out groups: AUC / optimal (the mean
 over groups of each group's mean AUC over its mean optimal AUC), the ground-truth pixels kept at a 1% bad-3 target
@@ -40,7 +42,9 @@ import confidence_logo
 from pseudolabel.confidence.measures import CCNN_INPUTS
 
 GROUPS = tuple(sorted(confidence_logo.LOGO_GROUPS))  # the order the pairs are loaded and trained in
-TOKENS = ("pixels", "pairs", "std", "ep20", "b64", "wild")
+TOKENS = ("pixels", "pairs", "std", "ep20", "b64", "wild", "curve")
+#: Names under which the ``curve`` channels enter a pair's measures (not registered measures).
+CURVE_CHANNELS = tuple(f"curve{index}" for index in range(7))
 DEFAULT_VARIANTS = "pixels,pairs,pairs+std,pairs+ep20,pairs+std+ep20,wild+pixels,wild+pairs,wild+pairs+std"
 
 
@@ -72,15 +76,21 @@ def run_variant(pairs: list[confidence_logo.Pair], variant: str) -> dict[str, di
     from pseudolabel.confidence.training import TrainingConfig, TrainingPair, train_ccnn
 
     labels, config_kwargs = config_for(variant)
-    config = TrainingConfig(architecture="ccnn", inputs=CCNN_INPUTS, **config_kwargs)
+    inputs = CCNN_INPUTS
+    if "curve" in variant.split("+"):
+        import confidence_context_screen
+
+        inputs = CCNN_INPUTS + CURVE_CHANNELS
+        for pair in pairs:
+            if CURVE_CHANNELS[0] not in pair.measures:
+                pair.measures.update(zip(CURVE_CHANNELS, confidence_context_screen.curve_features(pair)))
+    config = TrainingConfig(architecture="ccnn", inputs=inputs, **config_kwargs)
     torch.set_num_threads(1)
     results: dict[str, dict[str, float]] = {}
     for group in sorted({pair.group for pair in pairs}):
         train = [pair for pair in pairs if pair.group != group]
         test = [pair for pair in pairs if pair.group == group]
-        training = [
-            TrainingPair(pair.key, confidence_logo.network_inputs(pair, CCNN_INPUTS), confidence_logo.targets(pair, labels)) for pair in train
-        ]
+        training = [TrainingPair(pair.key, confidence_logo.network_inputs(pair, inputs), confidence_logo.targets(pair, labels)) for pair in train]
         started = time.perf_counter()
         model, _ = train_ccnn(training, config)
         seconds = time.perf_counter() - started

@@ -23,7 +23,11 @@ added to the measures:
   curve's minimum over ``s``; the share of a softmax of ``-cost / t`` within one disparity of it for ``t = s / 8`` and
   ``s / 32``; the log number of local minima within ``s / 10`` of the minimum; the distance in disparities from it to
   the lowest other local minimum, over the range. Its parts: ``rise`` (the first three maps), ``soft`` (the two
-  softmax shares) and ``minima`` (the last two).
+  softmax shares) and ``minima`` (the last two);
+* ``softg``, ``softp``, ``softp8``, ``softp32`` (2026-12-01, night): the softmax shares as SGM's own winner-takes-all
+  pass could compute them, within one disparity of the winner-takes-all disparity (not the proxy's): temperatures
+  ``s / 8`` and ``s / 32`` with ``s`` the image's mean cost (``softg``) or the pixel's own mean cost (``softp``, and
+  ``softp8`` / ``softp32`` with one temperature each; see :func:`share_features`).
 
 Per group and in the mean over groups: AUC / optimal, and the coverage at a 1% bad-3 target of the labels of the
 isotonic-pair calibration (fitted on the training groups) and of the best tau per pair chosen with the ground
@@ -52,10 +56,13 @@ from pseudolabel.confidence.measures import LITERATURE_MEASURES
 #: The conventional measures of the CCNNs before 2026-12 (the base of every variant).
 BASE = LITERATURE_MEASURES
 GROUPS = tuple(sorted(confidence_logo.LOGO_GROUPS))  # the order the pairs are loaded and trained in
-FAMILIES = ("inv", "tex", "dsp", "edge", "dir", "uniq", "curve", "rise", "soft", "minima")
+FAMILIES = ("inv", "tex", "dsp", "edge", "dir", "uniq", "curve", "rise", "soft", "minima", "softg", "softp", "softp8", "softp32")
 #: The parts of the ``curve`` family: which of its maps each takes.
 CURVE_PARTS = {"curve": slice(0, 7), "rise": slice(0, 3), "soft": slice(3, 5), "minima": slice(5, 7)}
 _curve_cache: dict[str, list[np.ndarray]] = {}
+#: The parts of the ``share`` maps (softmax shares at the winner-takes-all disparity): which of its maps each takes.
+SHARE_PARTS = {"softg": slice(0, 2), "softp": slice(2, 4), "softp8": slice(2, 3), "softp32": slice(3, 4)}
+_share_cache: dict[str, list[np.ndarray]] = {}
 
 
 def _box(values: np.ndarray, window: int) -> np.ndarray:
@@ -102,6 +109,33 @@ def curve_features(pair: confidence_logo.Pair) -> list[np.ndarray]:
     return [np.asarray(values, np.float32) for values in maps]
 
 
+def share_features(pair: confidence_logo.Pair) -> list[np.ndarray]:
+    """Softmax shares within one disparity of the winner-takes-all disparity (not the proxy's): temperatures
+    ``s / 8`` and ``s / 32`` with ``s`` the image's mean cost (``softg``), then with ``s`` the pixel's own mean
+    cost (``softp``; ``softp8`` and ``softp32`` one each): what SGM's own pass can compute per pixel."""
+    from pseudolabel.sgm import aggregation, cost
+
+    params = pair.params
+    left = cost.prepare_image(pair.images["left_gray"] * np.float32(255))
+    right = cost.prepare_image(pair.images["right_gray"] * np.float32(255))
+    volume = aggregation.aggregate_and_select(cost.compute_cost(left, right, params), left, params)[0].astype(np.float32)
+    height, width, count = volume.shape
+    rows, columns = np.indices((height, width))
+    index = volume.argmin(axis=2)
+    best = volume.min(axis=2)
+    own = volume.mean(axis=2)
+    maps = []
+    for scale in (np.full((height, width), float(volume.mean()) + 1e-6, np.float32), own + 1e-6):
+        for divisor in (8, 32):
+            weights = np.exp(-(volume - best[..., None]) / (scale[..., None] / divisor))
+            near = np.zeros((height, width), np.float32)
+            for offset in (-1, 0, 1):
+                near += weights[rows, columns, np.clip(index + offset, 0, count - 1)] * ((index + offset >= 0) & (index + offset < count))
+            maps.append(near / weights.sum(axis=2))
+            del weights
+    return [np.asarray(values, np.float32) for values in maps]
+
+
 def context_features(pair: confidence_logo.Pair, family: str) -> list[np.ndarray]:
     """The ``float32`` (H, W) maps of one feature family (see the module docstring)."""
     disparity = np.nan_to_num(pair.disparity.astype(np.float32))
@@ -142,6 +176,10 @@ def context_features(pair: confidence_logo.Pair, family: str) -> list[np.ndarray
         if pair.key not in _curve_cache:
             _curve_cache[pair.key] = curve_features(pair)
         return _curve_cache[pair.key][CURVE_PARTS[family]]
+    if family in SHARE_PARTS:
+        if pair.key not in _share_cache:
+            _share_cache[pair.key] = share_features(pair)
+        return _share_cache[pair.key][SHARE_PARTS[family]]
     if family == "uniq":
         failing = (pair.measures["uniqueness"] < 0.5).astype(np.float32)
         return [_box(failing, window) for window in (15, 41, 101)]

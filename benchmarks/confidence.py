@@ -177,9 +177,7 @@ def _results(path: Path, models: dict[str, Path], data: Path) -> dict[str, dict[
         for key in keys:
             if key not in lookup:
                 continue
-            features = proxies.read(
-                key, ["disparity", "disparity_right", "valid", "cost_best", "cost_second", "cost_second_local", "cost_mean", "cost_share"]
-            )
+            features = proxies.read(key, ["disparity", "disparity_right", "valid", "cost_best", "cost_second", "cost_second_local", "cost_mean"])
             params = proxies.pair_params(key)
             confidences = compute_measures(MEASURES, features, params)
             for name, scorer in scorers.items():
@@ -408,7 +406,7 @@ def speed(data: Path, runs: int, write: bool, threads: int = 2, checkpoints: dic
         seconds["SGM `match`"] = time.perf_counter() - started
         features = {
             name: getattr(result, name)
-            for name in ("disparity", "disparity_right", "valid", "cost_best", "cost_second", "cost_second_local", "cost_mean", "cost_share")
+            for name in ("disparity", "disparity_right", "valid", "cost_best", "cost_second", "cost_second_local", "cost_mean")
         }
         started = time.perf_counter()
         measures = compute_measures(MEASURES, features, params)
@@ -468,7 +466,7 @@ def _shown(path: Path) -> str:
 
 #: The unlabeled drive of :func:`wild_drive` (``manifest.json`` ``unlabeled``) and the features the measures need.
 DRIVE = Path("sequences") / "kitti_odometry_b"
-FEATURES = ("disparity", "disparity_right", "valid", "cost_best", "cost_second", "cost_second_local", "cost_mean", "cost_share")
+FEATURES = ("disparity", "disparity_right", "valid", "cost_best", "cost_second", "cost_second_local", "cost_mean")
 
 
 def wild_drive(

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-FEATURES = ("disparity", "disparity_right", "valid", "cost_best", "cost_second", "cost_second_local", "cost_mean", "cost_share")
+FEATURES = ("disparity", "disparity_right", "valid", "cost_best", "cost_second", "cost_second_local", "cost_mean")
 #: Groups of the leave-one-group-out evaluation (manifest groups, then the synthetic pairs).
 LOGO_GROUPS = ("middlebury2006", "middlebury2001", "middlebury-v2", "middlebury2014", "kitti2012", "sceneflow", "synthetic")
 SYNTHETIC = "synthetic"
@@ -401,15 +401,14 @@ def run_logo(
         "lfnt": ["disparity", *base, "image", "photometric", "texture"],
         "ccnnl": ["disparity", *base, *LR_CONTEXT_MEASURES],
         "lfnl": ["disparity", *base, *LR_CONTEXT_MEASURES, "image", "photometric"],
-        "ccnns": ["disparity", *base, *LR_CONTEXT_MEASURES, "share"],
     }
-    architecture = {"ccnn": "ccnn", "lfn": "lfn", "ccnnt": "ccnn", "lfnt": "lfn", "ccnnl": "ccnn", "lfnl": "lfn", "ccnns": "ccnn"}
+    architecture = {"ccnn": "ccnn", "lfn": "lfn", "ccnnt": "ccnn", "lfnt": "lfn", "ccnnl": "ccnn", "lfnl": "lfn"}
     for network in networks:
         arch, _, labels = network.partition("-")
         labels, _, transductive = labels.replace("@", "+").partition("+")
         if arch not in inputs or (labels not in ("gt", "wild", "wildl") and labels not in TEACHER_TOKENS):
             raise SystemExit(
-                f"{network}: unknown network; ARCH-LABELS with ARCH ccnn, lfn, ccnnt, lfnt (t: with the texture channel), ccnnl or lfnl (l: with the averaged left-right consistency), ccnns (ccnnl and SGM's softmax share) and LABELS gt, wild, wildl (wild with alrc15 in both sets) or {', '.join(TEACHER_TOKENS)}"
+                f"{network}: unknown network; ARCH-LABELS with ARCH ccnn, lfn, ccnnt, lfnt (t: with the texture channel), ccnnl or lfnl (l: with the averaged left-right consistency) and LABELS gt, wild, wildl (wild with alrc15 in both sets) or {', '.join(TEACHER_TOKENS)}"
             )
         if transductive and labels == "gt":
             raise SystemExit(f"{network}: only labels without ground truth may train on the held-out group")

@@ -162,7 +162,6 @@ def pipeline_stages(matcher: Matcher, left: np.ndarray, right: np.ndarray) -> li
             winners.cost_second_far,
             winners.cost_second_local,
             winners.cost_mean,
-            winners.cost_share,
             winners.index_right,
             mode,
             left_out,
@@ -173,7 +172,7 @@ def pipeline_stages(matcher: Matcher, left: np.ndarray, right: np.ndarray) -> li
     # time), so that the later stages get the true outputs. Bytes: C read by both passes and by the
     # horizontal sweep (3), S written by the first pass over a row and read and written by the second (6).
     scratch = (out.copy(), disparity.allocate_winners(height, width), np.empty((height, width), np.float32), np.empty((height, width), np.float32))
-    stages.append(("aggregate: raster passes + horizontal + winner-takes-all + sub-pixel", lambda: raster(*scratch), cells * 9 + pixels * 36))
+    stages.append(("aggregate: raster passes + horizontal + winner-takes-all + sub-pixel", lambda: raster(*scratch), cells * 9 + pixels * 32))
     winners = disparity.allocate_winners(height, width)
     left_disparity = np.empty((height, width), dtype=np.float32)
     right_disparity = np.empty((height, width), dtype=np.float32)

@@ -18,9 +18,7 @@ Inputs (the HDF5 dataset names of issue 3, all (H, W), left view):
 * ``valid`` -- ``bool`` left-right check and uniqueness test of SGM;
 * ``cost_best`` (``c1``), ``cost_second`` (``c2``, second smallest over all other disparities),
   ``cost_second_local`` (``c2m``, smallest other local minimum), ``cost_mean`` (mean of the curve):
-  ``float32`` aggregated SGM costs (non-negative sums over paths);
-* ``cost_share`` -- ``float32`` in [0, 1], the softmax share of the winner and its two neighbours, which SGM
-  computes from the whole curve in its winner-takes-all pass (files written before 2026-12-02 lack it).
+  ``float32`` aggregated SGM costs (non-negative sums over paths).
 
 The full cost curve is not stored, so the measures of Hu and Mordohai (TPAMI 2012) that need it are
 computed from these summaries: the sum of the curve is ``cost_mean * num_disp``.
@@ -50,8 +48,6 @@ med        ``|d - median_11x11(d)|`` (median deviation)      ``1 / (1 + deviatio
 alrc<k>    share of ``lrc`` passes in a k x k window          the share itself (k = 15, 41, 101)
            (averaged left-right consistency)
 dlrc       distance ``r`` to the nearest ``lrc`` failure      ``r / (r + 10)``, ``r`` capped at 512 (1 when none fails)
-share      softmax share of the winner and its neighbours     the share itself (``cost_share``, computed by SGM
-           in the whole aggregated curve                    from the whole curve, see :mod:`pseudolabel.sgm.disparity`)
 ========== ================================================ =============================================
 
 ``binary`` measures (and the pass thresholds used by the wild labels of Tosi et al.) are declared in
@@ -556,21 +552,3 @@ def distance_to_left_right_inconsistency(features: Mapping[str, np.ndarray], par
     # stays below half a unit of the square: true up to about 800 pixels, hence the cap
     distance = np.sqrt(np.rint(np.minimum(distance.astype(np.float64), DLRC_CAP) ** 2))
     return (distance / (distance + DLRC_SCALE)).astype(np.float32)
-
-
-# ---------------------------------------------------------------------------------------------
-# from the whole cost curve, summarised by SGM itself
-
-
-@register_measure(
-    "share",
-    needs=("cost_share",),
-    description="softmax share of the winner and its two neighbours in the aggregated cost curve (SGM's cost_share)",
-)
-def softmax_share(features: Mapping[str, np.ndarray], params: RangeParams) -> np.ndarray:
-    """The share of ``exp(-(S[k] - c1) / t)`` (``t`` the pixel's mean cost over 8) within one disparity of the
-    winner, computed by SGM's winner-takes-all pass over the whole curve (:mod:`pseudolabel.sgm.disparity`;
-    the attainable maximum likelihood of Hu and Mordohai, TPAMI 2012, on three disparities): ``float32``
-    (H, W) in [0, 1]."""
-    (share,) = _costs(features, "cost_share")
-    return np.clip(share, 0.0, 1.0).astype(np.float32)

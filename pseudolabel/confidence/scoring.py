@@ -281,10 +281,7 @@ def score_proxies(
         if kept is not None:
             return ScoreSummary(chosen, [], unavailable, kept=[kept])
         if unavailable:
-            raise InputError(
-                f"{path}: nothing to score: {', '.join(unavailable)} need {_listing(unavailable)}, which the file lacks; "
-                "run `pseudolabel sgm` (with the default --store full) into a new file"
-            )
+            raise InputError(f"{path}: nothing to score: {', '.join(unavailable)} need {_listing(unavailable)}, which the file lacks")
         raise InputError("nothing to score: --model none stores only the --measures asked for; pass --measures all (or a list)")
     if network_name is not None and network_name in conventional:
         raise InputError(f"--name {network_name} collides with the conventional measure of that name; choose another --name")

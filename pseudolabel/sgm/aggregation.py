@@ -204,7 +204,6 @@ def aggregate_horizontal_and_select(
     second_far: np.ndarray,
     second_local: np.ndarray,
     mean: np.ndarray,
-    share: np.ndarray,
     index_right: np.ndarray,
     subpixel_mode: int,
     disparity_left: np.ndarray,
@@ -236,7 +235,7 @@ def aggregate_horizontal_and_select(
         best = np.zeros(_ROW_BLOCK, dtype=np.int16)
         _horizontal_rows(cost[y0:y1], image[y0:y1], p1, p2, adaptive, gamma, out[y0:y1], True, previous, current, best)
         for y in range(y0, y1):
-            select_row(out[y], ks, index[y], best_cost[y], second[y], second_far[y], second_local[y], mean[y], share[y])
+            select_row(out[y], ks, index[y], best_cost[y], second[y], second_far[y], second_local[y], mean[y])
             select_row_right(out[y], ks, min_disp, index_right[y])
             subpixel_left_row(out[y], index[y], min_disp, subpixel_mode, disparity_left[y])
             subpixel_right_row(out[y], index_right[y], min_disp, subpixel_mode, disparity_right[y])
@@ -442,7 +441,6 @@ def _raster_rows(
     second_far: np.ndarray,
     second_local: np.ndarray,
     mean: np.ndarray,
-    share: np.ndarray,
     index_right: np.ndarray,
     disparity_left: np.ndarray,
     disparity_right: np.ndarray,
@@ -534,7 +532,6 @@ def _raster_rows(
                     second_far[y, chunk:chunk_stop],
                     second_local[y, chunk:chunk_stop],
                     mean[y, chunk:chunk_stop],
-                    share[y, chunk:chunk_stop],
                     padded,
                 )
                 right_keys_update(out[y], ks, min_disp, keys, chunk, chunk_stop)
@@ -577,7 +574,6 @@ def aggregate_raster_and_select(
     second_far: np.ndarray,
     second_local: np.ndarray,
     mean: np.ndarray,
-    share: np.ndarray,
     index_right: np.ndarray,
     subpixel_mode: int,
     disparity_left: np.ndarray,
@@ -662,7 +658,6 @@ def aggregate_raster_and_select(
                     second_far,
                     second_local,
                     mean,
-                    share,
                     index_right,
                     disparity_left,
                     disparity_right,
@@ -907,7 +902,6 @@ def aggregate_and_select(cost: np.ndarray, image: np.ndarray, params: SGMParams,
             winners.cost_second_far,
             winners.cost_second_local,
             winners.cost_mean,
-            winners.cost_share,
             winners.index_right,
             mode,
             winners.disparity,
@@ -930,7 +924,6 @@ def aggregate_and_select(cost: np.ndarray, image: np.ndarray, params: SGMParams,
         winners.cost_second_far,
         winners.cost_second_local,
         winners.cost_mean,
-        winners.cost_share,
         winners.index_right,
         mode,
         winners.disparity,

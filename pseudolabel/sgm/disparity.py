@@ -2,14 +2,6 @@
 
 All functions take the aggregated volume ``S`` (``uint16`` (H, W, D), see
 :mod:`pseudolabel.sgm.aggregation`); disparity index ``k`` stands for ``d = min_disp + k`` pixels.
-
-The softmax share (``cost_share``): with ``t = mean_k S[k] / SHARE_SHARPNESS`` (the pixel's own mean cost over
-:data:`SHARE_SHARPNESS`) and weights ``w[k] = exp(-(S[k] - c1) / t)``, the share of the weights within one
-disparity of the winner, ``sum_{|k - k1| <= 1} w[k] / sum_k w[k]`` in ``[0, 1]``: the attainable maximum
-likelihood of Hu and Mordohai (TPAMI 2012) on the aggregated curve, summed over the winner and its two
-neighbours so that a sub-pixel minimum between two indices is not penalised. ``exp(-z)`` is computed as
-``max(0, 1 - z / 256) ** 256`` (eight squarings, so the loop vectorises without a vector ``exp``; within 0.2%
-of ``exp(-z)`` for ``z <= 1``, 5% for ``z <= 5``, and below ``1e-9`` for ``z >= 20``, as the true weight).
 """
 
 from __future__ import annotations
@@ -21,10 +13,6 @@ import numpy as np
 from numba import prange
 
 from pseudolabel.sgm._numba_utils import ROW_KERNEL
-
-#: ``t`` of the softmax share is the pixel's mean aggregated cost over this (see the module docstring); chosen
-#: leave one group out among ``/ 8`` and ``/ 32`` of the pixel's or of the image's mean (BENCHMARKS.md).
-SHARE_SHARPNESS = 8.0
 
 
 @dataclass
@@ -40,7 +28,6 @@ class Winners:
             if there is none). A local minimum is ``S[k] < S[k - 1]`` and ``S[k] <= S[k + 1]``
             (missing neighbours at the ends count as larger).
         cost_mean: ``float32`` mean of ``S`` over the D disparities.
-        cost_share: ``float32`` softmax share of the winner and its neighbours, in ``[0, 1]`` (module docstring).
         index_right: ``int16`` winning index of the right view, ``-1`` where no disparity of the
             range maps inside the left image.
         disparity, disparity_right: ``float32`` sub-pixel disparities (pixels) of both views, set by
@@ -53,7 +40,6 @@ class Winners:
     cost_second_far: np.ndarray
     cost_second_local: np.ndarray
     cost_mean: np.ndarray
-    cost_share: np.ndarray
     index_right: np.ndarray
     disparity: np.ndarray | None = None
     disparity_right: np.ndarray | None = None
@@ -69,26 +55,16 @@ def select_row(
     second_far: np.ndarray,
     second_local: np.ndarray,
     mean: np.ndarray,
-    share: np.ndarray,
 ) -> None:
     """Left-view winner and cost features of the pixels of one row (see :func:`winner_takes_all`).
 
     Args:
         curves: ``uint16`` (W, D) aggregated costs of the row.
         ks: ``int16`` (D,) table ``0 .. D - 1``.
-        index: ``int16`` (W,) output; best_cost, second, second_far, second_local, mean, share: ``float32`` (W,) outputs.
+        index: ``int16`` (W,) output; best_cost, second, second_far, second_local, mean: ``float32`` (W,) outputs.
     """
     padded = np.full(curves.shape[1] + 2, 65535, dtype=np.uint16)
-    select_pixels(curves, ks, index, best_cost, second, second_far, second_local, mean, share, padded)
-
-
-@numba.njit(cache=True, inline="always")
-def _share_weight(excess: np.float32, scale: np.float32) -> np.float32:
-    """``max(0, 1 - excess * scale) ** 256``: ``exp(-excess / t)`` for ``scale = 1 / (256 t)`` (module docstring)."""
-    weight = max(np.float32(0.0), np.float32(1.0) - excess * scale)
-    for _ in range(8):
-        weight = weight * weight
-    return weight
+    select_pixels(curves, ks, index, best_cost, second, second_far, second_local, mean, padded)
 
 
 @numba.njit(**ROW_KERNEL)
@@ -101,7 +77,6 @@ def select_pixels(
     second_far: np.ndarray,
     second_local: np.ndarray,
     mean: np.ndarray,
-    share: np.ndarray,
     padded: np.ndarray,
 ) -> None:
     """:func:`select_row` of any run of pixels (a whole row or a part of it), with a scratch buffer.
@@ -109,7 +84,7 @@ def select_pixels(
     Args:
         curves: ``uint16`` (N, D) aggregated costs of the pixels.
         ks: ``int16`` (D,) table ``0 .. D - 1``.
-        index: ``int16`` (N,) output; best_cost, second, second_far, second_local, mean, share: ``float32`` (N,) outputs.
+        index: ``int16`` (N,) output; best_cost, second, second_far, second_local, mean: ``float32`` (N,) outputs.
         padded: ``uint16`` (D + 2,) scratch whose first and last values are 65535.
     """
     width, num_disp = curves.shape
@@ -162,20 +137,7 @@ def select_pixels(
         second[x] = other if num_disp > 1 else best
         second_far[x] = far if has_far else largest
         second_local[x] = local if local != no_value else largest
-        average = np.float32(total) / np.float32(num_disp)
-        mean[x] = average
-        # softmax share: weights relative to the winner (1 there), one vectorised pass over the curve
-        scale = np.float32(SHARE_SHARPNESS / 256.0) / max(average, np.float32(1.0))
-        lowest = np.float32(best)
-        weights = np.float32(0.0)
-        for k in range(num_disp):
-            weights += _share_weight(np.float32(curve[k]) - lowest, scale)
-        near = np.float32(1.0)
-        if k1 > 0:
-            near += _share_weight(np.float32(curve[k1 - 1]) - lowest, scale)
-        if k1 < num_disp - 1:
-            near += _share_weight(np.float32(curve[k1 + 1]) - lowest, scale)
-        share[x] = min(near / weights, np.float32(1.0))
+        mean[x] = np.float32(total) / np.float32(num_disp)
 
 
 @numba.njit(cache=True)
@@ -244,13 +206,12 @@ def allocate_winners(height: int, width: int) -> Winners:
         cost_second_far=plane(np.float32),
         cost_second_local=plane(np.float32),
         cost_mean=plane(np.float32),
-        cost_share=plane(np.float32),
         index_right=plane(np.int16),
     )
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
-def winner_takes_all(aggregated: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def winner_takes_all(aggregated: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Left-view winner and cost features of every pixel.
 
     Every loop over disparities is branch-free with 16-bit operands (disparity indices come from an
@@ -260,8 +221,8 @@ def winner_takes_all(aggregated: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
         aggregated: ``uint16`` (H, W, D) aggregated costs.
 
     Returns:
-        ``(index, c1, c2, c2_far, c2m, mean, share)``: ``int16`` (H, W) winner index (the first one on ties)
-        and six ``float32`` (H, W) features, as described in :class:`Winners`.
+        ``(index, c1, c2, c2_far, c2m, mean)``: ``int16`` (H, W) winner index (the first one on ties)
+        and five ``float32`` (H, W) features, as described in :class:`Winners`.
     """
     height, width, num_disp = aggregated.shape
     index = np.empty((height, width), dtype=np.int16)
@@ -270,11 +231,10 @@ def winner_takes_all(aggregated: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
     second_far = np.empty((height, width), dtype=np.float32)
     second_local = np.empty((height, width), dtype=np.float32)
     mean = np.empty((height, width), dtype=np.float32)
-    share = np.empty((height, width), dtype=np.float32)
     ks = np.arange(num_disp).astype(np.int16)
     for y in prange(height):
-        select_row(aggregated[y], ks, index[y], best_cost[y], second[y], second_far[y], second_local[y], mean[y], share[y])
-    return index, best_cost, second, second_far, second_local, mean, share
+        select_row(aggregated[y], ks, index[y], best_cost[y], second[y], second_far[y], second_local[y], mean[y])
+    return index, best_cost, second, second_far, second_local, mean
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
@@ -350,5 +310,5 @@ def select(aggregated: np.ndarray, min_disp: int) -> Winners:
     Returns:
         The left- and right-view winners and cost features, (H, W) each (see :class:`Winners`).
     """
-    index, c1, c2, c2_far, c2m, mean, share = winner_takes_all(aggregated)
-    return Winners(index, c1, c2, c2_far, c2m, mean, share, winner_takes_all_right(aggregated, int(min_disp)))
+    index, c1, c2, c2_far, c2m, mean = winner_takes_all(aggregated)
+    return Winners(index, c1, c2, c2_far, c2m, mean, winner_takes_all_right(aggregated, int(min_disp)))

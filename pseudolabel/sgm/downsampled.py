@@ -32,7 +32,7 @@ from pseudolabel.sgm.params import SGMParams, SGMResult
 #: Maps of :class:`SGMResult` that hold disparities (scaled by the factor when enlarged).
 DISPARITY_MAPS = ("disparity", "disparity_right", "disparity_wta")
 #: Maps of :class:`SGMResult` copied as they are when enlarged.
-OTHER_MAPS = ("valid", "cost_best", "cost_second", "cost_second_local", "cost_mean", "cost_share")
+OTHER_MAPS = ("valid", "cost_best", "cost_second", "cost_second_local", "cost_mean")
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)

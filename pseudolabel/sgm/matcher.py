@@ -221,7 +221,6 @@ def finish_matching(
         cost_second=winners.cost_second,
         cost_second_local=winners.cost_second_local,
         cost_mean=winners.cost_mean,
-        cost_share=winners.cost_share,
         disparity_wta=(winners.index.astype(np.int16) + np.int16(params.min_disp)).astype(np.int16),
         params=params,
     )

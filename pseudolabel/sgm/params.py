@@ -187,8 +187,6 @@ class SGMResult:
         cost_second_local: ``float32`` smallest aggregated cost among the other *local minima* of the
             cost curve (``c2m``); equals the curve's maximum when there is no other local minimum.
         cost_mean: ``float32`` mean aggregated cost over the disparity range.
-        cost_share: ``float32`` softmax share of the winner and its two neighbours in the aggregated curve,
-            in ``[0, 1]`` (:mod:`pseudolabel.sgm.disparity`).
         disparity_wta: ``int16`` integer winner in pixels (``min_disp`` based), before refinement and filling.
         params: the parameters used.
         bands: horizontal bands the pair was matched in (1: the whole image at once; more when a memory
@@ -202,9 +200,8 @@ class SGMResult:
     cost_second: np.ndarray
     cost_second_local: np.ndarray
     cost_mean: np.ndarray
-    cost_share: np.ndarray
     disparity_wta: np.ndarray
     params: SGMParams = field(default_factory=SGMParams)
     bands: int = 1
 
-    FEATURES = ("cost_best", "cost_second", "cost_second_local", "cost_mean", "cost_share", "disparity_right")
+    FEATURES = ("cost_best", "cost_second", "cost_second_local", "cost_mean", "disparity_right")

@@ -223,7 +223,7 @@ def match_tiled(
         del cost_volume
         keep = slice(band.start - band.top, band.stop - band.top)
         core = slice(band.start, band.stop)
-        for name in ("index", "cost_best", "cost_second", "cost_second_far", "cost_second_local", "cost_mean", "cost_share", "index_right"):
+        for name in ("index", "cost_best", "cost_second", "cost_second_far", "cost_second_local", "cost_mean", "index_right"):
             getattr(winners, name)[core] = getattr(band_winners, name)[keep]
         # the sub-pixel disparities of both views, refined inside the last aggregation pass
         assert band_winners.disparity is not None and band_winners.disparity_right is not None

@@ -19,8 +19,7 @@ The contract (also in ``data/README.md``):
   ``disparity_right`` float32 (right view), ``cost_best``, ``cost_second``, ``cost_second_local``,
   ``cost_mean`` float32 (aggregated cost units; the first three are stored as uint16 when every
   value is an integer in [0, 65535], which holds for the current kernels, and :meth:`ProxyFile.read`
-  returns float32 either way), ``cost_share`` float32 in [0, 1] (softmax share of the winner, see
-  :mod:`pseudolabel.sgm.disparity`; files written before 2026-12-02 lack it), ``disparity_wta`` int16; later stages add ``confidence/<measure>``
+  returns float32 either way), ``disparity_wta`` int16; later stages add ``confidence/<measure>``
   ([0, 1], higher = more trustworthy; float32)
   and ``labels`` (pixels, NaN = no label; stored as a boolean mask of ``disparity`` with
   ``encoding = "disparity-mask"`` when they are taken from it, else float32). :meth:`ProxyFile.read`
@@ -76,7 +75,6 @@ RESULT_DATASETS: dict[str, np.dtype] = {
     "cost_second": np.dtype(np.float32),
     "cost_second_local": np.dtype(np.float32),
     "cost_mean": np.dtype(np.float32),
-    "cost_share": np.dtype(np.float32),
     "disparity_wta": np.dtype(np.int16),
 }
 # What `pseudolabel sgm --store` keeps of each pair: "full" every result dataset, "minimal" only what the

@@ -267,25 +267,6 @@ def test_errors_are_one_line_and_leave_the_file_intact(proxies: Path, args: list
     assert _digest(proxies) == before
 
 
-def test_a_file_without_cost_share_scores_the_other_measures_and_refuses_share_alone(proxies: Path) -> None:
-    """A proxies file written before SGM stored ``cost_share``: ``share`` is reported unavailable beside the
-    measures that run; asked alone, a one-line error names the file and the fix, and the file is untouched."""
-    with h5py.File(proxies, "a") as handle:
-        for group in handle["pairs"].values():
-            del group["cost_share"]
-    result = _run("confidence", "score", "--proxies", str(proxies), "--measures", "pkr,share", "--model", "none")
-    assert result.exit_code == 0, result.output
-    assert "lacks cost_share" in result.output and "share" in result.output
-    with open_proxies(proxies) as handle:
-        assert handle.list_confidences("tsukuba") == ["pkr"]
-    before = _digest(proxies)
-    result = CliRunner().invoke(main, ["confidence", "score", "--proxies", str(proxies), "--measures", "share", "--model", "none"])
-    assert result.exit_code == 1 and "Traceback" not in result.output
-    error_lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(error_lines) == 1 and str(proxies) in error_lines[0] and "run `pseudolabel sgm`" in error_lines[0], result.output
-    assert _digest(proxies) == before
-
-
 def test_help_has_examples() -> None:
     for command in (["confidence", "train"], ["confidence", "score"], ["confidence", "eval"], ["labels"]):
         result = CliRunner().invoke(main, [*command, "--help"])

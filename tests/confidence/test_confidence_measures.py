@@ -6,7 +6,6 @@ import dataclasses
 import subprocess
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -257,7 +256,6 @@ def test_every_measure_is_in_unit_range_and_registered_needs_suffice() -> None:
         "cost_second": c1 + rng.uniform(0, 20, shape).astype(np.float32),
         "cost_second_local": c1 + rng.uniform(0, 50, shape).astype(np.float32),
         "cost_mean": c1 + rng.uniform(10, 80, shape).astype(np.float32),
-        "cost_share": rng.uniform(0, 1, shape).astype(np.float32),
     }
     params = SGMParams(min_disp=0, max_disp=32)
     for name, spec in MEASURES.items():
@@ -279,23 +277,6 @@ def test_more_separated_minimum_gives_higher_confidence() -> None:
     for name in ("pkrn", "pkr", "mm", "mmn", "wmn", "wmnn"):
         values = compute_measure(name, features, PARAMS)[0]
         assert np.all(np.diff(values) > 0), name
-
-
-def test_share_reads_sgms_softmax_share_of_a_real_match() -> None:
-    """``share`` is SGM's ``cost_share`` (clipped to [0, 1]); on a matched pair it is higher where the proxy is right."""
-    from pseudolabel.io import read_image
-    from pseudolabel.sgm.matcher import match
-
-    scene = Path(__file__).parents[1] / "data" / "middlebury" / "tsukuba"
-    left, right = read_image(scene / "imL.png"), read_image(scene / "imR.png")
-    result = match(left, right, SGMParams(max_disp=16))
-    share = compute_measure("share", {"cost_share": result.cost_share}, SGMParams(max_disp=16))
-    np.testing.assert_array_equal(share, np.clip(result.cost_share, 0, 1))
-    ground_truth = read_image(scene / "groundtruth.png")[..., 0].astype(np.float32) / 16  # 0: unknown
-    known = ground_truth > 0
-    right_pixels = known & (np.abs(result.disparity - ground_truth) <= 1)
-    wrong_pixels = known & (np.abs(result.disparity - ground_truth) > 3)
-    assert share[right_pixels].mean() > share[wrong_pixels].mean() + 0.1
 
 
 def test_unknown_measure_and_missing_feature_are_input_errors() -> None:

@@ -121,16 +121,7 @@ def winner_takes_all(aggregated: np.ndarray) -> tuple[np.ndarray, ...]:
     local = np.where(is_local, curve, big).min(axis=2)
     local = np.where(local == big, largest, local)
     mean = curve.sum(axis=2) / num_disp
-    return index.astype(np.int16), best, second, far, local, mean, softmax_share(curve, index, mean)
-
-
-def softmax_share(curve: np.ndarray, index: np.ndarray, mean: np.ndarray, exact: bool = False) -> np.ndarray:
-    """Share of ``exp(-(S - c1) / t)``, ``t = mean / 8`` (at least 1 / 8), within one index of the winner; ``exp(-z)``
-    as SGM computes it, ``max(0, 1 - z / 256) ** 256``, unless ``exact``."""
-    excess = (curve - curve.min(axis=2, keepdims=True)) / (np.maximum(mean, 1.0)[:, :, None] / 8.0)
-    weights = np.exp(-excess) if exact else np.maximum(0.0, 1.0 - excess / 256.0) ** 256
-    near = np.abs(np.arange(curve.shape[2])[None, None, :] - index[:, :, None]) <= 1
-    return np.minimum((weights * near).sum(axis=2) / weights.sum(axis=2), 1.0)
+    return index.astype(np.int16), best, second, far, local, mean
 
 
 def winner_takes_all_right(aggregated: np.ndarray, min_disp: int) -> np.ndarray:

@@ -83,7 +83,7 @@ def test_result_is_the_reduced_match_enlarged() -> None:
         expected = enlarge_map(getattr(reduced, name) * 2, 2, 37, 83)
         assert getattr(result, name).dtype == getattr(reduced, name).dtype
         np.testing.assert_array_equal(getattr(result, name), expected, err_msg=name)
-    for name in ("valid", "cost_best", "cost_second", "cost_second_local", "cost_mean", "cost_share"):
+    for name in ("valid", "cost_best", "cost_second", "cost_second_local", "cost_mean"):
         np.testing.assert_array_equal(getattr(result, name), enlarge_map(getattr(reduced, name), 2, 37, 83), err_msg=name)
     assert result.params == params and result.disparity.shape == left.shape
     np.testing.assert_array_equal(Matcher(params)(left, right).disparity, result.disparity)
@@ -157,7 +157,7 @@ def test_scale_disparities_multiplies_only_the_disparity_maps_at_the_reduced_siz
 
     maps = {
         name: np.full((2, 3), 1.5, np.float32)
-        for name in ("disparity", "disparity_right", "cost_best", "cost_second", "cost_second_local", "cost_mean", "cost_share")
+        for name in ("disparity", "disparity_right", "cost_best", "cost_second", "cost_second_local", "cost_mean")
     }
     reduced = SGMResult(valid=np.ones((2, 3), bool), disparity_wta=np.array([[3, -2, 0], [1, 1, 1]], np.int16), params=SGMParams(), **maps)
     params = SGMParams.preset("fast")
@@ -183,17 +183,7 @@ def test_match_reduced_enlarged_is_match(max_memory: str | None) -> None:
     reduced = match_reduced(left, right, params, max_memory=max_memory)
     height, width = left.shape
     assert reduced.disparity.shape == (188, 621) and reduced.params == params
-    for name in (
-        "disparity",
-        "disparity_right",
-        "disparity_wta",
-        "valid",
-        "cost_best",
-        "cost_second",
-        "cost_second_local",
-        "cost_mean",
-        "cost_share",
-    ):
+    for name in ("disparity", "disparity_right", "disparity_wta", "valid", "cost_best", "cost_second", "cost_second_local", "cost_mean"):
         enlarged = enlarge_map(getattr(reduced, name), 2, height, width)
         assert enlarged.dtype == getattr(full, name).dtype
         np.testing.assert_array_equal(enlarged, getattr(full, name), err_msg=name)

@@ -127,7 +127,7 @@ def test_fused_aggregation_and_selection_equals_the_separate_kernels(paths: int,
     separate = aggregation.aggregate(volume, image, params)
     np.testing.assert_array_equal(fused, separate)
     expected = disparity.select(separate, min_disp)
-    for name in ("index", "cost_best", "cost_second", "cost_second_far", "cost_second_local", "cost_mean", "cost_share", "index_right"):
+    for name in ("index", "cost_best", "cost_second", "cost_second_far", "cost_second_local", "cost_mean", "index_right"):
         np.testing.assert_array_equal(getattr(winners, name), getattr(expected, name), err_msg=name)
     mode = refinement.SUBPIXEL_MODES[params.subpixel]
     np.testing.assert_array_equal(winners.disparity, refinement.subpixel_left(separate, expected.index, min_disp, mode))
@@ -155,7 +155,7 @@ def test_raster_pass_matches_reference(shape: tuple[int, int], forward: bool, di
     penalties = np.zeros((3, width), dtype=np.int32)
     # the winner-takes-all arguments (not used without ``select``)
     ks = np.arange(num_disp, dtype=np.int16)
-    unused_maps = [np.zeros(shape, dtype=dtype) for dtype in [np.int16] + [np.float32] * 6 + [np.int16] + [np.float32] * 2]
+    unused_maps = [np.zeros(shape, dtype=dtype) for dtype in [np.int16] + [np.float32] * 5 + [np.int16] + [np.float32] * 2]
     keys = np.zeros(width, dtype=np.uint32)
     padded = np.full(num_disp + 2, 65535, dtype=np.uint16)
     moving = np.empty(num_disp + 2, dtype=np.int16)
@@ -191,16 +191,15 @@ def test_raster_aggregation_and_selection_match_reference(shape: tuple[int, int]
     mode = refinement.SUBPIXEL_MODES["parabola"]
     aggregation.aggregate_raster_and_select(
         volume, image, paths == 8, 5, 40, True, 8.0, out, accumulate, min_disp, winners.index, winners.cost_best, winners.cost_second,
-        winners.cost_second_far, winners.cost_second_local, winners.cost_mean, winners.cost_share, winners.index_right, mode, left, right,
+        winners.cost_second_far, winners.cost_second_local, winners.cost_mean, winners.index_right, mode, left, right,
     )  # fmt: skip
     expected = start + sum(reference.path_cost(volume, image, dx, dy, 5, 40, True, 8.0) for dx, dy in aggregation.DIRECTIONS[paths])
     np.testing.assert_array_equal(out.astype(np.int64), expected)
-    index, c1, c2, far, local, mean, share = reference.winner_takes_all(out)
+    index, c1, c2, far, local, mean = reference.winner_takes_all(out)
     np.testing.assert_array_equal(winners.index, index)
     for got, want in zip((winners.cost_best, winners.cost_second, winners.cost_second_far, winners.cost_second_local), (c1, c2, far, local)):
         np.testing.assert_array_equal(got, want.astype(np.float32))
     np.testing.assert_allclose(winners.cost_mean, mean, rtol=1e-6)
-    np.testing.assert_allclose(winners.cost_share, share, rtol=2e-4, atol=1e-6)
     np.testing.assert_array_equal(winners.index_right, reference.winner_takes_all_right(out, min_disp))
     np.testing.assert_allclose(left, reference.subpixel_left(out, winners.index, min_disp, "parabola"), atol=1e-5)
 
@@ -228,17 +227,7 @@ def test_aggregation_paths_agree_and_do_not_depend_on_threads(paths: int, monkey
     first_volume, first = results[0]
     for other_volume, other in results[1:]:
         np.testing.assert_array_equal(other_volume, first_volume)
-        for name in (
-            "index",
-            "cost_best",
-            "cost_second",
-            "cost_second_far",
-            "cost_second_local",
-            "cost_mean",
-            "cost_share",
-            "index_right",
-            "disparity",
-        ):
+        for name in ("index", "cost_best", "cost_second", "cost_second_far", "cost_second_local", "cost_mean", "index_right", "disparity"):
             np.testing.assert_array_equal(getattr(other, name), getattr(first, name), err_msg=name)
         np.testing.assert_array_equal(other.disparity_right, first.disparity_right)
 
@@ -282,41 +271,22 @@ def test_path_cost_by_hand() -> None:
 def test_winner_takes_all_matches_reference(shape: tuple[int, int]) -> None:
     rng = np.random.default_rng(11)
     volume = rng.integers(0, 40, size=shape + (9,)).astype(np.uint16)  # many ties on purpose
-    index, c1, c2, far, local, mean, share = disparity.winner_takes_all(volume)
+    index, c1, c2, far, local, mean = disparity.winner_takes_all(volume)
     expected = reference.winner_takes_all(volume)
     np.testing.assert_array_equal(index, expected[0])
     for got, want in zip((c1, c2, far, local), expected[1:5]):
         np.testing.assert_array_equal(got, want.astype(np.float32))
     np.testing.assert_allclose(mean, expected[5], rtol=1e-6)
-    np.testing.assert_allclose(share, expected[6], rtol=2e-4, atol=1e-6)
-
-
-@pytest.mark.parametrize("shape", [(9, 15), (5, 3)])
-def test_softmax_share_of_real_sized_curves_matches_reference_and_the_true_exponential(shape: tuple[int, int]) -> None:
-    """Aggregated costs in the thousands over 65 disparities, winners at both ends included: the share matches its
-    NumPy reference to float32 precision and the share of the true softmax within 0.01."""
-    rng = np.random.default_rng(23)
-    volume = rng.integers(800, 5000, size=shape + (65,)).astype(np.uint16)
-    volume[0, 0, 0] = volume[0, -1, -1] = 100  # winners at the first and the last index
-    volume[1, 0, 30:32] = 100  # a minimum two indices wide: the winner (the first) and its neighbour share it
-    index, _, _, _, _, mean, share = disparity.winner_takes_all(volume)
-    curve = volume.astype(np.float64)
-    np.testing.assert_allclose(share, reference.softmax_share(curve, index, mean), rtol=2e-4, atol=1e-6)
-    np.testing.assert_allclose(share, reference.softmax_share(curve, index, mean, exact=True), atol=0.01)
-    assert share[1, 0] > 0.5 and share.min() > 0.0 and share.max() <= 1.0
 
 
 def test_cost_features_by_hand() -> None:
     curve = np.array([[[5, 3, 4, 1, 2, 6]]], dtype=np.uint16)
-    index, c1, c2, far, local, mean, share = disparity.winner_takes_all(curve)
+    index, c1, c2, far, local, mean = disparity.winner_takes_all(curve)
     assert index[0, 0] == 3 and c1[0, 0] == 1
     assert c2[0, 0] == 2  # neighbour included
     assert far[0, 0] == 3  # |k - 3| > 1: values 5, 3, 6
     assert local[0, 0] == 3  # other local minima: k=1 (3 < 5, 3 <= 4)
     assert mean[0, 0] == pytest.approx(21 / 6)
-    # t = 3.5 / 8: weights exp(-(S - 1) / t) of 4, 2, 3, 0, 1, 5; the winner and its neighbours hold 0, 1 and 3
-    weights = np.exp(-np.array([4, 2, 3, 0, 1, 5]) / (3.5 / 8))
-    assert share[0, 0] == pytest.approx((weights[2] + weights[3] + weights[4]) / weights.sum(), abs=2e-3)
 
 
 @pytest.mark.parametrize("min_disp", [0, -2, 3])

@@ -33,7 +33,7 @@ def test_result_fields_have_the_documented_shapes_and_dtypes() -> None:
     left, right = textured_pair()
     result = match(left, right, max_disp=12)
     assert isinstance(result, SGMResult)
-    for name in ("disparity", "disparity_right", "cost_best", "cost_second", "cost_second_local", "cost_mean", "cost_share"):
+    for name in ("disparity", "disparity_right", "cost_best", "cost_second", "cost_second_local", "cost_mean"):
         array = getattr(result, name)
         assert array.shape == left.shape and array.dtype == np.float32, name
     assert result.valid.dtype == np.bool_ and result.valid.shape == left.shape
@@ -198,15 +198,5 @@ def test_results_do_not_depend_on_the_thread_count(preset: str) -> None:
         double = Matcher(params)(left, right)
     finally:
         numba.set_num_threads(threads)
-    for name in (
-        "disparity",
-        "valid",
-        "disparity_right",
-        "cost_best",
-        "cost_second",
-        "cost_second_local",
-        "cost_mean",
-        "cost_share",
-        "disparity_wta",
-    ):
+    for name in ("disparity", "valid", "disparity_right", "cost_best", "cost_second", "cost_second_local", "cost_mean", "disparity_wta"):
         np.testing.assert_array_equal(getattr(single, name), getattr(double, name), err_msg=name)

@@ -17,7 +17,7 @@ from pseudolabel.sgm.params import SGMParams, SGMResult
 from tests.sgm.test_sgm_match import textured_pair
 
 DATA = Path(__file__).parents[1] / "data"
-FIELDS = ("disparity", "valid", "disparity_right", "cost_best", "cost_second", "cost_second_local", "cost_mean", "cost_share", "disparity_wta")
+FIELDS = ("disparity", "valid", "disparity_right", "cost_best", "cost_second", "cost_second_local", "cost_mean", "disparity_wta")
 
 
 def kitti() -> tuple[np.ndarray, np.ndarray]:

@@ -37,7 +37,6 @@ def fake_result(seed: int, shape: tuple[int, int] = (23, 37)) -> dict[str, np.nd
         "cost_second": rng.integers(700, 1400, shape).astype(np.float32),
         "cost_second_local": rng.integers(700, 2000, shape).astype(np.float32),
         "cost_mean": rng.uniform(300, 1100, shape).astype(np.float32),
-        "cost_share": rng.random(shape).astype(np.float32),
         "disparity_wta": np.round(disparity).astype(np.int16),
     }
 

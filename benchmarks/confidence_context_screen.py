@@ -26,14 +26,16 @@ added to the measures:
   softmax shares) and ``minima`` (the last two);
 * ``softg``, ``softp``, ``softp8``, ``softp32`` (2026-12-01, night): the softmax shares as SGM's own winner-takes-all
   pass could compute them, within one disparity of the winner-takes-all disparity (not the proxy's): temperatures
-  ``s / 8`` and ``s / 32`` with ``s`` the image's mean cost (``softg``) or the pixel's own mean cost (``softp``, and
-  ``softp8`` / ``softp32`` with one temperature each; see :func:`share_features`).
+  ``s / 8`` and ``s / 32`` with ``s`` the image's mean cost (``softg``, and ``softg8`` / ``softg32`` with one temperature
+  each) or the pixel's own mean cost (``softp``, ``softp8``, ``softp32``; see :func:`share_features`).
 
 Per group and in the mean over groups: AUC / optimal, and the coverage at a 1% bad-3 target of the labels of the
 isotonic-pair calibration (fitted on the training groups) and of the best tau per pair chosen with the ground
 truth (the ranking's ceiling). Run after ``confidence.py logo`` has written the group files::
 
     python benchmarks/confidence_context_screen.py --work work/confidence/logo --json benchmarks/results/confidence_context_screen.json
+
+``--alone softg8,apkr`` ranks single maps instead (AUC / optimal per group and its mean, no training).
 """
 
 from __future__ import annotations
@@ -56,13 +58,20 @@ from pseudolabel.confidence.measures import LITERATURE_MEASURES
 #: The conventional measures of the CCNNs before 2026-12 (the base of every variant).
 BASE = LITERATURE_MEASURES
 GROUPS = tuple(sorted(confidence_logo.LOGO_GROUPS))  # the order the pairs are loaded and trained in
-FAMILIES = ("inv", "tex", "dsp", "edge", "dir", "uniq", "curve", "rise", "soft", "minima", "softg", "softp", "softp8", "softp32")
 #: The parts of the ``curve`` family: which of its maps each takes.
 CURVE_PARTS = {"curve": slice(0, 7), "rise": slice(0, 3), "soft": slice(3, 5), "minima": slice(5, 7)}
 _curve_cache: dict[str, list[np.ndarray]] = {}
 #: The parts of the ``share`` maps (softmax shares at the winner-takes-all disparity): which of its maps each takes.
-SHARE_PARTS = {"softg": slice(0, 2), "softp": slice(2, 4), "softp8": slice(2, 3), "softp32": slice(3, 4)}
+SHARE_PARTS = {
+    "softg": slice(0, 2),
+    "softg8": slice(0, 1),
+    "softg32": slice(1, 2),
+    "softp": slice(2, 4),
+    "softp8": slice(2, 3),
+    "softp32": slice(3, 4),
+}
 _share_cache: dict[str, list[np.ndarray]] = {}
+FAMILIES = ("inv", "tex", "dsp", "edge", "dir", "uniq", "curve", "rise", "soft", "minima", *SHARE_PARTS)
 
 
 def _box(values: np.ndarray, window: int) -> np.ndarray:
@@ -267,17 +276,43 @@ def screen(pairs: list[confidence_logo.Pair], families: tuple[str, ...], seed: i
     return results
 
 
+def rank_alone(pairs: list[confidence_logo.Pair], names: list[str]) -> dict[str, dict[str, float]]:
+    """``{name: {group: AUC / optimal}}`` of single maps used as the confidence, no training: the first map of a feature
+    family, or a stored measure by name."""
+    from pseudolabel.confidence.sparsification import error_mask, optimal_auc, sparsification_auc
+
+    sums: dict[str, dict[str, list[tuple[float, float]]]] = {name: {} for name in names}
+    for pair in pairs:
+        bad, known = error_mask(pair.disparity, pair.ground_truth)
+        optimal = optimal_auc(float(bad.sum() / max(known.sum(), 1)))
+        for name in names:
+            confidence = pair.measures[name] if name in pair.measures else context_features(pair, name)[0]
+            sums[name].setdefault(pair.group, []).append((sparsification_auc(confidence, bad, known), optimal))
+    return {
+        name: {group: float(np.mean([a for a, _ in rows]) / np.mean([o for _, o in rows])) for group, rows in groups.items()}
+        for name, groups in sums.items()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("work/confidence/logo"), help="confidence_logo.py's work folder (its group files)")
     parser.add_argument("--variants", default="none,inv,tex,dsp,edge", help="comma-separated: none (the measures alone) or FAMILY[+FAMILY]")
     parser.add_argument("--json", type=Path, default=None, help="JSON file the figures are merged into (by variant)")
+    parser.add_argument(
+        "--alone", default="", help="comma-separated families (their first map) or measures ranked alone, no training, instead of --variants"
+    )
     args = parser.parse_args()
     files = {group: args.work / f"{group}.h5" for group in GROUPS}
     missing = [str(path) for path in files.values() if not path.exists()]
     if missing:
         raise SystemExit(f"{', '.join(missing)} missing: run `python benchmarks/confidence.py logo --data ../shared/data --work {args.work}` first")
     pairs = confidence_logo.load_pairs(files)
+    if args.alone:
+        for name, ratios in rank_alone(pairs, args.alone.split(",")).items():
+            per_group = " ".join(f"{group}:{ratio:.2f}" for group, ratio in ratios.items())
+            print(f"{name} alone: / optimal {np.mean(list(ratios.values())):.2f} | {per_group}", flush=True)
+        return
     report: dict[str, dict[str, dict[str, float]]] = {}
     for variant in args.variants.split(","):
         families = () if variant == "none" else tuple(variant.split("+"))

@@ -13,7 +13,11 @@ left out, and varies one thing of :class:`pseudolabel.confidence.training.Traini
 * ``ep20``: 20 epochs of 30 steps instead of 6; ``b64``: 64 crops per step instead of 16;
 * ``wild``: the wild labels (no ground truth) instead of the ground truth;
 * ``curve``: seven more input channels read from SGM's whole aggregated cost curve (the ``curve`` family of
-  ``confidence_context_screen.py``; the pair is matched again, as ``pseudolabel sgm`` does not store the curve).
+  ``confidence_context_screen.py``; the pair is matched again, as ``pseudolabel sgm`` does not store the curve);
+  ``soft``, ``softg``, ``softg8``, ``softg32``, ``softp8`` (2026-12-01, night): only the softmax shares, the
+  families of that name in ``confidence_context_screen.py`` (at the proxy's disparity with the image's mean cost as
+  the scale; at the winner-takes-all disparity with the image's, both temperatures or one; at the winner-takes-all
+  disparity with the pixel's).
 
 A variant is ``+``-joined tokens, e.g. ``wild+pairs+std``. Means over the held-out groups: AUC / optimal (the mean
 over groups of each group's mean AUC over its mean optimal AUC), the ground-truth pixels kept at a 1% bad-3 target
@@ -42,9 +46,9 @@ import confidence_logo
 from pseudolabel.confidence.measures import CCNN_INPUTS
 
 GROUPS = tuple(sorted(confidence_logo.LOGO_GROUPS))  # the order the pairs are loaded and trained in
-TOKENS = ("pixels", "pairs", "std", "ep20", "b64", "wild", "curve")
-#: Names under which the ``curve`` channels enter a pair's measures (not registered measures).
-CURVE_CHANNELS = tuple(f"curve{index}" for index in range(7))
+#: Tokens that add the maps of the ``confidence_context_screen.py`` family of the same name as input channels.
+CURVE_TOKENS = ("curve", "soft", "softg", "softg8", "softg32", "softp8")
+TOKENS = ("pixels", "pairs", "std", "ep20", "b64", "wild", *CURVE_TOKENS)
 DEFAULT_VARIANTS = "pixels,pairs,pairs+std,pairs+ep20,pairs+std+ep20,wild+pixels,wild+pairs,wild+pairs+std"
 
 
@@ -77,13 +81,14 @@ def run_variant(pairs: list[confidence_logo.Pair], variant: str) -> dict[str, di
 
     labels, config_kwargs = config_for(variant)
     inputs = CCNN_INPUTS
-    if "curve" in variant.split("+"):
-        import confidence_context_screen
+    for token in CURVE_TOKENS:
+        if token in variant.split("+"):
+            import confidence_context_screen
 
-        inputs = CCNN_INPUTS + CURVE_CHANNELS
-        for pair in pairs:
-            if CURVE_CHANNELS[0] not in pair.measures:
-                pair.measures.update(zip(CURVE_CHANNELS, confidence_context_screen.curve_features(pair)))
+            for pair in pairs:  # under names that are not registered measures: ``curve0`` ... ``curve6``, ``soft0`` ...
+                maps = confidence_context_screen.context_features(pair, token)
+                pair.measures.update((f"{token}{index}", values) for index, values in enumerate(maps))
+            inputs = inputs + tuple(f"{token}{index}" for index in range(len(maps)))
     config = TrainingConfig(architecture="ccnn", inputs=inputs, **config_kwargs)
     torch.set_num_threads(1)
     results: dict[str, dict[str, float]] = {}

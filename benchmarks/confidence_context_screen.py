@@ -78,14 +78,32 @@ def _box(values: np.ndarray, window: int) -> np.ndarray:
     return cv2.blur(values.astype(np.float32), (window, window), borderType=cv2.BORDER_REFLECT)
 
 
-def curve_features(pair: confidence_logo.Pair) -> list[np.ndarray]:
-    """The ``curve`` family (see the module docstring): ``float32`` (H, W) maps from the aggregated cost volume."""
+def _aggregated_volume(pair: confidence_logo.Pair) -> np.ndarray:
+    """``float32`` (H, W, D) aggregated cost volume of the pair, matched again with its parameters."""
     from pseudolabel.sgm import aggregation, cost
 
     params = pair.params
     left = cost.prepare_image(pair.images["left_gray"] * np.float32(255))
     right = cost.prepare_image(pair.images["right_gray"] * np.float32(255))
-    volume = aggregation.aggregate_and_select(cost.compute_cost(left, right, params), left, params)[0].astype(np.float32)
+    return aggregation.aggregate_and_select(cost.compute_cost(left, right, params), left, params)[0].astype(np.float32)
+
+
+def _near_share(volume: np.ndarray, best: np.ndarray, index: np.ndarray, temperature: float | np.ndarray) -> np.ndarray:
+    """(H, W) share of ``exp(-(cost - best) / temperature)`` within one disparity of ``index`` ((H, W) indices);
+    ``temperature`` is one value or (H, W, 1)."""
+    height, width, count = volume.shape
+    rows, columns = np.indices((height, width))
+    weights = np.exp(-(volume - best[..., None]) / temperature)
+    near = np.zeros((height, width), np.float32)
+    for offset in (-1, 0, 1):
+        near += weights[rows, columns, np.clip(index + offset, 0, count - 1)] * ((index + offset >= 0) & (index + offset < count))
+    return near / weights.sum(axis=2)
+
+
+def curve_features(pair: confidence_logo.Pair) -> list[np.ndarray]:
+    """The ``curve`` family (see the module docstring): ``float32`` (H, W) maps from the aggregated cost volume."""
+    params = pair.params
+    volume = _aggregated_volume(pair)
     height, width, count = volume.shape
     disparity = np.nan_to_num(pair.disparity.astype(np.float32), nan=float(params.min_disp))
     index = np.clip(np.rint(disparity - params.min_disp).astype(np.int64), 0, count - 1)
@@ -96,13 +114,7 @@ def curve_features(pair: confidence_logo.Pair) -> list[np.ndarray]:
     above = volume[rows, columns, np.minimum(index + 1, count - 1)]
     best = volume.min(axis=2)
     maps = [(below - at) / scale, (above - at) / scale, (at - best) / scale]
-    for temperature in (scale / 8, scale / 32):
-        weights = np.exp(-(volume - best[..., None]) / temperature)
-        near = np.zeros((height, width), np.float32)
-        for offset in (-1, 0, 1):
-            near += weights[rows, columns, np.clip(index + offset, 0, count - 1)] * ((index + offset >= 0) & (index + offset < count))
-        maps.append(near / weights.sum(axis=2))
-        del weights
+    maps += [_near_share(volume, best, index, temperature) for temperature in (scale / 8, scale / 32)]
     interior = volume[..., 1:-1]
     minima = np.zeros(volume.shape, bool)
     minima[..., 1:-1] = (interior <= volume[..., :-2]) & (interior <= volume[..., 2:])
@@ -121,27 +133,15 @@ def curve_features(pair: confidence_logo.Pair) -> list[np.ndarray]:
 def share_features(pair: confidence_logo.Pair) -> list[np.ndarray]:
     """Softmax shares within one disparity of the winner-takes-all disparity (not the proxy's): temperatures
     ``s / 8`` and ``s / 32`` with ``s`` the image's mean cost (``softg``), then with ``s`` the pixel's own mean
-    cost (``softp``; ``softp8`` and ``softp32`` one each): what SGM's own pass can compute per pixel."""
-    from pseudolabel.sgm import aggregation, cost
-
-    params = pair.params
-    left = cost.prepare_image(pair.images["left_gray"] * np.float32(255))
-    right = cost.prepare_image(pair.images["right_gray"] * np.float32(255))
-    volume = aggregation.aggregate_and_select(cost.compute_cost(left, right, params), left, params)[0].astype(np.float32)
-    height, width, count = volume.shape
-    rows, columns = np.indices((height, width))
+    cost (``softp``): what a pass over SGM's aggregated volume after its winner-takes-all can compute."""
+    volume = _aggregated_volume(pair)
+    height, width, _ = volume.shape
     index = volume.argmin(axis=2)
     best = volume.min(axis=2)
-    own = volume.mean(axis=2)
-    maps = []
-    for scale in (np.full((height, width), float(volume.mean()) + 1e-6, np.float32), own + 1e-6):
-        for divisor in (8, 32):
-            weights = np.exp(-(volume - best[..., None]) / (scale[..., None] / divisor))
-            near = np.zeros((height, width), np.float32)
-            for offset in (-1, 0, 1):
-                near += weights[rows, columns, np.clip(index + offset, 0, count - 1)] * ((index + offset >= 0) & (index + offset < count))
-            maps.append(near / weights.sum(axis=2))
-            del weights
+    image_scale = np.full((height, width), float(volume.mean()) + 1e-6, np.float32)
+    maps = [
+        _near_share(volume, best, index, scale[..., None] / divisor) for scale in (image_scale, volume.mean(axis=2) + 1e-6) for divisor in (8, 32)
+    ]
     return [np.asarray(values, np.float32) for values in maps]
 
 

@@ -44,6 +44,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -60,7 +61,6 @@ BASE = LITERATURE_MEASURES
 GROUPS = tuple(sorted(confidence_logo.LOGO_GROUPS))  # the order the pairs are loaded and trained in
 #: The parts of the ``curve`` family: which of its maps each takes.
 CURVE_PARTS = {"curve": slice(0, 7), "rise": slice(0, 3), "soft": slice(3, 5), "minima": slice(5, 7)}
-_curve_cache: dict[str, list[np.ndarray]] = {}
 #: The parts of the ``share`` maps (softmax shares at the winner-takes-all disparity): which of its maps each takes.
 SHARE_PARTS = {
     "softg": slice(0, 2),
@@ -70,7 +70,8 @@ SHARE_PARTS = {
     "softp8": slice(2, 3),
     "softp32": slice(3, 4),
 }
-_share_cache: dict[str, list[np.ndarray]] = {}
+#: The maps read from a pair's re-matched cost volume, by (function name, pair key): each pair is matched once per function.
+_volume_maps_cache: dict[tuple[str, str], list[np.ndarray]] = {}
 FAMILIES = ("inv", "tex", "dsp", "edge", "dir", "uniq", "curve", "rise", "soft", "minima", *SHARE_PARTS)
 
 
@@ -145,6 +146,14 @@ def share_features(pair: confidence_logo.Pair) -> list[np.ndarray]:
     return [np.asarray(values, np.float32) for values in maps]
 
 
+def _volume_maps(pair: confidence_logo.Pair, compute: Callable[[confidence_logo.Pair], list[np.ndarray]]) -> list[np.ndarray]:
+    """``compute(pair)`` (:func:`curve_features` or :func:`share_features`), computed once per pair."""
+    key = (compute.__name__, pair.key)
+    if key not in _volume_maps_cache:
+        _volume_maps_cache[key] = compute(pair)
+    return _volume_maps_cache[key]
+
+
 def context_features(pair: confidence_logo.Pair, family: str) -> list[np.ndarray]:
     """The ``float32`` (H, W) maps of one feature family (see the module docstring)."""
     disparity = np.nan_to_num(pair.disparity.astype(np.float32))
@@ -182,13 +191,9 @@ def context_features(pair: confidence_logo.Pair, family: str) -> list[np.ndarray
             maps.append(cv2.boxFilter(failing, -1, size, anchor=(0, 3), borderType=cv2.BORDER_REFLECT))  # to the right
         return maps
     if family in CURVE_PARTS:
-        if pair.key not in _curve_cache:
-            _curve_cache[pair.key] = curve_features(pair)
-        return _curve_cache[pair.key][CURVE_PARTS[family]]
+        return _volume_maps(pair, curve_features)[CURVE_PARTS[family]]
     if family in SHARE_PARTS:
-        if pair.key not in _share_cache:
-            _share_cache[pair.key] = share_features(pair)
-        return _share_cache[pair.key][SHARE_PARTS[family]]
+        return _volume_maps(pair, share_features)[SHARE_PARTS[family]]
     if family == "uniq":
         failing = (pair.measures["uniqueness"] < 0.5).astype(np.float32)
         return [_box(failing, window) for window in (15, 41, 101)]
